@@ -1,0 +1,171 @@
+// Package commands runs the ledger's commands: it loads a session's stream,
+// folds it into state, lets the domain decide, and appends the resulting
+// events expecting the version it loaded. When another append to the same
+// session wins the race, it reloads and decides again, so the loser gets the
+// domain's real answer (for a claim: "Handoff already claimed").
+package commands
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/resolutionflow/ledgerd/domain"
+	"github.com/resolutionflow/ledgerd/eventcodec"
+	"github.com/resolutionflow/ledgerd/eventstore"
+)
+
+// EventLog is what the handler needs from an event store.
+type EventLog interface {
+	Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) ([]eventstore.Event, error)
+	ReadStream(ctx context.Context, stream string) ([]eventstore.Event, error)
+}
+
+// Waiter blocks until the read models reflect the log up to a position, so a
+// client that got a 2xx sees its change in its next read.
+type Waiter interface {
+	WaitFor(ctx context.Context, position int64) error
+}
+
+// maxAttempts bounds the reload-and-decide loop. Each failed attempt means
+// another append to the same session committed, so the bound is only hit
+// under sustained contention on one session.
+const maxAttempts = 16
+
+// Trace identifies the request behind a command; it goes into the events'
+// metadata.
+type Trace struct {
+	RequestID     string
+	CorrelationID string
+}
+
+// Handler executes commands.
+type Handler struct {
+	log    EventLog
+	waiter Waiter
+	now    func() time.Time
+}
+
+// NewHandler returns a handler appending to log and waiting on waiter (nil
+// for no waiting) before it reports success.
+func NewHandler(log EventLog, waiter Waiter) *Handler {
+	return &Handler{log: log, waiter: waiter, now: time.Now}
+}
+
+// Result is a command's outcome: the handoff it touched, as it now stands,
+// and the position of the last event appended.
+type Result struct {
+	Handoff  domain.Handoff
+	Position int64
+}
+
+// Execute runs cmd on the session of the actor's account. handoffID names
+// the handoff the command creates or acts on. It returns a *domain.Error or
+// *domain.ClaimedError for a rejected command.
+func (h *Handler) Execute(ctx context.Context, actor domain.Actor, session uuid.UUID, cmd domain.Command, trace Trace) (Result, error) {
+	stream := eventcodec.StreamName(actor.AccountID, session)
+	for attempt := 1; ; attempt++ {
+		state, err := h.load(ctx, actor.AccountID, session, stream)
+		if err != nil {
+			return Result{}, err
+		}
+		decided, err := domain.Decide(state, cmd)
+		if err != nil {
+			return Result{}, err
+		}
+		events, err := h.encode(actor, decided, trace)
+		if err != nil {
+			return Result{}, err
+		}
+		recorded, err := h.log.Append(ctx, stream, eventstore.Exact(state.Version), events)
+		if errors.Is(err, eventstore.ErrConflict) {
+			if attempt < maxAttempts {
+				continue
+			}
+			return Result{}, domain.Errorf(domain.ECONFLICT, "Session is busy, please retry")
+		}
+		if err != nil {
+			return Result{}, fmt.Errorf("append to %s: %w", stream, err)
+		}
+		for _, e := range decided {
+			state.Apply(e)
+		}
+		res := Result{Position: recorded[len(recorded)-1].Position}
+		if hd, ok := state.Handoff(handoffOf(decided[len(decided)-1])); ok {
+			res.Handoff = *hd
+		}
+		if h.waiter != nil {
+			if err := h.waiter.WaitFor(ctx, res.Position); err != nil {
+				return Result{}, fmt.Errorf("wait for read models: %w", err)
+			}
+		}
+		return res, nil
+	}
+}
+
+// Now returns the handler's clock reading, in UTC and to the microsecond,
+// the precision both stores keep.
+func (h *Handler) Now() time.Time { return h.now().UTC().Truncate(time.Microsecond) }
+
+// Load returns the folded state of a session of an account.
+func (h *Handler) Load(ctx context.Context, account, session uuid.UUID) (*domain.Session, error) {
+	return h.load(ctx, account, session, eventcodec.StreamName(account, session))
+}
+
+func (h *Handler) load(ctx context.Context, account, session uuid.UUID, stream string) (*domain.Session, error) {
+	recorded, err := h.log.ReadStream(ctx, stream)
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", stream, err)
+	}
+	state := domain.NewSession(account, session)
+	for _, r := range recorded {
+		e, err := eventcodec.Decode(r.Type, r.Data)
+		if err != nil {
+			return nil, fmt.Errorf("load %s version %d: %w", stream, r.Version, err)
+		}
+		state.Apply(e)
+	}
+	return state, nil
+}
+
+func (h *Handler) encode(actor domain.Actor, decided []domain.Event, trace Trace) ([]eventstore.NewEvent, error) {
+	meta := eventstore.Metadata{
+		ActorID:       actor.UserID.String(),
+		AccountID:     actor.AccountID.String(),
+		TeamID:        actor.TeamID.String(),
+		Role:          string(actor.Role),
+		CorrelationID: trace.CorrelationID,
+		CausationID:   trace.RequestID,
+		RequestID:     trace.RequestID,
+	}
+	if meta.CorrelationID == "" {
+		meta.CorrelationID = trace.RequestID
+	}
+	out := make([]eventstore.NewEvent, len(decided))
+	for i, e := range decided {
+		typ, data, err := eventcodec.Encode(e)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = eventstore.NewEvent{ID: ulid.Make().String(), Type: typ, Data: data, Metadata: meta}
+	}
+	return out, nil
+}
+
+func handoffOf(e domain.Event) uuid.UUID {
+	switch e := e.(type) {
+	case domain.HandoffParked:
+		return e.HandoffID
+	case domain.HandoffEscalated:
+		return e.HandoffID
+	case domain.HandoffClaimed:
+		return e.HandoffID
+	case domain.HandoffWithdrawn:
+		return e.HandoffID
+	}
+	return uuid.Nil
+}

@@ -1,0 +1,61 @@
+package domain
+
+import (
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Event type names. They are part of the public contract: they are stored,
+// published and matched by downstream systems.
+const (
+	TypeHandoffParked    = "HandoffParked"
+	TypeHandoffEscalated = "HandoffEscalated"
+	TypeHandoffClaimed   = "HandoffClaimed"
+	TypeHandoffWithdrawn = "HandoffWithdrawn"
+)
+
+// Event is something that happened to a session.
+type Event interface {
+	EventType() string
+}
+
+// HandoffCreated holds what parking and escalating share.
+type HandoffCreated struct {
+	HandoffID uuid.UUID
+	SessionID uuid.UUID
+	AccountID uuid.UUID
+	TeamID    uuid.UUID
+	CreatedBy uuid.UUID
+	Notes     string
+	Priority  Priority
+	At        time.Time
+}
+
+// HandoffParked: the holder handed the session back to the team queue.
+type HandoffParked struct{ HandoffCreated }
+
+// HandoffEscalated: the holder asked a senior to take the session over.
+type HandoffEscalated struct{ HandoffCreated }
+
+// HandoffClaimed: a teammate picked the session up and now holds it.
+type HandoffClaimed struct {
+	HandoffID uuid.UUID
+	SessionID uuid.UUID
+	ClaimedBy uuid.UUID
+	Role      Role
+	At        time.Time
+}
+
+// HandoffWithdrawn: the holder took back a handoff nobody had claimed.
+type HandoffWithdrawn struct {
+	HandoffID   uuid.UUID
+	SessionID   uuid.UUID
+	WithdrawnBy uuid.UUID
+	At          time.Time
+}
+
+func (HandoffParked) EventType() string    { return TypeHandoffParked }
+func (HandoffEscalated) EventType() string { return TypeHandoffEscalated }
+func (HandoffClaimed) EventType() string   { return TypeHandoffClaimed }
+func (HandoffWithdrawn) EventType() string { return TypeHandoffWithdrawn }

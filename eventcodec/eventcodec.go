@@ -1,0 +1,127 @@
+// Package eventcodec translates the domain's events to and from the JSON
+// stored in the event log and published on NATS, and names the streams they
+// live in. The JSON field names are part of the public contract.
+package eventcodec
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/resolutionflow/ledgerd/domain"
+)
+
+// streamPrefix starts the name of every session stream.
+const streamPrefix = "session:"
+
+// StreamName is the stream of one session of one account. The account is
+// part of the name, so two accounts using the same session id never share a
+// stream.
+func StreamName(account, session uuid.UUID) string {
+	return streamPrefix + account.String() + ":" + session.String()
+}
+
+// ParseStreamName returns the account and session of a session stream.
+func ParseStreamName(stream string) (account, session uuid.UUID, err error) {
+	a, s, ok := strings.Cut(strings.TrimPrefix(stream, streamPrefix), ":")
+	if !ok || !strings.HasPrefix(stream, streamPrefix) {
+		return uuid.Nil, uuid.Nil, fmt.Errorf("not a session stream: %q", stream)
+	}
+	if account, err = uuid.Parse(a); err != nil {
+		return uuid.Nil, uuid.Nil, fmt.Errorf("stream %q: account: %w", stream, err)
+	}
+	if session, err = uuid.Parse(s); err != nil {
+		return uuid.Nil, uuid.Nil, fmt.Errorf("stream %q: session: %w", stream, err)
+	}
+	return account, session, nil
+}
+
+type created struct {
+	HandoffID uuid.UUID `json:"handoff_id"`
+	SessionID uuid.UUID `json:"session_id"`
+	AccountID uuid.UUID `json:"account_id"`
+	TeamID    uuid.UUID `json:"team_id"`
+	CreatedBy uuid.UUID `json:"created_by"`
+	Notes     string    `json:"engineer_notes"`
+	Priority  string    `json:"priority"`
+	At        time.Time `json:"at"`
+}
+
+type claimed struct {
+	HandoffID uuid.UUID `json:"handoff_id"`
+	SessionID uuid.UUID `json:"session_id"`
+	ClaimedBy uuid.UUID `json:"claimed_by"`
+	Role      string    `json:"role"`
+	At        time.Time `json:"at"`
+}
+
+type withdrawn struct {
+	HandoffID   uuid.UUID `json:"handoff_id"`
+	SessionID   uuid.UUID `json:"session_id"`
+	WithdrawnBy uuid.UUID `json:"withdrawn_by"`
+	At          time.Time `json:"at"`
+}
+
+func fromCreated(c domain.HandoffCreated) created {
+	return created{c.HandoffID, c.SessionID, c.AccountID, c.TeamID, c.CreatedBy, c.Notes, string(c.Priority), c.At.UTC()}
+}
+
+func (c created) domain() domain.HandoffCreated {
+	return domain.HandoffCreated{
+		HandoffID: c.HandoffID, SessionID: c.SessionID, AccountID: c.AccountID, TeamID: c.TeamID,
+		CreatedBy: c.CreatedBy, Notes: c.Notes, Priority: domain.Priority(c.Priority), At: c.At.UTC(),
+	}
+}
+
+// Encode returns an event's type name and JSON data.
+func Encode(e domain.Event) (string, []byte, error) {
+	var v any
+	switch e := e.(type) {
+	case domain.HandoffParked:
+		v = fromCreated(e.HandoffCreated)
+	case domain.HandoffEscalated:
+		v = fromCreated(e.HandoffCreated)
+	case domain.HandoffClaimed:
+		v = claimed{e.HandoffID, e.SessionID, e.ClaimedBy, string(e.Role), e.At.UTC()}
+	case domain.HandoffWithdrawn:
+		v = withdrawn{e.HandoffID, e.SessionID, e.WithdrawnBy, e.At.UTC()}
+	default:
+		return "", nil, fmt.Errorf("encode event: unknown type %T", e)
+	}
+	data, err := json.Marshal(v)
+	if err != nil {
+		return "", nil, fmt.Errorf("encode %s: %w", e.EventType(), err)
+	}
+	return e.EventType(), data, nil
+}
+
+// Decode returns the domain event stored with the given type and data.
+func Decode(eventType string, data []byte) (domain.Event, error) {
+	switch eventType {
+	case domain.TypeHandoffParked, domain.TypeHandoffEscalated:
+		var c created
+		if err := json.Unmarshal(data, &c); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", eventType, err)
+		}
+		if eventType == domain.TypeHandoffParked {
+			return domain.HandoffParked{HandoffCreated: c.domain()}, nil
+		}
+		return domain.HandoffEscalated{HandoffCreated: c.domain()}, nil
+	case domain.TypeHandoffClaimed:
+		var c claimed
+		if err := json.Unmarshal(data, &c); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", eventType, err)
+		}
+		return domain.HandoffClaimed{HandoffID: c.HandoffID, SessionID: c.SessionID, ClaimedBy: c.ClaimedBy, Role: domain.Role(c.Role), At: c.At.UTC()}, nil
+	case domain.TypeHandoffWithdrawn:
+		var w withdrawn
+		if err := json.Unmarshal(data, &w); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", eventType, err)
+		}
+		return domain.HandoffWithdrawn{HandoffID: w.HandoffID, SessionID: w.SessionID, WithdrawnBy: w.WithdrawnBy, At: w.At.UTC()}, nil
+	}
+	return nil, fmt.Errorf("decode event: unknown type %q", eventType)
+}

@@ -1,0 +1,104 @@
+// Package eventstore defines the append-only event log the ledger is built
+// on: append to a stream with an expected version, read a stream, and read
+// the whole log in global order. Implementations live in sub-packages
+// (pgstore for PostgreSQL, sqlitestore for the embedded mode) and all pass
+// the conformance suite in storetest.
+package eventstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ExpectedVersion is what an append expects the stream's version to be.
+type ExpectedVersion int64
+
+const (
+	// Any appends whatever the stream's version.
+	Any ExpectedVersion = -1
+	// NoStream appends only when the stream has no events yet.
+	NoStream ExpectedVersion = 0
+)
+
+// Exact expects the stream to have exactly v events (v = 0 is NoStream).
+func Exact(v int64) ExpectedVersion { return ExpectedVersion(v) }
+
+func (v ExpectedVersion) String() string {
+	switch {
+	case v == Any:
+		return "any"
+	case v == NoStream:
+		return "no stream"
+	}
+	return fmt.Sprintf("version %d", int64(v))
+}
+
+// Metadata says who caused an event and in answer to what.
+type Metadata struct {
+	ActorID       string `json:"actor_id,omitempty"`
+	AccountID     string `json:"account_id,omitempty"`
+	TeamID        string `json:"team_id,omitempty"`
+	Role          string `json:"role,omitempty"`
+	CorrelationID string `json:"correlation_id,omitempty"`
+	CausationID   string `json:"causation_id,omitempty"`
+	RequestID     string `json:"request_id,omitempty"`
+}
+
+// NewEvent is an event to append. ID is a ULID; the store makes one when it
+// is empty.
+type NewEvent struct {
+	ID       string
+	Type     string
+	Data     json.RawMessage
+	Metadata Metadata
+}
+
+// Event is a recorded event. It is also the envelope the audit API and the
+// NATS relay publish, so its JSON form is part of the public contract.
+type Event struct {
+	ID         string          `json:"id"`
+	Type       string          `json:"type"`
+	Stream     string          `json:"stream"`
+	Version    int64           `json:"version"`
+	Position   int64           `json:"position"`
+	RecordedAt time.Time       `json:"recorded_at"`
+	Data       json.RawMessage `json:"data"`
+	Metadata   Metadata        `json:"metadata"`
+}
+
+// ErrConflict is matched (errors.Is) by every *ConflictError.
+var ErrConflict = errors.New("wrong expected version")
+
+// ConflictError says an append found the stream at another version than
+// expected, or lost a race to another append to the same stream.
+type ConflictError struct {
+	Stream   string
+	Expected ExpectedVersion
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("append to stream %q expecting %s: %v", e.Stream, e.Expected, ErrConflict)
+}
+
+// Is makes errors.Is(err, ErrConflict) hold.
+func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
+
+// Store is an append-only event log.
+type Store interface {
+	// Append writes events to the end of a stream atomically, all or none,
+	// and returns them as recorded. It returns a *ConflictError when the
+	// stream is not at the expected version, including when a concurrent
+	// append to the same stream won.
+	Append(ctx context.Context, stream string, expected ExpectedVersion, events []NewEvent) ([]Event, error)
+	// ReadStream returns a stream's events in version order; none for a
+	// stream that does not exist.
+	ReadStream(ctx context.Context, stream string) ([]Event, error)
+	// ReadAll returns up to limit events with a global position greater
+	// than after, in position order. It never returns an event while an
+	// event with a lower position may still commit, so a reader that
+	// resumes from the last position it saw never skips one.
+	ReadAll(ctx context.Context, after int64, limit int) ([]Event, error)
+}

@@ -1,0 +1,233 @@
+// Package pgstore is the PostgreSQL event store.
+//
+// An append is one INSERT statement: the stream's current version, the
+// expected-version check and the rows are one round trip, and a lost race
+// surfaces as the unique violation on (stream, version), which Append turns
+// into *eventstore.ConflictError. Global positions come from a sequence, so
+// appends to different streams never wait on each other.
+//
+// Reading the whole log is gap-safe without any lock on the write path: see
+// stableHead.
+package pgstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/resolutionflow/ledgerd/eventstore"
+)
+
+// Store is an eventstore.Store on a PostgreSQL pool.
+type Store struct {
+	pool     *pgxpool.Pool
+	appended eventstore.Signal
+}
+
+var _ eventstore.Store = (*Store)(nil)
+
+// New returns a store on a migrated database.
+func New(pool *pgxpool.Pool) *Store {
+	return &Store{pool: pool}
+}
+
+// Appended returns a channel closed at the next append made through this
+// Store; appends by other processes are not signalled.
+func (s *Store) Appended() <-chan struct{} { return s.appended.Wait() }
+
+const appendSQL = `
+WITH cur AS (SELECT coalesce(max(version), 0) AS v FROM events WHERE stream = $1)
+INSERT INTO events (id, stream, version, type, data, metadata)
+SELECT e.id, $1, cur.v + e.ord, e.type, e.data, e.metadata
+FROM cur, unnest($2::text[], $3::text[], $4::jsonb[], $5::jsonb[]) WITH ORDINALITY AS e(id, type, data, metadata, ord)
+WHERE $6::bigint < 0 OR cur.v = $6::bigint
+RETURNING position, version, recorded_at`
+
+// uniqueStreamVersion is the constraint a concurrent append to the same
+// stream violates.
+const uniqueStreamVersion = "events_stream_version_key"
+
+// maxAnyRetries bounds how often an append expecting Any is retried after
+// losing a race; each retry means another append to the stream succeeded.
+const maxAnyRetries = 20
+
+// Append implements eventstore.Store.
+func (s *Store) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) ([]eventstore.Event, error) {
+	if len(events) == 0 {
+		return nil, nil
+	}
+	ids := make([]string, len(events))
+	types := make([]string, len(events))
+	data := make([]string, len(events))
+	metas := make([]string, len(events))
+	for i, e := range events {
+		if e.ID == "" {
+			e.ID = ulid.Make().String()
+		}
+		meta, err := json.Marshal(e.Metadata)
+		if err != nil {
+			return nil, fmt.Errorf("encode metadata: %w", err)
+		}
+		ids[i], types[i], data[i], metas[i] = e.ID, e.Type, string(e.Data), string(meta)
+	}
+	for attempt := 0; ; attempt++ {
+		recorded, err := s.insert(ctx, stream, expected, ids, types, data, metas)
+		if errors.Is(err, eventstore.ErrConflict) && expected == eventstore.Any && attempt < maxAnyRetries {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		for i := range recorded {
+			recorded[i].ID, recorded[i].Type, recorded[i].Stream = ids[i], types[i], stream
+			recorded[i].Data = events[i].Data
+			recorded[i].Metadata = events[i].Metadata
+		}
+		s.appended.Notify()
+		return recorded, nil
+	}
+}
+
+func (s *Store) insert(ctx context.Context, stream string, expected eventstore.ExpectedVersion, ids, types, data, metas []string) ([]eventstore.Event, error) {
+	rows, _ := s.pool.Query(ctx, appendSQL, stream, ids, types, data, metas, int64(expected))
+	recorded, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (eventstore.Event, error) {
+		var e eventstore.Event
+		err := row.Scan(&e.Position, &e.Version, &e.RecordedAt)
+		return e, err
+	})
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == uniqueStreamVersion {
+		return nil, &eventstore.ConflictError{Stream: stream, Expected: expected}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("append to stream %q: %w", stream, err)
+	}
+	if len(recorded) == 0 {
+		// The WHERE clause found the stream at another version.
+		return nil, &eventstore.ConflictError{Stream: stream, Expected: expected}
+	}
+	for i := range recorded {
+		recorded[i].RecordedAt = recorded[i].RecordedAt.UTC()
+	}
+	return recorded, nil
+}
+
+const selectEvent = `SELECT position, id, stream, version, type, data, metadata, recorded_at FROM events `
+
+// ReadStream implements eventstore.Store.
+func (s *Store) ReadStream(ctx context.Context, stream string) ([]eventstore.Event, error) {
+	rows, _ := s.pool.Query(ctx, selectEvent+`WHERE stream = $1 ORDER BY version`, stream)
+	events, err := collectEvents(rows)
+	if err != nil {
+		return nil, fmt.Errorf("read stream %q: %w", stream, err)
+	}
+	return events, nil
+}
+
+// ReadAll implements eventstore.Store.
+func (s *Store) ReadAll(ctx context.Context, after int64, limit int) ([]eventstore.Event, error) {
+	head, err := s.stableHead(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if head <= after {
+		return nil, nil
+	}
+	rows, _ := s.pool.Query(ctx, selectEvent+`WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3`, after, head, limit)
+	events, err := collectEvents(rows)
+	if err != nil {
+		return nil, fmt.Errorf("read all after %d: %w", after, err)
+	}
+	return events, nil
+}
+
+// stableHead returns a position at or below which no event can commit any
+// more: every position up to it is either visible or will never be.
+//
+// Positions are drawn from a sequence inside the inserting transaction, and
+// a transaction may commit long after a later one, so "the highest visible
+// position" is not safe: a reader that moved past it would skip the late
+// commit. Instead:
+//
+//  1. read the sequence's last value L: every position <= L is held by a
+//     transaction that already called nextval, and (the insert trigger takes
+//     the transaction id first) that transaction already had an id;
+//  2. take a snapshot and its xmax X: every such transaction has an id < X;
+//  3. wait until the oldest running transaction id (xmin) is >= X: then all
+//     of them have committed or rolled back, and positions <= L are final.
+//
+// Nothing here touches the write path, so appends never wait for readers.
+// The three steps go in one round trip; when a transaction is in flight,
+// step 3 is repeated until it ends. A long-running transaction that holds a
+// transaction id anywhere in the cluster therefore holds readers back.
+func (s *Store) stableHead(ctx context.Context) (int64, error) {
+	var (
+		last       int64
+		called     bool
+		xmax, xmin string
+	)
+	batch := &pgx.Batch{}
+	batch.Queue(`SELECT last_value, is_called FROM events_position_seq`).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&last, &called)
+	})
+	batch.Queue(`SELECT pg_snapshot_xmax(pg_current_snapshot())::text`).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&xmax)
+	})
+	batch.Queue(`SELECT pg_snapshot_xmin(pg_current_snapshot())::text`).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&xmin)
+	})
+	if err := s.pool.SendBatch(ctx, batch).Close(); err != nil {
+		return 0, fmt.Errorf("read log head: %w", err)
+	}
+	if !called {
+		return 0, nil
+	}
+	bound, err := strconv.ParseUint(xmax, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("parse snapshot xmax %q: %w", xmax, err)
+	}
+	wait := 200 * time.Microsecond
+	for {
+		oldest, err := strconv.ParseUint(xmin, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("parse snapshot xmin %q: %w", xmin, err)
+		}
+		if oldest >= bound {
+			return last, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("wait for transactions below %d: %w", bound, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 20*time.Millisecond)
+		if err := s.pool.QueryRow(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text`).Scan(&xmin); err != nil {
+			return 0, fmt.Errorf("read snapshot xmin: %w", err)
+		}
+	}
+}
+
+func collectEvents(rows pgx.Rows) ([]eventstore.Event, error) {
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (eventstore.Event, error) {
+		var (
+			e    eventstore.Event
+			meta []byte
+		)
+		if err := row.Scan(&e.Position, &e.ID, &e.Stream, &e.Version, &e.Type, &e.Data, &meta, &e.RecordedAt); err != nil {
+			return e, err
+		}
+		e.RecordedAt = e.RecordedAt.UTC()
+		if err := json.Unmarshal(meta, &e.Metadata); err != nil {
+			return e, fmt.Errorf("decode metadata of event %s: %w", e.ID, err)
+		}
+		return e, nil
+	})
+}

@@ -1,0 +1,65 @@
+// Package migrations holds the ledger's schema as numbered SQL files embedded
+// in the binary, and applies them with goose. Applying is safe when several
+// processes start at once: on PostgreSQL goose holds a session advisory lock
+// while it migrates.
+package migrations
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"fmt"
+	"io/fs"
+
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+)
+
+//go:embed postgres/*.sql
+var postgresFiles embed.FS
+
+// Postgres applies every pending PostgreSQL migration.
+func Postgres(ctx context.Context, db *sql.DB) error {
+	p, err := postgresProvider(db)
+	if err != nil {
+		return err
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("migrate postgres: %w", err)
+	}
+	return nil
+}
+
+// PostgresPending reports whether PostgreSQL migrations remain to be applied.
+func PostgresPending(ctx context.Context, db *sql.DB) (bool, error) {
+	p, err := postgresProvider(db)
+	if err != nil {
+		return false, err
+	}
+	pending, err := p.HasPending(ctx)
+	if err != nil {
+		return false, fmt.Errorf("check postgres migrations: %w", err)
+	}
+	return pending, nil
+}
+
+func postgresProvider(db *sql.DB) (*goose.Provider, error) {
+	locker, err := lock.NewPostgresSessionLocker()
+	if err != nil {
+		return nil, fmt.Errorf("migration lock: %w", err)
+	}
+	return newProvider(goose.DialectPostgres, db, postgresFiles, "postgres", goose.WithSessionLocker(locker))
+}
+
+func newProvider(dialect goose.Dialect, db *sql.DB, files embed.FS, dir string, opts ...goose.ProviderOption) (*goose.Provider, error) {
+	sub, err := fs.Sub(files, dir)
+	if err != nil {
+		return nil, fmt.Errorf("migrations %s: %w", dir, err)
+	}
+	opts = append(opts, goose.WithDisableGlobalRegistry(true))
+	p, err := goose.NewProvider(dialect, db, sub, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("migrations %s: %w", dir, err)
+	}
+	return p, nil
+}

@@ -1,0 +1,51 @@
+// Package projections builds the ledger's read models, the team queue and
+// the handoff history, from the global event log. A projector tails the log
+// from its checkpoint and stores each batch of changes together with the new
+// checkpoint in one transaction, so every event is applied exactly once.
+package projections
+
+import (
+	"context"
+
+	"github.com/google/uuid"
+
+	"github.com/resolutionflow/ledgerd/domain"
+)
+
+// HandoffsProjector is the name of the projector (and of its checkpoint)
+// that maintains the handoff read model.
+const HandoffsProjector = "handoffs"
+
+// Queries reads the handoff read model.
+type Queries interface {
+	// Queue returns the open handoffs of a team of an account: escalations
+	// first, then higher priority, then oldest first.
+	Queue(ctx context.Context, account, team uuid.UUID) ([]domain.Handoff, error)
+	// History returns every handoff of a session of an account, newest
+	// first; none for an unknown session or one of another account.
+	History(ctx context.Context, account, session uuid.UUID) ([]domain.Handoff, error)
+}
+
+// Store keeps the read models and the projectors' checkpoints.
+type Store interface {
+	Queries
+	// Checkpoint returns the position up to which the named projector has
+	// applied the log; 0 before its first batch.
+	Checkpoint(ctx context.Context, name string) (int64, error)
+	// Update runs fn in one transaction and, in the same transaction, moves
+	// the named projector's checkpoint from `from` to `to`. It fails without
+	// changing anything when the checkpoint is not at `from`, which makes a
+	// second projector that wrongly runs at the same time harmless.
+	Update(ctx context.Context, name string, from, to int64, fn func(Tx) error) error
+}
+
+// Tx changes the read models inside Store.Update.
+type Tx interface {
+	// Handoff returns the stored handoff with the given id, if any.
+	Handoff(ctx context.Context, id uuid.UUID) (domain.Handoff, bool, error)
+	// PutHandoff inserts or replaces a handoff; position is that of the
+	// last event applied to it.
+	PutHandoff(ctx context.Context, h domain.Handoff, position int64) error
+	// Reset deletes every read-model row, for a rebuild from position 0.
+	Reset(ctx context.Context) error
+}

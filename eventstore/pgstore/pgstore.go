@@ -15,7 +15,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -149,6 +148,13 @@ func (s *Store) ReadAll(ctx context.Context, after int64, limit int) ([]eventsto
 	return events, nil
 }
 
+// Head returns the position up to which ReadAll can read now: every event
+// at or below it has committed or never will. Tailing readers use it to
+// measure how far behind they are.
+func (s *Store) Head(ctx context.Context) (int64, error) {
+	return s.stableHead(ctx)
+}
+
 // stableHead returns a position at or below which no event can commit any
 // more: every position up to it is either visible or will never be.
 //
@@ -157,32 +163,31 @@ func (s *Store) ReadAll(ctx context.Context, after int64, limit int) ([]eventsto
 // position" is not safe: a reader that moved past it would skip the late
 // commit. Instead:
 //
-//  1. read the sequence's last value L: every position <= L is held by a
-//     transaction that already called nextval, and (the insert trigger takes
-//     the transaction id first) that transaction already had an id;
-//  2. take a snapshot and its xmax X: every such transaction has an id < X;
-//  3. wait until the oldest running transaction id (xmin) is >= X: then all
-//     of them have committed or rolled back, and positions <= L are final.
+//  1. read the sequence's last value L: every position <= L was drawn by an
+//     INSERT that had already started, and an INSERT holds a ROW EXCLUSIVE
+//     lock on events from before it draws a position until its transaction
+//     ends;
+//  2. list the transactions holding that lock now: the ones among them that
+//     drew positions <= L and have not finished;
+//  3. wait until none of those holds the lock any more: then every position
+//     <= L has committed or rolled back.
 //
-// Nothing here touches the write path, so appends never wait for readers.
-// The three steps go in one round trip; when a transaction is in flight,
-// step 3 is repeated until it ends. A long-running transaction that holds a
-// transaction id anywhere in the cluster therefore holds readers back.
+// Nothing here touches the write path, so appends never wait for readers,
+// and only transactions that insert into this database's events table hold
+// readers back. Steps 1 and 2 go in one round trip; step 3 costs one more
+// per check while a writer is in flight.
 func (s *Store) stableHead(ctx context.Context) (int64, error) {
 	var (
-		last       int64
-		called     bool
-		xmax, xmin string
+		last    int64
+		called  bool
+		writers []string
 	)
 	batch := &pgx.Batch{}
 	batch.Queue(`SELECT last_value, is_called FROM events_position_seq`).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&last, &called)
 	})
-	batch.Queue(`SELECT pg_snapshot_xmax(pg_current_snapshot())::text`).QueryRow(func(row pgx.Row) error {
-		return row.Scan(&xmax)
-	})
-	batch.Queue(`SELECT pg_snapshot_xmin(pg_current_snapshot())::text`).QueryRow(func(row pgx.Row) error {
-		return row.Scan(&xmin)
+	batch.Queue(`SELECT coalesce(array_agg(virtualtransaction), '{}') FROM pg_locks ` + writersWhere).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&writers)
 	})
 	if err := s.pool.SendBatch(ctx, batch).Close(); err != nil {
 		return 0, fmt.Errorf("read log head: %w", err)
@@ -190,30 +195,28 @@ func (s *Store) stableHead(ctx context.Context) (int64, error) {
 	if !called {
 		return 0, nil
 	}
-	bound, err := strconv.ParseUint(xmax, 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("parse snapshot xmax %q: %w", xmax, err)
-	}
 	wait := 200 * time.Microsecond
-	for {
-		oldest, err := strconv.ParseUint(xmin, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("parse snapshot xmin %q: %w", xmin, err)
-		}
-		if oldest >= bound {
-			return last, nil
-		}
+	for len(writers) > 0 {
 		select {
 		case <-ctx.Done():
-			return 0, fmt.Errorf("wait for transactions below %d: %w", bound, ctx.Err())
+			return 0, fmt.Errorf("wait for %d writers below position %d: %w", len(writers), last, ctx.Err())
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 20*time.Millisecond)
-		if err := s.pool.QueryRow(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text`).Scan(&xmin); err != nil {
-			return 0, fmt.Errorf("read snapshot xmin: %w", err)
+		rows, _ := s.pool.Query(ctx, `SELECT virtualtransaction FROM pg_locks `+writersWhere+` AND virtualtransaction = ANY($1)`, writers)
+		var err error
+		if writers, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+			return 0, fmt.Errorf("check writers below position %d: %w", last, err)
 		}
 	}
+	return last, nil
 }
+
+// writersWhere selects the locks of the transactions that may be inserting
+// into this database's events table.
+const writersWhere = `WHERE locktype = 'relation' AND mode = 'RowExclusiveLock'
+	AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+	AND relation = 'events'::regclass`
 
 func collectEvents(rows pgx.Rows) ([]eventstore.Event, error) {
 	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (eventstore.Event, error) {

@@ -1,41 +1,24 @@
 -- +goose Up
 -- The global position comes from a sequence, so appends to different streams
--- never wait on each other. Readers of the whole log use the sequence and
--- the transaction snapshot to find the highest position below which every
+-- never wait on each other. Readers of the whole log use the sequence and the
+-- lock table to find the highest position below which every inserting
 -- transaction has finished (see pgstore.ReadAll).
 CREATE SEQUENCE events_position_seq AS bigint;
 
 CREATE TABLE events (
-    position       bigint      NOT NULL,
-    transaction_id xid8        NOT NULL,
-    id             text        NOT NULL,
-    stream         text        NOT NULL,
-    version        bigint      NOT NULL CHECK (version > 0),
-    type           text        NOT NULL,
-    data           jsonb       NOT NULL,
-    metadata       jsonb       NOT NULL,
-    recorded_at    timestamptz NOT NULL DEFAULT now(),
+    position    bigint      NOT NULL DEFAULT nextval('events_position_seq'),
+    id          text        NOT NULL,
+    stream      text        NOT NULL,
+    version     bigint      NOT NULL CHECK (version > 0),
+    type        text        NOT NULL,
+    data        jsonb       NOT NULL,
+    metadata    jsonb       NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT events_pkey PRIMARY KEY (position),
     CONSTRAINT events_stream_version_key UNIQUE (stream, version),
     CONSTRAINT events_id_key UNIQUE (id)
 );
-
--- +goose StatementBegin
--- Gives each new row its transaction id and then its position, in that
--- order: a transaction holds an id before it holds a position, which is what
--- lets a reader wait for every transaction that may hold a lower position.
-CREATE FUNCTION events_assign_position() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    NEW.transaction_id := pg_current_xact_id();
-    NEW.position := nextval('events_position_seq');
-    RETURN NEW;
-END
-$$;
--- +goose StatementEnd
-
-CREATE TRIGGER events_assign_position BEFORE INSERT ON events
-    FOR EACH ROW EXECUTE FUNCTION events_assign_position();
+ALTER SEQUENCE events_position_seq OWNED BY events.position;
 
 -- +goose StatementBegin
 CREATE FUNCTION events_immutable() RETURNS trigger
@@ -55,5 +38,3 @@ CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events
 -- +goose Down
 DROP TABLE events;
 DROP FUNCTION events_immutable();
-DROP FUNCTION events_assign_position();
-DROP SEQUENCE events_position_seq;

@@ -1,0 +1,185 @@
+package pgstore_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/resolutionflow/ledgerd/eventstore"
+	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
+	"github.com/resolutionflow/ledgerd/internal/pgtest"
+)
+
+// openPool opens a pool of up to 32 connections on a new database.
+func openPool(tb testing.TB) *pgxpool.Pool {
+	tb.Helper()
+	cfg, err := pgxpool.ParseConfig(pgtest.NewDatabase(tb))
+	if err != nil {
+		tb.Fatalf("parse database url: %v", err)
+	}
+	cfg.MaxConns = 32
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		tb.Fatalf("open pool: %v", err)
+	}
+	tb.Cleanup(pool.Close)
+	return pool
+}
+
+// beginInsert opens a transaction that appends one event to stream and
+// leaves it open, returning the transaction and the event's position.
+func beginInsert(tb testing.TB, pool *pgxpool.Pool, stream string) (pgx.Tx, int64) {
+	tb.Helper()
+	ctx := context.Background()
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		tb.Fatalf("begin: %v", err)
+	}
+	tb.Cleanup(func() { _ = tx.Rollback(ctx) })
+	var pos int64
+	err = tx.QueryRow(ctx, `INSERT INTO events (id, stream, version, type, data, metadata)
+		VALUES ($1, $2, 1, 'Test', '{}', '{}') RETURNING position`, ulid.Make().String(), stream).Scan(&pos)
+	if err != nil {
+		tb.Fatalf("insert into %s: %v", stream, err)
+	}
+	return tx, pos
+}
+
+// readNothingYet asserts that ReadAll returns no event while a transaction
+// holding a lower position is still open: it must wait, not skip ahead.
+func readNothingYet(tb testing.TB, store *pgstore.Store, after int64) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	defer cancel()
+	events, err := store.ReadAll(ctx, after, 100)
+	if len(events) != 0 {
+		tb.Fatalf("ReadAll returned %d events while a lower position was uncommitted: %+v", len(events), events)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		tb.Fatalf("ReadAll error = %v, want it to wait until the deadline", err)
+	}
+}
+
+// TestReadAll_NeverSkipsALateCommit commits four transactions in reverse
+// order of their positions, one of them rolled back, and checks that a tail
+// of the log sees exactly the three committed events, in position order.
+func TestReadAll_NeverSkipsALateCommit(t *testing.T) {
+	pool := openPool(t)
+	store := pgstore.New(pool)
+	ctx := context.Background()
+
+	var txs [4]pgx.Tx
+	var pos [4]int64
+	for i, stream := range []string{"late-1", "late-2", "late-3", "late-4"} {
+		txs[i], pos[i] = beginInsert(t, pool, stream)
+	}
+	for i := 1; i < 4; i++ {
+		if pos[i] <= pos[i-1] {
+			t.Fatalf("positions not increasing: %v", pos)
+		}
+	}
+
+	for _, i := range []int{3, 2} {
+		if err := txs[i].Commit(ctx); err != nil {
+			t.Fatalf("commit %d: %v", i, err)
+		}
+		readNothingYet(t, store, 0)
+	}
+	if err := txs[1].Rollback(ctx); err != nil {
+		t.Fatalf("rollback: %v", err)
+	}
+	readNothingYet(t, store, 0)
+	if err := txs[0].Commit(ctx); err != nil {
+		t.Fatalf("commit 0: %v", err)
+	}
+
+	events, err := store.ReadAll(ctx, 0, 100)
+	if err != nil {
+		t.Fatalf("ReadAll: %v", err)
+	}
+	want := []int64{pos[0], pos[2], pos[3]}
+	if len(events) != len(want) {
+		t.Fatalf("ReadAll returned %d events, want %d (positions %v)", len(events), len(want), want)
+	}
+	for i, e := range events {
+		if e.Position != want[i] {
+			t.Errorf("event %d at position %d, want %d", i, e.Position, want[i])
+		}
+	}
+}
+
+// TestReadAll_ReturnsEventsBelowAnOpenTransaction checks that an open
+// transaction holds back only the positions above its own.
+func TestReadAll_ReturnsEventsBelowAnOpenTransaction(t *testing.T) {
+	pool := openPool(t)
+	store := pgstore.New(pool)
+	ctx := context.Background()
+
+	first, err := store.Append(ctx, "before", eventstore.NoStream, []eventstore.NewEvent{{Type: "Test", Data: []byte(`{}`)}})
+	if err != nil {
+		t.Fatalf("append: %v", err)
+	}
+	tx, _ := beginInsert(t, pool, "open")
+	readNothingYet(t, store, first[0].Position)
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	events, err := store.ReadAll(ctx, 0, 100)
+	if err != nil {
+		t.Fatalf("ReadAll: %v", err)
+	}
+	if len(events) != 2 || events[0].Stream != "before" || events[1].Stream != "open" {
+		t.Fatalf("ReadAll = %+v, want the events of before and open in order", events)
+	}
+}
+
+// TestAppend_OtherStreamsDoNotWait checks that an append to one stream does
+// not wait for an open transaction appending to another: there is no table
+// lock, counter row or global lock on the write path.
+func TestAppend_OtherStreamsDoNotWait(t *testing.T) {
+	pool := openPool(t)
+	store := pgstore.New(pool)
+	beginInsert(t, pool, "held")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for i := range 10 {
+		stream := "free-" + ulid.Make().String()
+		if _, err := store.Append(ctx, stream, eventstore.NoStream, []eventstore.NewEvent{{Type: "Test", Data: []byte(`{}`)}}); err != nil {
+			t.Fatalf("append %d while another stream's transaction is open: %v", i, err)
+		}
+	}
+}
+
+// TestEvents_DatabaseRejectsChanges checks that the database itself, not only
+// the store, refuses to change or remove recorded events.
+func TestEvents_DatabaseRejectsChanges(t *testing.T) {
+	pool := openPool(t)
+	store := pgstore.New(pool)
+	ctx := context.Background()
+	if _, err := store.Append(ctx, "s", eventstore.NoStream, []eventstore.NewEvent{{Type: "Test", Data: []byte(`{"a":1}`)}}); err != nil {
+		t.Fatalf("append: %v", err)
+	}
+	for _, stmt := range []string{
+		`UPDATE events SET data = '{"a":2}'`,
+		`DELETE FROM events`,
+		`TRUNCATE events`,
+		`UPDATE events SET data = '{"a":2}' WHERE false`,
+	} {
+		if _, err := pool.Exec(ctx, stmt); err == nil {
+			t.Errorf("%s: succeeded, want the immutability trigger to reject it", stmt)
+		}
+	}
+	events, err := store.ReadStream(ctx, "s")
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	if len(events) != 1 || string(events[0].Data) != `{"a": 1}` {
+		t.Fatalf("events after rejected changes = %+v, want the original event", events)
+	}
+}

@@ -1,0 +1,128 @@
+package pgtest_test
+
+import (
+	"database/sql"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+
+	_ "github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/resolutionflow/ledgerd/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+func open(t *testing.T, dbURL string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("pgx", dbURL)
+	if err != nil {
+		t.Fatalf("open %s: %v", dbURL, err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func databaseName(t *testing.T, dbURL string) string {
+	t.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatalf("parse %s: %v", dbURL, err)
+	}
+	return strings.TrimPrefix(u.Path, "/")
+}
+
+func TestNewDatabaseIsMigrated(t *testing.T) {
+	t.Parallel()
+	dbURL := pgtest.NewDatabase(t)
+	if !strings.HasPrefix(dbURL, "postgres://") || !strings.Contains(dbURL, "sslmode=disable") {
+		t.Errorf("URL = %q, want postgres://...?sslmode=disable", dbURL)
+	}
+	var n int
+	if err := open(t, dbURL).QueryRowContext(t.Context(), "SELECT count(*) FROM events").Scan(&n); err != nil {
+		t.Fatalf("query events: %v", err)
+	}
+	if n != 0 {
+		t.Errorf("events has %d rows in a new database, want 0", n)
+	}
+}
+
+func TestNewEmptyDatabaseIsNotMigrated(t *testing.T) {
+	t.Parallel()
+	var events sql.NullString
+	if err := open(t, pgtest.NewEmptyDatabase(t)).QueryRowContext(t.Context(), "SELECT to_regclass('events')::text").Scan(&events); err != nil {
+		t.Fatalf("look up events: %v", err)
+	}
+	if events.Valid {
+		t.Errorf("an empty database has the table %s", events.String)
+	}
+}
+
+func TestParallelTestsGetDifferentDatabases(t *testing.T) {
+	var (
+		mu    sync.Mutex
+		names = map[string]bool{}
+	)
+	t.Run("group", func(t *testing.T) {
+		for _, sub := range []string{"a", "b"} {
+			t.Run(sub, func(t *testing.T) {
+				t.Parallel()
+				db := open(t, pgtest.NewDatabase(t))
+				var name string
+				if err := db.QueryRowContext(t.Context(), "SELECT current_database()").Scan(&name); err != nil {
+					t.Fatalf("current database: %v", err)
+				}
+				// Data written here must not show up in the other database.
+				if _, err := db.ExecContext(t.Context(), "CREATE TABLE only_"+sub+" ()"); err != nil {
+					t.Fatalf("create table: %v", err)
+				}
+				var tables int
+				if err := db.QueryRowContext(t.Context(), "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'only\\_%'").Scan(&tables); err != nil {
+					t.Fatalf("count tables: %v", err)
+				}
+				if tables != 1 {
+					t.Errorf("database %s has %d only_* tables, want 1", name, tables)
+				}
+				mu.Lock()
+				names[name] = true
+				mu.Unlock()
+			})
+		}
+	})
+	if len(names) != 2 {
+		t.Errorf("two parallel tests got databases %v, want two different ones", names)
+	}
+}
+
+func TestDatabaseIsDroppedAfterCleanup(t *testing.T) {
+	admin := open(t, pgtest.AdminURL(t))
+	exists := func(name string) bool {
+		t.Helper()
+		var ok bool
+		if err := admin.QueryRowContext(t.Context(), "SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1)", name).Scan(&ok); err != nil {
+			t.Fatalf("look up database %s: %v", name, err)
+		}
+		return ok
+	}
+
+	var name string
+	t.Run("sub", func(t *testing.T) {
+		dbURL := pgtest.NewDatabase(t)
+		name = databaseName(t, dbURL)
+		// An open connection must not keep the database from being dropped.
+		if err := open(t, dbURL).PingContext(t.Context()); err != nil {
+			t.Fatalf("ping: %v", err)
+		}
+		if !exists(name) {
+			t.Fatalf("database %s does not exist during the test", name)
+		}
+	})
+	if name == "" {
+		t.Fatal("subtest made no database")
+	}
+	if exists(name) {
+		t.Errorf("database %s still exists after its test's cleanup", name)
+	}
+}

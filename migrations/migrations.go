@@ -1,7 +1,8 @@
 // Package migrations holds the ledger's schema as numbered SQL files embedded
 // in the binary, and applies them with goose. Applying is safe when several
 // processes start at once: on PostgreSQL goose holds a session advisory lock
-// while it migrates.
+// while it migrates. SQLite has no such lock: the embedded mode migrates its
+// file from the one process that owns it.
 package migrations
 
 import (
@@ -17,6 +18,9 @@ import (
 
 //go:embed postgres/*.sql
 var postgresFiles embed.FS
+
+//go:embed sqlite/*.sql
+var sqliteFiles embed.FS
 
 // Postgres applies every pending PostgreSQL migration.
 func Postgres(ctx context.Context, db *sql.DB) error {
@@ -49,6 +53,18 @@ func postgresProvider(db *sql.DB) (*goose.Provider, error) {
 		return nil, fmt.Errorf("migration lock: %w", err)
 	}
 	return newProvider(goose.DialectPostgres, db, postgresFiles, "postgres", goose.WithSessionLocker(locker))
+}
+
+// SQLite applies every pending SQLite migration.
+func SQLite(ctx context.Context, db *sql.DB) error {
+	p, err := newProvider(goose.DialectSQLite3, db, sqliteFiles, "sqlite")
+	if err != nil {
+		return err
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("migrate sqlite: %w", err)
+	}
+	return nil
 }
 
 func newProvider(dialect goose.Dialect, db *sql.DB, files embed.FS, dir string, opts ...goose.ProviderOption) (*goose.Provider, error) {

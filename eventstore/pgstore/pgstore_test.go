@@ -1,0 +1,29 @@
+package pgstore_test
+
+import (
+	"context"
+	"os"
+	"testing"
+
+	"github.com/resolutionflow/ledgerd/eventstore"
+	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
+	"github.com/resolutionflow/ledgerd/eventstore/storetest"
+	"github.com/resolutionflow/ledgerd/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// TestConformance runs the event store conformance suite on PostgreSQL.
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) eventstore.Store { return pgstore.New(openPool(t)) })
+}
+
+func TestConformance_Immutability(t *testing.T) {
+	storetest.RunImmutability(t, func(t *testing.T) (eventstore.Store, storetest.Exec) {
+		pool := openPool(t)
+		return pgstore.New(pool), func(ctx context.Context, query string) error {
+			_, err := pool.Exec(ctx, query)
+			return err
+		}
+	}, `TRUNCATE events`)
+}

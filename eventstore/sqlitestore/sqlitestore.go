@@ -1,0 +1,333 @@
+// Package sqlitestore is the embedded event store: eventstore.Store on a
+// SQLite file, through a pure-Go driver (no cgo), for running the whole
+// ledger in one process.
+//
+// SQLite lets one transaction write at a time. The store writes through a
+// single connection and begins every write transaction with BEGIN
+// IMMEDIATE, which takes the file's write lock at once: appends in this
+// process queue for the connection, appends from another process wait for
+// the lock (busy_timeout). Reads go through a separate pool of read-only
+// connections, which in WAL mode never wait for the writer.
+//
+// Because writers take turns, a transaction draws its positions from the
+// AUTOINCREMENT key only after every earlier writer has finished, so
+// positions become visible in order and ReadAll is gap-safe as it stands.
+//
+// An append checks its expected version in its own transaction. For an
+// exact version v it checks that the stream reaches v and then inserts
+// versions v+1, v+2, ...: if the stream is already beyond v, the insert
+// violates UNIQUE(stream, version), which Append turns into
+// *eventstore.ConflictError.
+//
+// The file is in WAL mode with synchronous=FULL: every commit syncs the
+// WAL, so an acknowledged append survives a crash or a power loss.
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/resolutionflow/ledgerd/eventstore"
+	"github.com/resolutionflow/ledgerd/migrations"
+)
+
+// TimeLayout is how times are stored: text in UTC with microseconds (the
+// precision of PostgreSQL), fixed-width so that they sort as text.
+const TimeLayout = "2006-01-02T15:04:05.000000Z07:00"
+
+// busyTimeout is how long a statement waits for a lock held by another
+// connection (another process on the same file) before failing.
+const busyTimeout = 10 * time.Second
+
+// Store is an eventstore.Store on a SQLite file.
+type Store struct {
+	write    *sql.DB
+	read     *sql.DB
+	insert   *sql.Stmt
+	appended eventstore.Signal
+}
+
+var _ eventstore.Store = (*Store)(nil)
+
+// Open opens (creating it if needed) the SQLite database at path, applies
+// the pending migrations and returns a store on it. The directory must
+// exist. Close the store when done.
+func Open(ctx context.Context, path string) (_ *Store, err error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("open event store %s: %w", path, err)
+	}
+	s := &Store{}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, s.Close())
+		}
+	}()
+	if s.write, err = openDB(ctx, abs, false); err != nil {
+		return nil, err
+	}
+	// One connection: every write in this process takes its turn on it.
+	s.write.SetMaxOpenConns(1)
+	if err = migrations.SQLite(ctx, s.write); err != nil {
+		return nil, fmt.Errorf("open event store %s: %w", abs, err)
+	}
+	if s.read, err = openDB(ctx, abs, true); err != nil {
+		return nil, err
+	}
+	s.read.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)))
+	s.insert, err = s.write.PrepareContext(ctx, `INSERT INTO events (id, stream, version, type, data, metadata, recorded_at)
+VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING position`)
+	if err != nil {
+		return nil, fmt.Errorf("open event store %s: prepare append: %w", abs, err)
+	}
+	return s, nil
+}
+
+// openDB opens a pool on the file. Every connection is durable (WAL,
+// synchronous=FULL), waits for locks and enforces foreign keys; the writer's
+// transactions begin IMMEDIATE, the reader's connections are query-only.
+func openDB(ctx context.Context, path string, readOnly bool) (*sql.DB, error) {
+	params := url.Values{
+		"_journal_mode": {"WAL"},
+		"_synchronous":  {"FULL"},
+		"_busy_timeout": {fmt.Sprint(busyTimeout.Milliseconds())},
+		"_foreign_keys": {"1"},
+	}
+	if readOnly {
+		params.Set("_query_only", "1")
+	} else {
+		params.Set("_txlock", "immediate")
+	}
+	name := url.URL{Scheme: "file", Path: "/" + strings.TrimPrefix(filepath.ToSlash(path), "/"), RawQuery: params.Encode()}
+	db, err := sql.Open("sqlite", name.String())
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	var mode string
+	if err := db.QueryRowContext(ctx, `PRAGMA journal_mode`).Scan(&mode); err != nil {
+		return nil, errors.Join(fmt.Errorf("open sqlite %s: %w", path, err), db.Close())
+	}
+	if mode != "wal" {
+		return nil, errors.Join(fmt.Errorf("open sqlite %s: journal mode is %q, want wal", path, mode), db.Close())
+	}
+	return db, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error {
+	var errs []error
+	if s.insert != nil {
+		errs = append(errs, s.insert.Close())
+	}
+	if s.read != nil {
+		errs = append(errs, s.read.Close())
+	}
+	if s.write != nil {
+		errs = append(errs, s.write.Close())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close event store: %w", err)
+	}
+	return nil
+}
+
+// DB returns the handle that writes to the store's file, for the read
+// models and idempotency keys kept beside the events. It has one
+// connection and begins transactions with BEGIN IMMEDIATE, so its
+// transactions take turns with appends: never append while holding one.
+func (s *Store) DB() *sql.DB { return s.write }
+
+// ReadDB returns a pool of read-only connections to the store's file, which
+// do not wait for writers.
+func (s *Store) ReadDB() *sql.DB { return s.read }
+
+// Appended returns a channel closed at the next append made through this
+// Store; appends by other processes are not signalled.
+func (s *Store) Appended() <-chan struct{} { return s.appended.Wait() }
+
+// Append implements eventstore.Store.
+func (s *Store) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) ([]eventstore.Event, error) {
+	if len(events) == 0 {
+		return nil, nil
+	}
+	recorded := make([]eventstore.Event, len(events))
+	for i, e := range events {
+		recorded[i] = eventstore.Event{ID: e.ID, Type: e.Type, Stream: stream, Data: e.Data, Metadata: e.Metadata}
+		if e.ID == "" {
+			recorded[i].ID = ulid.Make().String()
+		}
+	}
+	if err := s.insertAll(ctx, expected, recorded); err != nil {
+		return nil, err
+	}
+	s.appended.Notify()
+	return recorded, nil
+}
+
+// insertAll writes events, all of one stream, in one transaction and fills
+// in their versions, positions and times.
+func (s *Store) insertAll(ctx context.Context, expected eventstore.ExpectedVersion, events []eventstore.Event) error {
+	stream := events[0].Stream
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("append to stream %q: %w", stream, err)
+	}
+	defer tx.Rollback() // a no-op after Commit
+	base, err := baseVersion(ctx, tx, stream, expected)
+	if err != nil {
+		return err
+	}
+	// Taken under the write lock, so times follow positions.
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	insert := tx.StmtContext(ctx, s.insert)
+	for i := range events {
+		e := &events[i]
+		e.Version, e.RecordedAt = base+int64(i)+1, now
+		meta, err := json.Marshal(e.Metadata)
+		if err != nil {
+			return fmt.Errorf("append to stream %q: encode metadata: %w", stream, err)
+		}
+		err = insert.QueryRowContext(ctx, e.ID, stream, e.Version, e.Type, string(e.Data), string(meta), now.Format(TimeLayout)).Scan(&e.Position)
+		if err != nil {
+			return insertError(ctx, tx, expected, e, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("append to stream %q: commit: %w", stream, err)
+	}
+	return nil
+}
+
+// baseVersion returns the version the new events follow. For Any that is
+// the stream's current version. For an exact version v it is v, once the
+// stream is known to reach v; a stream beyond v is caught by the insert.
+func baseVersion(ctx context.Context, tx *sql.Tx, stream string, expected eventstore.ExpectedVersion) (int64, error) {
+	switch expected {
+	case eventstore.Any:
+		var v int64
+		if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(version), 0) FROM events WHERE stream = ?`, stream).Scan(&v); err != nil {
+			return 0, fmt.Errorf("append to stream %q: read version: %w", stream, err)
+		}
+		return v, nil
+	case eventstore.NoStream:
+		return 0, nil
+	}
+	reached, err := hasVersion(ctx, tx, stream, int64(expected))
+	if err != nil {
+		return 0, err
+	}
+	if !reached {
+		return 0, &eventstore.ConflictError{Stream: stream, Expected: expected}
+	}
+	return int64(expected), nil
+}
+
+// insertError explains a failed insert of e. A unique violation is on
+// (stream, version) when another event holds e's version: then the stream
+// was beyond the expected version. Otherwise (a reused event id, invalid
+// JSON) the error is returned as it is.
+func insertError(ctx context.Context, tx *sql.Tx, expected eventstore.ExpectedVersion, e *eventstore.Event, err error) error {
+	var sqliteErr *sqlite.Error
+	if errors.As(err, &sqliteErr) && sqliteErr.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE {
+		// Only the failed statement was undone; the transaction can still
+		// look.
+		taken, lookErr := hasVersion(ctx, tx, e.Stream, e.Version)
+		if lookErr != nil {
+			return errors.Join(fmt.Errorf("append to stream %q: %w", e.Stream, err), lookErr)
+		}
+		if taken {
+			return &eventstore.ConflictError{Stream: e.Stream, Expected: expected}
+		}
+	}
+	return fmt.Errorf("append event %s to stream %q: %w", e.ID, e.Stream, err)
+}
+
+// hasVersion reports whether the stream has an event at version v.
+func hasVersion(ctx context.Context, tx *sql.Tx, stream string, v int64) (bool, error) {
+	var found bool
+	err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM events WHERE stream = ? AND version = ?)`, stream, v).Scan(&found)
+	if err != nil {
+		return false, fmt.Errorf("append to stream %q: look up version %d: %w", stream, v, err)
+	}
+	return found, nil
+}
+
+const selectEvent = `SELECT position, id, stream, version, type, data, metadata, recorded_at FROM events `
+
+// ReadStream implements eventstore.Store.
+func (s *Store) ReadStream(ctx context.Context, stream string) ([]eventstore.Event, error) {
+	events, err := s.query(ctx, selectEvent+`WHERE stream = ? ORDER BY version`, stream)
+	if err != nil {
+		return nil, fmt.Errorf("read stream %q: %w", stream, err)
+	}
+	return events, nil
+}
+
+// ReadAll implements eventstore.Store. Each call reads one snapshot of the
+// file, and every position in it is final (see the package comment).
+func (s *Store) ReadAll(ctx context.Context, after int64, limit int) ([]eventstore.Event, error) {
+	events, err := s.query(ctx, selectEvent+`WHERE position > ? ORDER BY position LIMIT ?`, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read all after %d: %w", after, err)
+	}
+	return events, nil
+}
+
+// Head returns the highest position in the log (0 when it is empty): every
+// event at or below it can be read now.
+func (s *Store) Head(ctx context.Context) (int64, error) {
+	var head int64
+	if err := s.read.QueryRowContext(ctx, `SELECT coalesce(max(position), 0) FROM events`).Scan(&head); err != nil {
+		return 0, fmt.Errorf("read log head: %w", err)
+	}
+	return head, nil
+}
+
+func (s *Store) query(ctx context.Context, query string, args ...any) ([]eventstore.Event, error) {
+	rows, err := s.read.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var events []eventstore.Event
+	for rows.Next() {
+		e, err := scanEvent(rows)
+		if err != nil {
+			return nil, err
+		}
+		events = append(events, e)
+	}
+	return events, rows.Err()
+}
+
+func scanEvent(rows *sql.Rows) (eventstore.Event, error) {
+	var (
+		e                eventstore.Event
+		data, meta, when string
+	)
+	if err := rows.Scan(&e.Position, &e.ID, &e.Stream, &e.Version, &e.Type, &data, &meta, &when); err != nil {
+		return e, err
+	}
+	e.Data = json.RawMessage(data)
+	if err := json.Unmarshal([]byte(meta), &e.Metadata); err != nil {
+		return e, fmt.Errorf("decode metadata of event %s: %w", e.ID, err)
+	}
+	at, err := time.Parse(TimeLayout, when)
+	if err != nil {
+		return e, fmt.Errorf("decode time of event %s: %w", e.ID, err)
+	}
+	e.RecordedAt = at.UTC()
+	return e, nil
+}

@@ -1,0 +1,308 @@
+package sqlitestore_test
+
+import (
+	"bufio"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/resolutionflow/ledgerd/eventstore"
+	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
+	"github.com/resolutionflow/ledgerd/eventstore/storetest"
+)
+
+// envKillChild, when set to a database path, makes the test binary the
+// child process of TestAppend_SurvivesKill instead of running tests.
+const envKillChild = "LEDGER_SQLITESTORE_KILL_CHILD"
+
+func TestMain(m *testing.M) {
+	if path := os.Getenv(envKillChild); path != "" {
+		os.Exit(appendUntilKilled(path))
+	}
+	os.Exit(m.Run())
+}
+
+func openAt(tb testing.TB, path string) *sqlitestore.Store {
+	tb.Helper()
+	s, err := sqlitestore.Open(context.Background(), path)
+	if err != nil {
+		tb.Fatalf("open store: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			tb.Errorf("close store: %v", err)
+		}
+	})
+	return s
+}
+
+func openStore(tb testing.TB) *sqlitestore.Store {
+	tb.Helper()
+	return openAt(tb, filepath.Join(tb.TempDir(), "ledger.db"))
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) eventstore.Store { return openStore(t) })
+}
+
+// TestConformance_TwoStoresOnOneFile runs the suite on two stores open on
+// one file, as two processes would have them, taking turns call by call:
+// their appends race through SQLite's file lock, not through one
+// connection.
+func TestConformance_TwoStoresOnOneFile(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) eventstore.Store {
+		path := filepath.Join(t.TempDir(), "ledger.db")
+		return &twoStores{stores: [2]eventstore.Store{openAt(t, path), openAt(t, path)}}
+	})
+}
+
+type twoStores struct {
+	stores [2]eventstore.Store
+	calls  atomic.Uint64
+}
+
+func (p *twoStores) next() eventstore.Store { return p.stores[p.calls.Add(1)%2] }
+
+func (p *twoStores) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) ([]eventstore.Event, error) {
+	return p.next().Append(ctx, stream, expected, events)
+}
+
+func (p *twoStores) ReadStream(ctx context.Context, stream string) ([]eventstore.Event, error) {
+	return p.next().ReadStream(ctx, stream)
+}
+
+func (p *twoStores) ReadAll(ctx context.Context, after int64, limit int) ([]eventstore.Event, error) {
+	return p.next().ReadAll(ctx, after, limit)
+}
+
+func TestConformance_Immutability(t *testing.T) {
+	storetest.RunImmutability(t, func(t *testing.T) (eventstore.Store, storetest.Exec) {
+		s := openStore(t)
+		return s, func(ctx context.Context, query string) error {
+			_, err := s.DB().ExecContext(ctx, query)
+			return err
+		}
+	})
+}
+
+func pragma(tb testing.TB, db *sql.DB, name string) string {
+	tb.Helper()
+	var v string
+	if err := db.QueryRowContext(tb.Context(), "PRAGMA "+name).Scan(&v); err != nil {
+		tb.Fatalf("PRAGMA %s: %v", name, err)
+	}
+	return v
+}
+
+func TestOpen_DurableSettings(t *testing.T) {
+	s := openStore(t)
+	want := map[string]string{"journal_mode": "wal", "synchronous": "2", "foreign_keys": "1", "busy_timeout": "10000"}
+	for handle, db := range map[string]*sql.DB{"DB": s.DB(), "ReadDB": s.ReadDB()} {
+		for name, value := range want {
+			if got := pragma(t, db, name); got != value {
+				t.Errorf("%s: PRAGMA %s = %s, want %s", handle, name, got, value)
+			}
+		}
+	}
+	if got := pragma(t, s.ReadDB(), "query_only"); got != "1" {
+		t.Errorf("ReadDB: PRAGMA query_only = %s, want 1", got)
+	}
+	if _, err := s.ReadDB().ExecContext(t.Context(), `INSERT INTO checkpoints (name, position) VALUES ('x', 1)`); err == nil {
+		t.Error("ReadDB wrote to the database")
+	}
+}
+
+func TestOpen_ReopenKeepsTheLog(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	first, err := sqlitestore.Open(t.Context(), path)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	one := []eventstore.NewEvent{{Type: "Kept", Data: json.RawMessage(`{"kept": true}`)}}
+	before, err := first.Append(t.Context(), "s", eventstore.NoStream, append(one, one...))
+	if err != nil {
+		t.Fatalf("append: %v", err)
+	}
+	if err := first.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+
+	s := openAt(t, path)
+	log, err := s.ReadAll(t.Context(), 0, 10)
+	if err != nil {
+		t.Fatalf("read all after reopening: %v", err)
+	}
+	if len(log) != 2 || log[0].ID != before[0].ID || log[1].ID != before[1].ID {
+		t.Fatalf("log after reopening = %+v, want the two events appended before", log)
+	}
+	if _, err := s.Append(t.Context(), "s", eventstore.NoStream, one); !errors.Is(err, eventstore.ErrConflict) {
+		t.Errorf("append expecting no stream after reopening: err = %v, want a conflict", err)
+	}
+	next, err := s.Append(t.Context(), "s", eventstore.Exact(2), one)
+	if err != nil {
+		t.Fatalf("append after reopening: %v", err)
+	}
+	if next[0].Version != 3 || next[0].Position != before[1].Position+1 {
+		t.Errorf("append after reopening got version %d position %d, want 3 and %d", next[0].Version, next[0].Position, before[1].Position+1)
+	}
+}
+
+func TestAppended_SignalsEachAppend(t *testing.T) {
+	s := openStore(t)
+	for i := range 3 {
+		signal := s.Appended()
+		select {
+		case <-signal:
+			t.Fatalf("append %d: signalled before appending", i)
+		default:
+		}
+		if _, err := s.Append(t.Context(), "signalled", eventstore.Any, []eventstore.NewEvent{{Type: "T", Data: json.RawMessage(`{}`)}}); err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
+		select {
+		case <-signal:
+		default:
+			t.Fatalf("append %d: not signalled", i)
+		}
+	}
+}
+
+// killBatch is how many events each append of the killed child holds.
+const killBatch = 3
+
+// appendUntilKilled is the child of TestAppend_SurvivesKill: it appends
+// batches to new streams until it is killed, printing each stream's name
+// once its append is acknowledged.
+func appendUntilKilled(path string) int {
+	ctx := context.Background()
+	s, err := sqlitestore.Open(ctx, path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	events := make([]eventstore.NewEvent, killBatch)
+	for i := range events {
+		events[i] = eventstore.NewEvent{Type: "Durable", Data: json.RawMessage(fmt.Sprintf(`{"part": %d}`, i))}
+	}
+	for i := 0; ; i++ {
+		stream := fmt.Sprintf("durable-%d", i)
+		if _, err := s.Append(ctx, stream, eventstore.NoStream, events); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		if _, err := fmt.Println(stream); err != nil {
+			return 1
+		}
+	}
+}
+
+// TestAppend_SurvivesKill kills a process with SIGKILL while it appends,
+// then checks that every append it acknowledged is in the file and that no
+// append is there in part.
+func TestAppend_SurvivesKill(t *testing.T) {
+	const acks = 300
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	child := exec.CommandContext(t.Context(), os.Args[0])
+	child.Env = append(os.Environ(), envKillChild+"="+path)
+	var stderr strings.Builder
+	child.Stderr = &stderr
+	out, err := child.StdoutPipe()
+	if err != nil {
+		t.Fatalf("child stdout: %v", err)
+	}
+	if err := child.Start(); err != nil {
+		t.Fatalf("start child: %v", err)
+	}
+	acked := map[string]bool{}
+	lines := bufio.NewScanner(out)
+	for len(acked) < acks && lines.Scan() {
+		acked[lines.Text()] = true
+	}
+	if err := child.Process.Kill(); err != nil {
+		t.Fatalf("kill child: %v", err)
+	}
+	_ = child.Wait() // killed: the error says so
+	if len(acked) < acks {
+		t.Fatalf("child stopped after %d acknowledged appends, before it was killed: %s", len(acked), stderr.String())
+	}
+
+	s := openAt(t, path)
+	log, err := s.ReadAll(t.Context(), 0, 1<<20)
+	if err != nil {
+		t.Fatalf("read all after the kill: %v", err)
+	}
+	counts := map[string]int{}
+	for _, e := range log {
+		counts[e.Stream]++
+	}
+	for stream, n := range counts {
+		if n != killBatch {
+			t.Errorf("stream %s holds %d events after the kill, want all %d of its append or none", stream, n, killBatch)
+		}
+	}
+	for stream := range acked {
+		if counts[stream] == 0 {
+			t.Errorf("acknowledged append to %s is missing after the kill", stream)
+		}
+	}
+	t.Logf("%d appends acknowledged, %d found after the kill", len(acked), len(counts))
+}
+
+// BenchmarkAppend appends one event per transaction, each to a new stream,
+// from 1 and 16 goroutines, next to the baseline: a plain single-row INSERT
+// into a table with UNIQUE(stream, version) in the same file.
+func BenchmarkAppend(b *testing.B) {
+	s := openStore(b)
+	db := s.DB()
+	if _, err := db.ExecContext(b.Context(), `CREATE TABLE baseline (stream TEXT NOT NULL, version INTEGER NOT NULL, data TEXT NOT NULL, UNIQUE (stream, version))`); err != nil {
+		b.Fatalf("create baseline table: %v", err)
+	}
+	data := json.RawMessage(`{"handoff_id":"6f1c3a52-8d0e-4b7a-9a55-3c1de0f3b2a1","engineer_notes":"customer VPN drops every 20 minutes","priority":"high"}`)
+	var streams atomic.Int64
+	for _, writers := range []int{1, 16} {
+		b.Run(fmt.Sprintf("baseline/writers=%d", writers), func(b *testing.B) {
+			runWriters(b, writers, func(ctx context.Context) error {
+				_, err := db.ExecContext(ctx, `INSERT INTO baseline (stream, version, data) VALUES (?, 1, ?)`, fmt.Sprint("s-", streams.Add(1)), string(data))
+				return err
+			})
+		})
+		b.Run(fmt.Sprintf("append/writers=%d", writers), func(b *testing.B) {
+			runWriters(b, writers, func(ctx context.Context) error {
+				_, err := s.Append(ctx, fmt.Sprint("s-", streams.Add(1)), eventstore.NoStream, []eventstore.NewEvent{{Type: "HandoffEscalated", Data: data}})
+				return err
+			})
+		})
+	}
+}
+
+// runWriters shares b.N calls of op among the given number of goroutines.
+func runWriters(b *testing.B, writers int, op func(ctx context.Context) error) {
+	var (
+		calls atomic.Int64
+		wg    sync.WaitGroup
+	)
+	errs := make([]error, writers)
+	b.ResetTimer()
+	for w := range writers {
+		wg.Go(func() {
+			for calls.Add(1) <= int64(b.N) {
+				if errs[w] = op(b.Context()); errs[w] != nil {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		b.Fatal(err)
+	}
+}

@@ -5,6 +5,7 @@ package eventcodec
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -98,6 +99,11 @@ func Encode(e domain.Event) (string, []byte, error) {
 	return e.EventType(), data, nil
 }
 
+// ErrUnknownType is matched (errors.Is) by Decode's error for an event type
+// this version of the ledger does not know, such as one added by a newer
+// version; readers of the log may skip such events.
+var ErrUnknownType = errors.New("unknown event type")
+
 // Decode returns the domain event stored with the given type and data.
 func Decode(eventType string, data []byte) (domain.Event, error) {
 	switch eventType {
@@ -123,5 +129,5 @@ func Decode(eventType string, data []byte) (domain.Event, error) {
 		}
 		return domain.HandoffWithdrawn{HandoffID: w.HandoffID, SessionID: w.SessionID, WithdrawnBy: w.WithdrawnBy, At: w.At.UTC()}, nil
 	}
-	return nil, fmt.Errorf("decode event: unknown type %q", eventType)
+	return nil, fmt.Errorf("decode event %q: %w", eventType, ErrUnknownType)
 }

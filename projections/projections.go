@@ -6,6 +6,7 @@ package projections
 
 import (
 	"context"
+	"errors"
 
 	"github.com/google/uuid"
 
@@ -15,6 +16,11 @@ import (
 // HandoffsProjector is the name of the projector (and of its checkpoint)
 // that maintains the handoff read model.
 const HandoffsProjector = "handoffs"
+
+// ErrStaleCheckpoint is matched (errors.Is) by the error of Store.Update
+// when the checkpoint was not where the caller expected: another projector
+// moved it.
+var ErrStaleCheckpoint = errors.New("checkpoint moved by another projector")
 
 // Queries reads the handoff read model.
 type Queries interface {
@@ -33,9 +39,11 @@ type Store interface {
 	// applied the log; 0 before its first batch.
 	Checkpoint(ctx context.Context, name string) (int64, error)
 	// Update runs fn in one transaction and, in the same transaction, moves
-	// the named projector's checkpoint from `from` to `to`. It fails without
-	// changing anything when the checkpoint is not at `from`, which makes a
-	// second projector that wrongly runs at the same time harmless.
+	// the named projector's checkpoint from `from` to `to` (to >= from). It
+	// fails without changing anything, with an error matching
+	// ErrStaleCheckpoint, when the checkpoint is not at `from`, which makes a
+	// second projector that wrongly runs at the same time harmless. When fn
+	// fails, nothing changes and Update returns fn's error.
 	Update(ctx context.Context, name string, from, to int64, fn func(Tx) error) error
 }
 

@@ -1,0 +1,235 @@
+// Package pgviews keeps the ledger's read models in PostgreSQL: the handoffs
+// table, from which the team queue and the session history are read, and the
+// projectors' checkpoints. It implements projections.Store on a pgx pool.
+package pgviews
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/resolutionflow/ledgerd/domain"
+	"github.com/resolutionflow/ledgerd/projections"
+)
+
+// Store is a projections.Store on a PostgreSQL pool of a migrated database.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+var _ projections.Store = (*Store)(nil)
+
+// New returns a store on pool.
+func New(pool *pgxpool.Pool) *Store {
+	return &Store{pool: pool}
+}
+
+const handoffColumns = `id, account_id, team_id, session_id, intent, engineer_notes, priority,
+	status, created_by, created_at, claimed_by, claimed_at, withdrawn_at`
+
+// The queue's order matches the partial index handoffs_queue.
+const queueSQL = `SELECT ` + handoffColumns + ` FROM handoffs
+WHERE account_id = $1 AND team_id = $2 AND status = 'open'
+ORDER BY (intent = 'escalate') DESC, priority_rank DESC, created_at, id`
+
+const historySQL = `SELECT ` + handoffColumns + ` FROM handoffs
+WHERE account_id = $1 AND session_id = $2
+ORDER BY created_at DESC, id DESC`
+
+// Queue implements projections.Queries.
+func (s *Store) Queue(ctx context.Context, account, team uuid.UUID) ([]domain.Handoff, error) {
+	rows, _ := s.pool.Query(ctx, queueSQL, account, team)
+	handoffs, err := pgx.CollectRows(rows, scanHandoff)
+	if err != nil {
+		return nil, fmt.Errorf("read queue of team %s: %w", team, err)
+	}
+	return handoffs, nil
+}
+
+// History implements projections.Queries.
+func (s *Store) History(ctx context.Context, account, session uuid.UUID) ([]domain.Handoff, error) {
+	rows, _ := s.pool.Query(ctx, historySQL, account, session)
+	handoffs, err := pgx.CollectRows(rows, scanHandoff)
+	if err != nil {
+		return nil, fmt.Errorf("read history of session %s: %w", session, err)
+	}
+	return handoffs, nil
+}
+
+// Checkpoint implements projections.Store.
+func (s *Store) Checkpoint(ctx context.Context, name string) (int64, error) {
+	var pos int64
+	err := s.pool.QueryRow(ctx, `SELECT position FROM checkpoints WHERE name = $1`, name).Scan(&pos)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read checkpoint %q: %w", name, err)
+	}
+	return pos, nil
+}
+
+// Moving a checkpoint is a compare-and-set. It runs before fn, so a second
+// projector blocks on the checkpoint's row lock and then fails, instead of
+// doing its work in vain. A missing row stands for position 0.
+const (
+	moveCheckpointSQL  = `UPDATE checkpoints SET position = $3 WHERE name = $1 AND position = $2`
+	firstCheckpointSQL = `INSERT INTO checkpoints (name, position) VALUES ($1, $2)
+ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position WHERE checkpoints.position = 0`
+)
+
+// Update implements projections.Store.
+func (s *Store) Update(ctx context.Context, name string, from, to int64, fn func(projections.Tx) error) error {
+	if to < from {
+		return fmt.Errorf("move checkpoint %q back from %d to %d", name, from, to)
+	}
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		tag, err := moveCheckpoint(ctx, tx, name, from, to)
+		if err != nil {
+			return fmt.Errorf("move checkpoint %q from %d to %d: %w", name, from, to, err)
+		}
+		if tag == 0 {
+			return fmt.Errorf("move checkpoint %q from %d to %d: %w", name, from, to, projections.ErrStaleCheckpoint)
+		}
+		stx := &storeTx{tx: tx}
+		if err := fn(stx); err != nil {
+			return err
+		}
+		return stx.flush(ctx)
+	})
+}
+
+// moveCheckpoint sets the checkpoint to `to` if it is at `from`, and returns
+// the number of rows changed: 0 when it was not.
+func moveCheckpoint(ctx context.Context, tx pgx.Tx, name string, from, to int64) (int64, error) {
+	if from == 0 {
+		tag, err := tx.Exec(ctx, firstCheckpointSQL, name, to)
+		return tag.RowsAffected(), err
+	}
+	tag, err := tx.Exec(ctx, moveCheckpointSQL, name, from, to)
+	return tag.RowsAffected(), err
+}
+
+// maxPending bounds the writes a storeTx holds back.
+const maxPending = 500
+
+// storeTx is a projections.Tx in a PostgreSQL transaction. It holds writes
+// back and sends them in one round trip: before its next read, when it
+// holds maxPending of them, and when the Update's fn returns. The error of
+// a held-back write is returned then.
+type storeTx struct {
+	tx      pgx.Tx
+	pending pgx.Batch
+}
+
+// flush sends the writes held back.
+func (t *storeTx) flush(ctx context.Context) error {
+	n := t.pending.Len()
+	if n == 0 {
+		return nil
+	}
+	err := t.tx.SendBatch(ctx, &t.pending).Close()
+	t.pending = pgx.Batch{}
+	if err != nil {
+		return fmt.Errorf("store %d handoffs: %w", n, err)
+	}
+	return nil
+}
+
+func (t *storeTx) Handoff(ctx context.Context, id uuid.UUID) (domain.Handoff, bool, error) {
+	if err := t.flush(ctx); err != nil {
+		return domain.Handoff{}, false, err
+	}
+	rows, _ := t.tx.Query(ctx, `SELECT `+handoffColumns+` FROM handoffs WHERE id = $1`, id)
+	h, err := pgx.CollectExactlyOneRow(rows, scanHandoff)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return domain.Handoff{}, false, nil
+	}
+	if err != nil {
+		return domain.Handoff{}, false, fmt.Errorf("read handoff %s: %w", id, err)
+	}
+	return h, true, nil
+}
+
+const putHandoffSQL = `INSERT INTO handoffs (` + handoffColumns + `, priority_rank, position)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+ON CONFLICT (id) DO UPDATE SET
+	account_id = EXCLUDED.account_id, team_id = EXCLUDED.team_id, session_id = EXCLUDED.session_id,
+	intent = EXCLUDED.intent, engineer_notes = EXCLUDED.engineer_notes, priority = EXCLUDED.priority,
+	status = EXCLUDED.status, created_by = EXCLUDED.created_by, created_at = EXCLUDED.created_at,
+	claimed_by = EXCLUDED.claimed_by, claimed_at = EXCLUDED.claimed_at, withdrawn_at = EXCLUDED.withdrawn_at,
+	priority_rank = EXCLUDED.priority_rank, position = EXCLUDED.position`
+
+func (t *storeTx) PutHandoff(ctx context.Context, h domain.Handoff, position int64) error {
+	t.pending.Queue(putHandoffSQL,
+		h.ID, h.AccountID, h.TeamID, h.SessionID, string(h.Intent), h.Notes, string(h.Priority),
+		string(h.Status), h.CreatedBy, h.CreatedAt, nullUUID(h.ClaimedBy), nullTime(h.ClaimedAt), nullTime(h.WithdrawnAt),
+		h.Priority.Rank(), position)
+	if t.pending.Len() >= maxPending {
+		return t.flush(ctx)
+	}
+	return nil
+}
+
+// Reset deletes rows rather than truncating the table, so that readers keep
+// reading the old rows, without waiting, until the rebuild commits.
+func (t *storeTx) Reset(ctx context.Context) error {
+	if err := t.flush(ctx); err != nil {
+		return err
+	}
+	if _, err := t.tx.Exec(ctx, `DELETE FROM handoffs`); err != nil {
+		return fmt.Errorf("reset handoffs: %w", err)
+	}
+	return nil
+}
+
+func scanHandoff(row pgx.CollectableRow) (domain.Handoff, error) {
+	var (
+		h                        domain.Handoff
+		intent, priority, status string
+		claimedBy                *uuid.UUID
+		createdAt                time.Time
+		claimedAt, withdrawnAt   *time.Time
+	)
+	err := row.Scan(&h.ID, &h.AccountID, &h.TeamID, &h.SessionID, &intent, &h.Notes, &priority,
+		&status, &h.CreatedBy, &createdAt, &claimedBy, &claimedAt, &withdrawnAt)
+	if err != nil {
+		return h, err
+	}
+	h.Intent, h.Priority, h.Status = domain.Intent(intent), domain.Priority(priority), domain.Status(status)
+	h.CreatedAt = createdAt.UTC()
+	if claimedBy != nil {
+		h.ClaimedBy = *claimedBy
+	}
+	h.ClaimedAt, h.WithdrawnAt = utc(claimedAt), utc(withdrawnAt)
+	return h, nil
+}
+
+// nullUUID maps uuid.Nil, the domain's "unset", to SQL NULL.
+func nullUUID(u uuid.UUID) any {
+	if u == uuid.Nil {
+		return nil
+	}
+	return u
+}
+
+// nullTime maps the zero time, the domain's "unset", to SQL NULL.
+func nullTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t
+}
+
+// utc maps SQL NULL to the zero time and any other time to UTC.
+func utc(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.UTC()
+}

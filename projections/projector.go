@@ -1,0 +1,379 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/resolutionflow/ledgerd/domain"
+	"github.com/resolutionflow/ledgerd/eventcodec"
+	"github.com/resolutionflow/ledgerd/eventstore"
+	"github.com/resolutionflow/ledgerd/leader"
+)
+
+// Log is the global event log a projector tails.
+type Log interface {
+	// ReadAll returns up to limit events with a position greater than
+	// after, in position order, never skipping one that commits late.
+	ReadAll(ctx context.Context, after int64, limit int) ([]eventstore.Event, error)
+}
+
+// Timings and sizes of the projector.
+const (
+	// batchSize is how many events one read-model transaction applies.
+	batchSize = 500
+	// pollInterval is how often a leading projector looks for events that
+	// no wake-up signalled, such as those appended by other processes.
+	pollInterval = 100 * time.Millisecond
+	// retryDelay is how long a failed projector waits before trying again.
+	retryDelay = time.Second
+	// WaitFor polls the checkpoint, when the projector runs elsewhere,
+	// every waitPollMin at first, backing off to waitPollMax.
+	waitPollMin = 2 * time.Millisecond
+	waitPollMax = 20 * time.Millisecond
+)
+
+// Projector maintains the handoff read model from the log. Run it in every
+// process: the leadership lock makes only one apply events at a time.
+type Projector struct {
+	log     Log
+	store   Store
+	locker  leader.Locker
+	wake    func() <-chan struct{}
+	logger  *slog.Logger
+	applier applier
+
+	// applied is the highest checkpoint this process knows to be
+	// committed.
+	applied atomic.Int64
+	// leading is true while this process's Run holds the lock and tails
+	// the log, so that WaitFor need not poll.
+	leading atomic.Bool
+	// changed is notified whenever applied or leading changes.
+	changed eventstore.Signal
+}
+
+// NewProjector returns a projector of log into store. wake, when not nil,
+// returns a channel closed at the next append made in this process; appends
+// made elsewhere are found by polling. logger may be nil for slog.Default().
+func NewProjector(log Log, store Store, locker leader.Locker, wake func() <-chan struct{}, logger *slog.Logger) *Projector {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	logger = logger.With("projector", HandoffsProjector)
+	return &Projector{log: log, store: store, locker: locker, wake: wake, logger: logger, applier: applier{logger}}
+}
+
+// Run applies the log to the read model until ctx ends, then returns nil.
+// It waits for the projector's leadership lock, tails the log from the
+// stored checkpoint while it holds the lock, and waits for the lock again
+// when it loses it. Failures are logged and retried.
+func (p *Projector) Run(ctx context.Context) error {
+	for {
+		held, release, err := p.locker.Acquire(ctx, HandoffsProjector)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("projector %s: %w", HandoffsProjector, err)
+		}
+		err = p.lead(held)
+		p.setLeading(false)
+		release()
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			p.logger.ErrorContext(ctx, "projector failed, retrying", "err", err, "retry_in", retryDelay)
+			if !sleep(ctx, retryDelay) {
+				return nil
+			}
+		default:
+			p.logger.WarnContext(ctx, "projector lost leadership")
+		}
+	}
+}
+
+// lead tails the log while ctx, the leadership's context, lasts; it returns
+// nil when ctx ends.
+func (p *Projector) lead(ctx context.Context) error {
+	pos, err := p.store.Checkpoint(ctx, HandoffsProjector)
+	if err != nil {
+		return stopped(ctx, fmt.Errorf("read checkpoint: %w", err))
+	}
+	p.advance(pos)
+	p.setLeading(true)
+	p.logger.InfoContext(ctx, "projector leading", "checkpoint", pos)
+	for {
+		wake := p.wakeup()
+		next, n, err := p.step(ctx, pos)
+		switch {
+		case errors.Is(err, ErrStaleCheckpoint):
+			p.logger.WarnContext(ctx, "checkpoint moved by another projector, reloading", "expected", pos)
+			if pos, err = p.store.Checkpoint(ctx, HandoffsProjector); err != nil {
+				return stopped(ctx, fmt.Errorf("read checkpoint: %w", err))
+			}
+			p.advance(pos)
+			continue
+		case err != nil:
+			return stopped(ctx, err)
+		}
+		pos = next
+		if n < batchSize && !sleepOrWake(ctx, pollInterval, wake) {
+			return nil
+		}
+	}
+}
+
+// step applies the next batch of events after position from, and returns
+// the new checkpoint and the number of events applied.
+func (p *Projector) step(ctx context.Context, from int64) (int64, int, error) {
+	events, err := p.log.ReadAll(ctx, from, batchSize)
+	if err != nil {
+		return from, 0, fmt.Errorf("read log after %d: %w", from, err)
+	}
+	if len(events) == 0 {
+		return from, 0, nil
+	}
+	to := events[len(events)-1].Position
+	err = p.store.Update(ctx, HandoffsProjector, from, to, func(tx Tx) error {
+		return p.applier.applyAll(ctx, tx, events)
+	})
+	if err != nil {
+		return from, 0, fmt.Errorf("apply events %d to %d: %w", from+1, to, err)
+	}
+	p.advance(to)
+	p.logger.DebugContext(ctx, "projector applied batch", "from", from, "to", to, "events", len(events))
+	return to, len(events), nil
+}
+
+// WaitFor returns once the read model reflects the log up to position, or
+// an error when ctx ends first. When this process's projector leads, it is
+// woken by each applied batch; otherwise it polls the stored checkpoint.
+func (p *Projector) WaitFor(ctx context.Context, position int64) error {
+	delay := waitPollMin
+	for {
+		changed := p.changed.Wait()
+		if p.applied.Load() >= position {
+			return nil
+		}
+		var poll *time.Timer
+		if !p.leading.Load() {
+			cp, err := p.store.Checkpoint(ctx, HandoffsProjector)
+			if err != nil {
+				return fmt.Errorf("wait for read models to reach position %d: %w", position, err)
+			}
+			if cp >= position {
+				p.advance(cp)
+				return nil
+			}
+			poll = time.NewTimer(delay)
+			delay = min(2*delay, waitPollMax)
+		}
+		err := waitChange(ctx, changed, poll)
+		if err != nil {
+			return fmt.Errorf("wait for read models to reach position %d: %w", position, err)
+		}
+	}
+}
+
+// waitChange waits for changed, for poll when not nil, or for ctx to end.
+func waitChange(ctx context.Context, changed <-chan struct{}, poll *time.Timer) error {
+	var tick <-chan time.Time
+	if poll != nil {
+		defer poll.Stop()
+		tick = poll.C
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-changed:
+	case <-tick:
+	}
+	return nil
+}
+
+// advance records that the checkpoint reached pos.
+func (p *Projector) advance(pos int64) {
+	for {
+		cur := p.applied.Load()
+		if pos <= cur {
+			return
+		}
+		if p.applied.CompareAndSwap(cur, pos) {
+			p.changed.Notify()
+			return
+		}
+	}
+}
+
+func (p *Projector) setLeading(leading bool) {
+	p.leading.Store(leading)
+	p.changed.Notify()
+}
+
+// wakeup returns the channel of the next in-process append, or nil (which
+// never fires) without a wake function.
+func (p *Projector) wakeup() <-chan struct{} {
+	if p.wake == nil {
+		return nil
+	}
+	return p.wake()
+}
+
+// Rebuild replaces the read model with one built from the whole log. It
+// takes the projector's leadership lock, so it waits while a projector runs
+// anywhere, then resets and replays the log from position 0 in one
+// transaction, so readers see the old read model until the new one is
+// complete. The checkpoint ends at the last position of the log. Events of
+// unknown types are skipped and logged with slog.Default().
+func Rebuild(ctx context.Context, log Log, store Store, locker leader.Locker) error {
+	held, release, err := locker.Acquire(ctx, HandoffsProjector)
+	if err != nil {
+		return fmt.Errorf("rebuild: %w", err)
+	}
+	defer release()
+	from, err := store.Checkpoint(held, HandoffsProjector)
+	if err != nil {
+		return fmt.Errorf("rebuild: read checkpoint: %w", err)
+	}
+	to, err := lastPosition(held, log, from)
+	if err != nil {
+		return fmt.Errorf("rebuild: %w", err)
+	}
+	a := applier{slog.Default().With("projector", HandoffsProjector)}
+	err = store.Update(held, HandoffsProjector, from, to, func(tx Tx) error {
+		if err := tx.Reset(held); err != nil {
+			return fmt.Errorf("reset: %w", err)
+		}
+		return a.replay(held, tx, log, to)
+	})
+	if err != nil {
+		return fmt.Errorf("rebuild to position %d: %w", to, err)
+	}
+	return nil
+}
+
+// lastPosition returns the position of the last event of the log, reading
+// on from position from.
+func lastPosition(ctx context.Context, log Log, from int64) (int64, error) {
+	for {
+		events, err := log.ReadAll(ctx, from, batchSize)
+		if err != nil {
+			return 0, fmt.Errorf("read log after %d: %w", from, err)
+		}
+		if len(events) == 0 {
+			return from, nil
+		}
+		from = events[len(events)-1].Position
+	}
+}
+
+// applier applies events to the read model.
+type applier struct {
+	logger *slog.Logger
+}
+
+// replay applies every event of the log up to position to.
+func (a applier) replay(ctx context.Context, tx Tx, log Log, to int64) error {
+	for after := int64(0); after < to; {
+		events, err := log.ReadAll(ctx, after, batchSize)
+		if err != nil {
+			return fmt.Errorf("read log after %d: %w", after, err)
+		}
+		if len(events) == 0 {
+			return fmt.Errorf("log ends at position %d, before %d", after, to)
+		}
+		after = events[len(events)-1].Position
+		if i := slices.IndexFunc(events, func(e eventstore.Event) bool { return e.Position > to }); i >= 0 {
+			events = events[:i]
+		}
+		if err := a.applyAll(ctx, tx, events); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (a applier) applyAll(ctx context.Context, tx Tx, events []eventstore.Event) error {
+	for _, e := range events {
+		if err := a.apply(ctx, tx, e); err != nil {
+			return fmt.Errorf("event %d (%s): %w", e.Position, e.Type, err)
+		}
+	}
+	return nil
+}
+
+// apply folds one event into the handoff row it concerns, with the
+// domain's own Session.Apply, so the read model cannot drift from the rules.
+func (a applier) apply(ctx context.Context, tx Tx, e eventstore.Event) error {
+	decoded, err := eventcodec.Decode(e.Type, e.Data)
+	if errors.Is(err, eventcodec.ErrUnknownType) {
+		a.logger.WarnContext(ctx, "skipping event of unknown type", "type", e.Type, "position", e.Position, "id", e.ID)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var session domain.Session
+	if id, ok := changedHandoff(decoded); ok {
+		row, found, err := tx.Handoff(ctx, id)
+		if err != nil {
+			return fmt.Errorf("load handoff %s: %w", id, err)
+		}
+		if !found {
+			a.logger.ErrorContext(ctx, "skipping event of a handoff the read model lacks", "type", e.Type, "position", e.Position, "handoff", id)
+			return nil
+		}
+		session.Handoffs = []domain.Handoff{row}
+	}
+	session.Apply(decoded)
+	if len(session.Handoffs) != 1 {
+		return fmt.Errorf("event made %d handoff rows, want 1", len(session.Handoffs))
+	}
+	return tx.PutHandoff(ctx, session.Handoffs[0], e.Position)
+}
+
+// changedHandoff returns the id of the existing handoff an event changes;
+// false for an event that creates one.
+func changedHandoff(e domain.Event) (uuid.UUID, bool) {
+	switch e := e.(type) {
+	case domain.HandoffClaimed:
+		return e.HandoffID, true
+	case domain.HandoffWithdrawn:
+		return e.HandoffID, true
+	}
+	return uuid.Nil, false
+}
+
+// stopped returns nil for an error caused by ctx ending, err otherwise.
+func stopped(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// sleep waits for d; false when ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	return sleepOrWake(ctx, d, nil)
+}
+
+// sleepOrWake waits for d or for wake; false when ctx ended first.
+func sleepOrWake(ctx context.Context, d time.Duration, wake <-chan struct{}) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-wake:
+	case <-timer.C:
+	}
+	return true
+}

@@ -1,0 +1,176 @@
+package httpapi_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/resolutionflow/ledgerd/domain"
+	"github.com/resolutionflow/ledgerd/internal/pgtest"
+)
+
+// Sizes of the escalate benchmark.
+const (
+	benchClients = 16
+	// benchPoolSize gives each client a connection and leaves room for
+	// the projector: its leadership connection, its reads and its writes.
+	benchPoolSize = benchClients + 4
+)
+
+// benchNotes are a typical escalation's notes.
+const benchNotes = "customer VPN drops every 20 minutes; tried MTU 1400"
+
+// benchBody is the escalate request of the benchmark.
+const benchBody = `{"intent":"escalate","engineer_notes":"` + benchNotes + `","priority":"high"}`
+
+// benchEvent is the baseline's row payload: the size of the event an
+// escalate appends.
+const benchEvent = `{"handoff_id":"6f1c3a52-8d0e-4b7a-9a55-3c1de0f3b2a1","session_id":"0b8f9e3e-2a41-4f7c-8d1e-5b6a7c8d9e0f","engineer_notes":"` + benchNotes + `","priority":"high","at":"2026-11-25T12:00:00Z"}`
+
+// BenchmarkEscalate times a full REST escalate, from 16 concurrent clients
+// over loopback HTTP, each request on a new session with its own
+// Idempotency-Key, on the PostgreSQL stack serve runs (event store, command
+// handler waiting for the projector, read model, idempotency store). In the
+// same run, on the same durable server, it times the baseline of
+// BenchmarkAppend in eventstore/pgstore: a plain single-row INSERT into a
+// table with UNIQUE(stream, version), from 16 writers.
+//
+// Both report the p50 and p99 latency of one operation; the escalate also
+// reports baseline-ratio, its throughput over the baseline's (the target is
+// at least 0.4, with a p99 under 25 ms).
+func BenchmarkEscalate(b *testing.B) {
+	pool := openBaselinePool(b)
+	s := startServer(b, func(tb testing.TB) Backend {
+		tb.Helper()
+		return newPostgresBackendOfSize(tb, benchPoolSize)
+	})
+	var baselineNs float64
+	b.Run(fmt.Sprintf("baseline/writers=%d", benchClients), func(b *testing.B) {
+		prefix := ulid.Make().String()
+		var n atomic.Int64
+		runClients(b, func(ctx context.Context, _ int) error {
+			stream := fmt.Sprintf("%s-%d", prefix, n.Add(1))
+			_, err := pool.Exec(ctx, `INSERT INTO baseline (stream, version, data) VALUES ($1, 1, $2)`, stream, benchEvent)
+			return err
+		})
+		baselineNs = nsPerOp(b)
+	})
+	for _, keyed := range []bool{false, true} {
+		name := "escalate"
+		if keyed {
+			name += "-idempotent"
+		}
+		b.Run(fmt.Sprintf("%s/clients=%d", name, benchClients), func(b *testing.B) {
+			s.benchEscalate(b, keyed)
+			if baselineNs > 0 {
+				b.ReportMetric(baselineNs/nsPerOp(b), "baseline-ratio")
+			}
+		})
+	}
+}
+
+// benchEscalate runs escalates from benchClients engineers, each on a new
+// session, with a new Idempotency-Key when keyed.
+func (s *apiServer) benchEscalate(b *testing.B, keyed bool) {
+	b.Helper()
+	tm := newTeam()
+	auths := make([]string, benchClients)
+	for i := range auths {
+		auths[i] = "Bearer " + token(b, tm.user(domain.RoleEngineer))
+	}
+	runClients(b, func(ctx context.Context, client int) error {
+		r := request{method: http.MethodPost, path: createPath(uuid.New()), body: benchBody, auth: auths[client]}
+		if keyed {
+			r = r.with("Idempotency-Key", ulid.Make().String())
+		}
+		return s.expect(ctx, r, http.StatusCreated)
+	})
+}
+
+// openBaselinePool returns a pool, with a connection per client, on a new
+// database of the test server holding the baseline table.
+func openBaselinePool(tb testing.TB) *pgxpool.Pool {
+	tb.Helper()
+	cfg, err := pgxpool.ParseConfig(pgtest.NewDatabase(tb))
+	if err != nil {
+		tb.Fatalf("parse database url: %v", err)
+	}
+	cfg.MaxConns = benchClients
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		tb.Fatalf("open pool: %v", err)
+	}
+	tb.Cleanup(pool.Close)
+	_, err = pool.Exec(context.Background(), `CREATE TABLE baseline (stream text NOT NULL, version bigint NOT NULL, data jsonb NOT NULL, UNIQUE (stream, version))`)
+	if err != nil {
+		tb.Fatalf("create baseline table: %v", err)
+	}
+	return pool
+}
+
+// expect makes a request and returns an error unless it got status want.
+func (s *apiServer) expect(ctx context.Context, r request, want int) error {
+	res, err := s.send(ctx, r)
+	if err != nil {
+		return err
+	}
+	if res.status != want {
+		return fmt.Errorf("%s %s: status %d, want %d; body %s", r.method, r.path, res.status, want, res.body)
+	}
+	return nil
+}
+
+// runClients makes b.N calls of op from benchClients goroutines (op's
+// client argument is the goroutine's number), fails the benchmark if a
+// call failed, and reports the p50 and p99 latency of a call.
+func runClients(b *testing.B, op func(ctx context.Context, client int) error) {
+	b.Helper()
+	ctx := context.Background()
+	var next atomic.Int64
+	latencies := make([][]time.Duration, benchClients)
+	errs := make([]error, benchClients)
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	for client := range benchClients {
+		wg.Go(func() {
+			for next.Add(1) <= int64(b.N) {
+				start := time.Now()
+				if err := op(ctx, client); err != nil {
+					errs[client] = err
+					return
+				}
+				latencies[client] = append(latencies[client], time.Since(start))
+			}
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	if err := errors.Join(errs...); err != nil {
+		b.Fatal(err)
+	}
+	all := slices.Concat(latencies...)
+	slices.Sort(all)
+	b.ReportMetric(percentile(all, 0.50), "p50-ms")
+	b.ReportMetric(percentile(all, 0.99), "p99-ms")
+}
+
+// percentile returns the p-th quantile of sorted, in milliseconds.
+func percentile(sorted []time.Duration, p float64) float64 {
+	d := sorted[int(p*float64(len(sorted)-1))]
+	return float64(d) / float64(time.Millisecond)
+}
+
+// nsPerOp is the benchmark's time per operation so far.
+func nsPerOp(b *testing.B) float64 {
+	return float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+}

@@ -1,0 +1,100 @@
+package httpapi
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+
+	"github.com/resolutionflow/ledgerd/domain"
+)
+
+// statusOf is the only table from error code to HTTP status.
+var statusOf = map[domain.Code]int{
+	domain.EINVALID:      http.StatusUnprocessableEntity,
+	domain.ENOTFOUND:     http.StatusNotFound,
+	domain.ECONFLICT:     http.StatusConflict,
+	domain.EFORBIDDEN:    http.StatusForbidden,
+	domain.EUNAUTHORIZED: http.StatusUnauthorized,
+	domain.EINTERNAL:     http.StatusInternalServerError,
+}
+
+// internalDetail is the only detail a client sees of an internal error.
+const internalDetail = "Internal server error"
+
+// errorBody is every error response.
+type errorBody struct {
+	Detail string `json:"detail"`
+}
+
+// claimedBody answers a claim of a handoff somebody else has claimed.
+type claimedBody struct {
+	Detail    string    `json:"detail"`
+	ClaimedBy uuid.UUID `json:"claimed_by"`
+	ClaimedAt time.Time `json:"claimed_at"`
+}
+
+// handleError is echo's HTTPErrorHandler: it writes the response for an
+// error returned by a handler or middleware, and logs internal errors.
+func (s *server) handleError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	status, body := s.errorResponse(err, c)
+	if status == http.StatusUnauthorized {
+		c.Response().Header().Set(echo.HeaderWWWAuthenticate, "Bearer")
+	}
+	var werr error
+	if c.Request().Method == http.MethodHead {
+		werr = c.NoContent(status)
+	} else {
+		werr = c.JSON(status, body)
+	}
+	if werr != nil {
+		s.log.WarnContext(c.Request().Context(), "write error response", "err", werr, "request_id", requestIDOf(c))
+	}
+}
+
+// errorResponse returns the status and body for err. Echo's own errors
+// (unknown route, wrong method, malformed or too large body) carry their
+// status; the ledger's carry a code looked up in statusOf.
+func (s *server) errorResponse(err error, c echo.Context) (int, any) {
+	status, detail := http.StatusInternalServerError, internalDetail
+	var he *echo.HTTPError
+	var claimed *domain.ClaimedError
+	switch {
+	case errors.As(err, &he):
+		status, detail = he.Code, httpErrorDetail(he)
+	case errors.As(err, &claimed):
+		return http.StatusConflict, claimedBody{Detail: claimed.Error(), ClaimedBy: claimed.ClaimedBy, ClaimedAt: claimed.ClaimedAt.UTC()}
+	default:
+		if st, ok := statusOf[domain.ErrorCode(err)]; ok {
+			status, detail = st, domain.ErrorMessage(err)
+		}
+	}
+	if status >= http.StatusInternalServerError {
+		s.log.ErrorContext(c.Request().Context(), "internal error",
+			"err", err, "method", c.Request().Method, "path", c.Request().URL.Path, "request_id", requestIDOf(c))
+		return status, errorBody{Detail: internalDetail}
+	}
+	return status, errorBody{Detail: detail}
+}
+
+func httpErrorDetail(he *echo.HTTPError) string {
+	if msg, ok := he.Message.(string); ok && msg != "" {
+		return msg
+	}
+	if he.Message != nil {
+		return fmt.Sprint(he.Message)
+	}
+	return http.StatusText(he.Code)
+}
+
+// badRequest is a request the server cannot read at all (malformed JSON);
+// requests it can read but that break a rule are domain.EINVALID (422).
+func badRequest(detail string) error {
+	return echo.NewHTTPError(http.StatusBadRequest, detail)
+}

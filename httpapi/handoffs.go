@@ -1,0 +1,233 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"maps"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+
+	"github.com/resolutionflow/ledgerd/domain"
+)
+
+// handoffJSON is a handoff on the wire. Times are RFC 3339 in UTC; the
+// claim fields are null until the handoff is claimed.
+type handoffJSON struct {
+	ID            uuid.UUID  `json:"id"`
+	SessionID     uuid.UUID  `json:"session_id"`
+	Intent        string     `json:"intent"`
+	EngineerNotes string     `json:"engineer_notes"`
+	Priority      string     `json:"priority"`
+	Status        string     `json:"status"`
+	CreatedBy     uuid.UUID  `json:"created_by"`
+	CreatedAt     time.Time  `json:"created_at"`
+	ClaimedBy     *uuid.UUID `json:"claimed_by"`
+	ClaimedAt     *time.Time `json:"claimed_at"`
+}
+
+func toJSON(h domain.Handoff) handoffJSON {
+	out := handoffJSON{
+		ID:            h.ID,
+		SessionID:     h.SessionID,
+		Intent:        string(h.Intent),
+		EngineerNotes: h.Notes,
+		Priority:      string(h.Priority),
+		Status:        string(h.Status),
+		CreatedBy:     h.CreatedBy,
+		CreatedAt:     h.CreatedAt.UTC(),
+	}
+	if h.ClaimedBy != uuid.Nil {
+		by, at := h.ClaimedBy, h.ClaimedAt.UTC()
+		out.ClaimedBy, out.ClaimedAt = &by, &at
+	}
+	return out
+}
+
+func toJSONList(hs []domain.Handoff) []handoffJSON {
+	out := make([]handoffJSON, len(hs)) // never nil: an empty list is [], not null
+	for i, h := range hs {
+		out[i] = toJSON(h)
+	}
+	return out
+}
+
+// Path ids that are not UUIDs name nothing that can exist: the POST routes
+// answer them with the 404 an unknown id gets, the history with [].
+func pathID(c echo.Context, param, notFound string) (uuid.UUID, error) {
+	id, err := uuid.Parse(c.Param(param))
+	if err != nil {
+		return uuid.Nil, domain.Errorf(domain.ENOTFOUND, "%s", notFound)
+	}
+	return id, nil
+}
+
+// queue answers GET /ai-sessions/queue: the open handoffs of the caller's
+// account and team.
+func (s *server) queue(c echo.Context) error {
+	actor := actorOf(c)
+	hs, err := s.queries.Queue(c.Request().Context(), actor.AccountID, actor.TeamID)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, toJSONList(hs))
+}
+
+// history answers GET /ai-sessions/:session_id/handoffs, newest first;
+// [] for a session of another account or none at all.
+func (s *server) history(c echo.Context) error {
+	session, err := uuid.Parse(c.Param("session_id"))
+	if err != nil {
+		return c.JSON(http.StatusOK, []handoffJSON{})
+	}
+	hs, err := s.queries.History(c.Request().Context(), actorOf(c).AccountID, session)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, toJSONList(hs))
+}
+
+// createHandoff answers POST /ai-sessions/:session_id/handoff: park or
+// escalate.
+func (s *server) createHandoff(c echo.Context) error {
+	session, err := pathID(c, "session_id", domain.MsgSessionNotFound)
+	if err != nil {
+		return err
+	}
+	req, err := decodeCreate(c)
+	if err != nil {
+		return err
+	}
+	return s.execute(c, http.StatusCreated, session, domain.CreateHandoff{
+		Actor:     actorOf(c),
+		HandoffID: uuid.New(),
+		Intent:    req.intent,
+		Notes:     req.notes,
+		Priority:  req.priority,
+		At:        s.cmds.Now(),
+	})
+}
+
+// claimHandoff answers POST .../handoffs/:handoff_id/claim ("Pick Up").
+func (s *server) claimHandoff(c echo.Context) error {
+	session, handoff, err := sessionAndHandoff(c, domain.MsgHandoffNotFound)
+	if err != nil {
+		return err
+	}
+	return s.execute(c, http.StatusOK, session, domain.ClaimHandoff{Actor: actorOf(c), HandoffID: handoff, At: s.cmds.Now()})
+}
+
+// withdrawHandoff answers POST .../handoffs/:handoff_id/withdraw.
+func (s *server) withdrawHandoff(c echo.Context) error {
+	session, handoff, err := sessionAndHandoff(c, domain.MsgSessionNotFound)
+	if err != nil {
+		return err
+	}
+	return s.execute(c, http.StatusOK, session, domain.WithdrawHandoff{Actor: actorOf(c), HandoffID: handoff, At: s.cmds.Now()})
+}
+
+// sessionAndHandoff parses the ids of the handoff routes; sessionNotFound
+// is what the route answers for a session id that is not a UUID.
+func sessionAndHandoff(c echo.Context, sessionNotFound string) (uuid.UUID, uuid.UUID, error) {
+	session, err := pathID(c, "session_id", sessionNotFound)
+	if err != nil {
+		return uuid.Nil, uuid.Nil, err
+	}
+	handoff, err := pathID(c, "handoff_id", domain.MsgHandoffNotFound)
+	if err != nil {
+		return uuid.Nil, uuid.Nil, err
+	}
+	return session, handoff, nil
+}
+
+// execute runs a command and answers with the handoff it touched.
+func (s *server) execute(c echo.Context, status int, session uuid.UUID, cmd domain.Command) error {
+	res, err := s.cmds.Execute(c.Request().Context(), actorOf(c), session, cmd, traceOf(c))
+	if err != nil {
+		return err
+	}
+	return c.JSON(status, toJSON(res.Handoff))
+}
+
+// createRequest is a checked create body.
+type createRequest struct {
+	intent   domain.Intent
+	notes    string
+	priority domain.Priority
+}
+
+// createFields are the fields a create body may have, in the order
+// decodeCreate checks them.
+var createFields = []string{"intent", "engineer_notes", "priority"}
+
+// decodeCreate reads a create body. A body that is not one JSON object is
+// 400; an object with an unknown field, a field of the wrong type or a bad
+// value is 422 with a detail naming the field. A null field counts as
+// absent; priority defaults to normal.
+func decodeCreate(c echo.Context) (createRequest, error) {
+	body, err := readBody(c)
+	if err != nil {
+		return createRequest{}, err
+	}
+	fields, err := decodeObject(body)
+	if err != nil {
+		return createRequest{}, err
+	}
+	for _, name := range slices.Sorted(maps.Keys(fields)) {
+		if !slices.Contains(createFields, name) {
+			return createRequest{}, domain.Errorf(domain.EINVALID, "unknown field %q", name)
+		}
+	}
+	var intent, notes, priority string
+	for i, dst := range []*string{&intent, &notes, &priority} {
+		if err := stringField(fields, createFields[i], dst); err != nil {
+			return createRequest{}, err
+		}
+	}
+	req := createRequest{notes: notes}
+	if req.intent, err = domain.ParseIntent(intent); err != nil {
+		return createRequest{}, err
+	}
+	if req.priority, err = domain.ParsePriority(priority); err != nil {
+		return createRequest{}, err
+	}
+	return req, nil
+}
+
+// decodeObject parses a body holding exactly one JSON object.
+func decodeObject(body []byte) (map[string]json.RawMessage, error) {
+	const notObject = "Request body must be a JSON object"
+	dec := json.NewDecoder(bytes.NewReader(body))
+	var fields map[string]json.RawMessage
+	err := dec.Decode(&fields)
+	var syntax *json.SyntaxError
+	switch {
+	case errors.As(err, &syntax):
+		return nil, badRequest(notObject + ": malformed JSON at byte " + strconv.FormatInt(syntax.Offset, 10))
+	case err != nil || fields == nil:
+		return nil, badRequest(notObject)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, badRequest(notObject + ", with nothing after it")
+	}
+	return fields, nil
+}
+
+// stringField sets *dst to the named field when it is present and not
+// null; any other JSON type is 422.
+func stringField(fields map[string]json.RawMessage, name string, dst *string) error {
+	raw, ok := fields[name]
+	if !ok || string(raw) == "null" {
+		return nil
+	}
+	if err := json.Unmarshal(raw, dst); err != nil {
+		return domain.Errorf(domain.EINVALID, "%s must be a string", name)
+	}
+	return nil
+}

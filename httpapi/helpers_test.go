@@ -1,0 +1,334 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/resolutionflow/ledgerd/commands"
+	"github.com/resolutionflow/ledgerd/domain"
+	"github.com/resolutionflow/ledgerd/eventcodec"
+	"github.com/resolutionflow/ledgerd/eventstore"
+	"github.com/resolutionflow/ledgerd/httpapi"
+	"github.com/resolutionflow/ledgerd/idempotency"
+	"github.com/resolutionflow/ledgerd/projections"
+)
+
+// Backend is the storage a REST test runs on: a real event log, command
+// handler (waiting on a running projector), read model and idempotency
+// store, all on one fresh database.
+type Backend struct {
+	Log         eventstore.Store
+	Commands    *commands.Handler
+	Queries     projections.Queries
+	Idempotency idempotency.Store
+	// Checks are the backend's readiness checks.
+	Checks []httpapi.Check
+	// FailAppends makes every append fail inside the database until the
+	// returned function is called.
+	FailAppends func(tb testing.TB) (restore func())
+}
+
+// NewBackend makes a Backend for one test; it cleans up after the test.
+type NewBackend func(tb testing.TB) Backend
+
+// testSecret signs the tokens of the tests.
+var testSecret = []byte("test-secret-of-the-rest-suite-0123456789")
+
+// apiServer is the API on a real HTTP server over a backend.
+type apiServer struct {
+	URL     string
+	Backend Backend
+	client  *http.Client
+	logs    *syncBuffer
+}
+
+// startServer serves the API over nb's backend, with extra readiness checks.
+func startServer(tb testing.TB, nb NewBackend, checks ...httpapi.Check) *apiServer {
+	tb.Helper()
+	b := nb(tb)
+	logs := &syncBuffer{}
+	e, err := httpapi.New(httpapi.Config{
+		Commands:    b.Commands,
+		Queries:     b.Queries,
+		Idempotency: b.Idempotency,
+		JWTSecret:   testSecret,
+		Checks:      append(b.Checks, checks...),
+		Logger:      slog.New(slog.NewTextHandler(logs, nil)),
+	})
+	if err != nil {
+		tb.Fatalf("httpapi.New: %v", err)
+	}
+	ts := httptest.NewServer(e)
+	tb.Cleanup(ts.Close)
+	transport := &http.Transport{MaxIdleConnsPerHost: 128}
+	tb.Cleanup(transport.CloseIdleConnections)
+	return &apiServer{URL: ts.URL, Backend: b, client: &http.Client{Transport: transport, Timeout: 30 * time.Second}, logs: logs}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// team is an account and a team of it.
+type team struct {
+	account, id uuid.UUID
+}
+
+func newTeam() team { return team{account: uuid.New(), id: uuid.New()} }
+
+// user returns a new user of the team with the given role.
+func (t team) user(role domain.Role) domain.Actor {
+	return domain.Actor{UserID: uuid.New(), AccountID: t.account, TeamID: t.id, Role: role}
+}
+
+func token(tb testing.TB, actor domain.Actor) string {
+	tb.Helper()
+	tok, err := httpapi.SignToken(testSecret, actor, time.Hour)
+	if err != nil {
+		tb.Fatalf("SignToken: %v", err)
+	}
+	return tok
+}
+
+// request is one HTTP request of a test.
+type request struct {
+	method, path, body string
+	// auth is the whole Authorization header; none when empty.
+	auth   string
+	header http.Header
+}
+
+// as returns a request authenticated as actor.
+func as(tb testing.TB, actor domain.Actor, method, path, body string) request {
+	tb.Helper()
+	return request{method: method, path: path, body: body, auth: "Bearer " + token(tb, actor)}
+}
+
+// with returns r with an extra header.
+func (r request) with(name, value string) request {
+	h := r.header.Clone()
+	if h == nil {
+		h = http.Header{}
+	}
+	h.Set(name, value)
+	r.header = h
+	return r
+}
+
+// response is what a request got.
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// send makes a request; safe from any goroutine.
+func (s *apiServer) send(ctx context.Context, r request) (response, error) {
+	req, err := http.NewRequestWithContext(ctx, r.method, s.URL+r.path, strings.NewReader(r.body))
+	if err != nil {
+		return response{}, fmt.Errorf("new request: %w", err)
+	}
+	for name, values := range r.header {
+		req.Header[name] = values
+	}
+	if r.auth != "" {
+		req.Header.Set("Authorization", r.auth)
+	}
+	res, err := s.client.Do(req)
+	if err != nil {
+		return response{}, fmt.Errorf("%s %s: %w", r.method, r.path, err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		return response{}, fmt.Errorf("%s %s: read body: %w", r.method, r.path, err)
+	}
+	return response{status: res.StatusCode, header: res.Header, body: body}, nil
+}
+
+// do makes a request and fails the test if it could not be made or its
+// status is not want.
+func (s *apiServer) do(tb testing.TB, r request, want int) response {
+	tb.Helper()
+	res, err := s.send(context.Background(), r)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if res.status != want {
+		tb.Fatalf("%s %s: status %d, want %d; body %s", r.method, r.path, res.status, want, res.body)
+	}
+	return res
+}
+
+// handoff is a handoff as a client reads it.
+type handoff struct {
+	ID            uuid.UUID  `json:"id"`
+	SessionID     uuid.UUID  `json:"session_id"`
+	Intent        string     `json:"intent"`
+	EngineerNotes string     `json:"engineer_notes"`
+	Priority      string     `json:"priority"`
+	Status        string     `json:"status"`
+	CreatedBy     uuid.UUID  `json:"created_by"`
+	CreatedAt     time.Time  `json:"created_at"`
+	ClaimedBy     *uuid.UUID `json:"claimed_by"`
+	ClaimedAt     *time.Time `json:"claimed_at"`
+}
+
+// sameHandoff compares handoffs by value, pointed-to fields included.
+func sameHandoff(a, b handoff) bool {
+	ja, errA := json.Marshal(a)
+	jb, errB := json.Marshal(b)
+	return errA == nil && errB == nil && bytes.Equal(ja, jb)
+}
+
+// claimedConflict is the 409 body of a lost claim.
+type claimedConflict struct {
+	Detail    string    `json:"detail"`
+	ClaimedBy uuid.UUID `json:"claimed_by"`
+	ClaimedAt time.Time `json:"claimed_at"`
+}
+
+// decodeStrict decodes a JSON body that has no field T lacks.
+func decodeStrict[T any](body []byte) (T, error) {
+	var v T
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&v); err != nil {
+		return v, fmt.Errorf("decode %T from %s: %w", v, body, err)
+	}
+	return v, nil
+}
+
+func decode[T any](tb testing.TB, res response) T {
+	tb.Helper()
+	v, err := decodeStrict[T](res.body)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return v
+}
+
+// detail returns the detail of an error body, failing unless the body is
+// exactly {"detail": "..."}.
+func detail(tb testing.TB, res response) string {
+	tb.Helper()
+	return decode[struct {
+		Detail string `json:"detail"`
+	}](tb, res).Detail
+}
+
+// expectError checks an error response's status and exact detail.
+func (s *apiServer) expectError(tb testing.TB, r request, status int, want string) {
+	tb.Helper()
+	res := s.do(tb, r, status)
+	if got := detail(tb, res); got != want {
+		tb.Fatalf("%s %s: detail %q, want %q", r.method, r.path, got, want)
+	}
+}
+
+func createPath(session uuid.UUID) string { return "/ai-sessions/" + session.String() + "/handoff" }
+
+func historyPath(session uuid.UUID) string { return "/ai-sessions/" + session.String() + "/handoffs" }
+
+func actionPath(session, handoff uuid.UUID, action string) string {
+	return historyPath(session) + "/" + handoff.String() + "/" + action
+}
+
+// create makes actor park or escalate a session and returns the handoff.
+func (s *apiServer) create(tb testing.TB, actor domain.Actor, session uuid.UUID, body string) handoff {
+	tb.Helper()
+	return decode[handoff](tb, s.do(tb, as(tb, actor, http.MethodPost, createPath(session), body), http.StatusCreated))
+}
+
+func (s *apiServer) escalate(tb testing.TB, actor domain.Actor, session uuid.UUID) handoff {
+	tb.Helper()
+	return s.create(tb, actor, session, `{"intent":"escalate","engineer_notes":"needs a senior","priority":"high"}`)
+}
+
+func (s *apiServer) claim(tb testing.TB, actor domain.Actor, h handoff) handoff {
+	tb.Helper()
+	return decode[handoff](tb, s.do(tb, as(tb, actor, http.MethodPost, actionPath(h.SessionID, h.ID, "claim"), ""), http.StatusOK))
+}
+
+func (s *apiServer) history(tb testing.TB, actor domain.Actor, session uuid.UUID) []handoff {
+	tb.Helper()
+	return decode[[]handoff](tb, s.do(tb, as(tb, actor, http.MethodGet, historyPath(session), ""), http.StatusOK))
+}
+
+func (s *apiServer) queue(tb testing.TB, actor domain.Actor) []handoff {
+	tb.Helper()
+	return decode[[]handoff](tb, s.do(tb, as(tb, actor, http.MethodGet, "/ai-sessions/queue", ""), http.StatusOK))
+}
+
+// events returns the whole log.
+func (s *apiServer) events(tb testing.TB) []eventstore.Event {
+	tb.Helper()
+	var all []eventstore.Event
+	for {
+		var after int64
+		if len(all) > 0 {
+			after = all[len(all)-1].Position
+		}
+		batch, err := s.Backend.Log.ReadAll(context.Background(), after, 1000)
+		if err != nil {
+			tb.Fatalf("read the log: %v", err)
+		}
+		if len(batch) == 0 {
+			return all
+		}
+		all = append(all, batch...)
+	}
+}
+
+// stream returns the events of a session of an account.
+func (s *apiServer) stream(tb testing.TB, account, session uuid.UUID) []eventstore.Event {
+	tb.Helper()
+	events, err := s.Backend.Log.ReadStream(context.Background(), eventcodec.StreamName(account, session))
+	if err != nil {
+		tb.Fatalf("read stream: %v", err)
+	}
+	return events
+}
+
+// types lists the types of events.
+func types(events []eventstore.Event) []string {
+	out := make([]string, len(events))
+	for i, e := range events {
+		out[i] = e.Type
+	}
+	return out
+}
+
+// expectNoNewEvents fails when the log has more than before events.
+func (s *apiServer) expectNoNewEvents(tb testing.TB, before int) {
+	tb.Helper()
+	if n := len(s.events(tb)); n != before {
+		tb.Fatalf("log has %d events, want %d: a rejected request appended", n, before)
+	}
+}

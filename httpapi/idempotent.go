@@ -1,0 +1,125 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"net/http"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+
+	"github.com/resolutionflow/ledgerd/domain"
+	"github.com/resolutionflow/ledgerd/idempotency"
+)
+
+// Details of the Idempotency-Key answers.
+const (
+	msgKeyLength   = "Idempotency-Key must be 1 to 255 characters"
+	msgKeyReused   = "Idempotency-Key reused with a different request"
+	msgKeyInFlight = "A request with this Idempotency-Key is in progress"
+)
+
+// idempotent makes a POST with an Idempotency-Key run at most once per user
+// and key: the first request reserves the key and stores its response; a
+// retry of the same request gets that response again, with the header
+// Idempotent-Replayed: true. The same key with another method, path or
+// body is 422 once the first request has finished; any request with the
+// key while the first still runs is 409. 5xx
+// responses are not stored, so a retry after one runs again. Must run
+// after authenticate.
+func (s *server) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		values := c.Request().Header.Values(headerIdempotencyKey)
+		if len(values) == 0 {
+			return next(c)
+		}
+		key := values[0]
+		if len(values) > 1 || key == "" || len(key) > idempotency.MaxKeyLength {
+			return badRequest(msgKeyLength)
+		}
+		body, err := readBody(c)
+		if err != nil {
+			return err
+		}
+		c.Request().Body = io.NopCloser(bytes.NewReader(body))
+		hash := requestHash(c.Request().Method, c.Request().URL.Path, body)
+		user := actorOf(c).UserID
+		rec, reserved, err := s.idem.Reserve(c.Request().Context(), user, key, hash)
+		if err != nil {
+			return err
+		}
+		if !reserved {
+			return replay(c, rec, hash)
+		}
+		return s.runReserved(c, next, user, key)
+	}
+}
+
+// requestHash identifies a request for its Idempotency-Key.
+func requestHash(method, path string, body []byte) string {
+	h := sha256.New()
+	h.Write([]byte(method + " " + path + "\n"))
+	h.Write(body)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// replay answers a request whose key another request holds.
+func replay(c echo.Context, rec idempotency.Record, hash string) error {
+	switch {
+	case rec.Pending():
+		return domain.Errorf(domain.ECONFLICT, msgKeyInFlight)
+	case rec.RequestHash != hash:
+		return domain.Errorf(domain.EINVALID, msgKeyReused)
+	}
+	c.Response().Header().Set(headerReplayed, "true")
+	return c.Blob(rec.StatusCode, echo.MIMEApplicationJSON, rec.Response)
+}
+
+// runReserved runs the request that holds the key, writes its response
+// (errors included) and stores it; on a 5xx, a failure to store or a panic
+// it releases the key instead.
+func (s *server) runReserved(c echo.Context, next echo.HandlerFunc, user uuid.UUID, key string) error {
+	// The key must be stored or released even when the client is gone.
+	ctx := context.WithoutCancel(c.Request().Context())
+	stored := false
+	defer func() {
+		if stored {
+			return
+		}
+		if err := s.idem.Release(ctx, user, key); err != nil {
+			s.log.ErrorContext(ctx, "release idempotency key", "err", err, "request_id", requestIDOf(c))
+		}
+	}()
+	rec := &recorder{ResponseWriter: c.Response().Writer}
+	c.Response().Writer = rec
+	if err := next(c); err != nil {
+		c.Error(err)
+	}
+	status := c.Response().Status
+	if status >= http.StatusInternalServerError {
+		return nil
+	}
+	if err := s.idem.Complete(ctx, user, key, status, rec.body.Bytes()); err != nil {
+		s.log.ErrorContext(ctx, "store idempotent response", "err", err, "request_id", requestIDOf(c))
+		return nil
+	}
+	stored = true
+	return nil
+}
+
+// recorder keeps a copy of the response body it passes on.
+type recorder struct {
+	http.ResponseWriter
+	body bytes.Buffer
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	r.body.Write(b)
+	return r.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

@@ -1,0 +1,151 @@
+package httpapi
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/resolutionflow/ledgerd/commands"
+	"github.com/resolutionflow/ledgerd/domain"
+)
+
+// Headers the API reads or writes besides echo's.
+const (
+	headerCorrelationID  = "X-Correlation-ID"
+	headerIdempotencyKey = "Idempotency-Key"
+	headerReplayed       = "Idempotent-Replayed"
+)
+
+// Keys of the values middleware stores in the echo context.
+const (
+	ctxRequestID = "ledgerd.request_id"
+	ctxActor     = "ledgerd.actor"
+)
+
+// maxTraceIDLength bounds the request and correlation ids taken from a
+// client.
+const maxTraceIDLength = 128
+
+// requestID takes the client's X-Request-ID when it is a sane token, makes a
+// ULID otherwise, and sends it back in the response.
+func requestID(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		id := c.Request().Header.Get(echo.HeaderXRequestID)
+		if !validTraceID(id) {
+			id = ulid.Make().String()
+		}
+		c.Set(ctxRequestID, id)
+		c.Response().Header().Set(echo.HeaderXRequestID, id)
+		return next(c)
+	}
+}
+
+// validTraceID accepts 1 to maxTraceIDLength visible ASCII characters.
+func validTraceID(id string) bool {
+	if id == "" || len(id) > maxTraceIDLength {
+		return false
+	}
+	for i := range len(id) {
+		if id[i] <= ' ' || id[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+func requestIDOf(c echo.Context) string {
+	id, _ := c.Get(ctxRequestID).(string)
+	return id
+}
+
+// traceOf is the request's identity for the events a command appends.
+func traceOf(c echo.Context) commands.Trace {
+	t := commands.Trace{RequestID: requestIDOf(c)}
+	if cid := c.Request().Header.Get(headerCorrelationID); validTraceID(cid) {
+		t.CorrelationID = cid
+	}
+	return t
+}
+
+// logRequests writes the response of any error returned further down, so
+// that the status it logs is the one sent, and logs every request.
+func (s *server) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		if err := next(c); err != nil {
+			c.Error(err)
+		}
+		req, res := c.Request(), c.Response()
+		attrs := []slog.Attr{
+			slog.String("method", req.Method),
+			slog.String("path", req.URL.Path),
+			slog.Int("status", res.Status),
+			slog.Duration("duration", time.Since(start)),
+			slog.Int64("bytes", res.Size),
+			slog.String("request_id", requestIDOf(c)),
+		}
+		if actor, ok := c.Get(ctxActor).(domain.Actor); ok {
+			attrs = append(attrs, slog.String("user", actor.UserID.String()))
+		}
+		s.log.LogAttrs(req.Context(), slog.LevelInfo, "http request", attrs...)
+		return nil
+	}
+}
+
+// recoverPanics turns a panic in a handler into an internal error, with
+// the stack in the error's text for the log.
+func recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		defer func() {
+			r := recover()
+			if r == nil {
+				return
+			}
+			if r == http.ErrAbortHandler {
+				panic(r)
+			}
+			err = fmt.Errorf("panic: %v\n%s", r, debug.Stack())
+		}()
+		return next(c)
+	}
+}
+
+// limitBody rejects bodies larger than max bytes with 413, up front when
+// the request declares its length and otherwise when the body is read
+// (see readBody).
+func limitBody(max int64) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			req := c.Request()
+			if req.ContentLength > max {
+				return tooLarge(max)
+			}
+			req.Body = http.MaxBytesReader(c.Response(), req.Body, max)
+			return next(c)
+		}
+	}
+}
+
+func tooLarge(max int64) error {
+	return echo.NewHTTPError(http.StatusRequestEntityTooLarge, fmt.Sprintf("Request body must be at most %d bytes", max))
+}
+
+// readBody reads the whole request body, within the limit set by limitBody.
+func readBody(c echo.Context) ([]byte, error) {
+	body, err := io.ReadAll(c.Request().Body)
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return nil, tooLarge(tooBig.Limit)
+	}
+	if err != nil {
+		return nil, badRequest("Could not read the request body")
+	}
+	return body, nil
+}

@@ -1,0 +1,124 @@
+package httpapi_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/resolutionflow/ledgerd/commands"
+	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
+	"github.com/resolutionflow/ledgerd/httpapi"
+	"github.com/resolutionflow/ledgerd/idempotency"
+	"github.com/resolutionflow/ledgerd/internal/pgtest"
+	"github.com/resolutionflow/ledgerd/leader"
+	"github.com/resolutionflow/ledgerd/migrations"
+	"github.com/resolutionflow/ledgerd/projections"
+	"github.com/resolutionflow/ledgerd/projections/pgviews"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+func TestREST_Postgres(t *testing.T) { runSuite(t, newPostgresBackend) }
+
+func TestClaimRace_Postgres(t *testing.T) { testClaimRace(t, newPostgresBackend) }
+
+// poolSize leaves room for the 64 claimers of the race test and the
+// projector's leadership connection.
+const poolSize = 16
+
+// newPostgresBackend wires the PostgreSQL parts on a fresh database, with
+// the projector running until the test ends.
+func newPostgresBackend(tb testing.TB) Backend {
+	tb.Helper()
+	return newPostgresBackendOfSize(tb, poolSize)
+}
+
+// newPostgresBackendOfSize is newPostgresBackend on a pool of maxConns
+// connections.
+func newPostgresBackendOfSize(tb testing.TB, maxConns int32) Backend {
+	tb.Helper()
+	cfg, err := pgxpool.ParseConfig(pgtest.NewDatabase(tb))
+	if err != nil {
+		tb.Fatalf("parse database url: %v", err)
+	}
+	cfg.MaxConns = maxConns
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		tb.Fatalf("open pool: %v", err)
+	}
+	tb.Cleanup(pool.Close)
+
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	events := pgstore.New(pool)
+	views := pgviews.New(pool)
+	projector := projections.NewProjector(events, views, leader.NewPostgres(pool, logger), events.Appended, logger)
+	runInBackground(tb, projector.Run)
+
+	return Backend{
+		Log:         events,
+		Commands:    commands.NewHandler(events, projector),
+		Queries:     views,
+		Idempotency: idempotency.NewPostgres(pool),
+		Checks:      postgresChecks(pool),
+		FailAppends: func(tb testing.TB) func() {
+			tb.Helper()
+			return failPostgresAppends(tb, pool)
+		},
+	}
+}
+
+// runInBackground runs fn until the test ends and then checks that it
+// stopped without an error.
+func runInBackground(tb testing.TB, fn func(context.Context) error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- fn(ctx) }()
+	tb.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			tb.Errorf("background run: %v", err)
+		}
+	})
+}
+
+// postgresChecks are the readiness checks serve uses: the database answers
+// and has every migration applied.
+func postgresChecks(pool *pgxpool.Pool) []httpapi.Check {
+	return []httpapi.Check{
+		{Name: "database", Func: pool.Ping},
+		{Name: "migrations", Func: func(ctx context.Context) error {
+			db := stdlib.OpenDBFromPool(pool)
+			defer db.Close()
+			pending, err := migrations.PostgresPending(ctx, db)
+			if err == nil && pending {
+				err = errors.New("migrations pending")
+			}
+			return err
+		}},
+	}
+}
+
+// failPostgresAppends makes the database reject every insert into events
+// until the returned function is called.
+func failPostgresAppends(tb testing.TB, pool *pgxpool.Pool) func() {
+	tb.Helper()
+	ctx := context.Background()
+	_, err := pool.Exec(ctx, `
+CREATE FUNCTION test_fail_append() RETURNS trigger LANGUAGE plpgsql AS
+$$ BEGIN RAISE EXCEPTION 'appends disabled by the test'; END $$;
+CREATE TRIGGER test_fail_append BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION test_fail_append();`)
+	if err != nil {
+		tb.Fatalf("disable appends: %v", err)
+	}
+	return func() {
+		if _, err := pool.Exec(ctx, `DROP TRIGGER test_fail_append ON events; DROP FUNCTION test_fail_append();`); err != nil {
+			tb.Fatalf("enable appends: %v", err)
+		}
+	}
+}

@@ -1,0 +1,129 @@
+// Package httpapi is the ledger's REST interface: the handoff routes of the
+// endpoints it replaces (create, history, claim, withdraw, queue), health and
+// readiness probes, bearer-token authentication, request ids, request logs
+// and Idempotency-Key handling, on echo.
+//
+// Handlers return errors; one error handler turns every error into a JSON
+// body {"detail": "..."} with the status that the table in errors.go gives
+// the error's domain code.
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/resolutionflow/ledgerd/commands"
+	"github.com/resolutionflow/ledgerd/idempotency"
+	"github.com/resolutionflow/ledgerd/projections"
+)
+
+// DefaultMaxBodyBytes bounds request bodies when Config.MaxBodyBytes is 0.
+const DefaultMaxBodyBytes = 64 << 10
+
+// Config is what the API needs.
+type Config struct {
+	// Commands runs park, escalate, claim and withdraw.
+	Commands *commands.Handler
+	// Queries reads the queue and the history.
+	Queries projections.Queries
+	// Idempotency keeps the responses of POSTs sent with an
+	// Idempotency-Key.
+	Idempotency idempotency.Store
+	// JWTSecret verifies the HS256 bearer tokens.
+	JWTSecret []byte
+	// Checks are run by /readyz.
+	Checks []Check
+	// Logger receives request logs and internal errors; slog.Default()
+	// when nil.
+	Logger *slog.Logger
+	// MaxBodyBytes bounds request bodies; DefaultMaxBodyBytes when 0.
+	MaxBodyBytes int64
+}
+
+// Check is one readiness probe of /readyz.
+type Check struct {
+	// Name identifies the check in the /readyz body.
+	Name string
+	// Func returns an error when the dependency is not usable.
+	Func func(ctx context.Context) error
+	// Degrading marks a check whose failure leaves the service able to
+	// serve requests: /readyz then answers 200 with status "degraded"
+	// instead of 503.
+	Degrading bool
+}
+
+// server holds the dependencies of the handlers.
+type server struct {
+	cmds    *commands.Handler
+	queries projections.Queries
+	idem    idempotency.Store
+	secret  []byte
+	checks  []Check
+	log     *slog.Logger
+}
+
+// New returns the API's echo instance, ready to serve.
+func New(cfg Config) (*echo.Echo, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	s := &server{
+		cmds:    cfg.Commands,
+		queries: cfg.Queries,
+		idem:    cfg.Idempotency,
+		secret:  cfg.JWTSecret,
+		checks:  cfg.Checks,
+		log:     cfg.Logger,
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	maxBody := cfg.MaxBodyBytes
+	if maxBody == 0 {
+		maxBody = DefaultMaxBodyBytes
+	}
+
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.handleError
+	e.Use(requestID, s.logRequests, recoverPanics, limitBody(maxBody))
+
+	e.GET("/healthz", healthz)
+	e.GET("/readyz", s.readyz)
+
+	e.GET("/ai-sessions/queue", s.queue, s.authenticate)
+	e.GET("/ai-sessions/:session_id/handoffs", s.history, s.authenticate)
+	e.POST("/ai-sessions/:session_id/handoff", s.createHandoff, s.authenticate, s.idempotent)
+	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/claim", s.claimHandoff, s.authenticate, s.idempotent)
+	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/withdraw", s.withdrawHandoff, s.authenticate, s.idempotent)
+	return e, nil
+}
+
+func (cfg Config) validate() error {
+	var errs []error
+	if cfg.Commands == nil {
+		errs = append(errs, errors.New("httpapi: Config.Commands is required"))
+	}
+	if cfg.Queries == nil {
+		errs = append(errs, errors.New("httpapi: Config.Queries is required"))
+	}
+	if cfg.Idempotency == nil {
+		errs = append(errs, errors.New("httpapi: Config.Idempotency is required"))
+	}
+	if len(cfg.JWTSecret) == 0 {
+		errs = append(errs, errors.New("httpapi: Config.JWTSecret is required"))
+	}
+	if cfg.MaxBodyBytes < 0 {
+		errs = append(errs, errors.New("httpapi: Config.MaxBodyBytes must not be negative"))
+	}
+	for _, c := range cfg.Checks {
+		if c.Name == "" || c.Func == nil {
+			errs = append(errs, errors.New("httpapi: every Check needs a Name and a Func"))
+			break
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,75 @@
+package httpapi_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"testing"
+
+	"github.com/resolutionflow/ledgerd/commands"
+	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
+	"github.com/resolutionflow/ledgerd/httpapi"
+	"github.com/resolutionflow/ledgerd/idempotency"
+	"github.com/resolutionflow/ledgerd/leader"
+	"github.com/resolutionflow/ledgerd/projections"
+	"github.com/resolutionflow/ledgerd/projections/sqliteviews"
+)
+
+func TestREST_SQLite(t *testing.T) { runSuite(t, newSQLiteBackend) }
+
+func TestClaimRace_SQLite(t *testing.T) { testClaimRace(t, newSQLiteBackend) }
+
+// newSQLiteBackend wires the embedded parts on a fresh SQLite file, as
+// serve does without a database URL, with the projector running until the
+// test ends.
+func newSQLiteBackend(tb testing.TB) Backend {
+	tb.Helper()
+	store, err := sqlitestore.Open(context.Background(), filepath.Join(tb.TempDir(), "ledger.db"))
+	if err != nil {
+		tb.Fatalf("open sqlite: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := store.Close(); err != nil {
+			tb.Errorf("close sqlite: %v", err)
+		}
+	})
+
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	views := sqliteviews.New(store.DB(), store.ReadDB())
+	projector := projections.NewProjector(store, views, leader.NewLocal(), store.Appended, logger)
+	runInBackground(tb, projector.Run)
+
+	return Backend{
+		Log:         store,
+		Commands:    commands.NewHandler(store, projector),
+		Queries:     views,
+		Idempotency: idempotency.NewSQLite(store.DB()),
+		Checks: []httpapi.Check{{Name: "database", Func: func(ctx context.Context) error {
+			_, err := store.Head(ctx)
+			return err
+		}}},
+		FailAppends: func(tb testing.TB) func() {
+			tb.Helper()
+			return failSQLiteAppends(tb, store)
+		},
+	}
+}
+
+// failSQLiteAppends makes the database reject every insert into events
+// until the returned function is called.
+func failSQLiteAppends(tb testing.TB, store *sqlitestore.Store) func() {
+	tb.Helper()
+	ctx := context.Background()
+	_, err := store.DB().ExecContext(ctx, `
+CREATE TRIGGER test_fail_append BEFORE INSERT ON events
+BEGIN SELECT RAISE(ABORT, 'appends disabled by the test'); END`)
+	if err != nil {
+		tb.Fatalf("disable appends: %v", err)
+	}
+	return func() {
+		if _, err := store.DB().ExecContext(ctx, `DROP TRIGGER test_fail_append`); err != nil {
+			tb.Fatalf("enable appends: %v", err)
+		}
+	}
+}

@@ -1,0 +1,608 @@
+package httpapi_test
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/resolutionflow/ledgerd/domain"
+	"github.com/resolutionflow/ledgerd/httpapi"
+)
+
+// runSuite runs the REST tests on a backend; each test gets its own.
+func runSuite(t *testing.T, nb NewBackend) {
+	tests := []struct {
+		name string
+		run  func(t *testing.T, nb NewBackend)
+	}{
+		{"Flow", testFlow},
+		{"HandoffJSONShape", testHandoffJSONShape},
+		{"CreateDefaults", testCreateDefaults},
+		{"QueueOrder", testQueueOrder},
+		{"Unauthorized", testUnauthorized},
+		{"ViewerCannotClaim", testViewerCannotClaim},
+		{"SessionNotFound", testSessionNotFound},
+		{"HandoffNotFound", testHandoffNotFound},
+		{"Conflicts", testConflicts},
+		{"InvalidBodies", testInvalidBodies},
+		{"HistoryIsScopedToAccount", testHistoryScoped},
+		{"Routing", testRouting},
+		{"Probes", testProbes},
+		{"RequestIDs", testRequestIDs},
+		{"IdempotentRetry", testIdempotentRetry},
+		{"IdempotencyKeyMisuse", testIdempotencyKeyMisuse},
+		{"InternalErrorReleasesKey", testInternalErrorReleasesKey},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.run(t, nb)
+		})
+	}
+}
+
+func testFlow(t *testing.T, nb NewBackend) {
+	s := startServer(t, nb)
+	tm := newTeam()
+	alice, bob := tm.user(domain.RoleEngineer), tm.user(domain.RoleAdmin)
+	session := uuid.New()
+
+	escalated := s.escalate(t, alice, session)
+	if escalated.Status != "open" || escalated.CreatedBy != alice.UserID || escalated.ClaimedBy != nil {
+		t.Fatalf("escalated = %+v", escalated)
+	}
+	if q := s.queue(t, bob); len(q) != 1 || !sameHandoff(q[0], escalated) {
+		t.Fatalf("queue after escalate = %+v, want [%+v]", q, escalated)
+	}
+
+	claimed := s.claim(t, bob, escalated)
+	if claimed.Status != "claimed" || claimed.ClaimedBy == nil || *claimed.ClaimedBy != bob.UserID ||
+		claimed.ClaimedAt == nil || claimed.ClaimedAt.Before(escalated.CreatedAt) || claimed.ID != escalated.ID {
+		t.Fatalf("claimed = %+v", claimed)
+	}
+	if q := s.queue(t, alice); len(q) != 0 {
+		t.Fatalf("queue after claim = %+v, want []", q)
+	}
+
+	// Bob now holds the session: he parks it and takes the park back.
+	parked := s.create(t, bob, session, `{"intent":"park","engineer_notes":"waiting on customer","priority":"low"}`)
+	withdrawn := decode[handoff](t, s.do(t, as(t, bob, http.MethodPost, actionPath(session, parked.ID, "withdraw"), ""), http.StatusOK))
+	if withdrawn.Status != "withdrawn" || withdrawn.ID != parked.ID || withdrawn.ClaimedBy != nil {
+		t.Fatalf("withdrawn = %+v", withdrawn)
+	}
+	if q := s.queue(t, alice); len(q) != 0 {
+		t.Fatalf("queue after withdraw = %+v, want []", q)
+	}
+
+	hist := s.history(t, alice, session)
+	if len(hist) != 2 || !sameHandoff(hist[0], withdrawn) || !sameHandoff(hist[1], claimed) {
+		t.Fatalf("history = %+v, want [%+v %+v]", hist, withdrawn, claimed)
+	}
+	want := []string{domain.TypeHandoffEscalated, domain.TypeHandoffClaimed, domain.TypeHandoffParked, domain.TypeHandoffWithdrawn}
+	if got := types(s.stream(t, tm.account, session)); !slices.Equal(got, want) {
+		t.Fatalf("stream = %v, want %v", got, want)
+	}
+}
+
+func testHandoffJSONShape(t *testing.T, nb NewBackend) {
+	s := startServer(t, nb)
+	tm := newTeam()
+	alice := tm.user(domain.RoleEngineer)
+	session := uuid.New()
+	res := s.do(t, as(t, alice, http.MethodPost, createPath(session), `{"intent":"escalate","engineer_notes":"n","priority":"urgent"}`), http.StatusCreated)
+	if ct := res.header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		t.Fatalf("Content-Type = %q", ct)
+	}
+	var fields map[string]any
+	if err := json.Unmarshal(res.body, &fields); err != nil {
+		t.Fatalf("decode %s: %v", res.body, err)
+	}
+	id, err := uuid.Parse(fields["id"].(string))
+	if err != nil || id.Version() != 4 {
+		t.Fatalf("id %v is not a random UUID", fields["id"])
+	}
+	createdAt, err := time.Parse(time.RFC3339Nano, fields["created_at"].(string))
+	if err != nil || !strings.HasSuffix(fields["created_at"].(string), "Z") || time.Since(createdAt) > time.Minute {
+		t.Fatalf("created_at %v is not a recent RFC 3339 UTC time", fields["created_at"])
+	}
+	want := map[string]any{
+		"id": id.String(), "session_id": session.String(), "intent": "escalate", "engineer_notes": "n",
+		"priority": "urgent", "status": "open", "created_by": alice.UserID.String(),
+		"created_at": fields["created_at"], "claimed_by": nil, "claimed_at": nil,
+	}
+	if !mapsEqual(fields, want) {
+		t.Fatalf("handoff JSON = %v, want %v", fields, want)
+	}
+
+	bob := tm.user(domain.RoleOwner)
+	res = s.do(t, as(t, bob, http.MethodPost, actionPath(session, id, "claim"), ""), http.StatusOK)
+	fields = nil
+	if err := json.Unmarshal(res.body, &fields); err != nil {
+		t.Fatalf("decode %s: %v", res.body, err)
+	}
+	claimedAt, _ := fields["claimed_at"].(string)
+	if fields["claimed_by"] != bob.UserID.String() || !strings.HasSuffix(claimedAt, "Z") {
+		t.Fatalf("claimed handoff JSON = %v", fields)
+	}
+	if _, err := time.Parse(time.RFC3339Nano, claimedAt); err != nil {
+		t.Fatalf("claimed_at: %v", err)
+	}
+}
+
+func mapsEqual(a, b map[string]any) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+func testCreateDefaults(t *testing.T, nb NewBackend) {
+	s := startServer(t, nb)
+	alice := newTeam().user(domain.RoleViewer) // any role may park its own session
+	h := s.create(t, alice, uuid.New(), `{"intent":"park"}`)
+	if h.Priority != "normal" || h.EngineerNotes != "" || h.Intent != "park" {
+		t.Fatalf("defaults = %+v", h)
+	}
+	h = s.create(t, alice, uuid.New(), `{"intent":"escalate","engineer_notes":null,"priority":null}`)
+	if h.Priority != "normal" || h.EngineerNotes != "" {
+		t.Fatalf("nulls = %+v", h)
+	}
+}
+
+func testQueueOrder(t *testing.T, nb NewBackend) {
+	s := startServer(t, nb)
+	tm := newTeam()
+	alice := tm.user(domain.RoleEngineer)
+	bodies := []string{
+		`{"intent":"park","priority":"urgent"}`,
+		`{"intent":"escalate","priority":"normal"}`,
+		`{"intent":"escalate","priority":"high"}`,
+		`{"intent":"park","priority":"low"}`,
+		`{"intent":"escalate","priority":"normal"}`,
+	}
+	var made []handoff
+	for _, b := range bodies {
+		made = append(made, s.create(t, alice, uuid.New(), b))
+	}
+	// Another team and another account see none of them.
+	other := newTeam()
+	s.create(t, other.user(domain.RoleEngineer), uuid.New(), `{"intent":"escalate","priority":"urgent"}`)
+	sameAccount := team{account: tm.account, id: uuid.New()}
+	if q := s.queue(t, sameAccount.user(domain.RoleEngineer)); len(q) != 0 {
+		t.Fatalf("another team's queue = %+v", q)
+	}
+
+	want := []uuid.UUID{made[2].ID, made[1].ID, made[4].ID, made[0].ID, made[3].ID}
+	q := s.queue(t, tm.user(domain.RoleViewer))
+	got := make([]uuid.UUID, len(q))
+	for i, h := range q {
+		got[i] = h.ID
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("queue order = %v, want %v", got, want)
+	}
+}
+
+func testUnauthorized(t *testing.T, nb NewBackend) {
+	s := startServer(t, nb)
+	actor := newTeam().user(domain.RoleEngineer)
+	now := time.Now()
+	valid := jwt.MapClaims{
+		"sub": actor.UserID.String(), "account_id": actor.AccountID.String(), "team_id": actor.TeamID.String(),
+		"role": "engineer", "exp": now.Add(time.Hour).Unix(),
+	}
+	without := func(name string) jwt.MapClaims {
+		c := jwt.MapClaims{}
+		for k, v := range valid {
+			if k != name {
+				c[k] = v
+			}
+		}
+		return c
+	}
+	with := func(name string, value any) jwt.MapClaims {
+		c := without(name)
+		c[name] = value
+		return c
+	}
+	cases := []struct {
+		name, auth, detail string
+	}{
+		{"Missing", "", "Missing bearer token"},
+		{"NotBearer", "Basic dXNlcjpwYXNz", "Authorization header must be: Bearer <token>"},
+		{"EmptyBearer", "Bearer ", "Authorization header must be: Bearer <token>"},
+		{"Garbage", "Bearer not.a.jwt", "Invalid token"},
+		{"Expired", bearer(t, jwt.SigningMethodHS256, testSecret, with("exp", now.Add(-time.Minute).Unix())), "Token expired"},
+		{"BadSignature", bearer(t, jwt.SigningMethodHS256, []byte("another secret"), valid), "Invalid token"},
+		{"AlgNone", "Bearer " + unsignedToken(t, valid), "Invalid token"},
+		{"HS512", bearer(t, jwt.SigningMethodHS512, testSecret, valid), "Invalid token"},
+		{"NoExp", bearer(t, jwt.SigningMethodHS256, testSecret, without("exp")), "Token claim exp is required"},
+		{"NoSub", bearer(t, jwt.SigningMethodHS256, testSecret, without("sub")), "Token claim sub must be a UUID"},
+		{"NoAccount", bearer(t, jwt.SigningMethodHS256, testSecret, without("account_id")), "Token claim account_id must be a UUID"},
+		{"BadAccount", bearer(t, jwt.SigningMethodHS256, testSecret, with("account_id", "acme")), "Token claim account_id must be a UUID"},
+		{"NilTeam", bearer(t, jwt.SigningMethodHS256, testSecret, with("team_id", uuid.Nil.String())), "Token claim team_id must be a UUID"},
+		{"NoRole", bearer(t, jwt.SigningMethodHS256, testSecret, without("role")), "Token claim role must be one of viewer, engineer, admin, owner"},
+		{"WrongRole", bearer(t, jwt.SigningMethodHS256, testSecret, with("role", "superuser")), "Token claim role must be one of viewer, engineer, admin, owner"},
+		{"RoleOfWrongType", bearer(t, jwt.SigningMethodHS256, testSecret, with("role", 3)), "Invalid token"},
+	}
+	routes := []struct{ method, path, body string }{
+		{http.MethodGet, "/ai-sessions/queue", ""},
+		{http.MethodGet, historyPath(uuid.New()), ""},
+		{http.MethodPost, createPath(uuid.New()), `{"intent":"park"}`},
+		{http.MethodPost, actionPath(uuid.New(), uuid.New(), "claim"), ""},
+		{http.MethodPost, actionPath(uuid.New(), uuid.New(), "withdraw"), ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, r := range routes {
+				res := s.do(t, request{method: r.method, path: r.path, body: r.body, auth: tc.auth}, http.StatusUnauthorized)
+				if got := detail(t, res); got != tc.detail {
+					t.Fatalf("%s %s: detail %q, want %q", r.method, r.path, got, tc.detail)
+				}
+				if got := res.header.Get("WWW-Authenticate"); got != "Bearer" {
+					t.Fatalf("WWW-Authenticate = %q, want Bearer", got)
+				}
+			}
+		})
+	}
+	s.expectNoNewEvents(t, 0)
+	// The token that the cases spoil is itself good.
+	s.do(t, request{method: http.MethodGet, path: "/ai-sessions/queue", auth: bearer(t, jwt.SigningMethodHS256, testSecret, valid)}, http.StatusOK)
+}
+
+// bearer signs claims into an Authorization header value.
+func bearer(tb testing.TB, method jwt.SigningMethod, secret []byte, claims jwt.MapClaims) string {
+	tb.Helper()
+	tok, err := jwt.NewWithClaims(method, claims).SignedString(secret)
+	if err != nil {
+		tb.Fatalf("sign: %v", err)
+	}
+	return "Bearer " + tok
+}
+
+// unsignedToken is a token with alg "none" and no signature.
+func unsignedToken(tb testing.TB, claims jwt.MapClaims) string {
+	tb.Helper()
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		tb.Fatalf("encode claims: %v", err)
+	}
+	enc := base64.RawURLEncoding
+	return enc.EncodeToString([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + enc.EncodeToString(payload) + "."
+}
+
+func testViewerCannotClaim(t *testing.T, nb NewBackend) {
+	s := startServer(t, nb)
+	tm := newTeam()
+	h := s.escalate(t, tm.user(domain.RoleEngineer), uuid.New())
+	s.expectError(t, as(t, tm.user(domain.RoleViewer), http.MethodPost, actionPath(h.SessionID, h.ID, "claim"), ""),
+		http.StatusForbidden, "Engineer or admin access required")
+	s.expectNoNewEvents(t, 1)
+}
+
+func testSessionNotFound(t *testing.T, nb NewBackend) {
+	s := startServer(t, nb)
+	tm := newTeam()
+	alice, mallory := tm.user(domain.RoleEngineer), tm.user(domain.RoleOwner)
+	h := s.create(t, alice, uuid.New(), `{"intent":"park"}`)
+	cases := []struct {
+		name string
+		r    request
+	}{
+		{"CreateByNonHolder", as(t, mallory, http.MethodPost, createPath(h.SessionID), `{"intent":"escalate"}`)},
+		{"WithdrawByNonHolder", as(t, mallory, http.MethodPost, actionPath(h.SessionID, h.ID, "withdraw"), "")},
+		{"WithdrawOnUnknownSession", as(t, alice, http.MethodPost, actionPath(uuid.New(), h.ID, "withdraw"), "")},
+		{"CreateOnMalformedSession", as(t, alice, http.MethodPost, "/ai-sessions/not-a-uuid/handoff", `{"intent":"park"}`)},
+		{"WithdrawOnMalformedSession", as(t, alice, http.MethodPost, "/ai-sessions/not-a-uuid/handoffs/"+h.ID.String()+"/withdraw", "")},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s.expectError(t, tc.r, http.StatusNotFound, "Session not found")
+		})
+	}
+	s.expectNoNewEvents(t, 1)
+}
+
+func testHandoffNotFound(t *testing.T, nb NewBackend) {
+	s := startServer(t, nb)
+	tm, other := newTeam(), newTeam()
+	alice, bob := tm.user(domain.RoleEngineer), tm.user(domain.RoleEngineer)
+	h := s.escalate(t, alice, uuid.New())
+	otherSession := s.escalate(t, tm.user(domain.RoleEngineer), uuid.New())
+	foreign := s.escalate(t, other.user(domain.RoleEngineer), h.SessionID) // same session id, other account
+	cases := []struct {
+		name string
+		r    request
+	}{
+		{"UnknownHandoff", as(t, bob, http.MethodPost, actionPath(h.SessionID, uuid.New(), "claim"), "")},
+		{"OtherSessionsHandoff", as(t, bob, http.MethodPost, actionPath(otherSession.SessionID, h.ID, "claim"), "")},
+		{"ThroughUnknownSession", as(t, bob, http.MethodPost, actionPath(uuid.New(), h.ID, "claim"), "")},
+		{"OtherAccountsHandoff", as(t, bob, http.MethodPost, actionPath(foreign.SessionID, foreign.ID, "claim"), "")},
+		{"OwnAccountHandoffByOtherAccount", as(t, other.user(domain.RoleOwner), http.MethodPost, actionPath(otherSession.SessionID, otherSession.ID, "claim"), "")},
+		{"MalformedHandoff", as(t, bob, http.MethodPost, historyPath(h.SessionID)+"/123/claim", "")},
+		{"MalformedSession", as(t, bob, http.MethodPost, "/ai-sessions/123/handoffs/"+h.ID.String()+"/claim", "")},
+		{"WithdrawUnknownHandoff", as(t, alice, http.MethodPost, actionPath(h.SessionID, uuid.New(), "withdraw"), "")},
+		{"WithdrawMalformedHandoff", as(t, alice, http.MethodPost, historyPath(h.SessionID)+"/x/withdraw", "")},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s.expectError(t, tc.r, http.StatusNotFound, "Handoff not found")
+		})
+	}
+	s.expectNoNewEvents(t, 3)
+	if hist := s.history(t, alice, h.SessionID); len(hist) != 1 || hist[0].Status != "open" {
+		t.Fatalf("history after rejected claims = %+v", hist)
+	}
+}
+
+func testConflicts(t *testing.T, nb NewBackend) {
+	s := startServer(t, nb)
+	tm := newTeam()
+	alice, bob, carol := tm.user(domain.RoleEngineer), tm.user(domain.RoleEngineer), tm.user(domain.RoleAdmin)
+	h := s.escalate(t, alice, uuid.New())
+
+	s.expectError(t, as(t, alice, http.MethodPost, createPath(h.SessionID), `{"intent":"park"}`),
+		http.StatusConflict, "Session already has an open handoff")
+
+	claimed := s.claim(t, bob, h)
+	for _, who := range []domain.Actor{carol, bob} {
+		res := s.do(t, as(t, who, http.MethodPost, actionPath(h.SessionID, h.ID, "claim"), ""), http.StatusConflict)
+		got := decode[claimedConflict](t, res)
+		want := claimedConflict{Detail: "Handoff already claimed", ClaimedBy: bob.UserID, ClaimedAt: *claimed.ClaimedAt}
+		if !got.ClaimedAt.Equal(want.ClaimedAt) || got.Detail != want.Detail || got.ClaimedBy != want.ClaimedBy {
+			t.Fatalf("conflict body = %+v, want %+v", got, want)
+		}
+	}
+
+	parked := s.create(t, bob, h.SessionID, `{"intent":"park"}`)
+	s.do(t, as(t, bob, http.MethodPost, actionPath(h.SessionID, parked.ID, "withdraw"), ""), http.StatusOK)
+	s.expectError(t, as(t, carol, http.MethodPost, actionPath(h.SessionID, parked.ID, "claim"), ""),
+		http.StatusConflict, "Handoff already withdrawn")
+	s.expectError(t, as(t, bob, http.MethodPost, actionPath(h.SessionID, parked.ID, "withdraw"), ""),
+		http.StatusConflict, "Handoff already withdrawn")
+	s.expectNoNewEvents(t, 4)
+}
+
+func testInvalidBodies(t *testing.T, nb NewBackend) {
+	s := startServer(t, nb)
+	alice := newTeam().user(domain.RoleEngineer)
+	cases := []struct {
+		name, body string
+		status     int
+		detail     string
+	}{
+		{"Empty", ``, 400, "Request body must be a JSON object"},
+		{"Malformed", `{"intent": "park",`, 400, "Request body must be a JSON object"},
+		{"SyntaxError", `{"intent" "park"}`, 400, "Request body must be a JSON object: malformed JSON at byte 11"},
+		{"Array", `[{"intent":"park"}]`, 400, "Request body must be a JSON object"},
+		{"Null", `null`, 400, "Request body must be a JSON object"},
+		{"TrailingData", `{"intent":"park"} {}`, 400, "Request body must be a JSON object, with nothing after it"},
+		{"UnknownField", `{"intent":"park","assignee":"bob"}`, 422, `unknown field "assignee"`},
+		{"MissingIntent", `{"engineer_notes":"x"}`, 422, "intent must be one of park, escalate"},
+		{"NullIntent", `{"intent":null}`, 422, "intent must be one of park, escalate"},
+		{"BadIntent", `{"intent":"close"}`, 422, "intent must be one of park, escalate"},
+		{"IntentNotString", `{"intent":1}`, 422, "intent must be a string"},
+		{"BadPriority", `{"intent":"park","priority":"asap"}`, 422, "priority must be one of low, normal, high, urgent"},
+		{"PriorityNotString", `{"intent":"park","priority":["high"]}`, 422, "priority must be a string"},
+		{"NotesNotString", `{"intent":"park","engineer_notes":{"a":1}}`, 422, "engineer_notes must be a string"},
+		{"NotesTooLong", `{"intent":"park","engineer_notes":"` + strings.Repeat("x", domain.MaxNotesLength+1) + `"}`, 422,
+			"engineer_notes must be valid text of at most 10000 bytes"},
+		{"TooLarge", `{"intent":"park","engineer_notes":"` + strings.Repeat("x", 70<<10) + `"}`, 413,
+			"Request body must be at most 65536 bytes"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s.expectError(t, as(t, alice, http.MethodPost, createPath(uuid.New()), tc.body), tc.status, tc.detail)
+		})
+	}
+	s.expectNoNewEvents(t, 0)
+}
+
+func testHistoryScoped(t *testing.T, nb NewBackend) {
+	s := startServer(t, nb)
+	tm := newTeam()
+	h := s.escalate(t, tm.user(domain.RoleEngineer), uuid.New())
+	outsider := newTeam().user(domain.RoleOwner)
+	for _, path := range []string{historyPath(h.SessionID), historyPath(uuid.New()), "/ai-sessions/not-a-uuid/handoffs"} {
+		res := s.do(t, as(t, outsider, http.MethodGet, path, ""), http.StatusOK)
+		if got := strings.TrimSpace(string(res.body)); got != "[]" {
+			t.Fatalf("GET %s by another account = %s, want []", path, got)
+		}
+	}
+	// Any team of the same account sees it.
+	if hist := s.history(t, team{account: tm.account, id: uuid.New()}.user(domain.RoleViewer), h.SessionID); len(hist) != 1 {
+		t.Fatalf("history for another team of the account = %+v", hist)
+	}
+}
+
+func testRouting(t *testing.T, nb NewBackend) {
+	s := startServer(t, nb)
+	alice := newTeam().user(domain.RoleEngineer)
+	res := s.do(t, as(t, alice, http.MethodGet, "/ai-sessions/queue", ""), http.StatusOK)
+	if got := strings.TrimSpace(string(res.body)); got != "[]" {
+		t.Fatalf("empty queue = %s, want []", got)
+	}
+	s.expectError(t, as(t, alice, http.MethodPost, "/ai-sessions/queue", ""), http.StatusMethodNotAllowed, "Method Not Allowed")
+	s.expectError(t, as(t, alice, http.MethodDelete, historyPath(uuid.New()), ""), http.StatusMethodNotAllowed, "Method Not Allowed")
+	s.expectError(t, request{method: http.MethodGet, path: "/nowhere"}, http.StatusNotFound, "Not Found")
+	s.expectError(t, as(t, alice, http.MethodGet, "/ai-sessions/"+uuid.NewString(), ""), http.StatusNotFound, "Not Found")
+	// "queue" in a session's place is an id that is not a UUID.
+	s.expectError(t, as(t, alice, http.MethodPost, "/ai-sessions/queue/handoff", `{"intent":"park"}`), http.StatusNotFound, "Session not found")
+}
+
+func testProbes(t *testing.T, nb NewBackend) {
+	type readyBody struct {
+		Detail string            `json:"detail"`
+		Status string            `json:"status"`
+		Checks map[string]string `json:"checks"`
+	}
+	healthy := startServer(t, nb)
+	if got := strings.TrimSpace(string(healthy.do(t, request{method: http.MethodGet, path: "/healthz"}, http.StatusOK).body)); got != `{"status":"ok"}` {
+		t.Fatalf("/healthz = %s", got)
+	}
+	ready := decode[readyBody](t, healthy.do(t, request{method: http.MethodGet, path: "/readyz"}, http.StatusOK))
+	if ready.Status != "ok" || len(ready.Checks) == 0 {
+		t.Fatalf("/readyz = %+v", ready)
+	}
+	for name, result := range ready.Checks {
+		if result != "ok" {
+			t.Fatalf("check %s = %s", name, result)
+		}
+	}
+
+	broken := func(context.Context) error { return errors.New("connection refused") }
+	degraded := startServer(t, nb, httpapi.Check{Name: "relay", Func: broken, Degrading: true})
+	got := decode[readyBody](t, degraded.do(t, request{method: http.MethodGet, path: "/readyz"}, http.StatusOK))
+	if got.Status != "degraded" || got.Checks["relay"] != "failing" || got.Detail != "" {
+		t.Fatalf("/readyz with a degrading failure = %+v", got)
+	}
+
+	down := startServer(t, nb, httpapi.Check{Name: "relay", Func: broken, Degrading: true}, httpapi.Check{Name: "broker", Func: broken})
+	got = decode[readyBody](t, down.do(t, request{method: http.MethodGet, path: "/readyz"}, http.StatusServiceUnavailable))
+	if got.Status != "unavailable" || got.Detail != "Not ready: broker failing" || got.Checks["relay"] != "failing" {
+		t.Fatalf("/readyz with a failing check = %+v", got)
+	}
+	if !strings.Contains(down.logs.String(), "connection refused") {
+		t.Fatalf("the failing check's error was not logged: %s", down.logs.String())
+	}
+}
+
+func testRequestIDs(t *testing.T, nb NewBackend) {
+	s := startServer(t, nb)
+	tm := newTeam()
+	alice := tm.user(domain.RoleEngineer)
+
+	given := as(t, alice, http.MethodPost, createPath(uuid.New()), `{"intent":"park"}`).
+		with("X-Request-ID", "req-42").with("X-Correlation-ID", "ticket-7")
+	res := s.do(t, given, http.StatusCreated)
+	h := decode[handoff](t, res)
+	if got := res.header.Get("X-Request-ID"); got != "req-42" {
+		t.Fatalf("X-Request-ID = %q, want the client's", got)
+	}
+	meta := s.stream(t, tm.account, h.SessionID)[0].Metadata
+	if meta.RequestID != "req-42" || meta.CorrelationID != "ticket-7" || meta.ActorID != alice.UserID.String() || meta.Role != "engineer" {
+		t.Fatalf("metadata = %+v", meta)
+	}
+
+	made := as(t, alice, http.MethodPost, createPath(uuid.New()), `{"intent":"park"}`).with("X-Request-ID", "has spaces")
+	res = s.do(t, made, http.StatusCreated)
+	h = decode[handoff](t, res)
+	id := res.header.Get("X-Request-ID")
+	if _, err := ulid.ParseStrict(id); err != nil {
+		t.Fatalf("made X-Request-ID %q is not a ULID: %v", id, err)
+	}
+	meta = s.stream(t, tm.account, h.SessionID)[0].Metadata
+	if meta.RequestID != id || meta.CorrelationID != id {
+		t.Fatalf("metadata = %+v, want request and correlation id %s", meta, id)
+	}
+	if logs := s.logs.String(); !strings.Contains(logs, "request_id="+id) || !strings.Contains(logs, "status=201") {
+		t.Fatalf("request not logged with its id and status: %s", logs)
+	}
+}
+
+// withKey adds an Idempotency-Key to a request.
+func withKey(r request, key string) request { return r.with("Idempotency-Key", key) }
+
+func testIdempotentRetry(t *testing.T, nb NewBackend) {
+	s := startServer(t, nb)
+	tm := newTeam()
+	alice, bob, carol := tm.user(domain.RoleEngineer), tm.user(domain.RoleEngineer), tm.user(domain.RoleEngineer)
+	session := uuid.New()
+
+	// Each request is sent twice; the retry must get the first response.
+	steps := []struct {
+		name   string
+		r      request
+		status int
+	}{
+		{"Create", withKey(as(t, alice, http.MethodPost, createPath(session), `{"intent":"escalate"}`), "k-1"), http.StatusCreated},
+		{"SameKeyOtherUser", withKey(as(t, bob, http.MethodPost, createPath(uuid.New()), `{"intent":"park"}`), "k-1"), http.StatusCreated},
+		{"RejectedCreate", withKey(as(t, bob, http.MethodPost, createPath(session), `{"intent":"park"}`), "k-2"), http.StatusNotFound},
+	}
+	for _, st := range steps {
+		first := s.do(t, st.r, st.status)
+		before := len(s.events(t))
+		again := s.do(t, st.r.with("X-Request-ID", "retry"), st.status)
+		if string(again.body) != string(first.body) || again.header.Get("Idempotent-Replayed") != "true" {
+			t.Fatalf("%s: retry = %s (replayed %q), want %s", st.name, again.body, again.header.Get("Idempotent-Replayed"), first.body)
+		}
+		s.expectNoNewEvents(t, before)
+	}
+
+	h := s.history(t, alice, session)[0]
+	claim := withKey(as(t, bob, http.MethodPost, actionPath(session, h.ID, "claim"), ""), "claim-1")
+	first := s.do(t, claim, http.StatusOK)
+	if again := s.do(t, claim, http.StatusOK); string(again.body) != string(first.body) {
+		t.Fatalf("retried claim = %s, want %s", again.body, first.body)
+	}
+	lost := withKey(as(t, carol, http.MethodPost, actionPath(session, h.ID, "claim"), ""), "claim-1")
+	first = s.do(t, lost, http.StatusConflict)
+	if again := s.do(t, lost, http.StatusConflict); string(again.body) != string(first.body) {
+		t.Fatalf("retried lost claim = %s, want %s", again.body, first.body)
+	}
+	want := []string{domain.TypeHandoffEscalated, domain.TypeHandoffClaimed}
+	if got := types(s.stream(t, tm.account, session)); !slices.Equal(got, want) {
+		t.Fatalf("stream = %v, want %v", got, want)
+	}
+}
+
+func testIdempotencyKeyMisuse(t *testing.T, nb NewBackend) {
+	s := startServer(t, nb)
+	alice := newTeam().user(domain.RoleEngineer)
+	session := uuid.New()
+	s.do(t, withKey(as(t, alice, http.MethodPost, createPath(session), `{"intent":"park"}`), "k"), http.StatusCreated)
+
+	const reused = "Idempotency-Key reused with a different request"
+	s.expectError(t, withKey(as(t, alice, http.MethodPost, createPath(session), `{"intent":"escalate"}`), "k"), http.StatusUnprocessableEntity, reused)
+	s.expectError(t, withKey(as(t, alice, http.MethodPost, createPath(uuid.New()), `{"intent":"park"}`), "k"), http.StatusUnprocessableEntity, reused)
+	const badKey = "Idempotency-Key must be 1 to 255 characters"
+	s.expectError(t, withKey(as(t, alice, http.MethodPost, createPath(uuid.New()), `{"intent":"park"}`), strings.Repeat("k", 256)), http.StatusBadRequest, badKey)
+	s.expectError(t, withKey(as(t, alice, http.MethodPost, createPath(uuid.New()), `{"intent":"park"}`), ""), http.StatusBadRequest, badKey)
+	s.expectNoNewEvents(t, 1)
+
+	// A key whose first request is still running.
+	if _, ok, err := s.Backend.Idempotency.Reserve(context.Background(), alice.UserID, "running", "some request"); err != nil || !ok {
+		t.Fatalf("Reserve = %v, %v", ok, err)
+	}
+	s.expectError(t, withKey(as(t, alice, http.MethodPost, createPath(uuid.New()), `{"intent":"park"}`), "running"),
+		http.StatusConflict, "A request with this Idempotency-Key is in progress")
+	s.expectNoNewEvents(t, 1)
+	// 255 bytes is long enough.
+	s.do(t, withKey(as(t, alice, http.MethodPost, createPath(uuid.New()), `{"intent":"park"}`), strings.Repeat("k", 255)), http.StatusCreated)
+}
+
+func testInternalErrorReleasesKey(t *testing.T, nb NewBackend) {
+	s := startServer(t, nb)
+	alice := newTeam().user(domain.RoleEngineer)
+	r := withKey(as(t, alice, http.MethodPost, createPath(uuid.New()), `{"intent":"escalate"}`), "k")
+
+	restore := s.Backend.FailAppends(t)
+	s.expectError(t, r, http.StatusInternalServerError, "Internal server error")
+	s.expectError(t, r, http.StatusInternalServerError, "Internal server error")
+	restore()
+	if logs := s.logs.String(); !strings.Contains(logs, "internal error") {
+		t.Fatalf("internal error not logged: %s", logs)
+	}
+	s.expectNoNewEvents(t, 0)
+
+	res := s.do(t, r, http.StatusCreated)
+	if res.header.Get("Idempotent-Replayed") != "" {
+		t.Fatal("the retry after a 5xx was a replay")
+	}
+	s.expectNoNewEvents(t, 1)
+}

@@ -1,0 +1,58 @@
+// Package idempotency remembers the responses of requests that carry an
+// Idempotency-Key, so that a client retrying a request gets the first
+// response again instead of running the command twice.
+//
+// A key belongs to one user. The first request with a key reserves it
+// (Reserve), runs, and then stores its response (Complete) or, when it failed
+// on the server's side, gives the key up again (Release) so a retry can run.
+// Keys expire TTL after they were reserved; an expired key is treated as
+// never seen. A reservation whose request died without completing or
+// releasing it (a crashed process) is given to the next request with the key
+// once it is older than PendingTimeout.
+package idempotency
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+const (
+	// TTL is how long a key and its stored response are kept.
+	TTL = 24 * time.Hour
+	// PendingTimeout is how long a reservation without a response blocks
+	// other requests with the same key before it is taken as abandoned.
+	PendingTimeout = time.Minute
+	// MaxKeyLength bounds a key, in bytes.
+	MaxKeyLength = 255
+)
+
+// Record is what a store knows about a key.
+type Record struct {
+	// RequestHash identifies the request that reserved the key.
+	RequestHash string
+	// StatusCode is the stored response's status; 0 while the request that
+	// reserved the key is still running.
+	StatusCode int
+	// Response is the stored response body.
+	Response []byte
+}
+
+// Pending reports whether the request that reserved the key has not stored
+// its response yet.
+func (r Record) Pending() bool { return r.StatusCode == 0 }
+
+// Store keeps idempotency keys and the responses they produced.
+type Store interface {
+	// Reserve claims key for user and a request with the given hash. It
+	// returns reserved = true when the caller now holds the key and must
+	// call Complete or Release; otherwise it returns the record of the
+	// request that holds it, which may still be pending.
+	Reserve(ctx context.Context, user uuid.UUID, key, requestHash string) (rec Record, reserved bool, err error)
+	// Complete stores the response of the request that reserved key.
+	Complete(ctx context.Context, user uuid.UUID, key string, status int, body []byte) error
+	// Release gives up a reservation that has no response, so a retry with
+	// the same key runs anew.
+	Release(ctx context.Context, user uuid.UUID, key string) error
+}

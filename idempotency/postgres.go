@@ -1,0 +1,87 @@
+package idempotency
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// postgresStore keeps keys in the idempotency_keys table.
+type postgresStore struct {
+	pool *pgxpool.Pool
+}
+
+// NewPostgres returns a Store on a migrated PostgreSQL database.
+func NewPostgres(pool *pgxpool.Pool) Store {
+	return &postgresStore{pool: pool}
+}
+
+// reserveSQL inserts the key, or takes over a row that has expired or whose
+// reservation was abandoned; it returns a row only when the caller got the
+// key. On the way it deletes the user's other expired keys, which the
+// primary key's user_id prefix finds without a scan of the table.
+const reserveSQL = `
+WITH expired AS (
+    DELETE FROM idempotency_keys
+    WHERE user_id = $1 AND key <> $2 AND created_at < now() - make_interval(secs => $4)
+)
+INSERT INTO idempotency_keys AS k (user_id, key, request_hash) VALUES ($1, $2, $3)
+ON CONFLICT (user_id, key) DO UPDATE
+    SET request_hash = EXCLUDED.request_hash, status_code = NULL, response = NULL, created_at = now()
+    WHERE k.created_at < now() - make_interval(secs => $4)
+       OR (k.status_code IS NULL AND k.created_at < now() - make_interval(secs => $5))
+RETURNING true`
+
+const selectSQL = `
+SELECT request_hash, coalesce(status_code, 0), coalesce(response, '')
+FROM idempotency_keys WHERE user_id = $1 AND key = $2`
+
+// reserveAttempts bounds the loop in Reserve: it repeats only when the
+// holder released the key between the insert and the select.
+const reserveAttempts = 3
+
+func (s *postgresStore) Reserve(ctx context.Context, user uuid.UUID, key, requestHash string) (Record, bool, error) {
+	for range reserveAttempts {
+		var got bool
+		err := s.pool.QueryRow(ctx, reserveSQL, user, key, requestHash, TTL.Seconds(), PendingTimeout.Seconds()).Scan(&got)
+		if err == nil {
+			return Record{RequestHash: requestHash}, true, nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return Record{}, false, fmt.Errorf("reserve idempotency key: %w", err)
+		}
+		var rec Record
+		err = s.pool.QueryRow(ctx, selectSQL, user, key).Scan(&rec.RequestHash, &rec.StatusCode, &rec.Response)
+		if errors.Is(err, pgx.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return Record{}, false, fmt.Errorf("read idempotency key: %w", err)
+		}
+		return rec, false, nil
+	}
+	return Record{}, false, fmt.Errorf("reserve idempotency key: released and taken %d times in a row", reserveAttempts)
+}
+
+func (s *postgresStore) Complete(ctx context.Context, user uuid.UUID, key string, status int, body []byte) error {
+	_, err := s.pool.Exec(ctx, `
+UPDATE idempotency_keys SET status_code = $3, response = $4
+WHERE user_id = $1 AND key = $2 AND status_code IS NULL`, user, key, status, body)
+	if err != nil {
+		return fmt.Errorf("store idempotent response: %w", err)
+	}
+	return nil
+}
+
+func (s *postgresStore) Release(ctx context.Context, user uuid.UUID, key string) error {
+	_, err := s.pool.Exec(ctx, `
+DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2 AND status_code IS NULL`, user, key)
+	if err != nil {
+		return fmt.Errorf("release idempotency key: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,201 @@
+package idempotency_test
+
+import (
+	"context"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/resolutionflow/ledgerd/idempotency"
+	"github.com/resolutionflow/ledgerd/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// backend is a Store under test and a way to make its keys older.
+type backend struct {
+	store idempotency.Store
+	// age moves the reservation time of a key back by d.
+	age func(tb testing.TB, user uuid.UUID, key string, d time.Duration)
+}
+
+func newPostgres(tb testing.TB) backend {
+	tb.Helper()
+	pool, err := pgxpool.New(context.Background(), pgtest.NewDatabase(tb))
+	if err != nil {
+		tb.Fatalf("open pool: %v", err)
+	}
+	tb.Cleanup(pool.Close)
+	return backend{
+		store: idempotency.NewPostgres(pool),
+		age: func(tb testing.TB, user uuid.UUID, key string, d time.Duration) {
+			tb.Helper()
+			_, err := pool.Exec(context.Background(),
+				`UPDATE idempotency_keys SET created_at = created_at - make_interval(secs => $3) WHERE user_id = $1 AND key = $2`,
+				user, key, d.Seconds())
+			if err != nil {
+				tb.Fatalf("age key: %v", err)
+			}
+		},
+	}
+}
+
+func TestStore_Postgres(t *testing.T) {
+	testStore(t, newPostgres)
+}
+
+// testStore is the behaviour every Store must have.
+func testStore(t *testing.T, open func(testing.TB) backend) {
+	tests := []struct {
+		name string
+		run  func(t *testing.T, b backend)
+	}{
+		{"ReserveThenReplay", testReserveThenReplay},
+		{"PendingUntilComplete", testPendingUntilComplete},
+		{"ReleaseLetsRetryRun", testReleaseLetsRetryRun},
+		{"KeysBelongToOneUser", testKeysBelongToOneUser},
+		{"ExpiredKeyIsAbsent", testExpiredKeyIsAbsent},
+		{"AbandonedReservationIsTakenOver", testAbandonedReservation},
+		{"OneOfManyConcurrentReservesWins", testConcurrentReserve},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.run(t, open(t))
+		})
+	}
+}
+
+func reserve(tb testing.TB, s idempotency.Store, user uuid.UUID, key, hash string) (idempotency.Record, bool) {
+	tb.Helper()
+	rec, ok, err := s.Reserve(context.Background(), user, key, hash)
+	if err != nil {
+		tb.Fatalf("Reserve(%s): %v", key, err)
+	}
+	return rec, ok
+}
+
+func complete(tb testing.TB, s idempotency.Store, user uuid.UUID, key string, status int, body string) {
+	tb.Helper()
+	if err := s.Complete(context.Background(), user, key, status, []byte(body)); err != nil {
+		tb.Fatalf("Complete(%s): %v", key, err)
+	}
+}
+
+func testReserveThenReplay(t *testing.T, b backend) {
+	user := uuid.New()
+	if _, ok := reserve(t, b.store, user, "k", "h1"); !ok {
+		t.Fatal("first Reserve did not reserve")
+	}
+	complete(t, b.store, user, "k", 201, `{"id":"x"}`)
+	rec, ok := reserve(t, b.store, user, "k", "h2")
+	if ok {
+		t.Fatal("second Reserve reserved a completed key")
+	}
+	want := idempotency.Record{RequestHash: "h1", StatusCode: 201, Response: []byte(`{"id":"x"}`)}
+	if rec.RequestHash != want.RequestHash || rec.StatusCode != want.StatusCode || string(rec.Response) != string(want.Response) || rec.Pending() {
+		t.Fatalf("record = %+v, want %+v", rec, want)
+	}
+}
+
+func testPendingUntilComplete(t *testing.T, b backend) {
+	user := uuid.New()
+	reserve(t, b.store, user, "k", "h")
+	rec, ok := reserve(t, b.store, user, "k", "h")
+	if ok || !rec.Pending() || rec.RequestHash != "h" {
+		t.Fatalf("Reserve during the first request = %+v, %v; want pending record of h", rec, ok)
+	}
+}
+
+func testReleaseLetsRetryRun(t *testing.T, b backend) {
+	user := uuid.New()
+	reserve(t, b.store, user, "k", "h")
+	if err := b.store.Release(context.Background(), user, "k"); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	if _, ok := reserve(t, b.store, user, "k", "h"); !ok {
+		t.Fatal("Reserve after Release did not reserve")
+	}
+	complete(t, b.store, user, "k", 200, "{}")
+	if err := b.store.Release(context.Background(), user, "k"); err != nil {
+		t.Fatalf("Release of a completed key: %v", err)
+	}
+	if rec, ok := reserve(t, b.store, user, "k", "h"); ok || rec.StatusCode != 200 {
+		t.Fatalf("Release removed a completed key: %+v, %v", rec, ok)
+	}
+}
+
+func testKeysBelongToOneUser(t *testing.T, b backend) {
+	alice, bob := uuid.New(), uuid.New()
+	reserve(t, b.store, alice, "k", "h")
+	if _, ok := reserve(t, b.store, bob, "k", "other"); !ok {
+		t.Fatal("a key of one user blocked another user")
+	}
+}
+
+func testExpiredKeyIsAbsent(t *testing.T, b backend) {
+	user := uuid.New()
+	reserve(t, b.store, user, "old", "h1")
+	complete(t, b.store, user, "old", 201, "{}")
+	b.age(t, user, "old", idempotency.TTL+time.Minute)
+	if _, ok := reserve(t, b.store, user, "old", "h2"); !ok {
+		t.Fatal("an expired key was not reserved anew")
+	}
+	complete(t, b.store, user, "old", 200, "{}")
+	if rec, _ := reserve(t, b.store, user, "old", "h2"); rec.StatusCode != 200 || rec.RequestHash != "h2" {
+		t.Fatalf("record after re-use = %+v, want the new request's", rec)
+	}
+	// A key just inside its lifetime is kept.
+	reserve(t, b.store, user, "young", "h")
+	complete(t, b.store, user, "young", 201, "{}")
+	b.age(t, user, "young", idempotency.TTL-time.Minute)
+	if _, ok := reserve(t, b.store, user, "young", "h"); ok {
+		t.Fatal("a key younger than TTL was reserved anew")
+	}
+}
+
+func testAbandonedReservation(t *testing.T, b backend) {
+	user := uuid.New()
+	reserve(t, b.store, user, "k", "h")
+	b.age(t, user, "k", idempotency.PendingTimeout/2)
+	if _, ok := reserve(t, b.store, user, "k", "h"); ok {
+		t.Fatal("a reservation younger than PendingTimeout was taken over")
+	}
+	b.age(t, user, "k", idempotency.PendingTimeout)
+	if _, ok := reserve(t, b.store, user, "k", "h"); !ok {
+		t.Fatal("an abandoned reservation was not taken over")
+	}
+}
+
+func testConcurrentReserve(t *testing.T, b backend) {
+	const n = 32
+	user := uuid.New()
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	reserved := make([]bool, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			_, reserved[i], errs[i] = b.store.Reserve(context.Background(), user, "k", "h")
+		})
+	}
+	close(start)
+	wg.Wait()
+	won := 0
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("Reserve %d: %v", i, errs[i])
+		}
+		if reserved[i] {
+			won++
+		}
+	}
+	if won != 1 {
+		t.Fatalf("%d of %d concurrent Reserves reserved the key, want 1", won, n)
+	}
+}

@@ -1,0 +1,99 @@
+package idempotency
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
+)
+
+// sqliteStore keeps keys in the idempotency_keys table of the embedded
+// SQLite file. Times are text in the file's fixed-width UTC form, so they
+// compare as text.
+type sqliteStore struct {
+	db *sql.DB
+}
+
+// NewSQLite returns a Store on the embedded SQLite file through db, the
+// file's write handle (sqlitestore.Store.DB): its transactions begin
+// IMMEDIATE, so a reservation checks and takes a key under the file's write
+// lock and two reservations of one key never both succeed.
+func NewSQLite(db *sql.DB) Store {
+	return &sqliteStore{db: db}
+}
+
+// sqliteReserveSQL inserts the key, or takes over a row that has expired
+// or whose reservation was abandoned; it returns a row only when the caller
+// got the key.
+const sqliteReserveSQL = `
+INSERT INTO idempotency_keys AS k (user_id, key, request_hash, created_at) VALUES (?1, ?2, ?3, ?4)
+ON CONFLICT (user_id, key) DO UPDATE
+    SET request_hash = excluded.request_hash, status_code = NULL, response = NULL, created_at = excluded.created_at
+    WHERE k.created_at < ?5 OR (k.status_code IS NULL AND k.created_at < ?6)
+RETURNING 1`
+
+// sqliteDeleteExpiredSQL deletes the user's other expired keys, which the
+// primary key's user_id prefix finds without a scan of the table.
+const sqliteDeleteExpiredSQL = `DELETE FROM idempotency_keys WHERE user_id = ?1 AND key <> ?2 AND created_at < ?3`
+
+const sqliteSelectSQL = `
+SELECT request_hash, coalesce(status_code, 0), coalesce(response, x'')
+FROM idempotency_keys WHERE user_id = ? AND key = ?`
+
+func (s *sqliteStore) Reserve(ctx context.Context, user uuid.UUID, key, requestHash string) (Record, bool, error) {
+	now := time.Now().UTC()
+	expired := now.Add(-TTL).Format(sqlitestore.TimeLayout)
+	abandoned := now.Add(-PendingTimeout).Format(sqlitestore.TimeLayout)
+
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return Record{}, false, fmt.Errorf("reserve idempotency key: begin: %w", err)
+	}
+	defer tx.Rollback() // a no-op after Commit
+	if _, err := tx.ExecContext(ctx, sqliteDeleteExpiredSQL, user.String(), key, expired); err != nil {
+		return Record{}, false, fmt.Errorf("reserve idempotency key: delete expired keys: %w", err)
+	}
+	rec := Record{RequestHash: requestHash}
+	var one int
+	err = tx.QueryRowContext(ctx, sqliteReserveSQL, user.String(), key, requestHash, now.Format(sqlitestore.TimeLayout), expired, abandoned).Scan(&one)
+	reserved := err == nil
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		// Held by another request: read its record in the same transaction,
+		// which no release can slip between.
+		err = tx.QueryRowContext(ctx, sqliteSelectSQL, user.String(), key).Scan(&rec.RequestHash, &rec.StatusCode, &rec.Response)
+		if err != nil {
+			return Record{}, false, fmt.Errorf("read idempotency key: %w", err)
+		}
+	case err != nil:
+		return Record{}, false, fmt.Errorf("reserve idempotency key: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return Record{}, false, fmt.Errorf("reserve idempotency key: commit: %w", err)
+	}
+	return rec, reserved, nil
+}
+
+func (s *sqliteStore) Complete(ctx context.Context, user uuid.UUID, key string, status int, body []byte) error {
+	_, err := s.db.ExecContext(ctx, `
+UPDATE idempotency_keys SET status_code = ?, response = ?
+WHERE user_id = ? AND key = ? AND status_code IS NULL`, status, body, user.String(), key)
+	if err != nil {
+		return fmt.Errorf("store idempotent response: %w", err)
+	}
+	return nil
+}
+
+func (s *sqliteStore) Release(ctx context.Context, user uuid.UUID, key string) error {
+	_, err := s.db.ExecContext(ctx, `
+DELETE FROM idempotency_keys WHERE user_id = ? AND key = ? AND status_code IS NULL`, user.String(), key)
+	if err != nil {
+		return fmt.Errorf("release idempotency key: %w", err)
+	}
+	return nil
+}

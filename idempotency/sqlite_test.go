@@ -1,0 +1,54 @@
+package idempotency_test
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
+	"github.com/resolutionflow/ledgerd/idempotency"
+)
+
+func TestStore_SQLite(t *testing.T) {
+	testStore(t, newSQLite)
+}
+
+// newSQLite opens a fresh embedded file; keys are aged through its write
+// handle, as the store writes them.
+func newSQLite(tb testing.TB) backend {
+	tb.Helper()
+	s, err := sqlitestore.Open(context.Background(), filepath.Join(tb.TempDir(), "ledger.db"))
+	if err != nil {
+		tb.Fatalf("open sqlite: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			tb.Errorf("close sqlite: %v", err)
+		}
+	})
+	db := s.DB()
+	return backend{
+		store: idempotency.NewSQLite(db),
+		age: func(tb testing.TB, user uuid.UUID, key string, d time.Duration) {
+			tb.Helper()
+			ctx := context.Background()
+			var created string
+			err := db.QueryRowContext(ctx, `SELECT created_at FROM idempotency_keys WHERE user_id = ? AND key = ?`, user.String(), key).Scan(&created)
+			if err != nil {
+				tb.Fatalf("read key's time: %v", err)
+			}
+			at, err := time.Parse(sqlitestore.TimeLayout, created)
+			if err != nil {
+				tb.Fatalf("parse key's time: %v", err)
+			}
+			_, err = db.ExecContext(ctx, `UPDATE idempotency_keys SET created_at = ? WHERE user_id = ? AND key = ?`,
+				at.Add(-d).UTC().Format(sqlitestore.TimeLayout), user.String(), key)
+			if err != nil {
+				tb.Fatalf("age key: %v", err)
+			}
+		},
+	}
+}

@@ -1,0 +1,326 @@
+package relay_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"reflect"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/resolutionflow/ledgerd/commands"
+	"github.com/resolutionflow/ledgerd/domain"
+	"github.com/resolutionflow/ledgerd/eventcodec"
+	"github.com/resolutionflow/ledgerd/eventstore"
+	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
+	"github.com/resolutionflow/ledgerd/internal/natstest"
+	"github.com/resolutionflow/ledgerd/internal/pgtest"
+	"github.com/resolutionflow/ledgerd/leader"
+	"github.com/resolutionflow/ledgerd/projections/pgviews"
+	"github.com/resolutionflow/ledgerd/relay"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// waitLimit bounds every wait for the relay to do something.
+const waitLimit = 30 * time.Second
+
+// testConfig makes the relay quick to react and uses small batches, so that
+// a few dozen events span several of them.
+func testConfig() relay.Config {
+	return relay.Config{
+		BatchSize:     7,
+		PollInterval:  50 * time.Millisecond,
+		AckTimeout:    2 * time.Second,
+		MinBackoff:    20 * time.Millisecond,
+		MaxBackoff:    200 * time.Millisecond,
+		StatsInterval: 100 * time.Millisecond,
+	}
+}
+
+// env is one database and one NATS server, shared by the relays of a test
+// as if each ran in its own ledgerd process.
+type env struct {
+	t        *testing.T
+	url      string
+	store    *pgstore.Store
+	views    *pgviews.Store
+	nats     *natstest.Server
+	js       jetstream.JetStream // the test's own client
+	handler  *commands.Handler
+	accounts []uuid.UUID
+	logger   *slog.Logger
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{
+		t:        t,
+		url:      pgtest.NewDatabase(t),
+		nats:     natstest.Start(t),
+		accounts: []uuid.UUID{uuid.New(), uuid.New(), uuid.New()},
+		logger:   slog.New(slog.NewTextHandler(t.Output(), nil)),
+	}
+	pool := e.newPool()
+	e.store, e.views = pgstore.New(pool), pgviews.New(pool)
+	e.handler = commands.NewHandler(e.store, nil)
+	nc, err := nats.Connect(e.nats.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	if err != nil {
+		t.Fatalf("connect test client: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	if e.js, err = jetstream.New(nc); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (e *env) newPool() *pgxpool.Pool {
+	e.t.Helper()
+	pool, err := pgxpool.New(e.t.Context(), e.url)
+	if err != nil {
+		e.t.Fatalf("open pool: %v", err)
+	}
+	e.t.Cleanup(pool.Close)
+	return pool
+}
+
+// newRelay returns a relay on the env's log, with its own NATS connection
+// made by relay.Connect with opts added.
+func (e *env) newRelay(locker leader.Locker, cfg relay.Config, opts ...nats.Option) *relay.Relay {
+	e.t.Helper()
+	opts = append([]nats.Option{nats.ReconnectWait(20 * time.Millisecond)}, opts...)
+	nc, err := relay.Connect(e.nats.URL(), "relay-test", e.logger, opts...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(nc.Close)
+	r, err := relay.New(nc, e.store, e.views, locker, e.store.Appended, e.logger, cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return r
+}
+
+// run runs r in the background and returns a function that stops it (as a
+// crash would, at any point) and waits for it; the test's end stops it too.
+func (e *env) run(r *relay.Relay) (stop func()) {
+	return e.runUntil(context.Background(), r)
+}
+
+// runUntil is run with a context whose end also stops r.
+func (e *env) runUntil(ctx context.Context, r *relay.Relay) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	stop = sync.OnceFunc(func() {
+		cancel()
+		if err := <-done; err != nil {
+			e.t.Errorf("relay.Run: %v", err)
+		}
+	})
+	e.t.Cleanup(stop)
+	return stop
+}
+
+// handoff parks or escalates a new session of the account, then claims or
+// withdraws it: two events. It does not fail the test, so that it can run
+// on another goroutine.
+func (e *env) handoff(ctx context.Context, account uuid.UUID, i int) error {
+	team := uuid.New()
+	holder := domain.Actor{UserID: uuid.New(), AccountID: account, TeamID: team, Role: domain.RoleEngineer}
+	session, id := uuid.New(), uuid.New()
+	intent := domain.IntentPark
+	if i%2 == 1 {
+		intent = domain.IntentEscalate
+	}
+	now := e.handler.Now()
+	create := domain.CreateHandoff{Actor: holder, HandoffID: id, Intent: intent, Notes: "handoff " + strconv.Itoa(i), Priority: domain.PriorityNormal, At: now}
+	if _, err := e.handler.Execute(ctx, holder, session, create, commands.Trace{RequestID: "req-" + strconv.Itoa(i)}); err != nil {
+		return fmt.Errorf("create handoff %d: %w", i, err)
+	}
+	var next domain.Command = domain.ClaimHandoff{Actor: domain.Actor{UserID: uuid.New(), AccountID: account, TeamID: team, Role: domain.RoleEngineer}, HandoffID: id, At: now}
+	if i%3 == 2 {
+		next = domain.WithdrawHandoff{Actor: holder, HandoffID: id, At: now}
+	}
+	if _, err := e.handler.Execute(ctx, holder, session, next, commands.Trace{}); err != nil {
+		return fmt.Errorf("finish handoff %d: %w", i, err)
+	}
+	return nil
+}
+
+// handoffs appends n handoffs (2n events) spread over the env's accounts.
+func (e *env) handoffs(n int) {
+	e.t.Helper()
+	for i := range n {
+		if err := e.handoff(e.t.Context(), e.accounts[i%len(e.accounts)], i); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+}
+
+// logEvents returns the whole committed log.
+func (e *env) logEvents() []eventstore.Event {
+	e.t.Helper()
+	events, err := e.store.ReadAll(e.t.Context(), 0, 1<<20)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return events
+}
+
+// waitUntil polls cond until it holds, failing the test after waitLimit.
+func (e *env) waitUntil(what string, cond func() bool) {
+	e.t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("timed out after %v waiting until %s", waitLimit, what)
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition, not ordering events
+	}
+}
+
+// checkpoint returns the relay checkpoint stored in the database.
+func (e *env) checkpoint() int64 {
+	e.t.Helper()
+	pos, err := e.views.Checkpoint(e.t.Context(), relay.Name)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return pos
+}
+
+// waitPublished waits until the stored checkpoint reaches the last event
+// of the log, then checks that the stream holds exactly the log, in order.
+func (e *env) waitPublished() []eventstore.Event {
+	e.t.Helper()
+	want := e.logEvents()
+	last := want[len(want)-1].Position
+	e.waitUntil(fmt.Sprintf("the checkpoint reaches %d", last), func() bool { return e.checkpoint() >= last })
+	e.assertStream(want)
+	return want
+}
+
+// assertStream checks that the JetStream stream holds exactly one message
+// per event of want, in order, each with the event's subject, headers and
+// envelope.
+func (e *env) assertStream(want []eventstore.Event) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(e.t.Context(), waitLimit)
+	defer cancel()
+	stream, err := e.js.Stream(ctx, relay.DefaultStream)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if info.State.Msgs != uint64(len(want)) {
+		e.t.Fatalf("stream holds %d messages, want %d (one per committed event)", info.State.Msgs, len(want))
+	}
+	got := e.fetchAll(ctx, stream, len(want))
+	for i, m := range got {
+		meta, err := m.Metadata()
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if meta.Sequence.Stream != uint64(i+1) {
+			e.t.Fatalf("message %d has stream sequence %d", i, meta.Sequence.Stream)
+		}
+		checkMessage(e.t, m, want[i])
+	}
+}
+
+// fetchAll reads n messages from the start of the stream.
+func (e *env) fetchAll(ctx context.Context, stream jetstream.Stream, n int) []jetstream.Msg {
+	e.t.Helper()
+	c, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var got []jetstream.Msg
+	for len(got) < n {
+		batch, err := c.Fetch(n-len(got), jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			got = append(got, m)
+		}
+		if err := batch.Error(); err != nil {
+			e.t.Fatalf("fetch: %v", err)
+		}
+		if ctx.Err() != nil {
+			e.t.Fatalf("read %d of %d messages: %v", len(got), n, ctx.Err())
+		}
+	}
+	return got
+}
+
+// envelopeKeys are the fields of the published JSON envelope.
+var envelopeKeys = []string{"data", "id", "metadata", "position", "recorded_at", "stream", "type", "version"}
+
+// checkMessage checks that m publishes want.
+func checkMessage(tb testing.TB, m jetstream.Msg, want eventstore.Event) {
+	tb.Helper()
+	a, s, err := eventcodec.ParseStreamName(want.Stream)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	account, session := a.String(), s.String()
+	if s := relay.Subject(account, session, want.Type); m.Subject() != s {
+		tb.Errorf("event %d: subject %q, want %q", want.Position, m.Subject(), s)
+	}
+	wantHeaders := map[string]string{
+		jetstream.MsgIDHeader:     want.ID,
+		relay.HeaderEventType:     want.Type,
+		relay.HeaderStream:        want.Stream,
+		relay.HeaderStreamVersion: strconv.FormatInt(want.Version, 10),
+		relay.HeaderPosition:      strconv.FormatInt(want.Position, 10),
+		relay.HeaderAccount:       account,
+		relay.HeaderSession:       session,
+	}
+	for k, v := range wantHeaders {
+		if got := m.Headers().Get(k); got != v {
+			tb.Errorf("event %d: header %s = %q, want %q", want.Position, k, got, v)
+		}
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(m.Data(), &fields); err != nil {
+		tb.Fatalf("event %d: body: %v", want.Position, err)
+	}
+	if keys := slices.Sorted(maps.Keys(fields)); !slices.Equal(keys, envelopeKeys) {
+		tb.Errorf("event %d: envelope fields %v, want %v", want.Position, keys, envelopeKeys)
+	}
+	var got eventstore.Event
+	if err := json.Unmarshal(m.Data(), &got); err != nil {
+		tb.Fatalf("event %d: body: %v", want.Position, err)
+	}
+	got.Data, want.Data = compact(tb, got.Data), compact(tb, want.Data)
+	if !reflect.DeepEqual(got, want) {
+		tb.Errorf("event %d: envelope\n got %+v\nwant %+v", want.Position, got, want)
+	}
+}
+
+func compact(tb testing.TB, data []byte) json.RawMessage {
+	tb.Helper()
+	var b bytes.Buffer
+	if err := json.Compact(&b, data); err != nil {
+		tb.Fatal(err)
+	}
+	return b.Bytes()
+}

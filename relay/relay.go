@@ -1,0 +1,352 @@
+// Package relay publishes the ledger's event log to a NATS JetStream stream:
+// it is the transactional outbox relay. Commands never talk to NATS; they
+// commit events to the log, and the relay tails the gap-safe global log from
+// a durable checkpoint, publishes each event, and moves the checkpoint only
+// after JetStream has acknowledged the events before it.
+//
+// # Subjects
+//
+// Each event is published on
+//
+//	handoff.<account>.<session>.<EventType>
+//
+// where account and session are the UUIDs of the session stream
+// ("session:<account>:<session>") and EventType is the event's type name
+// (HandoffParked, HandoffEscalated, HandoffClaimed, HandoffWithdrawn).
+// Wildcards select a slice: handoff.<account>.> is one account,
+// handoff.*.<session>.* one session, handoff.*.*.HandoffClaimed one type.
+// The stream (default name LEDGER) captures handoff.>.
+//
+// # Messages
+//
+// The body is the JSON envelope of eventstore.Event, the same the audit API
+// returns: id, type, stream, version, position, recorded_at, data,
+// metadata. The headers repeat what a subscriber filters or orders on:
+//
+//	Nats-Msg-Id            the event id (a ULID), used for de-duplication
+//	Ledger-Event-Type      the event type
+//	Ledger-Stream          the event stream, session:<account>:<session>
+//	Ledger-Stream-Version  the event's version within its stream
+//	Ledger-Position        the event's position in the global log
+//	Ledger-Account         the account UUID
+//	Ledger-Session         the session UUID
+//
+// # Delivery guarantee
+//
+// Every committed event is published, in global log order, and no event
+// that was rolled back is ever published (the log is read gap-safely). Each
+// event is stored in the JetStream stream once:
+//
+//   - The relay publishes a batch, waits for every acknowledgement, and only
+//     then moves its checkpoint (stored in the "checkpoints" table under
+//     Name). If it dies in between, the next leader publishes the
+//     unacknowledged-or-uncheckpointed events again with the same
+//     Nats-Msg-Id, and JetStream drops them as duplicates.
+//   - Each message also carries Nats-Expected-Last-Msg-Id, the id of the
+//     event before it, so JetStream refuses a message that would land out of
+//     order (for example one whose predecessor was lost when the connection
+//     dropped); the relay then resumes from the first event not
+//     acknowledged.
+//
+// The de-duplication rests on the stream's duplicate window
+// (Config.DuplicateWindow, default 2h). The only events the relay can
+// publish twice are those it published but had not checkpointed when it
+// stopped: at most one batch, re-published by the next leader as soon as it
+// runs, that is within the time a crash takes to be noticed and a process
+// to take over or restart (seconds with a standby, minutes for a restart).
+// A window of hours covers that with a wide margin while keeping the
+// server's table of recent ids small. A relay that stays stopped for longer
+// than the window before it is restarted may publish its last batch twice;
+// subscribers that must never see a repeat can de-duplicate on the event id.
+//
+// Only one relay publishes at a time: Run holds the leader lock Name while
+// it publishes, and another process's relay takes over within seconds when
+// the holder dies. While NATS is unreachable, appends carry on (the relay
+// never touches the write path), the relay retries with backoff and Status
+// reports it degraded with the backlog; the backlog drains in order when
+// NATS returns.
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/resolutionflow/ledgerd/eventstore"
+	"github.com/resolutionflow/ledgerd/leader"
+	"github.com/resolutionflow/ledgerd/projections"
+)
+
+// Name is the name of the relay's checkpoint and of its leader lock.
+const Name = "relay.nats"
+
+// Log is the global event log the relay tails.
+//
+// A Log that also has a method Head(ctx) (int64, error), returning the
+// position up to which ReadAll can read (as pgstore.Store does), lets the
+// relay measure its backlog exactly; otherwise the backlog counts only the
+// events the relay has read.
+type Log interface {
+	// ReadAll returns up to limit events with a position greater than
+	// after, in position order, never skipping one that commits late.
+	ReadAll(ctx context.Context, after int64, limit int) ([]eventstore.Event, error)
+}
+
+// Checkpoints stores how far the relay has published; projections.Store
+// satisfies it.
+type Checkpoints interface {
+	// Checkpoint returns the named position; 0 before the first Update.
+	Checkpoint(ctx context.Context, name string) (int64, error)
+	// Update moves the named position from `from` to `to` after running fn
+	// in the same transaction, and fails with an error matching
+	// projections.ErrStaleCheckpoint when the position is not at `from`.
+	Update(ctx context.Context, name string, from, to int64, fn func(projections.Tx) error) error
+}
+
+// header is implemented by a Log that can tell its head position.
+type header interface {
+	Head(ctx context.Context) (int64, error)
+}
+
+// Relay publishes the event log to JetStream. Run it in every process; the
+// leader lock makes one publish at a time.
+type Relay struct {
+	js          jetstream.JetStream
+	log         Log
+	checkpoints Checkpoints
+	locker      leader.Locker
+	wake        func() <-chan struct{}
+	logger      *slog.Logger
+	cfg         Config
+
+	mu    sync.Mutex
+	stats stats
+
+	// beforeCheckpoint, when set (by tests), runs after a batch has been
+	// acknowledged and before the checkpoint moves.
+	beforeCheckpoint func()
+}
+
+// New returns a relay publishing log through the NATS connection nc (see
+// Connect), keeping its position in checkpoints and its leadership in
+// locker. wake, when not nil, returns a channel closed at the next append
+// made in this process (pgstore.Store.Appended); appends made elsewhere are
+// found by polling every cfg.PollInterval. logger may be nil for
+// slog.Default(). Zero fields of cfg take their defaults.
+func New(nc *nats.Conn, log Log, checkpoints Checkpoints, locker leader.Locker, wake func() <-chan struct{}, logger *slog.Logger, cfg Config) (*Relay, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(cfg.AckTimeout),
+		jetstream.WithPublishAsyncMaxPending(cfg.BatchSize))
+	if err != nil {
+		return nil, fmt.Errorf("relay: jetstream: %w", err)
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if wake == nil {
+		wake = func() <-chan struct{} { return nil }
+	}
+	return &Relay{
+		js: js, log: log, checkpoints: checkpoints, locker: locker, wake: wake,
+		logger: logger.With("component", "relay", "stream", cfg.Stream), cfg: cfg,
+	}, nil
+}
+
+// Run publishes the log until ctx ends, then returns nil. It waits for the
+// leader lock, publishes while it holds it, and waits again when it loses
+// it. Failures are logged, reported by Status and retried with backoff.
+func (r *Relay) Run(ctx context.Context) error {
+	reported := make(chan struct{})
+	go func() {
+		defer close(reported)
+		r.report(ctx)
+	}()
+	defer func() { <-reported }()
+	for {
+		held, release, err := r.locker.Acquire(ctx, Name)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("relay: %w", err)
+		}
+		r.lead(held)
+		release()
+		r.setLeading(false)
+		if ctx.Err() != nil {
+			return nil
+		}
+		r.logger.WarnContext(ctx, "relay lost leadership")
+	}
+}
+
+// lead publishes while ctx, the leadership's context, lasts, starting a new
+// session after each failure.
+func (r *Relay) lead(ctx context.Context) {
+	r.setLeading(true)
+	r.logger.InfoContext(ctx, "relay leading")
+	backoff := r.cfg.MinBackoff
+	for {
+		progressed, err := r.session(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if progressed {
+			backoff = r.cfg.MinBackoff
+		}
+		r.fail(ctx, err, backoff)
+		if !sleep(ctx, backoff, nil) {
+			return
+		}
+		backoff = min(2*backoff, r.cfg.MaxBackoff)
+	}
+}
+
+// session sets the stream up, then publishes the log from the checkpoint
+// until something fails. It reports whether it published anything.
+func (r *Relay) session(ctx context.Context) (progressed bool, err error) {
+	stream, err := r.ensureStream(ctx)
+	if err != nil {
+		return false, err
+	}
+	tip, err := r.lastMsgID(ctx, stream)
+	if err != nil {
+		return false, err
+	}
+	pos, err := r.checkpoints.Checkpoint(ctx, Name)
+	if err != nil {
+		return false, fmt.Errorf("read checkpoint: %w", err)
+	}
+	r.setCheckpoint(pos)
+	for {
+		wake := r.wake()
+		events, err := r.log.ReadAll(ctx, pos, r.cfg.BatchSize)
+		if err != nil {
+			return progressed, fmt.Errorf("read log after %d: %w", pos, err)
+		}
+		r.seen(ctx, pos, events)
+		if len(events) == 0 {
+			r.recovered(ctx)
+			if !sleep(ctx, r.cfg.PollInterval, wake) {
+				return progressed, ctx.Err()
+			}
+			continue
+		}
+		acked, err := r.publish(ctx, events, tip)
+		if acked > 0 {
+			last := events[acked-1]
+			if cerr := r.checkpoint(ctx, pos, last.Position); cerr != nil {
+				return progressed, cerr
+			}
+			pos, tip, progressed = last.Position, last.ID, true
+		}
+		if err != nil {
+			return progressed, err
+		}
+		r.recovered(ctx)
+	}
+}
+
+// ensureStream creates the JetStream stream or updates its configuration.
+func (r *Relay) ensureStream(ctx context.Context) (jetstream.Stream, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.AckTimeout)
+	defer cancel()
+	stream, err := r.js.CreateOrUpdateStream(ctx, r.cfg.streamConfig())
+	if err != nil {
+		return nil, fmt.Errorf("create or update stream %s: %w", r.cfg.Stream, err)
+	}
+	return stream, nil
+}
+
+// lastMsgID returns the Nats-Msg-Id of the last message in the stream, which
+// the next publish expects; "" when the stream is empty or its last message
+// is gone, in which case the next publish expects nothing.
+func (r *Relay) lastMsgID(ctx context.Context, stream jetstream.Stream) (string, error) {
+	last := stream.CachedInfo().State.LastSeq
+	if last == 0 {
+		return "", nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.AckTimeout)
+	defer cancel()
+	msg, err := stream.GetMsg(ctx, last)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read last message of stream %s: %w", r.cfg.Stream, err)
+	}
+	return msg.Header.Get(jetstream.MsgIDHeader), nil
+}
+
+// checkpoint moves the relay's checkpoint from `from` to `to`.
+func (r *Relay) checkpoint(ctx context.Context, from, to int64) error {
+	if r.beforeCheckpoint != nil {
+		r.beforeCheckpoint()
+	}
+	noop := func(projections.Tx) error { return nil }
+	if err := r.checkpoints.Update(ctx, Name, from, to, noop); err != nil {
+		return fmt.Errorf("move checkpoint from %d to %d: %w", from, to, err)
+	}
+	r.setCheckpoint(to)
+	return nil
+}
+
+// fail records a failed session and logs it.
+func (r *Relay) fail(ctx context.Context, err error, retryIn time.Duration) {
+	r.measureHead(ctx)
+	st := r.markDegraded(err)
+	r.logger.WarnContext(ctx, "relay degraded, retrying", "err", err, "retry_in", retryIn,
+		"checkpoint", st.Checkpoint, "backlog", st.Backlog)
+}
+
+// measureHead updates the log head, if the log can tell it.
+func (r *Relay) measureHead(ctx context.Context) {
+	h, ok := r.log.(header)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.AckTimeout)
+	defer cancel()
+	head, err := h.Head(ctx)
+	if err != nil {
+		r.logger.DebugContext(ctx, "relay cannot read log head", "err", err)
+		return
+	}
+	r.setHead(head)
+}
+
+// seen notes the events read after pos. A batch that is not full holds
+// every event ReadAll could return, so the head is its last position (pos
+// when it is empty); after a full batch the head is measured.
+func (r *Relay) seen(ctx context.Context, pos int64, events []eventstore.Event) {
+	if len(events) > 0 {
+		pos = events[len(events)-1].Position
+	}
+	r.setHead(pos)
+	if len(events) == r.cfg.BatchSize {
+		r.measureHead(ctx)
+	}
+}
+
+// sleep waits for d, a wake-up (wake may be nil) or the end of ctx; it
+// reports whether ctx is still alive.
+func sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+	case <-wake:
+	}
+	return true
+}

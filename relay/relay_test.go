@@ -1,0 +1,269 @@
+package relay_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/resolutionflow/ledgerd/eventcodec"
+	"github.com/resolutionflow/ledgerd/leader"
+	"github.com/resolutionflow/ledgerd/relay"
+)
+
+func TestRelay_PublishesEveryEventOnceInOrder(t *testing.T) {
+	e := newEnv(t)
+	e.handoffs(10) // before the relay starts: the backlog of a first run
+	r := e.newRelay(leader.NewLocal(), testConfig())
+	e.run(r)
+	e.waitPublished()
+
+	e.handoffs(11) // while it runs: woken by the appends
+	want := e.waitPublished()
+
+	st := r.Status()
+	if !st.Leading || st.Degraded || st.LastError != nil {
+		t.Errorf("status %+v, want leading and healthy", st)
+	}
+	if st.Published != uint64(len(want)) || st.Duplicates != 0 {
+		t.Errorf("published %d (%d duplicates), want %d and none", st.Published, st.Duplicates, len(want))
+	}
+	e.waitUntil("the backlog is empty", func() bool {
+		st := r.Status()
+		return st.Backlog == 0 && st.Checkpoint == want[len(want)-1].Position
+	})
+	if st.MaxLag <= 0 || st.MaxLag > waitLimit {
+		t.Errorf("max publish lag %v, want a positive lag below %v", st.MaxLag, waitLimit)
+	}
+}
+
+func TestRelay_NeverPublishesRolledBackAppend(t *testing.T) {
+	e := newEnv(t)
+	e.run(e.newRelay(leader.NewLocal(), testConfig()))
+	e.handoffs(1)
+	e.waitPublished()
+
+	// Four transactions take positions in this order; they end in the
+	// reverse order, and the first is rolled back.
+	ctx := t.Context()
+	pool := e.newPool()
+	rolledBack, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rolledBack.Rollback(context.Background())
+	lateCommit, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lateCommit.Rollback(context.Background())
+	stream := eventcodec.StreamName(e.accounts[0], e.accounts[1])
+	insert := `INSERT INTO events (id, stream, version, type, data, metadata) VALUES ($1, $2, $3, 'HandoffParked', '{"n": 1}', '{}')`
+	rolledBackID := ulid.Make().String()
+	if _, err := rolledBack.Exec(ctx, insert, rolledBackID, stream, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lateCommit.Exec(ctx, insert, ulid.Make().String(), stream, 2); err != nil {
+		t.Fatal(err)
+	}
+	e.handoffs(2) // committed at once, at higher positions
+
+	if err := lateCommit.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := rolledBack.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.handoffs(1)
+
+	want := e.waitPublished() // the stream is exactly the committed log
+	if len(want) != 2+1+4+2 {
+		t.Fatalf("log holds %d events, want 9", len(want))
+	}
+	for _, ev := range want {
+		if ev.ID == rolledBackID {
+			t.Fatal("the rolled-back event is in the log")
+		}
+	}
+}
+
+func TestRelay_DrainsBacklogInOrderAfterNATSOutage(t *testing.T) {
+	t.Run("RelayConnection", func(t *testing.T) { testOutage(t) })
+	// A connection that queues publishes while disconnected and sends them
+	// on reconnect: the expected-last-id chain keeps them in order.
+	t.Run("BufferingConnection", func(t *testing.T) { testOutage(t, nats.ReconnectBufSize(nats.DefaultReconnectBufSize)) })
+}
+
+func testOutage(t *testing.T, opts ...nats.Option) {
+	e := newEnv(t)
+	r := e.newRelay(leader.NewLocal(), testConfig(), opts...)
+	e.run(r)
+	e.handoffs(5)
+	e.waitPublished()
+
+	// Commands keep appending, from another goroutine, through the outage.
+	writing, stopWriting := context.WithCancel(t.Context())
+	var (
+		wg       sync.WaitGroup
+		writeErr error
+		written  int
+	)
+	wg.Go(func() {
+		for ; writing.Err() == nil; written++ {
+			if err := e.handoff(t.Context(), e.accounts[written%len(e.accounts)], written); err != nil {
+				writeErr = err
+				return
+			}
+		}
+	})
+	appended := func(n int) func() bool {
+		head := e.logEvents()
+		return func() bool { return len(e.logEvents()) >= len(head)+n }
+	}
+
+	e.waitUntil("commands append while NATS is up", appended(10))
+	e.nats.Stop()
+	e.waitUntil("commands append while NATS is down", appended(20))
+	e.waitUntil("the relay reports degraded with a backlog", func() bool {
+		st := r.Status()
+		return st.Degraded && st.LastError != nil && st.Backlog > 0
+	})
+	e.nats.Restart(t)
+	e.waitUntil("commands append after NATS is back", appended(10))
+	stopWriting()
+	wg.Wait()
+	if writeErr != nil {
+		t.Fatalf("a command failed during the outage: %v", writeErr)
+	}
+
+	want := e.waitPublished()
+	e.waitUntil("the relay recovers", func() bool { return !r.Status().Degraded })
+	if st := r.Status(); st.Backlog != 0 || st.Checkpoint != want[len(want)-1].Position {
+		t.Errorf("status after the outage %+v, want checkpoint %d and no backlog", st, want[len(want)-1].Position)
+	}
+}
+
+func TestRelay_StartsWhileNATSIsDown(t *testing.T) {
+	e := newEnv(t)
+	e.nats.Stop()
+	r := e.newRelay(leader.NewLocal(), testConfig())
+	e.run(r)
+	e.handoffs(4)
+	e.waitUntil("the relay reports degraded with the backlog", func() bool {
+		st := r.Status()
+		return st.Leading && st.Degraded && st.Backlog > 0 && st.LastError != nil
+	})
+	e.nats.Restart(t)
+	e.waitPublished()
+}
+
+func TestRelay_CrashBetweenPublishAndCheckpointPublishesNoDuplicate(t *testing.T) {
+	e := newEnv(t)
+	e.handoffs(10)
+	want := e.logEvents()
+
+	// The first relay dies right after JetStream acknowledged its first
+	// batch, before it could record the checkpoint.
+	cfg := testConfig()
+	cfg.BatchSize = 100
+	first := e.newRelay(leader.NewLocal(), cfg)
+	ctx, crash := context.WithCancel(context.Background())
+	first.SetBeforeCheckpoint(crash)
+	stop := e.runUntil(ctx, first)
+	<-ctx.Done()
+	stop()
+	if pos := e.checkpoint(); pos != 0 {
+		t.Fatalf("checkpoint after the crash = %d, want 0 (the crash came before it)", pos)
+	}
+	e.assertStream(want)
+
+	// Its successor publishes the whole batch again; JetStream drops it.
+	second := e.newRelay(leader.NewLocal(), cfg)
+	e.run(second)
+	e.waitPublished()
+	if st := second.Status(); st.Duplicates != uint64(len(want)) {
+		t.Fatalf("successor saw %d duplicates, want %d: the batch was not published again", st.Duplicates, len(want))
+	}
+	e.handoffs(2)
+	e.waitPublished()
+}
+
+func TestRelay_TwoRelaysPublishOnceAndFailOver(t *testing.T) {
+	e := newEnv(t)
+	// Two processes: each its own pool, locker and NATS connection.
+	relays := []*relay.Relay{
+		e.newRelay(leader.NewPostgres(e.newPool(), e.logger), testConfig()),
+		e.newRelay(leader.NewPostgres(e.newPool(), e.logger), testConfig()),
+	}
+	stops := []func(){e.run(relays[0]), e.run(relays[1])}
+	e.handoffs(12)
+	e.waitPublished()
+
+	var leaderIdx int
+	e.waitUntil("exactly one relay leads", func() bool {
+		a, b := relays[0].Status().Leading, relays[1].Status().Leading
+		if b {
+			leaderIdx = 1
+		}
+		return a != b
+	})
+	standby := relays[1-leaderIdx]
+
+	stops[leaderIdx]()
+	killed := time.Now()
+	e.waitUntil("the standby takes over", func() bool { return standby.Status().Leading })
+	if took := time.Since(killed); took > 5*time.Second {
+		t.Errorf("takeover took %v, want a few seconds at most", took)
+	}
+	e.handoffs(12)
+	want := e.waitPublished()
+
+	published := relays[0].Status().Published + relays[1].Status().Published
+	duplicates := relays[0].Status().Duplicates + relays[1].Status().Duplicates
+	if published != uint64(len(want)) || duplicates != 0 {
+		t.Errorf("the relays published %d events (%d duplicates), want each of the %d once", published, duplicates, len(want))
+	}
+}
+
+func TestNew_RejectsInvalidConfig(t *testing.T) {
+	for name, cfg := range map[string]relay.Config{
+		"MaxAgeBelowWindow": {MaxAge: time.Minute, DuplicateWindow: time.Hour},
+		"NegativeReplicas":  {Replicas: -1},
+		"NegativeBatch":     {BatchSize: -5},
+		"BackoffsReversed":  {MinBackoff: time.Minute, MaxBackoff: time.Second},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := relay.New(nil, nil, nil, nil, nil, nil, cfg); err == nil {
+				t.Fatal("New accepted an invalid config")
+			}
+		})
+	}
+}
+
+func TestParseStorage(t *testing.T) {
+	for s, want := range map[string]jetstream.StorageType{"file": jetstream.FileStorage, "memory": jetstream.MemoryStorage} {
+		if got, err := relay.ParseStorage(s); err != nil || got != want {
+			t.Errorf("ParseStorage(%q) = %v, %v; want %v", s, got, err, want)
+		}
+	}
+	if _, err := relay.ParseStorage("disk"); err == nil {
+		t.Error("ParseStorage accepted disk")
+	}
+}
+
+func TestSubject_FillsWildcards(t *testing.T) {
+	for _, c := range []struct{ account, session, typ, want string }{
+		{"a", "s", "HandoffClaimed", "handoff.a.s.HandoffClaimed"},
+		{"a", "", "", "handoff.a.*.*"},
+		{"", "s", "", "handoff.*.s.*"},
+		{"", "", "HandoffParked", "handoff.*.*.HandoffParked"},
+	} {
+		if got := relay.Subject(c.account, c.session, c.typ); got != c.want {
+			t.Errorf("Subject(%q, %q, %q) = %q, want %q", c.account, c.session, c.typ, got, c.want)
+		}
+	}
+}

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/resolutionflow/ledgerd/eventstore"
+	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
+	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
+	"github.com/resolutionflow/ledgerd/httpapi"
+	"github.com/resolutionflow/ledgerd/idempotency"
+	"github.com/resolutionflow/ledgerd/leader"
+	"github.com/resolutionflow/ledgerd/migrations"
+	"github.com/resolutionflow/ledgerd/projections"
+	"github.com/resolutionflow/ledgerd/projections/pgviews"
+	"github.com/resolutionflow/ledgerd/projections/sqliteviews"
+)
+
+// eventLog is an event store that signals the appends made through it.
+type eventLog interface {
+	eventstore.Store
+	Appended() <-chan struct{}
+}
+
+// backend is the storage the ledger runs on: the event log, the read
+// models, the idempotency keys and the leadership locks.
+type backend struct {
+	events eventLog
+	views  projections.Store
+	idem   idempotency.Store
+	locker leader.Locker
+	checks []httpapi.Check
+	close  func()
+}
+
+// openPostgres connects to PostgreSQL and applies pending migrations.
+func openPostgres(ctx context.Context, url string, maxConns int, logger *slog.Logger) (*backend, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("database url: %w", err)
+	}
+	if maxConns > 0 {
+		cfg.MaxConns = int32(maxConns)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to postgres: %w", err)
+	}
+	if err := migratePostgres(ctx, pool); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return &backend{
+		events: pgstore.New(pool),
+		views:  pgviews.New(pool),
+		idem:   idempotency.NewPostgres(pool),
+		locker: leader.NewPostgres(pool, logger),
+		checks: []httpapi.Check{
+			{Name: "database", Func: pool.Ping},
+			{Name: "migrations", Func: func(ctx context.Context) error { return postgresMigrated(ctx, pool) }},
+		},
+		close: pool.Close,
+	}, nil
+}
+
+func migratePostgres(ctx context.Context, pool *pgxpool.Pool) error {
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	return migrations.Postgres(ctx, db)
+}
+
+func postgresMigrated(ctx context.Context, pool *pgxpool.Pool) error {
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	pending, err := migrations.PostgresPending(ctx, db)
+	if err == nil && pending {
+		err = errors.New("migrations pending")
+	}
+	return err
+}
+
+// sqliteFile is the name of the embedded database in the data directory.
+const sqliteFile = "ledger.db"
+
+// openSQLite opens the embedded store, a SQLite file in dataDir (created,
+// mode 0700, when missing), and applies pending migrations. Events, read
+// models and idempotency keys share the file and its one write connection;
+// leadership locks are local to the process, and the read-model
+// checkpoint's compare-and-set keeps a second process on the same file
+// harmless.
+func openSQLite(ctx context.Context, dataDir string, logger *slog.Logger) (*backend, error) {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	store, err := sqlitestore.Open(ctx, filepath.Join(dataDir, sqliteFile))
+	if err != nil {
+		return nil, err
+	}
+	return &backend{
+		events: store,
+		views:  sqliteviews.New(store.DB(), store.ReadDB()),
+		idem:   idempotency.NewSQLite(store.DB()),
+		locker: leader.NewLocal(),
+		// Opening applied the migrations; reading the head of the log
+		// shows the file is there and readable.
+		checks: []httpapi.Check{{Name: "database", Func: func(ctx context.Context) error {
+			_, err := store.Head(ctx)
+			return err
+		}}},
+		close: func() {
+			if err := store.Close(); err != nil {
+				logger.Error("close the embedded database", "err", err)
+			}
+		},
+	}, nil
+}

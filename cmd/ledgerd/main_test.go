@@ -1,0 +1,201 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/resolutionflow/ledgerd/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// freeAddr returns a loopback address with a port nobody listens on.
+func freeAddr(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("find a free port: %v", err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startServe runs `ledgerd serve` in-process until the returned stop
+// function cancels it (as SIGTERM would) and returns its error.
+func startServe(tb testing.TB, args ...string) (base string, stop func() error) {
+	tb.Helper()
+	addr := freeAddr(tb)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, append([]string{"serve", "--http-addr", addr}, args...), io.Discard, io.Discard)
+	}()
+	base = "http://" + addr
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(base + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		select {
+		case err := <-done:
+			tb.Fatalf("serve exited before it was healthy: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("serve not healthy after 30s: %v", err)
+		}
+	}
+	var stopped bool
+	stop = func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		cancel()
+		return <-done
+	}
+	tb.Cleanup(func() { _ = stop() })
+	return base, stop
+}
+
+func mintToken(tb testing.TB, secret string, args ...string) string {
+	tb.Helper()
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), append([]string{"token", "--jwt-secret", secret}, args...), &out, &errOut); err != nil {
+		tb.Fatalf("token: %v: %s", err, errOut.String())
+	}
+	return strings.TrimSpace(out.String())
+}
+
+func post(tb testing.TB, url, token, body string) (*http.Response, error) {
+	tb.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		tb.Fatalf("new request: %v", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	return http.DefaultClient.Do(req)
+}
+
+// TestServe_FinishesInFlightRequestsOnShutdown holds an escalation inside
+// the database, stops the service while it is in flight, and checks that it
+// still completes with 201 and that serve then exits cleanly.
+func TestServe_FinishesInFlightRequestsOnShutdown(t *testing.T) {
+	dbURL := pgtest.NewDatabase(t)
+	base, stop := startServe(t, "--database-url", dbURL, "--jwt-secret", "s3cret")
+	token := mintToken(t, "s3cret")
+
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer conn.Close(ctx)
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatalf("begin: %v", err)
+	}
+	if _, err := tx.Exec(ctx, `LOCK TABLE events IN EXCLUSIVE MODE`); err != nil {
+		t.Fatalf("lock events: %v", err)
+	}
+
+	type result struct {
+		status int
+		err    error
+	}
+	inFlight := make(chan result, 1)
+	go func() {
+		resp, err := post(t, fmt.Sprintf("%s/ai-sessions/%s/handoff", base, uuid.New()), token, `{"intent":"escalate","engineer_notes":"in flight"}`)
+		if err != nil {
+			inFlight <- result{err: err}
+			return
+		}
+		resp.Body.Close()
+		inFlight <- result{status: resp.StatusCode}
+	}()
+	waitForLockWaiter(t, conn)
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
+	select {
+	case err := <-stopped:
+		t.Fatalf("serve stopped (%v) while a request was in flight", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatalf("release lock: %v", err)
+	}
+	if r := <-inFlight; r.err != nil || r.status != http.StatusCreated {
+		t.Fatalf("in-flight escalate = %d, %v; want 201", r.status, r.err)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatalf("serve returned %v after shutdown, want nil", err)
+	}
+}
+
+// waitForLockWaiter waits until some session waits for a lock held by conn.
+func waitForLockWaiter(tb testing.TB, conn *pgx.Conn) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for {
+		var waiting bool
+		err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted AND relation = 'events'::regclass)`).Scan(&waiting)
+		if err != nil {
+			tb.Fatalf("look for lock waiters: %v", err)
+		}
+		if waiting {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			tb.Fatal("the request never reached the database")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func TestServe_RefusesToStartWithoutSecretOnPostgres(t *testing.T) {
+	t.Setenv("LEDGER_JWT_SECRET", "")
+	err := run(context.Background(), []string{"serve", "--database-url", "postgres://127.0.0.1:1/none", "--http-addr", freeAddr(t)}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "LEDGER_JWT_SECRET") {
+		t.Fatalf("serve without a secret = %v, want an error naming LEDGER_JWT_SECRET", err)
+	}
+}
+
+func TestToken_PrintsOnlyAToken(t *testing.T) {
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{"token", "--jwt-secret", "k", "--role", "admin", "--user", "7d6f2b8e-1c3a-4e5f-9a0b-2c4d6e8f0a1b"}, &out, &errOut)
+	if err != nil {
+		t.Fatalf("token: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 1 || strings.Count(lines[0], ".") != 2 {
+		t.Fatalf("token printed %q, want exactly one JWT line", out.String())
+	}
+	if err := run(context.Background(), []string{"token", "--jwt-secret", "k", "--role", "king"}, &out, &errOut); err == nil {
+		t.Fatal("token with an unknown role succeeded")
+	}
+}
+
+func TestRun_UnknownCommand(t *testing.T) {
+	err := run(context.Background(), []string{"frobnicate"}, io.Discard, io.Discard)
+	if err == nil || errors.Is(err, context.Canceled) {
+		t.Fatalf("unknown command = %v, want an error", err)
+	}
+}

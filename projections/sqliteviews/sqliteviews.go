@@ -1,0 +1,276 @@
+// Package sqliteviews keeps the ledger's read models in the embedded SQLite
+// file, beside the events: the handoffs table, from which the team queue and
+// the session history are read, and the projectors' checkpoints. It
+// implements projections.Store with the same order and scoping as the
+// PostgreSQL store.
+//
+// Changes go through the file's single write connection, whose
+// transactions begin IMMEDIATE (sqlitestore.Store.DB): an Update holds the
+// file's write lock from its first statement, so the checkpoint's
+// compare-and-set and the rows it covers commit together or not at all, and
+// two Updates never interleave. Queries go through the read-only pool
+// (sqlitestore.Store.ReadDB), which in WAL mode reads the last committed
+// state without waiting for a writer.
+package sqliteviews
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/resolutionflow/ledgerd/domain"
+	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
+	"github.com/resolutionflow/ledgerd/projections"
+)
+
+// Store is a projections.Store on a migrated SQLite file.
+type Store struct {
+	write *sql.DB
+	read  *sql.DB
+}
+
+var _ projections.Store = (*Store)(nil)
+
+// New returns a store that writes through write, the file's single write
+// connection with BEGIN IMMEDIATE transactions, and reads through read, a
+// pool of read-only connections: sqlitestore.Store's DB and ReadDB.
+func New(write, read *sql.DB) *Store {
+	return &Store{write: write, read: read}
+}
+
+const handoffColumns = `id, account_id, team_id, session_id, intent, engineer_notes, priority,
+	status, created_by, created_at, claimed_by, claimed_at, withdrawn_at`
+
+// The queue's order matches the partial index handoffs_queue. Ids and
+// times are text of fixed form (lower-case UUIDs, fixed-width UTC times),
+// so they sort as the UUIDs and times of PostgreSQL do.
+const queueSQL = `SELECT ` + handoffColumns + ` FROM handoffs
+WHERE account_id = ? AND team_id = ? AND status = 'open'
+ORDER BY (intent = 'escalate') DESC, priority_rank DESC, created_at, id`
+
+const historySQL = `SELECT ` + handoffColumns + ` FROM handoffs
+WHERE account_id = ? AND session_id = ?
+ORDER BY created_at DESC, id DESC`
+
+// Queue implements projections.Queries.
+func (s *Store) Queue(ctx context.Context, account, team uuid.UUID) ([]domain.Handoff, error) {
+	handoffs, err := queryHandoffs(ctx, s.read, queueSQL, account.String(), team.String())
+	if err != nil {
+		return nil, fmt.Errorf("read queue of team %s: %w", team, err)
+	}
+	return handoffs, nil
+}
+
+// History implements projections.Queries.
+func (s *Store) History(ctx context.Context, account, session uuid.UUID) ([]domain.Handoff, error) {
+	handoffs, err := queryHandoffs(ctx, s.read, historySQL, account.String(), session.String())
+	if err != nil {
+		return nil, fmt.Errorf("read history of session %s: %w", session, err)
+	}
+	return handoffs, nil
+}
+
+// Checkpoint implements projections.Store.
+func (s *Store) Checkpoint(ctx context.Context, name string) (int64, error) {
+	var pos int64
+	err := s.read.QueryRowContext(ctx, `SELECT position FROM checkpoints WHERE name = ?`, name).Scan(&pos)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read checkpoint %q: %w", name, err)
+	}
+	return pos, nil
+}
+
+// Moving a checkpoint is a compare-and-set; it changes no row when the
+// checkpoint is not at `from`. A missing row stands for position 0.
+const (
+	moveCheckpointSQL  = `UPDATE checkpoints SET position = ? WHERE name = ? AND position = ?`
+	firstCheckpointSQL = `INSERT INTO checkpoints (name, position) VALUES (?, ?)
+ON CONFLICT (name) DO UPDATE SET position = excluded.position WHERE checkpoints.position = 0`
+)
+
+// Update implements projections.Store.
+func (s *Store) Update(ctx context.Context, name string, from, to int64, fn func(projections.Tx) error) error {
+	if to < from {
+		return fmt.Errorf("move checkpoint %q back from %d to %d", name, from, to)
+	}
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("move checkpoint %q from %d to %d: begin: %w", name, from, to, err)
+	}
+	defer tx.Rollback() // a no-op after Commit
+	if err := moveCheckpoint(ctx, tx, name, from, to); err != nil {
+		return fmt.Errorf("move checkpoint %q from %d to %d: %w", name, from, to, err)
+	}
+	if err := fn(&storeTx{tx: tx}); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("move checkpoint %q from %d to %d: commit: %w", name, from, to, err)
+	}
+	return nil
+}
+
+// moveCheckpoint sets the checkpoint to `to` if it is at `from`, and fails
+// with projections.ErrStaleCheckpoint if it is not.
+func moveCheckpoint(ctx context.Context, tx *sql.Tx, name string, from, to int64) error {
+	var (
+		res sql.Result
+		err error
+	)
+	if from == 0 {
+		res, err = tx.ExecContext(ctx, firstCheckpointSQL, name, to)
+	} else {
+		res, err = tx.ExecContext(ctx, moveCheckpointSQL, to, name, from)
+	}
+	if err != nil {
+		return err
+	}
+	moved, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if moved == 0 {
+		return projections.ErrStaleCheckpoint
+	}
+	return nil
+}
+
+// storeTx is a projections.Tx in a SQLite write transaction.
+type storeTx struct {
+	tx *sql.Tx
+}
+
+func (t *storeTx) Handoff(ctx context.Context, id uuid.UUID) (domain.Handoff, bool, error) {
+	handoffs, err := queryHandoffs(ctx, t.tx, `SELECT `+handoffColumns+` FROM handoffs WHERE id = ?`, id.String())
+	if err != nil {
+		return domain.Handoff{}, false, fmt.Errorf("read handoff %s: %w", id, err)
+	}
+	if len(handoffs) == 0 {
+		return domain.Handoff{}, false, nil
+	}
+	return handoffs[0], true, nil
+}
+
+const putHandoffSQL = `INSERT INTO handoffs (` + handoffColumns + `, priority_rank, position)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+	account_id = excluded.account_id, team_id = excluded.team_id, session_id = excluded.session_id,
+	intent = excluded.intent, engineer_notes = excluded.engineer_notes, priority = excluded.priority,
+	status = excluded.status, created_by = excluded.created_by, created_at = excluded.created_at,
+	claimed_by = excluded.claimed_by, claimed_at = excluded.claimed_at, withdrawn_at = excluded.withdrawn_at,
+	priority_rank = excluded.priority_rank, position = excluded.position`
+
+func (t *storeTx) PutHandoff(ctx context.Context, h domain.Handoff, position int64) error {
+	_, err := t.tx.ExecContext(ctx, putHandoffSQL,
+		h.ID.String(), h.AccountID.String(), h.TeamID.String(), h.SessionID.String(), string(h.Intent), h.Notes, string(h.Priority),
+		string(h.Status), h.CreatedBy.String(), formatTime(h.CreatedAt), nullUUID(h.ClaimedBy), nullTime(h.ClaimedAt), nullTime(h.WithdrawnAt),
+		h.Priority.Rank(), position)
+	if err != nil {
+		return fmt.Errorf("store handoff %s: %w", h.ID, err)
+	}
+	return nil
+}
+
+// Reset deletes the rows inside the rebuild's transaction; readers keep
+// reading the old rows from their WAL snapshot until it commits.
+func (t *storeTx) Reset(ctx context.Context) error {
+	if _, err := t.tx.ExecContext(ctx, `DELETE FROM handoffs`); err != nil {
+		return fmt.Errorf("reset handoffs: %w", err)
+	}
+	return nil
+}
+
+// querier is what reads run on: the read pool or a write transaction.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// queryHandoffs runs a query of handoff rows; UUID arguments are passed as
+// their canonical text, the form the table holds.
+func queryHandoffs(ctx context.Context, q querier, query string, args ...any) ([]domain.Handoff, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var handoffs []domain.Handoff
+	for rows.Next() {
+		h, err := scanHandoff(rows)
+		if err != nil {
+			return nil, err
+		}
+		handoffs = append(handoffs, h)
+	}
+	return handoffs, rows.Err()
+}
+
+func scanHandoff(rows *sql.Rows) (domain.Handoff, error) {
+	var (
+		h                                 domain.Handoff
+		intent, priority, status, created string
+		claimedBy                         uuid.NullUUID
+		claimedAt, withdrawnAt            sql.NullString
+	)
+	err := rows.Scan(&h.ID, &h.AccountID, &h.TeamID, &h.SessionID, &intent, &h.Notes, &priority,
+		&status, &h.CreatedBy, &created, &claimedBy, &claimedAt, &withdrawnAt)
+	if err != nil {
+		return h, err
+	}
+	h.Intent, h.Priority, h.Status = domain.Intent(intent), domain.Priority(priority), domain.Status(status)
+	h.ClaimedBy = claimedBy.UUID
+	if h.CreatedAt, err = parseTime(created); err != nil {
+		return h, fmt.Errorf("handoff %s: created_at: %w", h.ID, err)
+	}
+	if h.ClaimedAt, err = parseNullTime(claimedAt); err != nil {
+		return h, fmt.Errorf("handoff %s: claimed_at: %w", h.ID, err)
+	}
+	if h.WithdrawnAt, err = parseNullTime(withdrawnAt); err != nil {
+		return h, fmt.Errorf("handoff %s: withdrawn_at: %w", h.ID, err)
+	}
+	return h, nil
+}
+
+// formatTime stores a time as the schema says: UTC, microseconds, fixed
+// width. Like PostgreSQL, the store keeps no finer precision.
+func formatTime(t time.Time) string {
+	return t.UTC().Format(sqlitestore.TimeLayout)
+}
+
+func parseTime(s string) (time.Time, error) {
+	t, err := time.Parse(sqlitestore.TimeLayout, s)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return t.UTC(), nil
+}
+
+// nullUUID maps uuid.Nil, the domain's "unset", to SQL NULL.
+func nullUUID(u uuid.UUID) any {
+	if u == uuid.Nil {
+		return nil
+	}
+	return u.String()
+}
+
+// nullTime maps the zero time, the domain's "unset", to SQL NULL.
+func nullTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return formatTime(t)
+}
+
+// parseNullTime maps SQL NULL to the zero time.
+func parseNullTime(s sql.NullString) (time.Time, error) {
+	if !s.Valid {
+		return time.Time{}, nil
+	}
+	return parseTime(s.String)
+}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -58,7 +57,8 @@ func rebuild(ctx context.Context, args []string, stderr io.Writer, logger *slog.
 // token prints a signed bearer token for development and scripts.
 func token(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	f := newFlags("token", stderr)
-	secret := f.string("jwt-secret", "LEDGER_JWT_SECRET", "", "HS256 secret that signs bearer tokens")
+	storage := addStorageFlags(f)
+	secretFlag := f.string("jwt-secret", "LEDGER_JWT_SECRET", "", "HS256 secret that signs bearer tokens (embedded mode: the one kept in --data-dir when empty)")
 	user := f.string("user", "", "", "user id (random when omitted)")
 	account := f.string("account", "", "", "account id (random when omitted)")
 	team := f.string("team", "", "", "team id (random when omitted)")
@@ -67,11 +67,11 @@ func token(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := f.parse(args); err != nil {
 		return err
 	}
-	if *secret == "" {
-		return errors.New("--jwt-secret or LEDGER_JWT_SECRET is required")
+	secret, err := storage.secret(*secretFlag)
+	if err != nil {
+		return err
 	}
 	actor := domain.Actor{}
-	var err error
 	if actor.Role, err = domain.ParseRole(*role); err != nil {
 		return fmt.Errorf("--role: %w", err)
 	}
@@ -84,7 +84,7 @@ func token(_ context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("--%s: %w", id.flag, err)
 		}
 	}
-	signed, err := httpapi.SignToken([]byte(*secret), actor, *ttl)
+	signed, err := httpapi.SignToken([]byte(secret), actor, *ttl)
 	if err != nil {
 		return err
 	}

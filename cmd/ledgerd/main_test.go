@@ -32,11 +32,13 @@ func freeAddr(tb testing.TB) string {
 	return ln.Addr().String()
 }
 
-// startServe runs `ledgerd serve` in-process until the returned stop
-// function cancels it (as SIGTERM would) and returns its error.
+// startServe runs `ledgerd serve` in-process, with its data directory and
+// embedded NATS server out of the way, until the returned stop function
+// cancels it (as SIGTERM would) and returns its error.
 func startServe(tb testing.TB, args ...string) (base string, stop func() error) {
 	tb.Helper()
 	addr := freeAddr(tb)
+	args = append([]string{"--data-dir", tb.TempDir(), "--nats-listen", "127.0.0.1:0"}, args...)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {

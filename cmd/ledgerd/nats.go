@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/resolutionflow/ledgerd/embeddednats"
 	"github.com/resolutionflow/ledgerd/httpapi"
 	"github.com/resolutionflow/ledgerd/relay"
 	"github.com/resolutionflow/ledgerd/tail"
@@ -18,6 +20,7 @@ import (
 // natsFlags configure the relay to NATS JetStream.
 type natsFlags struct {
 	url             *string
+	listen          *string
 	stream          *string
 	storage         *string
 	replicas        *int
@@ -27,7 +30,8 @@ type natsFlags struct {
 
 func addNATSFlags(f *flags) natsFlags {
 	return natsFlags{
-		url:             f.string("nats-url", "NATS_URL", "", "NATS server URL the relay publishes to"),
+		url:             f.string("nats-url", "NATS_URL", "", "NATS server URL the relay publishes to; when empty, an embedded NATS server runs"),
+		listen:          f.string("nats-listen", "LEDGER_NATS_LISTEN", embeddednats.DefaultListen, "address the embedded NATS server listens on"),
 		stream:          f.string("nats-stream", "LEDGER_NATS_STREAM", relay.DefaultStream, "JetStream stream the events go to"),
 		storage:         f.string("nats-storage", "LEDGER_NATS_STORAGE", "file", "JetStream storage: file or memory"),
 		replicas:        f.int("nats-replicas", "LEDGER_NATS_REPLICAS", 1, "JetStream stream replicas"),
@@ -50,12 +54,37 @@ func (n natsFlags) config() (relay.Config, error) {
 	}, nil
 }
 
+// natsTarget is the NATS server the relay publishes to.
+type natsTarget struct {
+	url      string
+	embedded bool
+	options  []nats.Option
+	stop     func()
+}
+
+// target returns the configured NATS server, or starts the embedded one
+// with its JetStream store in the data directory.
+func (n natsFlags) target(ctx context.Context, dataDir string, logger *slog.Logger) (natsTarget, error) {
+	if *n.url != "" {
+		return natsTarget{url: *n.url, stop: func() {}}, nil
+	}
+	ns, err := embeddednats.Start(ctx, embeddednats.Config{
+		StoreDir: filepath.Join(dataDir, "nats"),
+		Listen:   *n.listen,
+		Logger:   logger,
+	})
+	if err != nil {
+		return natsTarget{}, err
+	}
+	return natsTarget{url: ns.ClientURL(), embedded: true, options: []nats.Option{ns.InProcess()}, stop: ns.Shutdown}, nil
+}
+
 // startRelay connects to NATS and returns the relay of the backend's log;
 // the caller runs it. Its /readyz check degrades while it cannot publish.
-func startRelay(url string, cfg relay.Config, b *backend, logger *slog.Logger) (*relay.Relay, *nats.Conn, httpapi.Check, error) {
-	nc, err := relay.Connect(url, "ledgerd relay", logger)
+func startRelay(target natsTarget, cfg relay.Config, b *backend, logger *slog.Logger) (*relay.Relay, *nats.Conn, httpapi.Check, error) {
+	nc, err := relay.Connect(target.url, "ledgerd relay", logger, target.options...)
 	if err != nil {
-		return nil, nil, httpapi.Check{}, fmt.Errorf("connect to NATS at %s: %w", url, err)
+		return nil, nil, httpapi.Check{}, fmt.Errorf("connect to NATS at %s: %w", target.url, err)
 	}
 	r, err := relay.New(nc, b.events, b.views, b.locker, b.events.Appended, logger, cfg)
 	if err != nil {

@@ -43,20 +43,33 @@ func (s storageFlags) open(ctx context.Context, logger *slog.Logger) (*backend, 
 	return openPostgres(ctx, *s.databaseURL, *s.maxConns, logger)
 }
 
+// secret returns the token-signing secret: the flag's, or in the embedded
+// mode the one kept in the data directory (made on first use).
+func (s storageFlags) secret(flagValue string) (string, error) {
+	switch {
+	case flagValue != "":
+		return flagValue, nil
+	case s.embedded():
+		return loadOrCreateSecret(*s.dataDir)
+	}
+	return "", errors.New("--jwt-secret or LEDGER_JWT_SECRET is required with PostgreSQL")
+}
+
 func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Logger) error {
 	f := newFlags("serve", stderr)
 	storage := addStorageFlags(f)
 	addr := f.string("http-addr", "LEDGER_HTTP_ADDR", ":8080", "address the REST API listens on")
-	secret := f.string("jwt-secret", "LEDGER_JWT_SECRET", "", "HS256 secret that signs bearer tokens")
-	natsCfg := addNATSFlags(f)
+	secretFlag := f.string("jwt-secret", "LEDGER_JWT_SECRET", "", "HS256 secret that signs bearer tokens (embedded mode: kept in --data-dir when empty)")
+	natsFlags := addNATSFlags(f)
 	grace := f.duration("shutdown-timeout", "LEDGER_SHUTDOWN_TIMEOUT", 30*time.Second, "how long in-flight requests may take to finish on SIGTERM")
 	if err := f.parse(args); err != nil {
 		return err
 	}
-	if *secret == "" {
-		return errors.New("--jwt-secret or LEDGER_JWT_SECRET is required")
+	secret, err := storage.secret(*secretFlag)
+	if err != nil {
+		return err
 	}
-	relayCfg, err := natsCfg.config()
+	relayCfg, err := natsFlags.config()
 	if err != nil {
 		return err
 	}
@@ -66,38 +79,38 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 		return err
 	}
 	defer b.close()
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fmt.Errorf("listen for HTTP on %s: %w", *addr, err)
+	}
+	defer ln.Close()
+	target, err := natsFlags.target(ctx, *storage.dataDir, logger)
+	if err != nil {
+		return err
+	}
+	defer target.stop()
+	r, nc, relayCheck, err := startRelay(target, relayCfg, b, logger)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
 
 	projector := projections.NewProjector(b.events, b.views, b.locker, b.events.Appended, logger)
-	workers := []func(context.Context) error{projector.Run}
-	checks := b.checks
-	if *natsCfg.url != "" {
-		r, nc, check, err := startRelay(*natsCfg.url, relayCfg, b, logger)
-		if err != nil {
-			return err
-		}
-		defer nc.Close()
-		workers = append(workers, r.Run)
-		checks = append(checks, check)
-	}
 	api, err := httpapi.New(httpapi.Config{
 		Commands:    commands.NewHandler(b.events, projector),
 		Queries:     b.views,
 		Idempotency: b.idem,
-		JWTSecret:   []byte(*secret),
-		Checks:      checks,
+		JWTSecret:   []byte(secret),
+		Checks:      append(b.checks, relayCheck),
 		Logger:      logger,
 	})
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		return fmt.Errorf("listen for HTTP on %s: %w", *addr, err)
-	}
 
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	var running sync.WaitGroup
-	for _, work := range workers {
+	for _, work := range []func(context.Context) error{projector.Run, r.Run} {
 		running.Go(func() {
 			if err := work(workCtx); err != nil {
 				logger.Error("background worker stopped", "err", err)
@@ -112,7 +125,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	logger.Info("ledgerd serving", "http", ln.Addr().String())
+	logger.Info("ledgerd serving", "http", ln.Addr().String(), "nats", target.url, "embedded_store", storage.embedded())
+	printStartup(stderr, ln.Addr(), target, storage)
 
 	select {
 	case err := <-served:
@@ -127,4 +141,23 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	}
 	logger.Info("ledgerd stopped")
 	return nil
+}
+
+// printStartup tells a person, in a few lines, where everything is.
+func printStartup(w io.Writer, api net.Addr, target natsTarget, storage storageFlags) {
+	host := api.String()
+	if tcp, ok := api.(*net.TCPAddr); ok && tcp.IP.IsUnspecified() {
+		host = net.JoinHostPort("localhost", fmt.Sprint(tcp.Port))
+	}
+	data := "PostgreSQL (--database-url)"
+	tokenCmd := "ledgerd token --jwt-secret \"$LEDGER_JWT_SECRET\" --role engineer"
+	if storage.embedded() {
+		data = *storage.dataDir + " (SQLite, JetStream, token secret)"
+		tokenCmd = "ledgerd token --data-dir " + *storage.dataDir + " --role engineer"
+	}
+	nats := target.url
+	if target.embedded {
+		nats += " (embedded, JetStream)"
+	}
+	fmt.Fprintf(w, "ledgerd is running\n  API:   http://%s\n  NATS:  %s\n  data:  %s\n  token: %s\n", host, nats, data, tokenCmd)
 }

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/google/uuid"
@@ -30,6 +31,11 @@ type EventLog interface {
 type Waiter interface {
 	WaitFor(ctx context.Context, position int64) error
 }
+
+// waitTimeout bounds how long an appended command waits for the read
+// models. The wait is not cut short when the client goes away: the command
+// has happened, and an Idempotency-Key retry must get its answer.
+const waitTimeout = 10 * time.Second
 
 // maxAttempts bounds the reload-and-decide loop. Each failed attempt means
 // another append to the same session committed, so the bound is only hit
@@ -98,12 +104,22 @@ func (h *Handler) Execute(ctx context.Context, actor domain.Actor, session uuid.
 		if hd, ok := state.Handoff(handoffOf(decided[len(decided)-1])); ok {
 			res.Handoff = *hd
 		}
-		if h.waiter != nil {
-			if err := h.waiter.WaitFor(ctx, res.Position); err != nil {
-				return Result{}, fmt.Errorf("wait for read models: %w", err)
-			}
-		}
+		h.waitForReadModels(ctx, res.Position)
 		return res, nil
+	}
+}
+
+// waitForReadModels waits until the read models show the log up to
+// position. The events are recorded whatever happens here, so a read model
+// that lags too long is logged rather than reported as the command failing.
+func (h *Handler) waitForReadModels(ctx context.Context, position int64) {
+	if h.waiter == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), waitTimeout)
+	defer cancel()
+	if err := h.waiter.WaitFor(ctx, position); err != nil {
+		slog.ErrorContext(ctx, "read models lag behind an appended command", "position", position, "err", err)
 	}
 }
 

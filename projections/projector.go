@@ -227,37 +227,40 @@ func (p *Projector) wakeup() <-chan struct{} {
 	return p.wake()
 }
 
-// Rebuild replaces the read model with one built from the whole log. It
-// takes the projector's leadership lock, so it waits while a projector runs
-// anywhere, then resets and replays the log from position 0 in one
-// transaction, so readers see the old read model until the new one is
-// complete. The checkpoint ends at the last position of the log. Events of
-// unknown types are skipped and logged with slog.Default().
-func Rebuild(ctx context.Context, log Log, store Store, locker leader.Locker) error {
-	held, release, err := locker.Acquire(ctx, HandoffsProjector)
-	if err != nil {
-		return fmt.Errorf("rebuild: %w", err)
-	}
-	defer release()
-	from, err := store.Checkpoint(held, HandoffsProjector)
-	if err != nil {
-		return fmt.Errorf("rebuild: read checkpoint: %w", err)
-	}
-	to, err := lastPosition(held, log, from)
-	if err != nil {
-		return fmt.Errorf("rebuild: %w", err)
-	}
+// rebuildAttempts bounds how often Rebuild starts again because the running
+// projector moved the checkpoint under it.
+const rebuildAttempts = 5
+
+// Rebuild replays the whole log into fresh read models and moves the
+// checkpoint to the end of the log, all in one Store.Update transaction:
+// readers see the old tables until it commits, never empty ones. It can run
+// while projectors run: the checkpoint's compare-and-set makes whichever
+// commits second start again from where the other left off.
+func Rebuild(ctx context.Context, log Log, store Store) error {
 	a := applier{slog.Default().With("projector", HandoffsProjector)}
-	err = store.Update(held, HandoffsProjector, from, to, func(tx Tx) error {
-		if err := tx.Reset(held); err != nil {
-			return fmt.Errorf("reset: %w", err)
+	for attempt := 1; ; attempt++ {
+		from, err := store.Checkpoint(ctx, HandoffsProjector)
+		if err != nil {
+			return fmt.Errorf("rebuild: read checkpoint: %w", err)
 		}
-		return a.replay(held, tx, log, to)
-	})
-	if err != nil {
-		return fmt.Errorf("rebuild to position %d: %w", to, err)
+		to, err := lastPosition(ctx, log, from)
+		if err != nil {
+			return fmt.Errorf("rebuild: %w", err)
+		}
+		err = store.Update(ctx, HandoffsProjector, from, to, func(tx Tx) error {
+			if err := tx.Reset(ctx); err != nil {
+				return fmt.Errorf("reset: %w", err)
+			}
+			return a.replay(ctx, tx, log, to)
+		})
+		if errors.Is(err, ErrStaleCheckpoint) && attempt < rebuildAttempts {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("rebuild to position %d: %w", to, err)
+		}
+		return nil
 	}
-	return nil
 }
 
 // lastPosition returns the position of the last event of the log, reading

@@ -43,7 +43,7 @@ func rebuild(ctx context.Context, args []string, stderr io.Writer, logger *slog.
 	}
 	defer b.close()
 	start := time.Now()
-	if err := projections.Rebuild(ctx, b.events, b.views, b.locker); err != nil {
+	if err := projections.Rebuild(ctx, b.events, b.views); err != nil {
 		return err
 	}
 	pos, err := b.views.Checkpoint(ctx, projections.HandoffsProjector)

@@ -192,7 +192,7 @@ type querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
-// queryHandoffs runs a query of handoff rows; UUID arguments are passed as
+// queryHandoffs runs a query of handoff rows; callers pass UUIDs as
 // their canonical text, the form the table holds.
 func queryHandoffs(ctx context.Context, q querier, query string, args ...any) ([]domain.Handoff, error) {
 	rows, err := q.QueryContext(ctx, query, args...)

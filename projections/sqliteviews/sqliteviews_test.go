@@ -238,7 +238,7 @@ func TestRebuild_YieldsIdenticalTables(t *testing.T) {
 	readers := watchRowCount(t, l.events)
 	ctx, cancel := context.WithTimeout(t.Context(), settle)
 	defer cancel()
-	if err := projections.Rebuild(ctx, l.events, l.views, l.locker); err != nil {
+	if err := projections.Rebuild(ctx, l.events, l.views); err != nil {
 		t.Fatalf("rebuild: %v", err)
 	}
 	if lowest := readers(); lowest == 0 {

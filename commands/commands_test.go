@@ -1,0 +1,581 @@
+package commands_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/resolutionflow/ledgerd/commands"
+	"github.com/resolutionflow/ledgerd/domain"
+	"github.com/resolutionflow/ledgerd/eventcodec"
+	"github.com/resolutionflow/ledgerd/eventstore"
+	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
+	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
+	"github.com/resolutionflow/ledgerd/internal/pgtest"
+	"github.com/resolutionflow/ledgerd/leader"
+	"github.com/resolutionflow/ledgerd/projections"
+	"github.com/resolutionflow/ledgerd/projections/pgviews"
+	"github.com/resolutionflow/ledgerd/projections/sqliteviews"
+	"github.com/resolutionflow/ledgerd/projections/storetest"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// The projector is the handler's read-your-writes hook in every process.
+var _ commands.Waiter = (*projections.Projector)(nil)
+
+const (
+	// settle bounds every wait of a test, so that a broken handler fails
+	// the test instead of hanging it.
+	settle = 15 * time.Second
+	// racers is how many goroutines race for one session, and raceRounds
+	// how many races a test runs.
+	racers     = 32
+	raceRounds = 20
+)
+
+// eventLog is an event store of either backend: both signal their own
+// appends.
+type eventLog interface {
+	eventstore.Store
+	Appended() <-chan struct{}
+}
+
+// fixture is a fresh store of one backend, its read models and a projector
+// that runs only once a test starts it.
+type fixture struct {
+	log       eventLog
+	views     projections.Queries
+	projector *projections.Projector
+}
+
+// backend opens fixtures on one kind of store.
+type backend struct {
+	name string
+	open func(tb testing.TB) *fixture
+}
+
+var backends = []backend{
+	{"Postgres", openPostgres},
+	{"SQLite", openSQLite},
+}
+
+// forEachBackend runs test once on each backend, as a subtest named after
+// it.
+func forEachBackend(t *testing.T, test func(t *testing.T, f *fixture)) {
+	t.Helper()
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) { test(t, b.open(t)) })
+	}
+}
+
+// poolSize lets every racer hold a connection at once, with room for the
+// projector and the test's own reads.
+const poolSize = racers + 8
+
+func openPostgres(tb testing.TB) *fixture {
+	tb.Helper()
+	cfg, err := pgxpool.ParseConfig(pgtest.NewDatabase(tb))
+	if err != nil {
+		tb.Fatalf("parse database url: %v", err)
+	}
+	cfg.MaxConns = poolSize
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		tb.Fatalf("open pool: %v", err)
+	}
+	tb.Cleanup(pool.Close)
+	events := pgstore.New(pool)
+	return newFixture(tb, events, pgviews.New(pool))
+}
+
+func openSQLite(tb testing.TB) *fixture {
+	tb.Helper()
+	store, err := sqlitestore.Open(context.Background(), filepath.Join(tb.TempDir(), "ledger.db"))
+	if err != nil {
+		tb.Fatalf("open sqlite: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := store.Close(); err != nil {
+			tb.Errorf("close sqlite: %v", err)
+		}
+	})
+	return newFixture(tb, store, sqliteviews.New(store.DB(), store.ReadDB()))
+}
+
+func newFixture(tb testing.TB, log eventLog, views projections.Store) *fixture {
+	logger := slog.New(slog.NewTextHandler(tb.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return &fixture{
+		log:       log,
+		views:     views,
+		projector: projections.NewProjector(log, views, leader.NewLocal(), log.Appended, logger),
+	}
+}
+
+// handler returns a handler that does not wait for the read models.
+func (f *fixture) handler() *commands.Handler { return commands.NewHandler(f.log, nil) }
+
+// waitingHandler returns a handler that waits for the fixture's projector.
+func (f *fixture) waitingHandler() *commands.Handler {
+	return commands.NewHandler(f.log, f.projector)
+}
+
+// startProjector runs the projector until the test ends, then checks that
+// it stopped cleanly.
+func (f *fixture) startProjector(tb testing.TB) {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.projector.Run(ctx) }()
+	tb.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				tb.Errorf("projector: %v", err)
+			}
+		case <-time.After(settle):
+			tb.Errorf("projector did not stop within %v", settle)
+		}
+	})
+}
+
+// readStream returns the events of a session of an account.
+func (f *fixture) readStream(tb testing.TB, account, session uuid.UUID) []eventstore.Event {
+	tb.Helper()
+	events, err := f.log.ReadStream(tb.Context(), eventcodec.StreamName(account, session))
+	if err != nil {
+		tb.Fatalf("read stream: %v", err)
+	}
+	return events
+}
+
+// readAll returns the whole log.
+func (f *fixture) readAll(tb testing.TB) []eventstore.Event {
+	tb.Helper()
+	events, err := f.log.ReadAll(tb.Context(), 0, 10000)
+	if err != nil {
+		tb.Fatalf("read all: %v", err)
+	}
+	return events
+}
+
+// team is an account and a team of it.
+type team struct{ account, id uuid.UUID }
+
+func newTeam() team { return team{account: uuid.New(), id: uuid.New()} }
+
+// user returns a new user of the team with the given role.
+func (tm team) user(role domain.Role) domain.Actor {
+	return domain.Actor{UserID: uuid.New(), AccountID: tm.account, TeamID: tm.id, Role: role}
+}
+
+var t0 = time.Date(2025, 6, 1, 9, 0, 0, 0, time.UTC)
+
+// at returns the time of the tests' minute m.
+func at(m int) time.Time { return t0.Add(time.Duration(m) * time.Minute) }
+
+func create(by domain.Actor, intent domain.Intent, priority domain.Priority, when time.Time) domain.CreateHandoff {
+	return domain.CreateHandoff{
+		Actor: by, HandoffID: uuid.New(), Intent: intent, Priority: priority,
+		Notes: fmt.Sprintf("%s by %s", intent, by.UserID), At: when,
+	}
+}
+
+func claim(by domain.Actor, handoff uuid.UUID, when time.Time) domain.ClaimHandoff {
+	return domain.ClaimHandoff{Actor: by, HandoffID: handoff, At: when}
+}
+
+func withdraw(by domain.Actor, handoff uuid.UUID, when time.Time) domain.WithdrawHandoff {
+	return domain.WithdrawHandoff{Actor: by, HandoffID: handoff, At: when}
+}
+
+// execute runs a command that must succeed.
+func execute(tb testing.TB, h *commands.Handler, actor domain.Actor, session uuid.UUID, cmd domain.Command) commands.Result {
+	tb.Helper()
+	res, err := h.Execute(tb.Context(), actor, session, cmd, commands.Trace{RequestID: uuid.NewString()})
+	if err != nil {
+		tb.Fatalf("execute %T: %v (code %s)", cmd, err, domain.ErrorCode(err))
+	}
+	return res
+}
+
+// decode returns the domain event of a recorded one.
+func decode(tb testing.TB, e eventstore.Event) domain.Event {
+	tb.Helper()
+	d, err := eventcodec.Decode(e.Type, e.Data)
+	if err != nil {
+		tb.Fatalf("decode event %d of %s: %v", e.Version, e.Stream, err)
+	}
+	return d
+}
+
+// assertHandoff compares handoffs, times by instant.
+func assertHandoff(tb testing.TB, what string, got, want domain.Handoff) {
+	tb.Helper()
+	if !storetest.Equal(got, want) {
+		tb.Fatalf("%s:\n got %+v\nwant %+v", what, got, want)
+	}
+}
+
+// rejection checks the error of a rejected command.
+type rejection func(tb testing.TB, err error)
+
+// rejectedWith expects a *domain.Error with exactly this code and message.
+func rejectedWith(code domain.Code, msg string) rejection {
+	return func(tb testing.TB, err error) {
+		tb.Helper()
+		var e *domain.Error
+		if !errors.As(err, &e) || e.Code != code || e.Message != msg {
+			tb.Fatalf("err = %v (%T), want *domain.Error %s %q", err, err, code, msg)
+		}
+	}
+}
+
+// alreadyClaimed expects a *domain.ClaimedError naming the claimer and the
+// time of the claim.
+func alreadyClaimed(by uuid.UUID, when time.Time) rejection {
+	return func(tb testing.TB, err error) {
+		tb.Helper()
+		var c *domain.ClaimedError
+		if !errors.As(err, &c) || c.ClaimedBy != by || !c.ClaimedAt.Equal(when) {
+			tb.Fatalf("err = %v (%+v), want *domain.ClaimedError by %s at %v", err, c, by, when)
+		}
+		if domain.ErrorCode(err) != domain.ECONFLICT {
+			tb.Fatalf("code of %v = %s, want %s", err, domain.ErrorCode(err), domain.ECONFLICT)
+		}
+	}
+}
+
+// createdEvent is the event a successful creation of a handoff in session
+// records.
+func createdEvent(session uuid.UUID, c domain.CreateHandoff) domain.Event {
+	created := domain.HandoffCreated{
+		HandoffID: c.HandoffID, SessionID: session, AccountID: c.Actor.AccountID, TeamID: c.Actor.TeamID,
+		CreatedBy: c.Actor.UserID, Notes: c.Notes, Priority: c.Priority, At: c.At,
+	}
+	if c.Intent == domain.IntentEscalate {
+		return domain.HandoffEscalated{HandoffCreated: created}
+	}
+	return domain.HandoffParked{HandoffCreated: created}
+}
+
+// metadata is what the handler records about the request behind an event.
+func metadata(actor domain.Actor, requestID, correlationID string) eventstore.Metadata {
+	return eventstore.Metadata{
+		ActorID:       actor.UserID.String(),
+		AccountID:     actor.AccountID.String(),
+		TeamID:        actor.TeamID.String(),
+		Role:          string(actor.Role),
+		CorrelationID: correlationID,
+		CausationID:   requestID,
+		RequestID:     requestID,
+	}
+}
+
+// TestExecute_ReturnsHandoffAndRecordsEvents plays the life of a session:
+// park, claim, escalate, withdraw. Each Execute returns the handoff it
+// touched as it now stands and the position of the event it appended; the
+// stream holds exactly those events, with the request's metadata.
+func TestExecute_ReturnsHandoffAndRecordsEvents(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f *fixture) {
+		tm, session := newTeam(), uuid.New()
+		alice, bob := tm.user(domain.RoleEngineer), tm.user(domain.RoleAdmin)
+		parked := create(alice, domain.IntentPark, domain.PriorityHigh, at(0))
+		escalated := create(bob, domain.IntentEscalate, domain.PriorityUrgent, at(2))
+
+		h1 := domain.Handoff{
+			ID: parked.HandoffID, SessionID: session, AccountID: tm.account, TeamID: tm.id,
+			Intent: domain.IntentPark, Notes: parked.Notes, Priority: domain.PriorityHigh,
+			Status: domain.StatusOpen, CreatedBy: alice.UserID, CreatedAt: at(0),
+		}
+		h1Claimed := h1
+		h1Claimed.Status, h1Claimed.ClaimedBy, h1Claimed.ClaimedAt = domain.StatusClaimed, bob.UserID, at(1)
+		h2 := domain.Handoff{
+			ID: escalated.HandoffID, SessionID: session, AccountID: tm.account, TeamID: tm.id,
+			Intent: domain.IntentEscalate, Notes: escalated.Notes, Priority: domain.PriorityUrgent,
+			Status: domain.StatusOpen, CreatedBy: bob.UserID, CreatedAt: at(2),
+		}
+		h2Withdrawn := h2
+		h2Withdrawn.Status, h2Withdrawn.WithdrawnAt = domain.StatusWithdrawn, at(3)
+
+		steps := []struct {
+			name      string
+			actor     domain.Actor
+			cmd       domain.Command
+			trace     commands.Trace
+			want      domain.Handoff
+			wantEvent domain.Event
+			wantMeta  eventstore.Metadata
+		}{
+			{"park", alice, parked, commands.Trace{RequestID: "req-park"}, h1,
+				createdEvent(session, parked),
+				metadata(alice, "req-park", "req-park")},
+			{"claim", bob, claim(bob, parked.HandoffID, at(1)), commands.Trace{RequestID: "req-claim", CorrelationID: "flow-1"}, h1Claimed,
+				domain.HandoffClaimed{HandoffID: parked.HandoffID, SessionID: session, ClaimedBy: bob.UserID, Role: domain.RoleAdmin, At: at(1)},
+				metadata(bob, "req-claim", "flow-1")},
+			{"escalate", bob, escalated, commands.Trace{RequestID: "req-escalate", CorrelationID: "flow-1"}, h2,
+				createdEvent(session, escalated),
+				metadata(bob, "req-escalate", "flow-1")},
+			{"withdraw", bob, withdraw(bob, escalated.HandoffID, at(3)), commands.Trace{RequestID: "req-withdraw"}, h2Withdrawn,
+				domain.HandoffWithdrawn{HandoffID: escalated.HandoffID, SessionID: session, WithdrawnBy: bob.UserID, At: at(3)},
+				metadata(bob, "req-withdraw", "req-withdraw")},
+		}
+
+		h := f.handler()
+		positions := make([]int64, len(steps))
+		for i, s := range steps {
+			res, err := h.Execute(t.Context(), s.actor, session, s.cmd, s.trace)
+			if err != nil {
+				t.Fatalf("%s: %v", s.name, err)
+			}
+			assertHandoff(t, s.name+": result", res.Handoff, s.want)
+			positions[i] = res.Position
+		}
+
+		events := f.readStream(t, tm.account, session)
+		if len(events) != len(steps) {
+			t.Fatalf("stream has %d events, want %d: %+v", len(events), len(steps), events)
+		}
+		for i, s := range steps {
+			e := events[i]
+			if e.Position != positions[i] {
+				t.Errorf("%s: result position %d, event recorded at %d", s.name, positions[i], e.Position)
+			}
+			if e.Stream != eventcodec.StreamName(tm.account, session) || e.Version != int64(i+1) || e.Type != s.wantEvent.EventType() {
+				t.Errorf("%s: recorded as %s in %s version %d, want %s in %s version %d",
+					s.name, e.Type, e.Stream, e.Version, s.wantEvent.EventType(), eventcodec.StreamName(tm.account, session), i+1)
+			}
+			if _, err := ulid.ParseStrict(e.ID); err != nil {
+				t.Errorf("%s: event id %q is not a ULID: %v", s.name, e.ID, err)
+			}
+			if got := decode(t, e); !reflect.DeepEqual(got, s.wantEvent) {
+				t.Errorf("%s: event\n got %#v\nwant %#v", s.name, got, s.wantEvent)
+			}
+			if e.Metadata != s.wantMeta {
+				t.Errorf("%s: metadata\n got %+v\nwant %+v", s.name, e.Metadata, s.wantMeta)
+			}
+		}
+		if !slices.IsSorted(positions) || len(slices.Compact(slices.Clone(positions))) != len(positions) {
+			t.Errorf("positions %v do not increase", positions)
+		}
+	})
+}
+
+// TestExecute_RejectedCommandAppendsNothing gives commands the domain
+// rejects to a session with history: each returns the domain's error and a
+// zero result, and the log is unchanged, in this account and the other.
+func TestExecute_RejectedCommandAppendsNothing(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f *fixture) {
+		tm, session := newTeam(), uuid.New()
+		alice, bob, erin := tm.user(domain.RoleEngineer), tm.user(domain.RoleAdmin), tm.user(domain.RoleEngineer)
+		viewer := tm.user(domain.RoleViewer)
+		mallory := newTeam().user(domain.RoleOwner)
+
+		// Alice parks h1, Bob claims it (and so holds the session) and
+		// escalates h2, which is open.
+		h := f.handler()
+		parked := create(alice, domain.IntentPark, domain.PriorityNormal, at(0))
+		execute(t, h, alice, session, parked)
+		execute(t, h, bob, session, claim(bob, parked.HandoffID, at(1)))
+		escalated := create(bob, domain.IntentEscalate, domain.PriorityUrgent, at(2))
+		execute(t, h, bob, session, escalated)
+		h1, h2 := parked.HandoffID, escalated.HandoffID
+
+		invalid := create(bob, domain.IntentPark, "asap", at(5))
+		cases := []struct {
+			name    string
+			actor   domain.Actor
+			session uuid.UUID
+			cmd     domain.Command
+			want    rejection
+		}{
+			{"viewer claims", viewer, session, claim(viewer, h2, at(5)),
+				rejectedWith(domain.EFORBIDDEN, domain.MsgClaimRoleNeeded)},
+			{"claim a claimed handoff", erin, session, claim(erin, h1, at(5)),
+				alreadyClaimed(bob.UserID, at(1))},
+			{"the claimer claims again", bob, session, claim(bob, h1, at(5)),
+				alreadyClaimed(bob.UserID, at(1))},
+			{"claim an unknown handoff", erin, session, claim(erin, uuid.New(), at(5)),
+				rejectedWith(domain.ENOTFOUND, domain.MsgHandoffNotFound)},
+			{"the former holder parks", alice, session, create(alice, domain.IntentPark, domain.PriorityLow, at(5)),
+				rejectedWith(domain.ENOTFOUND, domain.MsgSessionNotFound)},
+			{"the holder parks over an open handoff", bob, session, create(bob, domain.IntentPark, domain.PriorityLow, at(5)),
+				rejectedWith(domain.ECONFLICT, domain.MsgOpenHandoffExist)},
+			{"invalid priority", bob, session, invalid,
+				rejectedWith(domain.EINVALID, "priority must be one of low, normal, high, urgent")},
+			{"a non-holder withdraws", erin, session, withdraw(erin, h2, at(5)),
+				rejectedWith(domain.ENOTFOUND, domain.MsgSessionNotFound)},
+			{"the holder withdraws a claimed handoff", bob, session, withdraw(bob, h1, at(5)),
+				alreadyClaimed(bob.UserID, at(1))},
+			{"withdraw on a session without events", alice, uuid.New(), withdraw(alice, h1, at(5)),
+				rejectedWith(domain.ENOTFOUND, domain.MsgSessionNotFound)},
+			{"another account claims", mallory, session, claim(mallory, h2, at(5)),
+				rejectedWith(domain.ENOTFOUND, domain.MsgHandoffNotFound)},
+			{"another account withdraws", mallory, session, withdraw(mallory, h2, at(5)),
+				rejectedWith(domain.ENOTFOUND, domain.MsgSessionNotFound)},
+		}
+		for _, c := range cases {
+			t.Run(c.name, func(t *testing.T) {
+				before := f.readAll(t)
+				res, err := h.Execute(t.Context(), c.actor, c.session, c.cmd, commands.Trace{RequestID: uuid.NewString()})
+				c.want(t, err)
+				if res != (commands.Result{}) {
+					t.Errorf("rejected command returned %+v", res)
+				}
+				if after := f.readAll(t); !reflect.DeepEqual(after, before) {
+					t.Errorf("the log changed:\nbefore %+v\n after %+v", before, after)
+				}
+				if n := len(f.readStream(t, c.actor.AccountID, c.session)); c.actor.AccountID != tm.account && n != 0 {
+					t.Errorf("the other account's stream has %d events", n)
+				}
+			})
+		}
+		// The rejection of a later attempt on the withdrawn handoff names
+		// the withdrawal.
+		execute(t, h, bob, session, withdraw(bob, h2, at(6)))
+		before := f.readAll(t)
+		_, err := h.Execute(t.Context(), bob, session, withdraw(bob, h2, at(7)), commands.Trace{RequestID: "again"})
+		rejectedWith(domain.ECONFLICT, domain.MsgHandoffWithdrawn)(t, err)
+		if after := f.readAll(t); !reflect.DeepEqual(after, before) {
+			t.Errorf("the second withdrawal changed the log:\nbefore %+v\n after %+v", before, after)
+		}
+	})
+}
+
+// outcome is what one racer's Execute returned.
+type outcome struct {
+	res commands.Result
+	err error
+}
+
+// race runs n calls of fn at once: each goroutine waits at a barrier until
+// all have started, so that their loads and appends overlap.
+func race(n int, fn func(i int) (commands.Result, error)) []outcome {
+	out := make([]outcome, n)
+	var started, done sync.WaitGroup
+	barrier := make(chan struct{})
+	for i := range n {
+		started.Add(1)
+		done.Go(func() {
+			started.Done()
+			<-barrier
+			out[i].res, out[i].err = fn(i)
+		})
+	}
+	started.Wait()
+	close(barrier)
+	done.Wait()
+	return out
+}
+
+// winner returns the index of the only outcome without an error.
+func winner(tb testing.TB, outcomes []outcome) int {
+	tb.Helper()
+	won := -1
+	for i, o := range outcomes {
+		if o.err != nil {
+			continue
+		}
+		if won >= 0 {
+			tb.Fatalf("racers %d and %d both succeeded: %+v and %+v", won, i, outcomes[won].res, o.res)
+		}
+		won = i
+	}
+	if won < 0 {
+		tb.Fatalf("no racer succeeded; first error: %v", outcomes[0].err)
+	}
+	return won
+}
+
+// TestExecute_ConcurrentClaimsHaveOneWinner has many engineers claim one
+// open handoff at once, round after round: exactly one claim succeeds,
+// every other claimer gets "Handoff already claimed" naming the winner, and
+// the stream records one HandoffClaimed.
+func TestExecute_ConcurrentClaimsHaveOneWinner(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f *fixture) {
+		h := f.handler()
+		roles := []domain.Role{domain.RoleEngineer, domain.RoleAdmin, domain.RoleOwner}
+		for round := range raceRounds {
+			tm, session := newTeam(), uuid.New()
+			parked := create(tm.user(domain.RoleEngineer), domain.IntentEscalate, domain.PriorityHigh, at(0))
+			execute(t, h, parked.Actor, session, parked)
+
+			claims := make([]domain.ClaimHandoff, racers)
+			for i := range claims {
+				// Distinct times tell whose claim an error reports.
+				claims[i] = claim(tm.user(roles[i%len(roles)]), parked.HandoffID, at(1).Add(time.Duration(i)*time.Microsecond))
+			}
+			outcomes := race(racers, func(i int) (commands.Result, error) {
+				return h.Execute(t.Context(), claims[i].Actor, session, claims[i], commands.Trace{RequestID: uuid.NewString()})
+			})
+
+			won := claims[winner(t, outcomes)]
+			for i, o := range outcomes {
+				if o.err != nil {
+					alreadyClaimed(won.Actor.UserID, won.At)(t, o.err)
+					continue
+				}
+				if o.res.Handoff.Status != domain.StatusClaimed || o.res.Handoff.ClaimedBy != won.Actor.UserID || !o.res.Handoff.ClaimedAt.Equal(won.At) {
+					t.Fatalf("round %d: winner %d got %+v", round, i, o.res.Handoff)
+				}
+			}
+			events := f.readStream(t, tm.account, session)
+			want := domain.HandoffClaimed{HandoffID: parked.HandoffID, SessionID: session, ClaimedBy: won.Actor.UserID, Role: won.Actor.Role, At: won.At}
+			if len(events) != 2 || !reflect.DeepEqual(decode(t, events[1]), want) {
+				t.Fatalf("round %d: stream %+v, want the escalation and one claim %+v", round, events, want)
+			}
+		}
+	})
+}
+
+// TestExecute_ConcurrentCreatesOpenOneHandoff has several would-be holders
+// create a handoff on one new session at once, from many goroutines, round
+// after round: exactly one creation succeeds; the winner's other attempts
+// meet its open handoff and everybody else's meet a session they do not
+// hold; the stream records one handoff.
+func TestExecute_ConcurrentCreatesOpenOneHandoff(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f *fixture) {
+		h := f.handler()
+		intents := []domain.Intent{domain.IntentPark, domain.IntentEscalate}
+		for round := range raceRounds {
+			tm, session := newTeam(), uuid.New()
+			users := []domain.Actor{tm.user(domain.RoleEngineer), tm.user(domain.RoleEngineer), tm.user(domain.RoleAdmin), tm.user(domain.RoleOwner)}
+			creates := make([]domain.CreateHandoff, racers)
+			for i := range creates {
+				creates[i] = create(users[i%len(users)], intents[i%len(intents)], domain.PriorityNormal, at(0))
+			}
+			outcomes := race(racers, func(i int) (commands.Result, error) {
+				return h.Execute(t.Context(), creates[i].Actor, session, creates[i], commands.Trace{RequestID: uuid.NewString()})
+			})
+
+			w := winner(t, outcomes)
+			won := creates[w]
+			for i, o := range outcomes {
+				switch {
+				case i == w:
+				case creates[i].Actor == won.Actor:
+					rejectedWith(domain.ECONFLICT, domain.MsgOpenHandoffExist)(t, o.err)
+				default:
+					rejectedWith(domain.ENOTFOUND, domain.MsgSessionNotFound)(t, o.err)
+				}
+			}
+			events := f.readStream(t, tm.account, session)
+			if want := createdEvent(session, won); len(events) != 1 || !reflect.DeepEqual(decode(t, events[0]), want) {
+				t.Fatalf("round %d: stream %+v, want only the winner's %#v", round, events, want)
+			}
+		}
+	})
+}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"sync"
@@ -14,7 +13,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/oklog/ulid/v2"
 
 	"github.com/resolutionflow/ledgerd/commands"
@@ -22,8 +20,9 @@ import (
 	"github.com/resolutionflow/ledgerd/eventcodec"
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
-	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
+	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
+	"github.com/resolutionflow/ledgerd/internal/sqlitetest"
 	"github.com/resolutionflow/ledgerd/leader"
 	"github.com/resolutionflow/ledgerd/projections"
 	"github.com/resolutionflow/ledgerd/projections/pgviews"
@@ -87,31 +86,14 @@ const poolSize = racers + 8
 
 func openPostgres(tb testing.TB) *fixture {
 	tb.Helper()
-	cfg, err := pgxpool.ParseConfig(pgtest.NewDatabase(tb))
-	if err != nil {
-		tb.Fatalf("parse database url: %v", err)
-	}
-	cfg.MaxConns = poolSize
-	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		tb.Fatalf("open pool: %v", err)
-	}
-	tb.Cleanup(pool.Close)
+	pool := pgtest.NewPool(tb, poolSize)
 	events := pgstore.New(pool)
 	return newFixture(tb, events, pgviews.New(pool))
 }
 
 func openSQLite(tb testing.TB) *fixture {
 	tb.Helper()
-	store, err := sqlitestore.Open(context.Background(), filepath.Join(tb.TempDir(), "ledger.db"))
-	if err != nil {
-		tb.Fatalf("open sqlite: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := store.Close(); err != nil {
-			tb.Errorf("close sqlite: %v", err)
-		}
-	})
+	store := sqlitetest.Open(tb)
 	return newFixture(tb, store, sqliteviews.New(store.DB(), store.ReadDB()))
 }
 
@@ -136,20 +118,7 @@ func (f *fixture) waitingHandler() *commands.Handler {
 // it stopped cleanly.
 func (f *fixture) startProjector(tb testing.TB) {
 	tb.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- f.projector.Run(ctx) }()
-	tb.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				tb.Errorf("projector: %v", err)
-			}
-		case <-time.After(settle):
-			tb.Errorf("projector did not stop within %v", settle)
-		}
-	})
+	ledgertest.Go(context.Background(), tb, "projector", f.projector.Run)
 }
 
 // readStream returns the events of a session of an account.

@@ -15,6 +15,7 @@ import (
 	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
 	"github.com/resolutionflow/ledgerd/httpapi"
 	"github.com/resolutionflow/ledgerd/idempotency"
+	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
 	"github.com/resolutionflow/ledgerd/leader"
 	"github.com/resolutionflow/ledgerd/migrations"
@@ -43,16 +44,7 @@ func newPostgresBackend(tb testing.TB) Backend {
 // connections.
 func newPostgresBackendOfSize(tb testing.TB, maxConns int32) Backend {
 	tb.Helper()
-	cfg, err := pgxpool.ParseConfig(pgtest.NewDatabase(tb))
-	if err != nil {
-		tb.Fatalf("parse database url: %v", err)
-	}
-	cfg.MaxConns = maxConns
-	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		tb.Fatalf("open pool: %v", err)
-	}
-	tb.Cleanup(pool.Close)
+	pool := pgtest.NewPool(tb, maxConns)
 
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	events := pgstore.New(pool)
@@ -76,15 +68,8 @@ func newPostgresBackendOfSize(tb testing.TB, maxConns int32) Backend {
 // runInBackground runs fn until the test ends and then checks that it
 // stopped without an error.
 func runInBackground(tb testing.TB, fn func(context.Context) error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- fn(ctx) }()
-	tb.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			tb.Errorf("background run: %v", err)
-		}
-	})
+	tb.Helper()
+	ledgertest.Go(context.Background(), tb, "background run", fn)
 }
 
 // postgresChecks are the readiness checks serve uses: the database answers

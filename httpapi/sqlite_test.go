@@ -4,13 +4,13 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"testing"
 
 	"github.com/resolutionflow/ledgerd/commands"
 	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
 	"github.com/resolutionflow/ledgerd/httpapi"
 	"github.com/resolutionflow/ledgerd/idempotency"
+	"github.com/resolutionflow/ledgerd/internal/sqlitetest"
 	"github.com/resolutionflow/ledgerd/leader"
 	"github.com/resolutionflow/ledgerd/projections"
 	"github.com/resolutionflow/ledgerd/projections/sqliteviews"
@@ -25,15 +25,7 @@ func TestClaimRace_SQLite(t *testing.T) { testClaimRace(t, newSQLiteBackend) }
 // test ends.
 func newSQLiteBackend(tb testing.TB) Backend {
 	tb.Helper()
-	store, err := sqlitestore.Open(context.Background(), filepath.Join(tb.TempDir(), "ledger.db"))
-	if err != nil {
-		tb.Fatalf("open sqlite: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := store.Close(); err != nil {
-			tb.Errorf("close sqlite: %v", err)
-		}
-	})
+	store := sqlitetest.Open(tb)
 
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	views := sqliteviews.New(store.DB(), store.ReadDB())

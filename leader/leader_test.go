@@ -29,23 +29,13 @@ func implementations() map[string]func(tb testing.TB) (a, b leader.Locker) {
 	return map[string]func(tb testing.TB) (a, b leader.Locker){
 		"Postgres": func(tb testing.TB) (a, b leader.Locker) {
 			url := pgtest.NewDatabase(tb)
-			return leader.NewPostgres(newPool(tb, url), slog.Default()), leader.NewPostgres(newPool(tb, url), slog.Default())
+			return leader.NewPostgres(pgtest.Pool(tb, url, 0), slog.Default()), leader.NewPostgres(pgtest.Pool(tb, url, 0), slog.Default())
 		},
 		"Local": func(tb testing.TB) (a, b leader.Locker) {
 			l := leader.NewLocal()
 			return l, l
 		},
 	}
-}
-
-func newPool(tb testing.TB, url string) *pgxpool.Pool {
-	tb.Helper()
-	pool, err := pgxpool.New(tb.Context(), url)
-	if err != nil {
-		tb.Fatalf("open pool: %v", err)
-	}
-	tb.Cleanup(pool.Close)
-	return pool
 }
 
 // forEachLocker runs test in parallel subtests, one per Locker.
@@ -231,9 +221,9 @@ func TestLocker_MutualExclusion(t *testing.T) {
 func TestPostgres_TakeoverWhenHolderConnectionDies(t *testing.T) {
 	t.Parallel()
 	url := pgtest.NewDatabase(t)
-	admin := newPool(t, url)
-	a := leader.NewPostgres(newPool(t, url), slog.Default())
-	b := leader.NewPostgres(newPool(t, url), slog.Default())
+	admin := pgtest.Pool(t, url, 0)
+	a := leader.NewPostgres(pgtest.Pool(t, url, 0), slog.Default())
+	b := leader.NewPostgres(pgtest.Pool(t, url, 0), slog.Default())
 
 	holder, waiter := a, b
 	held, _ := mustAcquire(t, holder, "projector")

@@ -2,7 +2,6 @@ package projections_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -19,6 +18,7 @@ import (
 	"github.com/resolutionflow/ledgerd/commands"
 	"github.com/resolutionflow/ledgerd/domain"
 	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
+	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
 	"github.com/resolutionflow/ledgerd/leader"
 	"github.com/resolutionflow/ledgerd/projections"
@@ -60,22 +60,15 @@ type processOptions struct {
 func newProcess(tb testing.TB, url, name string, opts processOptions) *process {
 	tb.Helper()
 	p := &process{name: name}
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		tb.Fatalf("parse %s: %v", url, err)
-	}
-	cfg.MaxConns = 10
-	cfg.ConnConfig.RuntimeParams["application_name"] = name
-	cfg.BeforeConnect = func(context.Context, *pgx.ConnConfig) error {
-		if p.offline.Load() {
-			return fmt.Errorf("process %s is offline", name)
+	p.pool = pgtest.Pool(tb, url, 10, func(cfg *pgxpool.Config) {
+		cfg.ConnConfig.RuntimeParams["application_name"] = name
+		cfg.BeforeConnect = func(context.Context, *pgx.ConnConfig) error {
+			if p.offline.Load() {
+				return fmt.Errorf("process %s is offline", name)
+			}
+			return nil
 		}
-		return nil
-	}
-	if p.pool, err = pgxpool.NewWithConfig(tb.Context(), cfg); err != nil {
-		tb.Fatalf("open pool: %v", err)
-	}
-	tb.Cleanup(p.pool.Close)
+	})
 	p.events = pgstore.New(p.pool)
 	p.views = pgviews.New(p.pool)
 	var store projections.Store = p.views
@@ -105,22 +98,7 @@ func (w boundedWaiter) WaitFor(ctx context.Context, position int64) error {
 // stop reports an error Run returned.
 func (p *process) start(tb testing.TB) (stop func()) {
 	tb.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.projector.Run(ctx) }()
-	stop = sync.OnceFunc(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				tb.Errorf("projector of %s: %v", p.name, err)
-			}
-		case <-time.After(settle):
-			tb.Errorf("projector of %s did not stop within %v", p.name, settle)
-		}
-	})
-	tb.Cleanup(stop)
-	return stop
+	return ledgertest.Go(context.Background(), tb, "projector of "+p.name, p.projector.Run)
 }
 
 // waitFor waits until the read models reach position, through proj.
@@ -218,88 +196,19 @@ func creation(h *commands.Handler, actor domain.Actor, intent domain.Intent, pri
 	}
 }
 
-var priorities = []domain.Priority{domain.PriorityLow, domain.PriorityNormal, domain.PriorityHigh, domain.PriorityUrgent}
-
-// story plays out the life of a new session of sc and returns the session
-// and the position of its last event: an engineer parks it, an admin claims
-// it and escalates it, and for odd i withdraws the escalation. The commands
-// go through h in order, so their times increase.
-func story(ctx context.Context, h *commands.Handler, sc scope, i int) (session uuid.UUID, last int64, err error) {
-	session = uuid.New()
-	do := func(cmd domain.Command, actor domain.Actor) {
-		if err != nil {
-			return
-		}
-		var res commands.Result
-		res, err = h.Execute(ctx, actor, session, cmd, commands.Trace{RequestID: uuid.NewString()})
-		last = res.Position
-	}
-	owner, senior := sc.actor(domain.RoleEngineer), sc.actor(domain.RoleAdmin)
-	parked := creation(h, owner, domain.IntentPark, priorities[i%len(priorities)])
-	do(parked, owner)
-	do(domain.ClaimHandoff{Actor: senior, HandoffID: parked.HandoffID, At: h.Now()}, senior)
-	escalated := creation(h, senior, domain.IntentEscalate, priorities[(i+1)%len(priorities)])
-	do(escalated, senior)
-	if i%2 == 1 {
-		do(domain.WithdrawHandoff{Actor: senior, HandoffID: escalated.HandoffID, At: h.Now()}, senior)
-	}
-	if err != nil {
-		return session, last, fmt.Errorf("story %d: %w", i, err)
-	}
-	return session, last, nil
-}
-
-// stories plays n stories of sc at once, on up to 8 goroutines, and returns
+// stories plays n stories of sc at once (storetest.Stories) and returns
 // their sessions and the highest position appended.
 func stories(tb testing.TB, h *commands.Handler, sc scope, n int) ([]uuid.UUID, int64) {
 	tb.Helper()
-	sessions := make([]uuid.UUID, n)
-	lasts := make([]int64, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 8)
-	for i := range n {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			sessions[i], lasts[i], errs[i] = story(tb.Context(), h, sc, i)
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		tb.Fatal(err)
-	}
-	return sessions, slices.Max(lasts)
+	return storetest.Stories(tb, h, sc.account, sc.team, n)
 }
 
 // assertMatchesLog checks the read model against the sessions' state
-// folded from their streams: each session's history holds the same
-// handoffs, newest first, and the table holds no others.
+// folded from their streams (storetest.AssertHistories), and that the
+// table holds no other handoffs.
 func assertMatchesLog(tb testing.TB, p *process, sc scope, sessions []uuid.UUID) {
 	tb.Helper()
-	loader := commands.NewHandler(p.events, nil)
-	total := 0
-	for _, session := range sessions {
-		state, err := loader.Load(tb.Context(), sc.account, session)
-		if err != nil {
-			tb.Fatalf("load session %s: %v", session, err)
-		}
-		want := slices.Clone(state.Handoffs)
-		slices.Reverse(want)
-		got, err := p.views.History(tb.Context(), sc.account, session)
-		if err != nil {
-			tb.Fatalf("history of %s: %v", session, err)
-		}
-		total += len(want)
-		if len(got) != len(want) {
-			tb.Fatalf("session %s: history has %d handoffs, the log %d", session, len(got), len(want))
-		}
-		for i := range got {
-			if !storetest.Equal(got[i], want[i]) {
-				tb.Errorf("session %s handoff %d:\nread model %+v\nlog        %+v", session, i, got[i], want[i])
-			}
-		}
-	}
+	total := storetest.AssertHistories(tb, commands.NewHandler(p.events, nil), p.views, sc.account, sessions)
 	if n := countHandoffs(tb, p.pool); n != total {
 		tb.Errorf("handoffs table has %d rows, the log %d handoffs", n, total)
 	}
@@ -312,14 +221,4 @@ func countHandoffs(tb testing.TB, pool *pgxpool.Pool) int {
 		tb.Fatalf("count handoffs: %v", err)
 	}
 	return n
-}
-
-// checkpoint returns the stored checkpoint of the handoffs projector.
-func checkpoint(tb testing.TB, store projections.Store) int64 {
-	tb.Helper()
-	pos, err := store.Checkpoint(tb.Context(), projections.HandoffsProjector)
-	if err != nil {
-		tb.Fatalf("checkpoint: %v", err)
-	}
-	return pos
 }

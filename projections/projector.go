@@ -227,40 +227,32 @@ func (p *Projector) wakeup() <-chan struct{} {
 	return p.wake()
 }
 
-// rebuildAttempts bounds how often Rebuild starts again because the running
-// projector moved the checkpoint under it.
-const rebuildAttempts = 5
-
-// Rebuild replays the whole log into fresh read models and moves the
+// Rebuild replays the whole log into fresh read models and sets the
 // checkpoint to the end of the log, all in one Store.Update transaction:
 // readers see the old tables until it commits, never empty ones. It can run
-// while projectors run: the checkpoint's compare-and-set makes whichever
-// commits second start again from where the other left off.
+// while a projector runs: the rebuild takes the checkpoint first, so the
+// projector's next batch waits, finds the checkpoint moved, and carries on
+// from the rebuild's end; a batch it committed before is wiped and replayed.
 func Rebuild(ctx context.Context, log Log, store Store) error {
-	a := applier{slog.Default().With("projector", HandoffsProjector)}
-	for attempt := 1; ; attempt++ {
-		from, err := store.Checkpoint(ctx, HandoffsProjector)
-		if err != nil {
-			return fmt.Errorf("rebuild: read checkpoint: %w", err)
-		}
-		to, err := lastPosition(ctx, log, from)
-		if err != nil {
-			return fmt.Errorf("rebuild: %w", err)
-		}
-		err = store.Update(ctx, HandoffsProjector, from, to, func(tx Tx) error {
-			if err := tx.Reset(ctx); err != nil {
-				return fmt.Errorf("reset: %w", err)
-			}
-			return a.replay(ctx, tx, log, to)
-		})
-		if errors.Is(err, ErrStaleCheckpoint) && attempt < rebuildAttempts {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("rebuild to position %d: %w", to, err)
-		}
-		return nil
+	applied, err := store.Checkpoint(ctx, HandoffsProjector)
+	if err != nil {
+		return fmt.Errorf("rebuild: read checkpoint: %w", err)
 	}
+	to, err := lastPosition(ctx, log, applied)
+	if err != nil {
+		return fmt.Errorf("rebuild: %w", err)
+	}
+	a := applier{slog.Default().With("projector", HandoffsProjector)}
+	err = store.Update(ctx, HandoffsProjector, AnyCheckpoint, to, func(tx Tx) error {
+		if err := tx.Reset(ctx); err != nil {
+			return fmt.Errorf("reset: %w", err)
+		}
+		return a.replay(ctx, tx, log, to)
+	})
+	if err != nil {
+		return fmt.Errorf("rebuild to position %d: %w", to, err)
+	}
+	return nil
 }
 
 // lastPosition returns the position of the last event of the log, reading

@@ -17,6 +17,7 @@ import (
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
 	"github.com/resolutionflow/ledgerd/leader"
+	"github.com/resolutionflow/ledgerd/projections/storetest"
 )
 
 func TestProjector_AppliesEveryEventOnce(t *testing.T) {
@@ -29,7 +30,7 @@ func TestProjector_AppliesEveryEventOnce(t *testing.T) {
 	waitFor(t, p.projector, last)
 	assertMatchesLog(t, p, sc, sessions)
 	moves.assertChain(t, last)
-	if got := checkpoint(t, p.views); got != last {
+	if got := storetest.Checkpoint(t, p.views); got != last {
 		t.Errorf("checkpoint = %d, want the last position %d", got, last)
 	}
 }
@@ -178,7 +179,7 @@ func TestQueue_ScopedToAccountAndTeam(t *testing.T) {
 	theirs := createIn(t, p.commands, otherTeam.actor(domain.RoleEngineer), domain.IntentEscalate, domain.PriorityUrgent).HandoffID
 	foreign := createIn(t, p.commands, otherAccount.actor(domain.RoleEngineer), domain.IntentEscalate, domain.PriorityUrgent).HandoffID
 	// Claimed and withdrawn handoffs leave the queue.
-	claimedSession, _, err := story(t.Context(), p.commands, sc, 1) // ends withdrawn
+	claimedSession, _, err := storetest.Story(t.Context(), p.commands, sc.account, sc.team, 1) // ends withdrawn
 	if err != nil {
 		t.Fatal(err)
 	}

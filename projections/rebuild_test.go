@@ -10,6 +10,7 @@ import (
 	"github.com/resolutionflow/ledgerd/commands"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
 	"github.com/resolutionflow/ledgerd/projections"
+	"github.com/resolutionflow/ledgerd/projections/storetest"
 )
 
 func rebuild(tb testing.TB, p *process) {
@@ -48,7 +49,7 @@ func TestRebuild_YieldsIdenticalTables(t *testing.T) {
 	waitFor(t, p.projector, last)
 	stop()
 
-	want, wantCheckpoint := dumpHandoffs(t, p.pool), checkpoint(t, p.views)
+	want, wantCheckpoint := dumpHandoffs(t, p.pool), storetest.Checkpoint(t, p.views)
 	_, err := p.pool.Exec(t.Context(), `
 		WITH victim AS (SELECT id FROM handoffs ORDER BY id LIMIT 1)
 		DELETE FROM handoffs WHERE id IN (SELECT id FROM victim);
@@ -63,7 +64,10 @@ func TestRebuild_YieldsIdenticalTables(t *testing.T) {
 		t.Fatal("damaging the read model changed nothing")
 	}
 
-	readers := watchRowCount(t, p.pool)
+	readers := storetest.WatchLowest(t, func(ctx context.Context) (n int, err error) {
+		err = p.pool.QueryRow(ctx, `SELECT count(*) FROM handoffs`).Scan(&n)
+		return n, err
+	})
 	rebuild(t, p)
 	if minRows := readers(); minRows == 0 {
 		t.Errorf("a reader saw an empty handoffs table during the rebuild")
@@ -71,48 +75,8 @@ func TestRebuild_YieldsIdenticalTables(t *testing.T) {
 	if got := dumpHandoffs(t, p.pool); got != want {
 		t.Errorf("rebuilt table differs from the projected one\nrebuilt:   %s\nprojected: %s", got, want)
 	}
-	if got := checkpoint(t, p.views); got != wantCheckpoint {
+	if got := storetest.Checkpoint(t, p.views); got != wantCheckpoint {
 		t.Errorf("checkpoint after rebuild = %d, want %d", got, wantCheckpoint)
-	}
-}
-
-// watchRowCount counts the handoffs rows in a loop until the returned
-// function is called, which returns the lowest count seen.
-func watchRowCount(tb testing.TB, pool *pgxpool.Pool) func() int {
-	tb.Helper()
-	ctx, cancel := context.WithCancel(tb.Context())
-	result := make(chan struct {
-		min int
-		err error
-	}, 1)
-	go func() {
-		lowest := -1
-		var err error
-		for ctx.Err() == nil {
-			var n int
-			if err = pool.QueryRow(ctx, `SELECT count(*) FROM handoffs`).Scan(&n); err != nil {
-				break
-			}
-			if lowest < 0 || n < lowest {
-				lowest = n
-			}
-		}
-		if ctx.Err() != nil {
-			err = nil
-		}
-		result <- struct {
-			min int
-			err error
-		}{lowest, err}
-	}()
-	return func() int {
-		tb.Helper()
-		cancel()
-		r := <-result
-		if r.err != nil {
-			tb.Fatalf("count handoffs during the rebuild: %v", r.err)
-		}
-		return r.min
 	}
 }
 
@@ -125,7 +89,7 @@ func TestRebuild_CatchesUpWithTheLog(t *testing.T) {
 	sc := newScope()
 	sessions, last := stories(t, commands.NewHandler(p.events, nil), sc, 20)
 	rebuild(t, p)
-	if got := checkpoint(t, p.views); got != last {
+	if got := storetest.Checkpoint(t, p.views); got != last {
 		t.Fatalf("checkpoint after rebuild = %d, want the last position %d", got, last)
 	}
 	assertMatchesLog(t, p, sc, sessions)
@@ -153,7 +117,7 @@ func TestRebuild_WhileTheProjectorRuns(t *testing.T) {
 	go func() { // commands keep coming while the rebuild runs
 		var r result
 		for i := range 20 {
-			session, _, err := story(t.Context(), p.commands, sc, 100+i)
+			session, _, err := storetest.Story(t.Context(), p.commands, sc.account, sc.team, 100+i)
 			if err != nil {
 				r.err = err
 				break

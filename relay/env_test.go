@@ -11,7 +11,6 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +24,7 @@ import (
 	"github.com/resolutionflow/ledgerd/eventcodec"
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
+	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/internal/natstest"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
 	"github.com/resolutionflow/ledgerd/leader"
@@ -87,14 +87,10 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
+// newPool opens a pool on the env's database, as another process would.
 func (e *env) newPool() *pgxpool.Pool {
 	e.t.Helper()
-	pool, err := pgxpool.New(e.t.Context(), e.url)
-	if err != nil {
-		e.t.Fatalf("open pool: %v", err)
-	}
-	e.t.Cleanup(pool.Close)
-	return pool
+	return pgtest.Pool(e.t, e.url, 0)
 }
 
 // newRelay returns a relay on the env's log, with its own NATS connection
@@ -122,17 +118,8 @@ func (e *env) run(r *relay.Relay) (stop func()) {
 
 // runUntil is run with a context whose end also stops r.
 func (e *env) runUntil(ctx context.Context, r *relay.Relay) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	stop = sync.OnceFunc(func() {
-		cancel()
-		if err := <-done; err != nil {
-			e.t.Errorf("relay.Run: %v", err)
-		}
-	})
-	e.t.Cleanup(stop)
-	return stop
+	e.t.Helper()
+	return ledgertest.Go(ctx, e.t, "relay.Run", r.Run)
 }
 
 // handoff parks or escalates a new session of the account, then claims or
@@ -184,13 +171,7 @@ func (e *env) logEvents() []eventstore.Event {
 // waitUntil polls cond until it holds, failing the test after waitLimit.
 func (e *env) waitUntil(what string, cond func() bool) {
 	e.t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			e.t.Fatalf("timed out after %v waiting until %s", waitLimit, what)
-		}
-		time.Sleep(10 * time.Millisecond) // polling a condition, not ordering events
-	}
+	ledgertest.WaitUntil(e.t, waitLimit, what, cond)
 }
 
 // checkpoint returns the relay checkpoint stored in the database.

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -24,6 +23,7 @@ import (
 	"github.com/resolutionflow/ledgerd/eventcodec"
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
+	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/internal/natstest"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
 	"github.com/resolutionflow/ledgerd/leader"
@@ -47,11 +47,7 @@ type ledger struct {
 
 func newLedger(t *testing.T) *ledger {
 	t.Helper()
-	pool, err := pgxpool.New(t.Context(), pgtest.NewDatabase(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := pgtest.NewPool(t, 0)
 	l := &ledger{t: t, store: pgstore.New(pool), views: pgviews.New(pool), nats: natstest.Start(t)}
 	l.handler = commands.NewHandler(l.store, nil)
 	logger := slog.New(slog.NewTextHandler(t.Output(), nil))
@@ -64,15 +60,7 @@ func newLedger(t *testing.T) *ledger {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("relay: %v", err)
-		}
-	})
+	ledgertest.Go(context.Background(), t, "relay", r.Run)
 	return l
 }
 
@@ -169,17 +157,13 @@ func (l *ledger) tail(opts tail.Options) *subscriber {
 	l.t.Helper()
 	js, nc := l.js()
 	s := &subscriber{t: l.t}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- tail.Run(ctx, js, opts, s) }()
-	s.stop = sync.OnceFunc(func() {
-		cancel()
-		if err := <-done; err != nil {
-			l.t.Errorf("tail.Run: %v", err)
-		}
-		nc.Close()
+	run := ledgertest.Go(context.Background(), l.t, "tail.Run", func(ctx context.Context) error {
+		return tail.Run(ctx, js, opts, s)
 	})
-	l.t.Cleanup(s.stop)
+	s.stop = func() {
+		run()
+		nc.Close()
+	}
 	return s
 }
 
@@ -258,13 +242,7 @@ func describe(events []eventstore.Event) []string {
 
 func waitUntil(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting until %s", waitLimit, what)
-		}
-		time.Sleep(10 * time.Millisecond) // polling a condition, not ordering events
-	}
+	ledgertest.WaitUntil(tb, waitLimit, what, cond)
 }
 
 // where returns the events that match.

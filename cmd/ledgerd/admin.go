@@ -14,14 +14,20 @@ import (
 	"github.com/resolutionflow/ledgerd/projections"
 )
 
-// migrate applies pending migrations; opening the backend does it.
-func migrate(ctx context.Context, args []string, stderr io.Writer, logger *slog.Logger) error {
-	f := newFlags("migrate", stderr)
+// openBackend parses the storage flags of the subcommand name from args
+// and opens the backend they choose, applying pending migrations.
+func openBackend(ctx context.Context, name string, args []string, stderr io.Writer, logger *slog.Logger) (*backend, error) {
+	f := newFlags(name, stderr)
 	storage := addStorageFlags(f)
 	if err := f.parse(args); err != nil {
-		return err
+		return nil, err
 	}
-	b, err := storage.open(ctx, logger)
+	return storage.open(ctx, logger)
+}
+
+// migrate applies pending migrations; opening the backend does it.
+func migrate(ctx context.Context, args []string, stderr io.Writer, logger *slog.Logger) error {
+	b, err := openBackend(ctx, "migrate", args, stderr, logger)
 	if err != nil {
 		return err
 	}
@@ -32,12 +38,7 @@ func migrate(ctx context.Context, args []string, stderr io.Writer, logger *slog.
 
 // rebuild replays the whole log into fresh read models.
 func rebuild(ctx context.Context, args []string, stderr io.Writer, logger *slog.Logger) error {
-	f := newFlags("projections rebuild", stderr)
-	storage := addStorageFlags(f)
-	if err := f.parse(args); err != nil {
-		return err
-	}
-	b, err := storage.open(ctx, logger)
+	b, err := openBackend(ctx, "projections rebuild", args, stderr, logger)
 	if err != nil {
 		return err
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
 	"github.com/resolutionflow/ledgerd/httpapi"
+	"github.com/resolutionflow/ledgerd/internal/sqlitetest"
 	"github.com/resolutionflow/ledgerd/projections"
 	"github.com/resolutionflow/ledgerd/projections/sqliteviews"
 	"github.com/resolutionflow/ledgerd/projections/storetest"
@@ -67,7 +68,7 @@ func TestServe_EmbeddedSurvivesKill(t *testing.T) {
 
 	c := startChild(t, bin, dataDir)
 	checkHistories(t, c, sessions)
-	store := openFile(t, dataDir)
+	store := sqlitetest.OpenAt(t, filepath.Join(dataDir, sqliteFile))
 	checkLog(t, store, sessions)
 	checkReadModels(t, store, c, sessions)
 	c.stop(t)
@@ -361,20 +362,6 @@ func checkHistories(tb testing.TB, c *child, sessions []*sessionLog) {
 			}
 		}
 	}
-}
-
-func openFile(tb testing.TB, dataDir string) *sqlitestore.Store {
-	tb.Helper()
-	store, err := sqlitestore.Open(tb.Context(), filepath.Join(dataDir, sqliteFile))
-	if err != nil {
-		tb.Fatalf("open the data directory's database: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := store.Close(); err != nil {
-			tb.Errorf("close database: %v", err)
-		}
-	})
-	return store
 }
 
 // checkLog checks the log: each session's stream holds its acknowledged

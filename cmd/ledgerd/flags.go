@@ -31,32 +31,30 @@ func envUsage(usage, env string) string {
 }
 
 func (f *flags) string(name, env, def, usage string) *string {
-	if v, ok := os.LookupEnv(env); ok && env != "" {
-		def = v
-	}
-	return f.String(name, def, envUsage(usage, env))
+	return f.String(name, fromEnv(f, env, def, func(v string) (string, error) { return v, nil }), envUsage(usage, env))
 }
 
 func (f *flags) int(name, env string, def int, usage string) *int {
-	if v, ok := os.LookupEnv(env); ok && env != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			f.errs = append(f.errs, fmt.Errorf("%s: %w", env, err))
-		}
-		def = n
-	}
-	return f.Int(name, def, envUsage(usage, env))
+	return f.Int(name, fromEnv(f, env, def, strconv.Atoi), envUsage(usage, env))
 }
 
 func (f *flags) duration(name, env string, def time.Duration, usage string) *time.Duration {
-	if v, ok := os.LookupEnv(env); ok && env != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			f.errs = append(f.errs, fmt.Errorf("%s: %w", env, err))
-		}
-		def = d
+	return f.Duration(name, fromEnv(f, env, def, time.ParseDuration), envUsage(usage, env))
+}
+
+// fromEnv returns the default of a flag: the value of the variable env, if
+// env names one that is set, else def. A value that does not parse gives
+// the zero value and an error that parse reports.
+func fromEnv[T any](f *flags, env string, def T, parseValue func(string) (T, error)) T {
+	v, ok := os.LookupEnv(env)
+	if !ok || env == "" {
+		return def
 	}
-	return f.Duration(name, def, envUsage(usage, env))
+	x, err := parseValue(v)
+	if err != nil {
+		f.errs = append(f.errs, fmt.Errorf("%s: %w", env, err))
+	}
+	return x
 }
 
 // parse parses args and reports any environment variable that did not parse.

@@ -18,17 +18,7 @@ import (
 // openPool opens a pool of up to 32 connections on a new database.
 func openPool(tb testing.TB) *pgxpool.Pool {
 	tb.Helper()
-	cfg, err := pgxpool.ParseConfig(pgtest.NewDatabase(tb))
-	if err != nil {
-		tb.Fatalf("parse database url: %v", err)
-	}
-	cfg.MaxConns = 32
-	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		tb.Fatalf("open pool: %v", err)
-	}
-	tb.Cleanup(pool.Close)
-	return pool
+	return pgtest.NewPool(tb, 32)
 }
 
 // beginInsert opens a transaction that appends one event to stream and

@@ -18,6 +18,7 @@ import (
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
 	"github.com/resolutionflow/ledgerd/eventstore/storetest"
+	"github.com/resolutionflow/ledgerd/internal/sqlitetest"
 )
 
 // envKillChild, when set to a database path, makes the test binary the
@@ -31,27 +32,8 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func openAt(tb testing.TB, path string) *sqlitestore.Store {
-	tb.Helper()
-	s, err := sqlitestore.Open(context.Background(), path)
-	if err != nil {
-		tb.Fatalf("open store: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			tb.Errorf("close store: %v", err)
-		}
-	})
-	return s
-}
-
-func openStore(tb testing.TB) *sqlitestore.Store {
-	tb.Helper()
-	return openAt(tb, filepath.Join(tb.TempDir(), "ledger.db"))
-}
-
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) eventstore.Store { return openStore(t) })
+	storetest.Run(t, func(t *testing.T) eventstore.Store { return sqlitetest.Open(t) })
 }
 
 // TestConformance_TwoStoresOnOneFile runs the suite on two stores open on
@@ -61,7 +43,7 @@ func TestConformance(t *testing.T) {
 func TestConformance_TwoStoresOnOneFile(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) eventstore.Store {
 		path := filepath.Join(t.TempDir(), "ledger.db")
-		return &twoStores{stores: [2]eventstore.Store{openAt(t, path), openAt(t, path)}}
+		return &twoStores{stores: [2]eventstore.Store{sqlitetest.OpenAt(t, path), sqlitetest.OpenAt(t, path)}}
 	})
 }
 
@@ -86,7 +68,7 @@ func (p *twoStores) ReadAll(ctx context.Context, after int64, limit int) ([]even
 
 func TestConformance_Immutability(t *testing.T) {
 	storetest.RunImmutability(t, func(t *testing.T) (eventstore.Store, storetest.Exec) {
-		s := openStore(t)
+		s := sqlitetest.Open(t)
 		return s, func(ctx context.Context, query string) error {
 			_, err := s.DB().ExecContext(ctx, query)
 			return err
@@ -104,7 +86,7 @@ func pragma(tb testing.TB, db *sql.DB, name string) string {
 }
 
 func TestOpen_DurableSettings(t *testing.T) {
-	s := openStore(t)
+	s := sqlitetest.Open(t)
 	want := map[string]string{"journal_mode": "wal", "synchronous": "2", "foreign_keys": "1", "busy_timeout": "10000"}
 	for handle, db := range map[string]*sql.DB{"DB": s.DB(), "ReadDB": s.ReadDB()} {
 		for name, value := range want {
@@ -136,7 +118,7 @@ func TestOpen_ReopenKeepsTheLog(t *testing.T) {
 		t.Fatalf("close: %v", err)
 	}
 
-	s := openAt(t, path)
+	s := sqlitetest.OpenAt(t, path)
 	log, err := s.ReadAll(t.Context(), 0, 10)
 	if err != nil {
 		t.Fatalf("read all after reopening: %v", err)
@@ -157,7 +139,7 @@ func TestOpen_ReopenKeepsTheLog(t *testing.T) {
 }
 
 func TestAppended_SignalsEachAppend(t *testing.T) {
-	s := openStore(t)
+	s := sqlitetest.Open(t)
 	for i := range 3 {
 		signal := s.Appended()
 		select {
@@ -235,7 +217,7 @@ func TestAppend_SurvivesKill(t *testing.T) {
 		t.Fatalf("child stopped after %d acknowledged appends, before it was killed: %s", len(acked), stderr.String())
 	}
 
-	s := openAt(t, path)
+	s := sqlitetest.OpenAt(t, path)
 	log, err := s.ReadAll(t.Context(), 0, 1<<20)
 	if err != nil {
 		t.Fatalf("read all after the kill: %v", err)
@@ -261,7 +243,7 @@ func TestAppend_SurvivesKill(t *testing.T) {
 // from 1 and 16 goroutines, next to the baseline: a plain single-row INSERT
 // into a table with UNIQUE(stream, version) in the same file.
 func BenchmarkAppend(b *testing.B) {
-	s := openStore(b)
+	s := sqlitetest.Open(b)
 	db := s.DB()
 	if _, err := db.ExecContext(b.Context(), `CREATE TABLE baseline (stream TEXT NOT NULL, version INTEGER NOT NULL, data TEXT NOT NULL, UNIQUE (stream, version))`); err != nil {
 		b.Fatalf("create baseline table: %v", err)

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	_ "github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
@@ -124,5 +125,62 @@ func TestDatabaseIsDroppedAfterCleanup(t *testing.T) {
 	}
 	if exists(name) {
 		t.Errorf("database %s still exists after its test's cleanup", name)
+	}
+}
+
+// TestPool_SharesTheDatabase opens a pool on a new database and a second,
+// configured one on the same database, and checks their sizes, the
+// configuration, and that both see the same data.
+func TestPool_SharesTheDatabase(t *testing.T) {
+	t.Parallel()
+	first := pgtest.NewPool(t, 3)
+	url := first.Config().ConnString()
+	second := pgtest.Pool(t, url, 0, func(cfg *pgxpool.Config) {
+		cfg.ConnConfig.RuntimeParams["application_name"] = "second"
+	})
+	if got := first.Config().MaxConns; got != 3 {
+		t.Errorf("first pool has up to %d connections, want 3", got)
+	}
+	def, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := second.Config().MaxConns; got != def.MaxConns {
+		t.Errorf("second pool has up to %d connections, want pgx's default %d", got, def.MaxConns)
+	}
+	if _, err := first.Exec(t.Context(), "CREATE TABLE shared ()"); err != nil {
+		t.Fatalf("create table: %v", err)
+	}
+	var table, app sql.NullString
+	err = second.QueryRow(t.Context(), "SELECT to_regclass('shared')::text, current_setting('application_name')").Scan(&table, &app)
+	if err != nil {
+		t.Fatalf("query through the second pool: %v", err)
+	}
+	if !table.Valid {
+		t.Error("the second pool does not see the table the first made")
+	}
+	if app.String != "second" {
+		t.Errorf("application_name = %q, want the configured %q", app.String, "second")
+	}
+}
+
+// TestPool_ClosedAfterTheTest opens a pool in a subtest on a database that
+// outlives it, and checks that the pool is closed once the subtest has
+// finished.
+func TestPool_ClosedAfterTheTest(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	var pool *pgxpool.Pool
+	t.Run("sub", func(t *testing.T) {
+		pool = pgtest.Pool(t, url, 1)
+		if err := pool.Ping(t.Context()); err != nil {
+			t.Fatalf("ping: %v", err)
+		}
+	})
+	if pool == nil {
+		t.Fatal("subtest opened no pool")
+	}
+	if err := pool.Ping(t.Context()); err == nil {
+		t.Error("the pool still answers after its test's cleanup")
 	}
 }

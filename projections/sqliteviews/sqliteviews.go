@@ -93,11 +93,13 @@ const (
 	moveCheckpointSQL  = `UPDATE checkpoints SET position = ? WHERE name = ? AND position = ?`
 	firstCheckpointSQL = `INSERT INTO checkpoints (name, position) VALUES (?, ?)
 ON CONFLICT (name) DO UPDATE SET position = excluded.position WHERE checkpoints.position = 0`
+	setCheckpointSQL = `INSERT INTO checkpoints (name, position) VALUES (?, ?)
+ON CONFLICT (name) DO UPDATE SET position = excluded.position`
 )
 
 // Update implements projections.Store.
 func (s *Store) Update(ctx context.Context, name string, from, to int64, fn func(projections.Tx) error) error {
-	if to < from {
+	if to < from && from != projections.AnyCheckpoint {
 		return fmt.Errorf("move checkpoint %q back from %d to %d", name, from, to)
 	}
 	tx, err := s.write.BeginTx(ctx, nil)
@@ -124,9 +126,12 @@ func moveCheckpoint(ctx context.Context, tx *sql.Tx, name string, from, to int64
 		res sql.Result
 		err error
 	)
-	if from == 0 {
+	switch from {
+	case projections.AnyCheckpoint:
+		res, err = tx.ExecContext(ctx, setCheckpointSQL, name, to)
+	case 0:
 		res, err = tx.ExecContext(ctx, firstCheckpointSQL, name, to)
-	} else {
+	default:
 		res, err = tx.ExecContext(ctx, moveCheckpointSQL, to, name, from)
 	}
 	if err != nil {

@@ -3,6 +3,10 @@
 // changes, queue order and scoping, history order and scoping, and resets
 // that readers do not see until they commit. Each implementation runs it
 // from its own tests with Run.
+//
+// It also helps tests that build read models from a real log: Stories
+// plays commands through a handler, AssertHistories checks the read model
+// against the log, WatchLowest watches a count while a rebuild runs.
 package storetest
 
 import (
@@ -26,6 +30,7 @@ func Run(t *testing.T, open func(tb testing.TB) projections.Store) {
 		"Checkpoint_ZeroBeforeFirstUpdate":  testCheckpointZero,
 		"Update_StoresChangesAndCheckpoint": testUpdateStores,
 		"Update_RefusesStaleFrom":           testUpdateRefusesStale,
+		"Update_AnyCheckpointReplaces":      testUpdateAnyCheckpoint,
 		"Update_RefusesMovingBack":          testUpdateRefusesBack,
 		"Update_RollsBackWhenFnFails":       testUpdateRollsBack,
 		"Update_ConcurrentOneWins":          testUpdateConcurrent,
@@ -79,7 +84,7 @@ func withdrawn(h domain.Handoff, at time.Time) domain.Handoff {
 // put stores handoffs in one Update that moves the checkpoint on by one.
 func put(tb testing.TB, s projections.Store, handoffs ...domain.Handoff) {
 	tb.Helper()
-	from := checkpoint(tb, s)
+	from := Checkpoint(tb, s)
 	if err := s.Update(tb.Context(), name, from, from+1, putAll(tb.Context(), handoffs, from+1)); err != nil {
 		tb.Fatalf("update: %v", err)
 	}
@@ -96,7 +101,8 @@ func putAll(ctx context.Context, handoffs []domain.Handoff, position int64) func
 	}
 }
 
-func checkpoint(tb testing.TB, s projections.Store) int64 {
+// Checkpoint returns the stored checkpoint of the handoffs projector.
+func Checkpoint(tb testing.TB, s projections.Store) int64 {
 	tb.Helper()
 	pos, err := s.Checkpoint(tb.Context(), name)
 	if err != nil {
@@ -107,7 +113,7 @@ func checkpoint(tb testing.TB, s projections.Store) int64 {
 
 func wantCheckpoint(tb testing.TB, s projections.Store, want int64) {
 	tb.Helper()
-	if got := checkpoint(tb, s); got != want {
+	if got := Checkpoint(tb, s); got != want {
 		tb.Errorf("checkpoint = %d, want %d", got, want)
 	}
 }
@@ -215,6 +221,25 @@ func testUpdateRefusesStale(t *testing.T, s projections.Store) {
 	}
 	wantHandoffs(t, "queue", queue(t, s, sc), []domain.Handoff{h})
 	wantHandoffs(t, "history of the refused handoff", history(t, s, sc.account, stale.SessionID), nil)
+}
+
+// testUpdateAnyCheckpoint checks that AnyCheckpoint sets the checkpoint
+// wherever it was, back or forth, and on a name that has none yet.
+func testUpdateAnyCheckpoint(t *testing.T, s projections.Store) {
+	put(t, s)
+	put(t, s)
+	for _, to := range []int64{1, 7} {
+		if err := s.Update(t.Context(), name, projections.AnyCheckpoint, to, putAll(t.Context(), nil, to)); err != nil {
+			t.Fatalf("set checkpoint to %d: %v", to, err)
+		}
+		wantCheckpoint(t, s, to)
+	}
+	if err := s.Update(t.Context(), "fresh", projections.AnyCheckpoint, 3, putAll(t.Context(), nil, 3)); err != nil {
+		t.Fatalf("set a new checkpoint: %v", err)
+	}
+	if pos, err := s.Checkpoint(t.Context(), "fresh"); err != nil || pos != 3 {
+		t.Errorf("new checkpoint = %d, %v; want 3", pos, err)
+	}
 }
 
 func testUpdateRefusesBack(t *testing.T, s projections.Store) {

@@ -26,8 +26,10 @@ type EventLog interface {
 	ReadStream(ctx context.Context, stream string) ([]eventstore.Event, error)
 }
 
-// Waiter blocks until the read models reflect the log up to a position, so a
-// client that got a 2xx sees its change in its next read.
+// Waiter blocks until the read models reflect the log up to a position.
+// A handler given one answers only once its change is visible. ledgerd
+// serve gives none and makes reads wait instead (projections.CaughtUp), so
+// commands answer as soon as their events are committed.
 type Waiter interface {
 	WaitFor(ctx context.Context, position int64) error
 }

@@ -54,8 +54,8 @@ func newPostgresBackendOfSize(tb testing.TB, maxConns int32) Backend {
 
 	return Backend{
 		Log:         events,
-		Commands:    commands.NewHandler(events, projector),
-		Queries:     views,
+		Commands:    commands.NewHandler(events, nil),
+		Queries:     projections.CaughtUp(views, events, projector),
 		Idempotency: idempotency.NewPostgres(pool),
 		Checks:      postgresChecks(pool),
 		FailAppends: func(tb testing.TB) func() {

@@ -34,8 +34,8 @@ func newSQLiteBackend(tb testing.TB) Backend {
 
 	return Backend{
 		Log:         store,
-		Commands:    commands.NewHandler(store, projector),
-		Queries:     views,
+		Commands:    commands.NewHandler(store, nil),
+		Queries:     projections.CaughtUp(views, store, projector),
 		Idempotency: idempotency.NewSQLite(store.DB()),
 		Checks: []httpapi.Check{{Name: "database", Func: func(ctx context.Context) error {
 			_, err := store.Head(ctx)

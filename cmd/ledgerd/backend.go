@@ -23,10 +23,12 @@ import (
 	"github.com/resolutionflow/ledgerd/projections/sqliteviews"
 )
 
-// eventLog is an event store that signals the appends made through it.
+// eventLog is an event store that signals the appends made through it and
+// tells where its committed end is.
 type eventLog interface {
 	eventstore.Store
 	Appended() <-chan struct{}
+	Head(ctx context.Context) (int64, error)
 }
 
 // backend is the storage the ledger runs on: the event log, the read

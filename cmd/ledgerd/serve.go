@@ -97,8 +97,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 
 	projector := projections.NewProjector(b.events, b.views, b.locker, b.events.Appended, logger)
 	api, err := httpapi.New(httpapi.Config{
-		Commands:    commands.NewHandler(b.events, projector),
-		Queries:     b.views,
+		Commands:    commands.NewHandler(b.events, nil),
+		Queries:     projections.CaughtUp(b.views, b.events, projector),
 		Idempotency: b.idem,
 		JWTSecret:   []byte(secret),
 		Checks:      append(b.checks, relayCheck),

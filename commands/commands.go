@@ -77,7 +77,7 @@ type Result struct {
 func (h *Handler) Execute(ctx context.Context, actor domain.Actor, session uuid.UUID, cmd domain.Command, trace Trace) (Result, error) {
 	stream := eventcodec.StreamName(actor.AccountID, session)
 	for attempt := 1; ; attempt++ {
-		state, err := h.load(ctx, actor.AccountID, session, stream)
+		state, err := h.state(ctx, actor.AccountID, session, stream, cmd, attempt)
 		if err != nil {
 			return Result{}, err
 		}
@@ -109,6 +109,19 @@ func (h *Handler) Execute(ctx context.Context, actor domain.Actor, session uuid.
 		h.waitForReadModels(ctx, res.Position)
 		return res, nil
 	}
+}
+
+// state returns the state to decide on. A handoff is most often the first
+// of its session, so the first attempt at creating one decides on the empty
+// state and appends expecting no stream, which saves reading the stream;
+// if the stream exists, that append conflicts and the next attempt loads it.
+// Every rule that rejects a creation on the empty state rejects it on any
+// state, so the shortcut never gives a wrong answer.
+func (h *Handler) state(ctx context.Context, account, session uuid.UUID, stream string, cmd domain.Command, attempt int) (*domain.Session, error) {
+	if _, creates := cmd.(domain.CreateHandoff); creates && attempt == 1 {
+		return domain.NewSession(account, session), nil
+	}
+	return h.load(ctx, account, session, stream)
 }
 
 // waitForReadModels waits until the read models show the log up to

@@ -173,3 +173,27 @@ func TestEvents_DatabaseRejectsChanges(t *testing.T) {
 		t.Fatalf("events after rejected changes = %+v, want the original event", events)
 	}
 }
+
+// TestHead_IsTheLastCommittedEvent checks that positions drawn by failed or
+// rolled-back appends are never the head: a reader waiting to reach the head
+// could never get there.
+func TestHead_IsTheLastCommittedEvent(t *testing.T) {
+	pool := openPool(t)
+	store := pgstore.New(pool)
+	ctx := context.Background()
+	first, err := store.Append(ctx, "s", eventstore.NoStream, []eventstore.NewEvent{{Type: "Test", Data: []byte(`{}`)}})
+	if err != nil {
+		t.Fatalf("append: %v", err)
+	}
+	if _, err := store.Append(ctx, "s", eventstore.NoStream, []eventstore.NewEvent{{Type: "Test", Data: []byte(`{}`)}}); !errors.Is(err, eventstore.ErrConflict) {
+		t.Fatalf("second NoStream append: err = %v, want a conflict", err)
+	}
+	tx, _ := beginInsert(t, pool, "rolled-back")
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatalf("rollback: %v", err)
+	}
+	head, err := store.Head(ctx)
+	if err != nil || head != first[0].Position {
+		t.Fatalf("Head = %d, %v; want %d, the last committed event", head, err, first[0].Position)
+	}
+}

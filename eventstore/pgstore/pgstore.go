@@ -161,11 +161,21 @@ func (s *Store) ReadAll(ctx context.Context, after int64, limit int) ([]eventsto
 	return events, nil
 }
 
-// Head returns the position up to which ReadAll can read now: every event
-// at or below it has committed or never will. Tailing readers use it to
-// measure how far behind they are.
+// Head returns the position of the last committed event (0 for an empty
+// log) such that no event below it can still commit: a reader that has
+// applied the log up to Head has seen everything committed so far. Positions
+// drawn by appends that rolled back are never the head, since no reader
+// could ever reach them.
 func (s *Store) Head(ctx context.Context) (int64, error) {
-	return s.stableHead(ctx)
+	stable, err := s.stableHead(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var head int64
+	if err := s.pool.QueryRow(ctx, `SELECT coalesce(max(position), 0) FROM events WHERE position <= $1`, stable).Scan(&head); err != nil {
+		return 0, fmt.Errorf("read log head: %w", err)
+	}
+	return head, nil
 }
 
 // stableHead returns a position at or below which no event can commit any

@@ -2,14 +2,12 @@ package httpapi_test
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"os"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/resolutionflow/ledgerd/commands"
 	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
@@ -77,15 +75,7 @@ func runInBackground(tb testing.TB, fn func(context.Context) error) {
 func postgresChecks(pool *pgxpool.Pool) []httpapi.Check {
 	return []httpapi.Check{
 		{Name: "database", Func: pool.Ping},
-		{Name: "migrations", Func: func(ctx context.Context) error {
-			db := stdlib.OpenDBFromPool(pool)
-			defer db.Close()
-			pending, err := migrations.PostgresPending(ctx, db)
-			if err == nil && pending {
-				err = errors.New("migrations pending")
-			}
-			return err
-		}},
+		{Name: "migrations", Func: func(ctx context.Context) error { return migrations.CheckPostgres(ctx, pool) }},
 	}
 }
 

@@ -9,9 +9,12 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
 )
@@ -34,17 +37,28 @@ func Postgres(ctx context.Context, db *sql.DB) error {
 	return nil
 }
 
-// PostgresPending reports whether PostgreSQL migrations remain to be applied.
-func PostgresPending(ctx context.Context, db *sql.DB) (bool, error) {
+// ErrPending is matched (errors.Is) by CheckPostgres's error when
+// migrations remain to be applied.
+var ErrPending = errors.New("migrations pending")
+
+// CheckPostgres returns nil when every PostgreSQL migration is applied, an
+// error matching ErrPending when some are not, and any other error when it
+// cannot tell. It is the readiness check of the schema.
+func CheckPostgres(ctx context.Context, pool *pgxpool.Pool) error {
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
 	p, err := postgresProvider(db)
 	if err != nil {
-		return false, err
+		return err
 	}
 	pending, err := p.HasPending(ctx)
 	if err != nil {
-		return false, fmt.Errorf("check postgres migrations: %w", err)
+		return fmt.Errorf("check postgres migrations: %w", err)
 	}
-	return pending, nil
+	if pending {
+		return ErrPending
+	}
+	return nil
 }
 
 func postgresProvider(db *sql.DB) (*goose.Provider, error) {

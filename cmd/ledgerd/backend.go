@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -66,7 +65,7 @@ func openPostgres(ctx context.Context, url string, maxConns int, logger *slog.Lo
 		locker: leader.NewPostgres(pool, logger),
 		checks: []httpapi.Check{
 			{Name: "database", Func: pool.Ping},
-			{Name: "migrations", Func: func(ctx context.Context) error { return postgresMigrated(ctx, pool) }},
+			{Name: "migrations", Func: func(ctx context.Context) error { return migrations.CheckPostgres(ctx, pool) }},
 		},
 		close: pool.Close,
 	}, nil
@@ -76,16 +75,6 @@ func migratePostgres(ctx context.Context, pool *pgxpool.Pool) error {
 	db := stdlib.OpenDBFromPool(pool)
 	defer db.Close()
 	return migrations.Postgres(ctx, db)
-}
-
-func postgresMigrated(ctx context.Context, pool *pgxpool.Pool) error {
-	db := stdlib.OpenDBFromPool(pool)
-	defer db.Close()
-	pending, err := migrations.PostgresPending(ctx, db)
-	if err == nil && pending {
-		err = errors.New("migrations pending")
-	}
-	return err
 }
 
 // sqliteFile is the name of the embedded database in the data directory.

@@ -77,7 +77,7 @@ type Result struct {
 func (h *Handler) Execute(ctx context.Context, actor domain.Actor, session uuid.UUID, cmd domain.Command, trace Trace) (Result, error) {
 	stream := eventcodec.StreamName(actor.AccountID, session)
 	for attempt := 1; ; attempt++ {
-		state, err := h.state(ctx, actor.AccountID, session, stream, cmd, attempt)
+		state, err := h.state(ctx, actor.AccountID, session, cmd, attempt)
 		if err != nil {
 			return Result{}, err
 		}
@@ -117,11 +117,11 @@ func (h *Handler) Execute(ctx context.Context, actor domain.Actor, session uuid.
 // if the stream exists, that append conflicts and the next attempt loads it.
 // Every rule that rejects a creation on the empty state rejects it on any
 // state, so the shortcut never gives a wrong answer.
-func (h *Handler) state(ctx context.Context, account, session uuid.UUID, stream string, cmd domain.Command, attempt int) (*domain.Session, error) {
+func (h *Handler) state(ctx context.Context, account, session uuid.UUID, cmd domain.Command, attempt int) (*domain.Session, error) {
 	if _, creates := cmd.(domain.CreateHandoff); creates && attempt == 1 {
 		return domain.NewSession(account, session), nil
 	}
-	return h.load(ctx, account, session, stream)
+	return h.Load(ctx, account, session)
 }
 
 // waitForReadModels waits until the read models show the log up to
@@ -144,10 +144,7 @@ func (h *Handler) Now() time.Time { return h.now().UTC().Truncate(time.Microseco
 
 // Load returns the folded state of a session of an account.
 func (h *Handler) Load(ctx context.Context, account, session uuid.UUID) (*domain.Session, error) {
-	return h.load(ctx, account, session, eventcodec.StreamName(account, session))
-}
-
-func (h *Handler) load(ctx context.Context, account, session uuid.UUID, stream string) (*domain.Session, error) {
+	stream := eventcodec.StreamName(account, session)
 	recorded, err := h.log.ReadStream(ctx, stream)
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %w", stream, err)

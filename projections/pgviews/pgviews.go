@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/resolutionflow/ledgerd/domain"
@@ -43,7 +44,7 @@ ORDER BY created_at DESC, id DESC`
 
 // Queue implements projections.Queries.
 func (s *Store) Queue(ctx context.Context, account, team uuid.UUID) ([]domain.Handoff, error) {
-	rows, _ := s.pool.Query(ctx, queueSQL, account, team)
+	rows, _ := s.pool.Query(ctx, queueSQL, pgUUID(account), pgUUID(team))
 	handoffs, err := pgx.CollectRows(rows, scanHandoff)
 	if err != nil {
 		return nil, fmt.Errorf("read queue of team %s: %w", team, err)
@@ -53,7 +54,7 @@ func (s *Store) Queue(ctx context.Context, account, team uuid.UUID) ([]domain.Ha
 
 // History implements projections.Queries.
 func (s *Store) History(ctx context.Context, account, session uuid.UUID) ([]domain.Handoff, error) {
-	rows, _ := s.pool.Query(ctx, historySQL, account, session)
+	rows, _ := s.pool.Query(ctx, historySQL, pgUUID(account), pgUUID(session))
 	handoffs, err := pgx.CollectRows(rows, scanHandoff)
 	if err != nil {
 		return nil, fmt.Errorf("read history of session %s: %w", session, err)
@@ -151,7 +152,7 @@ func (t *storeTx) Handoff(ctx context.Context, id uuid.UUID) (domain.Handoff, bo
 	if err := t.flush(ctx); err != nil {
 		return domain.Handoff{}, false, err
 	}
-	rows, _ := t.tx.Query(ctx, `SELECT `+handoffColumns+` FROM handoffs WHERE id = $1`, id)
+	rows, _ := t.tx.Query(ctx, `SELECT `+handoffColumns+` FROM handoffs WHERE id = $1`, pgUUID(id))
 	h, err := pgx.CollectExactlyOneRow(rows, scanHandoff)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return domain.Handoff{}, false, nil
@@ -173,8 +174,8 @@ ON CONFLICT (id) DO UPDATE SET
 
 func (t *storeTx) PutHandoff(ctx context.Context, h domain.Handoff, position int64) error {
 	t.pending.Queue(putHandoffSQL,
-		h.ID, h.AccountID, h.TeamID, h.SessionID, string(h.Intent), h.Notes, string(h.Priority),
-		string(h.Status), h.CreatedBy, h.CreatedAt, nullUUID(h.ClaimedBy), nullTime(h.ClaimedAt), nullTime(h.WithdrawnAt),
+		pgUUID(h.ID), pgUUID(h.AccountID), pgUUID(h.TeamID), pgUUID(h.SessionID), string(h.Intent), h.Notes, string(h.Priority),
+		string(h.Status), pgUUID(h.CreatedBy), h.CreatedAt, pgUUID(h.ClaimedBy), nullTime(h.ClaimedAt), nullTime(h.WithdrawnAt),
 		h.Priority.Rank(), position)
 	if t.pending.Len() >= maxPending {
 		return t.flush(ctx)
@@ -216,12 +217,11 @@ func scanHandoff(row pgx.CollectableRow) (domain.Handoff, error) {
 	return h, nil
 }
 
-// nullUUID maps uuid.Nil, the domain's "unset", to SQL NULL.
-func nullUUID(u uuid.UUID) any {
-	if u == uuid.Nil {
-		return nil
-	}
-	return u
+// pgUUID is u as a query argument: uuid.Nil, the domain's "unset", is SQL
+// NULL. pgx encodes a pgtype.UUID directly, where a uuid.UUID would go
+// through its text form.
+func pgUUID(u uuid.UUID) pgtype.UUID {
+	return pgtype.UUID{Bytes: u, Valid: u != uuid.Nil}
 }
 
 // nullTime maps the zero time, the domain's "unset", to SQL NULL.

@@ -61,6 +61,7 @@ type server struct {
 	queries projections.Queries
 	idem    idempotency.Store
 	secret  []byte
+	tokens  *tokenCache
 	checks  []Check
 	log     *slog.Logger
 }
@@ -75,6 +76,7 @@ func New(cfg Config) (*echo.Echo, error) {
 		queries: cfg.Queries,
 		idem:    cfg.Idempotency,
 		secret:  cfg.JWTSecret,
+		tokens:  newTokenCache(),
 		checks:  cfg.Checks,
 		log:     cfg.Logger,
 	}

@@ -99,7 +99,7 @@ func (s *Store) Update(ctx context.Context, name string, from, to int64, fn func
 		if tag == 0 {
 			return fmt.Errorf("move checkpoint %q from %d to %d: %w", name, from, to, projections.ErrStaleCheckpoint)
 		}
-		stx := &storeTx{tx: tx}
+		stx := newStoreTx(tx)
 		if err := fn(stx); err != nil {
 			return err
 		}
@@ -122,35 +122,33 @@ func moveCheckpoint(ctx context.Context, tx pgx.Tx, name string, from, to int64)
 	return tag.RowsAffected(), err
 }
 
-// maxPending bounds the writes a storeTx holds back.
+// maxPending bounds the handoff rows a storeTx holds back.
 const maxPending = 500
 
-// storeTx is a projections.Tx in a PostgreSQL transaction. It holds writes
-// back and sends them in one round trip: before its next read, when it
-// holds maxPending of them, and when the Update's fn returns. The error of
-// a held-back write is returned then.
+// storeTx is a projections.Tx in a PostgreSQL transaction. It holds the
+// rows put back, the last version of each, and writes them with one
+// statement: when it holds maxPending of them and when the Update's fn
+// returns. A handoff read back before then comes from the rows held, so a
+// batch of events costs one write however many of them touch the same
+// handoff. The error of a held-back write is returned then.
 type storeTx struct {
 	tx      pgx.Tx
-	pending pgx.Batch
+	pending []pendingRow
+	index   map[uuid.UUID]int // handoff id -> its row in pending
 }
 
-// flush sends the writes held back.
-func (t *storeTx) flush(ctx context.Context) error {
-	n := t.pending.Len()
-	if n == 0 {
-		return nil
-	}
-	err := t.tx.SendBatch(ctx, &t.pending).Close()
-	t.pending = pgx.Batch{}
-	if err != nil {
-		return fmt.Errorf("store %d handoffs: %w", n, err)
-	}
-	return nil
+type pendingRow struct {
+	h        domain.Handoff
+	position int64
+}
+
+func newStoreTx(tx pgx.Tx) *storeTx {
+	return &storeTx{tx: tx, index: map[uuid.UUID]int{}}
 }
 
 func (t *storeTx) Handoff(ctx context.Context, id uuid.UUID) (domain.Handoff, bool, error) {
-	if err := t.flush(ctx); err != nil {
-		return domain.Handoff{}, false, err
+	if i, ok := t.index[id]; ok {
+		return t.pending[i].h, true, nil
 	}
 	rows, _ := t.tx.Query(ctx, `SELECT `+handoffColumns+` FROM handoffs WHERE id = $1`, pgUUID(id))
 	h, err := pgx.CollectExactlyOneRow(rows, scanHandoff)
@@ -163,8 +161,26 @@ func (t *storeTx) Handoff(ctx context.Context, id uuid.UUID) (domain.Handoff, bo
 	return h, true, nil
 }
 
-const putHandoffSQL = `INSERT INTO handoffs (` + handoffColumns + `, priority_rank, position)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+func (t *storeTx) PutHandoff(ctx context.Context, h domain.Handoff, position int64) error {
+	row := pendingRow{h: h, position: position}
+	if i, ok := t.index[h.ID]; ok {
+		t.pending[i] = row
+		return nil
+	}
+	t.index[h.ID] = len(t.pending)
+	t.pending = append(t.pending, row)
+	if len(t.pending) >= maxPending {
+		return t.flush(ctx)
+	}
+	return nil
+}
+
+// putHandoffsSQL inserts or replaces a set of handoffs given as one array
+// per column; no two of them may have the same id.
+const putHandoffsSQL = `INSERT INTO handoffs (` + handoffColumns + `, priority_rank, position)
+SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[],
+	$8::text[], $9::uuid[], $10::timestamptz[], $11::uuid[], $12::timestamptz[], $13::timestamptz[],
+	$14::integer[], $15::bigint[])
 ON CONFLICT (id) DO UPDATE SET
 	account_id = EXCLUDED.account_id, team_id = EXCLUDED.team_id, session_id = EXCLUDED.session_id,
 	intent = EXCLUDED.intent, engineer_notes = EXCLUDED.engineer_notes, priority = EXCLUDED.priority,
@@ -172,13 +188,31 @@ ON CONFLICT (id) DO UPDATE SET
 	claimed_by = EXCLUDED.claimed_by, claimed_at = EXCLUDED.claimed_at, withdrawn_at = EXCLUDED.withdrawn_at,
 	priority_rank = EXCLUDED.priority_rank, position = EXCLUDED.position`
 
-func (t *storeTx) PutHandoff(ctx context.Context, h domain.Handoff, position int64) error {
-	t.pending.Queue(putHandoffSQL,
-		pgUUID(h.ID), pgUUID(h.AccountID), pgUUID(h.TeamID), pgUUID(h.SessionID), string(h.Intent), h.Notes, string(h.Priority),
-		string(h.Status), pgUUID(h.CreatedBy), h.CreatedAt, pgUUID(h.ClaimedBy), nullTime(h.ClaimedAt), nullTime(h.WithdrawnAt),
-		h.Priority.Rank(), position)
-	if t.pending.Len() >= maxPending {
-		return t.flush(ctx)
+// flush writes the rows held back.
+func (t *storeTx) flush(ctx context.Context) error {
+	n := len(t.pending)
+	if n == 0 {
+		return nil
+	}
+	ids, accounts, teams, sessions := make([]pgtype.UUID, n), make([]pgtype.UUID, n), make([]pgtype.UUID, n), make([]pgtype.UUID, n)
+	intents, notes, priorities, statuses := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	creators, claimers := make([]pgtype.UUID, n), make([]pgtype.UUID, n)
+	created, claimed, withdrawn := make([]pgtype.Timestamptz, n), make([]pgtype.Timestamptz, n), make([]pgtype.Timestamptz, n)
+	ranks, positions := make([]int32, n), make([]int64, n)
+	for i, r := range t.pending {
+		h := r.h
+		ids[i], accounts[i], teams[i], sessions[i] = pgUUID(h.ID), pgUUID(h.AccountID), pgUUID(h.TeamID), pgUUID(h.SessionID)
+		intents[i], notes[i], priorities[i], statuses[i] = string(h.Intent), h.Notes, string(h.Priority), string(h.Status)
+		creators[i], claimers[i] = pgUUID(h.CreatedBy), pgUUID(h.ClaimedBy)
+		created[i], claimed[i], withdrawn[i] = pgTime(h.CreatedAt), pgTime(h.ClaimedAt), pgTime(h.WithdrawnAt)
+		ranks[i], positions[i] = int32(h.Priority.Rank()), r.position
+	}
+	_, err := t.tx.Exec(ctx, putHandoffsSQL, ids, accounts, teams, sessions, intents, notes, priorities,
+		statuses, creators, created, claimers, claimed, withdrawn, ranks, positions)
+	clear(t.index)
+	t.pending = t.pending[:0]
+	if err != nil {
+		return fmt.Errorf("store %d handoffs: %w", n, err)
 	}
 	return nil
 }
@@ -186,9 +220,8 @@ func (t *storeTx) PutHandoff(ctx context.Context, h domain.Handoff, position int
 // Reset deletes rows rather than truncating the table, so that readers keep
 // reading the old rows, without waiting, until the rebuild commits.
 func (t *storeTx) Reset(ctx context.Context) error {
-	if err := t.flush(ctx); err != nil {
-		return err
-	}
+	clear(t.index)
+	t.pending = t.pending[:0]
 	if _, err := t.tx.Exec(ctx, `DELETE FROM handoffs`); err != nil {
 		return fmt.Errorf("reset handoffs: %w", err)
 	}
@@ -224,12 +257,10 @@ func pgUUID(u uuid.UUID) pgtype.UUID {
 	return pgtype.UUID{Bytes: u, Valid: u != uuid.Nil}
 }
 
-// nullTime maps the zero time, the domain's "unset", to SQL NULL.
-func nullTime(t time.Time) any {
-	if t.IsZero() {
-		return nil
-	}
-	return t
+// pgTime is t as a query argument: the zero time, the domain's "unset", is
+// SQL NULL.
+func pgTime(t time.Time) pgtype.Timestamptz {
+	return pgtype.Timestamptz{Time: t, Valid: !t.IsZero()}
 }
 
 // utc maps SQL NULL to the zero time and any other time to UTC.

@@ -35,6 +35,7 @@ func Run(t *testing.T, open func(tb testing.TB) projections.Store) {
 		"Update_RollsBackWhenFnFails":       testUpdateRollsBack,
 		"Update_ConcurrentOneWins":          testUpdateConcurrent,
 		"Tx_ReadsItsOwnWrites":              testTxReadsOwnWrites,
+		"Tx_LargeBatch":                     testTxLargeBatch,
 		"PutHandoff_Replaces":               testPutReplaces,
 		"Queue_OrdersEscalationsFirst":      testQueueOrder,
 		"Queue_OnlyOpenOfAccountAndTeam":    testQueueScope,
@@ -337,6 +338,47 @@ func testTxReadsOwnWrites(t *testing.T, s projections.Store) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// testTxLargeBatch puts more handoffs in one Update than a store is likely
+// to hold back, then claims each, reading it back first, so that some reads
+// find rows already written and others rows still held back.
+func testTxLargeBatch(t *testing.T, s projections.Store) {
+	const n = 1200
+	sc := newScope()
+	created := make([]domain.Handoff, n)
+	for i := range created {
+		created[i] = sc.handoff(domain.IntentEscalate, domain.PriorityHigh, base.Add(time.Duration(i)*time.Second))
+	}
+	want := make([]domain.Handoff, 0, n/2)
+	claims := map[int]domain.Handoff{}
+	err := s.Update(t.Context(), name, 0, 1, func(tx projections.Tx) error {
+		if err := putAll(t.Context(), created, 1)(tx); err != nil {
+			return err
+		}
+		for i, h := range created {
+			got, found, err := tx.Handoff(t.Context(), h.ID)
+			if err != nil || !found || !Equal(got, h) {
+				return fmt.Errorf("handoff %d: %+v, found %v, err %v; want %+v", i, got, found, err, h)
+			}
+			if i%2 == 1 {
+				want = append(want, h)
+				continue
+			}
+			claims[i] = claimed(got, base.Add(time.Hour))
+			if err := tx.PutHandoff(t.Context(), claims[i], 1); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantHandoffs(t, "queue", queue(t, s, sc), want)
+	for i := 0; i < n; i += 50 { // a sample of the claimed ones
+		wantHandoffs(t, "history", history(t, s, sc.account, created[i].SessionID), []domain.Handoff{claims[i]})
 	}
 }
 

@@ -99,6 +99,8 @@ type Store interface {
 	// ReadAll returns up to limit events with a global position greater
 	// than after, in position order. It never returns an event while an
 	// event with a lower position may still commit, so a reader that
-	// resumes from the last position it saw never skips one.
+	// resumes from the last position it saw never skips one. It may stop
+	// short of limit, even at none, before an event still being appended;
+	// a tailing reader reads again.
 	ReadAll(ctx context.Context, after int64, limit int) ([]Event, error)
 }

@@ -11,8 +11,9 @@ import (
 
 // Head tells where the committed end of the log is.
 type Head interface {
-	// Head returns a position at or below which every event has committed
-	// or never will.
+	// Head returns the position of the last committed event: a reader
+	// that has applied the log up to it has seen every event committed
+	// before the call.
 	Head(ctx context.Context) (int64, error)
 }
 

@@ -89,7 +89,7 @@ const Name = "relay.nats"
 // Log is the global event log the relay tails.
 //
 // A Log that also has a method Head(ctx) (int64, error), returning the
-// position up to which ReadAll can read (as pgstore.Store does), lets the
+// position of the last committed event (as pgstore.Store does), lets the
 // relay measure its backlog exactly; otherwise the backlog counts only the
 // events the relay has read.
 type Log interface {
@@ -324,8 +324,8 @@ func (r *Relay) measureHead(ctx context.Context) {
 	r.setHead(head)
 }
 
-// seen notes the events read after pos. A batch that is not full holds
-// every event ReadAll could return, so the head is its last position (pos
+// seen notes the events read after pos. A batch that is not full ends at
+// the last event ReadAll could return then, which stands for the head (pos
 // when it is empty); after a full batch the head is measured.
 func (r *Relay) seen(ctx context.Context, pos int64, events []eventstore.Event) {
 	if len(events) > 0 {

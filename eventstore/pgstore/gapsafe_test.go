@@ -3,6 +3,7 @@ package pgstore_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -40,8 +41,9 @@ func beginInsert(tb testing.TB, pool *pgxpool.Pool, stream string) (pgx.Tx, int6
 	return tx, pos
 }
 
-// readNothingYet asserts that ReadAll returns no event while a transaction
-// holding a lower position is still open: it must wait, not skip ahead.
+// readNothingYet asserts that ReadAll returns no event, and waits until the
+// deadline, while a transaction holding a lower position than a committed
+// event is still open: it must wait, not skip ahead.
 func readNothingYet(tb testing.TB, store *pgstore.Store, after int64) {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
@@ -52,6 +54,28 @@ func readNothingYet(tb testing.TB, store *pgstore.Store, after int64) {
 	}
 	if !errors.Is(err, context.DeadlineExceeded) {
 		tb.Fatalf("ReadAll error = %v, want it to wait until the deadline", err)
+	}
+}
+
+// tail reads the log after position after, as a tailing reader does, until
+// ReadAll has nothing more, and returns the positions it read.
+func tail(tb testing.TB, store *pgstore.Store, after int64) []int64 {
+	tb.Helper()
+	var positions []int64
+	for {
+		events, err := store.ReadAll(context.Background(), after, 100)
+		if err != nil {
+			tb.Fatalf("ReadAll after %d: %v", after, err)
+		}
+		if len(events) == 0 {
+			return positions
+		}
+		for _, e := range events {
+			if e.Position <= after {
+				tb.Fatalf("ReadAll after %d returned position %d", after, e.Position)
+			}
+			positions, after = append(positions, e.Position), e.Position
+		}
 	}
 }
 
@@ -88,43 +112,61 @@ func TestReadAll_NeverSkipsALateCommit(t *testing.T) {
 		t.Fatalf("commit 0: %v", err)
 	}
 
+	// With no append open, one read crosses the hole left by the rollback.
+	want := []int64{pos[0], pos[2], pos[3]}
 	events, err := store.ReadAll(ctx, 0, 100)
 	if err != nil {
 		t.Fatalf("ReadAll: %v", err)
 	}
-	want := []int64{pos[0], pos[2], pos[3]}
-	if len(events) != len(want) {
-		t.Fatalf("ReadAll returned %d events, want %d (positions %v)", len(events), len(want), want)
-	}
-	for i, e := range events {
-		if e.Position != want[i] {
-			t.Errorf("event %d at position %d, want %d", i, e.Position, want[i])
-		}
+	if got := positionsOf(events); !slices.Equal(got, want) {
+		t.Fatalf("ReadAll read positions %v, want %v", got, want)
 	}
 }
 
+func positionsOf(events []eventstore.Event) []int64 {
+	positions := make([]int64, len(events))
+	for i, e := range events {
+		positions[i] = e.Position
+	}
+	return positions
+}
+
 // TestReadAll_ReturnsEventsBelowAnOpenTransaction checks that an open
-// transaction holds back only the positions above its own.
+// transaction holds back only the positions above its own, and that a
+// reader with nothing committed after it gets nothing at once.
 func TestReadAll_ReturnsEventsBelowAnOpenTransaction(t *testing.T) {
 	pool := openPool(t)
 	store := pgstore.New(pool)
 	ctx := context.Background()
-
-	first, err := store.Append(ctx, "before", eventstore.NoStream, []eventstore.NewEvent{{Type: "Test", Data: []byte(`{}`)}})
-	if err != nil {
-		t.Fatalf("append: %v", err)
+	appendOne := func(stream string) int64 {
+		t.Helper()
+		recorded, err := store.Append(ctx, stream, eventstore.NoStream, []eventstore.NewEvent{{Type: "Test", Data: []byte(`{}`)}})
+		if err != nil {
+			t.Fatalf("append to %s: %v", stream, err)
+		}
+		return recorded[0].Position
 	}
-	tx, _ := beginInsert(t, pool, "open")
-	readNothingYet(t, store, first[0].Position)
+
+	before := appendOne("before")
+	tx, open := beginInsert(t, pool, "open")
+	if got := tail(t, store, 0); !slices.Equal(got, []int64{before}) {
+		t.Fatalf("tail from 0 read positions %v, want only %d, below the open transaction", got, before)
+	}
+	after := appendOne("after")
+	// The run before the open append comes at once; after it, nothing
+	// until the append ends.
+	quick, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	events, err := store.ReadAll(quick, 0, 100)
+	if got := positionsOf(events); err != nil || !slices.Equal(got, []int64{before}) {
+		t.Fatalf("ReadAll from 0 = positions %v, %v; want only %d", got, err, before)
+	}
+	readNothingYet(t, store, before)
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatalf("commit: %v", err)
 	}
-	events, err := store.ReadAll(ctx, 0, 100)
-	if err != nil {
-		t.Fatalf("ReadAll: %v", err)
-	}
-	if len(events) != 2 || events[0].Stream != "before" || events[1].Stream != "open" {
-		t.Fatalf("ReadAll = %+v, want the events of before and open in order", events)
+	if got, want := tail(t, store, before), []int64{open, after}; !slices.Equal(got, want) {
+		t.Fatalf("tail after the commit read positions %v, want %v", got, want)
 	}
 }
 

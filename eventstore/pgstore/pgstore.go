@@ -7,7 +7,7 @@
 // appends to different streams never wait on each other.
 //
 // Reading the whole log is gap-safe without any lock on the write path: see
-// stableHead.
+// ReadAll and openAppends.
 package pgstore
 
 import (
@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -145,15 +146,45 @@ func (s *Store) ReadStream(ctx context.Context, stream string) ([]eventstore.Eve
 }
 
 // ReadAll implements eventstore.Store.
+//
+// The events after `after` that are visible now are safe to return as far
+// as their positions run on without a hole: every position in that run has
+// committed, so no late commit can land inside it. That is the usual case
+// and costs one query. A hole is a position drawn by a transaction that is
+// still open, or by one that rolled back and left it empty for ever. At a
+// hole ReadAll looks for open appends (see openAppends): with none, or with
+// nothing to return before the hole, it waits for the log to settle and
+// reads again up to the settled position, across the holes that will never
+// be filled; otherwise it returns the run before the hole at once.
 func (s *Store) ReadAll(ctx context.Context, after int64, limit int) ([]eventstore.Event, error) {
-	head, err := s.stableHead(ctx)
+	events, err := s.readRange(ctx, after, math.MaxInt64, limit)
+	if err != nil {
+		return nil, err
+	}
+	n := gapless(events, after)
+	if n == len(events) {
+		return events, nil
+	}
+	last, writers, err := s.openAppends(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if n > 0 && len(writers) > 0 {
+		return events[:n], nil
+	}
+	head, err := s.settle(ctx, last, writers)
 	if err != nil {
 		return nil, err
 	}
 	if head <= after {
 		return nil, nil
 	}
-	rows, _ := s.pool.Query(ctx, selectEvent+`WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3`, after, head, limit)
+	return s.readRange(ctx, after, head, limit)
+}
+
+// readRange reads up to limit events with positions in (after, upTo].
+func (s *Store) readRange(ctx context.Context, after, upTo int64, limit int) ([]eventstore.Event, error) {
+	rows, _ := s.pool.Query(ctx, selectEvent+`WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3`, after, upTo, limit)
 	events, err := collectEvents(rows)
 	if err != nil {
 		return nil, fmt.Errorf("read all after %d: %w", after, err)
@@ -161,25 +192,31 @@ func (s *Store) ReadAll(ctx context.Context, after int64, limit int) ([]eventsto
 	return events, nil
 }
 
-// Head returns the position of the last committed event (0 for an empty
-// log) such that no event below it can still commit: a reader that has
-// applied the log up to Head has seen everything committed so far. Positions
-// drawn by appends that rolled back are never the head, since no reader
-// could ever reach them.
-func (s *Store) Head(ctx context.Context) (int64, error) {
-	stable, err := s.stableHead(ctx)
-	if err != nil {
-		return 0, err
+// gapless returns how many of events, in position order, follow position
+// after without a hole.
+func gapless(events []eventstore.Event, after int64) int {
+	for i, e := range events {
+		if e.Position != after+int64(i)+1 {
+			return i
+		}
 	}
+	return len(events)
+}
+
+// Head returns the position of the last committed event (0 for an empty
+// log). A reader that has applied the log up to Head has seen every event
+// committed before the call; positions drawn by appends that rolled back
+// are never the head, since no reader could ever reach them.
+func (s *Store) Head(ctx context.Context) (int64, error) {
 	var head int64
-	if err := s.pool.QueryRow(ctx, `SELECT coalesce(max(position), 0) FROM events WHERE position <= $1`, stable).Scan(&head); err != nil {
+	if err := s.pool.QueryRow(ctx, `SELECT coalesce(max(position), 0) FROM events`).Scan(&head); err != nil {
 		return 0, fmt.Errorf("read log head: %w", err)
 	}
 	return head, nil
 }
 
-// stableHead returns a position at or below which no event can commit any
-// more: every position up to it is either visible or will never be.
+// Settling the log: a position at or below which no event can commit any
+// more, so that every position up to it is either visible or never will be.
 //
 // Positions are drawn from a sequence inside the inserting transaction, and
 // a transaction may commit long after a later one, so "the highest visible
@@ -197,14 +234,14 @@ func (s *Store) Head(ctx context.Context) (int64, error) {
 //
 // Nothing here touches the write path, so appends never wait for readers,
 // and only transactions that insert into this database's events table hold
-// readers back. Steps 1 and 2 go in one round trip; step 3 costs one more
-// per check while a writer is in flight.
-func (s *Store) stableHead(ctx context.Context) (int64, error) {
-	var (
-		last    int64
-		called  bool
-		writers []string
-	)
+// readers back. Steps 1 and 2 (openAppends) go in one round trip; step 3
+// (settle) costs one more per check while a writer is in flight.
+
+// openAppends does steps 1 and 2 of settling the log: it returns the
+// sequence's last value (0 before the first append) and the transactions
+// that may be appending.
+func (s *Store) openAppends(ctx context.Context) (last int64, writers []string, err error) {
+	var called bool
 	batch := &pgx.Batch{}
 	batch.Queue(`SELECT last_value, is_called FROM events_position_seq`).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&last, &called)
@@ -213,11 +250,17 @@ func (s *Store) stableHead(ctx context.Context) (int64, error) {
 		return row.Scan(&writers)
 	})
 	if err := s.pool.SendBatch(ctx, batch).Close(); err != nil {
-		return 0, fmt.Errorf("read log head: %w", err)
+		return 0, nil, fmt.Errorf("read log head: %w", err)
 	}
 	if !called {
-		return 0, nil
+		return 0, nil, nil
 	}
+	return last, writers, nil
+}
+
+// settle does step 3 of settling the log: it waits until none of writers holds
+// its lock any more, and returns last.
+func (s *Store) settle(ctx context.Context, last int64, writers []string) (int64, error) {
 	wait := 200 * time.Microsecond
 	for len(writers) > 0 {
 		select {
@@ -244,13 +287,15 @@ const writersWhere = `WHERE locktype = 'relation' AND mode = 'RowExclusiveLock'
 func collectEvents(rows pgx.Rows) ([]eventstore.Event, error) {
 	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (eventstore.Event, error) {
 		var (
-			e    eventstore.Event
-			meta []byte
+			e          eventstore.Event
+			data, meta []byte
 		)
-		if err := row.Scan(&e.Position, &e.ID, &e.Stream, &e.Version, &e.Type, &e.Data, &meta, &e.RecordedAt); err != nil {
+		// Scanned as bytes: into a json.RawMessage, pgx would run the
+		// JSON decoder over data the database has already checked.
+		if err := row.Scan(&e.Position, &e.ID, &e.Stream, &e.Version, &e.Type, &data, &meta, &e.RecordedAt); err != nil {
 			return e, err
 		}
-		e.RecordedAt = e.RecordedAt.UTC()
+		e.Data, e.RecordedAt = data, e.RecordedAt.UTC()
 		if err := json.Unmarshal(meta, &e.Metadata); err != nil {
 			return e, fmt.Errorf("decode metadata of event %s: %w", e.ID, err)
 		}

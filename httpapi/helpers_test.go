@@ -74,7 +74,7 @@ func startServer(tb testing.TB, nb NewBackend, checks ...httpapi.Check) *apiServ
 	tb.Cleanup(ts.Close)
 	transport := &http.Transport{MaxIdleConnsPerHost: 128}
 	tb.Cleanup(transport.CloseIdleConnections)
-	return &apiServer{URL: ts.URL, Backend: b, client: &http.Client{Transport: transport, Timeout: 30 * time.Second}, logs: logs}
+	return &apiServer{URL: ts.URL, Backend: b, client: &http.Client{Transport: transport}, logs: logs}
 }
 
 // syncBuffer is a bytes.Buffer safe for concurrent writers.
@@ -149,6 +149,11 @@ type response struct {
 }
 
 // send makes a request; safe from any goroutine.
+// requestTimeout bounds a request of a test. It is set on the request's
+// context rather than as http.Client.Timeout, which costs a goroutine per
+// request and would weigh on the benchmark.
+const requestTimeout = 30 * time.Second
+
 func (s *apiServer) send(ctx context.Context, r request) (response, error) {
 	req, err := http.NewRequestWithContext(ctx, r.method, s.URL+r.path, strings.NewReader(r.body))
 	if err != nil {
@@ -176,7 +181,9 @@ func (s *apiServer) send(ctx context.Context, r request) (response, error) {
 // status is not want.
 func (s *apiServer) do(tb testing.TB, r request, want int) response {
 	tb.Helper()
-	res, err := s.send(context.Background(), r)
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	res, err := s.send(ctx, r)
 	if err != nil {
 		tb.Fatal(err)
 	}

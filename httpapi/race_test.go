@@ -67,7 +67,9 @@ func (s *apiServer) claimAtOnce(h handoff, tokens []string) ([]response, []error
 		wg.Go(func() {
 			<-ready
 			r := request{method: http.MethodPost, path: actionPath(h.SessionID, h.ID, "claim"), auth: tok}
-			results[i], errs[i] = s.send(context.Background(), r)
+			ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+			defer cancel()
+			results[i], errs[i] = s.send(ctx, r)
 		})
 	}
 	close(ready)

@@ -26,8 +26,8 @@ import (
 )
 
 // Backend is the storage a REST test runs on: a real event log, command
-// handler (waiting on a running projector), read model and idempotency
-// store, all on one fresh database.
+// handler, read model (kept by a running projector and read through
+// projections.CaughtUp) and idempotency store, all on one fresh database.
 type Backend struct {
 	Log         eventstore.Store
 	Commands    *commands.Handler

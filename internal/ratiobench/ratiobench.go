@@ -1,0 +1,107 @@
+// Package ratiobench measures an operation against a baseline on a noisy
+// machine. It runs the two in alternating slices of calls, so that a change
+// in the machine's speed during the run weighs on both alike, and reports
+// the ratio of their throughputs with the operation's latency.
+package ratiobench
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Op is one call of an operation from the given worker (0 to workers-1).
+type Op func(ctx context.Context, worker int) error
+
+// sliceCalls is how many calls of one kind run before the other kind's turn.
+const sliceCalls = 250
+
+// timeout bounds a whole run.
+const timeout = 10 * time.Minute
+
+// Run makes b.N calls of baseline and b.N calls of op, each kind from
+// workers goroutines at a time, in alternating slices, and reports
+// (settle, when not nil, runs after each slice of op and counts as part of
+// it: it waits for work that op leaves to the background, such as a
+// projector catching up, so that the work does not slow the next slice of
+// the baseline instead)
+//
+//   - baseline-ratio: the baseline's time over op's for the same number of
+//     calls, that is op's throughput over the baseline's;
+//   - op-ns/op and baseline-ns/op: the time of one call of each;
+//   - p50-ms and p99-ms: the latency of one call of op.
+//
+// It fails the benchmark when a call fails.
+func Run(b *testing.B, workers int, baseline, op Op, settle func(context.Context) error) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var baseTime, opTime time.Duration
+	var latencies []time.Duration
+	b.ResetTimer()
+	for done := 0; done < b.N; {
+		n := min(sliceCalls, b.N-done)
+		elapsed, _, err := run(ctx, workers, n, baseline)
+		if err != nil {
+			b.Fatalf("baseline: %v", err)
+		}
+		baseTime += elapsed
+		start := time.Now()
+		_, lat, err := run(ctx, workers, n, op)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if settle != nil {
+			if err := settle(ctx); err != nil {
+				b.Fatalf("settle: %v", err)
+			}
+		}
+		opTime += time.Since(start)
+		latencies = append(latencies, lat...)
+		done += n
+	}
+	b.StopTimer()
+	slices.Sort(latencies)
+	b.ReportMetric(float64(baseTime)/float64(opTime), "baseline-ratio")
+	b.ReportMetric(float64(opTime.Nanoseconds())/float64(b.N), "op-ns/op")
+	b.ReportMetric(float64(baseTime.Nanoseconds())/float64(b.N), "baseline-ns/op")
+	b.ReportMetric(percentile(latencies, 0.50), "p50-ms")
+	b.ReportMetric(percentile(latencies, 0.99), "p99-ms")
+}
+
+// run makes n calls of op from workers goroutines and returns the time they
+// took together and the latency of each.
+func run(ctx context.Context, workers, n int, op Op) (time.Duration, []time.Duration, error) {
+	var next atomic.Int64
+	latencies := make([][]time.Duration, workers)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := range workers {
+		wg.Go(func() {
+			for next.Add(1) <= int64(n) {
+				t := time.Now()
+				if err := op(ctx, w); err != nil {
+					errs[w] = err
+					return
+				}
+				latencies[w] = append(latencies[w], time.Since(t))
+			}
+		})
+	}
+	wg.Wait()
+	return time.Since(start), slices.Concat(latencies...), errors.Join(errs...)
+}
+
+// percentile returns the p-th quantile of sorted, in milliseconds.
+func percentile(sorted []time.Duration, p float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	d := sorted[int(p*float64(len(sorted)-1))]
+	return float64(d) / float64(time.Millisecond)
+}

@@ -1,6 +1,10 @@
 package eventstore
 
-import "sync"
+import (
+	"context"
+	"sync"
+	"time"
+)
 
 // Signal wakes the readers of a log when events are appended in this
 // process, so tailing code need not poll. The zero value is ready to use.
@@ -27,4 +31,19 @@ func (s *Signal) Notify() {
 		close(s.ch)
 		s.ch = nil
 	}
+}
+
+// Sleep waits for d, for wake (a channel from Wait; nil never fires) or for
+// ctx to end; it reports whether ctx is still alive. Tailing code sleeps
+// with it between polls, woken early by an append in this process.
+func Sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+	case <-wake:
+	}
+	return true
 }

@@ -91,7 +91,7 @@ func (p *Projector) Run(ctx context.Context) error {
 			return nil
 		case err != nil:
 			p.logger.ErrorContext(ctx, "projector failed, retrying", "err", err, "retry_in", retryDelay)
-			if !sleep(ctx, retryDelay) {
+			if !eventstore.Sleep(ctx, retryDelay, nil) {
 				return nil
 			}
 		default:
@@ -125,7 +125,7 @@ func (p *Projector) lead(ctx context.Context) error {
 			return stopped(ctx, err)
 		}
 		pos = next
-		if n < batchSize && !sleepOrWake(ctx, pollInterval, wake) {
+		if n < batchSize && !eventstore.Sleep(ctx, pollInterval, wake) {
 			return nil
 		}
 	}
@@ -353,22 +353,4 @@ func stopped(ctx context.Context, err error) error {
 		return nil
 	}
 	return err
-}
-
-// sleep waits for d; false when ctx ended first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	return sleepOrWake(ctx, d, nil)
-}
-
-// sleepOrWake waits for d or for wake; false when ctx ended first.
-func sleepOrWake(ctx context.Context, d time.Duration, wake <-chan struct{}) bool {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-wake:
-	case <-timer.C:
-	}
-	return true
 }

@@ -204,7 +204,7 @@ func (r *Relay) lead(ctx context.Context) {
 			backoff = r.cfg.MinBackoff
 		}
 		r.fail(ctx, err, backoff)
-		if !sleep(ctx, backoff, nil) {
+		if !eventstore.Sleep(ctx, backoff, nil) {
 			return
 		}
 		backoff = min(2*backoff, r.cfg.MaxBackoff)
@@ -236,7 +236,7 @@ func (r *Relay) session(ctx context.Context) (progressed bool, err error) {
 		r.seen(ctx, pos, events)
 		if len(events) == 0 {
 			r.recovered(ctx)
-			if !sleep(ctx, r.cfg.PollInterval, wake) {
+			if !eventstore.Sleep(ctx, r.cfg.PollInterval, wake) {
 				return progressed, ctx.Err()
 			}
 			continue
@@ -335,18 +335,4 @@ func (r *Relay) seen(ctx context.Context, pos int64, events []eventstore.Event) 
 	if len(events) == r.cfg.BatchSize {
 		r.measureHead(ctx)
 	}
-}
-
-// sleep waits for d, a wake-up (wake may be nil) or the end of ctx; it
-// reports whether ctx is still alive.
-func sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-	case <-wake:
-	}
-	return true
 }

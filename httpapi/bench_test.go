@@ -8,12 +8,10 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/oklog/ulid/v2"
 
 	"github.com/resolutionflow/ledgerd/domain"
@@ -38,36 +36,26 @@ const benchNotes = "customer VPN drops every 20 minutes; tried MTU 1400"
 // benchBody is the escalate request of the benchmark.
 const benchBody = `{"intent":"escalate","engineer_notes":"` + benchNotes + `","priority":"high"}`
 
-// benchEvent is the baseline's row payload: the size of the event an
-// escalate appends.
-const benchEvent = `{"handoff_id":"6f1c3a52-8d0e-4b7a-9a55-3c1de0f3b2a1","session_id":"0b8f9e3e-2a41-4f7c-8d1e-5b6a7c8d9e0f","engineer_notes":"` + benchNotes + `","priority":"high","at":"2026-11-25T12:00:00Z"}`
-
 // BenchmarkEscalate times a full REST escalate from 16 concurrent clients,
 // over loopback HTTP, each request on a new session, on the PostgreSQL stack
 // serve runs: event store, command handler, read model kept by the
 // projector, idempotency store. It runs the escalate without and with an
 // Idempotency-Key (a new key each time). On the same durable server, in
-// slices alternating with the escalates, it times the baseline of
-// BenchmarkAppend in eventstore/pgstore: a plain single-row INSERT into a
-// table with UNIQUE(stream, version), from 16 writers.
+// slices alternating with the escalates, it times the baseline
+// (ratiobench.PostgresBaseline, as BenchmarkAppend in eventstore/pgstore
+// does): a plain single-row INSERT into a table with UNIQUE(stream,
+// version), from 16 writers.
 //
 // Each slice of escalates ends when the read model has caught up with
 // them, so the projector's work counts as theirs. baseline-ratio is the
 // escalates' throughput over the baseline's (the target is at least 0.4,
 // with a p99 under 25 ms).
 func BenchmarkEscalate(b *testing.B) {
-	pool := openBaselinePool(b)
+	baseline := ratiobench.PostgresBaseline(b, pgtest.NewPool(b, benchClients))
 	s := startServer(b, func(tb testing.TB) Backend {
 		tb.Helper()
 		return newPostgresBackendOfSize(tb, benchPoolSize)
 	})
-	prefix := ulid.Make().String()
-	var n atomic.Int64
-	baseline := func(ctx context.Context, _ int) error {
-		stream := fmt.Sprintf("%s-%d", prefix, n.Add(1))
-		_, err := pool.Exec(ctx, `INSERT INTO baseline (stream, version, data) VALUES ($1, 1, $2)`, stream, benchEvent)
-		return err
-	}
 	tm := newTeam()
 	auths := make([]string, benchClients)
 	for i := range auths {
@@ -153,16 +141,4 @@ func (c *benchConn) post(path, auth, key, body string, want int) error {
 		return fmt.Errorf("POST %s: status %d, want %d; body %s", path, res.StatusCode, want, got)
 	}
 	return nil
-}
-
-// openBaselinePool returns a pool, with a connection per client, on a new
-// database of the test server holding the baseline table.
-func openBaselinePool(tb testing.TB) *pgxpool.Pool {
-	tb.Helper()
-	pool := pgtest.NewPool(tb, benchClients)
-	_, err := pool.Exec(context.Background(), `CREATE TABLE baseline (stream text NOT NULL, version bigint NOT NULL, data jsonb NOT NULL, UNIQUE (stream, version))`)
-	if err != nil {
-		tb.Fatalf("create baseline table: %v", err)
-	}
-	return pool
 }

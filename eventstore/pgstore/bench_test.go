@@ -13,8 +13,8 @@ import (
 	"github.com/resolutionflow/ledgerd/internal/ratiobench"
 )
 
-// benchData is a typical handoff event's size.
-var benchData = []byte(`{"handoff_id":"6f1c3a52-8d0e-4b7a-9a55-3c1de0f3b2a1","session_id":"0b8f9e3e-2a41-4f7c-8d1e-5b6a7c8d9e0f","engineer_notes":"customer VPN drops every 20 minutes; tried MTU 1400","priority":"high","at":"2026-11-25T12:00:00Z"}`)
+// benchData, the appended event's data, is the baseline's row payload.
+var benchData = []byte(ratiobench.BaselineEvent)
 
 var benchMeta = eventstore.Metadata{
 	ActorID: "9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d", AccountID: "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
@@ -29,18 +29,11 @@ var benchMeta = eventstore.Metadata{
 // target at 16 writers is at least 0.8).
 func BenchmarkAppend(b *testing.B) {
 	pool := openPool(b)
-	ctx := context.Background()
-	if _, err := pool.Exec(ctx, `CREATE TABLE baseline (stream text NOT NULL, version bigint NOT NULL, data jsonb NOT NULL, UNIQUE (stream, version))`); err != nil {
-		b.Fatalf("create baseline table: %v", err)
-	}
+	baseline := ratiobench.PostgresBaseline(b, pool)
 	store := pgstore.New(pool)
 	prefix := ulid.Make().String()
 	var n atomic.Int64
 	newStream := func() string { return fmt.Sprintf("%s-%d", prefix, n.Add(1)) }
-	baseline := func(ctx context.Context, _ int) error {
-		_, err := pool.Exec(ctx, `INSERT INTO baseline (stream, version, data) VALUES ($1, 1, $2)`, newStream(), string(benchData))
-		return err
-	}
 	appendOne := func(ctx context.Context, _ int) error {
 		_, err := store.Append(ctx, newStream(), eventstore.NoStream, []eventstore.NewEvent{{Type: "HandoffEscalated", Data: benchData, Metadata: benchMeta}})
 		return err

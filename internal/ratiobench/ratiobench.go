@@ -7,12 +7,39 @@ package ratiobench
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/oklog/ulid/v2"
 )
+
+// BaselineEvent is the baseline's row payload, the size of a typical
+// handoff event.
+const BaselineEvent = `{"handoff_id":"6f1c3a52-8d0e-4b7a-9a55-3c1de0f3b2a1","session_id":"0b8f9e3e-2a41-4f7c-8d1e-5b6a7c8d9e0f","engineer_notes":"customer VPN drops every 20 minutes; tried MTU 1400","priority":"high","at":"2026-11-25T12:00:00Z"}`
+
+// PostgresBaseline creates the baseline table in pool's database and
+// returns the baseline every ledger benchmark is measured against: a plain
+// single-row INSERT of BaselineEvent into a table with UNIQUE(stream,
+// version), each call on a new stream.
+func PostgresBaseline(tb testing.TB, pool *pgxpool.Pool) Op {
+	tb.Helper()
+	_, err := pool.Exec(tb.Context(), `CREATE TABLE baseline (stream text NOT NULL, version bigint NOT NULL, data jsonb NOT NULL, UNIQUE (stream, version))`)
+	if err != nil {
+		tb.Fatalf("create baseline table: %v", err)
+	}
+	prefix := ulid.Make().String()
+	var n atomic.Int64
+	return func(ctx context.Context, _ int) error {
+		stream := fmt.Sprintf("%s-%d", prefix, n.Add(1))
+		_, err := pool.Exec(ctx, `INSERT INTO baseline (stream, version, data) VALUES ($1, 1, $2)`, stream, BaselineEvent)
+		return err
+	}
+}
 
 // Op is one call of an operation from the given worker (0 to workers-1).
 type Op func(ctx context.Context, worker int) error

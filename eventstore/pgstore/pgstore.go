@@ -58,7 +58,7 @@ RETURNING position, version, recorded_at`
 // stream exists.
 const appendFirstSQL = `
 INSERT INTO events (id, stream, version, type, data, metadata) VALUES ($1, $2, 1, $3, $4, $5)
-RETURNING position, version, recorded_at`
+RETURNING position, recorded_at`
 
 // uniqueStreamVersion is the constraint a concurrent append to the same
 // stream violates.
@@ -73,64 +73,80 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 	if len(events) == 0 {
 		return nil, nil
 	}
-	ids := make([]string, len(events))
-	types := make([]string, len(events))
-	data := make([]string, len(events))
-	metas := make([]string, len(events))
+	recorded := make([]eventstore.Event, len(events))
+	metas := make([][]byte, len(events))
 	for i, e := range events {
+		recorded[i] = eventstore.Event{ID: e.ID, Type: e.Type, Stream: stream, Data: e.Data, Metadata: e.Metadata}
 		if e.ID == "" {
-			e.ID = ulid.Make().String()
+			recorded[i].ID = ulid.Make().String()
 		}
-		meta, err := json.Marshal(e.Metadata)
-		if err != nil {
-			return nil, fmt.Errorf("encode metadata: %w", err)
-		}
-		ids[i], types[i], data[i], metas[i] = e.ID, e.Type, string(e.Data), string(meta)
+		metas[i] = e.Metadata.AppendJSON(nil)
 	}
 	for attempt := 0; ; attempt++ {
-		recorded, err := s.insert(ctx, stream, expected, ids, types, data, metas)
+		err := s.insert(ctx, expected, recorded, metas)
 		if errors.Is(err, eventstore.ErrConflict) && expected == eventstore.Any && attempt < maxAnyRetries {
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
-		for i := range recorded {
-			recorded[i].ID, recorded[i].Type, recorded[i].Stream = ids[i], types[i], stream
-			recorded[i].Data = events[i].Data
-			recorded[i].Metadata = events[i].Metadata
-		}
 		s.appended.Notify()
 		return recorded, nil
 	}
 }
 
-func (s *Store) insert(ctx context.Context, stream string, expected eventstore.ExpectedVersion, ids, types, data, metas []string) ([]eventstore.Event, error) {
-	sql, args := appendSQL, []any{stream, ids, types, data, metas, int64(expected)}
-	if expected == eventstore.NoStream && len(ids) == 1 {
-		sql, args = appendFirstSQL, []any{ids[0], stream, types[0], data[0], metas[0]}
+// insert writes events, all of one stream, with their encoded metadata, and
+// fills in their versions, positions and times.
+func (s *Store) insert(ctx context.Context, expected eventstore.ExpectedVersion, events []eventstore.Event, metas [][]byte) error {
+	stream := events[0].Stream
+	var (
+		n   = 1
+		err error
+	)
+	if expected == eventstore.NoStream && len(events) == 1 {
+		e := &events[0]
+		e.Version = 1
+		err = s.pool.QueryRow(ctx, appendFirstSQL, e.ID, stream, e.Type, []byte(e.Data), metas[0]).Scan(&e.Position, &e.RecordedAt)
+	} else {
+		n, err = s.insertMany(ctx, expected, events, metas)
 	}
-	rows, _ := s.pool.Query(ctx, sql, args...)
-	recorded, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (eventstore.Event, error) {
-		var e eventstore.Event
-		err := row.Scan(&e.Position, &e.Version, &e.RecordedAt)
-		return e, err
-	})
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == uniqueStreamVersion {
-		return nil, &eventstore.ConflictError{Stream: stream, Expected: expected}
+		return &eventstore.ConflictError{Stream: stream, Expected: expected}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("append to stream %q: %w", stream, err)
+		return fmt.Errorf("append to stream %q: %w", stream, err)
 	}
-	if len(recorded) == 0 {
-		// The WHERE clause found the stream at another version.
-		return nil, &eventstore.ConflictError{Stream: stream, Expected: expected}
+	if n == 0 {
+		// appendSQL found the stream at another version.
+		return &eventstore.ConflictError{Stream: stream, Expected: expected}
 	}
-	for i := range recorded {
-		recorded[i].RecordedAt = recorded[i].RecordedAt.UTC()
+	for i := range events {
+		events[i].RecordedAt = events[i].RecordedAt.UTC()
 	}
-	return recorded, nil
+	return nil
+}
+
+// insertMany runs appendSQL and returns how many events it inserted: all of
+// them, or none when it found the stream at another version than expected.
+func (s *Store) insertMany(ctx context.Context, expected eventstore.ExpectedVersion, events []eventstore.Event, metas [][]byte) (int, error) {
+	ids := make([]string, len(events))
+	types := make([]string, len(events))
+	data := make([][]byte, len(events))
+	for i, e := range events {
+		ids[i], types[i], data[i] = e.ID, e.Type, e.Data
+	}
+	rows, _ := s.pool.Query(ctx, appendSQL, events[0].Stream, ids, types, data, metas, int64(expected))
+	n := 0
+	for rows.Next() {
+		e := &events[n]
+		if err := rows.Scan(&e.Position, &e.Version, &e.RecordedAt); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		n++
+	}
+	return n, rows.Err()
 }
 
 const selectEvent = `SELECT position, id, stream, version, type, data, metadata, recorded_at FROM events `

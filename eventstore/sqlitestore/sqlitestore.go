@@ -195,11 +195,8 @@ func (s *Store) insertAll(ctx context.Context, expected eventstore.ExpectedVersi
 	for i := range events {
 		e := &events[i]
 		e.Version, e.RecordedAt = base+int64(i)+1, now
-		meta, err := json.Marshal(e.Metadata)
-		if err != nil {
-			return fmt.Errorf("append to stream %q: encode metadata: %w", stream, err)
-		}
-		err = insert.QueryRowContext(ctx, e.ID, stream, e.Version, e.Type, string(e.Data), string(meta), now.Format(TimeLayout)).Scan(&e.Position)
+		meta := e.Metadata.AppendJSON(nil)
+		err := insert.QueryRowContext(ctx, e.ID, stream, e.Version, e.Type, string(e.Data), string(meta), now.Format(TimeLayout)).Scan(&e.Position)
 		if err != nil {
 			return insertError(ctx, tx, expected, e, err)
 		}

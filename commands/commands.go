@@ -23,6 +23,7 @@ import (
 // EventLog is what the handler needs from an event store.
 type EventLog interface {
 	Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) ([]eventstore.Event, error)
+	AppendQuick(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) error
 	ReadStream(ctx context.Context, stream string) ([]eventstore.Event, error)
 }
 
@@ -65,7 +66,10 @@ func NewHandler(log EventLog, waiter Waiter) *Handler {
 }
 
 // Result is a command's outcome: the handoff it touched, as it now stands,
-// and the position of the last event appended.
+// and, from a handler that waits for the read models, the position of the
+// last event appended. A handler that does not wait has no use for the
+// position and appends without reading it back (EventLog.AppendQuick);
+// Position is then 0.
 type Result struct {
 	Handoff  domain.Handoff
 	Position int64
@@ -89,7 +93,7 @@ func (h *Handler) Execute(ctx context.Context, actor domain.Actor, session uuid.
 		if err != nil {
 			return Result{}, err
 		}
-		recorded, err := h.log.Append(ctx, stream, eventstore.Exact(state.Version), events)
+		position, err := h.append(ctx, stream, eventstore.Exact(state.Version), events)
 		if errors.Is(err, eventstore.ErrConflict) {
 			if attempt < maxAttempts {
 				continue
@@ -102,13 +106,26 @@ func (h *Handler) Execute(ctx context.Context, actor domain.Actor, session uuid.
 		for _, e := range decided {
 			state.Apply(e)
 		}
-		res := Result{Position: recorded[len(recorded)-1].Position}
+		res := Result{Position: position}
 		if hd, ok := state.Handoff(handoffOf(decided[len(decided)-1])); ok {
 			res.Handoff = *hd
 		}
 		h.waitForReadModels(ctx, res.Position)
 		return res, nil
 	}
+}
+
+// append appends events and returns the position of the last one when the
+// handler waits for the read models, which needs it; otherwise it returns 0.
+func (h *Handler) append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) (int64, error) {
+	if h.waiter == nil {
+		return 0, h.log.AppendQuick(ctx, stream, expected, events)
+	}
+	recorded, err := h.log.Append(ctx, stream, expected, events)
+	if err != nil {
+		return 0, err
+	}
+	return recorded[len(recorded)-1].Position, nil
 }
 
 // state returns the state to decide on. A handoff is most often the first

@@ -256,93 +256,103 @@ func metadata(actor domain.Actor, requestID, correlationID string) eventstore.Me
 
 // TestExecute_ReturnsHandoffAndRecordsEvents plays the life of a session:
 // park, claim, escalate, withdraw. Each Execute returns the handoff it
-// touched as it now stands and the position of the event it appended; the
-// stream holds exactly those events, with the request's metadata.
+// touched as it now stands; the stream holds exactly those events, with the
+// request's metadata. A handler that waits for the read models also returns
+// the position of the event it appended; one that does not returns none.
 func TestExecute_ReturnsHandoffAndRecordsEvents(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, f *fixture) {
-		tm, session := newTeam(), uuid.New()
-		alice, bob := tm.user(domain.RoleEngineer), tm.user(domain.RoleAdmin)
-		parked := create(alice, domain.IntentPark, domain.PriorityHigh, at(0))
-		escalated := create(bob, domain.IntentEscalate, domain.PriorityUrgent, at(2))
-
-		h1 := domain.Handoff{
-			ID: parked.HandoffID, SessionID: session, AccountID: tm.account, TeamID: tm.id,
-			Intent: domain.IntentPark, Notes: parked.Notes, Priority: domain.PriorityHigh,
-			Status: domain.StatusOpen, CreatedBy: alice.UserID, CreatedAt: at(0),
-		}
-		h1Claimed := h1
-		h1Claimed.Status, h1Claimed.ClaimedBy, h1Claimed.ClaimedAt = domain.StatusClaimed, bob.UserID, at(1)
-		h2 := domain.Handoff{
-			ID: escalated.HandoffID, SessionID: session, AccountID: tm.account, TeamID: tm.id,
-			Intent: domain.IntentEscalate, Notes: escalated.Notes, Priority: domain.PriorityUrgent,
-			Status: domain.StatusOpen, CreatedBy: bob.UserID, CreatedAt: at(2),
-		}
-		h2Withdrawn := h2
-		h2Withdrawn.Status, h2Withdrawn.WithdrawnAt = domain.StatusWithdrawn, at(3)
-
-		steps := []struct {
-			name      string
-			actor     domain.Actor
-			cmd       domain.Command
-			trace     commands.Trace
-			want      domain.Handoff
-			wantEvent domain.Event
-			wantMeta  eventstore.Metadata
-		}{
-			{"park", alice, parked, commands.Trace{RequestID: "req-park"}, h1,
-				createdEvent(session, parked),
-				metadata(alice, "req-park", "req-park")},
-			{"claim", bob, claim(bob, parked.HandoffID, at(1)), commands.Trace{RequestID: "req-claim", CorrelationID: "flow-1"}, h1Claimed,
-				domain.HandoffClaimed{HandoffID: parked.HandoffID, SessionID: session, ClaimedBy: bob.UserID, Role: domain.RoleAdmin, At: at(1)},
-				metadata(bob, "req-claim", "flow-1")},
-			{"escalate", bob, escalated, commands.Trace{RequestID: "req-escalate", CorrelationID: "flow-1"}, h2,
-				createdEvent(session, escalated),
-				metadata(bob, "req-escalate", "flow-1")},
-			{"withdraw", bob, withdraw(bob, escalated.HandoffID, at(3)), commands.Trace{RequestID: "req-withdraw"}, h2Withdrawn,
-				domain.HandoffWithdrawn{HandoffID: escalated.HandoffID, SessionID: session, WithdrawnBy: bob.UserID, At: at(3)},
-				metadata(bob, "req-withdraw", "req-withdraw")},
-		}
-
-		h := f.handler()
-		positions := make([]int64, len(steps))
-		for i, s := range steps {
-			res, err := h.Execute(t.Context(), s.actor, session, s.cmd, s.trace)
-			if err != nil {
-				t.Fatalf("%s: %v", s.name, err)
-			}
-			assertHandoff(t, s.name+": result", res.Handoff, s.want)
-			positions[i] = res.Position
-		}
-
-		events := f.readStream(t, tm.account, session)
-		if len(events) != len(steps) {
-			t.Fatalf("stream has %d events, want %d: %+v", len(events), len(steps), events)
-		}
-		for i, s := range steps {
-			e := events[i]
-			if e.Position != positions[i] {
-				t.Errorf("%s: result position %d, event recorded at %d", s.name, positions[i], e.Position)
-			}
-			if e.Stream != eventcodec.StreamName(tm.account, session) || e.Version != int64(i+1) || e.Type != s.wantEvent.EventType() {
-				t.Errorf("%s: recorded as %s in %s version %d, want %s in %s version %d",
-					s.name, e.Type, e.Stream, e.Version, s.wantEvent.EventType(), eventcodec.StreamName(tm.account, session), i+1)
-			}
-			if _, err := ulid.ParseStrict(e.ID); err != nil {
-				t.Errorf("%s: event id %q is not a ULID: %v", s.name, e.ID, err)
-			}
-			if got := decode(t, e); !reflect.DeepEqual(got, s.wantEvent) {
-				t.Errorf("%s: event\n got %#v\nwant %#v", s.name, got, s.wantEvent)
-			}
-			if e.Metadata != s.wantMeta {
-				t.Errorf("%s: metadata\n got %+v\nwant %+v", s.name, e.Metadata, s.wantMeta)
-			}
-		}
-		for i := 1; i < len(positions); i++ {
-			if positions[i] <= positions[i-1] {
-				t.Errorf("positions %v do not increase", positions)
-			}
-		}
+		t.Run("NoWait", func(t *testing.T) { testLifeOfASession(t, f, f.handler(), false) })
+		f.startProjector(t)
+		t.Run("Waiting", func(t *testing.T) { testLifeOfASession(t, f, f.waitingHandler(), true) })
 	})
+}
+
+func testLifeOfASession(t *testing.T, f *fixture, h *commands.Handler, waits bool) {
+	tm, session := newTeam(), uuid.New()
+	alice, bob := tm.user(domain.RoleEngineer), tm.user(domain.RoleAdmin)
+	parked := create(alice, domain.IntentPark, domain.PriorityHigh, at(0))
+	escalated := create(bob, domain.IntentEscalate, domain.PriorityUrgent, at(2))
+
+	h1 := domain.Handoff{
+		ID: parked.HandoffID, SessionID: session, AccountID: tm.account, TeamID: tm.id,
+		Intent: domain.IntentPark, Notes: parked.Notes, Priority: domain.PriorityHigh,
+		Status: domain.StatusOpen, CreatedBy: alice.UserID, CreatedAt: at(0),
+	}
+	h1Claimed := h1
+	h1Claimed.Status, h1Claimed.ClaimedBy, h1Claimed.ClaimedAt = domain.StatusClaimed, bob.UserID, at(1)
+	h2 := domain.Handoff{
+		ID: escalated.HandoffID, SessionID: session, AccountID: tm.account, TeamID: tm.id,
+		Intent: domain.IntentEscalate, Notes: escalated.Notes, Priority: domain.PriorityUrgent,
+		Status: domain.StatusOpen, CreatedBy: bob.UserID, CreatedAt: at(2),
+	}
+	h2Withdrawn := h2
+	h2Withdrawn.Status, h2Withdrawn.WithdrawnAt = domain.StatusWithdrawn, at(3)
+
+	steps := []struct {
+		name      string
+		actor     domain.Actor
+		cmd       domain.Command
+		trace     commands.Trace
+		want      domain.Handoff
+		wantEvent domain.Event
+		wantMeta  eventstore.Metadata
+	}{
+		{"park", alice, parked, commands.Trace{RequestID: "req-park"}, h1,
+			createdEvent(session, parked),
+			metadata(alice, "req-park", "req-park")},
+		{"claim", bob, claim(bob, parked.HandoffID, at(1)), commands.Trace{RequestID: "req-claim", CorrelationID: "flow-1"}, h1Claimed,
+			domain.HandoffClaimed{HandoffID: parked.HandoffID, SessionID: session, ClaimedBy: bob.UserID, Role: domain.RoleAdmin, At: at(1)},
+			metadata(bob, "req-claim", "flow-1")},
+		{"escalate", bob, escalated, commands.Trace{RequestID: "req-escalate", CorrelationID: "flow-1"}, h2,
+			createdEvent(session, escalated),
+			metadata(bob, "req-escalate", "flow-1")},
+		{"withdraw", bob, withdraw(bob, escalated.HandoffID, at(3)), commands.Trace{RequestID: "req-withdraw"}, h2Withdrawn,
+			domain.HandoffWithdrawn{HandoffID: escalated.HandoffID, SessionID: session, WithdrawnBy: bob.UserID, At: at(3)},
+			metadata(bob, "req-withdraw", "req-withdraw")},
+	}
+
+	positions := make([]int64, len(steps))
+	for i, s := range steps {
+		res, err := h.Execute(t.Context(), s.actor, session, s.cmd, s.trace)
+		if err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		assertHandoff(t, s.name+": result", res.Handoff, s.want)
+		positions[i] = res.Position
+	}
+
+	events := f.readStream(t, tm.account, session)
+	if len(events) != len(steps) {
+		t.Fatalf("stream has %d events, want %d: %+v", len(events), len(steps), events)
+	}
+	for i, s := range steps {
+		e := events[i]
+		want := int64(0)
+		if waits {
+			want = e.Position
+		}
+		if positions[i] != want {
+			t.Errorf("%s: result position %d, want %d (event recorded at %d)", s.name, positions[i], want, e.Position)
+		}
+		if e.Stream != eventcodec.StreamName(tm.account, session) || e.Version != int64(i+1) || e.Type != s.wantEvent.EventType() {
+			t.Errorf("%s: recorded as %s in %s version %d, want %s in %s version %d",
+				s.name, e.Type, e.Stream, e.Version, s.wantEvent.EventType(), eventcodec.StreamName(tm.account, session), i+1)
+		}
+		if _, err := ulid.ParseStrict(e.ID); err != nil {
+			t.Errorf("%s: event id %q is not a ULID: %v", s.name, e.ID, err)
+		}
+		if got := decode(t, e); !reflect.DeepEqual(got, s.wantEvent) {
+			t.Errorf("%s: event\n got %#v\nwant %#v", s.name, got, s.wantEvent)
+		}
+		if e.Metadata != s.wantMeta {
+			t.Errorf("%s: metadata\n got %+v\nwant %+v", s.name, e.Metadata, s.wantMeta)
+		}
+	}
+	for i := 1; i < len(events); i++ {
+		if events[i].Position <= events[i-1].Position {
+			t.Errorf("stream positions do not increase: %+v", events)
+		}
+	}
 }
 
 // TestExecute_RejectedCommandAppendsNothing gives commands the domain

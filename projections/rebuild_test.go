@@ -87,7 +87,11 @@ func TestRebuild_CatchesUpWithTheLog(t *testing.T) {
 	t.Parallel()
 	p := newProcess(t, pgtest.NewDatabase(t), "a", processOptions{})
 	sc := newScope()
-	sessions, last := stories(t, commands.NewHandler(p.events, nil), sc, 20)
+	sessions, _ := stories(t, commands.NewHandler(p.events, nil), sc, 20)
+	last, err := p.events.Head(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
 	rebuild(t, p)
 	if got := storetest.Checkpoint(t, p.views); got != last {
 		t.Fatalf("checkpoint after rebuild = %d, want the last position %d", got, last)

@@ -43,13 +43,15 @@ func New(pool *pgxpool.Pool) *Store {
 // Store; appends by other processes are not signalled.
 func (s *Store) Appended() <-chan struct{} { return s.appended.Wait() }
 
+// The statements of an append, each run as it is by AppendQuick and with a
+// RETURNING clause by Append. appendSQL appends any number of events; when
+// it finds the stream at another version than expected it inserts nothing.
 const appendSQL = `
 WITH cur AS (SELECT coalesce(max(version), 0) AS v FROM events WHERE stream = $1)
 INSERT INTO events (id, stream, version, type, data, metadata)
 SELECT e.id, $1, cur.v + e.ord, e.type, e.data, e.metadata
-FROM cur, unnest($2::text[], $3::text[], $4::jsonb[], $5::jsonb[]) WITH ORDINALITY AS e(id, type, data, metadata, ord)
-WHERE $6::bigint < 0 OR cur.v = $6::bigint
-RETURNING position, version, recorded_at`
+FROM cur, unnest($2::text[], $3::text[], $4::jsonb[], $5::json[]) WITH ORDINALITY AS e(id, type, data, metadata, ord)
+WHERE $6::bigint < 0 OR cur.v = $6::bigint`
 
 // appendFirstSQL starts a stream with one event, the most frequent append
 // (a session's first handoff). A plain INSERT spares the server appendSQL's
@@ -57,8 +59,12 @@ RETURNING position, version, recorded_at`
 // append; the unique key on (stream, version) rejects the row when the
 // stream exists.
 const appendFirstSQL = `
-INSERT INTO events (id, stream, version, type, data, metadata) VALUES ($1, $2, 1, $3, $4, $5)
-RETURNING position, recorded_at`
+INSERT INTO events (id, stream, version, type, data, metadata) VALUES ($1, $2, 1, $3, $4, $5)`
+
+const (
+	returningAll   = ` RETURNING position, version, recorded_at`
+	returningFirst = ` RETURNING position, recorded_at`
+)
 
 // uniqueStreamVersion is the constraint a concurrent append to the same
 // stream violates.
@@ -73,6 +79,25 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 	if len(events) == 0 {
 		return nil, nil
 	}
+	recorded, metas := prepare(stream, events)
+	if err := s.append(ctx, expected, recorded, metas, true); err != nil {
+		return nil, err
+	}
+	return recorded, nil
+}
+
+// AppendQuick implements eventstore.Store.
+func (s *Store) AppendQuick(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) error {
+	if len(events) == 0 {
+		return nil
+	}
+	recorded, metas := prepare(stream, events)
+	return s.append(ctx, expected, recorded, metas, false)
+}
+
+// prepare returns events as they will be recorded in stream, each with an
+// id, and their encoded metadata.
+func prepare(stream string, events []eventstore.NewEvent) ([]eventstore.Event, [][]byte) {
 	recorded := make([]eventstore.Event, len(events))
 	metas := make([][]byte, len(events))
 	for i, e := range events {
@@ -82,33 +107,37 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 		}
 		metas[i] = e.Metadata.AppendJSON(nil)
 	}
+	return recorded, metas
+}
+
+// append inserts events, all of one stream, retrying an append expecting
+// Any that lost a race, and wakes this process's tailing readers. With
+// readBack it fills in the versions, positions and times the events got.
+func (s *Store) append(ctx context.Context, expected eventstore.ExpectedVersion, events []eventstore.Event, metas [][]byte, readBack bool) error {
 	for attempt := 0; ; attempt++ {
-		err := s.insert(ctx, expected, recorded, metas)
+		err := s.insert(ctx, expected, events, metas, readBack)
 		if errors.Is(err, eventstore.ErrConflict) && expected == eventstore.Any && attempt < maxAnyRetries {
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return err
 		}
 		s.appended.Notify()
-		return recorded, nil
+		return nil
 	}
 }
 
-// insert writes events, all of one stream, with their encoded metadata, and
-// fills in their versions, positions and times.
-func (s *Store) insert(ctx context.Context, expected eventstore.ExpectedVersion, events []eventstore.Event, metas [][]byte) error {
+// insert runs one append statement; see append.
+func (s *Store) insert(ctx context.Context, expected eventstore.ExpectedVersion, events []eventstore.Event, metas [][]byte, readBack bool) error {
 	stream := events[0].Stream
 	var (
-		n   = 1
+		n   int
 		err error
 	)
 	if expected == eventstore.NoStream && len(events) == 1 {
-		e := &events[0]
-		e.Version = 1
-		err = s.pool.QueryRow(ctx, appendFirstSQL, e.ID, stream, e.Type, []byte(e.Data), metas[0]).Scan(&e.Position, &e.RecordedAt)
+		n, err = s.insertFirst(ctx, &events[0], metas[0], readBack)
 	} else {
-		n, err = s.insertMany(ctx, expected, events, metas)
+		n, err = s.insertMany(ctx, expected, events, metas, readBack)
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == uniqueStreamVersion {
@@ -127,16 +156,33 @@ func (s *Store) insert(ctx context.Context, expected eventstore.ExpectedVersion,
 	return nil
 }
 
+// insertFirst runs appendFirstSQL and returns 1, the number of events it
+// inserted.
+func (s *Store) insertFirst(ctx context.Context, e *eventstore.Event, meta []byte, readBack bool) (int, error) {
+	e.Version = 1
+	args := []any{e.ID, e.Stream, e.Type, []byte(e.Data), meta}
+	if !readBack {
+		_, err := s.pool.Exec(ctx, appendFirstSQL, args...)
+		return 1, err
+	}
+	return 1, s.pool.QueryRow(ctx, appendFirstSQL+returningFirst, args...).Scan(&e.Position, &e.RecordedAt)
+}
+
 // insertMany runs appendSQL and returns how many events it inserted: all of
 // them, or none when it found the stream at another version than expected.
-func (s *Store) insertMany(ctx context.Context, expected eventstore.ExpectedVersion, events []eventstore.Event, metas [][]byte) (int, error) {
+func (s *Store) insertMany(ctx context.Context, expected eventstore.ExpectedVersion, events []eventstore.Event, metas [][]byte, readBack bool) (int, error) {
 	ids := make([]string, len(events))
 	types := make([]string, len(events))
 	data := make([][]byte, len(events))
 	for i, e := range events {
 		ids[i], types[i], data[i] = e.ID, e.Type, e.Data
 	}
-	rows, _ := s.pool.Query(ctx, appendSQL, events[0].Stream, ids, types, data, metas, int64(expected))
+	args := []any{events[0].Stream, ids, types, data, metas, int64(expected)}
+	if !readBack {
+		tag, err := s.pool.Exec(ctx, appendSQL, args...)
+		return int(tag.RowsAffected()), err
+	}
+	rows, _ := s.pool.Query(ctx, appendSQL+returningAll, args...)
 	n := 0
 	for rows.Next() {
 		e := &events[n]

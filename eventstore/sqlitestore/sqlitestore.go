@@ -176,6 +176,13 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 	return recorded, nil
 }
 
+// AppendQuick implements eventstore.Store. SQLite learns each event's
+// position as it inserts it, so it is Append without the result.
+func (s *Store) AppendQuick(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) error {
+	_, err := s.Append(ctx, stream, expected, events)
+	return err
+}
+
 // insertAll writes events, all of one stream, in one transaction and fills
 // in their versions, positions and times.
 func (s *Store) insertAll(ctx context.Context, expected eventstore.ExpectedVersion, events []eventstore.Event) error {

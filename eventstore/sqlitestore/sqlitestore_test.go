@@ -58,6 +58,10 @@ func (p *twoStores) Append(ctx context.Context, stream string, expected eventsto
 	return p.next().Append(ctx, stream, expected, events)
 }
 
+func (p *twoStores) AppendQuick(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) error {
+	return p.next().AppendQuick(ctx, stream, expected, events)
+}
+
 func (p *twoStores) ReadStream(ctx context.Context, stream string) ([]eventstore.Event, error) {
 	return p.next().ReadStream(ctx, stream)
 }

@@ -22,9 +22,17 @@ import (
 	"github.com/resolutionflow/ledgerd/eventstore"
 )
 
-// Run runs the conformance suite. open must return a new, empty store each
-// time it is called, closed when its test ends.
+// Run runs the conformance suite twice: on the store's Append, then on its
+// AppendQuick, through quickAppends. open must return a new, empty store
+// each time it is called, closed when its test ends.
 func Run(t *testing.T, open func(t *testing.T) eventstore.Store) {
+	t.Run("Append", func(t *testing.T) { run(t, open) })
+	t.Run("AppendQuick", func(t *testing.T) {
+		run(t, func(t *testing.T) eventstore.Store { return quickAppends{open(t)} })
+	})
+}
+
+func run(t *testing.T, open func(t *testing.T) eventstore.Store) {
 	cases := []struct {
 		name string
 		test func(*testing.T, eventstore.Store)
@@ -45,6 +53,49 @@ func Run(t *testing.T, open func(t *testing.T) eventstore.Store) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.test(t, open(t)) })
 	}
+}
+
+// quickAppends is a store whose Append goes through AppendQuick, so that
+// the suite checks AppendQuick does all Append does. The events it returns
+// are read back from their stream: by version when the append expected
+// one, and by id when it expected Any (it gives each such event an id).
+type quickAppends struct{ eventstore.Store }
+
+func (q quickAppends) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) ([]eventstore.Event, error) {
+	if len(events) == 0 {
+		return nil, q.AppendQuick(ctx, stream, expected, events)
+	}
+	if expected == eventstore.Any {
+		events = slices.Clone(events)
+		for i := range events {
+			if events[i].ID == "" {
+				events[i].ID = ulid.Make().String()
+			}
+		}
+	}
+	if err := q.AppendQuick(ctx, stream, expected, events); err != nil {
+		return nil, err
+	}
+	all, err := q.ReadStream(ctx, stream)
+	if err != nil {
+		return nil, fmt.Errorf("read back the append: %w", err)
+	}
+	if expected != eventstore.Any {
+		from := int(expected)
+		if len(all) < from+len(events) {
+			return nil, fmt.Errorf("stream %q has %d events after appending %d expecting %s", stream, len(all), len(events), expected)
+		}
+		return all[from : from+len(events)], nil
+	}
+	recorded := make([]eventstore.Event, 0, len(events))
+	for _, e := range events {
+		i := slices.IndexFunc(all, func(r eventstore.Event) bool { return r.ID == e.ID })
+		if i < 0 {
+			return nil, fmt.Errorf("appended event %s is not in stream %q", e.ID, stream)
+		}
+		recorded = append(recorded, all[i])
+	}
+	return recorded, nil
 }
 
 // Exec runs one SQL statement on a store's database, past the store.

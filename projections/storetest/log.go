@@ -24,7 +24,9 @@ var priorities = []domain.Priority{domain.PriorityLow, domain.PriorityNormal, do
 // engineer of the team parks it, an admin claims it and escalates it, and
 // for odd i withdraws the escalation. The commands go through h in order,
 // so their times increase. It returns the session and the position of its
-// last event. It does not fail a test, so it may run on any goroutine.
+// last event, which only a handler that waits for the read models knows
+// (see commands.Result; 0 from one that does not). It does not fail a test,
+// so it may run on any goroutine.
 func Story(ctx context.Context, h *commands.Handler, account, team uuid.UUID, i int) (session uuid.UUID, last int64, err error) {
 	session = uuid.New()
 	do := func(actor domain.Actor, cmd domain.Command) {
@@ -54,7 +56,7 @@ func Story(ctx context.Context, h *commands.Handler, account, team uuid.UUID, i 
 
 // Stories plays n stories of the account and team at once, on up to 8
 // goroutines, and returns their sessions and the highest position
-// appended.
+// appended (as Story knows it).
 func Stories(tb testing.TB, h *commands.Handler, account, team uuid.UUID, n int) ([]uuid.UUID, int64) {
 	tb.Helper()
 	sessions := make([]uuid.UUID, n)

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -74,6 +75,15 @@ const uniqueStreamVersion = "events_stream_version_key"
 // losing a race; each retry means another append to the stream succeeded.
 const maxAnyRetries = 20
 
+// anyBackoff is how long an append expecting Any waits before its retry
+// after the given attempt: a random time, up to a limit that doubles from
+// 100µs to 10ms. Without it, writers that keep racing on one stream can
+// starve one of them: on a loaded machine one lost 21 races in a row.
+func anyBackoff(attempt int) time.Duration {
+	limit := min(100*time.Microsecond<<attempt, 10*time.Millisecond)
+	return rand.N(limit) + 1
+}
+
 // Append implements eventstore.Store.
 func (s *Store) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) ([]eventstore.Event, error) {
 	if len(events) == 0 {
@@ -117,6 +127,9 @@ func (s *Store) append(ctx context.Context, expected eventstore.ExpectedVersion,
 	for attempt := 0; ; attempt++ {
 		err := s.insert(ctx, expected, events, metas, readBack)
 		if errors.Is(err, eventstore.ErrConflict) && expected == eventstore.Any && attempt < maxAnyRetries {
+			if !eventstore.Sleep(ctx, anyBackoff(attempt), nil) {
+				return fmt.Errorf("append to stream %q: %w", events[0].Stream, ctx.Err())
+			}
 			continue
 		}
 		if err != nil {

@@ -188,34 +188,6 @@ func TestAppend_OtherStreamsDoNotWait(t *testing.T) {
 	}
 }
 
-// TestEvents_DatabaseRejectsChanges checks that the database itself, not only
-// the store, refuses to change or remove recorded events.
-func TestEvents_DatabaseRejectsChanges(t *testing.T) {
-	pool := openPool(t)
-	store := pgstore.New(pool)
-	ctx := context.Background()
-	if _, err := store.Append(ctx, "s", eventstore.NoStream, []eventstore.NewEvent{{Type: "Test", Data: []byte(`{"a":1}`)}}); err != nil {
-		t.Fatalf("append: %v", err)
-	}
-	for _, stmt := range []string{
-		`UPDATE events SET data = '{"a":2}'`,
-		`DELETE FROM events`,
-		`TRUNCATE events`,
-		`UPDATE events SET data = '{"a":2}' WHERE false`,
-	} {
-		if _, err := pool.Exec(ctx, stmt); err == nil {
-			t.Errorf("%s: succeeded, want the immutability trigger to reject it", stmt)
-		}
-	}
-	events, err := store.ReadStream(ctx, "s")
-	if err != nil {
-		t.Fatalf("read: %v", err)
-	}
-	if len(events) != 1 || string(events[0].Data) != `{"a": 1}` {
-		t.Fatalf("events after rejected changes = %+v, want the original event", events)
-	}
-}
-
 // TestHead_IsTheLastCommittedEvent checks that positions drawn by failed or
 // rolled-back appends are never the head: a reader waiting to reach the head
 // could never get there.

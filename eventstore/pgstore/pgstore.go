@@ -93,6 +93,9 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 	if err := s.append(ctx, expected, recorded, metas, true); err != nil {
 		return nil, err
 	}
+	for i := range recorded {
+		recorded[i].RecordedAt = recorded[i].RecordedAt.UTC()
+	}
 	return recorded, nil
 }
 
@@ -162,9 +165,6 @@ func (s *Store) insert(ctx context.Context, expected eventstore.ExpectedVersion,
 	if n == 0 {
 		// appendSQL found the stream at another version.
 		return &eventstore.ConflictError{Stream: stream, Expected: expected}
-	}
-	for i := range events {
-		events[i].RecordedAt = events[i].RecordedAt.UTC()
 	}
 	return nil
 }
@@ -325,7 +325,7 @@ func (s *Store) openAppends(ctx context.Context) (last int64, writers []string, 
 		return row.Scan(&writers)
 	})
 	if err := s.pool.SendBatch(ctx, batch).Close(); err != nil {
-		return 0, nil, fmt.Errorf("read log head: %w", err)
+		return 0, nil, fmt.Errorf("find open appends: %w", err)
 	}
 	if !called {
 		return 0, nil, nil
@@ -338,10 +338,8 @@ func (s *Store) openAppends(ctx context.Context) (last int64, writers []string, 
 func (s *Store) settle(ctx context.Context, last int64, writers []string) (int64, error) {
 	wait := 200 * time.Microsecond
 	for len(writers) > 0 {
-		select {
-		case <-ctx.Done():
+		if !eventstore.Sleep(ctx, wait, nil) {
 			return 0, fmt.Errorf("wait for %d writers below position %d: %w", len(writers), last, ctx.Err())
-		case <-time.After(wait):
 		}
 		wait = min(2*wait, 20*time.Millisecond)
 		rows, _ := s.pool.Query(ctx, `SELECT virtualtransaction FROM pg_locks `+writersWhere+` AND virtualtransaction = ANY($1)`, writers)

@@ -154,8 +154,9 @@ func (p *Projector) step(ctx context.Context, from int64) (int64, int, error) {
 }
 
 // WaitFor returns once the read model reflects the log up to position, or
-// an error when ctx ends first. When this process's projector leads, it is
-// woken by each applied batch; otherwise it polls the stored checkpoint.
+// an error when ctx ends first. It is woken by each batch this process's
+// projector applies; when that projector does not lead, it also polls the
+// stored checkpoint, less often the longer it waits.
 func (p *Projector) WaitFor(ctx context.Context, position int64) error {
 	delay := waitPollMin
 	for {
@@ -163,7 +164,7 @@ func (p *Projector) WaitFor(ctx context.Context, position int64) error {
 		if p.applied.Load() >= position {
 			return nil
 		}
-		var poll *time.Timer
+		wait := delay
 		if !p.leading.Load() {
 			cp, err := p.store.Checkpoint(ctx, HandoffsProjector)
 			if err != nil {
@@ -173,30 +174,12 @@ func (p *Projector) WaitFor(ctx context.Context, position int64) error {
 				p.advance(cp)
 				return nil
 			}
-			poll = time.NewTimer(delay)
 			delay = min(2*delay, waitPollMax)
 		}
-		err := waitChange(ctx, changed, poll)
-		if err != nil {
-			return fmt.Errorf("wait for read models to reach position %d: %w", position, err)
+		if !eventstore.Sleep(ctx, wait, changed) {
+			return fmt.Errorf("wait for read models to reach position %d: %w", position, ctx.Err())
 		}
 	}
-}
-
-// waitChange waits for changed, for poll when not nil, or for ctx to end.
-func waitChange(ctx context.Context, changed <-chan struct{}, poll *time.Timer) error {
-	var tick <-chan time.Time
-	if poll != nil {
-		defer poll.Stop()
-		tick = poll.C
-	}
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-changed:
-	case <-tick:
-	}
-	return nil
 }
 
 // advance records that the checkpoint reached pos.

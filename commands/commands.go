@@ -75,9 +75,8 @@ type Result struct {
 	Position int64
 }
 
-// Execute runs cmd on the session of the actor's account. handoffID names
-// the handoff the command creates or acts on. It returns a *domain.Error or
-// *domain.ClaimedError for a rejected command.
+// Execute runs cmd on the session of the actor's account. It returns a
+// *domain.Error or *domain.ClaimedError for a rejected command.
 func (h *Handler) Execute(ctx context.Context, actor domain.Actor, session uuid.UUID, cmd domain.Command, trace Trace) (Result, error) {
 	stream := eventcodec.StreamName(actor.AccountID, session)
 	for attempt := 1; ; attempt++ {

@@ -148,12 +148,12 @@ type response struct {
 	body   []byte
 }
 
-// send makes a request; safe from any goroutine.
 // requestTimeout bounds a request of a test. It is set on the request's
 // context rather than as http.Client.Timeout, which costs a goroutine per
 // request and would weigh on the benchmark.
 const requestTimeout = 30 * time.Second
 
+// send makes a request; safe from any goroutine.
 func (s *apiServer) send(ctx context.Context, r request) (response, error) {
 	req, err := http.NewRequestWithContext(ctx, r.method, s.URL+r.path, strings.NewReader(r.body))
 	if err != nil {

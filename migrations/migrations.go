@@ -1,8 +1,8 @@
 // Package migrations holds the ledger's schema as numbered SQL files embedded
 // in the binary, and applies them with goose. Applying is safe when several
 // processes start at once: on PostgreSQL goose holds a session advisory lock
-// while it migrates. SQLite has no such lock: the embedded mode migrates its
-// file from the one process that owns it.
+// while it migrates. SQLite has no such lock: a new SQLite file must be
+// opened, and so migrated, by one process before others open it.
 package migrations
 
 import (

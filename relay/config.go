@@ -45,7 +45,7 @@ type Config struct {
 	// wake-up signalled (those made by other processes).
 	PollInterval time.Duration
 	// AckTimeout bounds the wait for each acknowledgement and each stream
-	// request.
+	// request, and each read of the log's head.
 	AckTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the wait between failed attempts;
 	// it doubles after each failure.

@@ -201,7 +201,7 @@ func durable(ctx context.Context, stream jetstream.Stream, opts Options, subject
 	}
 	cfg := c.CachedInfo().Config
 	if filters := append([]string{cfg.FilterSubject}, cfg.FilterSubjects...); !slices.Contains(filters, subject) {
-		return nil, fmt.Errorf("durable consumer %s exists with filter %q, not %q: use another name or remove it", opts.Durable, cfg.FilterSubject, subject)
+		return nil, fmt.Errorf("durable consumer %s exists with filters %q, not %q: use another name or remove it", opts.Durable, filters, subject)
 	}
 	return c, nil
 }

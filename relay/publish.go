@@ -48,7 +48,7 @@ func message(e eventstore.Event) (*nats.Msg, error) {
 	if err != nil {
 		return nil, fmt.Errorf("event %s at %d: %w", e.ID, e.Position, err)
 	}
-	if !validToken(e.Type) {
+	if !ValidToken(e.Type) {
 		return nil, fmt.Errorf("event %s at %d: type %q cannot be a subject token", e.ID, e.Position, e.Type)
 	}
 	body, err := json.Marshal(e)
@@ -66,8 +66,9 @@ func message(e eventstore.Event) (*nats.Msg, error) {
 	return m, nil
 }
 
-// validToken reports whether s can be one token of a subject.
-func validToken(s string) bool {
+// ValidToken reports whether s can be one token of a subject, such as an
+// event type.
+func ValidToken(s string) bool {
 	return s != "" && !strings.ContainsAny(s, ".*> \t\r\n")
 }
 

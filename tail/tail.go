@@ -23,7 +23,6 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -49,7 +48,7 @@ func (f Filter) Subject() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if f.Type != "" && strings.ContainsAny(f.Type, ".*> \t\r\n") {
+	if f.Type != "" && !relay.ValidToken(f.Type) {
 		return "", fmt.Errorf("event type %q: must be one subject token, such as HandoffClaimed", f.Type)
 	}
 	return relay.Subject(account, session, f.Type), nil

@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/oklog/ulid/v2"
 )
 
 // ExpectedVersion is what an append expects the stream's version to be.
@@ -54,6 +56,20 @@ type NewEvent struct {
 	Type     string
 	Data     json.RawMessage
 	Metadata Metadata
+}
+
+// Recorded returns events as a store records them in stream, before it
+// gives them versions, positions and times: each keeps its id, or gets a
+// new ULID when it has none.
+func Recorded(stream string, events []NewEvent) []Event {
+	recorded := make([]Event, len(events))
+	for i, e := range events {
+		recorded[i] = Event{ID: e.ID, Type: e.Type, Stream: stream, Data: e.Data, Metadata: e.Metadata}
+		if e.ID == "" {
+			recorded[i].ID = ulid.Make().String()
+		}
+	}
+	return recorded
 }
 
 // Event is a recorded event. It is also the envelope the audit API and the

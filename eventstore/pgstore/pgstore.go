@@ -22,7 +22,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/oklog/ulid/v2"
 
 	"github.com/resolutionflow/ledgerd/eventstore"
 )
@@ -108,16 +107,12 @@ func (s *Store) AppendQuick(ctx context.Context, stream string, expected eventst
 	return s.append(ctx, expected, recorded, metas, false)
 }
 
-// prepare returns events as they will be recorded in stream, each with an
-// id, and their encoded metadata.
+// prepare returns events as they will be recorded in stream
+// (eventstore.Recorded) and their encoded metadata.
 func prepare(stream string, events []eventstore.NewEvent) ([]eventstore.Event, [][]byte) {
-	recorded := make([]eventstore.Event, len(events))
+	recorded := eventstore.Recorded(stream, events)
 	metas := make([][]byte, len(events))
 	for i, e := range events {
-		recorded[i] = eventstore.Event{ID: e.ID, Type: e.Type, Stream: stream, Data: e.Data, Metadata: e.Metadata}
-		if e.ID == "" {
-			recorded[i].ID = ulid.Make().String()
-		}
 		metas[i] = e.Metadata.AppendJSON(nil)
 	}
 	return recorded, metas

@@ -35,7 +35,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/oklog/ulid/v2"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
@@ -162,14 +161,13 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 	if len(events) == 0 {
 		return nil, nil
 	}
-	recorded := make([]eventstore.Event, len(events))
+	recorded := eventstore.Recorded(stream, events)
+	// Encoded before the write transaction, which other writers wait for.
+	metas := make([]string, len(events))
 	for i, e := range events {
-		recorded[i] = eventstore.Event{ID: e.ID, Type: e.Type, Stream: stream, Data: e.Data, Metadata: e.Metadata}
-		if e.ID == "" {
-			recorded[i].ID = ulid.Make().String()
-		}
+		metas[i] = string(e.Metadata.AppendJSON(nil))
 	}
-	if err := s.insertAll(ctx, expected, recorded); err != nil {
+	if err := s.insertAll(ctx, expected, recorded, metas); err != nil {
 		return nil, err
 	}
 	s.appended.Notify()
@@ -183,9 +181,9 @@ func (s *Store) AppendQuick(ctx context.Context, stream string, expected eventst
 	return err
 }
 
-// insertAll writes events, all of one stream, in one transaction and fills
-// in their versions, positions and times.
-func (s *Store) insertAll(ctx context.Context, expected eventstore.ExpectedVersion, events []eventstore.Event) error {
+// insertAll writes events, all of one stream, with their encoded metadata,
+// in one transaction and fills in their versions, positions and times.
+func (s *Store) insertAll(ctx context.Context, expected eventstore.ExpectedVersion, events []eventstore.Event, metas []string) error {
 	stream := events[0].Stream
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
@@ -198,12 +196,12 @@ func (s *Store) insertAll(ctx context.Context, expected eventstore.ExpectedVersi
 	}
 	// Taken under the write lock, so times follow positions.
 	now := time.Now().UTC().Truncate(time.Microsecond)
+	recordedAt := now.Format(TimeLayout)
 	insert := tx.StmtContext(ctx, s.insert)
 	for i := range events {
 		e := &events[i]
 		e.Version, e.RecordedAt = base+int64(i)+1, now
-		meta := e.Metadata.AppendJSON(nil)
-		err := insert.QueryRowContext(ctx, e.ID, stream, e.Version, e.Type, string(e.Data), string(meta), now.Format(TimeLayout)).Scan(&e.Position)
+		err := insert.QueryRowContext(ctx, e.ID, stream, e.Version, e.Type, string(e.Data), metas[i], recordedAt).Scan(&e.Position)
 		if err != nil {
 			return insertError(ctx, tx, expected, e, err)
 		}

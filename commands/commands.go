@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/oklog/ulid/v2"
 
 	"github.com/resolutionflow/ledgerd/domain"
 	"github.com/resolutionflow/ledgerd/eventcodec"
@@ -56,13 +55,12 @@ type Trace struct {
 type Handler struct {
 	log    EventLog
 	waiter Waiter
-	now    func() time.Time
 }
 
 // NewHandler returns a handler appending to log and waiting on waiter (nil
 // for no waiting) before it reports success.
 func NewHandler(log EventLog, waiter Waiter) *Handler {
-	return &Handler{log: log, waiter: waiter, now: time.Now}
+	return &Handler{log: log, waiter: waiter}
 }
 
 // Result is a command's outcome: the handoff it touched, as it now stands,
@@ -156,7 +154,7 @@ func (h *Handler) waitForReadModels(ctx context.Context, position int64) {
 
 // Now returns the handler's clock reading, in UTC and to the microsecond,
 // the precision both stores keep.
-func (h *Handler) Now() time.Time { return h.now().UTC().Truncate(time.Microsecond) }
+func (h *Handler) Now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 
 // Load returns the folded state of a session of an account.
 func (h *Handler) Load(ctx context.Context, account, session uuid.UUID) (*domain.Session, error) {
@@ -195,7 +193,7 @@ func (h *Handler) encode(actor domain.Actor, decided []domain.Event, trace Trace
 		if err != nil {
 			return nil, err
 		}
-		out[i] = eventstore.NewEvent{ID: ulid.Make().String(), Type: typ, Data: data, Metadata: meta}
+		out[i] = eventstore.NewEvent{Type: typ, Data: data, Metadata: meta}
 	}
 	return out, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -120,7 +121,7 @@ func testHandoffJSONShape(t *testing.T, nb NewBackend) {
 		"priority": "urgent", "status": "open", "created_by": alice.UserID.String(),
 		"created_at": fields["created_at"], "claimed_by": nil, "claimed_at": nil,
 	}
-	if !mapsEqual(fields, want) {
+	if !maps.Equal(fields, want) {
 		t.Fatalf("handoff JSON = %v, want %v", fields, want)
 	}
 
@@ -137,18 +138,6 @@ func testHandoffJSONShape(t *testing.T, nb NewBackend) {
 	if _, err := time.Parse(time.RFC3339Nano, claimedAt); err != nil {
 		t.Fatalf("claimed_at: %v", err)
 	}
-}
-
-func mapsEqual(a, b map[string]any) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }
 
 func testCreateDefaults(t *testing.T, nb NewBackend) {

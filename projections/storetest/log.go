@@ -97,14 +97,7 @@ func AssertHistories(tb testing.TB, loader *commands.Handler, q projections.Quer
 			tb.Fatalf("history of %s: %v", session, err)
 		}
 		total += len(want)
-		if len(got) != len(want) {
-			tb.Fatalf("session %s: history has %d handoffs, the log %d", session, len(got), len(want))
-		}
-		for i := range got {
-			if !Equal(got[i], want[i]) {
-				tb.Errorf("session %s handoff %d:\nread model %+v\nlog        %+v", session, i, got[i], want[i])
-			}
-		}
+		wantHandoffs(tb, "history of session "+session.String()+" against the log", got, want)
 	}
 	return total
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
 	"github.com/resolutionflow/ledgerd/httpapi"
+	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/internal/sqlitetest"
 	"github.com/resolutionflow/ledgerd/projections"
 	"github.com/resolutionflow/ledgerd/projections/sqliteviews"
@@ -486,23 +487,13 @@ func waitForCheckpoint(tb testing.TB, store *sqlitestore.Store, views projection
 	if err != nil {
 		tb.Fatalf("head: %v", err)
 	}
-	deadline := time.After(childStartTimeout)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
+	ledgertest.WaitUntil(tb, childStartTimeout, fmt.Sprintf("the projector reaches the log's head, %d", head), func() bool {
 		pos, err := views.Checkpoint(tb.Context(), projections.HandoffsProjector)
 		if err != nil {
 			tb.Fatalf("checkpoint: %v", err)
 		}
-		if pos == head {
-			return
-		}
-		select {
-		case <-deadline:
-			tb.Fatalf("the projector is at %d after %v, the log at %d", pos, childStartTimeout, head)
-		case <-tick.C:
-		}
-	}
+		return pos == head
+	})
 }
 
 // checkRebuild runs `ledgerd projections rebuild` on the stopped service's

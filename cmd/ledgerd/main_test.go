@@ -16,6 +16,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
 )
 
@@ -153,23 +154,14 @@ func TestServe_FinishesInFlightRequestsOnShutdown(t *testing.T) {
 // waitForLockWaiter waits until some session waits for a lock held by conn.
 func waitForLockWaiter(tb testing.TB, conn *pgx.Conn) {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	for {
+	ledgertest.WaitUntil(tb, 20*time.Second, "the request reaches the database", func() bool {
 		var waiting bool
-		err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted AND relation = 'events'::regclass)`).Scan(&waiting)
+		err := conn.QueryRow(tb.Context(), `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted AND relation = 'events'::regclass)`).Scan(&waiting)
 		if err != nil {
 			tb.Fatalf("look for lock waiters: %v", err)
 		}
-		if waiting {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			tb.Fatal("the request never reached the database")
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+		return waiting
+	})
 }
 
 func TestServe_RefusesToStartWithoutSecretOnPostgres(t *testing.T) {

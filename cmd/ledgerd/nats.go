@@ -105,7 +105,7 @@ func startRelay(target natsTarget, cfg relay.Config, b *backend, logger *slog.Lo
 // tailEvents is `ledgerd tail`: it prints the events on NATS as JSON lines.
 func tailEvents(ctx context.Context, args []string, stdout, stderr io.Writer, logger *slog.Logger) error {
 	f := newFlags("tail", stderr)
-	url := f.string("nats-url", "NATS_URL", "", "NATS server URL (default: the embedded server's)")
+	url := f.string("nats-url", "NATS_URL", "nats://"+embeddednats.DefaultListen, "NATS server URL; the default is the embedded server's default address")
 	stream := f.string("stream", "LEDGER_NATS_STREAM", relay.DefaultStream, "JetStream stream")
 	account := f.string("account", "", "", "only this account's events")
 	session := f.string("session", "", "", "only this session's events")
@@ -118,9 +118,6 @@ func tailEvents(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	start, err := tail.ParseStart(*from, time.Now())
 	if err != nil {
 		return fmt.Errorf("--from: %w", err)
-	}
-	if *url == "" {
-		*url = nats.DefaultURL
 	}
 	nc, err := nats.Connect(*url, nats.Name("ledgerd tail"))
 	if err != nil {

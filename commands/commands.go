@@ -104,7 +104,7 @@ func (h *Handler) Execute(ctx context.Context, actor domain.Actor, session uuid.
 			state.Apply(e)
 		}
 		res := Result{Position: position}
-		if hd, ok := state.Handoff(handoffOf(decided[len(decided)-1])); ok {
+		if hd, ok := state.Handoff(decided[len(decided)-1].Handoff()); ok {
 			res.Handoff = *hd
 		}
 		h.waitForReadModels(ctx, res.Position)
@@ -196,18 +196,4 @@ func (h *Handler) encode(actor domain.Actor, decided []domain.Event, trace Trace
 		out[i] = eventstore.NewEvent{Type: typ, Data: data, Metadata: meta}
 	}
 	return out, nil
-}
-
-func handoffOf(e domain.Event) uuid.UUID {
-	switch e := e.(type) {
-	case domain.HandoffParked:
-		return e.HandoffID
-	case domain.HandoffEscalated:
-		return e.HandoffID
-	case domain.HandoffClaimed:
-		return e.HandoffID
-	case domain.HandoffWithdrawn:
-		return e.HandoffID
-	}
-	return uuid.Nil
 }

@@ -15,9 +15,11 @@ const (
 	TypeHandoffWithdrawn = "HandoffWithdrawn"
 )
 
-// Event is something that happened to a session.
+// Event is something that happened to a session, to one of its handoffs.
 type Event interface {
 	EventType() string
+	// Handoff returns the id of the handoff the event creates or changes.
+	Handoff() uuid.UUID
 }
 
 // HandoffCreated holds what parking and escalating share.
@@ -59,3 +61,7 @@ func (HandoffParked) EventType() string    { return TypeHandoffParked }
 func (HandoffEscalated) EventType() string { return TypeHandoffEscalated }
 func (HandoffClaimed) EventType() string   { return TypeHandoffClaimed }
 func (HandoffWithdrawn) EventType() string { return TypeHandoffWithdrawn }
+
+func (e HandoffCreated) Handoff() uuid.UUID   { return e.HandoffID }
+func (e HandoffClaimed) Handoff() uuid.UUID   { return e.HandoffID }
+func (e HandoffWithdrawn) Handoff() uuid.UUID { return e.HandoffID }

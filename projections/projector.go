@@ -321,11 +321,9 @@ func (a applier) apply(ctx context.Context, tx Tx, e eventstore.Event) error {
 // changedHandoff returns the id of the existing handoff an event changes;
 // false for an event that creates one.
 func changedHandoff(e domain.Event) (uuid.UUID, bool) {
-	switch e := e.(type) {
-	case domain.HandoffClaimed:
-		return e.HandoffID, true
-	case domain.HandoffWithdrawn:
-		return e.HandoffID, true
+	switch e.(type) {
+	case domain.HandoffClaimed, domain.HandoffWithdrawn:
+		return e.Handoff(), true
 	}
 	return uuid.Nil, false
 }

@@ -11,13 +11,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
 	"github.com/resolutionflow/ledgerd/eventstore/storetest"
+	"github.com/resolutionflow/ledgerd/internal/ratiobench"
 	"github.com/resolutionflow/ledgerd/internal/sqlitetest"
 )
 
@@ -244,8 +244,9 @@ func TestAppend_SurvivesKill(t *testing.T) {
 }
 
 // BenchmarkAppend appends one event per transaction, each to a new stream,
-// from 1 and 16 goroutines, next to the baseline: a plain single-row INSERT
-// into a table with UNIQUE(stream, version) in the same file.
+// from 1 and 16 goroutines, alternating (ratiobench) with the baseline: a
+// plain single-row INSERT into a table with UNIQUE(stream, version) in the
+// same file.
 func BenchmarkAppend(b *testing.B) {
 	s := sqlitetest.Open(b)
 	db := s.DB()
@@ -254,41 +255,17 @@ func BenchmarkAppend(b *testing.B) {
 	}
 	data := json.RawMessage(`{"handoff_id":"6f1c3a52-8d0e-4b7a-9a55-3c1de0f3b2a1","engineer_notes":"customer VPN drops every 20 minutes","priority":"high"}`)
 	var streams atomic.Int64
+	baseline := func(ctx context.Context, _ int) error {
+		_, err := db.ExecContext(ctx, `INSERT INTO baseline (stream, version, data) VALUES (?, 1, ?)`, fmt.Sprint("s-", streams.Add(1)), string(data))
+		return err
+	}
+	appendOne := func(ctx context.Context, _ int) error {
+		_, err := s.Append(ctx, fmt.Sprint("s-", streams.Add(1)), eventstore.NoStream, []eventstore.NewEvent{{Type: "HandoffEscalated", Data: data}})
+		return err
+	}
 	for _, writers := range []int{1, 16} {
-		b.Run(fmt.Sprintf("baseline/writers=%d", writers), func(b *testing.B) {
-			runWriters(b, writers, func(ctx context.Context) error {
-				_, err := db.ExecContext(ctx, `INSERT INTO baseline (stream, version, data) VALUES (?, 1, ?)`, fmt.Sprint("s-", streams.Add(1)), string(data))
-				return err
-			})
+		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
+			ratiobench.Run(b, writers, baseline, appendOne, nil)
 		})
-		b.Run(fmt.Sprintf("append/writers=%d", writers), func(b *testing.B) {
-			runWriters(b, writers, func(ctx context.Context) error {
-				_, err := s.Append(ctx, fmt.Sprint("s-", streams.Add(1)), eventstore.NoStream, []eventstore.NewEvent{{Type: "HandoffEscalated", Data: data}})
-				return err
-			})
-		})
-	}
-}
-
-// runWriters shares b.N calls of op among the given number of goroutines.
-func runWriters(b *testing.B, writers int, op func(ctx context.Context) error) {
-	var (
-		calls atomic.Int64
-		wg    sync.WaitGroup
-	)
-	errs := make([]error, writers)
-	b.ResetTimer()
-	for w := range writers {
-		wg.Go(func() {
-			for calls.Add(1) <= int64(b.N) {
-				if errs[w] = op(b.Context()); errs[w] != nil {
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		b.Fatal(err)
 	}
 }

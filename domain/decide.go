@@ -59,7 +59,7 @@ func decideCreate(s *Session, c CreateHandoff) ([]Event, error) {
 		return nil, err
 	}
 	if _, err := ParsePriority(string(c.Priority)); err != nil || c.Priority == "" {
-		return nil, Errorf(EINVALID, "priority must be one of low, normal, high, urgent")
+		return nil, Errorf(EINVALID, msgBadPriority)
 	}
 	if !utf8.ValidString(c.Notes) || len(c.Notes) > MaxNotesLength {
 		return nil, Errorf(EINVALID, "engineer_notes must be valid text of at most %d bytes", MaxNotesLength)

@@ -60,6 +60,9 @@ const (
 	PriorityUrgent Priority = "urgent"
 )
 
+// msgBadPriority rejects a priority that is not one of the four.
+const msgBadPriority = "priority must be one of low, normal, high, urgent"
+
 // ParsePriority validates a priority; the empty string means normal.
 func ParsePriority(s string) (Priority, error) {
 	switch p := Priority(s); p {
@@ -68,7 +71,7 @@ func ParsePriority(s string) (Priority, error) {
 	case PriorityLow, PriorityNormal, PriorityHigh, PriorityUrgent:
 		return p, nil
 	}
-	return "", Errorf(EINVALID, "priority must be one of low, normal, high, urgent")
+	return "", Errorf(EINVALID, msgBadPriority)
 }
 
 // Rank is the priority's place in the queue: higher ranks come first.

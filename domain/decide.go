@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -61,8 +62,8 @@ func decideCreate(s *Session, c CreateHandoff) ([]Event, error) {
 	if _, err := ParsePriority(string(c.Priority)); err != nil || c.Priority == "" {
 		return nil, Errorf(EINVALID, msgBadPriority)
 	}
-	if !utf8.ValidString(c.Notes) || len(c.Notes) > MaxNotesLength {
-		return nil, Errorf(EINVALID, "engineer_notes must be valid text of at most %d bytes", MaxNotesLength)
+	if !validNotes(c.Notes) {
+		return nil, Errorf(EINVALID, "engineer_notes must be valid text of at most %d bytes, without NUL characters", MaxNotesLength)
 	}
 	if c.Actor.AccountID != s.AccountID {
 		return nil, Errorf(ENOTFOUND, MsgSessionNotFound)
@@ -141,4 +142,10 @@ func mustBeOpen(h *Handoff) error {
 		return Errorf(ECONFLICT, MsgHandoffWithdrawn)
 	}
 	return nil
+}
+
+// validNotes accepts UTF-8 text of at most MaxNotesLength bytes without
+// NUL, which PostgreSQL's text and jsonb types cannot hold.
+func validNotes(notes string) bool {
+	return len(notes) <= MaxNotesLength && utf8.ValidString(notes) && !strings.ContainsRune(notes, 0)
 }

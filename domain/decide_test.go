@@ -289,6 +289,7 @@ func TestDecide_InvalidCommands(t *testing.T) {
 		{"unknown priority", nil, withPriority("critical"), rejected(domain.EINVALID, "priority")},
 		{"notes too long", nil, withNotes(longest + "x"), rejected(domain.EINVALID, "engineer_notes")},
 		{"notes not UTF-8", nil, withNotes("ok \xff\xfe"), rejected(domain.EINVALID, "engineer_notes")},
+		{"notes with NUL", nil, withNotes("ok \x00 then"), rejected(domain.EINVALID, "engineer_notes")},
 		{"invalid even for a non-holder", []domain.Event{parked(h2, erin, 0)}, withPriority("asap"), rejected(domain.EINVALID, "priority")},
 		{"notes of the maximum length", nil, withNotes(longest), accepted(parkedWithNotes(longest))},
 		{"empty notes", nil, withNotes(""), accepted(parkedWithNotes(""))},

@@ -390,7 +390,9 @@ func testInvalidBodies(t *testing.T, nb NewBackend) {
 		{"PriorityNotString", `{"intent":"park","priority":["high"]}`, 422, "priority must be a string"},
 		{"NotesNotString", `{"intent":"park","engineer_notes":{"a":1}}`, 422, "engineer_notes must be a string"},
 		{"NotesTooLong", `{"intent":"park","engineer_notes":"` + strings.Repeat("x", domain.MaxNotesLength+1) + `"}`, 422,
-			"engineer_notes must be valid text of at most 10000 bytes"},
+			"engineer_notes must be valid text of at most 10000 bytes, without NUL characters"},
+		{"NotesWithNUL", `{"intent":"park","engineer_notes":"a\u0000b"}`, 422,
+			"engineer_notes must be valid text of at most 10000 bytes, without NUL characters"},
 		{"TooLarge", `{"intent":"park","engineer_notes":"` + strings.Repeat("x", 70<<10) + `"}`, 413,
 			"Request body must be at most 65536 bytes"},
 	}

@@ -44,6 +44,10 @@ const waitTimeout = 10 * time.Second
 // under sustained contention on one session.
 const maxAttempts = 16
 
+// ErrBusy answers a command whose session changed under it on each of
+// maxAttempts tries. Nothing was appended, and the command may be retried.
+var ErrBusy = domain.Errorf(domain.ECONFLICT, "Session is busy, please retry")
+
 // Trace identifies the request behind a command; it goes into the events'
 // metadata.
 type Trace struct {
@@ -95,7 +99,7 @@ func (h *Handler) Execute(ctx context.Context, actor domain.Actor, session uuid.
 			if attempt < maxAttempts {
 				continue
 			}
-			return Result{}, domain.Errorf(domain.ECONFLICT, "Session is busy, please retry")
+			return Result{}, ErrBusy
 		}
 		if err != nil {
 			return Result{}, fmt.Errorf("append to %s: %w", stream, err)

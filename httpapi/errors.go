@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
+	"github.com/resolutionflow/ledgerd/commands"
 	"github.com/resolutionflow/ledgerd/domain"
 )
 
@@ -44,8 +45,11 @@ func (s *server) handleError(err error, c echo.Context) {
 		return
 	}
 	status, body := s.errorResponse(err, c)
-	if status == http.StatusUnauthorized {
+	switch {
+	case status == http.StatusUnauthorized:
 		c.Response().Header().Set(echo.HeaderWWWAuthenticate, "Bearer")
+	case errors.Is(err, commands.ErrBusy):
+		c.Response().Header().Set(echo.HeaderRetryAfter, "1")
 	}
 	var werr error
 	if c.Request().Method == http.MethodHead {

@@ -17,7 +17,7 @@ import (
 
 // Details of the Idempotency-Key answers.
 const (
-	msgKeyLength   = "Idempotency-Key must be 1 to 255 characters"
+	msgKeyLength   = "Idempotency-Key must be 1 to 255 printable ASCII characters"
 	msgKeyReused   = "Idempotency-Key reused with a different request"
 	msgKeyInFlight = "A request with this Idempotency-Key is in progress"
 )
@@ -26,10 +26,9 @@ const (
 // and key: the first request reserves the key and stores its response; a
 // retry of the same request gets that response again, with the header
 // Idempotent-Replayed: true. The same key with another method, path or
-// body is 422 once the first request has finished; any request with the
-// key while the first still runs is 409. 5xx
-// responses are not stored, so a retry after one runs again. Must run
-// after authenticate.
+// body is 422; the same request while the first still runs is 409. 5xx
+// responses and answers that ask for a retry (Retry-After) are not
+// stored, so a retry after one runs again. Must run after authenticate.
 func (s *server) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		values := c.Request().Header.Values(headerIdempotencyKey)
@@ -37,7 +36,7 @@ func (s *server) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 			return next(c)
 		}
 		key := values[0]
-		if len(values) > 1 || key == "" || len(key) > idempotency.MaxKeyLength {
+		if len(values) > 1 || !validKey(key) {
 			return badRequest(msgKeyLength)
 		}
 		body, err := readBody(c)
@@ -58,6 +57,20 @@ func (s *server) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
+// validKey accepts 1 to idempotency.MaxKeyLength printable ASCII
+// characters, the characters of a structured-field string.
+func validKey(key string) bool {
+	if key == "" || len(key) > idempotency.MaxKeyLength {
+		return false
+	}
+	for i := range len(key) {
+		if key[i] < ' ' || key[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
 // requestHash identifies a request for its Idempotency-Key.
 func requestHash(method, path string, body []byte) string {
 	h := sha256.New()
@@ -69,18 +82,18 @@ func requestHash(method, path string, body []byte) string {
 // replay answers a request whose key another request holds.
 func replay(c echo.Context, rec idempotency.Record, hash string) error {
 	switch {
-	case rec.Pending():
-		return domain.Errorf(domain.ECONFLICT, msgKeyInFlight)
 	case rec.RequestHash != hash:
 		return domain.Errorf(domain.EINVALID, msgKeyReused)
+	case rec.Pending():
+		return domain.Errorf(domain.ECONFLICT, msgKeyInFlight)
 	}
 	c.Response().Header().Set(headerReplayed, "true")
 	return c.Blob(rec.StatusCode, echo.MIMEApplicationJSON, rec.Response)
 }
 
 // runReserved runs the request that holds the key, writes its response
-// (errors included) and stores it; on a 5xx, a failure to store or a panic
-// it releases the key instead.
+// (errors included) and stores it; on a 5xx, an answer with Retry-After, a
+// failure to store or a panic it releases the key instead.
 func (s *server) runReserved(c echo.Context, next echo.HandlerFunc, user uuid.UUID, key string) error {
 	// The key must be stored or released even when the client is gone.
 	ctx := context.WithoutCancel(c.Request().Context())
@@ -99,7 +112,7 @@ func (s *server) runReserved(c echo.Context, next echo.HandlerFunc, user uuid.UU
 		c.Error(err)
 	}
 	status := c.Response().Status
-	if status >= http.StatusInternalServerError {
+	if status >= http.StatusInternalServerError || c.Response().Header().Get(echo.HeaderRetryAfter) != "" {
 		return nil
 	}
 	if err := s.idem.Complete(ctx, user, key, status, rec.body.Bytes()); err != nil {

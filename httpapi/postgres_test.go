@@ -4,12 +4,15 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"testing"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/resolutionflow/ledgerd/commands"
+	"github.com/resolutionflow/ledgerd/domain"
 	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
 	"github.com/resolutionflow/ledgerd/httpapi"
 	"github.com/resolutionflow/ledgerd/idempotency"
@@ -42,7 +45,12 @@ func newPostgresBackend(tb testing.TB) Backend {
 // connections.
 func newPostgresBackendOfSize(tb testing.TB, maxConns int32) Backend {
 	tb.Helper()
-	pool := pgtest.NewPool(tb, maxConns)
+	return postgresBackendOn(tb, pgtest.NewPool(tb, maxConns))
+}
+
+// postgresBackendOn wires the PostgreSQL parts on pool's database.
+func postgresBackendOn(tb testing.TB, pool *pgxpool.Pool) Backend {
+	tb.Helper()
 
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	events := pgstore.New(pool)
@@ -83,17 +91,65 @@ func postgresChecks(pool *pgxpool.Pool) []httpapi.Check {
 // until the returned function is called.
 func failPostgresAppends(tb testing.TB, pool *pgxpool.Pool) func() {
 	tb.Helper()
+	return appendTrigger(tb, pool, `RAISE EXCEPTION 'appends disabled by the test';`)
+}
+
+// rivalPostgresAppends makes every append lose a race until the returned
+// function is called: just before each insert into events, a rival event
+// takes its stream version, so the insert fails on UNIQUE(stream, version)
+// and the rival goes with the failed statement.
+func rivalPostgresAppends(tb testing.TB, pool *pgxpool.Pool) func() {
+	tb.Helper()
+	return appendTrigger(tb, pool, `IF pg_trigger_depth() = 1 THEN
+	INSERT INTO events (id, stream, version, type, data, metadata)
+	VALUES (NEW.id || '-rival', NEW.stream, NEW.version, NEW.type, NEW.data, NEW.metadata);
+END IF;
+RETURN NEW;`)
+}
+
+// appendTrigger runs body, PL/pgSQL, before each insert into events until
+// the returned function is called.
+func appendTrigger(tb testing.TB, pool *pgxpool.Pool, body string) func() {
+	tb.Helper()
 	ctx := context.Background()
 	_, err := pool.Exec(ctx, `
-CREATE FUNCTION test_fail_append() RETURNS trigger LANGUAGE plpgsql AS
-$$ BEGIN RAISE EXCEPTION 'appends disabled by the test'; END $$;
-CREATE TRIGGER test_fail_append BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION test_fail_append();`)
+CREATE FUNCTION test_append_trigger() RETURNS trigger LANGUAGE plpgsql AS
+$$ BEGIN `+body+` END $$;
+CREATE TRIGGER test_append_trigger BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION test_append_trigger();`)
 	if err != nil {
-		tb.Fatalf("disable appends: %v", err)
+		tb.Fatalf("add a trigger on appends: %v", err)
 	}
 	return func() {
-		if _, err := pool.Exec(ctx, `DROP TRIGGER test_fail_append ON events; DROP FUNCTION test_fail_append();`); err != nil {
-			tb.Fatalf("enable appends: %v", err)
+		if _, err := pool.Exec(ctx, `DROP TRIGGER test_append_trigger ON events; DROP FUNCTION test_append_trigger();`); err != nil {
+			tb.Fatalf("drop the trigger on appends: %v", err)
 		}
 	}
+}
+
+// TestBusySession_Postgres: a command that loses the race for its session
+// on every try answers 409 with Retry-After, appends nothing, and leaves
+// its Idempotency-Key free, so that the retry it asks for runs.
+func TestBusySession_Postgres(t *testing.T) {
+	pool := pgtest.NewPool(t, poolSize)
+	s := startServer(t, func(tb testing.TB) Backend { return postgresBackendOn(tb, pool) })
+	alice := newTeam().user(domain.RoleEngineer)
+	r := withKey(as(t, alice, http.MethodPost, createPath(uuid.New()), `{"intent":"escalate"}`), "k")
+
+	restore := rivalPostgresAppends(t, pool)
+	for range 2 {
+		res := s.do(t, r, http.StatusConflict)
+		if got := detail(t, res); got != "Session is busy, please retry" {
+			t.Fatalf("detail %q", got)
+		}
+		if res.header.Get("Retry-After") != "1" || res.header.Get("Idempotent-Replayed") != "" {
+			t.Fatalf("busy answer headers = %v, want Retry-After: 1 and no replay", res.header)
+		}
+	}
+	restore()
+	s.expectNoNewEvents(t, 0)
+
+	if res := s.do(t, r, http.StatusCreated); res.header.Get("Idempotent-Replayed") != "" {
+		t.Fatal("the retry after a busy answer was a replay")
+	}
+	s.expectNoNewEvents(t, 1)
 }

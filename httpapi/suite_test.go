@@ -2,7 +2,9 @@ package httpapi_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"maps"
@@ -509,6 +511,13 @@ func testRequestIDs(t *testing.T, nb NewBackend) {
 // withKey adds an Idempotency-Key to a request.
 func withKey(r request, key string) request { return r.with("Idempotency-Key", key) }
 
+// keyHash is how the API identifies a request for its Idempotency-Key: the
+// SHA-256 of the method, path and body.
+func keyHash(method, path, body string) string {
+	sum := sha256.Sum256([]byte(method + " " + path + "\n" + body))
+	return hex.EncodeToString(sum[:])
+}
+
 func testIdempotentRetry(t *testing.T, nb NewBackend) {
 	s := startServer(t, nb)
 	tm := newTeam()
@@ -561,17 +570,22 @@ func testIdempotencyKeyMisuse(t *testing.T, nb NewBackend) {
 	const reused = "Idempotency-Key reused with a different request"
 	s.expectError(t, withKey(as(t, alice, http.MethodPost, createPath(session), `{"intent":"escalate"}`), "k"), http.StatusUnprocessableEntity, reused)
 	s.expectError(t, withKey(as(t, alice, http.MethodPost, createPath(uuid.New()), `{"intent":"park"}`), "k"), http.StatusUnprocessableEntity, reused)
-	const badKey = "Idempotency-Key must be 1 to 255 characters"
-	s.expectError(t, withKey(as(t, alice, http.MethodPost, createPath(uuid.New()), `{"intent":"park"}`), strings.Repeat("k", 256)), http.StatusBadRequest, badKey)
-	s.expectError(t, withKey(as(t, alice, http.MethodPost, createPath(uuid.New()), `{"intent":"park"}`), ""), http.StatusBadRequest, badKey)
+	const badKey = "Idempotency-Key must be 1 to 255 printable ASCII characters"
+	for _, key := range []string{strings.Repeat("k", 256), "", "caf\u00e9", "k\xff", "tab\tkey"} {
+		s.expectError(t, withKey(as(t, alice, http.MethodPost, createPath(uuid.New()), `{"intent":"park"}`), key), http.StatusBadRequest, badKey)
+	}
 	s.expectNoNewEvents(t, 1)
 
-	// A key whose first request is still running.
-	if _, ok, err := s.Backend.Idempotency.Reserve(context.Background(), alice.UserID, "running", "some request"); err != nil || !ok {
+	// A key whose first request is still running: the same request is
+	// told to wait, another one that the key is taken.
+	path, body := createPath(uuid.New()), `{"intent":"park"}`
+	if _, ok, err := s.Backend.Idempotency.Reserve(context.Background(), alice.UserID, "running", keyHash(http.MethodPost, path, body)); err != nil || !ok {
 		t.Fatalf("Reserve = %v, %v", ok, err)
 	}
-	s.expectError(t, withKey(as(t, alice, http.MethodPost, createPath(uuid.New()), `{"intent":"park"}`), "running"),
+	s.expectError(t, withKey(as(t, alice, http.MethodPost, path, body), "running"),
 		http.StatusConflict, "A request with this Idempotency-Key is in progress")
+	s.expectError(t, withKey(as(t, alice, http.MethodPost, path, `{"intent":"escalate"}`), "running"),
+		http.StatusUnprocessableEntity, reused)
 	s.expectNoNewEvents(t, 1)
 	// 255 bytes is long enough.
 	s.do(t, withKey(as(t, alice, http.MethodPost, createPath(uuid.New()), `{"intent":"park"}`), strings.Repeat("k", 255)), http.StatusCreated)

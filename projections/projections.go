@@ -22,10 +22,6 @@ const HandoffsProjector = "handoffs"
 // moved it.
 var ErrStaleCheckpoint = errors.New("checkpoint moved by another projector")
 
-// AnyCheckpoint, as Store.Update's `from`, replaces the checkpoint whatever
-// its position.
-const AnyCheckpoint int64 = -1
-
 // Queries reads the handoff read model.
 type Queries interface {
 	// Queue returns the open handoffs of a team of an account: escalations
@@ -46,10 +42,8 @@ type Store interface {
 	// the named projector's checkpoint from `from` to `to` (to >= from). It
 	// fails without changing anything, with an error matching
 	// ErrStaleCheckpoint, when the checkpoint is not at `from`, which makes a
-	// second projector that wrongly runs at the same time harmless. With
-	// from = AnyCheckpoint it sets the checkpoint to `to` wherever it was,
-	// locking it first, which is what a rebuild that replaces every row
-	// needs. When fn fails, nothing changes and Update returns fn's error.
+	// second projector that wrongly runs at the same time harmless. When fn
+	// fails, nothing changes and Update returns fn's error.
 	Update(ctx context.Context, name string, from, to int64, fn func(Tx) error) error
 }
 

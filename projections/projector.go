@@ -213,10 +213,31 @@ func (p *Projector) wakeup() <-chan struct{} {
 // Rebuild replays the whole log into fresh read models and sets the
 // checkpoint to the end of the log, all in one Store.Update transaction:
 // readers see the old tables until it commits, never empty ones. It can run
-// while a projector runs: the rebuild takes the checkpoint first, so the
-// projector's next batch waits, finds the checkpoint moved, and carries on
-// from the rebuild's end; a batch it committed before is wiped and replayed.
+// while a projector runs. The rebuild moves the checkpoint from where it
+// found it, as a projector does, so the checkpoint never goes back and no
+// applied event is wiped without being replayed: when a projector commits a
+// batch between the rebuild's reading of the checkpoint and its taking of
+// it, the rebuild reads again and replays further; once it holds the
+// checkpoint, the projector's next batch waits, finds the checkpoint moved,
+// and carries on from the rebuild's end.
 func Rebuild(ctx context.Context, log Log, store Store) error {
+	var err error
+	for range maxRebuildAttempts {
+		if err = rebuildOnce(ctx, log, store); !errors.Is(err, ErrStaleCheckpoint) {
+			return err
+		}
+	}
+	return fmt.Errorf("rebuild: the checkpoint kept moving: %w", err)
+}
+
+// maxRebuildAttempts bounds how often Rebuild starts again because a
+// projector moved the checkpoint first; each attempt costs a read of the
+// log's tail before the replay.
+const maxRebuildAttempts = 100
+
+// rebuildOnce rebuilds from the checkpoint it reads, failing with
+// ErrStaleCheckpoint when the checkpoint moves before the rebuild takes it.
+func rebuildOnce(ctx context.Context, log Log, store Store) error {
 	applied, err := store.Checkpoint(ctx, HandoffsProjector)
 	if err != nil {
 		return fmt.Errorf("rebuild: read checkpoint: %w", err)
@@ -226,7 +247,7 @@ func Rebuild(ctx context.Context, log Log, store Store) error {
 		return fmt.Errorf("rebuild: %w", err)
 	}
 	a := applier{slog.Default().With("projector", HandoffsProjector)}
-	err = store.Update(ctx, HandoffsProjector, AnyCheckpoint, to, func(tx Tx) error {
+	err = store.Update(ctx, HandoffsProjector, applied, to, func(tx Tx) error {
 		if err := tx.Reset(ctx); err != nil {
 			return fmt.Errorf("reset: %w", err)
 		}

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/resolutionflow/ledgerd/commands"
+	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
 	"github.com/resolutionflow/ledgerd/projections"
 	"github.com/resolutionflow/ledgerd/projections/storetest"
@@ -139,4 +140,57 @@ func TestRebuild_WhileTheProjectorRuns(t *testing.T) {
 	final, last := stories(t, p.commands, sc, 1)
 	waitFor(t, p.projector, last)
 	assertMatchesLog(t, p, sc, append(sessions, final...))
+}
+
+// TestRebuild_NeverMovesTheCheckpointBack lets a projector apply new events
+// just after the rebuild has found the end of the log and before it takes
+// the checkpoint. The rebuild must not set the checkpoint back to the end
+// it found, which would wipe the projector's rows without replaying them
+// (a claimed handoff would show open again) while the projector, believing
+// itself past them, answered reads without waiting for them.
+func TestRebuild_NeverMovesTheCheckpointBack(t *testing.T) {
+	t.Parallel()
+	p := newProcess(t, pgtest.NewDatabase(t), "a", processOptions{})
+	sc := newScope()
+	sessions, _ := stories(t, commands.NewHandler(p.events, nil), sc, 5)
+	var late []uuid.UUID
+	var lateEnd int64
+	log := &hookedLog{Log: p.events, atEnd: func() {
+		// A projector applies a batch that ends past the rebuild's end.
+		late, _ = stories(t, commands.NewHandler(p.events, nil), sc, 3)
+		var err error
+		if lateEnd, err = p.events.Head(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		stop := p.start(t)
+		waitFor(t, p.projector, lateEnd)
+		stop()
+	}}
+	if err := projections.Rebuild(t.Context(), log, p.views); err != nil {
+		t.Fatalf("rebuild: %v", err)
+	}
+	if lateEnd == 0 {
+		t.Fatal("the projector never ran during the rebuild")
+	}
+	if got := storetest.Checkpoint(t, p.views); got != lateEnd {
+		t.Fatalf("checkpoint after the rebuild = %d, want %d, where the projector had taken it", got, lateEnd)
+	}
+	assertMatchesLog(t, p, sc, append(sessions, late...))
+}
+
+// hookedLog calls atEnd, once, the first time a read finds the end of the
+// log.
+type hookedLog struct {
+	projections.Log
+	atEnd func()
+	done  bool
+}
+
+func (l *hookedLog) ReadAll(ctx context.Context, after int64, limit int) ([]eventstore.Event, error) {
+	events, err := l.Log.ReadAll(ctx, after, limit)
+	if err == nil && len(events) == 0 && !l.done {
+		l.done = true
+		l.atEnd()
+	}
+	return events, err
 }

@@ -82,13 +82,11 @@ const (
 	moveCheckpointSQL  = `UPDATE checkpoints SET position = $3 WHERE name = $1 AND position = $2`
 	firstCheckpointSQL = `INSERT INTO checkpoints (name, position) VALUES ($1, $2)
 ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position WHERE checkpoints.position = 0`
-	setCheckpointSQL = `INSERT INTO checkpoints (name, position) VALUES ($1, $2)
-ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position`
 )
 
 // Update implements projections.Store.
 func (s *Store) Update(ctx context.Context, name string, from, to int64, fn func(projections.Tx) error) error {
-	if to < from && from != projections.AnyCheckpoint {
+	if to < from {
 		return fmt.Errorf("move checkpoint %q back from %d to %d", name, from, to)
 	}
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -110,10 +108,6 @@ func (s *Store) Update(ctx context.Context, name string, from, to int64, fn func
 // moveCheckpoint sets the checkpoint to `to` if it is at `from`, and returns
 // the number of rows changed: 0 when it was not.
 func moveCheckpoint(ctx context.Context, tx pgx.Tx, name string, from, to int64) (int64, error) {
-	if from == projections.AnyCheckpoint {
-		tag, err := tx.Exec(ctx, setCheckpointSQL, name, to)
-		return tag.RowsAffected(), err
-	}
 	if from == 0 {
 		tag, err := tx.Exec(ctx, firstCheckpointSQL, name, to)
 		return tag.RowsAffected(), err

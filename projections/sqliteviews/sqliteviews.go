@@ -93,13 +93,11 @@ const (
 	moveCheckpointSQL  = `UPDATE checkpoints SET position = ? WHERE name = ? AND position = ?`
 	firstCheckpointSQL = `INSERT INTO checkpoints (name, position) VALUES (?, ?)
 ON CONFLICT (name) DO UPDATE SET position = excluded.position WHERE checkpoints.position = 0`
-	setCheckpointSQL = `INSERT INTO checkpoints (name, position) VALUES (?, ?)
-ON CONFLICT (name) DO UPDATE SET position = excluded.position`
 )
 
 // Update implements projections.Store.
 func (s *Store) Update(ctx context.Context, name string, from, to int64, fn func(projections.Tx) error) error {
-	if to < from && from != projections.AnyCheckpoint {
+	if to < from {
 		return fmt.Errorf("move checkpoint %q back from %d to %d", name, from, to)
 	}
 	tx, err := s.write.BeginTx(ctx, nil)
@@ -127,8 +125,6 @@ func moveCheckpoint(ctx context.Context, tx *sql.Tx, name string, from, to int64
 		err error
 	)
 	switch from {
-	case projections.AnyCheckpoint:
-		res, err = tx.ExecContext(ctx, setCheckpointSQL, name, to)
 	case 0:
 		res, err = tx.ExecContext(ctx, firstCheckpointSQL, name, to)
 	default:

@@ -30,7 +30,6 @@ func Run(t *testing.T, open func(tb testing.TB) projections.Store) {
 		"Checkpoint_ZeroBeforeFirstUpdate":  testCheckpointZero,
 		"Update_StoresChangesAndCheckpoint": testUpdateStores,
 		"Update_RefusesStaleFrom":           testUpdateRefusesStale,
-		"Update_AnyCheckpointReplaces":      testUpdateAnyCheckpoint,
 		"Update_RefusesMovingBack":          testUpdateRefusesBack,
 		"Update_RollsBackWhenFnFails":       testUpdateRollsBack,
 		"Update_ConcurrentOneWins":          testUpdateConcurrent,
@@ -222,25 +221,6 @@ func testUpdateRefusesStale(t *testing.T, s projections.Store) {
 	}
 	wantHandoffs(t, "queue", queue(t, s, sc), []domain.Handoff{h})
 	wantHandoffs(t, "history of the refused handoff", history(t, s, sc.account, stale.SessionID), nil)
-}
-
-// testUpdateAnyCheckpoint checks that AnyCheckpoint sets the checkpoint
-// wherever it was, back or forth, and on a name that has none yet.
-func testUpdateAnyCheckpoint(t *testing.T, s projections.Store) {
-	put(t, s)
-	put(t, s)
-	for _, to := range []int64{1, 7} {
-		if err := s.Update(t.Context(), name, projections.AnyCheckpoint, to, putAll(t.Context(), nil, to)); err != nil {
-			t.Fatalf("set checkpoint to %d: %v", to, err)
-		}
-		wantCheckpoint(t, s, to)
-	}
-	if err := s.Update(t.Context(), "fresh", projections.AnyCheckpoint, 3, putAll(t.Context(), nil, 3)); err != nil {
-		t.Fatalf("set a new checkpoint: %v", err)
-	}
-	if pos, err := s.Checkpoint(t.Context(), "fresh"); err != nil || pos != 3 {
-		t.Errorf("new checkpoint = %d, %v; want 3", pos, err)
-	}
 }
 
 func testUpdateRefusesBack(t *testing.T, s projections.Store) {

@@ -106,7 +106,7 @@ func startRelay(target natsTarget, cfg relay.Config, b *backend, logger *slog.Lo
 func tailEvents(ctx context.Context, args []string, stdout, stderr io.Writer, logger *slog.Logger) error {
 	f := newFlags("tail", stderr)
 	url := f.string("nats-url", "NATS_URL", "nats://"+embeddednats.DefaultListen, "NATS server URL; the default is the embedded server's default address")
-	stream := f.string("stream", "LEDGER_NATS_STREAM", relay.DefaultStream, "JetStream stream")
+	stream := f.string("nats-stream", "LEDGER_NATS_STREAM", relay.DefaultStream, "JetStream stream")
 	account := f.string("account", "", "", "only this account's events")
 	session := f.string("session", "", "", "only this session's events")
 	typ := f.string("type", "", "", "only events of this type, such as HandoffClaimed")

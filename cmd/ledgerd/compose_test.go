@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -24,6 +25,7 @@ type compose struct {
 		DependsOn map[string]struct {
 			Condition string `yaml:"condition"`
 		} `yaml:"depends_on"`
+		StopGracePeriod string `yaml:"stop_grace_period"`
 	} `yaml:"services"`
 }
 
@@ -60,6 +62,10 @@ func TestDockerCompose_RunsTheProductionStack(t *testing.T) {
 		if ledgerd.DependsOn[dep].Condition != "service_healthy" {
 			t.Errorf("ledgerd does not wait for %s to be healthy", dep)
 		}
+	}
+	if grace, err := time.ParseDuration(ledgerd.StopGracePeriod); err != nil || grace <= defaultShutdownTimeout {
+		t.Errorf("ledgerd stop_grace_period %q is not longer than the default --shutdown-timeout %s: the engine would kill a drain that takes all of it",
+			ledgerd.StopGracePeriod, defaultShutdownTimeout)
 	}
 	if !strings.Contains(strings.Join(ledgerd.Healthcheck.Test, " "), "/readyz") {
 		t.Errorf("ledgerd health check %q does not probe /readyz", ledgerd.Healthcheck.Test)

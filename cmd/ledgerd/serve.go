@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -61,7 +62,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	addr := f.string("http-addr", "LEDGER_HTTP_ADDR", ":8080", "address the REST API listens on")
 	secretFlag := f.string("jwt-secret", "LEDGER_JWT_SECRET", "", "HS256 secret that signs bearer tokens (embedded mode: kept in --data-dir when empty)")
 	natsFlags := addNATSFlags(f)
-	grace := f.duration("shutdown-timeout", "LEDGER_SHUTDOWN_TIMEOUT", 30*time.Second, "how long in-flight requests may take to finish on SIGTERM")
+	grace := f.duration("shutdown-timeout", "LEDGER_SHUTDOWN_TIMEOUT", defaultShutdownTimeout, "how long in-flight requests may take to finish on SIGTERM")
 	if err := f.parse(args); err != nil {
 		return err
 	}
@@ -126,7 +127,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	logger.Info("ledgerd serving", "http", ln.Addr().String(), "nats", target.url, "embedded_store", storage.embedded())
-	printStartup(stderr, ln.Addr(), target, storage)
+	if isTerminal(stderr) {
+		printStartup(stderr, ln.Addr(), target, storage)
+	}
 
 	select {
 	case err := <-served:
@@ -141,6 +144,22 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	}
 	logger.Info("ledgerd stopped")
 	return nil
+}
+
+// defaultShutdownTimeout is how long in-flight requests may take on
+// SIGTERM unless --shutdown-timeout says otherwise.
+const defaultShutdownTimeout = 30 * time.Second
+
+// isTerminal reports whether w is a terminal, where a person reads; there
+// the startup lines go with the JSON logs, which a log collector reads
+// alone otherwise.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	info, err := f.Stat()
+	return err == nil && info.Mode()&os.ModeCharDevice != 0
 }
 
 // printStartup tells a person, in a few lines, where everything is.

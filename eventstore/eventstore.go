@@ -28,6 +28,19 @@ const (
 // Exact expects the stream to have exactly v events (v = 0 is NoStream).
 func Exact(v int64) ExpectedVersion { return ExpectedVersion(v) }
 
+// ErrInvalidExpectedVersion is matched (errors.Is) by the error of an
+// append given an expected version below Any, which no stream can have.
+var ErrInvalidExpectedVersion = errors.New("invalid expected version")
+
+// Check returns an error matching ErrInvalidExpectedVersion when v is below
+// Any. The stores call it before they append.
+func (v ExpectedVersion) Check() error {
+	if v < Any {
+		return fmt.Errorf("%w: %d", ErrInvalidExpectedVersion, int64(v))
+	}
+	return nil
+}
+
 func (v ExpectedVersion) String() string {
 	switch {
 	case v == Any:

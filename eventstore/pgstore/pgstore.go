@@ -85,8 +85,8 @@ func anyBackoff(attempt int) time.Duration {
 
 // Append implements eventstore.Store.
 func (s *Store) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) ([]eventstore.Event, error) {
-	if len(events) == 0 {
-		return nil, nil
+	if err := expected.Check(); err != nil || len(events) == 0 {
+		return nil, err
 	}
 	recorded, metas := prepare(stream, events)
 	if err := s.append(ctx, expected, recorded, metas, true); err != nil {
@@ -100,8 +100,8 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 
 // AppendQuick implements eventstore.Store.
 func (s *Store) AppendQuick(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) error {
-	if len(events) == 0 {
-		return nil
+	if err := expected.Check(); err != nil || len(events) == 0 {
+		return err
 	}
 	recorded, metas := prepare(stream, events)
 	return s.append(ctx, expected, recorded, metas, false)

@@ -158,8 +158,8 @@ func (s *Store) Appended() <-chan struct{} { return s.appended.Wait() }
 
 // Append implements eventstore.Store.
 func (s *Store) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) ([]eventstore.Event, error) {
-	if len(events) == 0 {
-		return nil, nil
+	if err := expected.Check(); err != nil || len(events) == 0 {
+		return nil, err
 	}
 	recorded := eventstore.Recorded(stream, events)
 	// Encoded before the write transaction, which other writers wait for.

@@ -317,6 +317,16 @@ func testExpectedVersion(t *testing.T, s eventstore.Store) {
 			assertSameEvents(t, "stream after append", mustReadStream(t, s, stream), append(before, recorded...))
 		})
 	}
+	t.Run("BelowAnyIsInvalid", func(t *testing.T) {
+		stream := "expect-below-any"
+		before := mustAppend(t, s, stream, eventstore.NoStream, newEvents("Existing", 2)...)
+		for _, v := range []int64{-2, -3} {
+			if _, err := s.Append(t.Context(), stream, eventstore.Exact(v), newEvents("New", 1)); !errors.Is(err, eventstore.ErrInvalidExpectedVersion) {
+				t.Errorf("append expecting version %d: %v, want ErrInvalidExpectedVersion", v, err)
+			}
+		}
+		assertSameEvents(t, "stream after invalid appends", mustReadStream(t, s, stream), before)
+	})
 }
 
 func testAppendIsAllOrNothing(t *testing.T, s eventstore.Store) {

@@ -116,11 +116,17 @@ func (s *server) createHandoff(c echo.Context) error {
 
 // claimHandoff answers POST .../handoffs/:handoff_id/claim ("Pick Up").
 func (s *server) claimHandoff(c echo.Context) error {
+	actor := actorOf(c)
+	// The role comes first, before the ids, as in the endpoint the API
+	// replaces: a viewer gets 403 even for ids that name nothing.
+	if !actor.Role.CanClaim() {
+		return domain.Errorf(domain.EFORBIDDEN, domain.MsgClaimRoleNeeded)
+	}
 	session, handoff, err := sessionAndHandoff(c, domain.MsgHandoffNotFound)
 	if err != nil {
 		return err
 	}
-	return s.execute(c, http.StatusOK, session, domain.ClaimHandoff{Actor: actorOf(c), HandoffID: handoff, At: s.cmds.Now()})
+	return s.execute(c, http.StatusOK, session, domain.ClaimHandoff{Actor: actor, HandoffID: handoff, At: s.cmds.Now()})
 }
 
 // withdrawHandoff answers POST .../handoffs/:handoff_id/withdraw.

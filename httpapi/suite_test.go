@@ -281,8 +281,17 @@ func testViewerCannotClaim(t *testing.T, nb NewBackend) {
 	s := startServer(t, nb)
 	tm := newTeam()
 	h := s.escalate(t, tm.user(domain.RoleEngineer), uuid.New())
-	s.expectError(t, as(t, tm.user(domain.RoleViewer), http.MethodPost, actionPath(h.SessionID, h.ID, "claim"), ""),
-		http.StatusForbidden, "Engineer or admin access required")
+	viewer := tm.user(domain.RoleViewer)
+	// Whatever the ids, as the endpoint the API replaces checked the role
+	// first.
+	for _, path := range []string{
+		actionPath(h.SessionID, h.ID, "claim"),
+		actionPath(uuid.New(), uuid.New(), "claim"),
+		"/ai-sessions/not-a-uuid/handoffs/" + h.ID.String() + "/claim",
+		"/ai-sessions/" + h.SessionID.String() + "/handoffs/not-a-uuid/claim",
+	} {
+		s.expectError(t, as(t, viewer, http.MethodPost, path, ""), http.StatusForbidden, "Engineer or admin access required")
+	}
 	s.expectNoNewEvents(t, 1)
 }
 

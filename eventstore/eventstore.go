@@ -71,18 +71,29 @@ type NewEvent struct {
 	Metadata Metadata
 }
 
+// ErrInvalidEventID is matched (errors.Is) by the error of an append given
+// an event id that is not a ULID.
+var ErrInvalidEventID = errors.New("event id is not a ULID")
+
 // Recorded returns events as a store records them in stream, before it
-// gives them versions, positions and times: each keeps its id, or gets a
-// new ULID when it has none.
-func Recorded(stream string, events []NewEvent) []Event {
+// gives them versions, positions and times: each gets a new ULID when it
+// has no id, and keeps its id, in the ULID's canonical form, when it has
+// one. An id that is not a ULID is an error matching ErrInvalidEventID.
+func Recorded(stream string, events []NewEvent) ([]Event, error) {
 	recorded := make([]Event, len(events))
 	for i, e := range events {
-		recorded[i] = Event{ID: e.ID, Type: e.Type, Stream: stream, Data: e.Data, Metadata: e.Metadata}
+		recorded[i] = Event{Type: e.Type, Stream: stream, Data: e.Data, Metadata: e.Metadata}
 		if e.ID == "" {
 			recorded[i].ID = ulid.Make().String()
+			continue
 		}
+		id, err := ulid.ParseStrict(e.ID)
+		if err != nil {
+			return nil, fmt.Errorf("event %d of stream %q: %w: %q", i, stream, ErrInvalidEventID, e.ID)
+		}
+		recorded[i].ID = id.String()
 	}
-	return recorded
+	return recorded, nil
 }
 
 // Event is a recorded event. It is also the envelope the audit API and the

@@ -88,7 +88,10 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 	if err := expected.Check(); err != nil || len(events) == 0 {
 		return nil, err
 	}
-	recorded, metas := prepare(stream, events)
+	recorded, metas, err := prepare(stream, events)
+	if err != nil {
+		return nil, err
+	}
 	if err := s.append(ctx, expected, recorded, metas, true); err != nil {
 		return nil, err
 	}
@@ -103,19 +106,25 @@ func (s *Store) AppendQuick(ctx context.Context, stream string, expected eventst
 	if err := expected.Check(); err != nil || len(events) == 0 {
 		return err
 	}
-	recorded, metas := prepare(stream, events)
+	recorded, metas, err := prepare(stream, events)
+	if err != nil {
+		return err
+	}
 	return s.append(ctx, expected, recorded, metas, false)
 }
 
 // prepare returns events as they will be recorded in stream
 // (eventstore.Recorded) and their encoded metadata.
-func prepare(stream string, events []eventstore.NewEvent) ([]eventstore.Event, [][]byte) {
-	recorded := eventstore.Recorded(stream, events)
+func prepare(stream string, events []eventstore.NewEvent) ([]eventstore.Event, [][]byte, error) {
+	recorded, err := eventstore.Recorded(stream, events)
+	if err != nil {
+		return nil, nil, err
+	}
 	metas := make([][]byte, len(events))
 	for i, e := range events {
 		metas[i] = e.Metadata.AppendJSON(nil)
 	}
-	return recorded, metas
+	return recorded, metas, nil
 }
 
 // append inserts events, all of one stream, retrying an append expecting

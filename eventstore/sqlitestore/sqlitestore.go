@@ -161,7 +161,10 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 	if err := expected.Check(); err != nil || len(events) == 0 {
 		return nil, err
 	}
-	recorded := eventstore.Recorded(stream, events)
+	recorded, err := eventstore.Recorded(stream, events)
+	if err != nil {
+		return nil, err
+	}
 	// Encoded before the write transaction, which other writers wait for.
 	metas := make([]string, len(events))
 	for i, e := range events {

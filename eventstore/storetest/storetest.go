@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -401,6 +402,26 @@ func testEventIDs(t *testing.T, s eventstore.Store) {
 		t.Errorf("two events got the same id %q", recorded[1].ID)
 	}
 	assertSameEvents(t, "read stream", mustReadStream(t, s, "ids"), recorded)
+
+	// A given id is kept in the ULID's canonical form; one that is no
+	// ULID fails the whole append.
+	lower := strings.ToLower(ulid.Make().String())
+	canonical := mustAppend(t, s, "ids-lower", eventstore.NoStream, eventstore.NewEvent{ID: lower, Type: "Given", Data: json.RawMessage(`{}`)})
+	if want := strings.ToUpper(lower); canonical[0].ID != want {
+		t.Errorf("given id %q became %q, want %q", lower, canonical[0].ID, want)
+	}
+	for _, bad := range []string{"not-a-ulid", "01JDJ00000000000000000000U", strings.Repeat("Z", 26)} {
+		_, err := s.Append(t.Context(), "ids-bad", eventstore.NoStream, []eventstore.NewEvent{
+			{Type: "Fine", Data: json.RawMessage(`{}`)},
+			{ID: bad, Type: "Bad", Data: json.RawMessage(`{}`)},
+		})
+		if !errors.Is(err, eventstore.ErrInvalidEventID) {
+			t.Errorf("append with id %q: %v, want ErrInvalidEventID", bad, err)
+		}
+	}
+	if events := mustReadStream(t, s, "ids-bad"); len(events) != 0 {
+		t.Errorf("appends with bad ids recorded %d events", len(events))
+	}
 }
 
 func testDataAndMetadataRoundTrip(t *testing.T, s eventstore.Store) {

@@ -8,7 +8,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -60,23 +63,30 @@ const timeout = 10 * time.Minute
 //   - baseline-ratio: the baseline's time over op's for the same number of
 //     calls, that is op's throughput over the baseline's;
 //   - op-ns/op and baseline-ns/op: the time of one call of each;
-//   - p50-ms and p99-ms: the latency of one call of op.
+//   - p50-ms and p99-ms: the latency of one call of op;
+//   - op-cpu-us/op and baseline-cpu-us/op, where /proc/stat can be read:
+//     the processor time the whole machine (this process, the database,
+//     the kernel) spent per call of each, which shows where a ratio comes
+//     from when the machine is saturated.
 //
 // It fails the benchmark when a call fails.
 func Run(b *testing.B, workers int, baseline, op Op, settle func(context.Context) error) {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	var baseTime, opTime time.Duration
+	var baseTime, opTime, baseCPU, opCPU time.Duration
 	var latencies []time.Duration
+	cpuKnown := true
 	b.ResetTimer()
 	for done := 0; done < b.N; {
 		n := min(sliceCalls, b.N-done)
+		busy, ok := machineBusy()
 		elapsed, _, err := run(ctx, workers, n, baseline)
 		if err != nil {
 			b.Fatalf("baseline: %v", err)
 		}
 		baseTime += elapsed
+		busy, ok = addBusy(&baseCPU, busy, ok)
 		start := time.Now()
 		_, lat, err := run(ctx, workers, n, op)
 		if err != nil {
@@ -88,6 +98,8 @@ func Run(b *testing.B, workers int, baseline, op Op, settle func(context.Context
 			}
 		}
 		opTime += time.Since(start)
+		_, ok = addBusy(&opCPU, busy, ok)
+		cpuKnown = cpuKnown && ok
 		latencies = append(latencies, lat...)
 		done += n
 	}
@@ -98,6 +110,49 @@ func Run(b *testing.B, workers int, baseline, op Op, settle func(context.Context
 	b.ReportMetric(float64(baseTime.Nanoseconds())/float64(b.N), "baseline-ns/op")
 	b.ReportMetric(percentile(latencies, 0.50), "p50-ms")
 	b.ReportMetric(percentile(latencies, 0.99), "p99-ms")
+	if cpuKnown {
+		b.ReportMetric(float64(opCPU.Microseconds())/float64(b.N), "op-cpu-us/op")
+		b.ReportMetric(float64(baseCPU.Microseconds())/float64(b.N), "baseline-cpu-us/op")
+	}
+}
+
+// addBusy adds to *total the machine's busy time since `since` and returns
+// the busy time now; ok is false once either reading failed.
+func addBusy(total *time.Duration, since time.Duration, ok bool) (time.Duration, bool) {
+	now, nowOK := machineBusy()
+	if !ok || !nowOK {
+		return now, false
+	}
+	*total += now - since
+	return now, true
+}
+
+// clockTicks is Linux's USER_HZ, the unit of /proc/stat.
+const clockTicks = 100
+
+// machineBusy returns the processor time all of the machine's processors
+// have spent working since boot (user, nice, system, irq and softirq in
+// the first line of /proc/stat; not idle, iowait or time stolen by a
+// hypervisor), and false where that cannot be read.
+func machineBusy() (time.Duration, bool) {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, false
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	fields := strings.Fields(line)
+	if len(fields) < 9 || fields[0] != "cpu" {
+		return 0, false
+	}
+	var ticks int64
+	for _, i := range []int{1, 2, 3, 6, 7} { // user nice system irq softirq
+		v, err := strconv.ParseInt(fields[i], 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		ticks += v
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, true
 }
 
 // run makes n calls of op from workers goroutines and returns the time they

@@ -3,9 +3,11 @@ package ratiobench_test
 import (
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/resolutionflow/ledgerd/internal/ratiobench"
 )
@@ -65,6 +67,36 @@ func TestRun_AlternatesSlicesOfEqualCalls(t *testing.T) {
 	}
 	if r := res.Extra["baseline-ratio"]; r <= 0 {
 		t.Fatalf("baseline-ratio = %v, want a positive ratio", r)
+	}
+}
+
+// TestRun_ReportsMachineCPU checks that Run reports the machine's processor
+// time per call of each operation: an op that keeps a processor busy for a
+// millisecond costs at least that. Where /proc/stat is missing it reports
+// none.
+func TestRun_ReportsMachineCPU(t *testing.T) {
+	spin := func(context.Context, int) error {
+		for start := time.Now(); time.Since(start) < time.Millisecond; {
+		}
+		return nil
+	}
+	sleep := func(context.Context, int) error { time.Sleep(time.Millisecond); return nil }
+	res := testing.Benchmark(func(b *testing.B) { ratiobench.Run(b, 1, sleep, spin, nil) })
+	op, okOp := res.Extra["op-cpu-us/op"]
+	_, okBase := res.Extra["baseline-cpu-us/op"]
+	if _, err := os.Stat("/proc/stat"); err != nil {
+		if okOp || okBase {
+			t.Fatalf("CPU metrics %v without /proc/stat", res.Extra)
+		}
+		return
+	}
+	if !okOp || !okBase {
+		t.Fatalf("no CPU metrics in %v", res.Extra)
+	}
+	// The machine's tick is 10 ms; over the run's calls the op's own
+	// millisecond each shows, whatever else the machine does.
+	if op < 700 {
+		t.Fatalf("op-cpu-us/op = %v for an op that spins 1000 µs", op)
 	}
 }
 

@@ -6,16 +6,20 @@
 // (Reserve), runs, and then stores its response (Complete) or, when it failed
 // on the server's side, gives the key up again (Release) so a retry can run.
 // Keys expire TTL after they were reserved; an expired key is treated as
-// never seen. A reservation whose request died without completing or
+// never seen, and Sweep, which a serving process runs every SweepInterval
+// (RunSweeps), deletes it. A reservation whose request died without completing or
 // releasing it (a crashed process) is given to the next request with the key
 // once it is older than PendingTimeout.
 package idempotency
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/resolutionflow/ledgerd/eventstore"
 )
 
 const (
@@ -26,6 +30,8 @@ const (
 	PendingTimeout = time.Minute
 	// MaxKeyLength bounds a key, in bytes.
 	MaxKeyLength = 255
+	// SweepInterval is how often a serving process deletes expired keys.
+	SweepInterval = 10 * time.Minute
 )
 
 // Record is what a store knows about a key.
@@ -55,4 +61,28 @@ type Store interface {
 	// Release gives up a reservation that has no response, so a retry with
 	// the same key runs anew.
 	Release(ctx context.Context, user uuid.UUID, key string) error
+	// Sweep deletes every key older than TTL and returns how many it
+	// deleted. Any number of processes may sweep at once.
+	Sweep(ctx context.Context) (int64, error)
+}
+
+// RunSweeps calls s.Sweep now and then every interval until ctx ends, then
+// returns nil. A failed sweep is logged and tried again at the next
+// interval: until then, expired keys only take room, since Reserve treats
+// them as absent.
+func RunSweeps(ctx context.Context, s Store, interval time.Duration, logger *slog.Logger) error {
+	for {
+		n, err := s.Sweep(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			logger.WarnContext(ctx, "idempotency key sweep failed", "err", err, "retry_in", interval)
+		case n > 0:
+			logger.InfoContext(ctx, "swept expired idempotency keys", "keys", n)
+		}
+		if !eventstore.Sleep(ctx, interval, nil) {
+			return nil
+		}
+	}
 }

@@ -22,13 +22,8 @@ func NewPostgres(pool *pgxpool.Pool) Store {
 
 // reserveSQL inserts the key, or takes over a row that has expired or whose
 // reservation was abandoned; it returns a row only when the caller got the
-// key. On the way it deletes the user's other expired keys, which the
-// primary key's user_id prefix finds without a scan of the table.
+// key.
 const reserveSQL = `
-WITH expired AS (
-    DELETE FROM idempotency_keys
-    WHERE user_id = $1 AND key <> $2 AND created_at < now() - make_interval(secs => $4)
-)
 INSERT INTO idempotency_keys AS k (user_id, key, request_hash) VALUES ($1, $2, $3)
 ON CONFLICT (user_id, key) DO UPDATE
     SET request_hash = EXCLUDED.request_hash, status_code = NULL, response = NULL, created_at = now()
@@ -75,6 +70,14 @@ WHERE user_id = $1 AND key = $2 AND status_code IS NULL`, user, key, status, bod
 		return fmt.Errorf("store idempotent response: %w", err)
 	}
 	return nil
+}
+
+func (s *postgresStore) Sweep(ctx context.Context) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)`, TTL.Seconds())
+	if err != nil {
+		return 0, fmt.Errorf("sweep expired idempotency keys: %w", err)
+	}
+	return tag.RowsAffected(), nil
 }
 
 func (s *postgresStore) Release(ctx context.Context, user uuid.UUID, key string) error {

@@ -2,6 +2,8 @@ package idempotency_test
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"os"
 	"sync"
 	"testing"
@@ -11,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/resolutionflow/ledgerd/idempotency"
+	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
 )
 
@@ -21,6 +24,8 @@ type backend struct {
 	store idempotency.Store
 	// age moves the reservation time of a key back by d.
 	age func(tb testing.TB, user uuid.UUID, key string, d time.Duration)
+	// count returns how many keys the store holds.
+	count func(tb testing.TB) int
 }
 
 func newPostgres(tb testing.TB) backend {
@@ -40,6 +45,14 @@ func newPostgres(tb testing.TB) backend {
 			if err != nil {
 				tb.Fatalf("age key: %v", err)
 			}
+		},
+		count: func(tb testing.TB) int {
+			tb.Helper()
+			var n int
+			if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM idempotency_keys`).Scan(&n); err != nil {
+				tb.Fatalf("count keys: %v", err)
+			}
+			return n
 		},
 	}
 }
@@ -61,6 +74,8 @@ func testStore(t *testing.T, open func(testing.TB) backend) {
 		{"ExpiredKeyIsAbsent", testExpiredKeyIsAbsent},
 		{"AbandonedReservationIsTakenOver", testAbandonedReservation},
 		{"OneOfManyConcurrentReservesWins", testConcurrentReserve},
+		{"SweepDeletesExpiredKeys", testSweep},
+		{"RunSweepsSweepsAgain", testRunSweeps},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -127,6 +142,59 @@ func testReleaseLetsRetryRun(t *testing.T, b backend) {
 	if rec, ok := reserve(t, b.store, user, "k", "h"); ok || rec.StatusCode != 200 {
 		t.Fatalf("Release removed a completed key: %+v, %v", rec, ok)
 	}
+}
+
+// testSweep checks that Sweep deletes the keys older than TTL, completed or
+// not, of every user, and keeps the others.
+func testSweep(t *testing.T, b backend) {
+	alice, bob := uuid.New(), uuid.New()
+	for _, k := range []struct {
+		user     uuid.UUID
+		key      string
+		age      time.Duration
+		complete bool
+	}{
+		{alice, "old", idempotency.TTL + time.Minute, true},
+		{alice, "old-pending", idempotency.TTL + time.Minute, false},
+		{bob, "old", idempotency.TTL + time.Hour, true},
+		{alice, "young", idempotency.TTL - time.Minute, true},
+		{bob, "new", 0, false},
+	} {
+		reserve(t, b.store, k.user, k.key, "h")
+		if k.complete {
+			complete(t, b.store, k.user, k.key, 201, "{}")
+		}
+		b.age(t, k.user, k.key, k.age)
+	}
+	n, err := b.store.Sweep(context.Background())
+	if err != nil || n != 3 {
+		t.Fatalf("Sweep = %d, %v; want the 3 expired keys", n, err)
+	}
+	if got := b.count(t); got != 2 {
+		t.Fatalf("%d keys left, want 2", got)
+	}
+	if rec, ok := reserve(t, b.store, alice, "young", "h"); ok || rec.StatusCode != 201 {
+		t.Fatalf("young key after the sweep = %+v, %v; want its stored response", rec, ok)
+	}
+	if n, err := b.store.Sweep(context.Background()); err != nil || n != 0 {
+		t.Fatalf("second Sweep = %d, %v; want 0", n, err)
+	}
+}
+
+// testRunSweeps checks that RunSweeps sweeps at once and then again every
+// interval, and returns nil when its context ends.
+func testRunSweeps(t *testing.T, b backend) {
+	user := uuid.New()
+	reserve(t, b.store, user, "first", "h")
+	b.age(t, user, "first", idempotency.TTL+time.Minute)
+	stop := ledgertest.Go(context.Background(), t, "sweeps", func(ctx context.Context) error {
+		return idempotency.RunSweeps(ctx, b.store, 10*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	})
+	ledgertest.WaitUntil(t, 10*time.Second, "the first expired key is swept", func() bool { return b.count(t) == 0 })
+	reserve(t, b.store, user, "second", "h")
+	b.age(t, user, "second", idempotency.TTL+time.Minute)
+	ledgertest.WaitUntil(t, 10*time.Second, "the second expired key is swept", func() bool { return b.count(t) == 0 })
+	stop()
 }
 
 func testKeysBelongToOneUser(t *testing.T, b backend) {

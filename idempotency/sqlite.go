@@ -37,10 +37,6 @@ ON CONFLICT (user_id, key) DO UPDATE
     WHERE k.created_at < ?5 OR (k.status_code IS NULL AND k.created_at < ?6)
 RETURNING 1`
 
-// sqliteDeleteExpiredSQL deletes the user's other expired keys, which the
-// primary key's user_id prefix finds without a scan of the table.
-const sqliteDeleteExpiredSQL = `DELETE FROM idempotency_keys WHERE user_id = ?1 AND key <> ?2 AND created_at < ?3`
-
 const sqliteSelectSQL = `
 SELECT request_hash, coalesce(status_code, 0), coalesce(response, x'')
 FROM idempotency_keys WHERE user_id = ? AND key = ?`
@@ -55,9 +51,6 @@ func (s *sqliteStore) Reserve(ctx context.Context, user uuid.UUID, key, requestH
 		return Record{}, false, fmt.Errorf("reserve idempotency key: begin: %w", err)
 	}
 	defer tx.Rollback() // a no-op after Commit
-	if _, err := tx.ExecContext(ctx, sqliteDeleteExpiredSQL, user.String(), key, expired); err != nil {
-		return Record{}, false, fmt.Errorf("reserve idempotency key: delete expired keys: %w", err)
-	}
 	rec := Record{RequestHash: requestHash}
 	var one int
 	err = tx.QueryRowContext(ctx, sqliteReserveSQL, user.String(), key, requestHash, now.Format(sqlitestore.TimeLayout), expired, abandoned).Scan(&one)
@@ -87,6 +80,19 @@ WHERE user_id = ? AND key = ? AND status_code IS NULL`, status, body, user.Strin
 		return fmt.Errorf("store idempotent response: %w", err)
 	}
 	return nil
+}
+
+func (s *sqliteStore) Sweep(ctx context.Context) (int64, error) {
+	expired := time.Now().UTC().Add(-TTL).Format(sqlitestore.TimeLayout)
+	res, err := s.db.ExecContext(ctx, `DELETE FROM idempotency_keys WHERE created_at < ?`, expired)
+	if err != nil {
+		return 0, fmt.Errorf("sweep expired idempotency keys: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("sweep expired idempotency keys: %w", err)
+	}
+	return n, nil
 }
 
 func (s *sqliteStore) Release(ctx context.Context, user uuid.UUID, key string) error {

@@ -50,5 +50,13 @@ func newSQLite(tb testing.TB) backend {
 				tb.Fatalf("age key: %v", err)
 			}
 		},
+		count: func(tb testing.TB) int {
+			tb.Helper()
+			var n int
+			if err := db.QueryRowContext(context.Background(), `SELECT count(*) FROM idempotency_keys`).Scan(&n); err != nil {
+				tb.Fatalf("count keys: %v", err)
+			}
+			return n
+		},
 	}
 }

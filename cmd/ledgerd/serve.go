@@ -14,6 +14,7 @@ import (
 
 	"github.com/resolutionflow/ledgerd/commands"
 	"github.com/resolutionflow/ledgerd/httpapi"
+	"github.com/resolutionflow/ledgerd/idempotency"
 	"github.com/resolutionflow/ledgerd/projections"
 )
 
@@ -111,7 +112,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	var running sync.WaitGroup
-	for _, work := range []func(context.Context) error{projector.Run, r.Run} {
+	sweeps := func(ctx context.Context) error {
+		return idempotency.RunSweeps(ctx, b.idem, idempotency.SweepInterval, logger)
+	}
+	for _, work := range []func(context.Context) error{projector.Run, r.Run, sweeps} {
 		running.Go(func() {
 			if err := work(workCtx); err != nil {
 				logger.Error("background worker stopped", "err", err)

@@ -1,0 +1,9 @@
+-- +goose Up
+-- Expired idempotency keys are deleted by a periodic sweep
+-- (idempotency.Sweep) instead of on every reservation, which scanned all
+-- of the user's keys of the last 24 hours each time. The sweep finds them
+-- through this index.
+CREATE INDEX idempotency_keys_created_at ON idempotency_keys (created_at);
+
+-- +goose Down
+DROP INDEX idempotency_keys_created_at;

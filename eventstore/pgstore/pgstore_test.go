@@ -27,5 +27,9 @@ func TestConformance_Immutability(t *testing.T) {
 		}
 	}, `TRUNCATE events`,
 		// The triggers are per statement: even a change of no row fails.
-		`UPDATE events SET data = '{"a":2}' WHERE false`)
+		`UPDATE events SET data = '{"a":2}' WHERE false`,
+		// An upsert that would update fires the update trigger.
+		`INSERT INTO events (id, stream, version, type, data, metadata)
+		 SELECT id, stream, version, type, data, metadata FROM events WHERE version = 1
+		 ON CONFLICT (id) DO UPDATE SET type = 'Tampered'`)
 }

@@ -95,14 +95,18 @@ VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING position`)
 }
 
 // openDB opens a pool on the file. Every connection is durable (WAL,
-// synchronous=FULL), waits for locks and enforces foreign keys; the writer's
-// transactions begin IMMEDIATE, the reader's connections are query-only.
+// synchronous=FULL), waits for locks, enforces foreign keys and fires
+// delete triggers for the rows a REPLACE removes (recursive_triggers: else
+// INSERT OR REPLACE would overwrite an event past the events table's
+// triggers); the writer's transactions begin IMMEDIATE, the reader's
+// connections are query-only.
 func openDB(ctx context.Context, path string, readOnly bool) (*sql.DB, error) {
 	params := url.Values{
 		"_journal_mode": {"WAL"},
 		"_synchronous":  {"FULL"},
 		"_busy_timeout": {fmt.Sprint(busyTimeout.Milliseconds())},
 		"_foreign_keys": {"1"},
+		"_pragma":       {"recursive_triggers(1)"},
 	}
 	if readOnly {
 		params.Set("_query_only", "1")

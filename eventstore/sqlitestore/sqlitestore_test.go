@@ -77,7 +77,13 @@ func TestConformance_Immutability(t *testing.T) {
 			_, err := s.DB().ExecContext(ctx, query)
 			return err
 		}
-	})
+	},
+		// A REPLACE deletes the row it conflicts with, which must fire the
+		// delete trigger.
+		`INSERT OR REPLACE INTO events (id, stream, version, type, data, metadata, recorded_at)
+		 SELECT id, stream, version, 'Tampered', data, metadata, recorded_at FROM events WHERE version = 1`,
+		`REPLACE INTO events (id, stream, version, type, data, metadata, recorded_at)
+		 SELECT id || 'x', stream, version, 'Tampered', data, metadata, recorded_at FROM events WHERE version = 1`)
 }
 
 func pragma(tb testing.TB, db *sql.DB, name string) string {
@@ -91,7 +97,7 @@ func pragma(tb testing.TB, db *sql.DB, name string) string {
 
 func TestOpen_DurableSettings(t *testing.T) {
 	s := sqlitetest.Open(t)
-	want := map[string]string{"journal_mode": "wal", "synchronous": "2", "foreign_keys": "1", "busy_timeout": "10000"}
+	want := map[string]string{"journal_mode": "wal", "synchronous": "2", "foreign_keys": "1", "busy_timeout": "10000", "recursive_triggers": "1"}
 	for handle, db := range map[string]*sql.DB{"DB": s.DB(), "ReadDB": s.ReadDB()} {
 		for name, value := range want {
 			if got := pragma(t, db, name); got != value {

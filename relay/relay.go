@@ -39,25 +39,23 @@
 //
 //   - The relay publishes a batch, waits for every acknowledgement, and only
 //     then moves its checkpoint (stored in the "checkpoints" table under
-//     Name). If it dies in between, the next leader publishes the
-//     unacknowledged-or-uncheckpointed events again with the same
-//     Nats-Msg-Id, and JetStream drops them as duplicates.
+//     Name). If it stops in between, the next leader starts by reading the
+//     stream's last message: when that event (its Ledger-Position and
+//     Nats-Msg-Id) is in the log beyond the checkpoint, the checkpoint moves
+//     up to it, so the batch is not published again, however long the relay
+//     was stopped. A stream that ends with an event this log does not have
+//     at that position belongs to another ledger: the relay refuses it and
+//     reports itself degraded.
 //   - Each message also carries Nats-Expected-Last-Msg-Id, the id of the
 //     event before it, so JetStream refuses a message that would land out of
 //     order (for example one whose predecessor was lost when the connection
 //     dropped); the relay then resumes from the first event not
 //     acknowledged.
-//
-// The de-duplication rests on the stream's duplicate window
-// (Config.DuplicateWindow, default 2h). The only events the relay can
-// publish twice are those it published but had not checkpointed when it
-// stopped: at most one batch, re-published by the next leader as soon as it
-// runs, that is within the time a crash takes to be noticed and a process
-// to take over or restart (seconds with a standby, minutes for a restart).
-// A window of hours covers that with a wide margin while keeping the
-// server's table of recent ids small. A relay that stays stopped for longer
-// than the window before it is restarted may publish its last batch twice;
-// subscribers that must never see a repeat can de-duplicate on the event id.
+//   - Each message's Nats-Msg-Id is its event id, so JetStream drops a
+//     repeat that reaches it within the stream's duplicate window
+//     (Config.DuplicateWindow, default 2h): an event sent again after an
+//     acknowledgement was lost in transit, or by a relay that lost its lock
+//     while another took over.
 //
 // Only one relay publishes at a time: Run holds the leader lock Name while
 // it publishes, and another process's relay takes over within seconds when
@@ -72,6 +70,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -218,7 +217,7 @@ func (r *Relay) session(ctx context.Context) (progressed bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	tip, err := r.lastMsgID(ctx, stream)
+	tip, tipPos, err := r.lastMsg(ctx, stream)
 	if err != nil {
 		return false, err
 	}
@@ -227,6 +226,12 @@ func (r *Relay) session(ctx context.Context) (progressed bool, err error) {
 		return false, fmt.Errorf("read checkpoint: %w", err)
 	}
 	r.setCheckpoint(pos)
+	if tipPos > pos {
+		if err := r.catchUp(ctx, pos, tip, tipPos); err != nil {
+			return false, err
+		}
+		pos = tipPos
+	}
 	for {
 		wake := r.wake()
 		events, err := r.log.ReadAll(ctx, pos, r.cfg.BatchSize)
@@ -267,24 +272,53 @@ func (r *Relay) ensureStream(ctx context.Context) (jetstream.Stream, error) {
 	return stream, nil
 }
 
-// lastMsgID returns the Nats-Msg-Id of the last message in the stream, which
-// the next publish expects; "" when the stream is empty or its last message
-// is gone, in which case the next publish expects nothing.
-func (r *Relay) lastMsgID(ctx context.Context, stream jetstream.Stream) (string, error) {
+// lastMsg returns the Nats-Msg-Id of the last message in the stream, which
+// the next publish expects, and the log position of its event; "" and 0
+// when the stream is empty or its last message is gone, in which case the
+// next publish expects nothing.
+func (r *Relay) lastMsg(ctx context.Context, stream jetstream.Stream) (id string, position int64, err error) {
 	last := stream.CachedInfo().State.LastSeq
 	if last == 0 {
-		return "", nil
+		return "", 0, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.AckTimeout)
 	defer cancel()
 	msg, err := stream.GetMsg(ctx, last)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return "", nil
+		return "", 0, nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("read last message of stream %s: %w", r.cfg.Stream, err)
+		return "", 0, fmt.Errorf("read last message of stream %s: %w", r.cfg.Stream, err)
 	}
-	return msg.Header.Get(jetstream.MsgIDHeader), nil
+	id = msg.Header.Get(jetstream.MsgIDHeader)
+	position, err = strconv.ParseInt(msg.Header.Get(HeaderPosition), 10, 64)
+	if err != nil || id == "" {
+		return "", 0, fmt.Errorf("last message of stream %s (sequence %d) is not a ledger event: no %s and %s headers",
+			r.cfg.Stream, last, jetstream.MsgIDHeader, HeaderPosition)
+	}
+	return id, position, nil
+}
+
+// catchUp moves the checkpoint from `from` to the position of the stream's
+// last message, an event JetStream stored before the checkpoint could
+// record it (the relay stopped in between), so that it is not published
+// again, however long ago that was. The event at that position in the log
+// must be the one the stream holds: a stream that ends with another log's
+// event is refused.
+func (r *Relay) catchUp(ctx context.Context, from int64, tip string, tipPos int64) error {
+	events, err := r.log.ReadAll(ctx, tipPos-1, 1)
+	if err != nil {
+		return fmt.Errorf("read log at %d: %w", tipPos, err)
+	}
+	if len(events) == 0 || events[0].Position != tipPos || events[0].ID != tip {
+		return fmt.Errorf("stream %s ends with event %s at position %d, which this log does not have there: the stream holds another ledger's events",
+			r.cfg.Stream, tip, tipPos)
+	}
+	if err := r.checkpoint(ctx, from, tipPos); err != nil {
+		return err
+	}
+	r.logger.InfoContext(ctx, "checkpoint moved to the stream's last event, published before the relay stopped", "from", from, "to", tipPos)
+	return nil
 }
 
 // checkpoint moves the relay's checkpoint from `from` to `to`.

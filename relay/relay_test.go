@@ -2,10 +2,12 @@ package relay_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
@@ -161,15 +163,19 @@ func TestRelay_StartsWhileNATSIsDown(t *testing.T) {
 	e.waitPublished()
 }
 
+// TestRelay_CrashBetweenPublishAndCheckpointPublishesNoDuplicate stops a
+// relay after JetStream acknowledged a batch and before the checkpoint
+// recorded it, and restarts one only after the stream's duplicate window
+// has passed, when JetStream would no longer drop a repeat: the successor
+// must take the batch as published from the stream itself.
 func TestRelay_CrashBetweenPublishAndCheckpointPublishesNoDuplicate(t *testing.T) {
 	e := newEnv(t)
 	e.handoffs(10)
 	want := e.logEvents()
 
-	// The first relay dies right after JetStream acknowledged its first
-	// batch, before it could record the checkpoint.
 	cfg := testConfig()
 	cfg.BatchSize = 100
+	cfg.DuplicateWindow = time.Second
 	first := e.newRelay(leader.NewLocal(), cfg)
 	ctx, crash := context.WithCancel(context.Background())
 	first.SetBeforeCheckpoint(crash)
@@ -180,16 +186,53 @@ func TestRelay_CrashBetweenPublishAndCheckpointPublishesNoDuplicate(t *testing.T
 		t.Fatalf("checkpoint after the crash = %d, want 0 (the crash came before it)", pos)
 	}
 	e.assertStream(want)
+	time.Sleep(cfg.DuplicateWindow + 500*time.Millisecond)
 
-	// Its successor publishes the whole batch again; JetStream drops it.
 	second := e.newRelay(leader.NewLocal(), cfg)
 	e.run(second)
-	e.waitPublished()
-	if st := second.Status(); st.Duplicates != uint64(len(want)) {
-		t.Fatalf("successor saw %d duplicates, want %d: the batch was not published again", st.Duplicates, len(want))
-	}
+	last := want[len(want)-1].Position
+	e.waitUntil("the successor's checkpoint reaches the stream's last event", func() bool { return e.checkpoint() == last })
 	e.handoffs(2)
-	e.waitPublished()
+	all := e.waitPublished()
+	if st := second.Status(); st.Published != uint64(len(all)-len(want)) || st.Duplicates != 0 {
+		t.Fatalf("successor published %d events (%d duplicates), want only the %d new ones", st.Published, st.Duplicates, len(all)-len(want))
+	}
+}
+
+// TestRelay_RefusesAStreamOfAnotherLedger gives the relay a stream whose
+// last message is an event this log does not have at that position, as when
+// two ledgers are pointed at one stream: the relay must publish nothing,
+// move no checkpoint and report itself degraded.
+func TestRelay_RefusesAStreamOfAnotherLedger(t *testing.T) {
+	e := newEnv(t)
+	e.handoffs(3)
+	ctx := t.Context()
+	if _, err := e.js.CreateStream(ctx, jetstream.StreamConfig{Name: relay.DefaultStream, Subjects: []string{relay.SubjectPrefix + ".>"}}); err != nil {
+		t.Fatal(err)
+	}
+	foreign := nats.NewMsg(relay.Subject(uuid.NewString(), uuid.NewString(), "HandoffParked"))
+	foreign.Data = []byte(`{}`)
+	foreign.Header.Set(relay.HeaderPosition, "4")
+	if _, err := e.js.PublishMsg(ctx, foreign, jetstream.WithMsgID(ulid.Make().String())); err != nil {
+		t.Fatal(err)
+	}
+
+	r := e.newRelay(leader.NewLocal(), testConfig())
+	e.run(r)
+	e.waitUntil("the relay reports degraded", func() bool {
+		st := r.Status()
+		return st.Degraded && st.LastError != nil && strings.Contains(st.LastError.Error(), "another ledger")
+	})
+	stream, err := e.js.Stream(ctx, relay.DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := stream.Info(ctx); err != nil || info.State.Msgs != 1 {
+		t.Fatalf("stream state %+v, %v; want the foreign message alone", info, err)
+	}
+	if pos := e.checkpoint(); pos != 0 {
+		t.Fatalf("checkpoint = %d, want 0", pos)
+	}
 }
 
 func TestRelay_TwoRelaysPublishOnceAndFailOver(t *testing.T) {

@@ -71,6 +71,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -122,7 +123,10 @@ type Relay struct {
 	locker      leader.Locker
 	wake        func() <-chan struct{}
 	logger      *slog.Logger
-	cfg         Config
+	// configWarning logs a difference between the stream and the flags
+	// once.
+	configWarning sync.Once
+	cfg           Config
 
 	mu    sync.Mutex
 	stats stats
@@ -261,15 +265,47 @@ func (r *Relay) session(ctx context.Context) (progressed bool, err error) {
 	}
 }
 
-// ensureStream creates the JetStream stream or updates its configuration.
+// ensureStream returns the JetStream stream, creating it when it does not
+// exist. An existing stream is left as it is: updating it from this
+// process's flags could delete events (a shorter max age) or undo what an
+// operator set; a difference from the flags is logged once.
 func (r *Relay) ensureStream(ctx context.Context) (jetstream.Stream, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.AckTimeout)
 	defer cancel()
-	stream, err := r.js.CreateOrUpdateStream(ctx, r.cfg.streamConfig())
+	want := r.cfg.streamConfig()
+	stream, err := r.js.Stream(ctx, want.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		stream, err = r.js.CreateStream(ctx, want)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) { // another process was first
+			stream, err = r.js.Stream(ctx, want.Name)
+		}
+	}
 	if err != nil {
-		return nil, fmt.Errorf("create or update stream %s: %w", r.cfg.Stream, err)
+		return nil, fmt.Errorf("open or create stream %s: %w", want.Name, err)
+	}
+	if diff := configDiff(stream.CachedInfo().Config, want); diff != nil {
+		r.configWarning.Do(func() {
+			r.logger.WarnContext(ctx, "the stream's configuration differs from this process's flags; it is left as it is (change it with the nats tool)", diff...)
+		})
 	}
 	return stream, nil
+}
+
+// configDiff returns, as slog attributes, the settings of the flags that an
+// existing stream does not have; nil when it has them all.
+func configDiff(have, want jetstream.StreamConfig) []any {
+	var diff []any
+	add := func(name string, have, want any) {
+		if have != want {
+			diff = append(diff, slog.Group(name, "stream", have, "flags", want))
+		}
+	}
+	add("storage", have.Storage.String(), want.Storage.String())
+	add("replicas", have.Replicas, want.Replicas)
+	add("duplicate_window", have.Duplicates, want.Duplicates)
+	add("max_age", have.MaxAge, want.MaxAge)
+	add("subjects", strings.Join(have.Subjects, ","), strings.Join(want.Subjects, ","))
+	return diff
 }
 
 // lastMsg returns the Nats-Msg-Id of the last message in the stream, which

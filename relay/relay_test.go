@@ -235,6 +235,34 @@ func TestRelay_RefusesAStreamOfAnotherLedger(t *testing.T) {
 	}
 }
 
+// TestRelay_LeavesAnExistingStreamAsItIs starts the relay on a stream an
+// operator made with other settings than the relay's flags: the relay
+// publishes to it and changes none of them (a shorter max age from a
+// restart's flags would delete events).
+func TestRelay_LeavesAnExistingStreamAsItIs(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	made := jetstream.StreamConfig{
+		Name: relay.DefaultStream, Subjects: []string{relay.SubjectPrefix + ".>"},
+		MaxAge: 24 * time.Hour, Duplicates: 3 * time.Hour, Storage: jetstream.MemoryStorage,
+	}
+	if _, err := e.js.CreateStream(ctx, made); err != nil {
+		t.Fatal(err)
+	}
+	e.run(e.newRelay(leader.NewLocal(), testConfig()))
+	e.handoffs(3)
+	e.waitPublished()
+	stream, err := e.js.Stream(ctx, relay.DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := stream.CachedInfo().Config
+	if have.MaxAge != made.MaxAge || have.Duplicates != made.Duplicates || have.Storage != made.Storage {
+		t.Fatalf("stream config after the relay ran: max age %v, duplicates %v, storage %v; want %v, %v, %v as made",
+			have.MaxAge, have.Duplicates, have.Storage, made.MaxAge, made.Duplicates, made.Storage)
+	}
+}
+
 func TestRelay_TwoRelaysPublishOnceAndFailOver(t *testing.T) {
 	e := newEnv(t)
 	// Two processes: each its own pool, locker and NATS connection.

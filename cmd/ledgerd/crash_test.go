@@ -37,7 +37,7 @@ const (
 	crashCycles       = 3
 	acksPerCycle      = 80
 	commandsInSession = 6 // escalate, withdraw, escalate, ...
-	crashSecret       = "crash-test-secret"
+	crashSecret       = "crash-test-secret-0123456789abcdef"
 	childStartTimeout = 30 * time.Second
 )
 

@@ -100,8 +100,8 @@ func post(tb testing.TB, url, token, body string) (*http.Response, error) {
 // still completes with 201 and that serve then exits cleanly.
 func TestServe_FinishesInFlightRequestsOnShutdown(t *testing.T) {
 	dbURL := pgtest.NewDatabase(t)
-	base, stop := startServe(t, "--database-url", dbURL, "--jwt-secret", "s3cret")
-	token := mintToken(t, "s3cret")
+	base, stop := startServe(t, "--database-url", dbURL, "--jwt-secret", testSecret)
+	token := mintToken(t, testSecret)
 
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, dbURL)
@@ -172,9 +172,23 @@ func TestServe_RefusesToStartWithoutSecretOnPostgres(t *testing.T) {
 	}
 }
 
+func TestServeAndToken_RefuseAShortSecret(t *testing.T) {
+	short := testSecret[:31]
+	for _, args := range [][]string{
+		{"serve", "--database-url", "postgres://127.0.0.1:1/none", "--http-addr", freeAddr(t), "--jwt-secret", short},
+		{"token", "--jwt-secret", short},
+	} {
+		var out bytes.Buffer
+		err := run(context.Background(), args, &out, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "at least 32 bytes") || out.Len() != 0 {
+			t.Errorf("%s with a 31-byte secret = %v, printed %q; want an error naming the minimum", args[0], err, out.String())
+		}
+	}
+}
+
 func TestToken_PrintsOnlyAToken(t *testing.T) {
 	var out, errOut bytes.Buffer
-	err := run(context.Background(), []string{"token", "--jwt-secret", "k", "--role", "admin", "--user", "7d6f2b8e-1c3a-4e5f-9a0b-2c4d6e8f0a1b"}, &out, &errOut)
+	err := run(context.Background(), []string{"token", "--jwt-secret", testSecret, "--role", "admin", "--user", "7d6f2b8e-1c3a-4e5f-9a0b-2c4d6e8f0a1b"}, &out, &errOut)
 	if err != nil {
 		t.Fatalf("token: %v", err)
 	}
@@ -182,7 +196,7 @@ func TestToken_PrintsOnlyAToken(t *testing.T) {
 	if len(lines) != 1 || strings.Count(lines[0], ".") != 2 {
 		t.Fatalf("token printed %q, want exactly one JWT line", out.String())
 	}
-	if err := run(context.Background(), []string{"token", "--jwt-secret", "k", "--role", "king"}, &out, &errOut); err == nil {
+	if err := run(context.Background(), []string{"token", "--jwt-secret", testSecret, "--role", "king"}, &out, &errOut); err == nil {
 		t.Fatal("token with an unknown role succeeded")
 	}
 }
@@ -193,3 +207,7 @@ func TestRun_UnknownCommand(t *testing.T) {
 		t.Fatalf("unknown command = %v, want an error", err)
 	}
 }
+
+// testSecret signs the tokens of the tests; 32 bytes is the shortest
+// accepted.
+const testSecret = "test-secret-of-ledgerd-0123456789"

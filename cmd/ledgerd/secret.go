@@ -19,6 +19,10 @@ const secretFile = "jwt-secret"
 // secretBytes is how many random bytes a new secret holds.
 const secretBytes = 32
 
+// minSecretLength is the shortest secret accepted, in bytes: a short HS256
+// key can be found by guessing, offline, from any token it signed.
+const minSecretLength = 32
+
 // maxSecretSize bounds how much of a secret file is read.
 const maxSecretSize = 4096
 
@@ -64,8 +68,8 @@ func readSecret(path string) (string, error) {
 		return "", fmt.Errorf("read JWT secret %s: %w", path, err)
 	}
 	secret := strings.TrimSpace(string(raw))
-	if secret == "" {
-		return "", fmt.Errorf("JWT secret %s is empty", path)
+	if len(secret) < minSecretLength {
+		return "", fmt.Errorf("JWT secret %s is shorter than %d bytes", path, minSecretLength)
 	}
 	return secret, nil
 }

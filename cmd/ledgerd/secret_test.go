@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -86,10 +87,10 @@ func TestLoadOrCreateSecret_RacingStartsAgree(t *testing.T) {
 
 func TestLoadOrCreateSecret_KeepsAnOperatorsSecret(t *testing.T) {
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, secretFile), []byte("chosen by the operator\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, secretFile), []byte("chosen by the operator, long enough\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if got := loadSecret(t, dir); got != "chosen by the operator" {
+	if got := loadSecret(t, dir); got != "chosen by the operator, long enough" {
 		t.Errorf("secret = %q, want the operator's", got)
 	}
 }
@@ -99,9 +100,10 @@ func TestLoadOrCreateSecret_RefusesUnsafeFiles(t *testing.T) {
 		content string
 		mode    os.FileMode
 	}{
-		"WorldReadable": {"0123", 0o644},
-		"GroupReadable": {"0123", 0o640},
+		"WorldReadable": {strings.Repeat("0123", 16), 0o644},
+		"GroupReadable": {strings.Repeat("0123", 16), 0o640},
 		"Empty":         {"\n", 0o600},
+		"Short":         {"0123456789abcdef0123456789abcde\n", 0o600},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -55,6 +55,10 @@ func SignToken(secret []byte, actor domain.Actor, ttl time.Duration) (string, er
 // their actor in the context; it rejects the others with 401.
 func (s *server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
+		// Two headers could be read differently by a proxy in front.
+		if len(c.Request().Header.Values(echo.HeaderAuthorization)) > 1 {
+			return unauthorized("Only one Authorization header is allowed")
+		}
 		actor, err := s.verify(c.Request().Header.Get(echo.HeaderAuthorization))
 		if err != nil {
 			return err

@@ -251,9 +251,14 @@ func testUnauthorized(t *testing.T, nb NewBackend) {
 			}
 		})
 	}
+	good := bearer(t, jwt.SigningMethodHS256, testSecret, valid)
+	twice := request{method: http.MethodGet, path: "/ai-sessions/queue", header: http.Header{"Authorization": {good, good}}}
+	if got := detail(t, s.do(t, twice, http.StatusUnauthorized)); got != "Only one Authorization header is allowed" {
+		t.Fatalf("two Authorization headers: detail %q", got)
+	}
 	s.expectNoNewEvents(t, 0)
 	// The token that the cases spoil is itself good.
-	s.do(t, request{method: http.MethodGet, path: "/ai-sessions/queue", auth: bearer(t, jwt.SigningMethodHS256, testSecret, valid)}, http.StatusOK)
+	s.do(t, request{method: http.MethodGet, path: "/ai-sessions/queue", auth: good}, http.StatusOK)
 }
 
 // bearer signs claims into an Authorization header value.

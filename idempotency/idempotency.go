@@ -7,9 +7,9 @@
 // on the server's side, gives the key up again (Release) so a retry can run.
 // Keys expire TTL after they were reserved; an expired key is treated as
 // never seen, and Sweep, which a serving process runs every SweepInterval
-// (RunSweeps), deletes it. A reservation whose request died without completing or
-// releasing it (a crashed process) is given to the next request with the key
-// once it is older than PendingTimeout.
+// (RunSweeps), deletes it. A reservation whose request died without
+// completing or releasing it (a crashed process) is given to the next
+// request with the key once it is older than PendingTimeout.
 package idempotency
 
 import (

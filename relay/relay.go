@@ -45,7 +45,9 @@
 //     up to it, so the batch is not published again, however long the relay
 //     was stopped. A stream that ends with an event this log does not have
 //     at that position belongs to another ledger: the relay refuses it and
-//     reports itself degraded.
+//     reports itself degraded. A stream that has never held a message while
+//     the checkpoint is past 0 lacks the events before it; the relay logs
+//     an error saying so and publishes on from the checkpoint.
 //   - Each message also carries Nats-Expected-Last-Msg-Id, the id of the
 //     event before it, so JetStream refuses a message that would land out of
 //     order (for example one whose predecessor was lost when the connection
@@ -126,7 +128,10 @@ type Relay struct {
 	// configWarning logs a difference between the stream and the flags
 	// once.
 	configWarning sync.Once
-	cfg           Config
+	// newStreamWarning logs once that the stream lacks events published
+	// before.
+	newStreamWarning sync.Once
+	cfg              Config
 
 	mu    sync.Mutex
 	stats stats
@@ -230,11 +235,18 @@ func (r *Relay) session(ctx context.Context) (progressed bool, err error) {
 		return false, fmt.Errorf("read checkpoint: %w", err)
 	}
 	r.setCheckpoint(pos)
-	if tipPos > pos {
+	switch {
+	case tipPos > pos:
 		if err := r.catchUp(ctx, pos, tip, tipPos); err != nil {
 			return false, err
 		}
 		pos = tipPos
+	case pos > 0 && stream.CachedInfo().State.LastSeq == 0:
+		r.newStreamWarning.Do(func() {
+			r.logger.ErrorContext(ctx, "the stream has never held a message, but the relay has published the log up to its checkpoint: "+
+				"the events up to it are not on this stream (it was deleted and made again, it keeps messages in memory, or this is another NATS server); "+
+				"publishing goes on from the checkpoint", "checkpoint", pos)
+		})
 	}
 	for {
 		wake := r.wake()

@@ -1,7 +1,9 @@
 package relay_test
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -261,6 +263,57 @@ func TestRelay_LeavesAnExistingStreamAsItIs(t *testing.T) {
 		t.Fatalf("stream config after the relay ran: max age %v, duplicates %v, storage %v; want %v, %v, %v as made",
 			have.MaxAge, have.Duplicates, have.Storage, made.MaxAge, made.Duplicates, made.Storage)
 	}
+}
+
+// TestRelay_SaysWhenTheStreamLacksPublishedEvents deletes the stream under
+// a relay that has published the log: the stream that is made again lacks
+// those events, and the relay must say so, then publish the new ones.
+func TestRelay_SaysWhenTheStreamLacksPublishedEvents(t *testing.T) {
+	e := newEnv(t)
+	stop := e.run(e.newRelay(leader.NewLocal(), testConfig()))
+	e.handoffs(2)
+	before := e.waitPublished()
+	stop()
+	if err := e.js.DeleteStream(t.Context(), relay.DefaultStream); err != nil {
+		t.Fatal(err)
+	}
+
+	var logs lockedBuffer
+	nc, err := relay.Connect(e.nats.URL(), "relay-test", e.logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	r, err := relay.New(nc, e.store, e.views, leader.NewLocal(), e.store.Appended, slog.New(slog.NewTextHandler(&logs, nil)), testConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.run(r)
+	e.handoffs(1)
+	last := e.logEvents()
+	e.waitUntil("the relay publishes the new events", func() bool { return e.checkpoint() == last[len(last)-1].Position })
+	if !strings.Contains(logs.String(), "the events up to it are not on this stream") {
+		t.Fatalf("the relay did not say the stream lacks %d published events; its log:\n%s", len(before), logs.String())
+	}
+	e.assertStream(last[len(before):])
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent writers.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func TestRelay_TwoRelaysPublishOnceAndFailOver(t *testing.T) {

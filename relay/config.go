@@ -22,8 +22,8 @@ const (
 	DefaultStatsInterval   = 10 * time.Second
 )
 
-// Config tunes the relay and describes the JetStream stream it creates or
-// updates at start. Zero fields take the defaults.
+// Config tunes the relay and describes the JetStream stream it creates
+// when the stream does not exist. Zero fields take the defaults.
 type Config struct {
 	// Stream is the JetStream stream's name (DefaultStream).
 	Stream string

@@ -45,9 +45,10 @@
 //     up to it, so the batch is not published again, however long the relay
 //     was stopped. A stream that ends with an event this log does not have
 //     at that position belongs to another ledger: the relay refuses it and
-//     reports itself degraded. A stream that has never held a message while
-//     the checkpoint is past 0 lacks the events before it; the relay logs
-//     an error saying so and publishes on from the checkpoint.
+//     reports itself degraded. A stream whose last event is behind the
+//     checkpoint, or that has never held a message while the checkpoint is
+//     past 0, lacks events published before; the relay logs an error saying
+//     so at each start and publishes on from the checkpoint.
 //   - Each message also carries Nats-Expected-Last-Msg-Id, the id of the
 //     event before it, so JetStream refuses a message that would land out of
 //     order (for example one whose predecessor was lost when the connection
@@ -125,13 +126,7 @@ type Relay struct {
 	locker      leader.Locker
 	wake        func() <-chan struct{}
 	logger      *slog.Logger
-	// configWarning logs a difference between the stream and the flags
-	// once.
-	configWarning sync.Once
-	// newStreamWarning logs once that the stream lacks events published
-	// before.
-	newStreamWarning sync.Once
-	cfg              Config
+	cfg         Config
 
 	mu    sync.Mutex
 	stats stats
@@ -235,18 +230,8 @@ func (r *Relay) session(ctx context.Context) (progressed bool, err error) {
 		return false, fmt.Errorf("read checkpoint: %w", err)
 	}
 	r.setCheckpoint(pos)
-	switch {
-	case tipPos > pos:
-		if err := r.catchUp(ctx, pos, tip, tipPos); err != nil {
-			return false, err
-		}
-		pos = tipPos
-	case pos > 0 && stream.CachedInfo().State.LastSeq == 0:
-		r.newStreamWarning.Do(func() {
-			r.logger.ErrorContext(ctx, "the stream has never held a message, but the relay has published the log up to its checkpoint: "+
-				"the events up to it are not on this stream (it was deleted and made again, it keeps messages in memory, or this is another NATS server); "+
-				"publishing goes on from the checkpoint", "checkpoint", pos)
-		})
+	if pos, err = r.reconcile(ctx, stream, pos, tip, tipPos); err != nil {
+		return false, err
 	}
 	for {
 		wake := r.wake()
@@ -280,7 +265,7 @@ func (r *Relay) session(ctx context.Context) (progressed bool, err error) {
 // ensureStream returns the JetStream stream, creating it when it does not
 // exist. An existing stream is left as it is: updating it from this
 // process's flags could delete events (a shorter max age) or undo what an
-// operator set; a difference from the flags is logged once.
+// operator set; a difference from the flags is logged.
 func (r *Relay) ensureStream(ctx context.Context) (jetstream.Stream, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.AckTimeout)
 	defer cancel()
@@ -296,9 +281,7 @@ func (r *Relay) ensureStream(ctx context.Context) (jetstream.Stream, error) {
 		return nil, fmt.Errorf("open or create stream %s: %w", want.Name, err)
 	}
 	if diff := configDiff(stream.CachedInfo().Config, want); diff != nil {
-		r.configWarning.Do(func() {
-			r.logger.WarnContext(ctx, "the stream's configuration differs from this process's flags; it is left as it is (change it with the nats tool)", diff...)
-		})
+		r.logger.WarnContext(ctx, "the stream's configuration differs from this process's flags; it is left as it is (change it with the nats tool)", diff...)
 	}
 	return stream, nil
 }
@@ -347,26 +330,47 @@ func (r *Relay) lastMsg(ctx context.Context, stream jetstream.Stream) (id string
 	return id, position, nil
 }
 
-// catchUp moves the checkpoint from `from` to the position of the stream's
-// last message, an event JetStream stored before the checkpoint could
-// record it (the relay stopped in between), so that it is not published
-// again, however long ago that was. The event at that position in the log
-// must be the one the stream holds: a stream that ends with another log's
-// event is refused.
-func (r *Relay) catchUp(ctx context.Context, from int64, tip string, tipPos int64) error {
-	events, err := r.log.ReadAll(ctx, tipPos-1, 1)
-	if err != nil {
-		return fmt.Errorf("read log at %d: %w", tipPos, err)
+// reconcile compares the stream's last message (tip, the id of the event
+// at log position tipPos; "" when there is none) with the checkpoint pos,
+// and returns the position to publish from:
+//
+//   - The last message must be this log's event at that position; a stream
+//     that ends with another event belongs to another ledger and is
+//     refused.
+//   - When it is beyond the checkpoint, JetStream stored it before the
+//     checkpoint could record it (the relay stopped in between): the
+//     checkpoint moves up to it, so that it is not published again, however
+//     long ago that was.
+//   - When it is behind the checkpoint, or the stream has never held a
+//     message while the checkpoint is past 0, the stream lacks events
+//     published before (it was deleted and made again, restored from an
+//     older copy, kept in memory across a restart, or is on another
+//     server). That is logged as an error, and publishing goes on from the
+//     checkpoint.
+func (r *Relay) reconcile(ctx context.Context, stream jetstream.Stream, pos int64, tip string, tipPos int64) (int64, error) {
+	if tip != "" {
+		events, err := r.log.ReadAll(ctx, tipPos-1, 1)
+		if err != nil {
+			return pos, fmt.Errorf("read log at %d: %w", tipPos, err)
+		}
+		if len(events) == 0 || events[0].Position != tipPos || events[0].ID != tip {
+			return pos, fmt.Errorf("stream %s ends with event %s at position %d, which this log does not have there: the stream holds another ledger's events",
+				r.cfg.Stream, tip, tipPos)
+		}
 	}
-	if len(events) == 0 || events[0].Position != tipPos || events[0].ID != tip {
-		return fmt.Errorf("stream %s ends with event %s at position %d, which this log does not have there: the stream holds another ledger's events",
-			r.cfg.Stream, tip, tipPos)
+	switch {
+	case tipPos > pos:
+		if err := r.checkpoint(ctx, pos, tipPos); err != nil {
+			return pos, err
+		}
+		r.logger.InfoContext(ctx, "checkpoint moved to the stream's last event, published before the relay stopped", "from", pos, "to", tipPos)
+		return tipPos, nil
+	case tip != "" && tipPos < pos, tip == "" && pos > 0 && stream.CachedInfo().State.LastSeq == 0:
+		r.logger.ErrorContext(ctx, "the stream lacks events the relay has published: it was deleted and made again, restored from an older copy, "+
+			"kept in memory across a restart, or is on another server; publishing goes on from the checkpoint",
+			"stream_last_position", tipPos, "checkpoint", pos)
 	}
-	if err := r.checkpoint(ctx, from, tipPos); err != nil {
-		return err
-	}
-	r.logger.InfoContext(ctx, "checkpoint moved to the stream's last event, published before the relay stopped", "from", from, "to", tipPos)
-	return nil
+	return pos, nil
 }
 
 // checkpoint moves the relay's checkpoint from `from` to `to`.

@@ -203,37 +203,50 @@ func TestRelay_CrashBetweenPublishAndCheckpointPublishesNoDuplicate(t *testing.T
 
 // TestRelay_RefusesAStreamOfAnotherLedger gives the relay a stream whose
 // last message is an event this log does not have at that position, as when
-// two ledgers are pointed at one stream: the relay must publish nothing,
-// move no checkpoint and report itself degraded.
+// two ledgers are pointed at one stream, at a position beyond the relay's
+// checkpoint and behind it: the relay must publish nothing more, move no
+// checkpoint and report itself degraded.
 func TestRelay_RefusesAStreamOfAnotherLedger(t *testing.T) {
-	e := newEnv(t)
-	e.handoffs(3)
-	ctx := t.Context()
-	if _, err := e.js.CreateStream(ctx, jetstream.StreamConfig{Name: relay.DefaultStream, Subjects: []string{relay.SubjectPrefix + ".>"}}); err != nil {
-		t.Fatal(err)
-	}
-	foreign := nats.NewMsg(relay.Subject(uuid.NewString(), uuid.NewString(), "HandoffParked"))
-	foreign.Data = []byte(`{}`)
-	foreign.Header.Set(relay.HeaderPosition, "4")
-	if _, err := e.js.PublishMsg(ctx, foreign, jetstream.WithMsgID(ulid.Make().String())); err != nil {
-		t.Fatal(err)
-	}
+	for name, published := range map[string]bool{"BeyondTheCheckpoint": false, "BehindTheCheckpoint": true} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t)
+			e.handoffs(3)
+			ctx := t.Context()
+			if _, err := e.js.CreateStream(ctx, jetstream.StreamConfig{Name: relay.DefaultStream, Subjects: []string{relay.SubjectPrefix + ".>"}}); err != nil {
+				t.Fatal(err)
+			}
+			var checkpoint int64
+			if published { // this ledger's relay has published the log first
+				stop := e.run(e.newRelay(leader.NewLocal(), testConfig()))
+				checkpoint = e.waitPublished()[5].Position
+				stop()
+			}
+			foreign := nats.NewMsg(relay.Subject(uuid.NewString(), uuid.NewString(), "HandoffParked"))
+			foreign.Data = []byte(`{}`)
+			foreign.Header.Set(relay.HeaderPosition, "4")
+			if _, err := e.js.PublishMsg(ctx, foreign, jetstream.WithMsgID(ulid.Make().String())); err != nil {
+				t.Fatal(err)
+			}
+			stream, err := e.js.Stream(ctx, relay.DefaultStream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := stream.CachedInfo().State.Msgs
 
-	r := e.newRelay(leader.NewLocal(), testConfig())
-	e.run(r)
-	e.waitUntil("the relay reports degraded", func() bool {
-		st := r.Status()
-		return st.Degraded && st.LastError != nil && strings.Contains(st.LastError.Error(), "another ledger")
-	})
-	stream, err := e.js.Stream(ctx, relay.DefaultStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info, err := stream.Info(ctx); err != nil || info.State.Msgs != 1 {
-		t.Fatalf("stream state %+v, %v; want the foreign message alone", info, err)
-	}
-	if pos := e.checkpoint(); pos != 0 {
-		t.Fatalf("checkpoint = %d, want 0", pos)
+			r := e.newRelay(leader.NewLocal(), testConfig())
+			e.run(r)
+			e.handoffs(1)
+			e.waitUntil("the relay reports degraded", func() bool {
+				st := r.Status()
+				return st.Degraded && st.LastError != nil && strings.Contains(st.LastError.Error(), "another ledger")
+			})
+			if info, err := stream.Info(ctx); err != nil || info.State.Msgs != before {
+				t.Fatalf("stream holds %d messages (%v), want the %d it held", info.State.Msgs, err, before)
+			}
+			if pos := e.checkpoint(); pos != checkpoint {
+				t.Fatalf("checkpoint = %d, want %d", pos, checkpoint)
+			}
+		})
 	}
 }
 
@@ -265,37 +278,75 @@ func TestRelay_LeavesAnExistingStreamAsItIs(t *testing.T) {
 	}
 }
 
-// TestRelay_SaysWhenTheStreamLacksPublishedEvents deletes the stream under
-// a relay that has published the log: the stream that is made again lacks
-// those events, and the relay must say so, then publish the new ones.
+// TestRelay_SaysWhenTheStreamLacksPublishedEvents takes published events
+// away from the stream while no relay runs (the stream made again empty, or
+// restored from a copy that ends before the checkpoint): the relay that
+// starts next must say that the stream lacks them, then publish the new
+// events.
 func TestRelay_SaysWhenTheStreamLacksPublishedEvents(t *testing.T) {
-	e := newEnv(t)
-	stop := e.run(e.newRelay(leader.NewLocal(), testConfig()))
-	e.handoffs(2)
-	before := e.waitPublished()
-	stop()
-	if err := e.js.DeleteStream(t.Context(), relay.DefaultStream); err != nil {
-		t.Fatal(err)
-	}
+	for name, takeAway := range map[string]func(t *testing.T, e *env) int{
+		"DeletedAndMadeAgain": func(t *testing.T, e *env) int {
+			if err := e.js.DeleteStream(t.Context(), relay.DefaultStream); err != nil {
+				t.Fatal(err)
+			}
+			return 0
+		},
+		"RestoredFromAnOlderCopy": func(t *testing.T, e *env) int {
+			stream, err := e.js.Stream(t.Context(), relay.DefaultStream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			older := e.fetchAll(t.Context(), stream, 2)
+			if err := e.js.DeleteStream(t.Context(), relay.DefaultStream); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.js.CreateStream(t.Context(), jetstream.StreamConfig{Name: relay.DefaultStream, Subjects: []string{relay.SubjectPrefix + ".>"}}); err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range older {
+				copied := nats.NewMsg(m.Subject())
+				copied.Header, copied.Data = m.Headers(), m.Data()
+				if _, err := e.js.PublishMsg(t.Context(), copied); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return len(older)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t)
+			stop := e.run(e.newRelay(leader.NewLocal(), testConfig()))
+			e.handoffs(2)
+			e.waitPublished()
+			stop()
+			kept := takeAway(t, e)
 
-	var logs lockedBuffer
-	nc, err := relay.Connect(e.nats.URL(), "relay-test", e.logger)
-	if err != nil {
-		t.Fatal(err)
+			var logs lockedBuffer
+			nc, err := relay.Connect(e.nats.URL(), "relay-test", e.logger)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(nc.Close)
+			r, err := relay.New(nc, e.store, e.views, leader.NewLocal(), e.store.Appended, slog.New(slog.NewTextHandler(&logs, nil)), testConfig())
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.run(r)
+			e.handoffs(1)
+			all := e.logEvents()
+			e.waitUntil("the relay publishes the new events", func() bool { return e.checkpoint() == all[len(all)-1].Position })
+			if !strings.Contains(logs.String(), "the stream lacks events the relay has published") {
+				t.Fatalf("the relay did not say the stream lacks published events; its log:\n%s", logs.String())
+			}
+			stream, err := e.js.Stream(t.Context(), relay.DefaultStream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := stream.CachedInfo().State.Msgs, uint64(kept+2); got != want {
+				t.Fatalf("stream holds %d messages, want %d: those kept and the 2 new events", got, want)
+			}
+		})
 	}
-	t.Cleanup(nc.Close)
-	r, err := relay.New(nc, e.store, e.views, leader.NewLocal(), e.store.Appended, slog.New(slog.NewTextHandler(&logs, nil)), testConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.run(r)
-	e.handoffs(1)
-	last := e.logEvents()
-	e.waitUntil("the relay publishes the new events", func() bool { return e.checkpoint() == last[len(last)-1].Position })
-	if !strings.Contains(logs.String(), "the events up to it are not on this stream") {
-		t.Fatalf("the relay did not say the stream lacks %d published events; its log:\n%s", len(before), logs.String())
-	}
-	e.assertStream(last[len(before):])
 }
 
 // lockedBuffer is a bytes.Buffer safe for concurrent writers.

@@ -35,7 +35,7 @@ func addNATSFlags(f *flags) natsFlags {
 		stream:          f.string("nats-stream", "LEDGER_NATS_STREAM", relay.DefaultStream, "JetStream stream the events go to"),
 		storage:         f.string("nats-storage", "LEDGER_NATS_STORAGE", "file", "JetStream storage: file or memory"),
 		replicas:        f.int("nats-replicas", "LEDGER_NATS_REPLICAS", 1, "JetStream stream replicas"),
-		duplicateWindow: f.duration("nats-duplicate-window", "LEDGER_NATS_DUPLICATE_WINDOW", relay.DefaultDuplicateWindow, "JetStream duplicate window: re-publishes after a crash inside it are dropped"),
+		duplicateWindow: f.duration("nats-duplicate-window", "LEDGER_NATS_DUPLICATE_WINDOW", relay.DefaultDuplicateWindow, "JetStream duplicate window: a repeat of an event inside it is dropped"),
 		maxAge:          f.duration("nats-max-age", "LEDGER_NATS_MAX_AGE", 0, "how long the stream keeps events (0 keeps them forever)"),
 	}
 }

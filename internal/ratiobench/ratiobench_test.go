@@ -94,8 +94,9 @@ func TestRun_ReportsMachineCPU(t *testing.T) {
 		t.Fatalf("no CPU metrics in %v", res.Extra)
 	}
 	// The machine's tick is 10 ms; over the run's calls the op's own
-	// millisecond each shows, whatever else the machine does.
-	if op < 700 {
+	// millisecond each shows, whatever else the machine does, less what a
+	// hypervisor steals (not counted as busy): hence the wide margin.
+	if op < 300 {
 		t.Fatalf("op-cpu-us/op = %v for an op that spins 1000 µs", op)
 	}
 }

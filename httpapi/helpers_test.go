@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/httpapi"
 	"github.com/resolutionflow/ledgerd/idempotency"
+	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/projections"
 )
 
@@ -51,14 +51,14 @@ type apiServer struct {
 	URL     string
 	Backend Backend
 	client  *http.Client
-	logs    *syncBuffer
+	logs    *ledgertest.Buffer
 }
 
 // startServer serves the API over nb's backend, with extra readiness checks.
 func startServer(tb testing.TB, nb NewBackend, checks ...httpapi.Check) *apiServer {
 	tb.Helper()
 	b := nb(tb)
-	logs := &syncBuffer{}
+	logs := &ledgertest.Buffer{}
 	e, err := httpapi.New(httpapi.Config{
 		Commands:    b.Commands,
 		Queries:     b.Queries,
@@ -75,24 +75,6 @@ func startServer(tb testing.TB, nb NewBackend, checks ...httpapi.Check) *apiServ
 	transport := &http.Transport{MaxIdleConnsPerHost: 128}
 	tb.Cleanup(transport.CloseIdleConnections)
 	return &apiServer{URL: ts.URL, Backend: b, client: &http.Client{Transport: transport}, logs: logs}
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // team is an account and a team of it.

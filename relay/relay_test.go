@@ -1,7 +1,6 @@
 package relay_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/resolutionflow/ledgerd/eventcodec"
+	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/leader"
 	"github.com/resolutionflow/ledgerd/relay"
 )
@@ -321,7 +321,7 @@ func TestRelay_SaysWhenTheStreamLacksPublishedEvents(t *testing.T) {
 			stop()
 			kept := takeAway(t, e)
 
-			var logs lockedBuffer
+			var logs ledgertest.Buffer
 			nc, err := relay.Connect(e.nats.URL(), "relay-test", e.logger)
 			if err != nil {
 				t.Fatal(err)
@@ -347,24 +347,6 @@ func TestRelay_SaysWhenTheStreamLacksPublishedEvents(t *testing.T) {
 			}
 		})
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for concurrent writers.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func TestRelay_TwoRelaysPublishOnceAndFailOver(t *testing.T) {

@@ -1,9 +1,11 @@
 // Package ledgertest has the small helpers that tests of several ledger
 // packages share: running a component (a projector, a relay, a tail) in
-// the background for the length of a test, and waiting for a condition.
+// the background for the length of a test, waiting for a condition, and a
+// buffer that concurrent loggers can write to.
 package ledgertest
 
 import (
+	"bytes"
 	"context"
 	"sync"
 	"testing"
@@ -51,4 +53,23 @@ func WaitUntil(tb testing.TB, limit time.Duration, what string, cond func() bool
 		}
 		time.Sleep(10 * time.Millisecond) // polling a condition, not ordering events
 	}
+}
+
+// Buffer is a bytes.Buffer safe for concurrent writers, such as the
+// handler of a logger that a test reads.
+type Buffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

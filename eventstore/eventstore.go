@@ -32,15 +32,6 @@ func Exact(v int64) ExpectedVersion { return ExpectedVersion(v) }
 // append given an expected version below Any, which no stream can have.
 var ErrInvalidExpectedVersion = errors.New("invalid expected version")
 
-// Check returns an error matching ErrInvalidExpectedVersion when v is below
-// Any. The stores call it before they append.
-func (v ExpectedVersion) Check() error {
-	if v < Any {
-		return fmt.Errorf("%w: %d", ErrInvalidExpectedVersion, int64(v))
-	}
-	return nil
-}
-
 func (v ExpectedVersion) String() string {
 	switch {
 	case v == Any:
@@ -75,25 +66,32 @@ type NewEvent struct {
 // an event id that is not a ULID.
 var ErrInvalidEventID = errors.New("event id is not a ULID")
 
-// Recorded returns events as a store records them in stream, before it
-// gives them versions, positions and times: each gets a new ULID when it
-// has no id, and keeps its id, in the ULID's canonical form, when it has
-// one. An id that is not a ULID is an error matching ErrInvalidEventID.
-func Recorded(stream string, events []NewEvent) ([]Event, error) {
-	recorded := make([]Event, len(events))
+// Prepare is what every store does before it writes an append of events
+// to stream expecting expected. It refuses an expected version below Any
+// (ErrInvalidExpectedVersion) and returns the events as the store records
+// them, before it gives them versions, positions and times, with their
+// metadata encoded (Metadata.AppendJSON). Each event gets a new ULID when
+// it has no id and keeps its id, in the ULID's canonical form, when it has
+// one; an id that is not a ULID is an error matching ErrInvalidEventID.
+func Prepare(stream string, expected ExpectedVersion, events []NewEvent) (recorded []Event, metas [][]byte, err error) {
+	if expected < Any {
+		return nil, nil, fmt.Errorf("%w: %d", ErrInvalidExpectedVersion, int64(expected))
+	}
+	recorded, metas = make([]Event, len(events)), make([][]byte, len(events))
 	for i, e := range events {
 		recorded[i] = Event{Type: e.Type, Stream: stream, Data: e.Data, Metadata: e.Metadata}
+		metas[i] = e.Metadata.AppendJSON(nil)
 		if e.ID == "" {
 			recorded[i].ID = ulid.Make().String()
 			continue
 		}
 		id, err := ulid.ParseStrict(e.ID)
 		if err != nil {
-			return nil, fmt.Errorf("event %d of stream %q: %w: %q", i, stream, ErrInvalidEventID, e.ID)
+			return nil, nil, fmt.Errorf("event %d of stream %q: %w: %q", i, stream, ErrInvalidEventID, e.ID)
 		}
 		recorded[i].ID = id.String()
 	}
-	return recorded, nil
+	return recorded, metas, nil
 }
 
 // Event is a recorded event. It is also the envelope the audit API and the

@@ -85,11 +85,8 @@ func anyBackoff(attempt int) time.Duration {
 
 // Append implements eventstore.Store.
 func (s *Store) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) ([]eventstore.Event, error) {
-	if err := expected.Check(); err != nil || len(events) == 0 {
-		return nil, err
-	}
-	recorded, metas, err := prepare(stream, events)
-	if err != nil {
+	recorded, metas, err := eventstore.Prepare(stream, expected, events)
+	if err != nil || len(recorded) == 0 {
 		return nil, err
 	}
 	if err := s.append(ctx, expected, recorded, metas, true); err != nil {
@@ -103,28 +100,11 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 
 // AppendQuick implements eventstore.Store.
 func (s *Store) AppendQuick(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) error {
-	if err := expected.Check(); err != nil || len(events) == 0 {
-		return err
-	}
-	recorded, metas, err := prepare(stream, events)
-	if err != nil {
+	recorded, metas, err := eventstore.Prepare(stream, expected, events)
+	if err != nil || len(recorded) == 0 {
 		return err
 	}
 	return s.append(ctx, expected, recorded, metas, false)
-}
-
-// prepare returns events as they will be recorded in stream
-// (eventstore.Recorded) and their encoded metadata.
-func prepare(stream string, events []eventstore.NewEvent) ([]eventstore.Event, [][]byte, error) {
-	recorded, err := eventstore.Recorded(stream, events)
-	if err != nil {
-		return nil, nil, err
-	}
-	metas := make([][]byte, len(events))
-	for i, e := range events {
-		metas[i] = e.Metadata.AppendJSON(nil)
-	}
-	return recorded, metas, nil
 }
 
 // append inserts events, all of one stream, retrying an append expecting

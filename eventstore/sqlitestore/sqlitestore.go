@@ -162,17 +162,10 @@ func (s *Store) Appended() <-chan struct{} { return s.appended.Wait() }
 
 // Append implements eventstore.Store.
 func (s *Store) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) ([]eventstore.Event, error) {
-	if err := expected.Check(); err != nil || len(events) == 0 {
+	// Prepared before the write transaction, which other writers wait for.
+	recorded, metas, err := eventstore.Prepare(stream, expected, events)
+	if err != nil || len(recorded) == 0 {
 		return nil, err
-	}
-	recorded, err := eventstore.Recorded(stream, events)
-	if err != nil {
-		return nil, err
-	}
-	// Encoded before the write transaction, which other writers wait for.
-	metas := make([]string, len(events))
-	for i, e := range events {
-		metas[i] = string(e.Metadata.AppendJSON(nil))
 	}
 	if err := s.insertAll(ctx, expected, recorded, metas); err != nil {
 		return nil, err
@@ -190,7 +183,7 @@ func (s *Store) AppendQuick(ctx context.Context, stream string, expected eventst
 
 // insertAll writes events, all of one stream, with their encoded metadata,
 // in one transaction and fills in their versions, positions and times.
-func (s *Store) insertAll(ctx context.Context, expected eventstore.ExpectedVersion, events []eventstore.Event, metas []string) error {
+func (s *Store) insertAll(ctx context.Context, expected eventstore.ExpectedVersion, events []eventstore.Event, metas [][]byte) error {
 	stream := events[0].Stream
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
@@ -208,7 +201,7 @@ func (s *Store) insertAll(ctx context.Context, expected eventstore.ExpectedVersi
 	for i := range events {
 		e := &events[i]
 		e.Version, e.RecordedAt = base+int64(i)+1, now
-		err := insert.QueryRowContext(ctx, e.ID, stream, e.Version, e.Type, string(e.Data), metas[i], recordedAt).Scan(&e.Position)
+		err := insert.QueryRowContext(ctx, e.ID, stream, e.Version, e.Type, string(e.Data), string(metas[i]), recordedAt).Scan(&e.Position)
 		if err != nil {
 			return insertError(ctx, tx, expected, e, err)
 		}

@@ -58,18 +58,8 @@ func (s *server) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 // validKey accepts 1 to idempotency.MaxKeyLength printable ASCII
-// characters, the characters of a structured-field string.
-func validKey(key string) bool {
-	if key == "" || len(key) > idempotency.MaxKeyLength {
-		return false
-	}
-	for i := range len(key) {
-		if key[i] < ' ' || key[i] > '~' {
-			return false
-		}
-	}
-	return true
-}
+// characters, spaces included: the characters of a structured-field string.
+func validKey(key string) bool { return asciiToken(key, idempotency.MaxKeyLength, ' ') }
 
 // requestHash identifies a request for its Idempotency-Key.
 func requestHash(method, path string, body []byte) string {

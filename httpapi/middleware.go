@@ -48,12 +48,17 @@ func requestID(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 // validTraceID accepts 1 to maxTraceIDLength visible ASCII characters.
-func validTraceID(id string) bool {
-	if id == "" || len(id) > maxTraceIDLength {
+func validTraceID(id string) bool { return asciiToken(id, maxTraceIDLength, '!') }
+
+// asciiToken reports whether s has 1 to max characters, each an ASCII
+// character from lowest to '~': '!' for visible characters only, ' ' to
+// allow spaces too.
+func asciiToken(s string, max int, lowest byte) bool {
+	if s == "" || len(s) > max {
 		return false
 	}
-	for i := range len(id) {
-		if id[i] <= ' ' || id[i] > '~' {
+	for i := range len(s) {
+		if s[i] < lowest || s[i] > '~' {
 			return false
 		}
 	}

@@ -23,6 +23,16 @@ const secretBytes = 32
 // key can be found by guessing, offline, from any token it signed.
 const minSecretLength = 32
 
+// checkSecretLength refuses a secret shorter than minSecretLength; source
+// says where it came from.
+func checkSecretLength(secret, source string) error {
+	if len(secret) < minSecretLength {
+		return fmt.Errorf("%s must be at least %d bytes: a short HS256 key can be guessed from any token it signed; make one with: openssl rand -hex 32",
+			source, minSecretLength)
+	}
+	return nil
+}
+
 // maxSecretSize bounds how much of a secret file is read.
 const maxSecretSize = 4096
 
@@ -68,8 +78,8 @@ func readSecret(path string) (string, error) {
 		return "", fmt.Errorf("read JWT secret %s: %w", path, err)
 	}
 	secret := strings.TrimSpace(string(raw))
-	if len(secret) < minSecretLength {
-		return "", fmt.Errorf("JWT secret %s is shorter than %d bytes", path, minSecretLength)
+	if err := checkSecretLength(secret, "JWT secret "+path); err != nil {
+		return "", err
 	}
 	return secret, nil
 }

@@ -50,8 +50,8 @@ func (s storageFlags) open(ctx context.Context, logger *slog.Logger) (*backend, 
 func (s storageFlags) secret(flagValue string) (string, error) {
 	switch {
 	case flagValue != "":
-		if len(flagValue) < minSecretLength {
-			return "", fmt.Errorf("--jwt-secret (LEDGER_JWT_SECRET) must be at least %d bytes: a short HS256 key can be guessed from any token it signed; make one with: openssl rand -hex 32", minSecretLength)
+		if err := checkSecretLength(flagValue, "--jwt-secret (LEDGER_JWT_SECRET)"); err != nil {
+			return "", err
 		}
 		return flagValue, nil
 	case s.embedded():

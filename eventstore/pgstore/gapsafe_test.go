@@ -13,6 +13,7 @@ import (
 
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
+	"github.com/resolutionflow/ledgerd/eventstore/storetest"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
 )
 
@@ -54,28 +55,6 @@ func readNothingYet(tb testing.TB, store *pgstore.Store, after int64) {
 	}
 	if !errors.Is(err, context.DeadlineExceeded) {
 		tb.Fatalf("ReadAll error = %v, want it to wait until the deadline", err)
-	}
-}
-
-// tail reads the log after position after, as a tailing reader does, until
-// ReadAll has nothing more, and returns the positions it read.
-func tail(tb testing.TB, store *pgstore.Store, after int64) []int64 {
-	tb.Helper()
-	var positions []int64
-	for {
-		events, err := store.ReadAll(context.Background(), after, 100)
-		if err != nil {
-			tb.Fatalf("ReadAll after %d: %v", after, err)
-		}
-		if len(events) == 0 {
-			return positions
-		}
-		for _, e := range events {
-			if e.Position <= after {
-				tb.Fatalf("ReadAll after %d returned position %d", after, e.Position)
-			}
-			positions, after = append(positions, e.Position), e.Position
-		}
 	}
 }
 
@@ -149,7 +128,7 @@ func TestReadAll_ReturnsEventsBelowAnOpenTransaction(t *testing.T) {
 
 	before := appendOne("before")
 	tx, open := beginInsert(t, pool, "open")
-	if got := tail(t, store, 0); !slices.Equal(got, []int64{before}) {
+	if got := positionsOf(storetest.ReadLog(t, store, 0)); !slices.Equal(got, []int64{before}) {
 		t.Fatalf("tail from 0 read positions %v, want only %d, below the open transaction", got, before)
 	}
 	after := appendOne("after")
@@ -165,7 +144,7 @@ func TestReadAll_ReturnsEventsBelowAnOpenTransaction(t *testing.T) {
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatalf("commit: %v", err)
 	}
-	if got, want := tail(t, store, before), []int64{open, after}; !slices.Equal(got, want) {
+	if got, want := positionsOf(storetest.ReadLog(t, store, before)), []int64{open, after}; !slices.Equal(got, want) {
 		t.Fatalf("tail after the commit read positions %v, want %v", got, want)
 	}
 }

@@ -119,7 +119,7 @@ func RunImmutability(t *testing.T, open func(t *testing.T) (eventstore.Store, Ex
 	}
 	mustAppend(t, s, "immutable-a", eventstore.NoStream, newEvents("Parked", 2)...)
 	mustAppend(t, s, "immutable-b", eventstore.NoStream, newEvents("Escalated", 1)...)
-	before := readAll(t, s)
+	before := ReadLog(t, s, 0)
 	statements := append([]string{
 		`UPDATE events SET data = '{"tampered": true}'`,
 		`UPDATE events SET type = 'Tampered' WHERE version = 1`,
@@ -131,7 +131,7 @@ func RunImmutability(t *testing.T, open func(t *testing.T) (eventstore.Store, Ex
 		if err := exec(ctx, q); err == nil {
 			t.Errorf("%s: succeeded, want the database to refuse it", q)
 		}
-		assertSameEvents(t, q, readAll(t, s), before)
+		assertSameEvents(t, q, ReadLog(t, s, 0), before)
 	}
 }
 
@@ -165,13 +165,12 @@ func mustReadStream(tb testing.TB, s eventstore.Store, stream string) []eventsto
 	return events
 }
 
-// readAll reads the whole log in pages.
-func readAll(tb testing.TB, s eventstore.Store) []eventstore.Event {
+// ReadLog reads the log after position after, in pages, as a tailing
+// reader does, until ReadAll has nothing more, and checks that each page
+// continues after the last.
+func ReadLog(tb testing.TB, s eventstore.Store, after int64) []eventstore.Event {
 	tb.Helper()
-	var (
-		all   []eventstore.Event
-		after int64
-	)
+	var all []eventstore.Event
 	for {
 		page, err := s.ReadAll(tb.Context(), after, 100)
 		if err != nil {
@@ -180,8 +179,12 @@ func readAll(tb testing.TB, s eventstore.Store) []eventstore.Event {
 		if len(page) == 0 {
 			return all
 		}
-		all = append(all, page...)
-		after = page[len(page)-1].Position
+		for _, e := range page {
+			if e.Position <= after {
+				tb.Fatalf("read all after %d returned position %d", after, e.Position)
+			}
+			all, after = append(all, e), e.Position
+		}
 	}
 }
 
@@ -362,7 +365,7 @@ func testAppendIsAllOrNothing(t *testing.T, s eventstore.Store) {
 			}
 		})
 	}
-	for _, e := range readAll(t, s) {
+	for _, e := range ReadLog(t, s, 0) {
 		if e.Type != "After" {
 			t.Errorf("the log holds %q event %s from a failed append", e.Type, e.ID)
 		}
@@ -442,7 +445,7 @@ func testDataAndMetadataRoundTrip(t *testing.T, s eventstore.Store) {
 		}
 	}
 	assertSameEvents(t, "read stream", mustReadStream(t, s, "round-trip"), recorded)
-	assertSameEvents(t, "read all", readAll(t, s), recorded)
+	assertSameEvents(t, "read all", ReadLog(t, s, 0), recorded)
 }
 
 func testRecordedAt(t *testing.T, s eventstore.Store) {
@@ -554,7 +557,7 @@ func testConcurrentExactAppends(t *testing.T, s eventstore.Store) {
 		winners = append(winners, won[0])
 	}
 	assertSameEvents(t, "stream after the races", mustReadStream(t, s, stream), winners)
-	assertSameEvents(t, "log after the races", readAll(t, s), winners)
+	assertSameEvents(t, "log after the races", ReadLog(t, s, 0), winners)
 }
 
 func testConcurrentAnyAppends(t *testing.T, s eventstore.Store) {
@@ -623,7 +626,7 @@ func testConcurrentStreams(t *testing.T, s eventstore.Store) {
 		assertSameEvents(t, "stream "+r.events[0].Stream, mustReadStream(t, s, r.events[0].Stream), r.events)
 		want = append(want, r.events...)
 	}
-	log := readAll(t, s)
+	log := ReadLog(t, s, 0)
 	assertStreamsInLogOrder(t, log)
 	slices.SortFunc(want, byPosition)
 	assertSameEvents(t, "log after concurrent appends", log, want)

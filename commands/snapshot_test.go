@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -149,6 +150,45 @@ func TestExecute_UnusableSnapshotFallsBack(t *testing.T) {
 						now.Version, now.EventID, found, err, len(latest)-1)
 				}
 			})
+		}
+	})
+}
+
+// TestExecute_ConcurrentClaimsOnASnapshotLoadedSession races claimers on
+// the open handoff of a session long enough to load from a snapshot, with
+// snapshots saved during the race: exactly one claim wins, and every other
+// claimer gets "Handoff already claimed" naming the winner.
+func TestExecute_ConcurrentClaimsOnASnapshotLoadedSession(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f *fixture) {
+		h := f.handler()
+		session := uuid.New()
+		// One event short of a new snapshot, so that the winning claim
+		// saves one while the losers reload.
+		users, _ := handBackAndForth(t, h, session, commands.SnapshotEvery-1, func(_ int, created, claimed func()) { created(); claimed() })
+		holder := users[(commands.SnapshotEvery-1)%2]
+		escalated := create(holder, domain.IntentEscalate, domain.PriorityUrgent, at(9000))
+		execute(t, h, holder, session, escalated)
+		tm := team{account: holder.AccountID, id: holder.TeamID}
+		claims := make([]domain.ClaimHandoff, racers)
+		for i := range claims {
+			claims[i] = claim(tm.user(domain.RoleEngineer), escalated.HandoffID, at(9001).Add(time.Duration(i)*time.Microsecond))
+		}
+		outcomes := race(racers, func(i int) (commands.Result, error) {
+			return h.Execute(t.Context(), claims[i].Actor, session, claims[i], commands.Trace{})
+		})
+		won := claims[winner(t, outcomes)]
+		for _, o := range outcomes {
+			if o.err != nil {
+				alreadyClaimed(won.Actor.UserID, won.At)(t, o.err)
+			}
+		}
+		events := f.readStream(t, tm.account, session)
+		if len(events) != 2*commands.SnapshotEvery {
+			t.Errorf("stream has %d events, want %d", len(events), 2*commands.SnapshotEvery)
+		}
+		snap, found, err := f.log.Snapshot(t.Context(), eventcodec.StreamName(tm.account, session))
+		if err != nil || !found || snap.Version != int64(len(events)) || snap.EventID != events[len(events)-1].ID {
+			t.Errorf("snapshot after the race: version %d (found %v, %v), want the winning claim's, version %d", snap.Version, found, err, len(events))
 		}
 	})
 }

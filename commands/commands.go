@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/oklog/ulid/v2"
 
 	"github.com/resolutionflow/ledgerd/domain"
 	"github.com/resolutionflow/ledgerd/eventcodec"
@@ -23,8 +24,19 @@ import (
 type EventLog interface {
 	Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) ([]eventstore.Event, error)
 	AppendQuick(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) error
-	ReadStream(ctx context.Context, stream string) ([]eventstore.Event, error)
+	ReadStreamAfter(ctx context.Context, stream string, after int64) ([]eventstore.Event, error)
+	Snapshot(ctx context.Context, stream string) (eventstore.Snapshot, bool, error)
+	SaveSnapshot(ctx context.Context, s eventstore.Snapshot) error
 }
+
+// SnapshotEvery is how far a session's stream may grow past its snapshot:
+// a command that leaves the stream SnapshotEvery events or more past the
+// snapshot it loaded saves a new one. A command therefore reads a snapshot
+// and at most about SnapshotEvery events, however long the stream is: its
+// cost does not grow with the session's history, but for the snapshot,
+// which holds closed handoffs without their notes (see
+// eventcodec.EncodeSnapshot).
+const SnapshotEvery = 32
 
 // Waiter blocks until the read models reflect the log up to a position.
 // A handler given one answers only once its change is visible. ledgerd
@@ -82,7 +94,7 @@ type Result struct {
 func (h *Handler) Execute(ctx context.Context, actor domain.Actor, session uuid.UUID, cmd domain.Command, trace Trace) (Result, error) {
 	stream := eventcodec.StreamName(actor.AccountID, session)
 	for attempt := 1; ; attempt++ {
-		state, err := h.state(ctx, actor.AccountID, session, cmd, attempt)
+		state, snapshotAt, err := h.state(ctx, actor.AccountID, session, cmd, attempt)
 		if err != nil {
 			return Result{}, err
 		}
@@ -107,6 +119,9 @@ func (h *Handler) Execute(ctx context.Context, actor domain.Actor, session uuid.
 		for _, e := range decided {
 			state.Apply(e)
 		}
+		if state.Version-snapshotAt >= SnapshotEvery {
+			h.saveSnapshot(ctx, stream, state, events[len(events)-1].ID)
+		}
 		res := Result{Position: position}
 		if hd, ok := state.Handoff(decided[len(decided)-1].Handoff()); ok {
 			res.Handoff = *hd
@@ -129,17 +144,80 @@ func (h *Handler) append(ctx context.Context, stream string, expected eventstore
 	return recorded[len(recorded)-1].Position, nil
 }
 
-// state returns the state to decide on. A handoff is most often the first
-// of its session, so the first attempt at creating one decides on the empty
-// state and appends expecting no stream, which saves reading the stream;
-// if the stream exists, that append conflicts and the next attempt loads it.
+// state returns the state to decide on and the version of the snapshot it
+// was loaded from (0 for none). A handoff is most often the first of its
+// session, so the first attempt at creating one decides on the empty state
+// and appends expecting no stream, which saves reading the stream; if the
+// stream exists, that append conflicts and the next attempt loads it.
 // Every rule that rejects a creation on the empty state rejects it on any
 // state, so the shortcut never gives a wrong answer.
-func (h *Handler) state(ctx context.Context, account, session uuid.UUID, cmd domain.Command, attempt int) (*domain.Session, error) {
+func (h *Handler) state(ctx context.Context, account, session uuid.UUID, cmd domain.Command, attempt int) (*domain.Session, int64, error) {
 	if _, creates := cmd.(domain.CreateHandoff); creates && attempt == 1 {
-		return domain.NewSession(account, session), nil
+		return domain.NewSession(account, session), 0, nil
 	}
-	return h.Load(ctx, account, session)
+	return h.current(ctx, account, session)
+}
+
+// errUnusableSnapshot is matched by fromSnapshot's error for a snapshot
+// that does not fit its stream.
+var errUnusableSnapshot = errors.New("unusable snapshot")
+
+// current returns the state of a session and the version of the snapshot
+// it was loaded from: the stored snapshot and the events after it. With no
+// snapshot it folds the whole stream, and returns 0. Snapshots are a
+// cache: with one that is unusable (not made from this stream as it is, or
+// not decodable) it logs a warning and folds the whole stream, so a bad
+// snapshot costs time, never a wrong decision; the next snapshot saved
+// replaces it.
+func (h *Handler) current(ctx context.Context, account, session uuid.UUID) (*domain.Session, int64, error) {
+	stream := eventcodec.StreamName(account, session)
+	snap, found, err := h.log.Snapshot(ctx, stream)
+	if err != nil {
+		return nil, 0, fmt.Errorf("load %s: %w", stream, err)
+	}
+	if found {
+		state, err := h.fromSnapshot(ctx, account, session, snap)
+		if err == nil {
+			return state, snap.Version, nil
+		}
+		if !errors.Is(err, errUnusableSnapshot) {
+			return nil, 0, err
+		}
+		slog.WarnContext(ctx, "snapshot not used: folding the whole stream", "stream", stream, "version", snap.Version, "err", err)
+	}
+	state, err := h.Load(ctx, account, session)
+	return state, 0, err
+}
+
+// fromSnapshot returns the state of snap with the events after it folded
+// in. It reads the stream from snap's own version, to check that the event
+// there is the one snap was made after.
+func (h *Handler) fromSnapshot(ctx context.Context, account, session uuid.UUID, snap eventstore.Snapshot) (*domain.Session, error) {
+	recorded, err := h.log.ReadStreamAfter(ctx, snap.Stream, snap.Version-1)
+	if err != nil {
+		return nil, fmt.Errorf("load %s after version %d: %w", snap.Stream, snap.Version-1, err)
+	}
+	if len(recorded) == 0 || recorded[0].Version != snap.Version || recorded[0].ID != snap.EventID {
+		return nil, fmt.Errorf("%w: the stream has no event %s at version %d", errUnusableSnapshot, snap.EventID, snap.Version)
+	}
+	state, err := eventcodec.DecodeSnapshot(snap.Data, account, session, snap.Version)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errUnusableSnapshot, err)
+	}
+	return state, fold(state, snap.Stream, recorded[1:])
+}
+
+// saveSnapshot stores state, which the event with id lastID brought to its
+// version. A snapshot that cannot be saved is logged: the command has
+// happened, and the next one saves it again.
+func (h *Handler) saveSnapshot(ctx context.Context, stream string, state *domain.Session, lastID string) {
+	data, err := eventcodec.EncodeSnapshot(state)
+	if err == nil {
+		err = h.log.SaveSnapshot(ctx, eventstore.Snapshot{Stream: stream, Version: state.Version, EventID: lastID, Data: data})
+	}
+	if err != nil {
+		slog.WarnContext(ctx, "snapshot not saved", "stream", stream, "version", state.Version, "err", err)
+	}
 }
 
 // waitForReadModels waits until the read models show the log up to
@@ -160,22 +238,28 @@ func (h *Handler) waitForReadModels(ctx context.Context, position int64) {
 // the precision both stores keep.
 func (h *Handler) Now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 
-// Load returns the folded state of a session of an account.
+// Load returns the state of a session of an account folded from its whole
+// stream, without a snapshot: every handoff in it has its notes.
 func (h *Handler) Load(ctx context.Context, account, session uuid.UUID) (*domain.Session, error) {
 	stream := eventcodec.StreamName(account, session)
-	recorded, err := h.log.ReadStream(ctx, stream)
+	recorded, err := h.log.ReadStreamAfter(ctx, stream, 0)
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %w", stream, err)
 	}
 	state := domain.NewSession(account, session)
+	return state, fold(state, stream, recorded)
+}
+
+// fold applies recorded events of stream to state.
+func fold(state *domain.Session, stream string, recorded []eventstore.Event) error {
 	for _, r := range recorded {
 		e, err := eventcodec.Decode(r.Type, r.Data)
 		if err != nil {
-			return nil, fmt.Errorf("load %s version %d: %w", stream, r.Version, err)
+			return fmt.Errorf("load %s version %d: %w", stream, r.Version, err)
 		}
 		state.Apply(e)
 	}
-	return state, nil
+	return nil
 }
 
 func (h *Handler) encode(actor domain.Actor, decided []domain.Event, trace Trace) ([]eventstore.NewEvent, error) {
@@ -197,7 +281,9 @@ func (h *Handler) encode(actor domain.Actor, decided []domain.Event, trace Trace
 		if err != nil {
 			return nil, err
 		}
-		out[i] = eventstore.NewEvent{Type: typ, Data: data, Metadata: meta}
+		// The handler names its events, so that it knows the id of the
+		// last one when it saves a snapshot.
+		out[i] = eventstore.NewEvent{ID: ulid.Make().String(), Type: typ, Data: data, Metadata: meta}
 	}
 	return out, nil
 }

@@ -644,12 +644,12 @@ func assertReadModels(tb testing.TB, f *fixture, h *commands.Handler, tm team, s
 		assertHandoff(tb, "handoff in the stream", wantHistory[i], res.Handoff)
 	}
 
-	history, err := f.views.History(ctx, tm.account, session)
+	history, err := f.views.History(ctx, tm.account, session, projections.Page{Limit: projections.MaxPageSize})
 	if err != nil {
 		tb.Fatalf("history: %v", err)
 	}
 	assertHandoffs(tb, "history", history, wantHistory)
-	queue, err := f.views.Queue(ctx, tm.account, tm.id)
+	queue, err := f.views.Queue(ctx, tm.account, tm.id, projections.Page{Limit: projections.MaxPageSize})
 	if err != nil {
 		tb.Fatalf("queue: %v", err)
 	}
@@ -739,7 +739,7 @@ func TestExecute_WaitOutlivesCancelledContext(t *testing.T) {
 			t.Fatalf("Execute returned before the read models had its event: %+v, %v", o.res, o.err)
 		case <-time.After(giveUp):
 		}
-		if history, err := f.views.History(t.Context(), tm.account, session); err != nil || len(history) != 0 {
+		if history, err := f.views.History(t.Context(), tm.account, session, projections.Page{Limit: projections.MaxPageSize}); err != nil || len(history) != 0 {
 			t.Fatalf("read models before the projector ran: %+v, %v", history, err)
 		}
 

@@ -124,6 +124,19 @@ func (e *ConflictError) Error() string {
 // Is makes errors.Is(err, ErrConflict) hold.
 func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
 
+// Snapshot is a stream's state folded up to a version, stored so that a
+// reader need only read the events after it. The store keeps it as opaque
+// bytes; its owner encodes it. Snapshots are a cache, kept outside the
+// immutable log: they may be replaced or deleted at any time, and a reader
+// checks one before using it: EventID, the id of the stream's event at
+// Version, tells whether it was made from the stream as it is.
+type Snapshot struct {
+	Stream  string
+	Version int64
+	EventID string
+	Data    []byte
+}
+
 // Store is an append-only event log.
 type Store interface {
 	// Append writes events to the end of a stream atomically, all or none,
@@ -140,6 +153,15 @@ type Store interface {
 	// ReadStream returns a stream's events in version order; none for a
 	// stream that does not exist.
 	ReadStream(ctx context.Context, stream string) ([]Event, error)
+	// ReadStreamAfter returns the events of a stream with a version
+	// greater than after, in version order.
+	ReadStreamAfter(ctx context.Context, stream string, after int64) ([]Event, error)
+	// Snapshot returns the snapshot stored for a stream; false when there
+	// is none.
+	Snapshot(ctx context.Context, stream string) (Snapshot, bool, error)
+	// SaveSnapshot stores a snapshot of a stream in place of the one it
+	// had, if any.
+	SaveSnapshot(ctx context.Context, s Snapshot) error
 	// ReadAll returns up to limit events with a global position greater
 	// than after, in position order. It never returns an event while an
 	// event with a lower position may still commit, so a reader that

@@ -17,6 +17,7 @@ import (
 	"github.com/resolutionflow/ledgerd/domain"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
 	"github.com/resolutionflow/ledgerd/internal/ratiobench"
+	"github.com/resolutionflow/ledgerd/projections"
 )
 
 // Sizes of the escalate benchmark.
@@ -80,7 +81,7 @@ func BenchmarkEscalate(b *testing.B) {
 			}, func(ctx context.Context) error {
 				// Reads wait for the projector to apply every committed
 				// event; this one finds nothing once it has.
-				_, err := s.Backend.Queries.History(ctx, tm.account, uuid.New())
+				_, err := s.Backend.Queries.History(ctx, tm.account, uuid.New(), projections.Page{Limit: projections.MaxPageSize})
 				return err
 			})
 		})

@@ -15,6 +15,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/resolutionflow/ledgerd/domain"
+	"github.com/resolutionflow/ledgerd/projections"
 )
 
 // handoffJSON is a handoff on the wire. Times are RFC 3339 in UTC; the
@@ -68,29 +69,49 @@ func pathID(c echo.Context, param, notFound string) (uuid.UUID, error) {
 	return id, nil
 }
 
-// queue answers GET /ai-sessions/queue: the open handoffs of the caller's
-// account and team.
+// queue answers GET /ai-sessions/queue: a page of the open handoffs of
+// the caller's account and team.
 func (s *server) queue(c echo.Context) error {
 	actor := actorOf(c)
-	hs, err := s.queries.Queue(c.Request().Context(), actor.AccountID, actor.TeamID)
+	limit, err := pageLimit(c)
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, toJSONList(hs))
+	scope := [2]uuid.UUID{actor.AccountID, actor.TeamID}
+	after, err := s.pageCursor(c, queueList, scope)
+	if err != nil {
+		return err
+	}
+	hs, err := s.queries.Queue(c.Request().Context(), actor.AccountID, actor.TeamID, projections.Page{Limit: limit + 1, After: after})
+	if err != nil {
+		return err
+	}
+	return s.writePage(c, "/ai-sessions/queue", queueList, scope, limit, hs, projections.QueueCursor)
 }
 
-// history answers GET /ai-sessions/:session_id/handoffs, newest first;
-// [] for a session of another account or none at all.
+// history answers GET /ai-sessions/:session_id/handoffs: a page of the
+// session's handoffs, newest first; [] for a session of another account or
+// none at all.
 func (s *server) history(c echo.Context) error {
+	limit, err := pageLimit(c)
+	if err != nil {
+		return err
+	}
 	session, err := uuid.Parse(c.Param("session_id"))
 	if err != nil {
 		return c.JSON(http.StatusOK, []handoffJSON{})
 	}
-	hs, err := s.queries.History(c.Request().Context(), actorOf(c).AccountID, session)
+	account := actorOf(c).AccountID
+	scope := [2]uuid.UUID{account, session}
+	after, err := s.pageCursor(c, historyList, scope)
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, toJSONList(hs))
+	hs, err := s.queries.History(c.Request().Context(), account, session, projections.Page{Limit: limit + 1, After: after})
+	if err != nil {
+		return err
+	}
+	return s.writePage(c, "/ai-sessions/"+session.String()+"/handoffs", historyList, scope, limit, hs, projections.HistoryCursor)
 }
 
 // createHandoff answers POST /ai-sessions/:session_id/handoff: park or

@@ -61,9 +61,11 @@ type server struct {
 	queries projections.Queries
 	idem    idempotency.Store
 	secret  []byte
-	tokens  *tokenCache
-	checks  []Check
-	log     *slog.Logger
+	// cursorKey signs page cursors (newCursorKey).
+	cursorKey []byte
+	tokens    *tokenCache
+	checks    []Check
+	log       *slog.Logger
 }
 
 // New returns the API's echo instance, ready to serve.
@@ -72,13 +74,14 @@ func New(cfg Config) (*echo.Echo, error) {
 		return nil, err
 	}
 	s := &server{
-		cmds:    cfg.Commands,
-		queries: cfg.Queries,
-		idem:    cfg.Idempotency,
-		secret:  cfg.JWTSecret,
-		tokens:  newTokenCache(),
-		checks:  cfg.Checks,
-		log:     cfg.Logger,
+		cmds:      cfg.Commands,
+		queries:   cfg.Queries,
+		idem:      cfg.Idempotency,
+		secret:    cfg.JWTSecret,
+		cursorKey: newCursorKey(cfg.JWTSecret),
+		tokens:    newTokenCache(),
+		checks:    cfg.Checks,
+		log:       cfg.Logger,
 	}
 	if s.log == nil {
 		s.log = slog.Default()

@@ -38,18 +38,18 @@ type caughtUp struct {
 	w   Waiter
 }
 
-func (c caughtUp) Queue(ctx context.Context, account, team uuid.UUID) ([]domain.Handoff, error) {
+func (c caughtUp) Queue(ctx context.Context, account, team uuid.UUID, page Page) ([]domain.Handoff, error) {
 	if err := c.wait(ctx); err != nil {
 		return nil, err
 	}
-	return c.q.Queue(ctx, account, team)
+	return c.q.Queue(ctx, account, team, page)
 }
 
-func (c caughtUp) History(ctx context.Context, account, session uuid.UUID) ([]domain.Handoff, error) {
+func (c caughtUp) History(ctx context.Context, account, session uuid.UUID, page Page) ([]domain.Handoff, error) {
 	if err := c.wait(ctx); err != nil {
 		return nil, err
 	}
-	return c.q.History(ctx, account, session)
+	return c.q.History(ctx, account, session, page)
 }
 
 func (c caughtUp) wait(ctx context.Context) error {

@@ -24,12 +24,14 @@ var ErrStaleCheckpoint = errors.New("checkpoint moved by another projector")
 
 // Queries reads the handoff read model.
 type Queries interface {
-	// Queue returns the open handoffs of a team of an account: escalations
-	// first, then higher priority, then oldest first.
-	Queue(ctx context.Context, account, team uuid.UUID) ([]domain.Handoff, error)
-	// History returns every handoff of a session of an account, newest
-	// first; none for an unknown session or one of another account.
-	History(ctx context.Context, account, session uuid.UUID) ([]domain.Handoff, error)
+	// Queue returns a page of the open handoffs of a team of an account:
+	// escalations first, then higher priority, then oldest first, then by
+	// id (QueueCursor).
+	Queue(ctx context.Context, account, team uuid.UUID, page Page) ([]domain.Handoff, error)
+	// History returns a page of the handoffs of a session of an account,
+	// newest first, then by id descending (HistoryCursor); none for an
+	// unknown session or one of another account.
+	History(ctx context.Context, account, session uuid.UUID, page Page) ([]domain.Handoff, error)
 }
 
 // Store keeps the read models and the projectors' checkpoints.

@@ -17,6 +17,7 @@ import (
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
 	"github.com/resolutionflow/ledgerd/leader"
+	"github.com/resolutionflow/ledgerd/projections"
 	"github.com/resolutionflow/ledgerd/projections/storetest"
 )
 
@@ -187,7 +188,7 @@ func TestQueue_ScopedToAccountAndTeam(t *testing.T) {
 	assertQueue(t, p, otherTeam, []uuid.UUID{theirs})
 	assertQueue(t, p, otherAccount, []uuid.UUID{foreign})
 	assertQueue(t, p, scope{otherAccount.account, sc.team}, nil)
-	if h, err := p.views.History(t.Context(), sc.account, claimedSession); err != nil || len(h) != 2 {
+	if h, err := p.views.History(t.Context(), sc.account, claimedSession, projections.Page{Limit: projections.MaxPageSize}); err != nil || len(h) != 2 {
 		t.Fatalf("history of the claimed session: %d handoffs, %v; want 2", len(h), err)
 	}
 }
@@ -239,7 +240,7 @@ func TestHistory_NewestFirstWithClaims(t *testing.T) {
 		t.Fatalf("stranger's handoff: %v", err)
 	}
 
-	hist, err := p.views.History(t.Context(), sc.account, session)
+	hist, err := p.views.History(t.Context(), sc.account, session, projections.Page{Limit: projections.MaxPageSize})
 	if err != nil {
 		t.Fatalf("history: %v", err)
 	}
@@ -266,11 +267,11 @@ func TestHistory_NewestFirstWithClaims(t *testing.T) {
 		t.Errorf("claimed_at: got %v, %v, %v", hist[0].ClaimedAt, hist[1].ClaimedAt, hist[2].ClaimedAt)
 	}
 
-	theirs, err := p.views.History(t.Context(), stranger.AccountID, session)
+	theirs, err := p.views.History(t.Context(), stranger.AccountID, session, projections.Page{Limit: projections.MaxPageSize})
 	if err != nil || len(theirs) != 1 || theirs[0].CreatedBy != stranger.UserID {
 		t.Errorf("stranger's history: %+v, %v; want only the stranger's handoff", theirs, err)
 	}
-	if none, err := p.views.History(t.Context(), uuid.New(), session); err != nil || len(none) != 0 {
+	if none, err := p.views.History(t.Context(), uuid.New(), session, projections.Page{Limit: projections.MaxPageSize}); err != nil || len(none) != 0 {
 		t.Errorf("a third account's history: %+v, %v; want none", none, err)
 	}
 }
@@ -320,7 +321,7 @@ func assertReadYourWrites(tb testing.TB, p *process, rounds int) {
 // open handoffs of sc.
 func queueIDs(tb testing.TB, p *process, sc scope) []uuid.UUID {
 	tb.Helper()
-	q, err := p.views.Queue(tb.Context(), sc.account, sc.team)
+	q, err := p.views.Queue(tb.Context(), sc.account, sc.team, projections.Page{Limit: projections.MaxPageSize})
 	if err != nil {
 		tb.Fatalf("queue: %v", err)
 	}

@@ -457,7 +457,7 @@ func checkReadModels(tb testing.TB, store *sqlitestore.Store, c *child, sessions
 		want := slices.Clone(state.Handoffs)
 		slices.Reverse(want)
 		total += len(want)
-		got, err := views.History(tb.Context(), s.actor.AccountID, s.session)
+		got, err := views.History(tb.Context(), s.actor.AccountID, s.session, projections.Page{Limit: projections.MaxPageSize})
 		if err != nil {
 			tb.Fatalf("history of %s: %v", s.session, err)
 		}

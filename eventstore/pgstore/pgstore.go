@@ -196,12 +196,42 @@ const selectEvent = `SELECT position, id, stream, version, type, data, metadata,
 
 // ReadStream implements eventstore.Store.
 func (s *Store) ReadStream(ctx context.Context, stream string) ([]eventstore.Event, error) {
-	rows, _ := s.pool.Query(ctx, selectEvent+`WHERE stream = $1 ORDER BY version`, stream)
+	return s.ReadStreamAfter(ctx, stream, 0)
+}
+
+// ReadStreamAfter implements eventstore.Store.
+func (s *Store) ReadStreamAfter(ctx context.Context, stream string, after int64) ([]eventstore.Event, error) {
+	rows, _ := s.pool.Query(ctx, selectEvent+`WHERE stream = $1 AND version > $2 ORDER BY version`, stream, after)
 	events, err := collectEvents(rows)
 	if err != nil {
-		return nil, fmt.Errorf("read stream %q: %w", stream, err)
+		return nil, fmt.Errorf("read stream %q after version %d: %w", stream, after, err)
 	}
 	return events, nil
+}
+
+// Snapshot implements eventstore.Store.
+func (s *Store) Snapshot(ctx context.Context, stream string) (eventstore.Snapshot, bool, error) {
+	snap := eventstore.Snapshot{Stream: stream}
+	err := s.pool.QueryRow(ctx, `SELECT version, event_id, data FROM snapshots WHERE stream = $1`, stream).
+		Scan(&snap.Version, &snap.EventID, &snap.Data)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return eventstore.Snapshot{}, false, nil
+	}
+	if err != nil {
+		return eventstore.Snapshot{}, false, fmt.Errorf("read snapshot of stream %q: %w", stream, err)
+	}
+	return snap, true, nil
+}
+
+// SaveSnapshot implements eventstore.Store.
+func (s *Store) SaveSnapshot(ctx context.Context, snap eventstore.Snapshot) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO snapshots (stream, version, event_id, data) VALUES ($1, $2, $3, $4)
+ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version, event_id = EXCLUDED.event_id, data = EXCLUDED.data`,
+		snap.Stream, snap.Version, snap.EventID, snap.Data)
+	if err != nil {
+		return fmt.Errorf("save snapshot of stream %q at version %d: %w", snap.Stream, snap.Version, err)
+	}
+	return nil
 }
 
 // ReadAll implements eventstore.Store.

@@ -270,11 +270,42 @@ const selectEvent = `SELECT position, id, stream, version, type, data, metadata,
 
 // ReadStream implements eventstore.Store.
 func (s *Store) ReadStream(ctx context.Context, stream string) ([]eventstore.Event, error) {
-	events, err := s.query(ctx, selectEvent+`WHERE stream = ? ORDER BY version`, stream)
+	return s.ReadStreamAfter(ctx, stream, 0)
+}
+
+// ReadStreamAfter implements eventstore.Store.
+func (s *Store) ReadStreamAfter(ctx context.Context, stream string, after int64) ([]eventstore.Event, error) {
+	events, err := s.query(ctx, selectEvent+`WHERE stream = ? AND version > ? ORDER BY version`, stream, after)
 	if err != nil {
-		return nil, fmt.Errorf("read stream %q: %w", stream, err)
+		return nil, fmt.Errorf("read stream %q after version %d: %w", stream, after, err)
 	}
 	return events, nil
+}
+
+// Snapshot implements eventstore.Store.
+func (s *Store) Snapshot(ctx context.Context, stream string) (eventstore.Snapshot, bool, error) {
+	snap := eventstore.Snapshot{Stream: stream}
+	err := s.read.QueryRowContext(ctx, `SELECT version, event_id, data FROM snapshots WHERE stream = ?`, stream).
+		Scan(&snap.Version, &snap.EventID, &snap.Data)
+	if errors.Is(err, sql.ErrNoRows) {
+		return eventstore.Snapshot{}, false, nil
+	}
+	if err != nil {
+		return eventstore.Snapshot{}, false, fmt.Errorf("read snapshot of stream %q: %w", stream, err)
+	}
+	return snap, true, nil
+}
+
+// SaveSnapshot implements eventstore.Store. It writes through the write
+// connection, taking its turn with appends.
+func (s *Store) SaveSnapshot(ctx context.Context, snap eventstore.Snapshot) error {
+	_, err := s.write.ExecContext(ctx, `INSERT INTO snapshots (stream, version, event_id, data) VALUES (?, ?, ?, ?)
+ON CONFLICT (stream) DO UPDATE SET version = excluded.version, event_id = excluded.event_id, data = excluded.data`,
+		snap.Stream, snap.Version, snap.EventID, snap.Data)
+	if err != nil {
+		return fmt.Errorf("save snapshot of stream %q at version %d: %w", snap.Stream, snap.Version, err)
+	}
+	return nil
 }
 
 // ReadAll implements eventstore.Store. Each call reads one snapshot of the

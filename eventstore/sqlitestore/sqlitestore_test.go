@@ -66,6 +66,18 @@ func (p *twoStores) ReadStream(ctx context.Context, stream string) ([]eventstore
 	return p.next().ReadStream(ctx, stream)
 }
 
+func (p *twoStores) ReadStreamAfter(ctx context.Context, stream string, after int64) ([]eventstore.Event, error) {
+	return p.next().ReadStreamAfter(ctx, stream, after)
+}
+
+func (p *twoStores) Snapshot(ctx context.Context, stream string) (eventstore.Snapshot, bool, error) {
+	return p.next().Snapshot(ctx, stream)
+}
+
+func (p *twoStores) SaveSnapshot(ctx context.Context, snap eventstore.Snapshot) error {
+	return p.next().SaveSnapshot(ctx, snap)
+}
+
 func (p *twoStores) ReadAll(ctx context.Context, after int64, limit int) ([]eventstore.Event, error) {
 	return p.next().ReadAll(ctx, after, limit)
 }

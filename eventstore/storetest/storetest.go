@@ -50,6 +50,8 @@ func run(t *testing.T, open func(t *testing.T) eventstore.Store) {
 		{"ConcurrentAnyAppendsLoseNothing", testConcurrentAnyAppends},
 		{"ConcurrentStreamsAllSucceed", testConcurrentStreams},
 		{"TailingReadAllSkipsNothing", testTailingReadAll},
+		{"ReadStreamAfter", testReadStreamAfter},
+		{"Snapshots", testSnapshots},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.test(t, open(t)) })

@@ -33,18 +33,32 @@ func New(pool *pgxpool.Pool) *Store {
 const handoffColumns = `id, account_id, team_id, session_id, intent, engineer_notes, priority,
 	status, created_by, created_at, claimed_by, claimed_at, withdrawn_at`
 
-// The queue's order matches the partial index handoffs_queue.
-const queueSQL = `SELECT ` + handoffColumns + ` FROM handoffs
-WHERE account_id = $1 AND team_id = $2 AND status = 'open'
-ORDER BY (intent = 'escalate') DESC, priority_rank DESC, created_at, id`
+// Pages are keyset pages served by an index each: the queue's order is
+// that of the partial index handoffs_queue, whose queue_class column is
+// projections.QueueClass, generated from intent and priority_rank; the
+// history's is that of handoffs_history read backwards. A page after a
+// cursor starts with a row comparison against the cursor, which the index
+// scan starts from, so a late page costs what the first does.
+const (
+	queueSQL = `SELECT ` + handoffColumns + ` FROM handoffs
+WHERE account_id = $1 AND team_id = $2 AND status = 'open'`
+	queueAfterSQL = ` AND (queue_class, created_at, id) > ($4, $5, $6)`
+	queueOrderSQL = ` ORDER BY queue_class, created_at, id LIMIT $3`
 
-const historySQL = `SELECT ` + handoffColumns + ` FROM handoffs
-WHERE account_id = $1 AND session_id = $2
-ORDER BY created_at DESC, id DESC`
+	historySQL = `SELECT ` + handoffColumns + ` FROM handoffs
+WHERE account_id = $1 AND session_id = $2`
+	historyAfterSQL = ` AND (created_at, id) < ($4, $5)`
+	historyOrderSQL = ` ORDER BY created_at DESC, id DESC LIMIT $3`
+)
 
 // Queue implements projections.Queries.
-func (s *Store) Queue(ctx context.Context, account, team uuid.UUID) ([]domain.Handoff, error) {
-	rows, _ := s.pool.Query(ctx, queueSQL, pgUUID(account), pgUUID(team))
+func (s *Store) Queue(ctx context.Context, account, team uuid.UUID, page projections.Page) ([]domain.Handoff, error) {
+	query, args := queueSQL+queueOrderSQL, []any{pgUUID(account), pgUUID(team), page.Limit}
+	if c := page.After; c != nil {
+		query = queueSQL + queueAfterSQL + queueOrderSQL
+		args = append(args, c.Class, c.CreatedAt, pgUUID(c.ID))
+	}
+	rows, _ := s.pool.Query(ctx, query, args...)
 	handoffs, err := pgx.CollectRows(rows, scanHandoff)
 	if err != nil {
 		return nil, fmt.Errorf("read queue of team %s: %w", team, err)
@@ -53,8 +67,13 @@ func (s *Store) Queue(ctx context.Context, account, team uuid.UUID) ([]domain.Ha
 }
 
 // History implements projections.Queries.
-func (s *Store) History(ctx context.Context, account, session uuid.UUID) ([]domain.Handoff, error) {
-	rows, _ := s.pool.Query(ctx, historySQL, pgUUID(account), pgUUID(session))
+func (s *Store) History(ctx context.Context, account, session uuid.UUID, page projections.Page) ([]domain.Handoff, error) {
+	query, args := historySQL+historyOrderSQL, []any{pgUUID(account), pgUUID(session), page.Limit}
+	if c := page.After; c != nil {
+		query = historySQL + historyAfterSQL + historyOrderSQL
+		args = append(args, c.CreatedAt, pgUUID(c.ID))
+	}
+	rows, _ := s.pool.Query(ctx, query, args...)
 	handoffs, err := pgx.CollectRows(rows, scanHandoff)
 	if err != nil {
 		return nil, fmt.Errorf("read history of session %s: %w", session, err)

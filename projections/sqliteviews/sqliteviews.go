@@ -45,20 +45,33 @@ func New(write, read *sql.DB) *Store {
 const handoffColumns = `id, account_id, team_id, session_id, intent, engineer_notes, priority,
 	status, created_by, created_at, claimed_by, claimed_at, withdrawn_at`
 
-// The queue's order matches the partial index handoffs_queue. Ids and
-// times are text of fixed form (lower-case UUIDs, fixed-width UTC times),
-// so they sort as the UUIDs and times of PostgreSQL do.
-const queueSQL = `SELECT ` + handoffColumns + ` FROM handoffs
-WHERE account_id = ? AND team_id = ? AND status = 'open'
-ORDER BY (intent = 'escalate') DESC, priority_rank DESC, created_at, id`
+// Pages are keyset pages served by an index each, as on PostgreSQL: the
+// queue's order is that of the partial index handoffs_queue, whose
+// queue_class column is projections.QueueClass, generated from intent and
+// priority_rank; the history's is that of handoffs_history read
+// backwards. Ids and times are text of fixed form (lower-case UUIDs,
+// fixed-width UTC times), so they sort as the UUIDs and times of
+// PostgreSQL do.
+const (
+	queueSQL = `SELECT ` + handoffColumns + ` FROM handoffs
+WHERE account_id = ? AND team_id = ? AND status = 'open'`
+	queueAfterSQL = ` AND (queue_class, created_at, id) > (?, ?, ?)`
+	queueOrderSQL = ` ORDER BY queue_class, created_at, id LIMIT ?`
 
-const historySQL = `SELECT ` + handoffColumns + ` FROM handoffs
-WHERE account_id = ? AND session_id = ?
-ORDER BY created_at DESC, id DESC`
+	historySQL = `SELECT ` + handoffColumns + ` FROM handoffs
+WHERE account_id = ? AND session_id = ?`
+	historyAfterSQL = ` AND (created_at, id) < (?, ?)`
+	historyOrderSQL = ` ORDER BY created_at DESC, id DESC LIMIT ?`
+)
 
 // Queue implements projections.Queries.
-func (s *Store) Queue(ctx context.Context, account, team uuid.UUID) ([]domain.Handoff, error) {
-	handoffs, err := queryHandoffs(ctx, s.read, queueSQL, account.String(), team.String())
+func (s *Store) Queue(ctx context.Context, account, team uuid.UUID, page projections.Page) ([]domain.Handoff, error) {
+	query, args := queueSQL+queueOrderSQL, []any{account.String(), team.String()}
+	if c := page.After; c != nil {
+		query = queueSQL + queueAfterSQL + queueOrderSQL
+		args = append(args, c.Class, formatTime(c.CreatedAt), c.ID.String())
+	}
+	handoffs, err := queryHandoffs(ctx, s.read, query, append(args, page.Limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("read queue of team %s: %w", team, err)
 	}
@@ -66,8 +79,13 @@ func (s *Store) Queue(ctx context.Context, account, team uuid.UUID) ([]domain.Ha
 }
 
 // History implements projections.Queries.
-func (s *Store) History(ctx context.Context, account, session uuid.UUID) ([]domain.Handoff, error) {
-	handoffs, err := queryHandoffs(ctx, s.read, historySQL, account.String(), session.String())
+func (s *Store) History(ctx context.Context, account, session uuid.UUID, page projections.Page) ([]domain.Handoff, error) {
+	query, args := historySQL+historyOrderSQL, []any{account.String(), session.String()}
+	if c := page.After; c != nil {
+		query = historySQL + historyAfterSQL + historyOrderSQL
+		args = append(args, formatTime(c.CreatedAt), c.ID.String())
+	}
+	handoffs, err := queryHandoffs(ctx, s.read, query, append(args, page.Limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("read history of session %s: %w", session, err)
 	}

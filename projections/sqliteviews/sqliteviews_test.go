@@ -87,7 +87,7 @@ func TestProjector_AnswersReadYourWrites(t *testing.T) {
 	if got := storetest.Checkpoint(t, l.views); got != head {
 		t.Errorf("checkpoint = %d, want the head of the log %d", got, head)
 	}
-	queue, err := l.views.Queue(t.Context(), account, team)
+	queue, err := l.views.Queue(t.Context(), account, team, projections.Page{Limit: projections.MaxPageSize})
 	if err != nil {
 		t.Fatalf("queue: %v", err)
 	}

@@ -92,10 +92,7 @@ func AssertHistories(tb testing.TB, loader *commands.Handler, q projections.Quer
 		}
 		want := slices.Clone(state.Handoffs)
 		slices.Reverse(want)
-		got, err := q.History(tb.Context(), account, session)
-		if err != nil {
-			tb.Fatalf("history of %s: %v", session, err)
-		}
+		got := History(tb, q, account, session)
 		total += len(want)
 		wantHandoffs(tb, "history of session "+session.String()+" against the log", got, want)
 	}

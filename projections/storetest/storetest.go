@@ -41,6 +41,9 @@ func Run(t *testing.T, open func(tb testing.TB) projections.Store) {
 		"History_NewestFirst":               testHistoryOrder,
 		"History_OtherAccountSeesNothing":   testHistoryScope,
 		"Reset_InvisibleUntilCommit":        testResetInvisible,
+		"Queue_Pages":                       testQueuePages,
+		"Queue_PageAfterVanishedHandoff":    testPageAfterVanishedHandoff,
+		"History_Pages":                     testHistoryPages,
 	}
 	for name, test := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -120,20 +123,12 @@ func wantCheckpoint(tb testing.TB, s projections.Store, want int64) {
 
 func queue(tb testing.TB, s projections.Store, sc scope) []domain.Handoff {
 	tb.Helper()
-	q, err := s.Queue(tb.Context(), sc.account, sc.team)
-	if err != nil {
-		tb.Fatalf("queue: %v", err)
-	}
-	return q
+	return Queue(tb, s, sc.account, sc.team)
 }
 
 func history(tb testing.TB, s projections.Store, account, session uuid.UUID) []domain.Handoff {
 	tb.Helper()
-	h, err := s.History(tb.Context(), account, session)
-	if err != nil {
-		tb.Fatalf("history: %v", err)
-	}
-	return h
+	return History(tb, s, account, session)
 }
 
 // wantHandoffs fails tb unless got and want hold equal handoffs in the same
@@ -470,7 +465,7 @@ func testResetInvisible(t *testing.T, s projections.Store) {
 		}
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 		defer cancel()
-		during, err := s.Queue(ctx, sc.account, sc.team)
+		during, err := s.Queue(ctx, sc.account, sc.team, projections.Page{Limit: pageSize})
 		if err != nil {
 			return fmt.Errorf("read the queue during the reset: %w", err)
 		}

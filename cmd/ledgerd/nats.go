@@ -175,8 +175,8 @@ func startRelay(target natsTarget, cfg relay.Config, b *backend, logger *slog.Lo
 	check := httpapi.Check{Name: "relay", Degrading: true, Func: func(context.Context) error {
 		st := r.Status()
 		if st.Degraded {
-			return fmt.Errorf("cannot publish to NATS since %s (backlog %d): %v",
-				st.DegradedSince.UTC().Format(time.RFC3339), st.Backlog, st.LastError)
+			return fmt.Errorf("cannot publish to NATS since %s (backlog %d, foreign messages skipped %d): %v",
+				st.DegradedSince.UTC().Format(time.RFC3339), st.Backlog, st.Foreign, st.LastError)
 		}
 		return nil
 	}}

@@ -25,7 +25,7 @@ import (
 // mode and checks that its NATS server refuses anonymous clients, that it
 // keeps the ledger's client URL in <data-dir>/nats-url, mode 0600, and that
 // tail reads the events with it by default, or as the read-only user with
-// --nats-user and --nats-password.
+// --nats-user and --nats-password or with the reader's URL.
 func TestServe_EmbeddedNATSNeedsTheKeptCredentials(t *testing.T) {
 	dir := t.TempDir()
 	base, _ := startServe(t, "--data-dir", dir, "--jwt-secret", testSecret)
@@ -64,6 +64,7 @@ func TestServe_EmbeddedNATSNeedsTheKeptCredentials(t *testing.T) {
 	for name, args := range map[string][]string{
 		"ByDefault": {"--data-dir", dir},
 		"AsReader":  {"--nats-url", address, "--nats-user", embeddednats.ReaderUser, "--nats-password", password},
+		"ReaderURL": {"--nats-url", reader.String()},
 	} {
 		t.Run(name, func(t *testing.T) {
 			line := tailFirstLine(t, args...)

@@ -346,36 +346,51 @@ type streamEnd struct {
 // session publishes after them.
 func (r *Relay) end(ctx context.Context, stream jetstream.Stream) (streamEnd, error) {
 	state := stream.CachedInfo().State
+	end, foreign, err := r.walk(ctx, stream, state)
+	if err != nil {
+		return end, err // the next session reads the foreign messages again
+	}
+	r.countForeign(ctx, state.LastSeq, foreign)
+	return end, nil
+}
+
+// foreignMsg describes a foreign message for the log.
+type foreignMsg struct {
+	seq                   uint64
+	subject, id, position string
+}
+
+// walk walks back from the end of the stream, as state describes it, to
+// the last event of this log, and returns the foreign messages it passed.
+func (r *Relay) walk(ctx context.Context, stream jetstream.Stream, state jetstream.StreamState) (streamEnd, []foreignMsg, error) {
 	end := streamEnd{seq: state.LastSeq}
-	var foreign []*jetstream.RawStreamMsg
-	defer func() { r.foreign(ctx, state.LastSeq, foreign) }()
+	var foreign []foreignMsg
 	for seq := state.LastSeq; seq > 0 && seq >= state.FirstSeq; seq-- {
 		if state.LastSeq-seq == maxWalk {
 			r.logger.ErrorContext(ctx, "the stream's last messages are not events of this log: it holds another ledger's events, "+
 				"or other clients published into it; publishing goes on after them", "examined", maxWalk, "last_seq", state.LastSeq)
-			return end, nil
+			return end, foreign, nil
 		}
 		msg, err := r.getMsg(ctx, stream, seq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) { // deleted, or gone with its age
 			continue
 		}
 		if err != nil {
-			foreign = nil // counted by the next session, which reads them again
-			return end, err
+			return end, nil, err
 		}
 		ok, err := r.ours(ctx, msg)
 		if err != nil {
-			foreign = nil
-			return end, err
+			return end, nil, err
 		}
 		if ok {
 			end.tip = msg.Header.Get(jetstream.MsgIDHeader)
 			end.tipPos, _ = strconv.ParseInt(msg.Header.Get(HeaderPosition), 10, 64)
-			return end, nil
+			return end, foreign, nil
 		}
-		foreign = append(foreign, msg)
+		foreign = append(foreign, foreignMsg{seq: seq, subject: msg.Subject,
+			id: msg.Header.Get(jetstream.MsgIDHeader), position: msg.Header.Get(HeaderPosition)})
 	}
-	return end, nil
+	return end, foreign, nil
 }
 
 // getMsg reads the message at seq of the stream.
@@ -413,31 +428,28 @@ func (r *Relay) ours(ctx context.Context, msg *jetstream.RawStreamMsg) (bool, er
 	return err == nil && want.Subject == msg.Subject, nil
 }
 
-// foreign logs and counts the foreign messages a session found at the end
-// of the stream (which ended at lastSeq then), each only once across
+// countForeign logs and counts the foreign messages a session found at the
+// end of the stream (which ended at lastSeq then), each only once across
 // sessions.
-func (r *Relay) foreign(ctx context.Context, lastSeq uint64, msgs []*jetstream.RawStreamMsg) {
+func (r *Relay) countForeign(ctx context.Context, lastSeq uint64, foreign []foreignMsg) {
 	r.mu.Lock()
 	seen := r.stats.foreignSeq
 	if lastSeq < seen { // the stream was made again
 		seen = 0
 	}
-	var counted []*jetstream.RawStreamMsg
-	for _, m := range msgs {
-		if m.Sequence > seen {
+	var counted []foreignMsg
+	for _, m := range foreign {
+		if m.seq > seen {
 			counted = append(counted, m)
 		}
 	}
 	r.stats.Foreign += uint64(len(counted))
-	if msgs != nil {
-		r.stats.foreignSeq = lastSeq
-	}
+	r.stats.foreignSeq = max(seen, lastSeq)
 	total := r.stats.Foreign
 	r.mu.Unlock()
 	for _, m := range slices.Backward(counted) {
 		r.logger.ErrorContext(ctx, "the stream holds a message that is not an event of this log: another client published it; it is skipped",
-			"subject", m.Subject, "seq", m.Sequence, "msg_id", m.Header.Get(jetstream.MsgIDHeader),
-			"claimed_position", m.Header.Get(HeaderPosition), "foreign_total", total)
+			"subject", m.subject, "seq", m.seq, "msg_id", m.id, "claimed_position", m.position, "foreign_total", total)
 	}
 }
 

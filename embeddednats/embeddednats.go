@@ -3,6 +3,13 @@
 // client port on loopback so that `ledgerd tail` and the stock nats tool can
 // subscribe. The relay connects to it in-process (InProcess), without a
 // socket.
+//
+// The server refuses anonymous clients. It has two users, with passwords
+// made at random on the first start and kept, each in a client URL
+// (nats://user:password@host:port, rewritten when the address changes), in
+// files of the data directory only the owner may read: User, the ledger's
+// own, which alone may publish events (URLFile), and ReaderUser, which may
+// only read (ReaderURLFile).
 package embeddednats
 
 import (
@@ -12,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
@@ -33,9 +41,10 @@ const readyPoll = 20 * time.Millisecond
 
 // Config configures the embedded server.
 type Config struct {
-	// StoreDir is the directory JetStream stores its streams in; it is
-	// created (mode 0700) when missing. Required.
-	StoreDir string
+	// DataDir is the directory of the client URL files (URLFile,
+	// ReaderURLFile); JetStream stores its streams in its subdirectory
+	// nats. Both are created (mode 0700) when missing. Required.
+	DataDir string
 	// Listen is the host:port clients connect to; DefaultListen when empty.
 	// Port 0 picks a free port.
 	Listen string
@@ -47,6 +56,7 @@ type Config struct {
 // Server is a running embedded NATS server.
 type Server struct {
 	srv      *server.Server
+	password string // User's
 	shutdown func()
 }
 
@@ -56,8 +66,8 @@ type Server struct {
 // how to choose another address. ctx bounds the wait for the server to be
 // ready.
 func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
-	if cfg.StoreDir == "" {
-		return nil, errors.New("embedded NATS: no store directory")
+	if cfg.DataDir == "" {
+		return nil, errors.New("embedded NATS: no data directory")
 	}
 	if cfg.Listen == "" {
 		cfg.Listen = DefaultListen
@@ -71,14 +81,15 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	if ip := net.ParseIP(host); (ip == nil && host != "localhost") || (ip != nil && !ip.IsLoopback()) {
-		logger.WarnContext(ctx, "embedded NATS listens beyond loopback without authentication", "listen", cfg.Listen)
+		logger.WarnContext(ctx, "embedded NATS listens beyond loopback without TLS: its passwords cross the network in clear", "listen", cfg.Listen)
 	}
-	if err := os.MkdirAll(cfg.StoreDir, 0o700); err != nil {
+	storeDir := filepath.Join(cfg.DataDir, "nats")
+	if err := os.MkdirAll(storeDir, 0o700); err != nil {
 		return nil, fmt.Errorf("embedded NATS: create store directory: %w", err)
 	}
-	unlock, err := lockDir(cfg.StoreDir)
+	unlock, err := lockDir(storeDir)
 	if err != nil {
-		return nil, fmt.Errorf("embedded NATS: store directory %s: %w", cfg.StoreDir, err)
+		return nil, fmt.Errorf("embedded NATS: store directory %s: %w", storeDir, err)
 	}
 	defer func() {
 		if err != nil {
@@ -88,13 +99,22 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := checkFree(cfg.Listen); err != nil {
 		return nil, err
 	}
+	ledgerPass, err := password(cfg.DataDir, URLFile, User)
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS: %w", err)
+	}
+	readerPass, err := password(cfg.DataDir, ReaderURLFile, ReaderUser)
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS: %w", err)
+	}
 
 	srv, err := server.NewServer(&server.Options{
 		ServerName: "ledgerd",
 		Host:       host,
 		Port:       port,
+		Users:      users(ledgerPass, readerPass),
 		JetStream:  true,
-		StoreDir:   cfg.StoreDir,
+		StoreDir:   storeDir,
 		// Every stored message is synced to disk before it is
 		// acknowledged, as every commit of the SQLite file is: what the
 		// relay saw acknowledged survives a power loss.
@@ -107,16 +127,26 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	log := &slogAdapter{logger: logger, fatal: make(chan string, 1)}
 	srv.SetLoggerV2(log, false, false, false)
 	go srv.Start()
-	if err := waitReady(ctx, srv, log.fatal, cfg.Listen); err != nil {
+	stop := func() {
 		srv.Shutdown()
 		srv.WaitForShutdown()
+	}
+	if err := waitReady(ctx, srv, log.fatal, cfg.Listen); err != nil {
+		stop()
 		return nil, err
 	}
-	return &Server{srv: srv, shutdown: sync.OnceFunc(func() {
-		srv.Shutdown()
-		srv.WaitForShutdown()
+	s := &Server{srv: srv, password: ledgerPass, shutdown: sync.OnceFunc(func() {
+		stop()
 		unlock()
-	})}, nil
+	})}
+	if err := errors.Join(
+		writeClientURL(cfg.DataDir, URLFile, s.address(), User, ledgerPass),
+		writeClientURL(cfg.DataDir, ReaderURLFile, s.address(), ReaderUser, readerPass),
+	); err != nil {
+		stop()
+		return nil, fmt.Errorf("embedded NATS: %w", err)
+	}
+	return s, nil
 }
 
 // splitListen parses host:port; port 0 becomes the server's "any free port".
@@ -166,15 +196,25 @@ func waitReady(ctx context.Context, srv *server.Server, fatal <-chan string, lis
 }
 
 // ClientURL returns the nats:// URL clients connect to, with the port the
-// server listens on.
-func (s *Server) ClientURL() string {
+// server listens on and without credentials; the URL files hold it with
+// them.
+func (s *Server) ClientURL() string { return "nats://" + s.address() }
+
+// address returns the host:port the server listens on.
+func (s *Server) address() string {
 	addr := s.srv.Addr().(*net.TCPAddr)
-	return "nats://" + net.JoinHostPort(addr.IP.String(), strconv.Itoa(addr.Port))
+	return net.JoinHostPort(addr.IP.String(), strconv.Itoa(addr.Port))
 }
 
 // InProcess is the nats.Connect option that connects to this server inside
-// the process, without a socket.
-func (s *Server) InProcess() nats.Option { return nats.InProcessServer(s.srv) }
+// the process, without a socket, as User.
+func (s *Server) InProcess() nats.Option {
+	return func(o *nats.Options) error {
+		o.InProcessServer = s.srv
+		o.User, o.Password = User, s.password
+		return nil
+	}
+}
 
 // Shutdown stops the server, waits until it has stopped, and frees the
 // store directory. Later calls do nothing.

@@ -6,6 +6,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -21,12 +24,23 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func start(tb testing.TB, dir, listen string) *embeddednats.Server {
 	tb.Helper()
-	s, err := embeddednats.Start(tb.Context(), embeddednats.Config{StoreDir: dir, Listen: listen, Logger: quiet})
+	s, err := embeddednats.Start(tb.Context(), embeddednats.Config{DataDir: dir, Listen: listen, Logger: quiet})
 	if err != nil {
 		tb.Fatalf("start: %v", err)
 	}
 	tb.Cleanup(s.Shutdown)
 	return s
+}
+
+// clientURL returns the client URL the server keeps in the file name of
+// dir, credentials included.
+func clientURL(tb testing.TB, dir, name string) string {
+	tb.Helper()
+	url, err := embeddednats.ReadClientURL(dir, name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return url
 }
 
 func connect(tb testing.TB, url string, opts ...nats.Option) jetstream.JetStream {
@@ -88,11 +102,12 @@ func wantMessages(tb testing.TB, got []string, want ...string) {
 }
 
 func TestStart_JetStreamOverTCPAndInProcess(t *testing.T) {
-	s := start(t, t.TempDir(), "127.0.0.1:0")
+	dir := t.TempDir()
+	s := start(t, dir, "127.0.0.1:0")
 	if !strings.HasPrefix(s.ClientURL(), "nats://127.0.0.1:") || strings.HasSuffix(s.ClientURL(), ":0") {
 		t.Fatalf("ClientURL = %q, want nats://127.0.0.1:<port>", s.ClientURL())
 	}
-	overTCP := connect(t, s.ClientURL())
+	overTCP := connect(t, clientURL(t, dir, embeddednats.URLFile))
 	createStream(t, overTCP)
 	inProcess := connect(t, "", s.InProcess())
 	publish(t, inProcess, "ledger.a", "1")
@@ -116,17 +131,17 @@ func TestStart_JetStreamOverTCPAndInProcess(t *testing.T) {
 
 func TestStart_StreamsSurviveRestart(t *testing.T) {
 	dir := t.TempDir()
-	first, err := embeddednats.Start(t.Context(), embeddednats.Config{StoreDir: dir, Listen: "127.0.0.1:0", Logger: quiet})
+	first, err := embeddednats.Start(t.Context(), embeddednats.Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: quiet})
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
-	js := connect(t, first.ClientURL())
+	js := connect(t, clientURL(t, dir, embeddednats.URLFile))
 	createStream(t, js)
 	publish(t, js, "ledger.kept", "before restart")
 	first.Shutdown()
 
-	again := start(t, dir, "127.0.0.1:0")
-	js = connect(t, again.ClientURL())
+	start(t, dir, "127.0.0.1:0")
+	js = connect(t, clientURL(t, dir, embeddednats.URLFile))
 	wantMessages(t, readAll(t, js), "ledger.kept before restart")
 	publish(t, js, "ledger.kept", "after restart")
 	wantMessages(t, readAll(t, js), "ledger.kept before restart", "ledger.kept after restart")
@@ -141,7 +156,7 @@ func TestStart_PortTaken(t *testing.T) {
 	taken := ln.Addr().String()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
-	_, err = embeddednats.Start(ctx, embeddednats.Config{StoreDir: t.TempDir(), Listen: taken, Logger: quiet})
+	_, err = embeddednats.Start(ctx, embeddednats.Config{DataDir: t.TempDir(), Listen: taken, Logger: quiet})
 	if !errors.Is(err, syscall.EADDRINUSE) {
 		t.Fatalf("start on a taken port: err = %v, want EADDRINUSE", err)
 	}
@@ -151,10 +166,10 @@ func TestStart_PortTaken(t *testing.T) {
 	}
 }
 
-func TestStart_StoreDirInUse(t *testing.T) {
+func TestStart_DataDirInUse(t *testing.T) {
 	dir := t.TempDir()
 	first := start(t, dir, "127.0.0.1:0")
-	_, err := embeddednats.Start(t.Context(), embeddednats.Config{StoreDir: dir, Listen: "127.0.0.1:0", Logger: quiet})
+	_, err := embeddednats.Start(t.Context(), embeddednats.Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: quiet})
 	if err == nil || !strings.Contains(err.Error(), "in use by another running ledgerd") {
 		t.Fatalf("second server on the same store: err = %v, want the store in use", err)
 	}
@@ -164,8 +179,133 @@ func TestStart_StoreDirInUse(t *testing.T) {
 
 func TestStart_RejectsBadAddress(t *testing.T) {
 	for _, listen := range []string{"127.0.0.1", "127.0.0.1:http", "127.0.0.1:70000"} {
-		if _, err := embeddednats.Start(t.Context(), embeddednats.Config{StoreDir: t.TempDir(), Listen: listen, Logger: quiet}); err == nil {
+		if _, err := embeddednats.Start(t.Context(), embeddednats.Config{DataDir: t.TempDir(), Listen: listen, Logger: quiet}); err == nil {
 			t.Errorf("start on %q succeeded", listen)
 		}
 	}
+}
+
+func TestStart_RefusesAnonymousClients(t *testing.T) {
+	dir := t.TempDir()
+	s := start(t, dir, "127.0.0.1:0")
+	for name, opts := range map[string][]nats.Option{
+		"Anonymous":     nil,
+		"WrongPassword": {nats.UserInfo(embeddednats.User, "guessed")},
+		"UnknownUser":   {nats.UserInfo("admin", "admin")},
+	} {
+		t.Run(name, func(t *testing.T) {
+			nc, err := nats.Connect(s.ClientURL(), opts...)
+			if err == nil {
+				nc.Close()
+				t.Fatal("connected")
+			}
+			if !errors.Is(err, nats.ErrAuthorization) {
+				t.Fatalf("connect: err = %v, want %v", err, nats.ErrAuthorization)
+			}
+		})
+	}
+}
+
+// TestStart_KeepsClientURLs checks the URL files: only the owner may read
+// them, they hold the address with a strong password that a restart
+// keeps, and a restart on another port rewrites the address.
+func TestStart_KeepsClientURLs(t *testing.T) {
+	dir := t.TempDir()
+	first, err := embeddednats.Start(t.Context(), embeddednats.Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: quiet})
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	passwords := map[string]string{}
+	for name, user := range map[string]string{embeddednats.URLFile: embeddednats.User, embeddednats.ReaderURLFile: embeddednats.ReaderUser} {
+		info, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if perm := info.Mode().Perm(); perm != 0o600 {
+			t.Errorf("%s has mode %04o, want 0600", name, perm)
+		}
+		u, err := url.Parse(clientURL(t, dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pass, _ := u.User.Password()
+		if want := strings.TrimPrefix(first.ClientURL(), "nats://"); u.Scheme != "nats" || u.Host != want || u.User.Username() != user || len(pass) < 64 {
+			t.Errorf("%s holds %s, want nats://%s:<64 hex digits>@%s", name, u.Redacted(), user, want)
+		}
+		passwords[name] = pass
+	}
+	if passwords[embeddednats.URLFile] == passwords[embeddednats.ReaderURLFile] {
+		t.Error("both users have one password")
+	}
+	first.Shutdown()
+
+	again := start(t, dir, "127.0.0.1:0")
+	for name, pass := range passwords {
+		u, err := url.Parse(clientURL(t, dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if kept, _ := u.User.Password(); kept != pass || "nats://"+u.Host != again.ClientURL() {
+			t.Errorf("after a restart %s holds %s, want the same password at %s", name, u.Redacted(), again.ClientURL())
+		}
+	}
+	connect(t, clientURL(t, dir, embeddednats.URLFile))
+}
+
+func TestStart_RefusesAURLFileOthersMayRead(t *testing.T) {
+	dir := t.TempDir()
+	start(t, dir, "127.0.0.1:0").Shutdown()
+	if err := os.Chmod(filepath.Join(dir, embeddednats.URLFile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := embeddednats.Start(t.Context(), embeddednats.Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: quiet})
+	if err == nil || !strings.Contains(err.Error(), "accessible to others") {
+		t.Fatalf("start with a URL file others may read: err = %v, want it refused", err)
+	}
+}
+
+// TestStart_ReaderOnlyReads checks that the reader can follow a stream but
+// not publish into it, nor change it, while the ledger's user can.
+func TestStart_ReaderOnlyReads(t *testing.T) {
+	dir := t.TempDir()
+	start(t, dir, "127.0.0.1:0")
+	ledger := connect(t, clientURL(t, dir, embeddednats.URLFile))
+	if _, err := ledger.CreateStream(t.Context(), jetstream.StreamConfig{Name: "LEDGER", Subjects: []string{"handoff.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, ledger, "handoff.a.s.HandoffClaimed", "by the ledger")
+
+	reader := connect(t, clientURL(t, dir, embeddednats.ReaderURLFile))
+	consumer, err := reader.OrderedConsumer(t.Context(), "LEDGER", jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatalf("reader: ordered consumer: %v", err)
+	}
+	msg, err := consumer.Next(jetstream.FetchMaxWait(10 * time.Second))
+	if err != nil || string(msg.Data()) != "by the ledger" {
+		t.Fatalf("reader: next message: %v", err)
+	}
+
+	// The server answers a refused publish with an error to the client.
+	refused := make(chan error, 4)
+	nc, err := nats.Connect(clientURL(t, dir, embeddednats.ReaderURLFile), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		refused <- err
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	for _, subject := range []string{"handoff.a.s.HandoffClaimed", "$JS.API.STREAM.DELETE.LEDGER", "$JS.API.STREAM.PURGE.LEDGER"} {
+		if err := nc.Publish(subject, []byte("forged")); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-refused:
+			if !errors.Is(err, nats.ErrPermissionViolation) || !strings.Contains(err.Error(), subject) {
+				t.Errorf("reader publishes on %s: error %v, want a permissions violation", subject, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("reader published on %s: no permissions violation", subject)
+		}
+	}
+	wantMessages(t, readAll(t, ledger), "handoff.a.s.HandoffClaimed by the ledger")
 }

@@ -110,6 +110,21 @@ func (e *env) newRelay(locker leader.Locker, cfg relay.Config, opts ...nats.Opti
 	return r
 }
 
+// newRelayLogging returns a relay like newRelay, logging to logger.
+func (e *env) newRelayLogging(logger *slog.Logger) *relay.Relay {
+	e.t.Helper()
+	nc, err := relay.Connect(e.nats.URL(), "relay-test", e.logger, nats.ReconnectWait(20*time.Millisecond))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(nc.Close)
+	r, err := relay.New(nc, e.store, e.views, leader.NewLocal(), e.store.Appended, logger, testConfig())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return r
+}
+
 // run runs r in the background and returns a function that stops it (as a
 // crash would, at any point) and waits for it; the test's end stops it too.
 func (e *env) run(r *relay.Relay) (stop func()) {
@@ -174,6 +189,27 @@ func (e *env) waitUntil(what string, cond func() bool) {
 	ledgertest.WaitUntil(e.t, waitLimit, what, cond)
 }
 
+// lastPosition returns the position of the log's last event.
+func (e *env) lastPosition() int64 {
+	e.t.Helper()
+	events := e.logEvents()
+	return events[len(events)-1].Position
+}
+
+// publishForeign publishes into the stream, as a client other than the
+// relay, a message with headers on subject.
+func (e *env) publishForeign(subject string, headers map[string]string) {
+	e.t.Helper()
+	m := nats.NewMsg(subject)
+	m.Data = []byte(`{"forged": true}`)
+	for k, v := range headers {
+		m.Header.Set(k, v)
+	}
+	if _, err := e.js.PublishMsg(e.t.Context(), m); err != nil {
+		e.t.Fatalf("publish a foreign message: %v", err)
+	}
+}
+
 // checkpoint returns the relay checkpoint stored in the database.
 func (e *env) checkpoint() int64 {
 	e.t.Helper()
@@ -223,6 +259,34 @@ func (e *env) assertStream(want []eventstore.Event) {
 			e.t.Fatalf("message %d has stream sequence %d", i, meta.Sequence.Stream)
 		}
 		checkMessage(e.t, m, want[i])
+	}
+}
+
+// assertStreamAmong checks that the JetStream stream holds one message per
+// event of want, in order, with the event's subject, headers and envelope,
+// and besides them exactly foreign messages whose body is not an event.
+func (e *env) assertStreamAmong(want []eventstore.Event, foreign int) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(e.t.Context(), waitLimit)
+	defer cancel()
+	stream, err := e.js.Stream(ctx, relay.DefaultStream)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var events []jetstream.Msg
+	for _, m := range e.fetchAll(ctx, stream, len(want)+foreign) {
+		if !bytes.Contains(m.Data(), []byte(`"forged"`)) {
+			events = append(events, m)
+		}
+	}
+	if len(events) != len(want) {
+		e.t.Fatalf("stream holds %d events besides %d foreign messages, want %d", len(events), foreign, len(want))
+	}
+	for i, m := range events {
+		checkMessage(e.t, m, want[i])
+	}
+	if info, err := stream.Info(ctx); err != nil || info.State.Msgs != uint64(len(want)+foreign) {
+		e.t.Fatalf("stream info %+v (%v), want %d messages", info, err, len(want)+foreign)
 	}
 }
 

@@ -72,22 +72,42 @@ func ValidToken(s string) bool {
 	return s != "" && !strings.ContainsAny(s, ".*> \t\r\n")
 }
 
-// publish publishes events in order, each expecting the one before it
-// (the first expecting tip, the stream's last message id, unless it is
-// empty) to be the stream's last message, and waits for the
-// acknowledgements. It returns how many leading events JetStream
+// expected is what the stream's last message must be when the next event
+// lands, so that JetStream refuses an event that would not follow the one
+// before it: the previous event, by its id, or at the start of a session
+// the stream's last sequence, whatever message holds it (0: a stream that
+// has never held a message, when nothing is expected).
+type expected struct {
+	id  string
+	seq uint64
+}
+
+// options returns the publish options that expect x.
+func (x expected) options() []jetstream.PublishOpt {
+	switch {
+	case x.id != "":
+		return []jetstream.PublishOpt{jetstream.WithExpectLastMsgID(x.id)}
+	case x.seq > 0:
+		return []jetstream.PublishOpt{jetstream.WithExpectLastSequence(x.seq)}
+	}
+	return nil
+}
+
+// publish publishes events in order, the first expecting prev and each
+// other the one before it to be the stream's last message, and waits for
+// the acknowledgements. It returns how many leading events JetStream
 // acknowledged, and the error that stopped the others.
-func (r *Relay) publish(ctx context.Context, events []eventstore.Event, tip string) (int, error) {
+func (r *Relay) publish(ctx context.Context, events []eventstore.Event, prev expected) (int, error) {
 	futures := make([]jetstream.PubAckFuture, 0, len(events))
 	var sendErr error
 	for _, e := range events {
-		f, err := r.publishAsync(e, tip)
+		f, err := r.publishAsync(e, prev)
 		if err != nil {
 			sendErr = err
 			break
 		}
 		futures = append(futures, f)
-		tip = e.ID
+		prev = expected{id: e.ID}
 	}
 	for i, f := range futures {
 		select {
@@ -102,17 +122,14 @@ func (r *Relay) publish(ctx context.Context, events []eventstore.Event, tip stri
 	return len(futures), sendErr
 }
 
-// publishAsync sends one event, expecting the stream's last message to be
-// prev (when not empty).
-func (r *Relay) publishAsync(e eventstore.Event, prev string) (jetstream.PubAckFuture, error) {
+// publishAsync sends one event, expecting prev to be the stream's last
+// message.
+func (r *Relay) publishAsync(e eventstore.Event, prev expected) (jetstream.PubAckFuture, error) {
 	m, err := message(e)
 	if err != nil {
 		return nil, err
 	}
-	opts := []jetstream.PublishOpt{jetstream.WithMsgID(e.ID), jetstream.WithExpectStream(r.cfg.Stream)}
-	if prev != "" {
-		opts = append(opts, jetstream.WithExpectLastMsgID(prev))
-	}
+	opts := append([]jetstream.PublishOpt{jetstream.WithMsgID(e.ID), jetstream.WithExpectStream(r.cfg.Stream)}, prev.options()...)
 	f, err := r.js.PublishMsgAsync(m, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("publish event %s at %d: %w", e.ID, e.Position, err)

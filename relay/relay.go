@@ -39,26 +39,44 @@
 //
 //   - The relay publishes a batch, waits for every acknowledgement, and only
 //     then moves its checkpoint (stored in the "checkpoints" table under
-//     Name). If it stops in between, the next leader starts by reading the
-//     stream's last message: when that event (its Ledger-Position and
-//     Nats-Msg-Id) is in the log beyond the checkpoint, the checkpoint moves
-//     up to it, so the batch is not published again, however long the relay
-//     was stopped. A stream that ends with an event this log does not have
-//     at that position belongs to another ledger: the relay refuses it and
-//     reports itself degraded. A stream whose last event is behind the
-//     checkpoint, or that has never held a message while the checkpoint is
-//     past 0, lacks events published before; the relay logs an error saying
-//     so at each start and publishes on from the checkpoint.
+//     Name). If it stops in between, the next leader starts by finding the
+//     stream's last event of this log: when that event (its
+//     Ledger-Position and Nats-Msg-Id) is in the log beyond the
+//     checkpoint, the checkpoint moves up to it, so the batch is not
+//     published again, however long the relay was stopped. A stream whose
+//     last event is behind the checkpoint, or that has never held a
+//     message while the checkpoint is past 0, lacks events published
+//     before; the relay logs an error saying so at each start and
+//     publishes on from the checkpoint.
 //   - Each message also carries Nats-Expected-Last-Msg-Id, the id of the
-//     event before it, so JetStream refuses a message that would land out of
-//     order (for example one whose predecessor was lost when the connection
-//     dropped); the relay then resumes from the first event not
+//     event before it (the first of a session, Nats-Expected-Last-Sequence,
+//     the stream's last sequence), so JetStream refuses a message that would
+//     land out of order (for example one whose predecessor was lost when the
+//     connection dropped); the relay then resumes from the first event not
 //     acknowledged.
 //   - Each message's Nats-Msg-Id is its event id, so JetStream drops a
 //     repeat that reaches it within the stream's duplicate window
 //     (Config.DuplicateWindow, default 2h): an event sent again after an
 //     acknowledgement was lost in transit, or by a relay that lost its lock
 //     while another took over.
+//
+// # Foreign messages
+//
+// Only the relay should publish on handoff.> (see docs/nats.md for the
+// permissions that ensure it). A message another client publishes into the
+// stream anyway is foreign: the relay's next publish is refused, since the
+// stream's last message is no longer the event it expects, and the session
+// that follows walks back from the end of the stream over every message
+// that is not an event of this log (its Ledger-Position, Nats-Msg-Id and
+// subject must match the log's event at that position), logs each at
+// ERROR with its subject and sequence, counts it once in Status.Foreign,
+// and publishes on after it. A forged Ledger-Position cannot make the
+// relay skip events, nor a forged Nats-Msg-Id mark one as published: the
+// id must be that of the log's event at the claimed position, a ULID the
+// store made at random and that nobody outside the ledger sees before the
+// relay publishes it. The walk examines at most 1,000 messages; a stream
+// that ends with more that are not this log's (another ledger's stream)
+// is logged as such and published into after them.
 //
 // Only one relay publishes at a time: Run holds the leader lock Name while
 // it publishes, and another process's relay takes over within seconds when
@@ -73,6 +91,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -221,7 +240,7 @@ func (r *Relay) session(ctx context.Context) (progressed bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	tip, tipPos, err := r.lastMsg(ctx, stream)
+	end, err := r.end(ctx, stream)
 	if err != nil {
 		return false, err
 	}
@@ -230,9 +249,10 @@ func (r *Relay) session(ctx context.Context) (progressed bool, err error) {
 		return false, fmt.Errorf("read checkpoint: %w", err)
 	}
 	r.setCheckpoint(pos)
-	if pos, err = r.reconcile(ctx, stream, pos, tip, tipPos); err != nil {
+	if pos, err = r.reconcile(ctx, stream, pos, end.tip, end.tipPos); err != nil {
 		return false, err
 	}
+	expect := expected{seq: end.seq}
 	for {
 		wake := r.wake()
 		events, err := r.log.ReadAll(ctx, pos, r.cfg.BatchSize)
@@ -247,13 +267,13 @@ func (r *Relay) session(ctx context.Context) (progressed bool, err error) {
 			}
 			continue
 		}
-		acked, err := r.publish(ctx, events, tip)
+		acked, err := r.publish(ctx, events, expect)
 		if acked > 0 {
 			last := events[acked-1]
 			if cerr := r.checkpoint(ctx, pos, last.Position); cerr != nil {
 				return progressed, cerr
 			}
-			pos, tip, progressed = last.Position, last.ID, true
+			pos, expect, progressed = last.Position, expected{id: last.ID}, true
 		}
 		if err != nil {
 			return progressed, err
@@ -303,40 +323,140 @@ func configDiff(have, want jetstream.StreamConfig) []any {
 	return diff
 }
 
-// lastMsg returns the Nats-Msg-Id of the last message in the stream, which
-// the next publish expects, and the log position of its event; "" and 0
-// when the stream is empty or its last message is gone, in which case the
-// next publish expects nothing.
-func (r *Relay) lastMsg(ctx context.Context, stream jetstream.Stream) (id string, position int64, err error) {
-	last := stream.CachedInfo().State.LastSeq
-	if last == 0 {
-		return "", 0, nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.AckTimeout)
-	defer cancel()
-	msg, err := stream.GetMsg(ctx, last)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return "", 0, nil
-	}
-	if err != nil {
-		return "", 0, fmt.Errorf("read last message of stream %s: %w", r.cfg.Stream, err)
-	}
-	id = msg.Header.Get(jetstream.MsgIDHeader)
-	position, err = strconv.ParseInt(msg.Header.Get(HeaderPosition), 10, 64)
-	if err != nil || id == "" {
-		return "", 0, fmt.Errorf("last message of stream %s (sequence %d) is not a ledger event: no %s and %s headers",
-			r.cfg.Stream, last, jetstream.MsgIDHeader, HeaderPosition)
-	}
-	return id, position, nil
+// maxWalk bounds how many messages at the end of the stream a session
+// examines, as it starts, to find the last event of this log.
+const maxWalk = 1000
+
+// streamEnd is the end of the stream as a session starts.
+type streamEnd struct {
+	// seq is the stream's last sequence, which the session's first publish
+	// expects; 0 for a stream that has never held a message.
+	seq uint64
+	// tip is the Nats-Msg-Id (the event id) of the last message in the
+	// stream that is an event of this log, and tipPos its log position;
+	// "" and 0 when there is none among the last maxWalk messages.
+	tip    string
+	tipPos int64
 }
 
-// reconcile compares the stream's last message (tip, the id of the event
-// at log position tipPos; "" when there is none) with the checkpoint pos,
-// and returns the position to publish from:
+// end finds the stream's last message that is an event of this log,
+// walking back over at most maxWalk messages that are not (see ours).
+// Those it passes are foreign: published by another client, not by a
+// relay of this log. Each is logged and counted once, and skipped: the
+// session publishes after them.
+func (r *Relay) end(ctx context.Context, stream jetstream.Stream) (streamEnd, error) {
+	state := stream.CachedInfo().State
+	end, foreign, err := r.walk(ctx, stream, state)
+	if err != nil {
+		return end, err // the next session reads the foreign messages again
+	}
+	r.countForeign(ctx, state.LastSeq, foreign)
+	return end, nil
+}
+
+// foreignMsg describes a foreign message for the log.
+type foreignMsg struct {
+	seq                   uint64
+	subject, id, position string
+}
+
+// walk walks back from the end of the stream, as state describes it, to
+// the last event of this log, and returns the foreign messages it passed.
+func (r *Relay) walk(ctx context.Context, stream jetstream.Stream, state jetstream.StreamState) (streamEnd, []foreignMsg, error) {
+	end := streamEnd{seq: state.LastSeq}
+	var foreign []foreignMsg
+	for seq := state.LastSeq; seq > 0 && seq >= state.FirstSeq; seq-- {
+		if state.LastSeq-seq == maxWalk {
+			r.logger.ErrorContext(ctx, "the stream's last messages are not events of this log: it holds another ledger's events, "+
+				"or other clients published into it; publishing goes on after them", "examined", maxWalk, "last_seq", state.LastSeq)
+			return end, foreign, nil
+		}
+		msg, err := r.getMsg(ctx, stream, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) { // deleted, or gone with its age
+			continue
+		}
+		if err != nil {
+			return end, nil, err
+		}
+		ok, err := r.ours(ctx, msg)
+		if err != nil {
+			return end, nil, err
+		}
+		if ok {
+			end.tip = msg.Header.Get(jetstream.MsgIDHeader)
+			end.tipPos, _ = strconv.ParseInt(msg.Header.Get(HeaderPosition), 10, 64)
+			return end, foreign, nil
+		}
+		foreign = append(foreign, foreignMsg{seq: seq, subject: msg.Subject,
+			id: msg.Header.Get(jetstream.MsgIDHeader), position: msg.Header.Get(HeaderPosition)})
+	}
+	return end, foreign, nil
+}
+
+// getMsg reads the message at seq of the stream.
+func (r *Relay) getMsg(ctx context.Context, stream jetstream.Stream, seq uint64) (*jetstream.RawStreamMsg, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.AckTimeout)
+	defer cancel()
+	msg, err := stream.GetMsg(ctx, seq)
+	if err != nil {
+		return nil, fmt.Errorf("read message %d of stream %s: %w", seq, r.cfg.Stream, err)
+	}
+	return msg, nil
+}
+
+// ours reports whether msg is the message a relay of this log published
+// for one of its events: its Ledger-Position names a position of the log
+// whose event has msg's Nats-Msg-Id (a ULID the store made at random, which
+// no other client can know before the event is published) and msg's
+// subject. A message that claims a position and an id the log does not
+// have together is foreign, so it can neither make the relay skip events
+// nor pass for an event not yet published.
+func (r *Relay) ours(ctx context.Context, msg *jetstream.RawStreamMsg) (bool, error) {
+	id := msg.Header.Get(jetstream.MsgIDHeader)
+	pos, err := strconv.ParseInt(msg.Header.Get(HeaderPosition), 10, 64)
+	if id == "" || err != nil || pos < 1 {
+		return false, nil
+	}
+	events, err := r.log.ReadAll(ctx, pos-1, 1)
+	if err != nil {
+		return false, fmt.Errorf("read log at %d: %w", pos, err)
+	}
+	if len(events) == 0 || events[0].Position != pos || events[0].ID != id {
+		return false, nil
+	}
+	want, err := message(events[0])
+	return err == nil && want.Subject == msg.Subject, nil
+}
+
+// countForeign logs and counts the foreign messages a session found at the
+// end of the stream (which ended at lastSeq then), each only once across
+// sessions.
+func (r *Relay) countForeign(ctx context.Context, lastSeq uint64, foreign []foreignMsg) {
+	r.mu.Lock()
+	seen := r.stats.foreignSeq
+	if lastSeq < seen { // the stream was made again
+		seen = 0
+	}
+	var counted []foreignMsg
+	for _, m := range foreign {
+		if m.seq > seen {
+			counted = append(counted, m)
+		}
+	}
+	r.stats.Foreign += uint64(len(counted))
+	r.stats.foreignSeq = max(seen, lastSeq)
+	total := r.stats.Foreign
+	r.mu.Unlock()
+	for _, m := range slices.Backward(counted) {
+		r.logger.ErrorContext(ctx, "the stream holds a message that is not an event of this log: another client published it; it is skipped",
+			"subject", m.subject, "seq", m.seq, "msg_id", m.id, "claimed_position", m.position, "foreign_total", total)
+	}
+}
+
+// reconcile compares the last event of this log in the stream (tip, the
+// id of the event at log position tipPos; "" when there is none) with the
+// checkpoint pos, and returns the position to publish from:
 //
-//   - The last message must be this log's event at that position; a stream
-//     that ends with another event belongs to another ledger and is
-//     refused.
 //   - When it is beyond the checkpoint, JetStream stored it before the
 //     checkpoint could record it (the relay stopped in between): the
 //     checkpoint moves up to it, so that it is not published again, however
@@ -348,16 +468,6 @@ func (r *Relay) lastMsg(ctx context.Context, stream jetstream.Stream) (id string
 //     server). That is logged as an error, and publishing goes on from the
 //     checkpoint.
 func (r *Relay) reconcile(ctx context.Context, stream jetstream.Stream, pos int64, tip string, tipPos int64) (int64, error) {
-	if tip != "" {
-		events, err := r.log.ReadAll(ctx, tipPos-1, 1)
-		if err != nil {
-			return pos, fmt.Errorf("read log at %d: %w", tipPos, err)
-		}
-		if len(events) == 0 || events[0].Position != tipPos || events[0].ID != tip {
-			return pos, fmt.Errorf("stream %s ends with event %s at position %d, which this log does not have there: the stream holds another ledger's events",
-				r.cfg.Stream, tip, tipPos)
-		}
-	}
 	switch {
 	case tipPos > pos:
 		if err := r.checkpoint(ctx, pos, tipPos); err != nil {

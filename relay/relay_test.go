@@ -3,6 +3,7 @@ package relay_test
 import (
 	"context"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -201,52 +202,59 @@ func TestRelay_CrashBetweenPublishAndCheckpointPublishesNoDuplicate(t *testing.T
 	}
 }
 
-// TestRelay_RefusesAStreamOfAnotherLedger gives the relay a stream whose
-// last message is an event this log does not have at that position, as when
-// two ledgers are pointed at one stream, at a position beyond the relay's
-// checkpoint and behind it: the relay must publish nothing more, move no
-// checkpoint and report itself degraded.
-func TestRelay_RefusesAStreamOfAnotherLedger(t *testing.T) {
-	for name, published := range map[string]bool{"BeyondTheCheckpoint": false, "BehindTheCheckpoint": true} {
-		t.Run(name, func(t *testing.T) {
-			e := newEnv(t)
-			e.handoffs(3)
-			ctx := t.Context()
-			if _, err := e.js.CreateStream(ctx, jetstream.StreamConfig{Name: relay.DefaultStream, Subjects: []string{relay.SubjectPrefix + ".>"}}); err != nil {
-				t.Fatal(err)
-			}
-			var checkpoint int64
-			if published { // this ledger's relay has published the log first
-				stop := e.run(e.newRelay(leader.NewLocal(), testConfig()))
-				checkpoint = e.waitPublished()[5].Position
-				stop()
-			}
-			foreign := nats.NewMsg(relay.Subject(uuid.NewString(), uuid.NewString(), "HandoffParked"))
-			foreign.Data = []byte(`{}`)
-			foreign.Header.Set(relay.HeaderPosition, "4")
-			if _, err := e.js.PublishMsg(ctx, foreign, jetstream.WithMsgID(ulid.Make().String())); err != nil {
-				t.Fatal(err)
-			}
-			stream, err := e.js.Stream(ctx, relay.DefaultStream)
-			if err != nil {
-				t.Fatal(err)
-			}
-			before := stream.CachedInfo().State.Msgs
+// TestRelay_SkipsForeignMessages puts into the stream messages that no
+// relay of this log published, as another client with the right to
+// publish could: one with no ledger headers, ones that claim the position
+// of an event not yet published under another id, and one that claims a
+// position no log has. Some land while
+// the relay runs, between two of its publishes, and some while it is
+// stopped, beyond its checkpoint. The relay must log and count each once,
+// skip it, and go on publishing every event once, in order: a forged
+// Ledger-Position or Nats-Msg-Id must not make it skip an event.
+func TestRelay_SkipsForeignMessages(t *testing.T) {
+	e := newEnv(t)
+	e.handoffs(2)
+	var logs ledgertest.Buffer
+	r := e.newRelayLogging(slog.New(slog.NewTextHandler(&logs, nil)))
+	stop := e.run(r)
+	published := e.waitPublished()
+	last := published[len(published)-1]
 
-			r := e.newRelay(leader.NewLocal(), testConfig())
-			e.run(r)
-			e.handoffs(1)
-			e.waitUntil("the relay reports degraded", func() bool {
-				st := r.Status()
-				return st.Degraded && st.LastError != nil && strings.Contains(st.LastError.Error(), "another ledger")
-			})
-			if info, err := stream.Info(ctx); err != nil || info.State.Msgs != before {
-				t.Fatalf("stream holds %d messages (%v), want the %d it held", info.State.Msgs, err, before)
-			}
-			if pos := e.checkpoint(); pos != checkpoint {
-				t.Fatalf("checkpoint = %d, want %d", pos, checkpoint)
-			}
-		})
+	// While the relay runs.
+	e.publishForeign(relay.Subject(uuid.NewString(), uuid.NewString(), "HandoffClaimed"), nil)
+	e.publishForeign(relay.Subject(uuid.NewString(), uuid.NewString(), "HandoffClaimed"), map[string]string{
+		relay.HeaderPosition: strconv.FormatInt(last.Position+1, 10), jetstream.MsgIDHeader: ulid.Make().String(),
+	})
+	e.handoffs(2)
+	e.waitUntil("the relay publishes after the foreign messages", func() bool { return e.checkpoint() == e.lastPosition() })
+
+	// While it is stopped: the next events are not published yet.
+	stop()
+	e.handoffs(2)
+	log := e.logEvents()
+	next := log[len(log)-1]
+	a, s, err := eventcodec.ParseStreamName(next.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.publishForeign(relay.Subject(a.String(), s.String(), next.Type), map[string]string{
+		relay.HeaderPosition: strconv.FormatInt(next.Position, 10), jetstream.MsgIDHeader: ulid.Make().String(),
+	})
+	e.publishForeign(relay.Subject(uuid.NewString(), uuid.NewString(), "HandoffParked"), map[string]string{
+		relay.HeaderPosition: "-1", jetstream.MsgIDHeader: ulid.Make().String(),
+	})
+	r = e.newRelayLogging(slog.New(slog.NewTextHandler(&logs, nil)))
+	e.run(r)
+	e.handoffs(1)
+	want := e.logEvents()
+	e.waitUntil("the relay publishes the log", func() bool { return e.checkpoint() == want[len(want)-1].Position })
+
+	e.assertStreamAmong(want, 4)
+	if st := r.Status(); st.Foreign != 2 || st.Degraded {
+		t.Errorf("the second relay's status %+v, want the 2 foreign messages it found counted and not degraded", st)
+	}
+	if n := strings.Count(logs.String(), "is not an event of this log"); n != 4 {
+		t.Errorf("the relays logged %d foreign messages, want each of the 4 once; their log:\n%s", n, logs.String())
 	}
 }
 

@@ -33,6 +33,10 @@ type Status struct {
 	// Duplicates counts the acknowledgements JetStream marked duplicate:
 	// events published again after a crash or failover.
 	Duplicates uint64
+	// Foreign counts the messages found in the stream that are not events
+	// of this log (another client published them), each once since start:
+	// the relay logs each, skips it and publishes on after it.
+	Foreign uint64
 	// LastLag is the time from the commit of the last event published to
 	// its acknowledgement; MaxLag is the highest since start.
 	LastLag, MaxLag time.Duration
@@ -44,6 +48,9 @@ type stats struct {
 	// interval* accumulate between two reports.
 	intervalPublished uint64
 	intervalMaxLag    time.Duration
+	// foreignSeq is the stream's last sequence when foreign messages were
+	// last counted; those up to it are not counted again.
+	foreignSeq uint64
 }
 
 // Status returns a snapshot of the relay. It does no I/O.
@@ -131,6 +138,6 @@ func (r *Relay) report(ctx context.Context) {
 			continue // nothing to say
 		}
 		r.logger.InfoContext(ctx, "relay stats", "published", published, "max_lag", maxLag,
-			"last_lag", st.LastLag, "checkpoint", st.Checkpoint, "backlog", st.Backlog, "degraded", st.Degraded)
+			"last_lag", st.LastLag, "checkpoint", st.Checkpoint, "backlog", st.Backlog, "degraded", st.Degraded, "foreign", st.Foreign)
 	}
 }

@@ -96,7 +96,7 @@ func buildLedgerd(tb testing.TB) string {
 func childEnv(dataDir string, extra ...string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "DATABASE_URL=") && !strings.HasPrefix(kv, "NATS_URL=") && !strings.HasPrefix(kv, "LEDGER_") {
+		if !strings.HasPrefix(kv, "DATABASE_URL=") && !strings.HasPrefix(kv, "NATS_") && !strings.HasPrefix(kv, "LEDGER_") {
 			env = append(env, kv)
 		}
 	}

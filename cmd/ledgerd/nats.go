@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
-	"path/filepath"
+	"net/url"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -20,6 +24,7 @@ import (
 // natsFlags configure the relay to NATS JetStream.
 type natsFlags struct {
 	url             *string
+	auth            natsAuth
 	listen          *string
 	stream          *string
 	storage         *string
@@ -31,6 +36,7 @@ type natsFlags struct {
 func addNATSFlags(f *flags) natsFlags {
 	return natsFlags{
 		url:             f.string("nats-url", "NATS_URL", "", "NATS server URL the relay publishes to; when empty, an embedded NATS server runs"),
+		auth:            addNATSAuthFlags(f),
 		listen:          f.string("nats-listen", "LEDGER_NATS_LISTEN", embeddednats.DefaultListen, "address the embedded NATS server listens on"),
 		stream:          f.string("nats-stream", "LEDGER_NATS_STREAM", relay.DefaultStream, "JetStream stream the events go to"),
 		storage:         f.string("nats-storage", "LEDGER_NATS_STORAGE", "file", "JetStream storage: file or memory"),
@@ -54,6 +60,77 @@ func (n natsFlags) config() (relay.Config, error) {
 	}, nil
 }
 
+// natsAuth are the credentials for a NATS server given by --nats-url;
+// user:password in the URL works too.
+type natsAuth struct {
+	creds    *string
+	user     *string
+	password *string
+	token    *string
+}
+
+func addNATSAuthFlags(f *flags) natsAuth {
+	return natsAuth{
+		creds:    f.string("nats-creds", "NATS_CREDS", "", "NATS credentials file (user JWT and NKey seed) for --nats-url"),
+		user:     f.string("nats-user", "NATS_USER", "", "NATS user for --nats-url"),
+		password: f.string("nats-password", "NATS_PASSWORD", "", "password of --nats-user (prefer the environment variable: flags are visible to other local users)"),
+		token:    f.string("nats-token", "NATS_TOKEN", "", "NATS token for --nats-url"),
+	}
+}
+
+// options returns the connect options of the credentials given, which need
+// a --nats-url (the embedded server has credentials of its own) and may
+// be one kind only: a credentials file, a user and password, or a token.
+func (a natsAuth) options(natsURL string) ([]nats.Option, error) {
+	creds, user, password, token := *a.creds, *a.user, *a.password, *a.token
+	if natsURL == "" {
+		if creds != "" || user != "" || password != "" || token != "" {
+			return nil, errors.New("--nats-creds, --nats-user, --nats-password and --nats-token (NATS_CREDS, NATS_USER, NATS_PASSWORD, NATS_TOKEN) need --nats-url: the embedded NATS server has credentials of its own")
+		}
+		return nil, nil
+	}
+	kinds := 0
+	for _, given := range []bool{creds != "", user != "" || password != "", token != ""} {
+		if given {
+			kinds++
+		}
+	}
+	switch {
+	case kinds > 1:
+		return nil, errors.New("give one kind of NATS credentials: --nats-creds, --nats-user with --nats-password, or --nats-token")
+	case (user == "") != (password == ""):
+		return nil, errors.New("--nats-user and --nats-password (NATS_USER, NATS_PASSWORD) go together")
+	case creds != "":
+		if _, err := os.Stat(creds); err != nil {
+			return nil, fmt.Errorf("--nats-creds: %w", err)
+		}
+		return []nats.Option{nats.UserCredentials(creds)}, nil
+	case user != "":
+		return []nats.Option{nats.UserInfo(user, password)}, nil
+	case token != "":
+		return []nats.Option{nats.Token(token)}, nil
+	}
+	return nil, nil
+}
+
+// redact returns a comma-separated list of NATS URLs with their passwords
+// and tokens hidden, for logs and errors.
+func redact(urls string) string {
+	list := strings.Split(urls, ",")
+	for i, s := range list {
+		u, err := url.Parse(strings.TrimSpace(s))
+		if err != nil {
+			list[i] = "(an invalid URL)"
+			continue
+		}
+		if _, hasPassword := u.User.Password(); u.User != nil && !hasPassword {
+			u.User = url.User("xxxxx") // a token
+		}
+		list[i] = u.Redacted()
+	}
+	return strings.Join(list, ",")
+}
+
 // natsTarget is the NATS server the relay publishes to.
 type natsTarget struct {
 	url      string
@@ -63,15 +140,19 @@ type natsTarget struct {
 }
 
 // target returns the configured NATS server, or starts the embedded one
-// with its JetStream store in the data directory.
+// with its JetStream store and client URLs in the data directory.
 func (n natsFlags) target(ctx context.Context, dataDir string, logger *slog.Logger) (natsTarget, error) {
+	opts, err := n.auth.options(*n.url)
+	if err != nil {
+		return natsTarget{}, err
+	}
 	if *n.url != "" {
-		return natsTarget{url: *n.url, stop: func() {}}, nil
+		return natsTarget{url: *n.url, options: opts, stop: func() {}}, nil
 	}
 	ns, err := embeddednats.Start(ctx, embeddednats.Config{
-		StoreDir: filepath.Join(dataDir, "nats"),
-		Listen:   *n.listen,
-		Logger:   logger,
+		DataDir: dataDir,
+		Listen:  *n.listen,
+		Logger:  logger,
 	})
 	if err != nil {
 		return natsTarget{}, err
@@ -84,7 +165,7 @@ func (n natsFlags) target(ctx context.Context, dataDir string, logger *slog.Logg
 func startRelay(target natsTarget, cfg relay.Config, b *backend, logger *slog.Logger) (*relay.Relay, *nats.Conn, httpapi.Check, error) {
 	nc, err := relay.Connect(target.url, "ledgerd relay", logger, target.options...)
 	if err != nil {
-		return nil, nil, httpapi.Check{}, fmt.Errorf("connect to NATS at %s: %w", target.url, err)
+		return nil, nil, httpapi.Check{}, fmt.Errorf("connect to NATS at %s: %w", redact(target.url), err)
 	}
 	r, err := relay.New(nc, b.events, b.views, b.locker, b.events.Appended, logger, cfg)
 	if err != nil {
@@ -94,8 +175,8 @@ func startRelay(target natsTarget, cfg relay.Config, b *backend, logger *slog.Lo
 	check := httpapi.Check{Name: "relay", Degrading: true, Func: func(context.Context) error {
 		st := r.Status()
 		if st.Degraded {
-			return fmt.Errorf("cannot publish to NATS since %s (backlog %d): %v",
-				st.DegradedSince.UTC().Format(time.RFC3339), st.Backlog, st.LastError)
+			return fmt.Errorf("cannot publish to NATS since %s (backlog %d, foreign messages skipped %d): %v",
+				st.DegradedSince.UTC().Format(time.RFC3339), st.Backlog, st.Foreign, st.LastError)
 		}
 		return nil
 	}}
@@ -105,7 +186,9 @@ func startRelay(target natsTarget, cfg relay.Config, b *backend, logger *slog.Lo
 // tailEvents is `ledgerd tail`: it prints the events on NATS as JSON lines.
 func tailEvents(ctx context.Context, args []string, stdout, stderr io.Writer, logger *slog.Logger) error {
 	f := newFlags("tail", stderr)
-	url := f.string("nats-url", "NATS_URL", "nats://"+embeddednats.DefaultListen, "NATS server URL; the default is the embedded server's default address")
+	urlFlag := f.string("nats-url", "NATS_URL", "", "NATS server URL; when empty, the embedded server's, with its credentials, from <data-dir>/"+embeddednats.URLFile)
+	auth := addNATSAuthFlags(f)
+	dataDir := f.string("data-dir", "LEDGER_DATA_DIR", defaultDataDir, "data directory of the embedded mode, whose NATS URL tail uses without --nats-url")
 	stream := f.string("nats-stream", "LEDGER_NATS_STREAM", relay.DefaultStream, "JetStream stream")
 	account := f.string("account", "", "", "only this account's events")
 	session := f.string("session", "", "", "only this session's events")
@@ -119,9 +202,13 @@ func tailEvents(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	if err != nil {
 		return fmt.Errorf("--from: %w", err)
 	}
-	nc, err := nats.Connect(*url, nats.Name("ledgerd tail"))
+	natsURL, opts, err := tailTarget(*urlFlag, auth, *dataDir)
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", *url, err)
+		return err
+	}
+	nc, err := nats.Connect(natsURL, append(opts, nats.Name("ledgerd tail"))...)
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w", redact(natsURL), err)
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
@@ -135,4 +222,20 @@ func tailEvents(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 		Durable: *durable,
 		Logger:  logger,
 	}, stdout)
+}
+
+// tailTarget returns the NATS server tail reads from and the options that
+// authenticate it: the --nats-url with the credentials given, else the
+// embedded server's client URL kept in dataDir, else the embedded server's
+// default address.
+func tailTarget(natsURL string, auth natsAuth, dataDir string) (string, []nats.Option, error) {
+	opts, err := auth.options(natsURL)
+	if err != nil || natsURL != "" {
+		return natsURL, opts, err
+	}
+	kept, err := embeddednats.ReadClientURL(dataDir, embeddednats.URLFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "nats://" + embeddednats.DefaultListen, nil, nil
+	}
+	return kept, nil, err
 }

@@ -9,10 +9,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/resolutionflow/ledgerd/commands"
+	"github.com/resolutionflow/ledgerd/embeddednats"
 	"github.com/resolutionflow/ledgerd/httpapi"
 	"github.com/resolutionflow/ledgerd/idempotency"
 	"github.com/resolutionflow/ledgerd/projections"
@@ -31,9 +33,13 @@ func addStorageFlags(f *flags) storageFlags {
 	return storageFlags{
 		databaseURL: f.string("database-url", "DATABASE_URL", "", "PostgreSQL URL; when empty, the embedded store in --data-dir is used"),
 		maxConns:    f.int("database-max-conns", "LEDGER_DATABASE_MAX_CONNS", 32, "PostgreSQL connection pool size"),
-		dataDir:     f.string("data-dir", "LEDGER_DATA_DIR", "./ledger-data", "directory of the embedded mode's data"),
+		dataDir:     f.string("data-dir", "LEDGER_DATA_DIR", defaultDataDir, "directory of the embedded mode's data"),
 	}
 }
+
+// defaultDataDir is the embedded mode's data directory unless told
+// otherwise.
+const defaultDataDir = "./ledger-data"
 
 // embedded reports whether the backend is the embedded SQLite store.
 func (s storageFlags) embedded() bool { return *s.databaseURL == "" }
@@ -133,7 +139,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	logger.Info("ledgerd serving", "http", ln.Addr().String(), "nats", target.url, "embedded_store", storage.embedded())
+	logger.Info("ledgerd serving", "http", ln.Addr().String(), "nats", redact(target.url), "embedded_store", storage.embedded())
 	if isTerminal(stderr) {
 		printStartup(stderr, ln.Addr(), target, storage)
 	}
@@ -181,9 +187,9 @@ func printStartup(w io.Writer, api net.Addr, target natsTarget, storage storageF
 		data = *storage.dataDir + " (SQLite, JetStream, token secret)"
 		tokenCmd = "ledgerd token --data-dir " + *storage.dataDir + " --role engineer"
 	}
-	nats := target.url
+	nats := redact(target.url)
 	if target.embedded {
-		nats += " (embedded, JetStream)"
+		nats += " (embedded, JetStream; credentials in " + filepath.Join(*storage.dataDir, embeddednats.URLFile) + ")"
 	}
 	fmt.Fprintf(w, "ledgerd is running\n  API:   http://%s\n  NATS:  %s\n  data:  %s\n  token: %s\n", host, nats, data, tokenCmd)
 }

@@ -58,12 +58,27 @@ func toJSONList(hs []domain.Handoff) []handoffJSON {
 	return out
 }
 
-// Path ids that are not UUIDs name nothing that can exist: the POST routes
-// answer them with the 404 an unknown id gets, the history with [].
-func pathID(c echo.Context, param, notFound string) (uuid.UUID, error) {
+// Answers for path ids that are not UUIDs: such an id names nothing that
+// can exist, so the POST routes answer it as an unknown id (404) and the
+// history with [].
+var (
+	errSessionNotFound = domain.Errorf(domain.ENOTFOUND, domain.MsgSessionNotFound)
+	errHandoffNotFound = domain.Errorf(domain.ENOTFOUND, domain.MsgHandoffNotFound)
+	errNoHistory       = errors.New("no history for an id that is not a UUID")
+)
+
+// pathID parses the path parameter param in any spelling uuid.Parse
+// accepts (upper case, braces, urn:uuid:), so that every spelling names
+// the same canonical id. It returns notUUID for an id that is not a UUID,
+// and refuses the nil UUID with 422: it is nobody's id, and the read models
+// store it as NULL.
+func pathID(c echo.Context, param string, notUUID error) (uuid.UUID, error) {
 	id, err := uuid.Parse(c.Param(param))
-	if err != nil {
-		return uuid.Nil, domain.Errorf(domain.ENOTFOUND, "%s", notFound)
+	switch {
+	case err != nil:
+		return uuid.Nil, notUUID
+	case id == uuid.Nil:
+		return uuid.Nil, domain.Errorf(domain.EINVALID, "%s must not be the nil UUID", param)
 	}
 	return id, nil
 }
@@ -82,9 +97,12 @@ func (s *server) queue(c echo.Context) error {
 // history answers GET /ai-sessions/:session_id/handoffs, newest first;
 // [] for a session of another account or none at all.
 func (s *server) history(c echo.Context) error {
-	session, err := uuid.Parse(c.Param("session_id"))
-	if err != nil {
+	session, err := pathID(c, "session_id", errNoHistory)
+	if errors.Is(err, errNoHistory) {
 		return c.JSON(http.StatusOK, []handoffJSON{})
+	}
+	if err != nil {
+		return err
 	}
 	hs, err := s.queries.History(c.Request().Context(), actorOf(c).AccountID, session)
 	if err != nil {
@@ -96,7 +114,7 @@ func (s *server) history(c echo.Context) error {
 // createHandoff answers POST /ai-sessions/:session_id/handoff: park or
 // escalate.
 func (s *server) createHandoff(c echo.Context) error {
-	session, err := pathID(c, "session_id", domain.MsgSessionNotFound)
+	session, err := pathID(c, "session_id", errSessionNotFound)
 	if err != nil {
 		return err
 	}
@@ -122,7 +140,7 @@ func (s *server) claimHandoff(c echo.Context) error {
 	if !actor.Role.CanClaim() {
 		return domain.Errorf(domain.EFORBIDDEN, domain.MsgClaimRoleNeeded)
 	}
-	session, handoff, err := sessionAndHandoff(c, domain.MsgHandoffNotFound)
+	session, handoff, err := sessionAndHandoff(c, errHandoffNotFound)
 	if err != nil {
 		return err
 	}
@@ -131,21 +149,21 @@ func (s *server) claimHandoff(c echo.Context) error {
 
 // withdrawHandoff answers POST .../handoffs/:handoff_id/withdraw.
 func (s *server) withdrawHandoff(c echo.Context) error {
-	session, handoff, err := sessionAndHandoff(c, domain.MsgSessionNotFound)
+	session, handoff, err := sessionAndHandoff(c, errSessionNotFound)
 	if err != nil {
 		return err
 	}
 	return s.execute(c, http.StatusOK, session, domain.WithdrawHandoff{Actor: actorOf(c), HandoffID: handoff, At: s.cmds.Now()})
 }
 
-// sessionAndHandoff parses the ids of the handoff routes; sessionNotFound
+// sessionAndHandoff parses the ids of the handoff routes; sessionNotUUID
 // is what the route answers for a session id that is not a UUID.
-func sessionAndHandoff(c echo.Context, sessionNotFound string) (uuid.UUID, uuid.UUID, error) {
-	session, err := pathID(c, "session_id", sessionNotFound)
+func sessionAndHandoff(c echo.Context, sessionNotUUID error) (uuid.UUID, uuid.UUID, error) {
+	session, err := pathID(c, "session_id", sessionNotUUID)
 	if err != nil {
 		return uuid.Nil, uuid.Nil, err
 	}
-	handoff, err := pathID(c, "handoff_id", domain.MsgHandoffNotFound)
+	handoff, err := pathID(c, "handoff_id", errHandoffNotFound)
 	if err != nil {
 		return uuid.Nil, uuid.Nil, err
 	}

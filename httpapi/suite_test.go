@@ -36,6 +36,8 @@ func runSuite(t *testing.T, nb NewBackend) {
 		{"ViewerCannotClaim", testViewerCannotClaim},
 		{"SessionNotFound", testSessionNotFound},
 		{"HandoffNotFound", testHandoffNotFound},
+		{"NilUUID", testNilUUID},
+		{"UUIDSpellings", testUUIDSpellings},
 		{"Conflicts", testConflicts},
 		{"InvalidBodies", testInvalidBodies},
 		{"HistoryIsScopedToAccount", testHistoryScoped},
@@ -226,6 +228,8 @@ func testUnauthorized(t *testing.T, nb NewBackend) {
 		{"NoSub", bearer(t, jwt.SigningMethodHS256, testSecret, without("sub")), "Token claim sub must be a UUID"},
 		{"NoAccount", bearer(t, jwt.SigningMethodHS256, testSecret, without("account_id")), "Token claim account_id must be a UUID"},
 		{"BadAccount", bearer(t, jwt.SigningMethodHS256, testSecret, with("account_id", "acme")), "Token claim account_id must be a UUID"},
+		{"NilSub", bearer(t, jwt.SigningMethodHS256, testSecret, with("sub", uuid.Nil.String())), "Token claim sub must be a UUID"},
+		{"NilAccount", bearer(t, jwt.SigningMethodHS256, testSecret, with("account_id", uuid.Nil.String())), "Token claim account_id must be a UUID"},
 		{"NilTeam", bearer(t, jwt.SigningMethodHS256, testSecret, with("team_id", uuid.Nil.String())), "Token claim team_id must be a UUID"},
 		{"NoRole", bearer(t, jwt.SigningMethodHS256, testSecret, without("role")), "Token claim role must be one of viewer, engineer, admin, owner"},
 		{"WrongRole", bearer(t, jwt.SigningMethodHS256, testSecret, with("role", "superuser")), "Token claim role must be one of viewer, engineer, admin, owner"},
@@ -352,6 +356,83 @@ func testHandoffNotFound(t *testing.T, nb NewBackend) {
 	s.expectNoNewEvents(t, 3)
 	if hist := s.history(t, alice, h.SessionID); len(hist) != 1 || hist[0].Status != "open" {
 		t.Fatalf("history after rejected claims = %+v", hist)
+	}
+}
+
+func testNilUUID(t *testing.T, nb NewBackend) {
+	s := startServer(t, nb)
+	tm := newTeam()
+	alice, bob := tm.user(domain.RoleEngineer), tm.user(domain.RoleAdmin)
+	h := s.escalate(t, alice, uuid.New())
+	const nilSession, nilHandoff = "session_id must not be the nil UUID", "handoff_id must not be the nil UUID"
+	cases := []struct {
+		name   string
+		r      request
+		detail string
+	}{
+		{"Create", as(t, alice, http.MethodPost, createPath(uuid.Nil), `{"intent":"escalate"}`), nilSession},
+		{"History", as(t, alice, http.MethodGet, historyPath(uuid.Nil), ""), nilSession},
+		{"ClaimNilSession", as(t, bob, http.MethodPost, actionPath(uuid.Nil, h.ID, "claim"), ""), nilSession},
+		{"ClaimNilHandoff", as(t, bob, http.MethodPost, actionPath(h.SessionID, uuid.Nil, "claim"), ""), nilHandoff},
+		{"WithdrawNilSession", as(t, alice, http.MethodPost, actionPath(uuid.Nil, h.ID, "withdraw"), ""), nilSession},
+		{"WithdrawNilHandoff", as(t, alice, http.MethodPost, actionPath(h.SessionID, uuid.Nil, "withdraw"), ""), nilHandoff},
+		{"OtherSpelling", as(t, alice, http.MethodPost, "/ai-sessions/urn:uuid:"+uuid.Nil.String()+"/handoff", `{"intent":"park"}`), nilSession},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s.expectError(t, tc.r, http.StatusUnprocessableEntity, tc.detail)
+		})
+	}
+	// A viewer's claim is refused for its role before its ids are read.
+	s.expectError(t, as(t, tm.user(domain.RoleViewer), http.MethodPost, actionPath(uuid.Nil, uuid.Nil, "claim"), ""),
+		http.StatusForbidden, domain.MsgClaimRoleNeeded)
+	s.expectNoNewEvents(t, 1)
+	if q := s.queue(t, bob); len(q) != 1 || q[0].ID != h.ID {
+		t.Fatalf("queue after nil ids = %+v, want [%s]", q, h.ID)
+	}
+}
+
+// testUUIDSpellings checks that every spelling of a session id that
+// uuid.Parse accepts names the one canonical session stream.
+func testUUIDSpellings(t *testing.T, nb NewBackend) {
+	s := startServer(t, nb)
+	tm := newTeam()
+	alice, bob := tm.user(domain.RoleEngineer), tm.user(domain.RoleAdmin)
+	session := uuid.New()
+	canonical := session.String()
+	upper, braces, urn := strings.ToUpper(canonical), "%7B"+canonical+"%7D", "urn:uuid:"+canonical
+	path := func(spelling, rest string) string { return "/ai-sessions/" + spelling + rest }
+
+	h := decode[handoff](t, s.do(t, as(t, alice, http.MethodPost, path(upper, "/handoff"), `{"intent":"escalate"}`), http.StatusCreated))
+	if h.SessionID != session {
+		t.Fatalf("session_id = %s, want %s", h.SessionID, session)
+	}
+	for _, spelling := range []string{canonical, upper, braces, urn} {
+		hist := decode[[]handoff](t, s.do(t, as(t, bob, http.MethodGet, path(spelling, "/handoffs"), ""), http.StatusOK))
+		if len(hist) != 1 || hist[0].ID != h.ID {
+			t.Fatalf("history through %s = %+v, want [%s]", spelling, hist, h.ID)
+		}
+	}
+	claimPath := path(braces, "/handoffs/"+strings.ToUpper(h.ID.String())+"/claim")
+	claimed := decode[handoff](t, s.do(t, as(t, bob, http.MethodPost, claimPath, ""), http.StatusOK))
+	if claimed.ID != h.ID || claimed.SessionID != session {
+		t.Fatalf("claimed = %+v", claimed)
+	}
+	parked := decode[handoff](t, s.do(t, as(t, bob, http.MethodPost, path(urn, "/handoff"), `{"intent":"park"}`), http.StatusCreated))
+	s.do(t, as(t, bob, http.MethodPost, path(upper, "/handoffs/urn:uuid:"+parked.ID.String()+"/withdraw"), ""), http.StatusOK)
+
+	events := s.events(t)
+	want := []string{domain.TypeHandoffEscalated, domain.TypeHandoffClaimed, domain.TypeHandoffParked, domain.TypeHandoffWithdrawn}
+	if got := types(events); !slices.Equal(got, want) {
+		t.Fatalf("log = %v, want %v", got, want)
+	}
+	for _, e := range events {
+		if e.Stream != events[0].Stream {
+			t.Fatalf("events in streams %s and %s, want one stream", events[0].Stream, e.Stream)
+		}
+	}
+	if got := len(s.stream(t, tm.account, session)); got != len(want) {
+		t.Fatalf("canonical stream has %d events, want %d", got, len(want))
 	}
 }
 

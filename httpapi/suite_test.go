@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"net/http"
 	"slices"
@@ -213,6 +214,9 @@ func testUnauthorized(t *testing.T, nb NewBackend) {
 		c[name] = value
 		return c
 	}
+	// A viewer's claims, as an unfinished JSON object.
+	viewerClaims := fmt.Sprintf(`{"sub":%q,"account_id":%q,"team_id":%q,"exp":%d,"role":"viewer"`,
+		actor.UserID, actor.AccountID, actor.TeamID, now.Add(time.Hour).Unix())
 	cases := []struct {
 		name, auth, detail string
 	}{
@@ -234,6 +238,16 @@ func testUnauthorized(t *testing.T, nb NewBackend) {
 		{"NoRole", bearer(t, jwt.SigningMethodHS256, testSecret, without("role")), "Token claim role must be one of viewer, engineer, admin, owner"},
 		{"WrongRole", bearer(t, jwt.SigningMethodHS256, testSecret, with("role", "superuser")), "Token claim role must be one of viewer, engineer, admin, owner"},
 		{"RoleOfWrongType", bearer(t, jwt.SigningMethodHS256, testSecret, with("role", 3)), "Invalid token"},
+		{"TooLong", bearer(t, jwt.SigningMethodHS256, testSecret, with("exp", now.Add(25*time.Hour).Unix())), "Token claim exp must be at most 24h0m0s ahead"},
+		{"NotYetValid", bearer(t, jwt.SigningMethodHS256, testSecret, with("nbf", now.Add(time.Minute).Unix())), "Token not valid yet: its nbf or iat is in the future"},
+		{"IssuedInTheFuture", bearer(t, jwt.SigningMethodHS256, testSecret, with("iat", now.Add(time.Minute).Unix())), "Token not valid yet: its nbf or iat is in the future"},
+		{"RepeatedRole", signedPayload(t, viewerClaims+`,"role":"owner"}`), "Token claims must not repeat a name"},
+		{"RepeatedEscapedRole", signedPayload(t, viewerClaims+`,"\u0072ole":"owner"}`), "Token claims must not repeat a name"},
+		{"RepeatedUnknownClaim", signedPayload(t, viewerClaims+`,"x":1,"x":2}`), "Token claims must not repeat a name"},
+		{"CaseVariantRole", signedPayload(t, viewerClaims+`,"Role":"owner"}`), `Token claim "Role" is not "role": claim names are case-sensitive`},
+		{"CaseVariantOnly", signedPayload(t, strings.Replace(viewerClaims, `"role"`, `"ROLE"`, 1)+`}`), `Token claim "ROLE" is not "role": claim names are case-sensitive`},
+		{"FoldedSub", signedPayload(t, viewerClaims+`,"\u017fub":"`+uuid.NewString()+`"}`), `Token claim "ſub" is not "sub": claim names are case-sensitive`},
+		{"CaseVariantExp", signedPayload(t, viewerClaims+`,"EXP":1}`), `Token claim "EXP" is not "exp": claim names are case-sensitive`},
 	}
 	routes := []struct{ method, path, body string }{
 		{http.MethodGet, "/ai-sessions/queue", ""},
@@ -261,8 +275,27 @@ func testUnauthorized(t *testing.T, nb NewBackend) {
 		t.Fatalf("two Authorization headers: detail %q", got)
 	}
 	s.expectNoNewEvents(t, 0)
-	// The token that the cases spoil is itself good.
+	// The token that the cases spoil is itself good, and so are its
+	// viewer's claims, and times off by less than the clock skew allowed.
 	s.do(t, request{method: http.MethodGet, path: "/ai-sessions/queue", auth: good}, http.StatusOK)
+	s.do(t, request{method: http.MethodGet, path: "/ai-sessions/queue", auth: signedPayload(t, viewerClaims+`}`)}, http.StatusOK)
+	skewed := with("exp", now.Add(-10*time.Second).Unix())
+	skewed["nbf"], skewed["iat"] = now.Add(10*time.Second).Unix(), now.Add(10*time.Second).Unix()
+	s.do(t, request{method: http.MethodGet, path: "/ai-sessions/queue", auth: bearer(t, jwt.SigningMethodHS256, testSecret, skewed)}, http.StatusOK)
+	s.do(t, request{method: http.MethodGet, path: "/ai-sessions/queue", auth: bearer(t, jwt.SigningMethodHS256, testSecret, with("exp", now.Add(24*time.Hour).Unix()))}, http.StatusOK)
+}
+
+// signedPayload signs a JSON payload, as it is, into an HS256 bearer token
+// (jwt.MapClaims cannot hold a repeated name).
+func signedPayload(tb testing.TB, payload string) string {
+	tb.Helper()
+	enc := base64.RawURLEncoding
+	signing := enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc.EncodeToString([]byte(payload))
+	sig, err := jwt.SigningMethodHS256.Sign(signing, testSecret)
+	if err != nil {
+		tb.Fatalf("sign: %v", err)
+	}
+	return "Bearer " + signing + "." + enc.EncodeToString(sig)
 }
 
 // bearer signs claims into an Authorization header value.

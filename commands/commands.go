@@ -51,8 +51,14 @@ var ErrBusy = domain.Errorf(domain.ECONFLICT, "Session is busy, please retry")
 // Trace identifies the request behind a command; it goes into the events'
 // metadata.
 type Trace struct {
-	RequestID     string
+	// RequestID is the request's id; the events' request and causation id.
+	RequestID string
+	// CorrelationID is the events' correlation id; RequestID when empty.
 	CorrelationID string
+	// ClientRequestID and ClientCorrelationID are the ids the client gave
+	// the request, recorded as its claim.
+	ClientRequestID     string
+	ClientCorrelationID string
 }
 
 // Handler executes commands.
@@ -180,13 +186,15 @@ func (h *Handler) Load(ctx context.Context, account, session uuid.UUID) (*domain
 
 func (h *Handler) encode(actor domain.Actor, decided []domain.Event, trace Trace) ([]eventstore.NewEvent, error) {
 	meta := eventstore.Metadata{
-		ActorID:       actor.UserID.String(),
-		AccountID:     actor.AccountID.String(),
-		TeamID:        actor.TeamID.String(),
-		Role:          string(actor.Role),
-		CorrelationID: trace.CorrelationID,
-		CausationID:   trace.RequestID,
-		RequestID:     trace.RequestID,
+		ActorID:             actor.UserID.String(),
+		AccountID:           actor.AccountID.String(),
+		TeamID:              actor.TeamID.String(),
+		Role:                string(actor.Role),
+		CorrelationID:       trace.CorrelationID,
+		CausationID:         trace.RequestID,
+		RequestID:           trace.RequestID,
+		ClientRequestID:     trace.ClientRequestID,
+		ClientCorrelationID: trace.ClientCorrelationID,
 	}
 	if meta.CorrelationID == "" {
 		meta.CorrelationID = trace.RequestID

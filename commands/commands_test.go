@@ -254,6 +254,12 @@ func metadata(actor domain.Actor, requestID, correlationID string) eventstore.Me
 	}
 }
 
+// withClientIDs returns m with the ids a client gave its request.
+func withClientIDs(m eventstore.Metadata, requestID, correlationID string) eventstore.Metadata {
+	m.ClientRequestID, m.ClientCorrelationID = requestID, correlationID
+	return m
+}
+
 // TestExecute_ReturnsHandoffAndRecordsEvents plays the life of a session:
 // park, claim, escalate, withdraw. Each Execute returns the handoff it
 // touched as it now stands; the stream holds exactly those events, with the
@@ -303,9 +309,9 @@ func testLifeOfASession(t *testing.T, f *fixture, h *commands.Handler, waits boo
 		{"claim", bob, claim(bob, parked.HandoffID, at(1)), commands.Trace{RequestID: "req-claim", CorrelationID: "flow-1"}, h1Claimed,
 			domain.HandoffClaimed{HandoffID: parked.HandoffID, SessionID: session, ClaimedBy: bob.UserID, Role: domain.RoleAdmin, At: at(1)},
 			metadata(bob, "req-claim", "flow-1")},
-		{"escalate", bob, escalated, commands.Trace{RequestID: "req-escalate", CorrelationID: "flow-1"}, h2,
+		{"escalate", bob, escalated, commands.Trace{RequestID: "req-escalate", CorrelationID: "flow-1", ClientRequestID: "client-req", ClientCorrelationID: "client-flow"}, h2,
 			createdEvent(session, escalated),
-			metadata(bob, "req-escalate", "flow-1")},
+			withClientIDs(metadata(bob, "req-escalate", "flow-1"), "client-req", "client-flow")},
 		{"withdraw", bob, withdraw(bob, escalated.HandoffID, at(3)), commands.Trace{RequestID: "req-withdraw"}, h2Withdrawn,
 			domain.HandoffWithdrawn{HandoffID: escalated.HandoffID, SessionID: session, WithdrawnBy: bob.UserID, At: at(3)},
 			metadata(bob, "req-withdraw", "req-withdraw")},

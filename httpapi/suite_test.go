@@ -615,12 +615,22 @@ func testRequestIDs(t *testing.T, nb NewBackend) {
 	if got := res.header.Get("X-Request-ID"); got != "req-42" {
 		t.Fatalf("X-Request-ID = %q, want the client's", got)
 	}
+	// The client's ids are kept as its claim; the request, causation and
+	// correlation ids are the server's.
 	meta := s.stream(t, tm.account, h.SessionID)[0].Metadata
-	if meta.RequestID != "req-42" || meta.CorrelationID != "ticket-7" || meta.ActorID != alice.UserID.String() || meta.Role != "engineer" {
+	if meta.ClientRequestID != "req-42" || meta.ClientCorrelationID != "ticket-7" ||
+		meta.ActorID != alice.UserID.String() || meta.Role != "engineer" {
 		t.Fatalf("metadata = %+v", meta)
 	}
+	if _, err := ulid.ParseStrict(meta.RequestID); err != nil || meta.CausationID != meta.RequestID || meta.CorrelationID != meta.RequestID {
+		t.Fatalf("metadata = %+v, want the server's ULID as request, causation and correlation id", meta)
+	}
+	if logs := s.logs.String(); !strings.Contains(logs, "request_id="+meta.RequestID) || !strings.Contains(logs, "client_request_id=req-42") {
+		t.Fatalf("request not logged with the server's and the client's ids: %s", logs)
+	}
 
-	made := as(t, alice, http.MethodPost, createPath(uuid.New()), `{"intent":"park"}`).with("X-Request-ID", "has spaces")
+	made := as(t, alice, http.MethodPost, createPath(uuid.New()), `{"intent":"park"}`).
+		with("X-Request-ID", "has spaces").with("X-Correlation-ID", strings.Repeat("c", 129))
 	res = s.do(t, made, http.StatusCreated)
 	h = decode[handoff](t, res)
 	id := res.header.Get("X-Request-ID")
@@ -628,8 +638,8 @@ func testRequestIDs(t *testing.T, nb NewBackend) {
 		t.Fatalf("made X-Request-ID %q is not a ULID: %v", id, err)
 	}
 	meta = s.stream(t, tm.account, h.SessionID)[0].Metadata
-	if meta.RequestID != id || meta.CorrelationID != id {
-		t.Fatalf("metadata = %+v, want request and correlation id %s", meta, id)
+	if meta.RequestID != id || meta.CorrelationID != id || meta.ClientRequestID != "" || meta.ClientCorrelationID != "" {
+		t.Fatalf("metadata = %+v, want request and correlation id %s and no client ids", meta, id)
 	}
 	if logs := s.logs.String(); !strings.Contains(logs, "request_id="+id) || !strings.Contains(logs, "status=201") {
 		t.Fatalf("request not logged with its id and status: %s", logs)

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
@@ -190,15 +192,20 @@ type createRequest struct {
 // decodeCreate checks them.
 var createFields = []string{"intent", "engineer_notes", "priority"}
 
-// decodeCreate reads a create body. A body that is not one JSON object is
-// 400; an object with an unknown field, a field of the wrong type or a bad
-// value is 422 with a detail naming the field. A null field counts as
-// absent; priority defaults to normal.
+// decodeCreate reads a create body (see parseCreate).
 func decodeCreate(c echo.Context) (createRequest, error) {
 	body, err := readBody(c)
 	if err != nil {
 		return createRequest{}, err
 	}
+	return parseCreate(body)
+}
+
+// parseCreate parses a create body. A body that is not one JSON object is
+// 400; an object with an unknown field, a field of the wrong type or a bad
+// value is 422 with a detail naming the field. A null field counts as
+// absent; priority defaults to normal.
+func parseCreate(body []byte) (createRequest, error) {
 	fields, err := decodeObject(body)
 	if err != nil {
 		return createRequest{}, err
@@ -244,7 +251,8 @@ func decodeObject(body []byte) (map[string]json.RawMessage, error) {
 }
 
 // stringField sets *dst to the named field when it is present and not
-// null; any other JSON type is 422.
+// null; any other JSON type is 422, and so is a string that is not valid
+// UTF-8 text, which encoding/json would change without a word.
 func stringField(fields map[string]json.RawMessage, name string, dst *string) error {
 	raw, ok := fields[name]
 	if !ok || string(raw) == "null" {
@@ -253,5 +261,45 @@ func stringField(fields map[string]json.RawMessage, name string, dst *string) er
 	if err := json.Unmarshal(raw, dst); err != nil {
 		return domain.Errorf(domain.EINVALID, "%s must be a string", name)
 	}
+	if !validText(raw) {
+		return domain.Errorf(domain.EINVALID, "%s must be valid UTF-8 text", name)
+	}
 	return nil
+}
+
+// validText reports whether raw, a valid JSON string, holds valid UTF-8
+// text: encoding/json replaces invalid bytes, and \u escapes of unpaired
+// UTF-16 surrogates, with U+FFFD.
+func validText(raw []byte) bool {
+	if !utf8.Valid(raw) {
+		return false
+	}
+	// In a valid JSON string, each backslash starts an escape, and \u is
+	// followed by four hex digits.
+	for i := 0; i < len(raw); i++ {
+		if raw[i] != '\\' {
+			continue
+		}
+		i++
+		if raw[i] != 'u' {
+			continue
+		}
+		r := hexRune(raw[i+1 : i+5])
+		i += 4
+		if !utf16.IsSurrogate(r) {
+			continue
+		}
+		// Only a pair of escaped surrogates makes a character.
+		if i+6 >= len(raw) || raw[i+1] != '\\' || raw[i+2] != 'u' || utf16.DecodeRune(r, hexRune(raw[i+3:i+7])) == utf8.RuneError {
+			return false
+		}
+		i += 6
+	}
+	return true
+}
+
+// hexRune is the rune of four hex digits.
+func hexRune(digits []byte) rune {
+	n, _ := strconv.ParseUint(string(digits), 16, 16) // valid JSON: four hex digits
+	return rune(n)
 }

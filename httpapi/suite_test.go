@@ -156,6 +156,11 @@ func testCreateDefaults(t *testing.T, nb NewBackend) {
 	if h.Priority != "normal" || h.EngineerNotes != "" {
 		t.Fatalf("nulls = %+v", h)
 	}
+	// Text is kept as sent, escaped surrogate pairs and U+FFFD included.
+	h = s.create(t, alice, uuid.New(), `{"intent":"park","engineer_notes":"caf\u00e9 \ud83d\ude00 \\ud800 \ufffd ✓"}`)
+	if want := "café 😀 \\ud800 \ufffd ✓"; h.EngineerNotes != want {
+		t.Fatalf("notes = %q, want %q", h.EngineerNotes, want)
+	}
 }
 
 func testQueueOrder(t *testing.T, nb NewBackend) {
@@ -523,6 +528,11 @@ func testInvalidBodies(t *testing.T, nb NewBackend) {
 			"engineer_notes must be valid text of at most 10000 bytes, without NUL characters"},
 		{"NotesWithNUL", `{"intent":"park","engineer_notes":"a\u0000b"}`, 422,
 			"engineer_notes must be valid text of at most 10000 bytes, without NUL characters"},
+		{"NotesBadUTF8", "{\"intent\":\"park\",\"engineer_notes\":\"caf\xe9\"}", 422, "engineer_notes must be valid UTF-8 text"},
+		{"NotesLoneSurrogate", `{"intent":"park","engineer_notes":"a\ud800b"}`, 422, "engineer_notes must be valid UTF-8 text"},
+		{"NotesLowSurrogateFirst", `{"intent":"park","engineer_notes":"\udc00\ud800"}`, 422, "engineer_notes must be valid UTF-8 text"},
+		{"NotesHighSurrogateAtEnd", `{"intent":"park","engineer_notes":"\ud83d"}`, 422, "engineer_notes must be valid UTF-8 text"},
+		{"IntentBadUTF8", "{\"intent\":\"park\xff\"}", 422, "intent must be valid UTF-8 text"},
 		{"TooLarge", `{"intent":"park","engineer_notes":"` + strings.Repeat("x", 70<<10) + `"}`, 413,
 			"Request body must be at most 65536 bytes"},
 	}

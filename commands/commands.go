@@ -51,10 +51,9 @@ var ErrBusy = domain.Errorf(domain.ECONFLICT, "Session is busy, please retry")
 // Trace identifies the request behind a command; it goes into the events'
 // metadata.
 type Trace struct {
-	// RequestID is the request's id; the events' request and causation id.
+	// RequestID is the request's id; the events' request, causation and
+	// correlation id.
 	RequestID string
-	// CorrelationID is the events' correlation id; RequestID when empty.
-	CorrelationID string
 	// ClientRequestID and ClientCorrelationID are the ids the client gave
 	// the request, recorded as its claim.
 	ClientRequestID     string
@@ -190,14 +189,11 @@ func (h *Handler) encode(actor domain.Actor, decided []domain.Event, trace Trace
 		AccountID:           actor.AccountID.String(),
 		TeamID:              actor.TeamID.String(),
 		Role:                string(actor.Role),
-		CorrelationID:       trace.CorrelationID,
+		CorrelationID:       trace.RequestID,
 		CausationID:         trace.RequestID,
 		RequestID:           trace.RequestID,
 		ClientRequestID:     trace.ClientRequestID,
 		ClientCorrelationID: trace.ClientCorrelationID,
-	}
-	if meta.CorrelationID == "" {
-		meta.CorrelationID = trace.RequestID
 	}
 	out := make([]eventstore.NewEvent, len(decided))
 	for i, e := range decided {

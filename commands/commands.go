@@ -63,8 +63,13 @@ var ErrBusy = domain.Errorf(domain.ECONFLICT, "Session is busy, please retry")
 // Trace identifies the request behind a command; it goes into the events'
 // metadata.
 type Trace struct {
-	RequestID     string
-	CorrelationID string
+	// RequestID is the request's id; the events' request, causation and
+	// correlation id.
+	RequestID string
+	// ClientRequestID and ClientCorrelationID are the ids the client gave
+	// the request, recorded as its claim.
+	ClientRequestID     string
+	ClientCorrelationID string
 }
 
 // Handler executes commands.
@@ -264,16 +269,15 @@ func fold(state *domain.Session, stream string, recorded []eventstore.Event) err
 
 func (h *Handler) encode(actor domain.Actor, decided []domain.Event, trace Trace) ([]eventstore.NewEvent, error) {
 	meta := eventstore.Metadata{
-		ActorID:       actor.UserID.String(),
-		AccountID:     actor.AccountID.String(),
-		TeamID:        actor.TeamID.String(),
-		Role:          string(actor.Role),
-		CorrelationID: trace.CorrelationID,
-		CausationID:   trace.RequestID,
-		RequestID:     trace.RequestID,
-	}
-	if meta.CorrelationID == "" {
-		meta.CorrelationID = trace.RequestID
+		ActorID:             actor.UserID.String(),
+		AccountID:           actor.AccountID.String(),
+		TeamID:              actor.TeamID.String(),
+		Role:                string(actor.Role),
+		CorrelationID:       trace.RequestID,
+		CausationID:         trace.RequestID,
+		RequestID:           trace.RequestID,
+		ClientRequestID:     trace.ClientRequestID,
+		ClientCorrelationID: trace.ClientCorrelationID,
 	}
 	out := make([]eventstore.NewEvent, len(decided))
 	for i, e := range decided {

@@ -242,16 +242,22 @@ func createdEvent(session uuid.UUID, c domain.CreateHandoff) domain.Event {
 }
 
 // metadata is what the handler records about the request behind an event.
-func metadata(actor domain.Actor, requestID, correlationID string) eventstore.Metadata {
+func metadata(actor domain.Actor, requestID string) eventstore.Metadata {
 	return eventstore.Metadata{
 		ActorID:       actor.UserID.String(),
 		AccountID:     actor.AccountID.String(),
 		TeamID:        actor.TeamID.String(),
 		Role:          string(actor.Role),
-		CorrelationID: correlationID,
+		CorrelationID: requestID,
 		CausationID:   requestID,
 		RequestID:     requestID,
 	}
+}
+
+// withClientIDs returns m with the ids a client gave its request.
+func withClientIDs(m eventstore.Metadata, requestID, correlationID string) eventstore.Metadata {
+	m.ClientRequestID, m.ClientCorrelationID = requestID, correlationID
+	return m
 }
 
 // TestExecute_ReturnsHandoffAndRecordsEvents plays the life of a session:
@@ -299,16 +305,16 @@ func testLifeOfASession(t *testing.T, f *fixture, h *commands.Handler, waits boo
 	}{
 		{"park", alice, parked, commands.Trace{RequestID: "req-park"}, h1,
 			createdEvent(session, parked),
-			metadata(alice, "req-park", "req-park")},
-		{"claim", bob, claim(bob, parked.HandoffID, at(1)), commands.Trace{RequestID: "req-claim", CorrelationID: "flow-1"}, h1Claimed,
+			metadata(alice, "req-park")},
+		{"claim", bob, claim(bob, parked.HandoffID, at(1)), commands.Trace{RequestID: "req-claim"}, h1Claimed,
 			domain.HandoffClaimed{HandoffID: parked.HandoffID, SessionID: session, ClaimedBy: bob.UserID, Role: domain.RoleAdmin, At: at(1)},
-			metadata(bob, "req-claim", "flow-1")},
-		{"escalate", bob, escalated, commands.Trace{RequestID: "req-escalate", CorrelationID: "flow-1"}, h2,
+			metadata(bob, "req-claim")},
+		{"escalate", bob, escalated, commands.Trace{RequestID: "req-escalate", ClientRequestID: "client-req", ClientCorrelationID: "client-flow"}, h2,
 			createdEvent(session, escalated),
-			metadata(bob, "req-escalate", "flow-1")},
+			withClientIDs(metadata(bob, "req-escalate"), "client-req", "client-flow")},
 		{"withdraw", bob, withdraw(bob, escalated.HandoffID, at(3)), commands.Trace{RequestID: "req-withdraw"}, h2Withdrawn,
 			domain.HandoffWithdrawn{HandoffID: escalated.HandoffID, SessionID: session, WithdrawnBy: bob.UserID, At: at(3)},
-			metadata(bob, "req-withdraw", "req-withdraw")},
+			metadata(bob, "req-withdraw")},
 	}
 
 	positions := make([]int64, len(steps))

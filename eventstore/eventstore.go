@@ -42,15 +42,19 @@ func (v ExpectedVersion) String() string {
 	return fmt.Sprintf("version %d", int64(v))
 }
 
-// Metadata says who caused an event and in answer to what.
+// Metadata says who caused an event and in answer to what. The ids are
+// the server's own; ClientRequestID and ClientCorrelationID are what the
+// client said its request and correlation ids were, kept as its claim.
 type Metadata struct {
-	ActorID       string `json:"actor_id,omitempty"`
-	AccountID     string `json:"account_id,omitempty"`
-	TeamID        string `json:"team_id,omitempty"`
-	Role          string `json:"role,omitempty"`
-	CorrelationID string `json:"correlation_id,omitempty"`
-	CausationID   string `json:"causation_id,omitempty"`
-	RequestID     string `json:"request_id,omitempty"`
+	ActorID             string `json:"actor_id,omitempty"`
+	AccountID           string `json:"account_id,omitempty"`
+	TeamID              string `json:"team_id,omitempty"`
+	Role                string `json:"role,omitempty"`
+	CorrelationID       string `json:"correlation_id,omitempty"`
+	CausationID         string `json:"causation_id,omitempty"`
+	RequestID           string `json:"request_id,omitempty"`
+	ClientRequestID     string `json:"client_request_id,omitempty"`
+	ClientCorrelationID string `json:"client_correlation_id,omitempty"`
 }
 
 // NewEvent is an event to append. ID is a ULID; the store makes one when it

@@ -19,6 +19,8 @@ func (m Metadata) AppendJSON(b []byte) []byte {
 		{`"correlation_id":`, m.CorrelationID},
 		{`"causation_id":`, m.CausationID},
 		{`"request_id":`, m.RequestID},
+		{`"client_request_id":`, m.ClientRequestID},
+		{`"client_correlation_id":`, m.ClientCorrelationID},
 	} {
 		if f.value == "" {
 			continue // omitempty

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -25,6 +26,11 @@ var statusOf = map[domain.Code]int{
 
 // internalDetail is the only detail a client sees of an internal error.
 const internalDetail = "Internal server error"
+
+// statusClientClosedRequest is the status logged for a request whose
+// client went away before it was answered (nginx's 499): the failure that
+// follows is the client's leaving, not the server's fault.
+const statusClientClosedRequest = 499
 
 // errorBody is every error response.
 type errorBody struct {
@@ -79,8 +85,14 @@ func (s *server) errorResponse(err error, c echo.Context) (int, any) {
 			status, detail = st, domain.ErrorMessage(err)
 		}
 	}
-	if status >= http.StatusInternalServerError {
-		s.log.ErrorContext(c.Request().Context(), "internal error",
+	ctx := c.Request().Context()
+	switch {
+	case status >= http.StatusInternalServerError && errors.Is(ctx.Err(), context.Canceled):
+		s.log.InfoContext(ctx, "client closed request",
+			"err", err, "method", c.Request().Method, "path", c.Request().URL.Path, "request_id", requestIDOf(c))
+		return statusClientClosedRequest, errorBody{Detail: "Client closed request"}
+	case status >= http.StatusInternalServerError:
+		s.log.ErrorContext(ctx, "internal error",
 			"err", err, "method", c.Request().Method, "path", c.Request().URL.Path, "request_id", requestIDOf(c))
 		return status, errorBody{Detail: internalDetail}
 	}

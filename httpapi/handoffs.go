@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
@@ -59,12 +61,27 @@ func toJSONList(hs []domain.Handoff) []handoffJSON {
 	return out
 }
 
-// Path ids that are not UUIDs name nothing that can exist: the POST routes
-// answer them with the 404 an unknown id gets, the history with [].
-func pathID(c echo.Context, param, notFound string) (uuid.UUID, error) {
+// Answers for path ids that are not UUIDs: such an id names nothing that
+// can exist, so the POST routes answer it as an unknown id (404) and the
+// history with [].
+var (
+	errSessionNotFound = domain.Errorf(domain.ENOTFOUND, domain.MsgSessionNotFound)
+	errHandoffNotFound = domain.Errorf(domain.ENOTFOUND, domain.MsgHandoffNotFound)
+	errNoHistory       = errors.New("no history for an id that is not a UUID")
+)
+
+// pathID parses the path parameter param in any spelling uuid.Parse
+// accepts (upper case, braces, urn:uuid:), so that every spelling names
+// the same canonical id. It returns notUUID for an id that is not a UUID,
+// and refuses the nil UUID with 422: it is nobody's id, and the read models
+// store it as NULL.
+func pathID(c echo.Context, param string, notUUID error) (uuid.UUID, error) {
 	id, err := uuid.Parse(c.Param(param))
-	if err != nil {
-		return uuid.Nil, domain.Errorf(domain.ENOTFOUND, "%s", notFound)
+	switch {
+	case err != nil:
+		return uuid.Nil, notUUID
+	case id == uuid.Nil:
+		return uuid.Nil, domain.Errorf(domain.EINVALID, "%s must not be the nil UUID", param)
 	}
 	return id, nil
 }
@@ -97,9 +114,12 @@ func (s *server) history(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	session, err := uuid.Parse(c.Param("session_id"))
-	if err != nil {
+	session, err := pathID(c, "session_id", errNoHistory)
+	if errors.Is(err, errNoHistory) {
 		return c.JSON(http.StatusOK, []handoffJSON{})
+	}
+	if err != nil {
+		return err
 	}
 	account := actorOf(c).AccountID
 	scope := [2]uuid.UUID{account, session}
@@ -117,7 +137,7 @@ func (s *server) history(c echo.Context) error {
 // createHandoff answers POST /ai-sessions/:session_id/handoff: park or
 // escalate.
 func (s *server) createHandoff(c echo.Context) error {
-	session, err := pathID(c, "session_id", domain.MsgSessionNotFound)
+	session, err := pathID(c, "session_id", errSessionNotFound)
 	if err != nil {
 		return err
 	}
@@ -143,7 +163,7 @@ func (s *server) claimHandoff(c echo.Context) error {
 	if !actor.Role.CanClaim() {
 		return domain.Errorf(domain.EFORBIDDEN, domain.MsgClaimRoleNeeded)
 	}
-	session, handoff, err := sessionAndHandoff(c, domain.MsgHandoffNotFound)
+	session, handoff, err := sessionAndHandoff(c, errHandoffNotFound)
 	if err != nil {
 		return err
 	}
@@ -152,21 +172,21 @@ func (s *server) claimHandoff(c echo.Context) error {
 
 // withdrawHandoff answers POST .../handoffs/:handoff_id/withdraw.
 func (s *server) withdrawHandoff(c echo.Context) error {
-	session, handoff, err := sessionAndHandoff(c, domain.MsgSessionNotFound)
+	session, handoff, err := sessionAndHandoff(c, errSessionNotFound)
 	if err != nil {
 		return err
 	}
 	return s.execute(c, http.StatusOK, session, domain.WithdrawHandoff{Actor: actorOf(c), HandoffID: handoff, At: s.cmds.Now()})
 }
 
-// sessionAndHandoff parses the ids of the handoff routes; sessionNotFound
+// sessionAndHandoff parses the ids of the handoff routes; sessionNotUUID
 // is what the route answers for a session id that is not a UUID.
-func sessionAndHandoff(c echo.Context, sessionNotFound string) (uuid.UUID, uuid.UUID, error) {
-	session, err := pathID(c, "session_id", sessionNotFound)
+func sessionAndHandoff(c echo.Context, sessionNotUUID error) (uuid.UUID, uuid.UUID, error) {
+	session, err := pathID(c, "session_id", sessionNotUUID)
 	if err != nil {
 		return uuid.Nil, uuid.Nil, err
 	}
-	handoff, err := pathID(c, "handoff_id", domain.MsgHandoffNotFound)
+	handoff, err := pathID(c, "handoff_id", errHandoffNotFound)
 	if err != nil {
 		return uuid.Nil, uuid.Nil, err
 	}
@@ -193,15 +213,20 @@ type createRequest struct {
 // decodeCreate checks them.
 var createFields = []string{"intent", "engineer_notes", "priority"}
 
-// decodeCreate reads a create body. A body that is not one JSON object is
-// 400; an object with an unknown field, a field of the wrong type or a bad
-// value is 422 with a detail naming the field. A null field counts as
-// absent; priority defaults to normal.
+// decodeCreate reads a create body (see parseCreate).
 func decodeCreate(c echo.Context) (createRequest, error) {
 	body, err := readBody(c)
 	if err != nil {
 		return createRequest{}, err
 	}
+	return parseCreate(body)
+}
+
+// parseCreate parses a create body. A body that is not one JSON object is
+// 400; an object with an unknown field, a field of the wrong type or a bad
+// value is 422 with a detail naming the field. A null field counts as
+// absent; priority defaults to normal.
+func parseCreate(body []byte) (createRequest, error) {
 	fields, err := decodeObject(body)
 	if err != nil {
 		return createRequest{}, err
@@ -247,7 +272,8 @@ func decodeObject(body []byte) (map[string]json.RawMessage, error) {
 }
 
 // stringField sets *dst to the named field when it is present and not
-// null; any other JSON type is 422.
+// null; any other JSON type is 422, and so is a string that is not valid
+// UTF-8 text, which encoding/json would change without a word.
 func stringField(fields map[string]json.RawMessage, name string, dst *string) error {
 	raw, ok := fields[name]
 	if !ok || string(raw) == "null" {
@@ -256,5 +282,45 @@ func stringField(fields map[string]json.RawMessage, name string, dst *string) er
 	if err := json.Unmarshal(raw, dst); err != nil {
 		return domain.Errorf(domain.EINVALID, "%s must be a string", name)
 	}
+	if !validText(raw) {
+		return domain.Errorf(domain.EINVALID, "%s must be valid UTF-8 text", name)
+	}
 	return nil
+}
+
+// validText reports whether raw, a valid JSON string, holds valid UTF-8
+// text: encoding/json replaces invalid bytes, and \u escapes of unpaired
+// UTF-16 surrogates, with U+FFFD.
+func validText(raw []byte) bool {
+	if !utf8.Valid(raw) {
+		return false
+	}
+	// In a valid JSON string, each backslash starts an escape, and \u is
+	// followed by four hex digits.
+	for i := 0; i < len(raw); i++ {
+		if raw[i] != '\\' {
+			continue
+		}
+		i++
+		if raw[i] != 'u' {
+			continue
+		}
+		r := hexRune(raw[i+1 : i+5])
+		i += 4
+		if !utf16.IsSurrogate(r) {
+			continue
+		}
+		// Only a pair of escaped surrogates makes a character.
+		if i+6 >= len(raw) || raw[i+1] != '\\' || raw[i+2] != 'u' || utf16.DecodeRune(r, hexRune(raw[i+3:i+7])) == utf8.RuneError {
+			return false
+		}
+		i += 6
+	}
+	return true
+}
+
+// hexRune is the rune of four hex digits.
+func hexRune(digits []byte) rune {
+	n, _ := strconv.ParseUint(string(digits), 16, 16) // valid JSON: four hex digits
+	return rune(n)
 }

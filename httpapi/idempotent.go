@@ -27,8 +27,9 @@ const (
 // retry of the same request gets that response again, with the header
 // Idempotent-Replayed: true. The same key with another method, path or
 // body is 422; the same request while the first still runs is 409. 5xx
-// responses and answers that ask for a retry (Retry-After) are not
-// stored, so a retry after one runs again. Must run after authenticate.
+// responses, answers that ask for a retry (Retry-After) and requests whose
+// client went away are not stored, so a retry after one runs again. Must
+// run after authenticate.
 func (s *server) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		values := c.Request().Header.Values(headerIdempotencyKey)
@@ -102,7 +103,8 @@ func (s *server) runReserved(c echo.Context, next echo.HandlerFunc, user uuid.UU
 		c.Error(err)
 	}
 	status := c.Response().Status
-	if status >= http.StatusInternalServerError || c.Response().Header().Get(echo.HeaderRetryAfter) != "" {
+	if status >= http.StatusInternalServerError || status == statusClientClosedRequest ||
+		c.Response().Header().Get(echo.HeaderRetryAfter) != "" {
 		return nil
 	}
 	if err := s.idem.Complete(ctx, user, key, status, rec.body.Bytes()); err != nil {

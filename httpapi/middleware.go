@@ -25,24 +25,29 @@ const (
 
 // Keys of the values middleware stores in the echo context.
 const (
-	ctxRequestID = "ledgerd.request_id"
-	ctxActor     = "ledgerd.actor"
+	ctxRequestID       = "ledgerd.request_id"
+	ctxClientRequestID = "ledgerd.client_request_id"
+	ctxActor           = "ledgerd.actor"
 )
 
 // maxTraceIDLength bounds the request and correlation ids taken from a
 // client.
 const maxTraceIDLength = 128
 
-// requestID takes the client's X-Request-ID when it is a sane token, makes a
-// ULID otherwise, and sends it back in the response.
+// requestID gives every request an id of the server's own, a ULID. The
+// response's X-Request-ID echoes the client's X-Request-ID when it is a
+// sane token, which is then kept as the client's claim, and is the
+// server's id otherwise.
 func requestID(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		id := c.Request().Header.Get(echo.HeaderXRequestID)
-		if !validTraceID(id) {
-			id = ulid.Make().String()
-		}
+		id := ulid.Make().String()
 		c.Set(ctxRequestID, id)
-		c.Response().Header().Set(echo.HeaderXRequestID, id)
+		echoed := id
+		if client := c.Request().Header.Get(echo.HeaderXRequestID); validTraceID(client) {
+			c.Set(ctxClientRequestID, client)
+			echoed = client
+		}
+		c.Response().Header().Set(echo.HeaderXRequestID, echoed)
 		return next(c)
 	}
 }
@@ -65,16 +70,24 @@ func asciiToken(s string, max int, lowest byte) bool {
 	return true
 }
 
+// requestIDOf is the server's id of the request.
 func requestIDOf(c echo.Context) string {
 	id, _ := c.Get(ctxRequestID).(string)
 	return id
 }
 
-// traceOf is the request's identity for the events a command appends.
+// clientRequestIDOf is the client's X-Request-ID, when it is a sane token.
+func clientRequestIDOf(c echo.Context) string {
+	id, _ := c.Get(ctxClientRequestID).(string)
+	return id
+}
+
+// traceOf is the request's identity for the events a command appends: the
+// server's request id, and the ids the client gave, as its claim.
 func traceOf(c echo.Context) commands.Trace {
-	t := commands.Trace{RequestID: requestIDOf(c)}
+	t := commands.Trace{RequestID: requestIDOf(c), ClientRequestID: clientRequestIDOf(c)}
 	if cid := c.Request().Header.Get(headerCorrelationID); validTraceID(cid) {
-		t.CorrelationID = cid
+		t.ClientCorrelationID = cid
 	}
 	return t
 }
@@ -95,6 +108,9 @@ func (s *server) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
 			slog.Duration("duration", time.Since(start)),
 			slog.Int64("bytes", res.Size),
 			slog.String("request_id", requestIDOf(c)),
+		}
+		if id := clientRequestIDOf(c); id != "" {
+			attrs = append(attrs, slog.String("client_request_id", id))
 		}
 		if actor, ok := c.Get(ctxActor).(domain.Actor); ok {
 			attrs = append(attrs, slog.String("user", actor.UserID.String()))

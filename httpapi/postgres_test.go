@@ -2,11 +2,14 @@ package httpapi_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"os"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -152,4 +155,52 @@ func TestBusySession_Postgres(t *testing.T) {
 		t.Fatal("the retry after a busy answer was a replay")
 	}
 	s.expectNoNewEvents(t, 1)
+}
+
+// TestClientGone_Postgres: a client that goes away while its command waits
+// inside the database is logged as a closed request (499), not as an
+// internal error, and its Idempotency-Key stays free for the retry.
+func TestClientGone_Postgres(t *testing.T) {
+	pool := pgtest.NewPool(t, poolSize)
+	s := startServer(t, func(tb testing.TB) Backend { return postgresBackendOn(tb, pool) })
+	alice := newTeam().user(domain.RoleEngineer)
+	r := withKey(as(t, alice, http.MethodPost, createPath(uuid.New()), `{"intent":"escalate"}`), "k")
+
+	tx, err := pool.Begin(t.Context())
+	if err != nil {
+		t.Fatalf("begin: %v", err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(t.Context(), `LOCK TABLE events IN EXCLUSIVE MODE`); err != nil {
+		t.Fatalf("lock events: %v", err)
+	}
+	ctx, leave := context.WithCancel(t.Context())
+	sent := make(chan error, 1)
+	go func() {
+		_, err := s.send(ctx, r)
+		sent <- err
+	}()
+	ledgertest.WaitUntil(t, 20*time.Second, "the request waits for the events lock", func() bool {
+		var waiting bool
+		err := pool.QueryRow(t.Context(), `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted AND relation = 'events'::regclass)`).Scan(&waiting)
+		return err == nil && waiting
+	})
+	leave()
+	if err := <-sent; !errors.Is(err, context.Canceled) {
+		t.Fatalf("request of a client that left = %v, want context.Canceled", err)
+	}
+	ledgertest.WaitUntil(t, 20*time.Second, "the closed request is logged", func() bool {
+		return strings.Contains(s.logs.String(), "status=499")
+	})
+	if err := tx.Rollback(t.Context()); err != nil {
+		t.Fatalf("release the lock: %v", err)
+	}
+	logs := s.logs.String()
+	if !strings.Contains(logs, "level=INFO msg=\"client closed request\"") || strings.Contains(logs, "internal error") {
+		t.Fatalf("logs = %s, want an INFO client closed request and no internal error", logs)
+	}
+	s.expectNoNewEvents(t, 0)
+	if res := s.do(t, r, http.StatusCreated); res.header.Get("Idempotent-Replayed") != "" {
+		t.Fatal("the retry after the client left was a replay")
+	}
 }

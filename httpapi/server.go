@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -34,6 +35,13 @@ type Config struct {
 	Idempotency idempotency.Store
 	// JWTSecret verifies the HS256 bearer tokens.
 	JWTSecret []byte
+	// JWTMaxTTL refuses tokens whose exp is further ahead than this;
+	// DefaultJWTMaxTTL when 0.
+	JWTMaxTTL time.Duration
+	// JWTIssuer, when not empty, is the iss every token must carry.
+	JWTIssuer string
+	// JWTAudience, when not empty, must be one of every token's aud.
+	JWTAudience string
 	// Checks are run by /readyz.
 	Checks []Check
 	// Logger receives request logs and internal errors; slog.Default()
@@ -60,10 +68,9 @@ type server struct {
 	cmds    *commands.Handler
 	queries projections.Queries
 	idem    idempotency.Store
-	secret  []byte
 	// cursorKey signs page cursors (newCursorKey).
 	cursorKey []byte
-	tokens    *tokenCache
+	tokens    *tokenVerifier
 	checks    []Check
 	log       *slog.Logger
 }
@@ -77,9 +84,8 @@ func New(cfg Config) (*echo.Echo, error) {
 		cmds:      cfg.Commands,
 		queries:   cfg.Queries,
 		idem:      cfg.Idempotency,
-		secret:    cfg.JWTSecret,
 		cursorKey: newCursorKey(cfg.JWTSecret),
-		tokens:    newTokenCache(),
+		tokens:    newTokenVerifier(cfg),
 		checks:    cfg.Checks,
 		log:       cfg.Logger,
 	}
@@ -120,6 +126,9 @@ func (cfg Config) validate() error {
 	}
 	if len(cfg.JWTSecret) == 0 {
 		errs = append(errs, errors.New("httpapi: Config.JWTSecret is required"))
+	}
+	if cfg.JWTMaxTTL < 0 {
+		errs = append(errs, errors.New("httpapi: Config.JWTMaxTTL must not be negative"))
 	}
 	if cfg.MaxBodyBytes < 0 {
 		errs = append(errs, errors.New("httpapi: Config.MaxBodyBytes must not be negative"))

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"net/http"
 	"slices"
@@ -39,6 +40,8 @@ func runSuite(t *testing.T, nb NewBackend) {
 		{"ViewerCannotClaim", testViewerCannotClaim},
 		{"SessionNotFound", testSessionNotFound},
 		{"HandoffNotFound", testHandoffNotFound},
+		{"NilUUID", testNilUUID},
+		{"UUIDSpellings", testUUIDSpellings},
 		{"Conflicts", testConflicts},
 		{"InvalidBodies", testInvalidBodies},
 		{"HistoryIsScopedToAccount", testHistoryScoped},
@@ -156,6 +159,11 @@ func testCreateDefaults(t *testing.T, nb NewBackend) {
 	if h.Priority != "normal" || h.EngineerNotes != "" {
 		t.Fatalf("nulls = %+v", h)
 	}
+	// Text is kept as sent, escaped surrogate pairs and U+FFFD included.
+	h = s.create(t, alice, uuid.New(), `{"intent":"park","engineer_notes":"caf\u00e9 \ud83d\ude00 \\ud800 \ufffd ✓"}`)
+	if want := "café 😀 \\ud800 \ufffd ✓"; h.EngineerNotes != want {
+		t.Fatalf("notes = %q, want %q", h.EngineerNotes, want)
+	}
 }
 
 func testQueueOrder(t *testing.T, nb NewBackend) {
@@ -214,6 +222,9 @@ func testUnauthorized(t *testing.T, nb NewBackend) {
 		c[name] = value
 		return c
 	}
+	// A viewer's claims, as an unfinished JSON object.
+	viewerClaims := fmt.Sprintf(`{"sub":%q,"account_id":%q,"team_id":%q,"exp":%d,"role":"viewer"`,
+		actor.UserID, actor.AccountID, actor.TeamID, now.Add(time.Hour).Unix())
 	cases := []struct {
 		name, auth, detail string
 	}{
@@ -229,10 +240,22 @@ func testUnauthorized(t *testing.T, nb NewBackend) {
 		{"NoSub", bearer(t, jwt.SigningMethodHS256, testSecret, without("sub")), "Token claim sub must be a UUID"},
 		{"NoAccount", bearer(t, jwt.SigningMethodHS256, testSecret, without("account_id")), "Token claim account_id must be a UUID"},
 		{"BadAccount", bearer(t, jwt.SigningMethodHS256, testSecret, with("account_id", "acme")), "Token claim account_id must be a UUID"},
+		{"NilSub", bearer(t, jwt.SigningMethodHS256, testSecret, with("sub", uuid.Nil.String())), "Token claim sub must be a UUID"},
+		{"NilAccount", bearer(t, jwt.SigningMethodHS256, testSecret, with("account_id", uuid.Nil.String())), "Token claim account_id must be a UUID"},
 		{"NilTeam", bearer(t, jwt.SigningMethodHS256, testSecret, with("team_id", uuid.Nil.String())), "Token claim team_id must be a UUID"},
 		{"NoRole", bearer(t, jwt.SigningMethodHS256, testSecret, without("role")), "Token claim role must be one of viewer, engineer, admin, owner"},
 		{"WrongRole", bearer(t, jwt.SigningMethodHS256, testSecret, with("role", "superuser")), "Token claim role must be one of viewer, engineer, admin, owner"},
 		{"RoleOfWrongType", bearer(t, jwt.SigningMethodHS256, testSecret, with("role", 3)), "Invalid token"},
+		{"TooLong", bearer(t, jwt.SigningMethodHS256, testSecret, with("exp", now.Add(25*time.Hour).Unix())), "Token claim exp must be at most 24h0m0s ahead"},
+		{"NotYetValid", bearer(t, jwt.SigningMethodHS256, testSecret, with("nbf", now.Add(time.Minute).Unix())), "Token not valid yet: its nbf or iat is in the future"},
+		{"IssuedInTheFuture", bearer(t, jwt.SigningMethodHS256, testSecret, with("iat", now.Add(time.Minute).Unix())), "Token not valid yet: its nbf or iat is in the future"},
+		{"RepeatedRole", signedPayload(t, viewerClaims+`,"role":"owner"}`), "Token claims must not repeat a name"},
+		{"RepeatedEscapedRole", signedPayload(t, viewerClaims+`,"\u0072ole":"owner"}`), "Token claims must not repeat a name"},
+		{"RepeatedUnknownClaim", signedPayload(t, viewerClaims+`,"x":1,"x":2}`), "Token claims must not repeat a name"},
+		{"CaseVariantRole", signedPayload(t, viewerClaims+`,"Role":"owner"}`), `Token claim "Role" is not "role": claim names are case-sensitive`},
+		{"CaseVariantOnly", signedPayload(t, strings.Replace(viewerClaims, `"role"`, `"ROLE"`, 1)+`}`), `Token claim "ROLE" is not "role": claim names are case-sensitive`},
+		{"FoldedSub", signedPayload(t, viewerClaims+`,"\u017fub":"`+uuid.NewString()+`"}`), `Token claim "ſub" is not "sub": claim names are case-sensitive`},
+		{"CaseVariantExp", signedPayload(t, viewerClaims+`,"EXP":1}`), `Token claim "EXP" is not "exp": claim names are case-sensitive`},
 	}
 	routes := []struct{ method, path, body string }{
 		{http.MethodGet, "/ai-sessions/queue", ""},
@@ -260,8 +283,27 @@ func testUnauthorized(t *testing.T, nb NewBackend) {
 		t.Fatalf("two Authorization headers: detail %q", got)
 	}
 	s.expectNoNewEvents(t, 0)
-	// The token that the cases spoil is itself good.
+	// The token that the cases spoil is itself good, and so are its
+	// viewer's claims, and times off by less than the clock skew allowed.
 	s.do(t, request{method: http.MethodGet, path: "/ai-sessions/queue", auth: good}, http.StatusOK)
+	s.do(t, request{method: http.MethodGet, path: "/ai-sessions/queue", auth: signedPayload(t, viewerClaims+`}`)}, http.StatusOK)
+	skewed := with("exp", now.Add(-10*time.Second).Unix())
+	skewed["nbf"], skewed["iat"] = now.Add(10*time.Second).Unix(), now.Add(10*time.Second).Unix()
+	s.do(t, request{method: http.MethodGet, path: "/ai-sessions/queue", auth: bearer(t, jwt.SigningMethodHS256, testSecret, skewed)}, http.StatusOK)
+	s.do(t, request{method: http.MethodGet, path: "/ai-sessions/queue", auth: bearer(t, jwt.SigningMethodHS256, testSecret, with("exp", now.Add(24*time.Hour).Unix()))}, http.StatusOK)
+}
+
+// signedPayload signs a JSON payload, as it is, into an HS256 bearer token
+// (jwt.MapClaims cannot hold a repeated name).
+func signedPayload(tb testing.TB, payload string) string {
+	tb.Helper()
+	enc := base64.RawURLEncoding
+	signing := enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc.EncodeToString([]byte(payload))
+	sig, err := jwt.SigningMethodHS256.Sign(signing, testSecret)
+	if err != nil {
+		tb.Fatalf("sign: %v", err)
+	}
+	return "Bearer " + signing + "." + enc.EncodeToString(sig)
 }
 
 // bearer signs claims into an Authorization header value.
@@ -358,6 +400,83 @@ func testHandoffNotFound(t *testing.T, nb NewBackend) {
 	}
 }
 
+func testNilUUID(t *testing.T, nb NewBackend) {
+	s := startServer(t, nb)
+	tm := newTeam()
+	alice, bob := tm.user(domain.RoleEngineer), tm.user(domain.RoleAdmin)
+	h := s.escalate(t, alice, uuid.New())
+	const nilSession, nilHandoff = "session_id must not be the nil UUID", "handoff_id must not be the nil UUID"
+	cases := []struct {
+		name   string
+		r      request
+		detail string
+	}{
+		{"Create", as(t, alice, http.MethodPost, createPath(uuid.Nil), `{"intent":"escalate"}`), nilSession},
+		{"History", as(t, alice, http.MethodGet, historyPath(uuid.Nil), ""), nilSession},
+		{"ClaimNilSession", as(t, bob, http.MethodPost, actionPath(uuid.Nil, h.ID, "claim"), ""), nilSession},
+		{"ClaimNilHandoff", as(t, bob, http.MethodPost, actionPath(h.SessionID, uuid.Nil, "claim"), ""), nilHandoff},
+		{"WithdrawNilSession", as(t, alice, http.MethodPost, actionPath(uuid.Nil, h.ID, "withdraw"), ""), nilSession},
+		{"WithdrawNilHandoff", as(t, alice, http.MethodPost, actionPath(h.SessionID, uuid.Nil, "withdraw"), ""), nilHandoff},
+		{"OtherSpelling", as(t, alice, http.MethodPost, "/ai-sessions/urn:uuid:"+uuid.Nil.String()+"/handoff", `{"intent":"park"}`), nilSession},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s.expectError(t, tc.r, http.StatusUnprocessableEntity, tc.detail)
+		})
+	}
+	// A viewer's claim is refused for its role before its ids are read.
+	s.expectError(t, as(t, tm.user(domain.RoleViewer), http.MethodPost, actionPath(uuid.Nil, uuid.Nil, "claim"), ""),
+		http.StatusForbidden, domain.MsgClaimRoleNeeded)
+	s.expectNoNewEvents(t, 1)
+	if q := s.queue(t, bob); len(q) != 1 || q[0].ID != h.ID {
+		t.Fatalf("queue after nil ids = %+v, want [%s]", q, h.ID)
+	}
+}
+
+// testUUIDSpellings checks that every spelling of a session id that
+// uuid.Parse accepts names the one canonical session stream.
+func testUUIDSpellings(t *testing.T, nb NewBackend) {
+	s := startServer(t, nb)
+	tm := newTeam()
+	alice, bob := tm.user(domain.RoleEngineer), tm.user(domain.RoleAdmin)
+	session := uuid.New()
+	canonical := session.String()
+	upper, braces, urn := strings.ToUpper(canonical), "%7B"+canonical+"%7D", "urn:uuid:"+canonical
+	path := func(spelling, rest string) string { return "/ai-sessions/" + spelling + rest }
+
+	h := decode[handoff](t, s.do(t, as(t, alice, http.MethodPost, path(upper, "/handoff"), `{"intent":"escalate"}`), http.StatusCreated))
+	if h.SessionID != session {
+		t.Fatalf("session_id = %s, want %s", h.SessionID, session)
+	}
+	for _, spelling := range []string{canonical, upper, braces, urn} {
+		hist := decode[[]handoff](t, s.do(t, as(t, bob, http.MethodGet, path(spelling, "/handoffs"), ""), http.StatusOK))
+		if len(hist) != 1 || hist[0].ID != h.ID {
+			t.Fatalf("history through %s = %+v, want [%s]", spelling, hist, h.ID)
+		}
+	}
+	claimPath := path(braces, "/handoffs/"+strings.ToUpper(h.ID.String())+"/claim")
+	claimed := decode[handoff](t, s.do(t, as(t, bob, http.MethodPost, claimPath, ""), http.StatusOK))
+	if claimed.ID != h.ID || claimed.SessionID != session {
+		t.Fatalf("claimed = %+v", claimed)
+	}
+	parked := decode[handoff](t, s.do(t, as(t, bob, http.MethodPost, path(urn, "/handoff"), `{"intent":"park"}`), http.StatusCreated))
+	s.do(t, as(t, bob, http.MethodPost, path(upper, "/handoffs/urn:uuid:"+parked.ID.String()+"/withdraw"), ""), http.StatusOK)
+
+	events := s.events(t)
+	want := []string{domain.TypeHandoffEscalated, domain.TypeHandoffClaimed, domain.TypeHandoffParked, domain.TypeHandoffWithdrawn}
+	if got := types(events); !slices.Equal(got, want) {
+		t.Fatalf("log = %v, want %v", got, want)
+	}
+	for _, e := range events {
+		if e.Stream != events[0].Stream {
+			t.Fatalf("events in streams %s and %s, want one stream", events[0].Stream, e.Stream)
+		}
+	}
+	if got := len(s.stream(t, tm.account, session)); got != len(want) {
+		t.Fatalf("canonical stream has %d events, want %d", got, len(want))
+	}
+}
+
 func testConflicts(t *testing.T, nb NewBackend) {
 	s := startServer(t, nb)
 	tm := newTeam()
@@ -412,6 +531,11 @@ func testInvalidBodies(t *testing.T, nb NewBackend) {
 			"engineer_notes must be valid text of at most 10000 bytes, without NUL characters"},
 		{"NotesWithNUL", `{"intent":"park","engineer_notes":"a\u0000b"}`, 422,
 			"engineer_notes must be valid text of at most 10000 bytes, without NUL characters"},
+		{"NotesBadUTF8", "{\"intent\":\"park\",\"engineer_notes\":\"caf\xe9\"}", 422, "engineer_notes must be valid UTF-8 text"},
+		{"NotesLoneSurrogate", `{"intent":"park","engineer_notes":"a\ud800b"}`, 422, "engineer_notes must be valid UTF-8 text"},
+		{"NotesLowSurrogateFirst", `{"intent":"park","engineer_notes":"\udc00\ud800"}`, 422, "engineer_notes must be valid UTF-8 text"},
+		{"NotesHighSurrogateAtEnd", `{"intent":"park","engineer_notes":"\ud83d"}`, 422, "engineer_notes must be valid UTF-8 text"},
+		{"IntentBadUTF8", "{\"intent\":\"park\xff\"}", 422, "intent must be valid UTF-8 text"},
 		{"TooLarge", `{"intent":"park","engineer_notes":"` + strings.Repeat("x", 70<<10) + `"}`, 413,
 			"Request body must be at most 65536 bytes"},
 	}
@@ -504,12 +628,22 @@ func testRequestIDs(t *testing.T, nb NewBackend) {
 	if got := res.header.Get("X-Request-ID"); got != "req-42" {
 		t.Fatalf("X-Request-ID = %q, want the client's", got)
 	}
+	// The client's ids are kept as its claim; the request, causation and
+	// correlation ids are the server's.
 	meta := s.stream(t, tm.account, h.SessionID)[0].Metadata
-	if meta.RequestID != "req-42" || meta.CorrelationID != "ticket-7" || meta.ActorID != alice.UserID.String() || meta.Role != "engineer" {
+	if meta.ClientRequestID != "req-42" || meta.ClientCorrelationID != "ticket-7" ||
+		meta.ActorID != alice.UserID.String() || meta.Role != "engineer" {
 		t.Fatalf("metadata = %+v", meta)
 	}
+	if _, err := ulid.ParseStrict(meta.RequestID); err != nil || meta.CausationID != meta.RequestID || meta.CorrelationID != meta.RequestID {
+		t.Fatalf("metadata = %+v, want the server's ULID as request, causation and correlation id", meta)
+	}
+	if logs := s.logs.String(); !strings.Contains(logs, "request_id="+meta.RequestID) || !strings.Contains(logs, "client_request_id=req-42") {
+		t.Fatalf("request not logged with the server's and the client's ids: %s", logs)
+	}
 
-	made := as(t, alice, http.MethodPost, createPath(uuid.New()), `{"intent":"park"}`).with("X-Request-ID", "has spaces")
+	made := as(t, alice, http.MethodPost, createPath(uuid.New()), `{"intent":"park"}`).
+		with("X-Request-ID", "has spaces").with("X-Correlation-ID", strings.Repeat("c", 129))
 	res = s.do(t, made, http.StatusCreated)
 	h = decode[handoff](t, res)
 	id := res.header.Get("X-Request-ID")
@@ -517,8 +651,8 @@ func testRequestIDs(t *testing.T, nb NewBackend) {
 		t.Fatalf("made X-Request-ID %q is not a ULID: %v", id, err)
 	}
 	meta = s.stream(t, tm.account, h.SessionID)[0].Metadata
-	if meta.RequestID != id || meta.CorrelationID != id {
-		t.Fatalf("metadata = %+v, want request and correlation id %s", meta, id)
+	if meta.RequestID != id || meta.CorrelationID != id || meta.ClientRequestID != "" || meta.ClientCorrelationID != "" {
+		t.Fatalf("metadata = %+v, want request and correlation id %s and no client ids", meta, id)
 	}
 	if logs := s.logs.String(); !strings.Contains(logs, "request_id="+id) || !strings.Contains(logs, "status=201") {
 		t.Fatalf("request not logged with its id and status: %s", logs)

@@ -65,6 +65,8 @@ func token(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	team := f.string("team", "", "", "team id (random when omitted)")
 	role := f.string("role", "", string(domain.RoleEngineer), "viewer, engineer, admin or owner")
 	ttl := f.duration("ttl", "", time.Hour, "how long the token is valid")
+	issuer := f.string("issuer", "LEDGER_JWT_ISSUER", "", "the token's iss claim (none when empty)")
+	audience := f.string("audience", "LEDGER_JWT_AUDIENCE", "", "the token's aud claim (none when empty)")
 	if err := f.parse(args); err != nil {
 		return err
 	}
@@ -85,7 +87,14 @@ func token(_ context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("--%s: %w", id.flag, err)
 		}
 	}
-	signed, err := httpapi.SignToken([]byte(secret), actor, *ttl)
+	var opts []httpapi.TokenOption
+	if *issuer != "" {
+		opts = append(opts, httpapi.WithIssuer(*issuer))
+	}
+	if *audience != "" {
+		opts = append(opts, httpapi.WithAudience(*audience))
+	}
+	signed, err := httpapi.SignToken([]byte(secret), actor, *ttl, opts...)
 	if err != nil {
 		return err
 	}

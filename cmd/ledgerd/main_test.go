@@ -211,3 +211,44 @@ func TestRun_UnknownCommand(t *testing.T) {
 // testSecret signs the tokens of the tests; 32 bytes is the shortest
 // accepted.
 const testSecret = "test-secret-of-ledgerd-0123456789"
+
+// TestServe_TokenRules checks that the token flags of serve and token
+// match: a token minted with the issuer and audience serve asks for, within
+// its lifetime cap, is accepted; one without them, or living longer, is not.
+func TestServe_TokenRules(t *testing.T) {
+	base, _ := startServe(t, "--jwt-secret", testSecret, "--jwt-issuer", "ledger-test", "--jwt-audience", "ledgerd", "--jwt-max-ttl", "2h")
+	status := func(token string) int {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, base+"/ai-sessions/queue", nil)
+		if err != nil {
+			t.Fatalf("new request: %v", err)
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("GET queue: %v", err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want int
+	}{
+		{"Matching", []string{"--issuer", "ledger-test", "--audience", "ledgerd", "--ttl", "2h"}, http.StatusOK},
+		{"NoIssuer", []string{"--audience", "ledgerd"}, http.StatusUnauthorized},
+		{"NoAudience", []string{"--issuer", "ledger-test"}, http.StatusUnauthorized},
+		{"TooLong", []string{"--issuer", "ledger-test", "--audience", "ledgerd", "--ttl", "3h"}, http.StatusUnauthorized},
+	} {
+		if got := status(mintToken(t, testSecret, tc.args...)); got != tc.want {
+			t.Errorf("%s: status %d, want %d", tc.name, got, tc.want)
+		}
+	}
+	// The token command reads the issuer and audience serve reads.
+	t.Setenv("LEDGER_JWT_ISSUER", "ledger-test")
+	t.Setenv("LEDGER_JWT_AUDIENCE", "ledgerd")
+	if got := status(mintToken(t, testSecret)); got != http.StatusOK {
+		t.Errorf("token from the environment's issuer and audience: status %d, want 200", got)
+	}
+}

@@ -71,6 +71,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	storage := addStorageFlags(f)
 	addr := f.string("http-addr", "LEDGER_HTTP_ADDR", ":8080", "address the REST API listens on")
 	secretFlag := f.string("jwt-secret", "LEDGER_JWT_SECRET", "", "HS256 secret that signs bearer tokens (embedded mode: kept in --data-dir when empty)")
+	jwtMaxTTL := f.duration("jwt-max-ttl", "LEDGER_JWT_MAX_TTL", httpapi.DefaultJWTMaxTTL, "refuse tokens whose exp is further ahead than this")
+	jwtIssuer := f.string("jwt-issuer", "LEDGER_JWT_ISSUER", "", "when set, the iss claim every token must carry")
+	jwtAudience := f.string("jwt-audience", "LEDGER_JWT_AUDIENCE", "", "when set, a value the aud claim of every token must hold")
 	natsFlags := addNATSFlags(f)
 	grace := f.duration("shutdown-timeout", "LEDGER_SHUTDOWN_TIMEOUT", defaultShutdownTimeout, "how long in-flight requests may take to finish on SIGTERM")
 	if err := f.parse(args); err != nil {
@@ -112,6 +115,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 		Queries:     projections.CaughtUp(b.views, b.events, projector),
 		Idempotency: b.idem,
 		JWTSecret:   []byte(secret),
+		JWTMaxTTL:   *jwtMaxTTL,
+		JWTIssuer:   *jwtIssuer,
+		JWTAudience: *jwtAudience,
 		Checks:      append(b.checks, relayCheck),
 		Logger:      logger,
 	})

@@ -437,6 +437,7 @@ func testDataAndMetadataRoundTrip(t *testing.T, s eventstore.Store) {
 			ActorID: "9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d", AccountID: "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
 			TeamID: "2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e", Role: "engineer",
 			CorrelationID: "corr-1", CausationID: "cause-1", RequestID: "req-1",
+			ClientRequestID: "client-req-1", ClientCorrelationID: "client-corr-1",
 		},
 	}
 	bare := eventstore.NewEvent{Type: "Bare", Data: json.RawMessage(`[]`)}

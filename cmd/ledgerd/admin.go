@@ -78,7 +78,7 @@ func rebuild(ctx context.Context, args []string, stderr io.Writer, logger *slog.
 func token(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	f := newFlags("token", stderr)
 	storage := addStorageFlags(f)
-	secretFlag := f.string("jwt-secret", "LEDGER_JWT_SECRET", "", "HS256 secret that signs bearer tokens (embedded mode: the one kept in --data-dir when empty)")
+	secretFlag := addSecretFlags(f)
 	user := f.string("user", "", "", "user id (random when omitted)")
 	account := f.string("account", "", "", "account id (random when omitted)")
 	team := f.string("team", "", "", "team id (random when omitted)")
@@ -87,7 +87,7 @@ func token(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := f.parse(args); err != nil {
 		return err
 	}
-	secret, err := storage.secret(*secretFlag)
+	secret, err := storage.secret(secretFlag)
 	if err != nil {
 		return err
 	}

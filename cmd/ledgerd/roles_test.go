@@ -10,13 +10,16 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/resolutionflow/ledgerd/idempotency"
+	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
+	"github.com/resolutionflow/ledgerd/relay"
 )
 
 // leastPrivilegeDatabase makes an empty database owned by a new role
@@ -101,6 +104,15 @@ func TestMigrate_RuntimeRole(t *testing.T) {
 	if err != nil || resp.StatusCode != http.StatusOK || len(history) != 1 {
 		t.Fatalf("history = %d, %d handoffs, %v; want 200 and the escalation", resp.StatusCode, len(history), err)
 	}
+	admin := pgtest.Pool(t, adminURL, 1)
+	ledgertest.WaitUntil(t, 30*time.Second, "the relay publishes the escalation", func() bool {
+		var pos int64
+		err := admin.QueryRow(t.Context(), `SELECT coalesce(max(position), 0) FROM checkpoints WHERE name = $1`, relay.Name).Scan(&pos)
+		if err != nil {
+			t.Fatalf("read the relay's checkpoint: %v", err)
+		}
+		return pos > 0
+	})
 	if err := stop(); err != nil {
 		t.Fatalf("serve as the runtime role: %v", err)
 	}

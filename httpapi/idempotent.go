@@ -22,8 +22,8 @@ const (
 	msgKeyInFlight = "A request with this Idempotency-Key is in progress"
 )
 
-// idempotent makes a POST with an Idempotency-Key run at most once per user
-// and key: the first request reserves the key and stores its response; a
+// idempotent makes a POST with an Idempotency-Key run at most once per
+// account, user and key: the first request reserves the key and stores its response; a
 // retry of the same request gets that response again, with the header
 // Idempotent-Replayed: true. The same key with another method, path or
 // body is 422; the same request while the first still runs is 409. 5xx
@@ -45,16 +45,17 @@ func (s *server) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 			return err
 		}
 		c.Request().Body = io.NopCloser(bytes.NewReader(body))
-		hash := requestHash(c.Request().Method, c.Request().URL.Path, body)
-		user := actorOf(c).UserID
-		rec, reserved, err := s.idem.Reserve(c.Request().Context(), user, key, hash)
+		actor := actorOf(c)
+		owner := idempotency.Owner{Account: actor.AccountID, User: actor.UserID}
+		hash := requestHash(actor.AccountID, c.Request().Method, c.Request().URL.Path, body)
+		rec, reserved, err := s.idem.Reserve(c.Request().Context(), owner, key, hash)
 		if err != nil {
 			return err
 		}
 		if !reserved {
 			return replay(c, rec, hash)
 		}
-		return s.runReserved(c, next, user, key)
+		return s.runReserved(c, next, owner, key)
 	}
 }
 
@@ -62,10 +63,11 @@ func (s *server) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 // characters, spaces included: the characters of a structured-field string.
 func validKey(key string) bool { return asciiToken(key, idempotency.MaxKeyLength, ' ') }
 
-// requestHash identifies a request for its Idempotency-Key.
-func requestHash(method, path string, body []byte) string {
+// requestHash identifies a request for its Idempotency-Key: the account it
+// acts in, its method, path and body.
+func requestHash(account uuid.UUID, method, path string, body []byte) string {
 	h := sha256.New()
-	h.Write([]byte(method + " " + path + "\n"))
+	h.Write([]byte(account.String() + " " + method + " " + path + "\n"))
 	h.Write(body)
 	return hex.EncodeToString(h.Sum(nil))
 }
@@ -85,7 +87,7 @@ func replay(c echo.Context, rec idempotency.Record, hash string) error {
 // runReserved runs the request that holds the key, writes its response
 // (errors included) and stores it; on a 5xx, an answer with Retry-After, a
 // failure to store or a panic it releases the key instead.
-func (s *server) runReserved(c echo.Context, next echo.HandlerFunc, user uuid.UUID, key string) error {
+func (s *server) runReserved(c echo.Context, next echo.HandlerFunc, owner idempotency.Owner, key string) error {
 	// The key must be stored or released even when the client is gone.
 	ctx := context.WithoutCancel(c.Request().Context())
 	stored := false
@@ -93,7 +95,7 @@ func (s *server) runReserved(c echo.Context, next echo.HandlerFunc, user uuid.UU
 		if stored {
 			return
 		}
-		if err := s.idem.Release(ctx, user, key); err != nil {
+		if err := s.idem.Release(ctx, owner, key); err != nil {
 			s.log.ErrorContext(ctx, "release idempotency key", "err", err, "request_id", requestIDOf(c))
 		}
 	}()
@@ -107,7 +109,7 @@ func (s *server) runReserved(c echo.Context, next echo.HandlerFunc, user uuid.UU
 		c.Response().Header().Get(echo.HeaderRetryAfter) != "" {
 		return nil
 	}
-	if err := s.idem.Complete(ctx, user, key, status, rec.body.Bytes()); err != nil {
+	if err := s.idem.Complete(ctx, owner, key, status, rec.body.Bytes()); err != nil {
 		s.log.ErrorContext(ctx, "store idempotent response", "err", err, "request_id", requestIDOf(c))
 		return nil
 	}

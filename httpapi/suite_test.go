@@ -21,6 +21,7 @@ import (
 
 	"github.com/resolutionflow/ledgerd/domain"
 	"github.com/resolutionflow/ledgerd/httpapi"
+	"github.com/resolutionflow/ledgerd/idempotency"
 )
 
 // runSuite runs the REST tests on a backend; each test gets its own.
@@ -50,6 +51,7 @@ func runSuite(t *testing.T, nb NewBackend) {
 		{"RequestIDs", testRequestIDs},
 		{"IdempotentRetry", testIdempotentRetry},
 		{"IdempotencyKeyMisuse", testIdempotencyKeyMisuse},
+		{"IdempotencyKeysBelongToOneAccount", testIdempotencyKeysPerAccount},
 		{"InternalErrorReleasesKey", testInternalErrorReleasesKey},
 	}
 	for _, tc := range tests {
@@ -663,9 +665,9 @@ func testRequestIDs(t *testing.T, nb NewBackend) {
 func withKey(r request, key string) request { return r.with("Idempotency-Key", key) }
 
 // keyHash is how the API identifies a request for its Idempotency-Key: the
-// SHA-256 of the method, path and body.
-func keyHash(method, path, body string) string {
-	sum := sha256.Sum256([]byte(method + " " + path + "\n" + body))
+// SHA-256 of the account, method, path and body.
+func keyHash(account uuid.UUID, method, path, body string) string {
+	sum := sha256.Sum256([]byte(account.String() + " " + method + " " + path + "\n" + body))
 	return hex.EncodeToString(sum[:])
 }
 
@@ -712,6 +714,32 @@ func testIdempotentRetry(t *testing.T, nb NewBackend) {
 	}
 }
 
+// testIdempotencyKeysPerAccount sends the same request with the same key
+// as one user id in two accounts: the second account must run it, not get
+// the first account's stored response.
+func testIdempotencyKeysPerAccount(t *testing.T, nb NewBackend) {
+	s := startServer(t, nb)
+	inA := newTeam().user(domain.RoleEngineer)
+	inB := newTeam().user(domain.RoleEngineer)
+	inB.UserID = inA.UserID
+	session := uuid.New()
+	body := `{"intent":"escalate","engineer_notes":"account A's notes"}`
+	first := s.do(t, withKey(as(t, inA, http.MethodPost, createPath(session), body), "k"), http.StatusCreated)
+	second := s.do(t, withKey(as(t, inB, http.MethodPost, createPath(session), body), "k"), http.StatusCreated)
+	if second.header.Get("Idempotent-Replayed") != "" || string(second.body) == string(first.body) {
+		t.Fatalf("account B got account A's response %s (replayed %q)", second.body, second.header.Get("Idempotent-Replayed"))
+	}
+	for _, actor := range []domain.Actor{inA, inB} {
+		if got := types(s.stream(t, actor.AccountID, session)); len(got) != 1 {
+			t.Fatalf("stream of account %s = %v, want its one escalation", actor.AccountID, got)
+		}
+	}
+	again := s.do(t, withKey(as(t, inB, http.MethodPost, createPath(session), body), "k"), http.StatusCreated)
+	if string(again.body) != string(second.body) || again.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("account B's retry = %s, want its own response %s again", again.body, second.body)
+	}
+}
+
 func testIdempotencyKeyMisuse(t *testing.T, nb NewBackend) {
 	s := startServer(t, nb)
 	alice := newTeam().user(domain.RoleEngineer)
@@ -730,7 +758,7 @@ func testIdempotencyKeyMisuse(t *testing.T, nb NewBackend) {
 	// A key whose first request is still running: the same request is
 	// told to wait, another one that the key is taken.
 	path, body := createPath(uuid.New()), `{"intent":"park"}`
-	if _, ok, err := s.Backend.Idempotency.Reserve(context.Background(), alice.UserID, "running", keyHash(http.MethodPost, path, body)); err != nil || !ok {
+	if _, ok, err := s.Backend.Idempotency.Reserve(context.Background(), idempotency.Owner{Account: alice.AccountID, User: alice.UserID}, "running", keyHash(alice.AccountID, http.MethodPost, path, body)); err != nil || !ok {
 		t.Fatalf("Reserve = %v, %v", ok, err)
 	}
 	s.expectError(t, withKey(as(t, alice, http.MethodPost, path, body), "running"),

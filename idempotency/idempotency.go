@@ -2,7 +2,8 @@
 // Idempotency-Key, so that a client retrying a request gets the first
 // response again instead of running the command twice.
 //
-// A key belongs to one user. The first request with a key reserves it
+// A key belongs to one user of one account (an Owner): the same user id
+// with the same key in another account is another key. The first request with a key reserves it
 // (Reserve), runs, and then stores its response (Complete) or, when it failed
 // on the server's side, gives the key up again (Release) so a retry can run.
 // Keys expire TTL after they were reserved; an expired key is treated as
@@ -34,6 +35,14 @@ const (
 	SweepInterval = 10 * time.Minute
 )
 
+// Owner is whom a key belongs to: a user within an account. Tokens name
+// the account and the user apart, so one user id may act in several
+// accounts; its keys in one are never seen from another.
+type Owner struct {
+	Account uuid.UUID
+	User    uuid.UUID
+}
+
 // Record is what a store knows about a key.
 type Record struct {
 	// RequestHash identifies the request that reserved the key.
@@ -51,16 +60,17 @@ func (r Record) Pending() bool { return r.StatusCode == 0 }
 
 // Store keeps idempotency keys and the responses they produced.
 type Store interface {
-	// Reserve claims key for user and a request with the given hash. It
+	// Reserve claims owner's key for a request with the given hash. It
 	// returns reserved = true when the caller now holds the key and must
 	// call Complete or Release; otherwise it returns the record of the
 	// request that holds it, which may still be pending.
-	Reserve(ctx context.Context, user uuid.UUID, key, requestHash string) (rec Record, reserved bool, err error)
-	// Complete stores the response of the request that reserved key.
-	Complete(ctx context.Context, user uuid.UUID, key string, status int, body []byte) error
+	Reserve(ctx context.Context, owner Owner, key, requestHash string) (rec Record, reserved bool, err error)
+	// Complete stores the response of the request that reserved owner's
+	// key.
+	Complete(ctx context.Context, owner Owner, key string, status int, body []byte) error
 	// Release gives up a reservation that has no response, so a retry with
 	// the same key runs anew.
-	Release(ctx context.Context, user uuid.UUID, key string) error
+	Release(ctx context.Context, owner Owner, key string) error
 	// Sweep deletes every key older than TTL and returns how many it
 	// deleted. Any number of processes may sweep at once.
 	Sweep(ctx context.Context) (int64, error)

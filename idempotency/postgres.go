@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -24,25 +23,25 @@ func NewPostgres(pool *pgxpool.Pool) Store {
 // reservation was abandoned; it returns a row only when the caller got the
 // key.
 const reserveSQL = `
-INSERT INTO idempotency_keys AS k (user_id, key, request_hash) VALUES ($1, $2, $3)
-ON CONFLICT (user_id, key) DO UPDATE
+INSERT INTO idempotency_keys AS k (account_id, user_id, key, request_hash) VALUES ($1, $2, $3, $4)
+ON CONFLICT (account_id, user_id, key) DO UPDATE
     SET request_hash = EXCLUDED.request_hash, status_code = NULL, response = NULL, created_at = now()
-    WHERE k.created_at < now() - make_interval(secs => $4)
-       OR (k.status_code IS NULL AND k.created_at < now() - make_interval(secs => $5))
+    WHERE k.created_at < now() - make_interval(secs => $5)
+       OR (k.status_code IS NULL AND k.created_at < now() - make_interval(secs => $6))
 RETURNING true`
 
 const selectSQL = `
 SELECT request_hash, coalesce(status_code, 0), coalesce(response, '')
-FROM idempotency_keys WHERE user_id = $1 AND key = $2`
+FROM idempotency_keys WHERE account_id = $1 AND user_id = $2 AND key = $3`
 
 // reserveAttempts bounds the loop in Reserve: it repeats only when the
 // holder released the key between the insert and the select.
 const reserveAttempts = 3
 
-func (s *postgresStore) Reserve(ctx context.Context, user uuid.UUID, key, requestHash string) (Record, bool, error) {
+func (s *postgresStore) Reserve(ctx context.Context, owner Owner, key, requestHash string) (Record, bool, error) {
 	for range reserveAttempts {
 		var got bool
-		err := s.pool.QueryRow(ctx, reserveSQL, user, key, requestHash, TTL.Seconds(), PendingTimeout.Seconds()).Scan(&got)
+		err := s.pool.QueryRow(ctx, reserveSQL, owner.Account, owner.User, key, requestHash, TTL.Seconds(), PendingTimeout.Seconds()).Scan(&got)
 		if err == nil {
 			return Record{RequestHash: requestHash}, true, nil
 		}
@@ -50,7 +49,7 @@ func (s *postgresStore) Reserve(ctx context.Context, user uuid.UUID, key, reques
 			return Record{}, false, fmt.Errorf("reserve idempotency key: %w", err)
 		}
 		var rec Record
-		err = s.pool.QueryRow(ctx, selectSQL, user, key).Scan(&rec.RequestHash, &rec.StatusCode, &rec.Response)
+		err = s.pool.QueryRow(ctx, selectSQL, owner.Account, owner.User, key).Scan(&rec.RequestHash, &rec.StatusCode, &rec.Response)
 		if errors.Is(err, pgx.ErrNoRows) {
 			continue
 		}
@@ -62,10 +61,10 @@ func (s *postgresStore) Reserve(ctx context.Context, user uuid.UUID, key, reques
 	return Record{}, false, fmt.Errorf("reserve idempotency key: released and taken %d times in a row", reserveAttempts)
 }
 
-func (s *postgresStore) Complete(ctx context.Context, user uuid.UUID, key string, status int, body []byte) error {
+func (s *postgresStore) Complete(ctx context.Context, owner Owner, key string, status int, body []byte) error {
 	_, err := s.pool.Exec(ctx, `
-UPDATE idempotency_keys SET status_code = $3, response = $4
-WHERE user_id = $1 AND key = $2 AND status_code IS NULL`, user, key, status, body)
+UPDATE idempotency_keys SET status_code = $4, response = $5
+WHERE account_id = $1 AND user_id = $2 AND key = $3 AND status_code IS NULL`, owner.Account, owner.User, key, status, body)
 	if err != nil {
 		return fmt.Errorf("store idempotent response: %w", err)
 	}
@@ -80,9 +79,9 @@ func (s *postgresStore) Sweep(ctx context.Context) (int64, error) {
 	return tag.RowsAffected(), nil
 }
 
-func (s *postgresStore) Release(ctx context.Context, user uuid.UUID, key string) error {
+func (s *postgresStore) Release(ctx context.Context, owner Owner, key string) error {
 	_, err := s.pool.Exec(ctx, `
-DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2 AND status_code IS NULL`, user, key)
+DELETE FROM idempotency_keys WHERE account_id = $1 AND user_id = $2 AND key = $3 AND status_code IS NULL`, owner.Account, owner.User, key)
 	if err != nil {
 		return fmt.Errorf("release idempotency key: %w", err)
 	}

@@ -23,7 +23,7 @@ func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 type backend struct {
 	store idempotency.Store
 	// age moves the reservation time of a key back by d.
-	age func(tb testing.TB, user uuid.UUID, key string, d time.Duration)
+	age func(tb testing.TB, owner idempotency.Owner, key string, d time.Duration)
 	// count returns how many keys the store holds.
 	count func(tb testing.TB) int
 }
@@ -37,11 +37,11 @@ func newPostgres(tb testing.TB) backend {
 	tb.Cleanup(pool.Close)
 	return backend{
 		store: idempotency.NewPostgres(pool),
-		age: func(tb testing.TB, user uuid.UUID, key string, d time.Duration) {
+		age: func(tb testing.TB, owner idempotency.Owner, key string, d time.Duration) {
 			tb.Helper()
 			_, err := pool.Exec(context.Background(),
-				`UPDATE idempotency_keys SET created_at = created_at - make_interval(secs => $3) WHERE user_id = $1 AND key = $2`,
-				user, key, d.Seconds())
+				`UPDATE idempotency_keys SET created_at = created_at - make_interval(secs => $4) WHERE account_id = $1 AND user_id = $2 AND key = $3`,
+				owner.Account, owner.User, key, d.Seconds())
 			if err != nil {
 				tb.Fatalf("age key: %v", err)
 			}
@@ -71,6 +71,7 @@ func testStore(t *testing.T, open func(testing.TB) backend) {
 		{"PendingUntilComplete", testPendingUntilComplete},
 		{"ReleaseLetsRetryRun", testReleaseLetsRetryRun},
 		{"KeysBelongToOneUser", testKeysBelongToOneUser},
+		{"KeysBelongToOneAccount", testKeysBelongToOneAccount},
 		{"ExpiredKeyIsAbsent", testExpiredKeyIsAbsent},
 		{"AbandonedReservationIsTakenOver", testAbandonedReservation},
 		{"OneOfManyConcurrentReservesWins", testConcurrentReserve},
@@ -85,29 +86,34 @@ func testStore(t *testing.T, open func(testing.TB) backend) {
 	}
 }
 
-func reserve(tb testing.TB, s idempotency.Store, user uuid.UUID, key, hash string) (idempotency.Record, bool) {
+// newOwner returns a new user in a new account.
+func newOwner() idempotency.Owner {
+	return idempotency.Owner{Account: uuid.New(), User: uuid.New()}
+}
+
+func reserve(tb testing.TB, s idempotency.Store, owner idempotency.Owner, key, hash string) (idempotency.Record, bool) {
 	tb.Helper()
-	rec, ok, err := s.Reserve(context.Background(), user, key, hash)
+	rec, ok, err := s.Reserve(context.Background(), owner, key, hash)
 	if err != nil {
 		tb.Fatalf("Reserve(%s): %v", key, err)
 	}
 	return rec, ok
 }
 
-func complete(tb testing.TB, s idempotency.Store, user uuid.UUID, key string, status int, body string) {
+func complete(tb testing.TB, s idempotency.Store, owner idempotency.Owner, key string, status int, body string) {
 	tb.Helper()
-	if err := s.Complete(context.Background(), user, key, status, []byte(body)); err != nil {
+	if err := s.Complete(context.Background(), owner, key, status, []byte(body)); err != nil {
 		tb.Fatalf("Complete(%s): %v", key, err)
 	}
 }
 
 func testReserveThenReplay(t *testing.T, b backend) {
-	user := uuid.New()
-	if _, ok := reserve(t, b.store, user, "k", "h1"); !ok {
+	owner := newOwner()
+	if _, ok := reserve(t, b.store, owner, "k", "h1"); !ok {
 		t.Fatal("first Reserve did not reserve")
 	}
-	complete(t, b.store, user, "k", 201, `{"id":"x"}`)
-	rec, ok := reserve(t, b.store, user, "k", "h2")
+	complete(t, b.store, owner, "k", 201, `{"id":"x"}`)
+	rec, ok := reserve(t, b.store, owner, "k", "h2")
 	if ok {
 		t.Fatal("second Reserve reserved a completed key")
 	}
@@ -118,38 +124,38 @@ func testReserveThenReplay(t *testing.T, b backend) {
 }
 
 func testPendingUntilComplete(t *testing.T, b backend) {
-	user := uuid.New()
-	reserve(t, b.store, user, "k", "h")
-	rec, ok := reserve(t, b.store, user, "k", "h")
+	owner := newOwner()
+	reserve(t, b.store, owner, "k", "h")
+	rec, ok := reserve(t, b.store, owner, "k", "h")
 	if ok || !rec.Pending() || rec.RequestHash != "h" {
 		t.Fatalf("Reserve during the first request = %+v, %v; want pending record of h", rec, ok)
 	}
 }
 
 func testReleaseLetsRetryRun(t *testing.T, b backend) {
-	user := uuid.New()
-	reserve(t, b.store, user, "k", "h")
-	if err := b.store.Release(context.Background(), user, "k"); err != nil {
+	owner := newOwner()
+	reserve(t, b.store, owner, "k", "h")
+	if err := b.store.Release(context.Background(), owner, "k"); err != nil {
 		t.Fatalf("Release: %v", err)
 	}
-	if _, ok := reserve(t, b.store, user, "k", "h"); !ok {
+	if _, ok := reserve(t, b.store, owner, "k", "h"); !ok {
 		t.Fatal("Reserve after Release did not reserve")
 	}
-	complete(t, b.store, user, "k", 200, "{}")
-	if err := b.store.Release(context.Background(), user, "k"); err != nil {
+	complete(t, b.store, owner, "k", 200, "{}")
+	if err := b.store.Release(context.Background(), owner, "k"); err != nil {
 		t.Fatalf("Release of a completed key: %v", err)
 	}
-	if rec, ok := reserve(t, b.store, user, "k", "h"); ok || rec.StatusCode != 200 {
+	if rec, ok := reserve(t, b.store, owner, "k", "h"); ok || rec.StatusCode != 200 {
 		t.Fatalf("Release removed a completed key: %+v, %v", rec, ok)
 	}
 }
 
 // testSweep checks that Sweep deletes the keys older than TTL, completed or
-// not, of every user, and keeps the others.
+// not, of every owner, and keeps the others.
 func testSweep(t *testing.T, b backend) {
-	alice, bob := uuid.New(), uuid.New()
+	alice, bob := newOwner(), newOwner()
 	for _, k := range []struct {
-		user     uuid.UUID
+		owner    idempotency.Owner
 		key      string
 		age      time.Duration
 		complete bool
@@ -160,11 +166,11 @@ func testSweep(t *testing.T, b backend) {
 		{alice, "young", idempotency.TTL - time.Minute, true},
 		{bob, "new", 0, false},
 	} {
-		reserve(t, b.store, k.user, k.key, "h")
+		reserve(t, b.store, k.owner, k.key, "h")
 		if k.complete {
-			complete(t, b.store, k.user, k.key, 201, "{}")
+			complete(t, b.store, k.owner, k.key, 201, "{}")
 		}
-		b.age(t, k.user, k.key, k.age)
+		b.age(t, k.owner, k.key, k.age)
 	}
 	n, err := b.store.Sweep(context.Background())
 	if err != nil || n != 3 {
@@ -184,64 +190,92 @@ func testSweep(t *testing.T, b backend) {
 // testRunSweeps checks that RunSweeps sweeps at once and then again every
 // interval, and returns nil when its context ends.
 func testRunSweeps(t *testing.T, b backend) {
-	user := uuid.New()
-	reserve(t, b.store, user, "first", "h")
-	b.age(t, user, "first", idempotency.TTL+time.Minute)
+	owner := newOwner()
+	reserve(t, b.store, owner, "first", "h")
+	b.age(t, owner, "first", idempotency.TTL+time.Minute)
 	stop := ledgertest.Go(context.Background(), t, "sweeps", func(ctx context.Context) error {
 		return idempotency.RunSweeps(ctx, b.store, 10*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	})
 	ledgertest.WaitUntil(t, 10*time.Second, "the first expired key is swept", func() bool { return b.count(t) == 0 })
-	reserve(t, b.store, user, "second", "h")
-	b.age(t, user, "second", idempotency.TTL+time.Minute)
+	reserve(t, b.store, owner, "second", "h")
+	b.age(t, owner, "second", idempotency.TTL+time.Minute)
 	ledgertest.WaitUntil(t, 10*time.Second, "the second expired key is swept", func() bool { return b.count(t) == 0 })
 	stop()
 }
 
 func testKeysBelongToOneUser(t *testing.T, b backend) {
-	alice, bob := uuid.New(), uuid.New()
+	alice, bob := newOwner(), newOwner()
 	reserve(t, b.store, alice, "k", "h")
 	if _, ok := reserve(t, b.store, bob, "k", "other"); !ok {
-		t.Fatal("a key of one user blocked another user")
+		t.Fatal("a key of one owner blocked another owner")
+	}
+}
+
+// testKeysBelongToOneAccount uses one user id and one key in two accounts:
+// neither sees the other's record, and each completes and releases only its
+// own.
+func testKeysBelongToOneAccount(t *testing.T, b backend) {
+	inA := newOwner()
+	inB := idempotency.Owner{Account: uuid.New(), User: inA.User}
+	reserve(t, b.store, inA, "k", "h")
+	complete(t, b.store, inA, "k", 201, `{"notes":"account A's"}`)
+	rec, ok := reserve(t, b.store, inB, "k", "h")
+	if !ok {
+		t.Fatalf("the key of account A answered in account B: %+v", rec)
+	}
+	if err := b.store.Release(context.Background(), inB, "k"); err != nil {
+		t.Fatalf("Release in account B: %v", err)
+	}
+	if rec, ok := reserve(t, b.store, inA, "k", "h"); ok || string(rec.Response) != `{"notes":"account A's"}` {
+		t.Fatalf("account A's key after account B released its own = %+v, %v; want A's response", rec, ok)
+	}
+	reserve(t, b.store, inB, "k", "h")
+	complete(t, b.store, inB, "k", 200, "{}")
+	if rec, _ := reserve(t, b.store, inB, "k", "h"); rec.StatusCode != 200 {
+		t.Fatalf("account B's key = %+v, want its own response", rec)
+	}
+	if got := b.count(t); got != 2 {
+		t.Fatalf("%d keys stored, want 2", got)
 	}
 }
 
 func testExpiredKeyIsAbsent(t *testing.T, b backend) {
-	user := uuid.New()
-	reserve(t, b.store, user, "old", "h1")
-	complete(t, b.store, user, "old", 201, "{}")
-	b.age(t, user, "old", idempotency.TTL+time.Minute)
-	if _, ok := reserve(t, b.store, user, "old", "h2"); !ok {
+	owner := newOwner()
+	reserve(t, b.store, owner, "old", "h1")
+	complete(t, b.store, owner, "old", 201, "{}")
+	b.age(t, owner, "old", idempotency.TTL+time.Minute)
+	if _, ok := reserve(t, b.store, owner, "old", "h2"); !ok {
 		t.Fatal("an expired key was not reserved anew")
 	}
-	complete(t, b.store, user, "old", 200, "{}")
-	if rec, _ := reserve(t, b.store, user, "old", "h2"); rec.StatusCode != 200 || rec.RequestHash != "h2" {
+	complete(t, b.store, owner, "old", 200, "{}")
+	if rec, _ := reserve(t, b.store, owner, "old", "h2"); rec.StatusCode != 200 || rec.RequestHash != "h2" {
 		t.Fatalf("record after re-use = %+v, want the new request's", rec)
 	}
 	// A key just inside its lifetime is kept.
-	reserve(t, b.store, user, "young", "h")
-	complete(t, b.store, user, "young", 201, "{}")
-	b.age(t, user, "young", idempotency.TTL-time.Minute)
-	if _, ok := reserve(t, b.store, user, "young", "h"); ok {
+	reserve(t, b.store, owner, "young", "h")
+	complete(t, b.store, owner, "young", 201, "{}")
+	b.age(t, owner, "young", idempotency.TTL-time.Minute)
+	if _, ok := reserve(t, b.store, owner, "young", "h"); ok {
 		t.Fatal("a key younger than TTL was reserved anew")
 	}
 }
 
 func testAbandonedReservation(t *testing.T, b backend) {
-	user := uuid.New()
-	reserve(t, b.store, user, "k", "h")
-	b.age(t, user, "k", idempotency.PendingTimeout/2)
-	if _, ok := reserve(t, b.store, user, "k", "h"); ok {
+	owner := newOwner()
+	reserve(t, b.store, owner, "k", "h")
+	b.age(t, owner, "k", idempotency.PendingTimeout/2)
+	if _, ok := reserve(t, b.store, owner, "k", "h"); ok {
 		t.Fatal("a reservation younger than PendingTimeout was taken over")
 	}
-	b.age(t, user, "k", idempotency.PendingTimeout)
-	if _, ok := reserve(t, b.store, user, "k", "h"); !ok {
+	b.age(t, owner, "k", idempotency.PendingTimeout)
+	if _, ok := reserve(t, b.store, owner, "k", "h"); !ok {
 		t.Fatal("an abandoned reservation was not taken over")
 	}
 }
 
 func testConcurrentReserve(t *testing.T, b backend) {
 	const n = 32
-	user := uuid.New()
+	owner := newOwner()
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	reserved := make([]bool, n)
@@ -249,7 +283,7 @@ func testConcurrentReserve(t *testing.T, b backend) {
 	for i := range n {
 		wg.Go(func() {
 			<-start
-			_, reserved[i], errs[i] = b.store.Reserve(context.Background(), user, "k", "h")
+			_, reserved[i], errs[i] = b.store.Reserve(context.Background(), owner, "k", "h")
 		})
 	}
 	close(start)

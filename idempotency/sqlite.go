@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
 )
 
@@ -31,17 +29,17 @@ func NewSQLite(db *sql.DB) Store {
 // or whose reservation was abandoned; it returns a row only when the caller
 // got the key.
 const sqliteReserveSQL = `
-INSERT INTO idempotency_keys AS k (user_id, key, request_hash, created_at) VALUES (?1, ?2, ?3, ?4)
-ON CONFLICT (user_id, key) DO UPDATE
+INSERT INTO idempotency_keys AS k (account_id, user_id, key, request_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
+ON CONFLICT (account_id, user_id, key) DO UPDATE
     SET request_hash = excluded.request_hash, status_code = NULL, response = NULL, created_at = excluded.created_at
-    WHERE k.created_at < ?5 OR (k.status_code IS NULL AND k.created_at < ?6)
+    WHERE k.created_at < ?6 OR (k.status_code IS NULL AND k.created_at < ?7)
 RETURNING 1`
 
 const sqliteSelectSQL = `
 SELECT request_hash, coalesce(status_code, 0), coalesce(response, x'')
-FROM idempotency_keys WHERE user_id = ? AND key = ?`
+FROM idempotency_keys WHERE account_id = ? AND user_id = ? AND key = ?`
 
-func (s *sqliteStore) Reserve(ctx context.Context, user uuid.UUID, key, requestHash string) (Record, bool, error) {
+func (s *sqliteStore) Reserve(ctx context.Context, owner Owner, key, requestHash string) (Record, bool, error) {
 	now := time.Now().UTC()
 	expired := now.Add(-TTL).Format(sqlitestore.TimeLayout)
 	abandoned := now.Add(-PendingTimeout).Format(sqlitestore.TimeLayout)
@@ -53,13 +51,13 @@ func (s *sqliteStore) Reserve(ctx context.Context, user uuid.UUID, key, requestH
 	defer tx.Rollback() // a no-op after Commit
 	rec := Record{RequestHash: requestHash}
 	var one int
-	err = tx.QueryRowContext(ctx, sqliteReserveSQL, user.String(), key, requestHash, now.Format(sqlitestore.TimeLayout), expired, abandoned).Scan(&one)
+	err = tx.QueryRowContext(ctx, sqliteReserveSQL, owner.Account.String(), owner.User.String(), key, requestHash, now.Format(sqlitestore.TimeLayout), expired, abandoned).Scan(&one)
 	reserved := err == nil
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		// Held by another request: read its record in the same transaction,
 		// which no release can slip between.
-		err = tx.QueryRowContext(ctx, sqliteSelectSQL, user.String(), key).Scan(&rec.RequestHash, &rec.StatusCode, &rec.Response)
+		err = tx.QueryRowContext(ctx, sqliteSelectSQL, owner.Account.String(), owner.User.String(), key).Scan(&rec.RequestHash, &rec.StatusCode, &rec.Response)
 		if err != nil {
 			return Record{}, false, fmt.Errorf("read idempotency key: %w", err)
 		}
@@ -72,10 +70,10 @@ func (s *sqliteStore) Reserve(ctx context.Context, user uuid.UUID, key, requestH
 	return rec, reserved, nil
 }
 
-func (s *sqliteStore) Complete(ctx context.Context, user uuid.UUID, key string, status int, body []byte) error {
+func (s *sqliteStore) Complete(ctx context.Context, owner Owner, key string, status int, body []byte) error {
 	_, err := s.db.ExecContext(ctx, `
 UPDATE idempotency_keys SET status_code = ?, response = ?
-WHERE user_id = ? AND key = ? AND status_code IS NULL`, status, body, user.String(), key)
+WHERE account_id = ? AND user_id = ? AND key = ? AND status_code IS NULL`, status, body, owner.Account.String(), owner.User.String(), key)
 	if err != nil {
 		return fmt.Errorf("store idempotent response: %w", err)
 	}
@@ -95,9 +93,9 @@ func (s *sqliteStore) Sweep(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
-func (s *sqliteStore) Release(ctx context.Context, user uuid.UUID, key string) error {
+func (s *sqliteStore) Release(ctx context.Context, owner Owner, key string) error {
 	_, err := s.db.ExecContext(ctx, `
-DELETE FROM idempotency_keys WHERE user_id = ? AND key = ? AND status_code IS NULL`, user.String(), key)
+DELETE FROM idempotency_keys WHERE account_id = ? AND user_id = ? AND key = ? AND status_code IS NULL`, owner.Account.String(), owner.User.String(), key)
 	if err != nil {
 		return fmt.Errorf("release idempotency key: %w", err)
 	}

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
 	"github.com/resolutionflow/ledgerd/idempotency"
 )
@@ -32,11 +30,11 @@ func newSQLite(tb testing.TB) backend {
 	db := s.DB()
 	return backend{
 		store: idempotency.NewSQLite(db),
-		age: func(tb testing.TB, user uuid.UUID, key string, d time.Duration) {
+		age: func(tb testing.TB, owner idempotency.Owner, key string, d time.Duration) {
 			tb.Helper()
 			ctx := context.Background()
 			var created string
-			err := db.QueryRowContext(ctx, `SELECT created_at FROM idempotency_keys WHERE user_id = ? AND key = ?`, user.String(), key).Scan(&created)
+			err := db.QueryRowContext(ctx, `SELECT created_at FROM idempotency_keys WHERE account_id = ? AND user_id = ? AND key = ?`, owner.Account.String(), owner.User.String(), key).Scan(&created)
 			if err != nil {
 				tb.Fatalf("read key's time: %v", err)
 			}
@@ -44,8 +42,8 @@ func newSQLite(tb testing.TB) backend {
 			if err != nil {
 				tb.Fatalf("parse key's time: %v", err)
 			}
-			_, err = db.ExecContext(ctx, `UPDATE idempotency_keys SET created_at = ? WHERE user_id = ? AND key = ?`,
-				at.Add(-d).UTC().Format(sqlitestore.TimeLayout), user.String(), key)
+			_, err = db.ExecContext(ctx, `UPDATE idempotency_keys SET created_at = ? WHERE account_id = ? AND user_id = ? AND key = ?`,
+				at.Add(-d).UTC().Format(sqlitestore.TimeLayout), owner.Account.String(), owner.User.String(), key)
 			if err != nil {
 				tb.Fatalf("age key: %v", err)
 			}

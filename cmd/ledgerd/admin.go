@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/resolutionflow/ledgerd/domain"
 	"github.com/resolutionflow/ledgerd/httpapi"
+	"github.com/resolutionflow/ledgerd/migrations"
 	"github.com/resolutionflow/ledgerd/projections"
 )
 
@@ -25,14 +27,31 @@ func openBackend(ctx context.Context, name string, args []string, stderr io.Writ
 	return storage.open(ctx, logger)
 }
 
-// migrate applies pending migrations; opening the backend does it.
+// migrate applies pending migrations (opening the backend does it) and,
+// with --runtime-role, grants that PostgreSQL role what serve needs.
 func migrate(ctx context.Context, args []string, stderr io.Writer, logger *slog.Logger) error {
-	b, err := openBackend(ctx, "migrate", args, stderr, logger)
+	f := newFlags("migrate", stderr)
+	storage := addStorageFlags(f)
+	runtimeRole := f.string("runtime-role", "LEDGER_RUNTIME_ROLE", "", "PostgreSQL role that serve connects as: granted, after migrating, only what serve needs (SELECT and INSERT on events)")
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	if *runtimeRole != "" && storage.embedded() {
+		return errors.New("--runtime-role (LEDGER_RUNTIME_ROLE) applies to PostgreSQL only")
+	}
+	b, err := storage.open(ctx, logger)
 	if err != nil {
 		return err
 	}
-	b.close()
+	defer b.close()
 	logger.Info("migrations applied")
+	if *runtimeRole == "" {
+		return nil
+	}
+	if err := migrations.GrantRuntime(ctx, b.pool, *runtimeRole); err != nil {
+		return err
+	}
+	logger.Info("runtime role granted", "role", *runtimeRole)
 	return nil
 }
 
@@ -59,7 +78,7 @@ func rebuild(ctx context.Context, args []string, stderr io.Writer, logger *slog.
 func token(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	f := newFlags("token", stderr)
 	storage := addStorageFlags(f)
-	secretFlag := f.string("jwt-secret", "LEDGER_JWT_SECRET", "", "HS256 secret that signs bearer tokens (embedded mode: the one kept in --data-dir when empty)")
+	secretFlag := addSecretFlags(f)
 	user := f.string("user", "", "", "user id (random when omitted)")
 	account := f.string("account", "", "", "account id (random when omitted)")
 	team := f.string("team", "", "", "team id (random when omitted)")
@@ -70,7 +89,7 @@ func token(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := f.parse(args); err != nil {
 		return err
 	}
-	secret, err := storage.secret(*secretFlag)
+	secret, err := storage.secret(secretFlag)
 	if err != nil {
 		return err
 	}

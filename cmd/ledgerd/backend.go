@@ -2,13 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
@@ -38,10 +38,14 @@ type backend struct {
 	idem   idempotency.Store
 	locker leader.Locker
 	checks []httpapi.Check
-	close  func()
+	// pool is the PostgreSQL pool; nil for the embedded store.
+	pool  *pgxpool.Pool
+	close func()
 }
 
-// openPostgres connects to PostgreSQL and applies pending migrations.
+// openPostgres connects to PostgreSQL and applies pending migrations, if
+// there are any: the runtime role, which may not change the schema, starts
+// when it is up to date and is told to run `ledgerd migrate` otherwise.
 func openPostgres(ctx context.Context, url string, maxConns int, logger *slog.Logger) (*backend, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
@@ -54,8 +58,11 @@ func openPostgres(ctx context.Context, url string, maxConns int, logger *slog.Lo
 	if err != nil {
 		return nil, fmt.Errorf("connect to postgres: %w", err)
 	}
-	if err := migratePostgres(ctx, pool); err != nil {
+	if err := migrations.PostgresPending(ctx, pool); err != nil {
 		pool.Close()
+		if errors.Is(err, migrations.ErrNotPermitted) {
+			return nil, fmt.Errorf("this database role may not apply the pending migrations: run `ledgerd migrate` with the owner's --database-url first: %w", err)
+		}
 		return nil, err
 	}
 	return &backend{
@@ -67,14 +74,9 @@ func openPostgres(ctx context.Context, url string, maxConns int, logger *slog.Lo
 			{Name: "database", Func: pool.Ping},
 			{Name: "migrations", Func: func(ctx context.Context) error { return migrations.CheckPostgres(ctx, pool) }},
 		},
+		pool:  pool,
 		close: pool.Close,
 	}, nil
-}
-
-func migratePostgres(ctx context.Context, pool *pgxpool.Pool) error {
-	db := stdlib.OpenDBFromPool(pool)
-	defer db.Close()
-	return migrations.Postgres(ctx, db)
 }
 
 // sqliteFile is the name of the embedded database in the data directory.

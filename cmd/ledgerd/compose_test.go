@@ -5,7 +5,10 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/url"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,6 +29,7 @@ type compose struct {
 		Command     []string          `yaml:"command"`
 		Environment map[string]string `yaml:"environment"`
 		Ports       []string          `yaml:"ports"`
+		Secrets     []string          `yaml:"secrets"`
 		Volumes     []string          `yaml:"volumes"`
 		Healthcheck struct {
 			Test []string `yaml:"test"`
@@ -35,6 +39,9 @@ type compose struct {
 		} `yaml:"depends_on"`
 		StopGracePeriod string `yaml:"stop_grace_period"`
 	} `yaml:"services"`
+	Secrets map[string]struct {
+		File string `yaml:"file"`
+	} `yaml:"secrets"`
 }
 
 // readCompose parses docker-compose.yml.
@@ -51,10 +58,23 @@ func readCompose(tb testing.TB) compose {
 	return c
 }
 
+// checkEnvironment checks that every variable compose gives a ledgerd
+// service is one its command reads.
+func checkEnvironment(tb testing.TB, service string, env map[string]string, command ...string) {
+	tb.Helper()
+	var help bytes.Buffer
+	_ = run(context.Background(), append(command, "-h"), &help, &help)
+	for name := range env {
+		if !strings.Contains(help.String(), "(env "+name+")") {
+			tb.Errorf("compose gives %s %s, which `ledgerd %s` does not read", service, name, strings.Join(command, " "))
+		}
+	}
+}
+
 // TestDockerCompose_RunsTheProductionStack checks docker-compose.yml by
 // reading it, since no container engine runs where the tests do: the three
 // services exist with health checks, ledgerd waits for healthy dependencies,
-// and every variable given to ledgerd is one it reads.
+// NATS runs JetStream, and every variable given to ledgerd is one it reads.
 func TestDockerCompose_RunsTheProductionStack(t *testing.T) {
 	c := readCompose(t)
 	for _, name := range []string{"postgres", "nats", "ledgerd"} {
@@ -83,14 +103,8 @@ func TestDockerCompose_RunsTheProductionStack(t *testing.T) {
 		t.Errorf("ledgerd health check %q does not probe /readyz", ledgerd.Healthcheck.Test)
 	}
 
-	var help bytes.Buffer
-	_ = run(context.Background(), []string{"serve", "-h"}, &help, &help)
-	for name := range ledgerd.Environment {
-		if !strings.Contains(help.String(), "(env "+name+")") {
-			t.Errorf("compose sets %s, which `ledgerd serve` does not read", name)
-		}
-	}
-	for _, required := range []string{"DATABASE_URL", "NATS_URL", "LEDGER_JWT_SECRET"} {
+	checkEnvironment(t, "ledgerd", ledgerd.Environment, "serve")
+	for _, required := range []string{"DATABASE_URL_FILE", "NATS_URL", "LEDGER_JWT_SECRET_FILE"} {
 		if _, ok := ledgerd.Environment[required]; !ok {
 			t.Errorf("compose does not give ledgerd %s", required)
 		}
@@ -210,5 +224,115 @@ func TestDockerCompose_NATSRequiresCredentials(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Errorf("ledger published on %s: no permissions violation", subject)
 		}
+	}
+}
+
+// TestDockerCompose_LeastPrivilege checks the roles and secrets of
+// docker-compose.yml: PostgreSQL's init script (a file of the repository)
+// creates a database owner that is not a superuser and the runtime role; a
+// one-shot migrate service migrates as the owner and grants the runtime
+// role; ledgerd serves as the runtime role once migrate has succeeded; and
+// the JWT secret and database URLs reach ledgerd as Docker secret files,
+// never as environment values, made by deploy/make-secrets.sh with the
+// roles' names.
+func TestDockerCompose_LeastPrivilege(t *testing.T) {
+	c := readCompose(t)
+	postgres, migrate, ledgerd := c.Services["postgres"], c.Services["migrate"], c.Services["ledgerd"]
+
+	var initScript string
+	for _, v := range postgres.Volumes {
+		if src, dst, ok := strings.Cut(v, ":"); ok && strings.HasPrefix(dst, "/docker-entrypoint-initdb.d/") {
+			initScript = src
+		}
+	}
+	script, err := os.ReadFile(filepath.Join("../..", initScript))
+	if initScript == "" || err != nil {
+		t.Fatalf("postgres mounts no init script of the repository into /docker-entrypoint-initdb.d (%q: %v)", initScript, err)
+	}
+	runtime := migrate.Environment["LEDGER_RUNTIME_ROLE"]
+	for _, want := range []string{
+		"CREATE ROLE ledger_owner LOGIN NOSUPERUSER",
+		"CREATE ROLE " + runtime + " LOGIN NOSUPERUSER",
+		"CREATE DATABASE ledger OWNER ledger_owner",
+	} {
+		if runtime == "" || !bytes.Contains(script, []byte(want)) {
+			t.Errorf("%s does not say %q", initScript, want)
+		}
+	}
+	if postgres.Environment["POSTGRES_PASSWORD"] != "" || postgres.Environment["POSTGRES_PASSWORD_FILE"] == "" {
+		t.Error("postgres's superuser password is not a secret file")
+	}
+
+	if !slices.Equal(migrate.Command, []string{"migrate"}) || migrate.Build == nil {
+		t.Errorf("migrate service runs %q, want ledgerd's migrate", migrate.Command)
+	}
+	if migrate.DependsOn["postgres"].Condition != "service_healthy" {
+		t.Error("migrate does not wait for postgres to be healthy")
+	}
+	checkEnvironment(t, "migrate", migrate.Environment, "migrate")
+	if ledgerd.DependsOn["migrate"].Condition != "service_completed_successfully" {
+		t.Error("ledgerd does not wait for migrate to complete successfully")
+	}
+
+	// Secret name -> the file deploy/make-secrets.sh writes.
+	files := map[string]string{}
+	for name, secret := range c.Secrets {
+		rel, ok := strings.CutPrefix(secret.File, "./secrets/")
+		if !ok {
+			t.Errorf("secret %s is %q, want a file in ./secrets", name, secret.File)
+		}
+		files[name] = rel
+	}
+	dir := filepath.Join(t.TempDir(), "secrets")
+	for range 2 { // a second run keeps the secrets
+		if out, err := exec.Command("sh", "../../deploy/make-secrets.sh", dir).CombinedOutput(); err != nil {
+			t.Fatalf("deploy/make-secrets.sh: %v\n%s", err, out)
+		}
+	}
+	wantMode(t, dir, 0o700)
+	read := func(secret string) string {
+		t.Helper()
+		path := filepath.Join(dir, files[secret])
+		wantMode(t, path, 0o644) // read by the container's user; dir keeps others out
+		v, err := readValueFile(path)
+		if err != nil {
+			t.Fatalf("secret %s: %v", secret, err)
+		}
+		return v
+	}
+	for _, s := range []struct {
+		service  string
+		env      map[string]string
+		secrets  []string
+		variable string
+		user     string // the role a URL names; "" for the JWT secret
+	}{
+		{"migrate", migrate.Environment, migrate.Secrets, "DATABASE_URL_FILE", "ledger_owner"},
+		{"ledgerd", ledgerd.Environment, ledgerd.Secrets, "DATABASE_URL_FILE", runtime},
+		{"ledgerd", ledgerd.Environment, ledgerd.Secrets, "LEDGER_JWT_SECRET_FILE", ""},
+	} {
+		secret, ok := strings.CutPrefix(s.env[s.variable], "/run/secrets/")
+		if !ok || !slices.Contains(s.secrets, secret) {
+			t.Errorf("%s's %s = %q, want one of its secrets %q in /run/secrets", s.service, s.variable, s.env[s.variable], s.secrets)
+			continue
+		}
+		value := read(secret)
+		if s.user == "" {
+			if err := checkSecretLength(value, secret); err != nil {
+				t.Error(err)
+			}
+			continue
+		}
+		if u, err := url.Parse(value); err != nil || u.User.Username() != s.user || u.Path != "/ledger" {
+			t.Errorf("%s's database URL %s connects as %q to %q, want %s to /ledger", s.service, secret, u.User.Username(), u.Path, s.user)
+		}
+	}
+	for _, name := range []string{"DATABASE_URL", "LEDGER_JWT_SECRET"} {
+		if _, ok := ledgerd.Environment[name]; ok {
+			t.Errorf("ledgerd gets %s as an environment value, want the file form", name)
+		}
+	}
+	for _, secret := range postgres.Secrets {
+		read(secret)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -69,4 +70,75 @@ func (f *flags) parse(args []string) error {
 		return fmt.Errorf("%s: unexpected arguments %q", f.Name(), f.Args())
 	}
 	return nil
+}
+
+// valueOrFile is a setting given either as a value, --NAME (env ENV), or
+// as the path of a file holding it, --NAME-file (env ENV_FILE), such as a
+// Docker secret: a value on the command line can be read by every local
+// user in /proc/<pid>/cmdline.
+type valueOrFile struct {
+	name, env   string
+	value, file *string
+}
+
+func (f *flags) valueOrFile(name, env, usage string) valueOrFile {
+	return valueOrFile{
+		name:  name,
+		env:   env,
+		value: f.string(name, env, "", usage),
+		file:  f.string(name+"-file", env+"_FILE", "", "file holding the value of --"+name+" (preferred: it stays off the command line)"),
+	}
+}
+
+// given reports whether the value or its file is set.
+func (v valueOrFile) given() bool { return *v.value != "" || *v.file != "" }
+
+// source names where the value comes from, for error messages.
+func (v valueOrFile) source() string {
+	if *v.file != "" {
+		return "--" + v.name + "-file " + *v.file
+	}
+	return "--" + v.name + " (" + v.env + ")"
+}
+
+// get returns the value, read from its file when one is named, or "" when
+// neither is set. Giving both is an error.
+func (v valueOrFile) get() (string, error) {
+	switch {
+	case *v.value != "" && *v.file != "":
+		return "", fmt.Errorf("give --%s (%s) or --%s-file (%s_FILE), not both", v.name, v.env, v.name, v.env)
+	case *v.file != "":
+		value, err := readValueFile(*v.file)
+		if err != nil {
+			return "", fmt.Errorf("--%s-file (%s_FILE): %w", v.name, v.env, err)
+		}
+		return value, nil
+	}
+	return *v.value, nil
+}
+
+// maxValueFileSize bounds how much of a value file is read.
+const maxValueFileSize = 4096
+
+// readValueFile returns the content of a value file without its trailing
+// newline. A file that is empty, or larger than maxValueFileSize, is
+// refused.
+func readValueFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	raw, err := io.ReadAll(io.LimitReader(f, maxValueFileSize+1))
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(raw) > maxValueFileSize {
+		return "", fmt.Errorf("%s is larger than %d bytes", path, maxValueFileSize)
+	}
+	value := strings.TrimSuffix(strings.TrimSuffix(string(raw), "\n"), "\r")
+	if value == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return value, nil
 }

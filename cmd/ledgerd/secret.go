@@ -33,9 +33,6 @@ func checkSecretLength(secret, source string) error {
 	return nil
 }
 
-// maxSecretSize bounds how much of a secret file is read.
-const maxSecretSize = 4096
-
 // loadOrCreateSecret returns the JWT secret kept in dataDir, creating it on
 // first use: 32 random bytes, hex-encoded, in a file only the owner may
 // read (mode 0600) in a directory only the owner may enter (0700 when it is
@@ -73,7 +70,7 @@ func readSecret(path string) (string, error) {
 	if perm := info.Mode().Perm(); perm&0o077 != 0 {
 		return "", fmt.Errorf("JWT secret %s is accessible to others (mode %04o); run chmod 600 %s", path, perm, path)
 	}
-	raw, err := io.ReadAll(io.LimitReader(f, maxSecretSize))
+	raw, err := io.ReadAll(io.LimitReader(f, maxValueFileSize))
 	if err != nil {
 		return "", fmt.Errorf("read JWT secret %s: %w", path, err)
 	}

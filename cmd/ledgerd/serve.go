@@ -24,14 +24,14 @@ import (
 // database URL is given, the embedded SQLite file in the data directory
 // otherwise.
 type storageFlags struct {
-	databaseURL *string
+	databaseURL valueOrFile
 	maxConns    *int
 	dataDir     *string
 }
 
 func addStorageFlags(f *flags) storageFlags {
 	return storageFlags{
-		databaseURL: f.string("database-url", "DATABASE_URL", "", "PostgreSQL URL; when empty, the embedded store in --data-dir is used"),
+		databaseURL: f.valueOrFile("database-url", "DATABASE_URL", "PostgreSQL URL; when empty, the embedded store in --data-dir is used"),
 		maxConns:    f.int("database-max-conns", "LEDGER_DATABASE_MAX_CONNS", 32, "PostgreSQL connection pool size"),
 		dataDir:     f.string("data-dir", "LEDGER_DATA_DIR", defaultDataDir, "directory of the embedded mode's data"),
 	}
@@ -42,35 +42,49 @@ func addStorageFlags(f *flags) storageFlags {
 const defaultDataDir = "./ledger-data"
 
 // embedded reports whether the backend is the embedded SQLite store.
-func (s storageFlags) embedded() bool { return *s.databaseURL == "" }
+func (s storageFlags) embedded() bool { return !s.databaseURL.given() }
 
 func (s storageFlags) open(ctx context.Context, logger *slog.Logger) (*backend, error) {
 	if s.embedded() {
 		return openSQLite(ctx, *s.dataDir, logger)
 	}
-	return openPostgres(ctx, *s.databaseURL, *s.maxConns, logger)
+	url, err := s.databaseURL.get()
+	if err != nil {
+		return nil, err
+	}
+	return openPostgres(ctx, url, *s.maxConns, logger)
 }
 
-// secret returns the token-signing secret: the flag's, or in the embedded
-// mode the one kept in the data directory (made on first use).
-func (s storageFlags) secret(flagValue string) (string, error) {
+// addSecretFlags adds --jwt-secret and --jwt-secret-file.
+func addSecretFlags(f *flags) valueOrFile {
+	return f.valueOrFile("jwt-secret", "LEDGER_JWT_SECRET", "HS256 secret that signs bearer tokens, at least 32 bytes (embedded mode: the one kept in --data-dir when empty)")
+}
+
+// secret returns the token-signing secret: the flag's or its file's, or in
+// the embedded mode the one kept in the data directory (made on first
+// use).
+func (s storageFlags) secret(jwt valueOrFile) (string, error) {
 	switch {
-	case flagValue != "":
-		if err := checkSecretLength(flagValue, "--jwt-secret (LEDGER_JWT_SECRET)"); err != nil {
+	case jwt.given():
+		secret, err := jwt.get()
+		if err != nil {
 			return "", err
 		}
-		return flagValue, nil
+		if err := checkSecretLength(secret, jwt.source()); err != nil {
+			return "", err
+		}
+		return secret, nil
 	case s.embedded():
 		return loadOrCreateSecret(*s.dataDir)
 	}
-	return "", errors.New("--jwt-secret or LEDGER_JWT_SECRET is required with PostgreSQL")
+	return "", errors.New("--jwt-secret-file (LEDGER_JWT_SECRET_FILE) or --jwt-secret (LEDGER_JWT_SECRET) is required with PostgreSQL")
 }
 
 func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Logger) error {
 	f := newFlags("serve", stderr)
 	storage := addStorageFlags(f)
 	addr := f.string("http-addr", "LEDGER_HTTP_ADDR", ":8080", "address the REST API listens on")
-	secretFlag := f.string("jwt-secret", "LEDGER_JWT_SECRET", "", "HS256 secret that signs bearer tokens (embedded mode: kept in --data-dir when empty)")
+	secretFlag := addSecretFlags(f)
 	jwtMaxTTL := f.duration("jwt-max-ttl", "LEDGER_JWT_MAX_TTL", httpapi.DefaultJWTMaxTTL, "refuse tokens whose exp is further ahead than this")
 	jwtIssuer := f.string("jwt-issuer", "LEDGER_JWT_ISSUER", "", "when set, the iss claim every token must carry")
 	jwtAudience := f.string("jwt-audience", "LEDGER_JWT_AUDIENCE", "", "when set, a value the aud claim of every token must hold")
@@ -79,7 +93,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	if err := f.parse(args); err != nil {
 		return err
 	}
-	secret, err := storage.secret(*secretFlag)
+	secret, err := storage.secret(secretFlag)
 	if err != nil {
 		return err
 	}
@@ -147,7 +161,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	go func() { served <- srv.Serve(ln) }()
 	logger.Info("ledgerd serving", "http", ln.Addr().String(), "nats", redact(target.url), "embedded_store", storage.embedded())
 	if isTerminal(stderr) {
-		printStartup(stderr, ln.Addr(), target, storage)
+		printStartup(stderr, ln.Addr(), target, storage, secretFlag)
 	}
 
 	select {
@@ -182,13 +196,17 @@ func isTerminal(w io.Writer) bool {
 }
 
 // printStartup tells a person, in a few lines, where everything is.
-func printStartup(w io.Writer, api net.Addr, target natsTarget, storage storageFlags) {
+func printStartup(w io.Writer, api net.Addr, target natsTarget, storage storageFlags, jwt valueOrFile) {
 	host := api.String()
 	if tcp, ok := api.(*net.TCPAddr); ok && tcp.IP.IsUnspecified() {
 		host = net.JoinHostPort("localhost", fmt.Sprint(tcp.Port))
 	}
-	data := "PostgreSQL (--database-url)"
-	tokenCmd := "ledgerd token --jwt-secret \"$LEDGER_JWT_SECRET\" --role engineer"
+	data := "PostgreSQL"
+	secretFile := *jwt.file
+	if secretFile == "" {
+		secretFile = "/path/to/jwt-secret"
+	}
+	tokenCmd := "ledgerd token --jwt-secret-file " + secretFile + " --role engineer"
 	if storage.embedded() {
 		data = *storage.dataDir + " (SQLite, JetStream, token secret)"
 		tokenCmd = "ledgerd token --data-dir " + *storage.dataDir + " --role engineer"

@@ -16,8 +16,8 @@
 // An append checks its expected version in its own transaction. For an
 // exact version v it checks that the stream reaches v and then inserts
 // versions v+1, v+2, ...: if the stream is already beyond v, the insert
-// violates UNIQUE(stream, version), which Append turns into
-// *eventstore.ConflictError.
+// is refused (by the events_insert_only_new trigger, or UNIQUE(stream,
+// version)), which Append turns into *eventstore.ConflictError.
 //
 // The file is in WAL mode with synchronous=FULL: every commit syncs the
 // WAL, so an acknowledged append survives a crash or a power loss.
@@ -236,13 +236,15 @@ func baseVersion(ctx context.Context, tx *sql.Tx, stream string, expected events
 	return int64(expected), nil
 }
 
-// insertError explains a failed insert of e. A unique violation is on
-// (stream, version) when another event holds e's version: then the stream
-// was beyond the expected version. Otherwise (a reused event id, invalid
-// JSON) the error is returned as it is.
+// insertError explains a failed insert of e. The events_insert_only_new
+// trigger refuses an event whose id or (stream, version) is taken, before
+// the unique constraints would: either refusal is on (stream, version) when
+// another event holds e's version, and then the stream was beyond the
+// expected version. Otherwise (a reused event id, invalid JSON) the error
+// is returned as it is.
 func insertError(ctx context.Context, tx *sql.Tx, expected eventstore.ExpectedVersion, e *eventstore.Event, err error) error {
 	var sqliteErr *sqlite.Error
-	if errors.As(err, &sqliteErr) && sqliteErr.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE {
+	if errors.As(err, &sqliteErr) && (sqliteErr.Code() == sqlite3.SQLITE_CONSTRAINT_TRIGGER || sqliteErr.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE) {
 		// Only the failed statement was undone; the transaction can still
 		// look.
 		taken, lookErr := hasVersion(ctx, tx, e.Stream, e.Version)

@@ -98,6 +98,37 @@ func TestConformance_Immutability(t *testing.T) {
 		 SELECT id || 'x', stream, version, 'Tampered', data, metadata, recorded_at FROM events WHERE version = 1`)
 }
 
+// TestConformance_ImmutabilityOnAPlainConnection tampers through a
+// connection opened without the store's settings, as the sqlite3 tool
+// does: there recursive_triggers is off, so a REPLACE deletes the row it
+// conflicts with without firing the delete trigger.
+func TestConformance_ImmutabilityOnAPlainConnection(t *testing.T) {
+	storetest.RunImmutability(t, func(t *testing.T) (eventstore.Store, storetest.Exec) {
+		path := filepath.Join(t.TempDir(), "ledger.db")
+		s := sqlitetest.OpenAt(t, path)
+		plain, err := sql.Open("sqlite", path)
+		if err != nil {
+			t.Fatalf("open a plain connection: %v", err)
+		}
+		t.Cleanup(func() { plain.Close() })
+		if got := pragma(t, plain, "recursive_triggers"); got != "0" {
+			t.Fatalf("plain connection: PRAGMA recursive_triggers = %s, want 0", got)
+		}
+		return s, func(ctx context.Context, query string) error {
+			_, err := plain.ExecContext(ctx, query)
+			return err
+		}
+	},
+		`INSERT OR REPLACE INTO events (id, stream, version, type, data, metadata, recorded_at)
+		 SELECT id, stream, version, 'Tampered', data, metadata, recorded_at FROM events WHERE version = 1`,
+		`REPLACE INTO events (id, stream, version, type, data, metadata, recorded_at)
+		 SELECT id || 'x', stream, version, 'Tampered', data, metadata, recorded_at FROM events WHERE version = 1`,
+		`INSERT OR REPLACE INTO events (position, id, stream, version, type, data, metadata, recorded_at)
+		 SELECT position, id || 'y', stream || 'y', version, 'Tampered', data, metadata, recorded_at FROM events WHERE version = 1`,
+		`INSERT OR REPLACE INTO events (id, stream, version, type, data, metadata, recorded_at)
+		 SELECT id, stream || 'z', version, 'Tampered', data, metadata, recorded_at FROM events WHERE version = 1`)
+}
+
 func pragma(tb testing.TB, db *sql.DB, name string) string {
 	tb.Helper()
 	var v string

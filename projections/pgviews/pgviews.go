@@ -197,7 +197,7 @@ func (t *storeTx) flush(ctx context.Context) error {
 		h := r.h
 		ids[i], accounts[i], teams[i], sessions[i] = pgUUID(h.ID), pgUUID(h.AccountID), pgUUID(h.TeamID), pgUUID(h.SessionID)
 		intents[i], notes[i], priorities[i], statuses[i] = string(h.Intent), h.Notes, string(h.Priority), string(h.Status)
-		creators[i], claimers[i] = pgUUID(h.CreatedBy), pgUUID(h.ClaimedBy)
+		creators[i], claimers[i] = pgUUID(h.CreatedBy), pgNullUUID(h.ClaimedBy)
 		created[i], claimed[i], withdrawn[i] = pgTime(h.CreatedAt), pgTime(h.ClaimedAt), pgTime(h.WithdrawnAt)
 		ranks[i], positions[i] = int32(h.Priority.Rank()), r.position
 	}
@@ -244,10 +244,16 @@ func scanHandoff(row pgx.CollectableRow) (domain.Handoff, error) {
 	return h, nil
 }
 
-// pgUUID is u as a query argument: uuid.Nil, the domain's "unset", is SQL
-// NULL. pgx encodes a pgtype.UUID directly, where a uuid.UUID would go
-// through its text form.
+// pgUUID is u as a query argument, uuid.Nil included: it is a valid id of
+// a column that is never NULL. pgx encodes a pgtype.UUID directly, where a
+// uuid.UUID would go through its text form.
 func pgUUID(u uuid.UUID) pgtype.UUID {
+	return pgtype.UUID{Bytes: u, Valid: true}
+}
+
+// pgNullUUID is u as the argument of a nullable column, claimed_by, where
+// uuid.Nil is the domain's "unset" and is stored as SQL NULL.
+func pgNullUUID(u uuid.UUID) pgtype.UUID {
 	return pgtype.UUID{Bytes: u, Valid: u != uuid.Nil}
 }
 

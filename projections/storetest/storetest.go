@@ -36,6 +36,7 @@ func Run(t *testing.T, open func(tb testing.TB) projections.Store) {
 		"Tx_ReadsItsOwnWrites":              testTxReadsOwnWrites,
 		"Tx_LargeBatch":                     testTxLargeBatch,
 		"PutHandoff_Replaces":               testPutReplaces,
+		"PutHandoff_KeepsNilUUIDs":          testPutNilUUIDs,
 		"Queue_OrdersEscalationsFirst":      testQueueOrder,
 		"Queue_OnlyOpenOfAccountAndTeam":    testQueueScope,
 		"History_NewestFirst":               testHistoryOrder,
@@ -370,6 +371,22 @@ func testPutReplaces(t *testing.T, s projections.Store) {
 	put(t, s, c)
 	wantHandoffs(t, "history", history(t, s, sc.account, h.SessionID), []domain.Handoff{c})
 	wantHandoffs(t, "queue", queue(t, s, sc), nil)
+}
+
+// testPutNilUUIDs stores a handoff whose ids are all the nil UUID, a
+// valid UUID: it must be stored and read back like any other, not taken
+// for a missing value (which the store would refuse, or never match).
+func testPutNilUUIDs(t *testing.T, s projections.Store) {
+	nobody := scope{uuid.Nil, uuid.Nil}
+	h := nobody.handoff(domain.IntentEscalate, domain.PriorityHigh, base)
+	h.ID, h.SessionID, h.CreatedBy = uuid.Nil, uuid.Nil, uuid.Nil
+	put(t, s, h)
+	wantHandoffs(t, "queue", queue(t, s, nobody), []domain.Handoff{h})
+	wantHandoffs(t, "history", history(t, s, uuid.Nil, uuid.Nil), []domain.Handoff{h})
+	c := claimed(h, base.Add(time.Minute))
+	put(t, s, c)
+	wantHandoffs(t, "history after the claim", history(t, s, uuid.Nil, uuid.Nil), []domain.Handoff{c})
+	wantHandoffs(t, "queue after the claim", queue(t, s, nobody), nil)
 }
 
 func testQueueOrder(t *testing.T, s projections.Store) {

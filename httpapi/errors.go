@@ -20,8 +20,14 @@ var statusOf = map[domain.Code]int{
 	domain.ECONFLICT:     http.StatusConflict,
 	domain.EFORBIDDEN:    http.StatusForbidden,
 	domain.EUNAUTHORIZED: http.StatusUnauthorized,
+	domain.EUNAVAILABLE:  http.StatusServiceUnavailable,
 	domain.EINTERNAL:     http.StatusInternalServerError,
 }
+
+// retryAfter is the Retry-After, in seconds, of an answer that asks the
+// client to try again: a busy session, or a service unavailable for a
+// moment.
+const retryAfter = "1"
 
 // internalDetail is the only detail a client sees of an internal error.
 const internalDetail = "Internal server error"
@@ -48,8 +54,8 @@ func (s *server) handleError(err error, c echo.Context) {
 	switch {
 	case status == http.StatusUnauthorized:
 		c.Response().Header().Set(echo.HeaderWWWAuthenticate, "Bearer")
-	case errors.Is(err, commands.ErrBusy):
-		c.Response().Header().Set(echo.HeaderRetryAfter, "1")
+	case errors.Is(err, commands.ErrBusy), domain.ErrorCode(err) == domain.EUNAVAILABLE:
+		c.Response().Header().Set(echo.HeaderRetryAfter, retryAfter)
 	}
 	var werr error
 	if c.Request().Method == http.MethodHead {
@@ -78,6 +84,11 @@ func (s *server) errorResponse(err error, c echo.Context) (int, any) {
 		if st, ok := statusOf[domain.ErrorCode(err)]; ok {
 			status, detail = st, domain.ErrorMessage(err)
 		}
+	}
+	if domain.ErrorCode(err) == domain.EUNAVAILABLE {
+		s.log.WarnContext(c.Request().Context(), "service unavailable",
+			"err", err, "method", c.Request().Method, "path", c.Request().URL.Path, "request_id", requestIDOf(c))
+		return status, errorBody{Detail: detail}
 	}
 	if status >= http.StatusInternalServerError {
 		s.log.ErrorContext(c.Request().Context(), "internal error",

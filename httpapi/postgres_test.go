@@ -78,7 +78,7 @@ func postgresBackendWaiting(tb testing.TB, pool *pgxpool.Pool, readWait time.Dur
 		Queries:       projections.CaughtUp(views, events, projector, readWait),
 		StopProjector: stop,
 		Idempotency:   idempotency.NewPostgres(pool),
-		Checks:        postgresChecks(pool),
+		Checks:        append(postgresChecks(pool), httpapi.SkippedEventsCheck(views, projections.HandoffsProjector)),
 		FailAppends: func(tb testing.TB) func() {
 			tb.Helper()
 			return failPostgresAppends(tb, pool)

@@ -51,7 +51,7 @@ func sqliteBackendWaiting(tb testing.TB, readWait time.Duration) Backend {
 		Checks: []httpapi.Check{{Name: "database", Func: func(ctx context.Context) error {
 			_, err := store.Head(ctx)
 			return err
-		}}},
+		}}, httpapi.SkippedEventsCheck(views, projections.HandoffsProjector)},
 		FailAppends: func(tb testing.TB) func() {
 			tb.Helper()
 			return failSQLiteAppends(tb, store)

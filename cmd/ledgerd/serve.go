@@ -110,7 +110,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 		Queries:     projections.CaughtUp(b.views, b.events, projector, *readWait),
 		Idempotency: b.idem,
 		JWTSecret:   []byte(secret),
-		Checks:      append(b.checks, relayCheck),
+		Checks:      append(b.checks, relayCheck, httpapi.SkippedEventsCheck(b.views, projections.HandoffsProjector)),
 		Logger:      logger,
 	})
 	if err != nil {

@@ -1,8 +1,10 @@
 // Package storetest is the contract every projections.Store must meet:
 // checkpoints moved by compare-and-set together with the read-model
 // changes, queue order and scoping, history order and scoping, and resets
-// that readers do not see until they commit. Each implementation runs it
-// from its own tests with Run.
+// that readers do not see until they commit, attempts undone on their own,
+// and skipped events recorded with the checkpoint. Each implementation runs
+// it from its own tests with Run, and runs the projector on it, against
+// events that cannot be applied and a store that fails, with RunProjector.
 //
 // It also helps tests that build read models from a real log: Stories
 // plays commands through a handler, AssertHistories checks the read model

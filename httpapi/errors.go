@@ -45,7 +45,8 @@ type claimedBody struct {
 }
 
 // handleError is echo's HTTPErrorHandler: it writes the response for an
-// error returned by a handler or middleware, and logs internal errors.
+// error returned by a handler or middleware, and logs internal errors
+// (and, at WARN, those that make the service unavailable for a moment).
 func (s *server) handleError(err error, c echo.Context) {
 	if c.Response().Committed {
 		return

@@ -279,6 +279,7 @@ func rebuildOnce(ctx context.Context, log Log, store Store) error {
 		if err := tx.Reset(ctx); err != nil {
 			return fmt.Errorf("reset: %w", err)
 		}
+		var err error
 		skipped, err = a.replay(ctx, tx, log, to)
 		return err
 	})

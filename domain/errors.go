@@ -23,7 +23,10 @@ const (
 	ECONFLICT     Code = "conflict"
 	EFORBIDDEN    Code = "forbidden"
 	EUNAUTHORIZED Code = "unauthorized"
-	EINTERNAL     Code = "internal"
+	// EUNAVAILABLE: the ledger cannot answer now but will soon, such as
+	// when the read models are behind the log; the client should retry.
+	EUNAVAILABLE Code = "unavailable"
+	EINTERNAL    Code = "internal"
 )
 
 // Error is a ledger error with a code and a message meant for the user.

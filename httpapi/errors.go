@@ -21,8 +21,14 @@ var statusOf = map[domain.Code]int{
 	domain.ECONFLICT:     http.StatusConflict,
 	domain.EFORBIDDEN:    http.StatusForbidden,
 	domain.EUNAUTHORIZED: http.StatusUnauthorized,
+	domain.EUNAVAILABLE:  http.StatusServiceUnavailable,
 	domain.EINTERNAL:     http.StatusInternalServerError,
 }
+
+// retryAfter is the Retry-After, in seconds, of an answer that asks the
+// client to try again: a busy session, or a service unavailable for a
+// moment.
+const retryAfter = "1"
 
 // internalDetail is the only detail a client sees of an internal error.
 const internalDetail = "Internal server error"
@@ -45,7 +51,8 @@ type claimedBody struct {
 }
 
 // handleError is echo's HTTPErrorHandler: it writes the response for an
-// error returned by a handler or middleware, and logs internal errors.
+// error returned by a handler or middleware, and logs internal errors
+// (and, at WARN, those that make the service unavailable for a moment).
 func (s *server) handleError(err error, c echo.Context) {
 	if c.Response().Committed {
 		return
@@ -54,8 +61,8 @@ func (s *server) handleError(err error, c echo.Context) {
 	switch {
 	case status == http.StatusUnauthorized:
 		c.Response().Header().Set(echo.HeaderWWWAuthenticate, "Bearer")
-	case errors.Is(err, commands.ErrBusy):
-		c.Response().Header().Set(echo.HeaderRetryAfter, "1")
+	case errors.Is(err, commands.ErrBusy), domain.ErrorCode(err) == domain.EUNAVAILABLE:
+		c.Response().Header().Set(echo.HeaderRetryAfter, retryAfter)
 	}
 	var werr error
 	if c.Request().Method == http.MethodHead {
@@ -91,6 +98,10 @@ func (s *server) errorResponse(err error, c echo.Context) (int, any) {
 		s.log.InfoContext(ctx, "client closed request",
 			"err", err, "method", c.Request().Method, "path", c.Request().URL.Path, "request_id", requestIDOf(c))
 		return statusClientClosedRequest, errorBody{Detail: "Client closed request"}
+	case domain.ErrorCode(err) == domain.EUNAVAILABLE:
+		s.log.WarnContext(ctx, "service unavailable",
+			"err", err, "method", c.Request().Method, "path", c.Request().URL.Path, "request_id", requestIDOf(c))
+		return status, errorBody{Detail: detail}
 	case status >= http.StatusInternalServerError:
 		s.log.ErrorContext(ctx, "internal error",
 			"err", err, "method", c.Request().Method, "path", c.Request().URL.Path, "request_id", requestIDOf(c))

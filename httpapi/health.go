@@ -2,11 +2,15 @@ package httpapi
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/resolutionflow/ledgerd/projections"
 )
 
 // readyTimeout bounds one run of the readiness checks.
@@ -32,18 +36,51 @@ func healthz(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]string{"status": stateOK})
 }
 
+// Notice is the error of a check whose text /readyz shows in its detail,
+// such as how many events a projector skipped; the text of any other error
+// is only logged, as it may hold internals.
+type Notice string
+
+func (n Notice) Error() string { return string(n) }
+
+// SkippedEventsCheck is the readiness check of the events a projector
+// skipped because it could not apply them: while any are recorded, it
+// fails, degrading, with a Notice that names the projector and says how
+// many it skipped and their first and last positions.
+func SkippedEventsCheck(store interface {
+	Skips(ctx context.Context, name string) (projections.Skips, error)
+}, projector string) Check {
+	return Check{Name: "projector", Degrading: true, Func: func(ctx context.Context) error {
+		skips, err := store.Skips(ctx, projector)
+		if err != nil || skips.Count == 0 {
+			return err
+		}
+		events := "events"
+		if skips.Count == 1 {
+			events = "event"
+		}
+		return Notice(fmt.Sprintf("projector %s skipped %d %s it cannot apply, positions %d to %d",
+			projector, skips.Count, events, skips.First.Position, skips.Last.Position))
+	}}
+}
+
 // readyz runs every check: 503 when one that is not Degrading fails, 200
 // otherwise, with status "degraded" when a Degrading one fails. Failures
-// are logged with their error; the body only names them.
+// are logged with their error; the body only names them, and gives the
+// text of a Notice in its detail.
 func (s *server) readyz(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), readyTimeout)
 	defer cancel()
 	body := readyBody{Status: stateOK, Checks: make(map[string]string, len(s.checks))}
-	var down []string
+	var down, notices []string
 	for _, check := range s.checks {
 		if err := check.Func(ctx); err != nil {
 			s.log.WarnContext(ctx, "readiness check failed", "check", check.Name, "err", err)
 			body.Checks[check.Name] = checkFailing
+			var notice Notice
+			if errors.As(err, &notice) {
+				notices = append(notices, string(notice))
+			}
 			if check.Degrading {
 				body.Status = stateDegraded
 			} else {
@@ -55,8 +92,9 @@ func (s *server) readyz(c echo.Context) error {
 	}
 	if len(down) > 0 {
 		body.Status = stateDown
-		body.Detail = "Not ready: " + strings.Join(down, ", ") + " failing"
+		body.Detail = strings.Join(append([]string{"Not ready: " + strings.Join(down, ", ") + " failing"}, notices...), "; ")
 		return c.JSON(http.StatusServiceUnavailable, body)
 	}
+	body.Detail = strings.Join(notices, "; ")
 	return c.JSON(http.StatusOK, body)
 }

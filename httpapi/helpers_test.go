@@ -38,7 +38,13 @@ type Backend struct {
 	// FailAppends makes every append fail inside the database until the
 	// returned function is called.
 	FailAppends func(tb testing.TB) (restore func())
+	// StopProjector stops the projector that keeps the read model.
+	StopProjector func()
 }
+
+// testReadWait bounds how long the tests' reads wait for the read model,
+// unless a test says otherwise: long enough for a loaded machine.
+const testReadWait = 15 * time.Second
 
 // NewBackend makes a Backend for one test; it cleans up after the test.
 type NewBackend func(tb testing.TB) Backend

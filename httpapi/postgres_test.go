@@ -33,6 +33,12 @@ func TestREST_Postgres(t *testing.T) { runSuite(t, newPostgresBackend) }
 
 func TestClaimRace_Postgres(t *testing.T) { testClaimRace(t, newPostgresBackend) }
 
+func TestReadWait_Postgres(t *testing.T) {
+	testReadWaitBounded(t, func(tb testing.TB, readWait time.Duration) Backend {
+		return postgresBackendWaiting(tb, pgtest.NewPool(tb, poolSize), readWait)
+	})
+}
+
 // poolSize leaves room for the 64 claimers of the race test and the
 // projector's leadership connection.
 const poolSize = 16
@@ -54,19 +60,27 @@ func newPostgresBackendOfSize(tb testing.TB, maxConns int32) Backend {
 // postgresBackendOn wires the PostgreSQL parts on pool's database.
 func postgresBackendOn(tb testing.TB, pool *pgxpool.Pool) Backend {
 	tb.Helper()
+	return postgresBackendWaiting(tb, pool, testReadWait)
+}
+
+// postgresBackendWaiting is postgresBackendOn with reads that wait at most
+// readWait for the read model.
+func postgresBackendWaiting(tb testing.TB, pool *pgxpool.Pool, readWait time.Duration) Backend {
+	tb.Helper()
 
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	events := pgstore.New(pool)
 	views := pgviews.New(pool)
 	projector := projections.NewProjector(events, views, leader.NewPostgres(pool, logger), events.Appended, logger)
-	runInBackground(tb, projector.Run)
+	stop := runInBackground(tb, projector.Run)
 
 	return Backend{
-		Log:         events,
-		Commands:    commands.NewHandler(events, nil),
-		Queries:     projections.CaughtUp(views, events, projector),
-		Idempotency: idempotency.NewPostgres(pool),
-		Checks:      postgresChecks(pool),
+		Log:           events,
+		Commands:      commands.NewHandler(events, nil),
+		Queries:       projections.CaughtUp(views, events, projector, readWait),
+		StopProjector: stop,
+		Idempotency:   idempotency.NewPostgres(pool),
+		Checks:        append(postgresChecks(pool), httpapi.SkippedEventsCheck(views, projections.HandoffsProjector)),
 		FailAppends: func(tb testing.TB) func() {
 			tb.Helper()
 			return failPostgresAppends(tb, pool)
@@ -74,11 +88,11 @@ func postgresBackendOn(tb testing.TB, pool *pgxpool.Pool) Backend {
 	}
 }
 
-// runInBackground runs fn until the test ends and then checks that it
-// stopped without an error.
-func runInBackground(tb testing.TB, fn func(context.Context) error) {
+// runInBackground runs fn until the test ends or stop is called, and then
+// checks that it stopped without an error.
+func runInBackground(tb testing.TB, fn func(context.Context) error) (stop func()) {
 	tb.Helper()
-	ledgertest.Go(context.Background(), tb, "background run", fn)
+	return ledgertest.Go(context.Background(), tb, "background run", fn)
 }
 
 // postgresChecks are the readiness checks serve uses: the database answers

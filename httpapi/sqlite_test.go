@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/resolutionflow/ledgerd/commands"
 	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
@@ -20,27 +21,37 @@ func TestREST_SQLite(t *testing.T) { runSuite(t, newSQLiteBackend) }
 
 func TestClaimRace_SQLite(t *testing.T) { testClaimRace(t, newSQLiteBackend) }
 
+func TestReadWait_SQLite(t *testing.T) { testReadWaitBounded(t, sqliteBackendWaiting) }
+
 // newSQLiteBackend wires the embedded parts on a fresh SQLite file, as
 // serve does without a database URL, with the projector running until the
 // test ends.
 func newSQLiteBackend(tb testing.TB) Backend {
+	tb.Helper()
+	return sqliteBackendWaiting(tb, testReadWait)
+}
+
+// sqliteBackendWaiting is newSQLiteBackend with reads that wait at most
+// readWait for the read model.
+func sqliteBackendWaiting(tb testing.TB, readWait time.Duration) Backend {
 	tb.Helper()
 	store := sqlitetest.Open(tb)
 
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	views := sqliteviews.New(store.DB(), store.ReadDB())
 	projector := projections.NewProjector(store, views, leader.NewLocal(), store.Appended, logger)
-	runInBackground(tb, projector.Run)
+	stop := runInBackground(tb, projector.Run)
 
 	return Backend{
-		Log:         store,
-		Commands:    commands.NewHandler(store, nil),
-		Queries:     projections.CaughtUp(views, store, projector),
-		Idempotency: idempotency.NewSQLite(store.DB()),
+		Log:           store,
+		Commands:      commands.NewHandler(store, nil),
+		Queries:       projections.CaughtUp(views, store, projector, readWait),
+		StopProjector: stop,
+		Idempotency:   idempotency.NewSQLite(store.DB()),
 		Checks: []httpapi.Check{{Name: "database", Func: func(ctx context.Context) error {
 			_, err := store.Head(ctx)
 			return err
-		}}},
+		}}, httpapi.SkippedEventsCheck(views, projections.HandoffsProjector)},
 		FailAppends: func(tb testing.TB) func() {
 			tb.Helper()
 			return failSQLiteAppends(tb, store)

@@ -48,6 +48,7 @@ func runSuite(t *testing.T, nb NewBackend) {
 		{"HistoryIsScopedToAccount", testHistoryScoped},
 		{"Routing", testRouting},
 		{"Probes", testProbes},
+		{"PoisonEvent", testPoisonEvent},
 		{"RequestIDs", testRequestIDs},
 		{"IdempotentRetry", testIdempotentRetry},
 		{"IdempotencyKeyMisuse", testIdempotencyKeyMisuse},

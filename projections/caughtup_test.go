@@ -24,7 +24,7 @@ func TestCaughtUp_ReadsSeeEarlierCommands(t *testing.T) {
 	for _, p := range []*process{local, remote} {
 		t.Run(p.name, func(t *testing.T) {
 			noWait := commands.NewHandler(p.events, nil)
-			reads := projections.CaughtUp(p.views, p.events, p.projector)
+			reads := projections.CaughtUp(p.views, p.events, p.projector, settle)
 			sc := newScope()
 			for i := range 20 {
 				session, _, err := storetest.Story(t.Context(), noWait, sc.account, sc.team, i)

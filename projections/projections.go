@@ -2,11 +2,15 @@
 // the handoff history, from the global event log. A projector tails the log
 // from its checkpoint and stores each batch of changes together with the new
 // checkpoint in one transaction, so every event is applied exactly once.
+// An event that cannot be applied is skipped and recorded, in the
+// transaction that moves the checkpoint past it, so that it never stops
+// the read models of everyone (see docs/read-models.md).
 package projections
 
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -47,6 +51,28 @@ type Store interface {
 	// second projector that wrongly runs at the same time harmless. When fn
 	// fails, nothing changes and Update returns fn's error.
 	Update(ctx context.Context, name string, from, to int64, fn func(Tx) error) error
+	// Skips summarises the events the named projector skipped, as
+	// recorded by Tx.Skip.
+	Skips(ctx context.Context, name string) (Skips, error)
+}
+
+// Skipped is an event a projector could not apply and passed over.
+type Skipped struct {
+	Projector string
+	Position  int64
+	EventID   string
+	Type      string
+	// Error says why the event could not be applied.
+	Error string
+	At    time.Time
+}
+
+// Skips summarises the skipped events of a projector.
+type Skips struct {
+	Count int
+	// First and Last are the skipped events of the lowest and the highest
+	// position; zero when Count is 0.
+	First, Last Skipped
 }
 
 // Tx changes the read models inside Store.Update.
@@ -56,6 +82,16 @@ type Tx interface {
 	// PutHandoff inserts or replaces a handoff; position is that of the
 	// last event applied to it.
 	PutHandoff(ctx context.Context, h domain.Handoff, position int64) error
-	// Reset deletes every read-model row, for a rebuild from position 0.
+	// Attempt runs fn, which changes the read models through this Tx, so
+	// that it succeeds or fails on its own: fn's changes are written (and
+	// may be refused by the store) before Attempt returns. When fn fails,
+	// its changes are undone, the transaction carries on, and Attempt
+	// returns fn's error as failed. err is the failure of the transaction
+	// itself, which then cannot go on.
+	Attempt(ctx context.Context, fn func() error) (failed, err error)
+	// Skip records an event the projector passes over.
+	Skip(ctx context.Context, s Skipped) error
+	// Reset deletes every read-model row and every skipped event's record,
+	// for a rebuild from position 0.
 	Reset(ctx context.Context) error
 }

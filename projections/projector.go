@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -132,7 +133,9 @@ func (p *Projector) lead(ctx context.Context) error {
 }
 
 // step applies the next batch of events after position from, and returns
-// the new checkpoint and the number of events applied.
+// the new checkpoint and the number of events applied. When the batch
+// fails, it applies the batch again one event at a time, skipping those
+// that fail on their own (applyEach).
 func (p *Projector) step(ctx context.Context, from int64) (int64, int, error) {
 	events, err := p.log.ReadAll(ctx, from, batchSize)
 	if err != nil {
@@ -145,12 +148,36 @@ func (p *Projector) step(ctx context.Context, from int64) (int64, int, error) {
 	err = p.store.Update(ctx, HandoffsProjector, from, to, func(tx Tx) error {
 		return p.applier.applyAll(ctx, tx, events)
 	})
+	if err != nil && !errors.Is(err, ErrStaleCheckpoint) && ctx.Err() == nil {
+		p.logger.WarnContext(ctx, "batch failed, applying its events one at a time", "from", from+1, "to", to, "err", err)
+		err = p.applyEach(ctx, from, to, events)
+	}
 	if err != nil {
 		return from, 0, fmt.Errorf("apply events %d to %d: %w", from+1, to, err)
 	}
 	p.advance(to)
 	p.logger.DebugContext(ctx, "projector applied batch", "from", from, "to", to, "events", len(events))
 	return to, len(events), nil
+}
+
+// applyEach applies events, the log from position from to position to, in
+// one Store.Update, each event on its own: an event that fails alone while
+// the transaction goes on is skipped, recorded in the transaction that
+// moves the checkpoint past it, and logged once that has committed. When
+// the store itself fails (the move of the checkpoint, the transaction),
+// nothing is skipped: the error is returned and the batch is retried.
+func (p *Projector) applyEach(ctx context.Context, from, to int64, events []eventstore.Event) error {
+	var skipped []Skipped
+	err := p.store.Update(ctx, HandoffsProjector, from, to, func(tx Tx) error {
+		var err error
+		skipped, err = p.applier.applyEach(ctx, tx, events)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	p.applier.logSkipped(ctx, skipped)
+	return nil
 }
 
 // WaitFor returns once the read model reflects the log up to position, or
@@ -247,15 +274,19 @@ func rebuildOnce(ctx context.Context, log Log, store Store) error {
 		return fmt.Errorf("rebuild: %w", err)
 	}
 	a := applier{slog.Default().With("projector", HandoffsProjector)}
+	var skipped []Skipped
 	err = store.Update(ctx, HandoffsProjector, applied, to, func(tx Tx) error {
 		if err := tx.Reset(ctx); err != nil {
 			return fmt.Errorf("reset: %w", err)
 		}
-		return a.replay(ctx, tx, log, to)
+		var err error
+		skipped, err = a.replay(ctx, tx, log, to)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("rebuild to position %d: %w", to, err)
 	}
+	a.logSkipped(ctx, skipped)
 	return nil
 }
 
@@ -279,25 +310,38 @@ type applier struct {
 	logger *slog.Logger
 }
 
-// replay applies every event of the log up to position to.
-func (a applier) replay(ctx context.Context, tx Tx, log Log, to int64) error {
+// replay applies every event of the log up to position to, and returns
+// the events it skipped. Each batch is one Tx.Attempt; a batch that fails
+// is applied again one event at a time (applyEach), as the projector does.
+func (a applier) replay(ctx context.Context, tx Tx, log Log, to int64) ([]Skipped, error) {
+	var skipped []Skipped
 	for after := int64(0); after < to; {
 		events, err := log.ReadAll(ctx, after, batchSize)
 		if err != nil {
-			return fmt.Errorf("read log after %d: %w", after, err)
+			return nil, fmt.Errorf("read log after %d: %w", after, err)
 		}
 		if len(events) == 0 {
-			return fmt.Errorf("log ends at position %d, before %d", after, to)
+			return nil, fmt.Errorf("log ends at position %d, before %d", after, to)
 		}
+		from := after
 		after = events[len(events)-1].Position
 		if i := slices.IndexFunc(events, func(e eventstore.Event) bool { return e.Position > to }); i >= 0 {
 			events = events[:i]
 		}
-		if err := a.applyAll(ctx, tx, events); err != nil {
-			return err
+		failed, err := tx.Attempt(ctx, func() error { return a.applyAll(ctx, tx, events) })
+		if err != nil {
+			return nil, err
+		}
+		if failed != nil {
+			a.logger.WarnContext(ctx, "batch failed, applying its events one at a time", "from", from+1, "to", min(after, to), "err", failed)
+			more, err := a.applyEach(ctx, tx, events)
+			if err != nil {
+				return nil, err
+			}
+			skipped = append(skipped, more...)
 		}
 	}
-	return nil
+	return skipped, nil
 }
 
 func (a applier) applyAll(ctx context.Context, tx Tx, events []eventstore.Event) error {
@@ -307,6 +351,54 @@ func (a applier) applyAll(ctx context.Context, tx Tx, events []eventstore.Event)
 		}
 	}
 	return nil
+}
+
+// applyEach applies events one at a time, each in its own Tx.Attempt. An
+// event whose attempt fails is skipped: recorded with Tx.Skip and
+// returned. It fails only when the transaction does, or when ctx ends: an
+// event is never skipped for that.
+func (a applier) applyEach(ctx context.Context, tx Tx, events []eventstore.Event) ([]Skipped, error) {
+	var skipped []Skipped
+	for _, e := range events {
+		failed, err := tx.Attempt(ctx, func() error { return a.apply(ctx, tx, e) })
+		if err == nil {
+			err = ctx.Err()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("event %d (%s): %w", e.Position, e.Type, err)
+		}
+		if failed == nil {
+			continue
+		}
+		s := Skipped{Projector: HandoffsProjector, Position: e.Position, EventID: e.ID, Type: e.Type, Error: reason(failed), At: time.Now().UTC()}
+		if err := tx.Skip(ctx, s); err != nil {
+			return nil, fmt.Errorf("record event %d as skipped: %w", e.Position, err)
+		}
+		skipped = append(skipped, s)
+	}
+	return skipped, nil
+}
+
+// logSkipped logs, once their transaction has committed, the events a
+// projector or a rebuild skipped.
+func (a applier) logSkipped(ctx context.Context, skipped []Skipped) {
+	for _, s := range skipped {
+		a.logger.ErrorContext(ctx, "skipped an event the read models cannot apply",
+			"position", s.Position, "event_id", s.EventID, "type", s.Type, "err", s.Error, "skipped_at", s.At)
+	}
+}
+
+// maxReason bounds the error text recorded for a skipped event.
+const maxReason = 2000
+
+// reason is err's text as recorded: valid UTF-8 without NUL bytes, which
+// every store accepts, of at most maxReason bytes.
+func reason(err error) string {
+	s := strings.ToValidUTF8(strings.ReplaceAll(err.Error(), "\x00", ""), "\uFFFD")
+	if len(s) > maxReason {
+		s = strings.ToValidUTF8(s[:maxReason], "")
+	}
+	return s
 }
 
 // apply folds one event into the handoff row it concerns, with the
@@ -327,8 +419,7 @@ func (a applier) apply(ctx context.Context, tx Tx, e eventstore.Event) error {
 			return fmt.Errorf("load handoff %s: %w", id, err)
 		}
 		if !found {
-			a.logger.ErrorContext(ctx, "skipping event of a handoff the read model lacks", "type", e.Type, "position", e.Position, "handoff", id)
-			return nil
+			return fmt.Errorf("handoff %s is not in the read model", id)
 		}
 		session.Handoffs = []domain.Handoff{row}
 	}

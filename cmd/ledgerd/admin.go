@@ -55,7 +55,8 @@ func migrate(ctx context.Context, args []string, stderr io.Writer, logger *slog.
 	return nil
 }
 
-// rebuild replays the whole log into fresh read models.
+// rebuild replays the whole log into fresh read models; events it cannot
+// apply are skipped, recorded and logged, as the projector does.
 func rebuild(ctx context.Context, args []string, stderr io.Writer, logger *slog.Logger) error {
 	b, err := openBackend(ctx, "projections rebuild", args, stderr, logger)
 	if err != nil {
@@ -70,7 +71,11 @@ func rebuild(ctx context.Context, args []string, stderr io.Writer, logger *slog.
 	if err != nil {
 		return err
 	}
-	logger.Info("read models rebuilt", "position", pos, "took", time.Since(start).String())
+	skips, err := b.views.Skips(ctx, projections.HandoffsProjector)
+	if err != nil {
+		return err
+	}
+	logger.Info("read models rebuilt", "position", pos, "skipped_events", skips.Count, "took", time.Since(start).String())
 	return nil
 }
 

@@ -186,6 +186,16 @@ func TestServeAndToken_RefuseAShortSecret(t *testing.T) {
 	}
 }
 
+func TestServe_RefusesANonPositiveReadWait(t *testing.T) {
+	for _, wait := range []string{"0s", "-1s"} {
+		err := run(context.Background(), []string{"serve", "--database-url", "postgres://127.0.0.1:1/none", "--http-addr", freeAddr(t),
+			"--jwt-secret", testSecret, "--read-wait-timeout", wait}, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "--read-wait-timeout must be positive") {
+			t.Errorf("serve --read-wait-timeout %s = %v, want an error naming the flag", wait, err)
+		}
+	}
+}
+
 func TestToken_PrintsOnlyAToken(t *testing.T) {
 	var out, errOut bytes.Buffer
 	err := run(context.Background(), []string{"token", "--jwt-secret", testSecret, "--role", "admin", "--user", "7d6f2b8e-1c3a-4e5f-9a0b-2c4d6e8f0a1b"}, &out, &errOut)

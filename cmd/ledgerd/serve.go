@@ -90,8 +90,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	jwtAudience := f.string("jwt-audience", "LEDGER_JWT_AUDIENCE", "", "when set, a value the aud claim of every token must hold")
 	natsFlags := addNATSFlags(f)
 	grace := f.duration("shutdown-timeout", "LEDGER_SHUTDOWN_TIMEOUT", defaultShutdownTimeout, "how long in-flight requests may take to finish on SIGTERM")
+	readWait := f.duration("read-wait-timeout", "LEDGER_READ_WAIT_TIMEOUT", defaultReadWaitTimeout, "how long a read waits for the read models to catch up before it answers 503")
 	if err := f.parse(args); err != nil {
 		return err
+	}
+	if *readWait <= 0 {
+		return fmt.Errorf("--read-wait-timeout must be positive, got %s", *readWait)
 	}
 	secret, err := storage.secret(secretFlag)
 	if err != nil {
@@ -126,13 +130,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	projector := projections.NewProjector(b.events, b.views, b.locker, b.events.Appended, logger)
 	api, err := httpapi.New(httpapi.Config{
 		Commands:    commands.NewHandler(b.events, nil),
-		Queries:     projections.CaughtUp(b.views, b.events, projector),
+		Queries:     projections.CaughtUp(b.views, b.events, projector, *readWait),
 		Idempotency: b.idem,
 		JWTSecret:   []byte(secret),
 		JWTMaxTTL:   *jwtMaxTTL,
 		JWTIssuer:   *jwtIssuer,
 		JWTAudience: *jwtAudience,
-		Checks:      append(b.checks, relayCheck),
+		Checks:      append(b.checks, relayCheck, httpapi.SkippedEventsCheck(b.views, projections.HandoffsProjector)),
 		Logger:      logger,
 	})
 	if err != nil {
@@ -182,6 +186,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 // defaultShutdownTimeout is how long in-flight requests may take on
 // SIGTERM unless --shutdown-timeout says otherwise.
 const defaultShutdownTimeout = 30 * time.Second
+
+// defaultReadWaitTimeout is how long a read waits for the read models to
+// reflect the log unless --read-wait-timeout says otherwise.
+const defaultReadWaitTimeout = 2 * time.Second
 
 // isTerminal reports whether w is a terminal, where a person reads; there
 // the startup lines go with the JSON logs, which a log collector reads

@@ -94,6 +94,34 @@ func (s *Store) Checkpoint(ctx context.Context, name string) (int64, error) {
 	return pos, nil
 }
 
+// skipsSQL returns the first and the last skipped event of a projector,
+// each with the number of them.
+const skipsSQL = `SELECT * FROM (SELECT projector, position, event_id, type, error, skipped_at, count(*) OVER ()
+	FROM projection_skipped WHERE projector = $1 ORDER BY position LIMIT 1) AS first
+UNION ALL
+SELECT * FROM (SELECT projector, position, event_id, type, error, skipped_at, count(*) OVER ()
+	FROM projection_skipped WHERE projector = $1 ORDER BY position DESC LIMIT 1) AS last
+ORDER BY position`
+
+// Skips implements projections.Store.
+func (s *Store) Skips(ctx context.Context, name string) (projections.Skips, error) {
+	rows, _ := s.pool.Query(ctx, skipsSQL, name)
+	var sum projections.Skips
+	ends, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (projections.Skipped, error) {
+		var k projections.Skipped
+		err := row.Scan(&k.Projector, &k.Position, &k.EventID, &k.Type, &k.Error, &k.At, &sum.Count)
+		k.At = k.At.UTC()
+		return k, err
+	})
+	if err != nil {
+		return projections.Skips{}, fmt.Errorf("read skipped events of %q: %w", name, err)
+	}
+	if len(ends) > 0 {
+		sum.First, sum.Last = ends[0], ends[len(ends)-1]
+	}
+	return sum, nil
+}
+
 // Moving a checkpoint is a compare-and-set. It runs before fn, so a second
 // projector blocks on the checkpoint's row lock and then fails, instead of
 // doing its work in vain. A missing row stands for position 0.
@@ -216,16 +244,58 @@ func (t *storeTx) flush(ctx context.Context) error {
 		h := r.h
 		ids[i], accounts[i], teams[i], sessions[i] = pgUUID(h.ID), pgUUID(h.AccountID), pgUUID(h.TeamID), pgUUID(h.SessionID)
 		intents[i], notes[i], priorities[i], statuses[i] = string(h.Intent), h.Notes, string(h.Priority), string(h.Status)
-		creators[i], claimers[i] = pgUUID(h.CreatedBy), pgUUID(h.ClaimedBy)
+		creators[i], claimers[i] = pgUUID(h.CreatedBy), pgNullUUID(h.ClaimedBy)
 		created[i], claimed[i], withdrawn[i] = pgTime(h.CreatedAt), pgTime(h.ClaimedAt), pgTime(h.WithdrawnAt)
 		ranks[i], positions[i] = int32(h.Priority.Rank()), r.position
 	}
 	_, err := t.tx.Exec(ctx, putHandoffsSQL, ids, accounts, teams, sessions, intents, notes, priorities,
 		statuses, creators, created, claimers, claimed, withdrawn, ranks, positions)
-	clear(t.index)
-	t.pending = t.pending[:0]
+	t.discard()
 	if err != nil {
 		return fmt.Errorf("store %d handoffs: %w", n, err)
+	}
+	return nil
+}
+
+// discard drops the rows held back.
+func (t *storeTx) discard() {
+	clear(t.index)
+	t.pending = t.pending[:0]
+}
+
+// Attempt runs fn inside a savepoint, after writing the rows held back
+// before it, and writes fn's rows before it releases the savepoint, so
+// that a row the database refuses fails fn's attempt and no other.
+func (t *storeTx) Attempt(ctx context.Context, fn func() error) (failed, err error) {
+	if err := t.flush(ctx); err != nil {
+		return nil, err
+	}
+	sp, err := t.tx.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("savepoint: %w", err)
+	}
+	if failed = fn(); failed == nil {
+		failed = t.flush(ctx)
+	}
+	if failed != nil {
+		t.discard()
+		if err := sp.Rollback(ctx); err != nil {
+			return nil, fmt.Errorf("roll back to savepoint: %w (after %w)", err, failed)
+		}
+		return failed, nil
+	}
+	if err := sp.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("release savepoint: %w", err)
+	}
+	return nil, nil
+}
+
+const skipSQL = `INSERT INTO projection_skipped (projector, position, event_id, type, error, skipped_at)
+VALUES ($1, $2, $3, $4, $5, $6)`
+
+func (t *storeTx) Skip(ctx context.Context, s projections.Skipped) error {
+	if _, err := t.tx.Exec(ctx, skipSQL, s.Projector, s.Position, s.EventID, s.Type, s.Error, s.At); err != nil {
+		return fmt.Errorf("record skipped event %d: %w", s.Position, err)
 	}
 	return nil
 }
@@ -233,9 +303,8 @@ func (t *storeTx) flush(ctx context.Context) error {
 // Reset deletes rows rather than truncating the table, so that readers keep
 // reading the old rows, without waiting, until the rebuild commits.
 func (t *storeTx) Reset(ctx context.Context) error {
-	clear(t.index)
-	t.pending = t.pending[:0]
-	if _, err := t.tx.Exec(ctx, `DELETE FROM handoffs`); err != nil {
+	t.discard()
+	if _, err := t.tx.Exec(ctx, `DELETE FROM handoffs; DELETE FROM projection_skipped`); err != nil {
 		return fmt.Errorf("reset handoffs: %w", err)
 	}
 	return nil
@@ -263,10 +332,16 @@ func scanHandoff(row pgx.CollectableRow) (domain.Handoff, error) {
 	return h, nil
 }
 
-// pgUUID is u as a query argument: uuid.Nil, the domain's "unset", is SQL
-// NULL. pgx encodes a pgtype.UUID directly, where a uuid.UUID would go
-// through its text form.
+// pgUUID is u as a query argument, uuid.Nil included: it is a valid id of
+// a column that is never NULL. pgx encodes a pgtype.UUID directly, where a
+// uuid.UUID would go through its text form.
 func pgUUID(u uuid.UUID) pgtype.UUID {
+	return pgtype.UUID{Bytes: u, Valid: true}
+}
+
+// pgNullUUID is u as the argument of a nullable column, claimed_by, where
+// uuid.Nil is the domain's "unset" and is stored as SQL NULL.
+func pgNullUUID(u uuid.UUID) pgtype.UUID {
 	return pgtype.UUID{Bytes: u, Valid: u != uuid.Nil}
 }
 

@@ -105,6 +105,53 @@ func (s *Store) Checkpoint(ctx context.Context, name string) (int64, error) {
 	return pos, nil
 }
 
+// skipsSQL returns the first and the last skipped event of a projector,
+// each with the number of them.
+const skipsSQL = `SELECT * FROM (SELECT projector, position, event_id, type, error, skipped_at, count(*) OVER ()
+	FROM projection_skipped WHERE projector = ? ORDER BY position LIMIT 1)
+UNION ALL
+SELECT * FROM (SELECT projector, position, event_id, type, error, skipped_at, count(*) OVER ()
+	FROM projection_skipped WHERE projector = ? ORDER BY position DESC LIMIT 1)
+ORDER BY position`
+
+// Skips implements projections.Store.
+func (s *Store) Skips(ctx context.Context, name string) (projections.Skips, error) {
+	sum, err := s.skips(ctx, name)
+	if err != nil {
+		return projections.Skips{}, fmt.Errorf("read skipped events of %q: %w", name, err)
+	}
+	return sum, nil
+}
+
+func (s *Store) skips(ctx context.Context, name string) (projections.Skips, error) {
+	rows, err := s.read.QueryContext(ctx, skipsSQL, name, name)
+	if err != nil {
+		return projections.Skips{}, err
+	}
+	defer rows.Close()
+	var (
+		sum  projections.Skips
+		ends []projections.Skipped
+	)
+	for rows.Next() {
+		var (
+			k  projections.Skipped
+			at string
+		)
+		if err := rows.Scan(&k.Projector, &k.Position, &k.EventID, &k.Type, &k.Error, &at, &sum.Count); err != nil {
+			return sum, err
+		}
+		if k.At, err = parseTime(at); err != nil {
+			return sum, fmt.Errorf("skipped event %d: skipped_at: %w", k.Position, err)
+		}
+		ends = append(ends, k)
+	}
+	if len(ends) > 0 {
+		sum.First, sum.Last = ends[0], ends[len(ends)-1]
+	}
+	return sum, rows.Err()
+}
+
 // Moving a checkpoint is a compare-and-set; it changes no row when the
 // checkpoint is not at `from`. A missing row stands for position 0.
 const (
@@ -197,10 +244,37 @@ func (t *storeTx) PutHandoff(ctx context.Context, h domain.Handoff, position int
 	return nil
 }
 
+// Attempt runs fn inside a savepoint, which it rolls back to when fn
+// fails.
+func (t *storeTx) Attempt(ctx context.Context, fn func() error) (failed, err error) {
+	if _, err := t.tx.ExecContext(ctx, `SAVEPOINT attempt`); err != nil {
+		return nil, fmt.Errorf("savepoint: %w", err)
+	}
+	if failed = fn(); failed != nil {
+		if _, err := t.tx.ExecContext(ctx, `ROLLBACK TO attempt`); err != nil {
+			return nil, fmt.Errorf("roll back to savepoint: %w (after %w)", err, failed)
+		}
+	}
+	if _, err := t.tx.ExecContext(ctx, `RELEASE attempt`); err != nil {
+		return nil, fmt.Errorf("release savepoint: %w", err)
+	}
+	return failed, nil
+}
+
+const skipSQL = `INSERT INTO projection_skipped (projector, position, event_id, type, error, skipped_at)
+VALUES (?, ?, ?, ?, ?, ?)`
+
+func (t *storeTx) Skip(ctx context.Context, s projections.Skipped) error {
+	if _, err := t.tx.ExecContext(ctx, skipSQL, s.Projector, s.Position, s.EventID, s.Type, s.Error, formatTime(s.At)); err != nil {
+		return fmt.Errorf("record skipped event %d: %w", s.Position, err)
+	}
+	return nil
+}
+
 // Reset deletes the rows inside the rebuild's transaction; readers keep
 // reading the old rows from their WAL snapshot until it commits.
 func (t *storeTx) Reset(ctx context.Context) error {
-	if _, err := t.tx.ExecContext(ctx, `DELETE FROM handoffs`); err != nil {
+	if _, err := t.tx.ExecContext(ctx, `DELETE FROM handoffs; DELETE FROM projection_skipped`); err != nil {
 		return fmt.Errorf("reset handoffs: %w", err)
 	}
 	return nil

@@ -31,6 +31,37 @@ func TestStore(t *testing.T) {
 	})
 }
 
+func TestProjector(t *testing.T) {
+	storetest.RunProjector(t, func(tb testing.TB) storetest.Ledger {
+		tb.Helper()
+		events := sqlitetest.Open(tb)
+		return storetest.Ledger{
+			Log:   events,
+			Views: newViews(events),
+			Refuse: func(tb testing.TB, notes string) {
+				tb.Helper()
+				exec(tb, events, `CREATE TRIGGER test_refused BEFORE INSERT ON handoffs WHEN NEW.engineer_notes = '`+notes+`'
+BEGIN SELECT RAISE(ABORT, 'refused by the test'); END`)
+			},
+			BreakCheckpoints: func(tb testing.TB) func() {
+				tb.Helper()
+				exec(tb, events, `
+CREATE TRIGGER test_break_insert BEFORE INSERT ON checkpoints BEGIN SELECT RAISE(ABORT, 'checkpoints broken by the test'); END;
+CREATE TRIGGER test_break_update BEFORE UPDATE ON checkpoints BEGIN SELECT RAISE(ABORT, 'checkpoints broken by the test'); END`)
+				return func() { exec(tb, events, `DROP TRIGGER test_break_insert; DROP TRIGGER test_break_update`) }
+			},
+			Dump: func(tb testing.TB) string { return dumpHandoffs(tb, events) },
+		}
+	})
+}
+
+func exec(tb testing.TB, s *sqlitestore.Store, sql string) {
+	tb.Helper()
+	if _, err := s.DB().ExecContext(context.Background(), sql); err != nil {
+		tb.Fatalf("%s: %v", sql, err)
+	}
+}
+
 // ledger is the embedded ledger of one test: event store, read models and
 // a projector, with a command handler that waits for the read models.
 type ledger struct {

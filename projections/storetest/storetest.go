@@ -1,8 +1,10 @@
 // Package storetest is the contract every projections.Store must meet:
 // checkpoints moved by compare-and-set together with the read-model
 // changes, queue order and scoping, history order and scoping, and resets
-// that readers do not see until they commit. Each implementation runs it
-// from its own tests with Run.
+// that readers do not see until they commit, attempts undone on their own,
+// and skipped events recorded with the checkpoint. Each implementation runs
+// it from its own tests with Run, and runs the projector on it, against
+// events that cannot be applied and a store that fails, with RunProjector.
 //
 // It also helps tests that build read models from a real log: Stories
 // plays commands through a handler, AssertHistories checks the read model
@@ -36,6 +38,7 @@ func Run(t *testing.T, open func(tb testing.TB) projections.Store) {
 		"Tx_ReadsItsOwnWrites":              testTxReadsOwnWrites,
 		"Tx_LargeBatch":                     testTxLargeBatch,
 		"PutHandoff_Replaces":               testPutReplaces,
+		"PutHandoff_KeepsNilUUIDs":          testPutNilUUIDs,
 		"Queue_OrdersEscalationsFirst":      testQueueOrder,
 		"Queue_OnlyOpenOfAccountAndTeam":    testQueueScope,
 		"History_NewestFirst":               testHistoryOrder,
@@ -44,6 +47,8 @@ func Run(t *testing.T, open func(tb testing.TB) projections.Store) {
 		"Queue_Pages":                       testQueuePages,
 		"Queue_PageAfterVanishedHandoff":    testPageAfterVanishedHandoff,
 		"History_Pages":                     testHistoryPages,
+		"Attempt_UndoesOnlyTheFailedOne":    testAttempt,
+		"Skip_RecordedWithTheCheckpoint":    testSkip,
 	}
 	for name, test := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -367,6 +372,22 @@ func testPutReplaces(t *testing.T, s projections.Store) {
 	wantHandoffs(t, "queue", queue(t, s, sc), nil)
 }
 
+// testPutNilUUIDs stores a handoff whose ids are all the nil UUID, a
+// valid UUID: it must be stored and read back like any other, not taken
+// for a missing value (which the store would refuse, or never match).
+func testPutNilUUIDs(t *testing.T, s projections.Store) {
+	nobody := scope{uuid.Nil, uuid.Nil}
+	h := nobody.handoff(domain.IntentEscalate, domain.PriorityHigh, base)
+	h.ID, h.SessionID, h.CreatedBy = uuid.Nil, uuid.Nil, uuid.Nil
+	put(t, s, h)
+	wantHandoffs(t, "queue", queue(t, s, nobody), []domain.Handoff{h})
+	wantHandoffs(t, "history", history(t, s, uuid.Nil, uuid.Nil), []domain.Handoff{h})
+	c := claimed(h, base.Add(time.Minute))
+	put(t, s, c)
+	wantHandoffs(t, "history after the claim", history(t, s, uuid.Nil, uuid.Nil), []domain.Handoff{c})
+	wantHandoffs(t, "queue after the claim", queue(t, s, nobody), nil)
+}
+
 func testQueueOrder(t *testing.T, s projections.Store) {
 	sc := newScope()
 	at := func(minutes int) time.Time { return base.Add(time.Duration(minutes) * time.Minute) }
@@ -479,4 +500,97 @@ func testResetInvisible(t *testing.T, s projections.Store) {
 	}
 	wantHandoffs(t, "history after the rebuild", history(t, s, sc.account, old.SessionID), []domain.Handoff{rebuilt})
 	wantCheckpoint(t, s, 2)
+}
+
+// testAttempt runs attempts in one Update: the failed one's changes are
+// undone, the transaction goes on, and the others' changes commit.
+func testAttempt(t *testing.T, s projections.Store) {
+	sc := newScope()
+	kept, undone := sc.handoff(domain.IntentPark, domain.PriorityNormal, base), sc.handoff(domain.IntentEscalate, domain.PriorityHigh, base)
+	errBoom := errors.New("boom")
+	err := s.Update(t.Context(), name, 0, 2, func(tx projections.Tx) error {
+		failed, err := tx.Attempt(t.Context(), func() error {
+			if err := tx.PutHandoff(t.Context(), undone, 1); err != nil {
+				return err
+			}
+			return errBoom
+		})
+		if err != nil || !errors.Is(failed, errBoom) {
+			return fmt.Errorf("failing attempt = %v, %v; want boom, nil", failed, err)
+		}
+		if _, found, err := tx.Handoff(t.Context(), undone.ID); err != nil || found {
+			return fmt.Errorf("handoff of the failed attempt: found %v, err %v", found, err)
+		}
+		failed, err = tx.Attempt(t.Context(), func() error { return tx.PutHandoff(t.Context(), kept, 2) })
+		if failed != nil || err != nil {
+			return fmt.Errorf("attempt = %v, %v; want nil, nil", failed, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantHandoffs(t, "queue", queue(t, s, sc), []domain.Handoff{kept})
+	wantCheckpoint(t, s, 2)
+}
+
+// testSkip records skipped events: they are kept only when the Update
+// commits, summarised per projector, and deleted by Reset.
+func testSkip(t *testing.T, s projections.Store) {
+	skips := func() projections.Skips {
+		t.Helper()
+		sum, err := s.Skips(t.Context(), name)
+		if err != nil {
+			t.Fatalf("skips: %v", err)
+		}
+		return sum
+	}
+	if sum := skips(); sum != (projections.Skips{}) {
+		t.Fatalf("skips before any = %+v, want none", sum)
+	}
+	skipped := func(position int64) projections.Skipped {
+		return projections.Skipped{Projector: name, Position: position, EventID: fmt.Sprintf("event-%d", position),
+			Type: domain.TypeHandoffParked, Error: "decode: bad data ✗", At: base.Add(time.Duration(position) * time.Second)}
+	}
+	skipAll := func(ss ...projections.Skipped) func(projections.Tx) error {
+		return func(tx projections.Tx) error {
+			for _, k := range ss {
+				if err := tx.Skip(t.Context(), k); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}
+	if err := s.Update(t.Context(), name, 0, 5, skipAll(skipped(3))); err != nil {
+		t.Fatalf("update: %v", err)
+	}
+	if sum := skips(); sum.Count != 1 || sum.First != skipped(3) || sum.Last != skipped(3) {
+		t.Fatalf("skips = %+v, want the one of position 3", sum)
+	}
+	errBoom := errors.New("boom")
+	err := s.Update(t.Context(), name, 5, 8, func(tx projections.Tx) error {
+		if err := skipAll(skipped(7))(tx); err != nil {
+			return err
+		}
+		return errBoom
+	})
+	if !errors.Is(err, errBoom) {
+		t.Fatalf("failing update: %v", err)
+	}
+	if err := s.Update(t.Context(), name, 5, 9, skipAll(skipped(9), skipped(6))); err != nil {
+		t.Fatalf("update: %v", err)
+	}
+	if sum := skips(); sum.Count != 3 || sum.First != skipped(3) || sum.Last != skipped(9) {
+		t.Fatalf("skips = %+v, want 3, from position 3 to 9", sum)
+	}
+	if other, err := s.Skips(t.Context(), "other"); err != nil || other.Count != 0 {
+		t.Errorf("skips of another projector = %+v, %v; want none", other, err)
+	}
+	if err := s.Update(t.Context(), name, 9, 10, func(tx projections.Tx) error { return tx.Reset(t.Context()) }); err != nil {
+		t.Fatalf("reset: %v", err)
+	}
+	if sum := skips(); sum.Count != 0 {
+		t.Errorf("skips after a reset = %+v, want none", sum)
+	}
 }

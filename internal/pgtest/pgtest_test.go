@@ -184,3 +184,23 @@ func TestPool_ClosedAfterTheTest(t *testing.T) {
 		t.Error("the pool still answers after its test's cleanup")
 	}
 }
+
+func TestServer_StopAndStartKeepData(t *testing.T) {
+	t.Parallel()
+	srv := pgtest.StartServer(t)
+	dbURL := srv.NewDatabase(t)
+	db := open(t, dbURL)
+	if _, err := db.ExecContext(t.Context(), "CREATE TABLE kept (n int); INSERT INTO kept VALUES (7)"); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+
+	srv.Stop(t)
+	if err := db.PingContext(t.Context()); err == nil {
+		t.Fatal("the stopped server answers a ping")
+	}
+	srv.Start(t)
+	var n int
+	if err := db.QueryRowContext(t.Context(), "SELECT n FROM kept").Scan(&n); err != nil || n != 7 {
+		t.Fatalf("after the restart on the same URL: n = %d, %v; want 7", n, err)
+	}
+}

@@ -1,0 +1,388 @@
+package faultsuite
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/resolutionflow/ledgerd/internal/ledgertest"
+	"github.com/resolutionflow/ledgerd/internal/natstest"
+	"github.com/resolutionflow/ledgerd/internal/pgtest"
+	"github.com/resolutionflow/ledgerd/projections"
+	"github.com/resolutionflow/ledgerd/relay"
+)
+
+const (
+	jwtSecret = "fault-suite-secret-0123456789abcdef"
+	// appPrefix starts the application_name of every ledgerd process's
+	// database sessions; the rest is the process's name.
+	appPrefix    = "ledgerd-"
+	startTimeout = 30 * time.Second
+	stopTimeout  = 15 * time.Second
+)
+
+// buildLedgerd builds the ledgerd command into a temporary directory.
+func buildLedgerd(tb testing.TB) string {
+	tb.Helper()
+	gotool, err := exec.LookPath("go")
+	if err != nil {
+		tb.Fatalf("the fault suite builds ledgerd and needs the go tool: %v", err)
+	}
+	bin := filepath.Join(tb.TempDir(), "ledgerd")
+	build := exec.CommandContext(tb.Context(), gotool, "build", "-o", bin, "github.com/resolutionflow/ledgerd/cmd/ledgerd")
+	if out, err := build.CombinedOutput(); err != nil {
+		tb.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// cluster is the deployment under test: ledgerd processes sharing one
+// PostgreSQL database and one NATS server.
+type cluster struct {
+	bin   string
+	pg    *pgtest.Server
+	dbURL string
+	nats  *natstest.Server
+	// pool is the test's own pool on the database.
+	pool *pgxpool.Pool
+
+	mu    sync.Mutex
+	procs []*proc // every process started, in order
+	// sent holds the ids of the requests of the phases so far.
+	sent map[string]bool
+}
+
+// window is a span of time; an end that is zero is still open.
+type window struct{ from, to time.Time }
+
+// overlaps reports whether w and [from, to] share an instant.
+func (w window) overlaps(from, to time.Time) bool {
+	return !from.After(w.endOr(to)) && !to.Before(w.from)
+}
+
+func (w window) endOr(open time.Time) time.Time {
+	if w.to.IsZero() {
+		return open
+	}
+	return w.to
+}
+
+// newCluster starts PostgreSQL, NATS and two ledgerd processes, the first
+// of which is the leader.
+func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	c := &cluster{bin: buildLedgerd(t), pg: pgtest.StartServer(t), nats: natstest.Start(t), sent: map[string]bool{}}
+	c.dbURL = c.pg.NewDatabase(t)
+	c.pool = pgtest.Pool(t, c.dbURL, 4)
+	first := c.start(t)
+	c.waitLeader(t, first)
+	c.start(t)
+	t.Cleanup(func() {
+		for _, p := range c.procs {
+			p.stop(t)
+		}
+	})
+	return c
+}
+
+// proc is a `ledgerd serve` process.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	base string
+	log  string
+	// exited is closed when the process has ended, with exitErr.
+	exited  chan struct{}
+	exitErr error
+
+	mu sync.Mutex
+	// faults are the times the process was killed or stopped.
+	faults []window
+	dead   bool
+}
+
+// start starts another ledgerd process and waits until it answers
+// /healthz.
+func (c *cluster) start(t *testing.T) *proc {
+	t.Helper()
+	c.mu.Lock()
+	name := string(rune('a' + len(c.procs)))
+	c.mu.Unlock()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("find a free port: %v", err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	p := &proc{name: name, base: "http://" + addr, log: filepath.Join(t.TempDir(), "ledgerd-"+name+".log"), exited: make(chan struct{})}
+	logFile, err := os.Create(p.log)
+	if err != nil {
+		t.Fatalf("create log: %v", err)
+	}
+	defer logFile.Close()
+	p.cmd = exec.Command(c.bin, "serve")
+	p.cmd.Env = c.env(name, "LEDGER_HTTP_ADDR="+addr)
+	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
+	// Pdeathsig ends the process if the test binary dies without doing so.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start ledgerd serve: %v", err)
+	}
+	go func() {
+		p.exitErr = p.cmd.Wait()
+		close(p.exited)
+	}()
+	if err := p.waitHealthy(); err != nil {
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+		t.Fatalf("%v\n%s", err, p.logs())
+	}
+	// Clients send it requests from now on.
+	c.mu.Lock()
+	c.procs = append(c.procs, p)
+	c.mu.Unlock()
+	return p
+}
+
+// env is the environment of a ledgerd process named name: this cluster's
+// database (with the process's name as application_name), NATS and secret,
+// and nothing inherited that would choose others.
+func (c *cluster) env(name string, extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "DATABASE_URL=") && !strings.HasPrefix(kv, "NATS_") && !strings.HasPrefix(kv, "LEDGER_") {
+			env = append(env, kv)
+		}
+	}
+	u, _ := url.Parse(c.dbURL) // pgtest made it
+	q := u.Query()
+	q.Set("application_name", appPrefix+name)
+	u.RawQuery = q.Encode()
+	env = append(env, "DATABASE_URL="+u.String(), "NATS_URL="+c.nats.URL(), "LEDGER_JWT_SECRET="+jwtSecret)
+	return append(env, extra...)
+}
+
+func (p *proc) waitHealthy() error {
+	client := &http.Client{Timeout: time.Second}
+	deadline := time.After(startTimeout)
+	for {
+		resp, err := client.Get(p.base + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-p.exited:
+			return fmt.Errorf("ledgerd %s exited before it was healthy: %v", p.name, p.exitErr)
+		case <-deadline:
+			return fmt.Errorf("ledgerd %s not healthy after %v", p.name, startTimeout)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (p *proc) logs() string {
+	out, err := os.ReadFile(p.log)
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	return string(out)
+}
+
+// signal sends sig to the process and records a fault from now on (SIGKILL,
+// SIGSTOP) or ends the open one (SIGCONT).
+func (p *proc) signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("%v to ledgerd %s: %v", sig, p.name, err)
+	}
+	switch sig {
+	case syscall.SIGCONT:
+		p.faults[len(p.faults)-1].to = time.Now()
+	default:
+		p.faults = append(p.faults, window{from: time.Now()})
+		p.dead = p.dead || sig == syscall.SIGKILL
+	}
+}
+
+// faulted reports whether the process was killed or stopped at some
+// instant between from and to.
+func (p *proc) faulted(from, to time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.ContainsFunc(p.faults, func(w window) bool { return w.overlaps(from, to) })
+}
+
+// healthy reports whether the process runs and is not stopped.
+func (p *proc) healthy() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !p.dead && (len(p.faults) == 0 || !p.faults[len(p.faults)-1].to.IsZero())
+}
+
+// stop ends a process that still runs with SIGTERM (SIGKILL if that takes
+// too long) and waits for it.
+func (p *proc) stop(t *testing.T) {
+	t.Helper()
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGCONT) // a stopped process cannot handle SIGTERM
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(stopTimeout):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+		t.Errorf("ledgerd %s did not stop within %v of SIGTERM\n%s", p.name, stopTimeout, p.logs())
+	}
+}
+
+// targets returns the processes clients may send requests to.
+func (c *cluster) targets() []*proc {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*proc
+	for _, p := range c.procs {
+		if p.healthy() {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (c *cluster) proc(name string) *proc {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range c.procs {
+		if p.name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// leaders returns the names of the processes holding the leadership of
+// the projector and of the relay: the application names of the database
+// sessions that hold advisory locks in this database.
+func (c *cluster) leaders(ctx context.Context) ([]string, error) {
+	rows, err := c.pool.Query(ctx, `SELECT a.application_name
+		FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+		WHERE l.locktype = 'advisory' AND l.granted
+		  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+		ORDER BY 1`)
+	if err != nil {
+		return nil, fmt.Errorf("find the lock holders: %w", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("find the lock holders: %w", err)
+	}
+	for i, n := range names {
+		names[i] = strings.TrimPrefix(n, appPrefix)
+	}
+	return names, nil
+}
+
+// leadershipLocks is how many leadership locks a deployment holds: the
+// handoffs projector's and the relay's.
+const leadershipLocks = 2
+
+// waitLeader waits until one healthy process holds every leadership lock
+// and returns it; when want is not nil, it must be want.
+func (c *cluster) waitLeader(t *testing.T, want *proc) *proc {
+	t.Helper()
+	var (
+		leader *proc
+		seen   []string
+	)
+	ledgertest.WaitUntil(t, startTimeout, "one process holds every leadership lock", func() bool {
+		names, err := c.leaders(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen = names
+		if len(names) != leadershipLocks || names[0] != names[len(names)-1] {
+			return false
+		}
+		leader = c.proc(names[0])
+		return leader != nil && leader.healthy() && (want == nil || leader == want)
+	})
+	t.Logf("leader: ledgerd %s (locks held by %v)", leader.name, seen)
+	return leader
+}
+
+// head returns the position of the last event in the log, 0 when empty.
+func (c *cluster) head(ctx context.Context) (int64, error) {
+	var head int64
+	err := c.pool.QueryRow(ctx, `SELECT coalesce(max(position), 0) FROM events`).Scan(&head)
+	if err != nil {
+		return 0, fmt.Errorf("read the log's head: %w", err)
+	}
+	return head, nil
+}
+
+// checkpoints returns the positions of the handoffs projector and of the
+// relay.
+func (c *cluster) checkpoints(ctx context.Context) (projector, relayPos int64, err error) {
+	err = c.pool.QueryRow(ctx, `SELECT
+		coalesce((SELECT position FROM checkpoints WHERE name = $1), 0),
+		coalesce((SELECT position FROM checkpoints WHERE name = $2), 0)`,
+		projections.HandoffsProjector, relay.Name).Scan(&projector, &relayPos)
+	if err != nil {
+		return 0, 0, fmt.Errorf("read the checkpoints: %w", err)
+	}
+	return projector, relayPos, nil
+}
+
+// logLine is the part of a ledgerd JSON log line the suite reads.
+type logLine struct {
+	Time time.Time `json:"time"`
+	Msg  string    `json:"msg"`
+}
+
+// logTimes returns the times of the process's log lines whose message is
+// msg, from after on.
+func (p *proc) logTimes(msg string, after time.Time) ([]time.Time, error) {
+	f, err := os.Open(p.log)
+	if err != nil {
+		return nil, fmt.Errorf("open the log of ledgerd %s: %w", p.name, err)
+	}
+	defer f.Close()
+	var times []time.Time
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		var l logLine
+		if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == msg && !l.Time.Before(after) {
+			times = append(times, l.Time)
+		}
+	}
+	if err := sc.Err(); err != nil && !errors.Is(err, bufio.ErrTooLong) {
+		return nil, fmt.Errorf("read the log of ledgerd %s: %w", p.name, err)
+	}
+	return times, nil
+}

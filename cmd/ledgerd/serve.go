@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"sync"
 	"time"
@@ -66,8 +65,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	addr := f.string("http-addr", "LEDGER_HTTP_ADDR", ":8080", "address the REST API listens on")
 	secretFlag := f.string("jwt-secret", "LEDGER_JWT_SECRET", "", "HS256 secret that signs bearer tokens (embedded mode: kept in --data-dir when empty)")
 	natsFlags := addNATSFlags(f)
-	grace := f.duration("shutdown-timeout", "LEDGER_SHUTDOWN_TIMEOUT", defaultShutdownTimeout, "how long in-flight requests may take to finish on SIGTERM")
+	grace := f.duration("shutdown-timeout", "LEDGER_SHUTDOWN_TIMEOUT", defaultShutdownTimeout, "longest a stop on SIGTERM takes; in-flight requests get nine tenths of it to finish")
+	httpFlags := addHTTPFlags(f)
 	if err := f.parse(args); err != nil {
+		return err
+	}
+	limits, err := httpFlags.limits()
+	if err != nil {
 		return err
 	}
 	secret, err := storage.secret(*secretFlag)
@@ -84,9 +88,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 		return err
 	}
 	defer b.close()
-	ln, err := net.Listen("tcp", *addr)
+	ln, err := limits.listen(*addr)
 	if err != nil {
-		return fmt.Errorf("listen for HTTP on %s: %w", *addr, err)
+		return err
 	}
 	defer ln.Close()
 	target, err := natsFlags.target(ctx, *storage.dataDir, logger)
@@ -130,9 +134,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 		running.Wait()
 	}()
 
-	srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
+	srv := newHTTPServer(api, limits, logger)
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	go func() { served <- srv.serve(ln) }()
 	logger.Info("ledgerd serving", "http", ln.Addr().String(), "nats", target.url, "embedded_store", storage.embedded())
 	if isTerminal(stderr) {
 		printStartup(stderr, ln.Addr(), target, storage)
@@ -144,17 +148,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	case <-ctx.Done():
 	}
 	logger.Info("shutting down: finishing in-flight requests", "timeout", grace.String())
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), *grace)
-	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		return fmt.Errorf("shut down HTTP: %w", err)
-	}
+	srv.shutdown(*grace)
 	logger.Info("ledgerd stopped")
 	return nil
 }
 
-// defaultShutdownTimeout is how long in-flight requests may take on
-// SIGTERM unless --shutdown-timeout says otherwise.
+// defaultShutdownTimeout is the longest a stop on SIGTERM takes unless
+// --shutdown-timeout says otherwise.
 const defaultShutdownTimeout = 30 * time.Second
 
 // isTerminal reports whether w is a terminal, where a person reads; there

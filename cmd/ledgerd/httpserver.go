@@ -82,6 +82,12 @@ func (l httpLimits) listen(addr string) (net.Listener, error) {
 	return netutil.LimitListener(ln, l.maxConns), nil
 }
 
+// maxHeaderBytes bounds a request's headers, a bearer token included;
+// larger ones get 431. 32 KiB is what nginx accepts by default. With the
+// body limit and --http-max-conns, it bounds the memory clients can make
+// the server hold.
+const maxHeaderBytes = 32 << 10
+
 // drainShare is the share of the shutdown timeout that requests in flight
 // get to finish, in tenths; the rest is for stopping the background work
 // and closing the stores.
@@ -109,12 +115,13 @@ func newHTTPServer(handler http.Handler, l httpLimits, logger *slog.Logger) *htt
 		Handler: handler,
 		// ReadTimeout bounds the headers and the body; the headers'
 		// own timeout, left zero, is the same.
-		ReadTimeout:  l.readTimeout,
-		WriteTimeout: l.writeTimeout,
-		IdleTimeout:  l.idleTimeout,
-		BaseContext:  func(net.Listener) context.Context { return base },
-		ConnState:    s.track,
-		ErrorLog:     slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		ReadTimeout:    l.readTimeout,
+		WriteTimeout:   l.writeTimeout,
+		IdleTimeout:    l.idleTimeout,
+		MaxHeaderBytes: maxHeaderBytes,
+		BaseContext:    func(net.Listener) context.Context { return base },
+		ConnState:      s.track,
+		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	return s
 }

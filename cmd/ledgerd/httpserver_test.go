@@ -206,6 +206,19 @@ func TestHTTPServer_CapsConnections(t *testing.T) {
 	}
 }
 
+func TestHTTPServer_RefusesLargeHeaders(t *testing.T) {
+	_, addr := startHTTPServer(t, noContent, generousLimits())
+	for size, want := range map[int]int{maxHeaderBytes / 2: http.StatusNoContent, 4 * maxHeaderBytes: http.StatusRequestHeaderFieldsTooLarge} {
+		conn := dial(t, addr)
+		send(t, conn, fmt.Sprintf("GET / HTTP/1.1\r\nHost: ledgerd\r\nX-Padding: %s\r\n\r\n", strings.Repeat("x", size)))
+		// The server resets the connection after a 431, on the unread
+		// headers: only the status counts.
+		if status, err := readStatus(conn, bufio.NewReader(conn), cutBound); status != want {
+			t.Errorf("a request with %d bytes of headers = %d, %v; want %d", size, status, err, want)
+		}
+	}
+}
+
 func TestHTTPFlags_RefuseUnboundedLimits(t *testing.T) {
 	for _, args := range [][]string{
 		{"--http-read-timeout", "0"},

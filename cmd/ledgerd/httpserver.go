@@ -146,7 +146,8 @@ func (s *httpServer) serve(ln net.Listener) error { return s.srv.Serve(ln) }
 // or to read is not the server's failure: shutdown reports none.
 func (s *httpServer) shutdown(timeout time.Duration) {
 	defer s.cancelRequests()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout*drainShare/10)
+	drain := timeout * drainShare / 10
+	ctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
 	err := s.srv.Shutdown(ctx)
 	if !errors.Is(err, context.DeadlineExceeded) {
@@ -157,9 +158,8 @@ func (s *httpServer) shutdown(timeout time.Duration) {
 		return
 	}
 	open := s.open.Load()
-	s.cancelRequests()
 	// Shutdown has closed the listener: Close's error is that of closing
 	// it again.
 	_ = s.srv.Close()
-	s.logger.Warn("shutdown timeout: closed the connections still open", "connections", open, "drain", (timeout * drainShare / 10).String())
+	s.logger.Warn("shutdown timeout: closed the connections still open", "connections", open, "drain", drain.String())
 }

@@ -39,8 +39,12 @@ func checkSecretLength(secret, source string) error {
 // created). The file is written in full under a temporary name and then
 // linked into place, which fails if the file exists: when two processes
 // start at once, the one that loses reads the winner's secret, so both use
-// the same. A secret file that others may read is refused.
+// the same. A secret file that others may read is refused, and so is a
+// data directory that others may write (checkDataDir).
 func loadOrCreateSecret(dataDir string) (string, error) {
+	if err := checkDataDir(dataDir); err != nil {
+		return "", err
+	}
 	path := filepath.Join(dataDir, secretFile)
 	secret, err := readSecret(path)
 	if !errors.Is(err, fs.ErrNotExist) {

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/resolutionflow/ledgerd/commands"
@@ -287,20 +286,10 @@ func (c *cluster) checkStream(t *testing.T, events []eventstore.Event) {
 	}
 }
 
-// stream returns the ledger's JetStream stream, on a connection closed when
-// t ends.
+// stream returns the ledger's JetStream stream.
 func (c *cluster) stream(ctx context.Context, t *testing.T) jetstream.Stream {
 	t.Helper()
-	nc, err := nats.Connect(c.nats.URL(), nats.Timeout(5*time.Second))
-	if err != nil {
-		t.Fatalf("connect to nats: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatalf("jetstream: %v", err)
-	}
-	stream, err := js.Stream(ctx, relay.DefaultStream)
+	stream, err := c.js.Stream(ctx, relay.DefaultStream)
 	if err != nil {
 		t.Fatalf("stream %s: %v", relay.DefaultStream, err)
 	}

@@ -21,6 +21,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/internal/natstest"
@@ -60,6 +62,9 @@ type cluster struct {
 	pg    *pgtest.Server
 	dbURL string
 	nats  *natstest.Server
+	// js is the test's own connection to NATS, which reconnects after a
+	// restart.
+	js jetstream.JetStream
 	// pool is the test's own pool on the database.
 	pool *pgxpool.Pool
 
@@ -91,6 +96,14 @@ func newCluster(t *testing.T) *cluster {
 	c := &cluster{bin: buildLedgerd(t), pg: pgtest.StartServer(t), nats: natstest.Start(t), sent: map[string]bool{}}
 	c.dbURL = c.pg.NewDatabase(t)
 	c.pool = pgtest.Pool(t, c.dbURL, 4)
+	nc, err := nats.Connect(c.nats.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatalf("connect to nats: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	if c.js, err = jetstream.New(nc); err != nil {
+		t.Fatalf("jetstream: %v", err)
+	}
 	first := c.start(t)
 	c.waitLeader(t, first)
 	c.start(t)

@@ -3,6 +3,7 @@ package faultsuite
 import (
 	"context"
 	"flag"
+	"fmt"
 	"net/http"
 	"os/exec"
 	"syscall"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/resolutionflow/ledgerd/projections"
+	"github.com/resolutionflow/ledgerd/relay"
 )
 
 var long = flag.Bool("faults.long", false, "run every fault several rounds, under a longer load, with longer outages")
@@ -262,7 +264,10 @@ func (c *cluster) checkNoStaleWrites(t *testing.T) {
 // reconnection.
 func restartNATS(t *testing.T, c *cluster, cfg config, _ *load) {
 	leader := c.waitLeader(t, nil)
-	before := c.lastSeq(t)
+	before, err := c.lastSeq(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
 	c.nats.Stop()
 	time.Sleep(cfg.natsDown) // the outage
 	restarted := time.Now()
@@ -278,7 +283,10 @@ func restartNATS(t *testing.T, c *cluster, cfg config, _ *load) {
 	}) {
 		t.Fatalf("ledgerd %s did not log its reconnection to NATS within %v of the restart", leader.name, reconnectTimeout)
 	}
-	if !poll(convergeTimeout, func() (bool, error) { return c.lastSeq(t) > before, nil }) {
+	if !poll(convergeTimeout, func() (bool, error) {
+		last, err := c.lastSeq(t.Context())
+		return last > before, err
+	}) {
 		t.Fatalf("the relay published nothing within %v of the restart", convergeTimeout)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
@@ -296,15 +304,18 @@ func restartNATS(t *testing.T, c *cluster, cfg config, _ *load) {
 }
 
 // lastSeq returns the stream's last sequence number.
-func (c *cluster) lastSeq(t *testing.T) uint64 {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+func (c *cluster) lastSeq(ctx context.Context) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	info, err := c.stream(ctx, t).Info(ctx)
+	stream, err := c.js.Stream(ctx, relay.DefaultStream)
 	if err != nil {
-		t.Fatalf("stream info: %v", err)
+		return 0, fmt.Errorf("stream %s: %w", relay.DefaultStream, err)
 	}
-	return info.State.LastSeq
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("stream info: %w", err)
+	}
+	return info.State.LastSeq, nil
 }
 
 // restartPostgres stops PostgreSQL for cfg.pgDown and starts it again:

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net"
 	"net/http"
 	"net/url"
@@ -298,54 +299,65 @@ func (c *cluster) proc(name string) *proc {
 	return nil
 }
 
-// leaders returns the names of the processes holding the leadership of
-// the projector and of the relay: the application names of the database
-// sessions that hold advisory locks in this database.
-func (c *cluster) leaders(ctx context.Context) ([]string, error) {
-	rows, err := c.pool.Query(ctx, `SELECT a.application_name
-		FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-		WHERE l.locktype = 'advisory' AND l.granted
-		  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-		ORDER BY 1`)
-	if err != nil {
-		return nil, fmt.Errorf("find the lock holders: %w", err)
-	}
-	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("find the lock holders: %w", err)
-	}
-	for i, n := range names {
-		names[i] = strings.TrimPrefix(n, appPrefix)
-	}
-	return names, nil
+// leaderLocks are the names of the leadership locks of a deployment: the
+// handoffs projector's and the relay's.
+var leaderLocks = []string{projections.HandoffsProjector, relay.Name}
+
+// lockKey is the advisory lock key of a leadership lock, as package leader
+// makes it.
+func lockKey(name string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte("ledgerd.leader:" + name))
+	return int64(h.Sum64())
 }
 
-// leadershipLocks is how many leadership locks a deployment holds: the
-// handoffs projector's and the relay's.
-const leadershipLocks = 2
+// leaders returns the process holding each leadership lock: the one whose
+// database session (named by its application_name) holds the lock's
+// advisory lock in this database. A lock nobody holds is missing.
+func (c *cluster) leaders(ctx context.Context) (map[string]*proc, error) {
+	held := map[string]*proc{}
+	for _, name := range leaderLocks {
+		var app string
+		err := c.pool.QueryRow(ctx, `SELECT a.application_name
+			FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+			WHERE l.locktype = 'advisory' AND l.granted
+			  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+			  AND ((l.classid::bigint << 32) | l.objid::bigint) = $1`, lockKey(name)).Scan(&app)
+		if errors.Is(err, pgx.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("find the holder of lock %s: %w", name, err)
+		}
+		if p := c.proc(strings.TrimPrefix(app, appPrefix)); p != nil {
+			held[name] = p
+		}
+	}
+	return held, nil
+}
 
-// waitLeader waits until one healthy process holds every leadership lock
-// and returns it; when want is not nil, it must be want.
+// waitLeader waits until healthy processes hold every leadership lock, and
+// returns the relay's leader. When want is not nil, it must hold every
+// lock.
 func (c *cluster) waitLeader(t *testing.T, want *proc) *proc {
 	t.Helper()
-	var (
-		leader *proc
-		seen   []string
-	)
-	ledgertest.WaitUntil(t, startTimeout, "one process holds every leadership lock", func() bool {
-		names, err := c.leaders(t.Context())
-		if err != nil {
+	var held map[string]*proc
+	ledgertest.WaitUntil(t, startTimeout, "healthy processes hold every leadership lock", func() bool {
+		var err error
+		if held, err = c.leaders(t.Context()); err != nil {
 			t.Fatal(err)
 		}
-		seen = names
-		if len(names) != leadershipLocks || names[0] != names[len(names)-1] {
-			return false
+		for _, name := range leaderLocks {
+			if p := held[name]; p == nil || !p.healthy() || (want != nil && p != want) {
+				return false
+			}
 		}
-		leader = c.proc(names[0])
-		return leader != nil && leader.healthy() && (want == nil || leader == want)
+		return true
 	})
-	t.Logf("leader: ledgerd %s (locks held by %v)", leader.name, seen)
-	return leader
+	for _, name := range leaderLocks {
+		t.Logf("%s led by ledgerd %s", name, held[name].name)
+	}
+	return held[relay.Name]
 }
 
 // head returns the position of the last event in the log, 0 when empty.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os/exec"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -25,11 +26,15 @@ type config struct {
 	warmAcks, recoverAcks int64
 	// natsDown and pgDown are how long NATS and PostgreSQL stay down.
 	natsDown, pgDown time.Duration
+	// faults are the faults of a round, in order.
+	faults []fault
 }
 
 var (
-	defaultRun = config{rounds: 1, clients: 4, warmAcks: 30, recoverAcks: 30, natsDown: 4 * time.Second, pgDown: 2 * time.Second}
-	longRun    = config{rounds: 3, clients: 4, warmAcks: 300, recoverAcks: 300, natsDown: 10 * time.Second, pgDown: 10 * time.Second}
+	defaultRun = config{rounds: 1, clients: 4, warmAcks: 30, recoverAcks: 30, natsDown: 4 * time.Second, pgDown: 2 * time.Second,
+		faults: faults}
+	longRun = config{rounds: 3, clients: 4, warmAcks: 300, recoverAcks: 300, natsDown: 10 * time.Second, pgDown: 10 * time.Second,
+		faults: append(slices.Clone(faults), fault{"PostgreSQL-crash", crashPostgres})}
 )
 
 // Bounds of the faults' own checks.
@@ -77,7 +82,7 @@ func TestFaultSuite(t *testing.T) {
 	}
 	c := newCluster(t)
 	for range cfg.rounds {
-		for _, f := range faults {
+		for _, f := range cfg.faults {
 			t.Run(f.name, func(t *testing.T) { c.phase(t, cfg, f) })
 		}
 	}
@@ -318,11 +323,24 @@ func (c *cluster) lastSeq(ctx context.Context) (uint64, error) {
 	return info.State.LastSeq, nil
 }
 
-// restartPostgres stops PostgreSQL for cfg.pgDown and starts it again:
-// every request answered while it was down gets 503 with Retry-After (or,
-// for a bad body, 422), and commands are acknowledged again once it is up.
+// restartPostgres stops PostgreSQL (a fast shutdown) for cfg.pgDown and
+// starts it again: see postgresOutage.
 func restartPostgres(t *testing.T, c *cluster, cfg config, l *load) {
-	c.pg.Stop(t)
+	postgresOutage(t, c, cfg, l, c.pg.Stop)
+}
+
+// crashPostgres stops PostgreSQL with an immediate shutdown, as in a
+// crash, for cfg.pgDown and starts it again: see postgresOutage.
+func crashPostgres(t *testing.T, c *cluster, cfg config, l *load) {
+	postgresOutage(t, c, cfg, l, c.pg.Crash)
+}
+
+// postgresOutage stops PostgreSQL with stop for cfg.pgDown and starts it
+// again: every request answered while it was down gets 503 with
+// Retry-After (or, for a bad body, 422), and commands are acknowledged
+// again once it is up.
+func postgresOutage(t *testing.T, c *cluster, cfg config, l *load, stop func(testing.TB)) {
+	stop(t)
 	down := window{from: time.Now()}
 	time.Sleep(cfg.pgDown) // the outage
 	down.to = time.Now()

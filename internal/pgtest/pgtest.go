@@ -265,12 +265,14 @@ func compareVersions(a, b string) int {
 }
 
 // startLocal initializes a cluster in a new temporary directory and starts
-// a server on it.
-func startLocal(bins binaries) (*server, error) {
+// a server on it, with the settings (pairs of "-c", "name=value") added
+// to its command line.
+func startLocal(bins binaries, settings ...string) (*server, error) {
 	s, err := initLocal(bins)
 	if err != nil {
 		return nil, err
 	}
+	s.args = append(s.args, settings...)
 	for attempt := 1; ; attempt++ {
 		err := s.launch(0)
 		if err == nil {
@@ -522,6 +524,13 @@ func (s *server) stop() error {
 // shutdown closes the maintenance pool and stops the server pgtest
 // started with a fast shutdown, killing it if that takes too long.
 func (s *server) shutdown() error {
+	return s.shutdownWith(os.Interrupt)
+}
+
+// shutdownWith is shutdown with the signal sig: os.Interrupt asks for a
+// fast shutdown, syscall.SIGQUIT for an immediate one (no checkpoint:
+// the next start runs crash recovery).
+func (s *server) shutdownWith(sig os.Signal) error {
 	if s.db != nil {
 		s.db.Close()
 		s.db = nil
@@ -530,7 +539,7 @@ func (s *server) shutdown() error {
 		return nil
 	}
 	defer func() { s.cmd, s.exited = nil, nil }()
-	_ = s.cmd.Process.Signal(os.Interrupt) // fast shutdown
+	_ = s.cmd.Process.Signal(sig)
 	select {
 	case <-s.exited:
 		return nil

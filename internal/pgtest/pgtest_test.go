@@ -185,7 +185,7 @@ func TestPool_ClosedAfterTheTest(t *testing.T) {
 	}
 }
 
-func TestServer_StopAndStartKeepData(t *testing.T) {
+func TestServer_StopOrCrashAndStartKeepData(t *testing.T) {
 	t.Parallel()
 	srv := pgtest.StartServer(t)
 	dbURL := srv.NewDatabase(t)
@@ -194,13 +194,15 @@ func TestServer_StopAndStartKeepData(t *testing.T) {
 		t.Fatalf("write: %v", err)
 	}
 
-	srv.Stop(t)
-	if err := db.PingContext(t.Context()); err == nil {
-		t.Fatal("the stopped server answers a ping")
-	}
-	srv.Start(t)
-	var n int
-	if err := db.QueryRowContext(t.Context(), "SELECT n FROM kept").Scan(&n); err != nil || n != 7 {
-		t.Fatalf("after the restart on the same URL: n = %d, %v; want 7", n, err)
+	for name, stop := range map[string]func(testing.TB){"Stop": srv.Stop, "Crash": srv.Crash} {
+		stop(t)
+		if err := db.PingContext(t.Context()); err == nil {
+			t.Fatalf("the server answers a ping after %s", name)
+		}
+		srv.Start(t)
+		var n int
+		if err := db.QueryRowContext(t.Context(), "SELECT n FROM kept").Scan(&n); err != nil || n != 7 {
+			t.Fatalf("after %s and Start, on the same URL: n = %d, %v; want 7", name, n, err)
+		}
 	}
 }

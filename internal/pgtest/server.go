@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -29,7 +30,11 @@ func StartServer(tb testing.TB) *Server {
 	if err != nil {
 		tb.Fatalf("pgtest: %v", err)
 	}
-	srv, err := startLocal(bins)
+	// A commit is written to the operating system before it is
+	// acknowledged, so that an immediate shutdown (Crash) loses nothing
+	// acknowledged; fsync stays off unless the tests are durable, as the
+	// machine itself does not crash.
+	srv, err := startLocal(bins, "-c", "synchronous_commit=on")
 	if err != nil {
 		tb.Fatalf("pgtest: %v", err)
 	}
@@ -70,6 +75,18 @@ func (s *Server) Stop(tb testing.TB) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.srv.shutdown(); err != nil {
+		tb.Fatalf("pgtest: %v", s.srv.withLog(err))
+	}
+}
+
+// Crash stops the server with an immediate shutdown, as after a crash:
+// sessions end at once and the next Start runs crash recovery. Crashing
+// a stopped server does nothing.
+func (s *Server) Crash(tb testing.TB) {
+	tb.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.srv.shutdownWith(syscall.SIGQUIT); err != nil {
 		tb.Fatalf("pgtest: %v", s.srv.withLog(err))
 	}
 }

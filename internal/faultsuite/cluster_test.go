@@ -94,7 +94,10 @@ func (w window) endOr(open time.Time) time.Time {
 // of which is the leader.
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
-	c := &cluster{bin: buildLedgerd(t), pg: pgtest.StartServer(t), nats: natstest.Start(t), sent: map[string]bool{}}
+	start := time.Now()
+	c := &cluster{bin: buildLedgerd(t), sent: map[string]bool{}}
+	built := time.Since(start)
+	c.pg, c.nats = pgtest.StartServer(t), natstest.Start(t)
 	c.dbURL = c.pg.NewDatabase(t)
 	c.pool = pgtest.Pool(t, c.dbURL, 4)
 	nc, err := nats.Connect(c.nats.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
@@ -108,6 +111,7 @@ func newCluster(t *testing.T) *cluster {
 	first := c.start(t)
 	c.waitLeader(t, first)
 	c.start(t)
+	t.Logf("ledgerd built in %v; PostgreSQL, NATS and two processes up %v later", built.Round(time.Millisecond), (time.Since(start) - built).Round(time.Millisecond))
 	t.Cleanup(func() {
 		for _, p := range c.procs {
 			p.stop(t)

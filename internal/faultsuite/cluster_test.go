@@ -226,6 +226,15 @@ func (p *proc) logs() string {
 	return string(out)
 }
 
+// logTailLines is how many of its last log lines logTail shows.
+const logTailLines = 40
+
+// logTail returns the last logTailLines lines of the process's log.
+func (p *proc) logTail() string {
+	lines := strings.Split(strings.TrimSpace(p.logs()), "\n")
+	return strings.Join(lines[max(0, len(lines)-logTailLines):], "\n")
+}
+
 // signal sends sig to the process and records a fault from now on (SIGKILL,
 // SIGSTOP) or ends the open one (SIGCONT).
 func (p *proc) signal(t *testing.T, sig syscall.Signal) {

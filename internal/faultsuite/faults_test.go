@@ -224,6 +224,9 @@ func (c *cluster) checkTakeover(t *testing.T, at time.Time, head int64) (time.Du
 	took := time.Since(at)
 	if !ok {
 		t.Errorf("no other process took the lead within %v: the projector is at %d, the relay at %d, the log's head was %d at the fault", takeoverBound, proj, rel, head)
+		for _, p := range c.targets() {
+			t.Logf("the end of the log of ledgerd %s:\n%s", p.name, p.logTail())
+		}
 		return took, false
 	}
 	t.Logf("the projector and the relay moved on %v after the fault", took.Round(time.Millisecond))

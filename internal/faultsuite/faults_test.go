@@ -289,7 +289,7 @@ func restartNATS(t *testing.T, c *cluster, cfg config, _ *load) {
 		}
 		return len(times) > 0, err
 	}) {
-		t.Fatalf("ledgerd %s did not log its reconnection to NATS within %v of the restart", leader.name, reconnectTimeout)
+		t.Fatalf("ledgerd %s did not log its reconnection to NATS within %v of the restart; the end of its log:\n%s", leader.name, reconnectTimeout, leader.logTail())
 	}
 	if !poll(convergeTimeout, func() (bool, error) {
 		last, err := c.lastSeq(t.Context())

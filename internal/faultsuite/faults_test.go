@@ -97,20 +97,20 @@ func (c *cluster) phase(t *testing.T, cfg config, f fault) {
 		t.Fatal(err)
 	}
 	l := c.startLoad(t, cfg.clients, clientTimeout)
-	stopped := false
-	defer func() {
-		if !stopped {
-			l.stop()
+	var reqs []*request
+	stop := func() {
+		if reqs == nil {
+			reqs = l.stop()
+			for _, r := range reqs {
+				c.sent[r.id] = true
+			}
 		}
-	}()
+	}
+	defer stop() // when the phase fails early
 	waitAcks(t, l, cfg.warmAcks)
 	f.inject(t, c, cfg, l)
 	waitAcks(t, l, l.acks.Load()+cfg.recoverAcks)
-	reqs := l.stop()
-	stopped = true
-	for _, r := range reqs {
-		c.sent[r.id] = true
-	}
+	stop()
 	t.Logf("%d requests, %d commands acknowledged", len(reqs), l.acks.Load())
 
 	c.checkAlive(t)

@@ -16,6 +16,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
+	"github.com/resolutionflow/ledgerd/asof"
 	"github.com/resolutionflow/ledgerd/domain"
 	"github.com/resolutionflow/ledgerd/projections"
 )
@@ -103,14 +104,19 @@ func (s *server) queue(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.writePage(c, "/ai-sessions/queue", queueList, scope, limit, hs, projections.QueueCursor)
+	return s.writePage(c, instant{}.query("/ai-sessions/queue"), queueList, scope, limit, hs, projections.QueueCursor)
 }
 
 // history answers GET /ai-sessions/:session_id/handoffs: a page of the
 // session's handoffs, newest first; [] for a session of another account or
-// none at all.
+// none at all. With as_of, the handoffs as they stood at that instant,
+// folded from the session's events.
 func (s *server) history(c echo.Context) error {
 	limit, err := pageLimit(c)
+	if err != nil {
+		return err
+	}
+	at, err := asOf(c)
 	if err != nil {
 		return err
 	}
@@ -127,11 +133,17 @@ func (s *server) history(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	hs, err := s.queries.History(c.Request().Context(), account, session, projections.Page{Limit: limit + 1, After: after})
+	page := projections.Page{Limit: limit + 1, After: after}
+	var hs []domain.Handoff
+	if at.past {
+		hs, err = asof.History(c.Request().Context(), s.past, account, session, at.at, page)
+	} else {
+		hs, err = s.queries.History(c.Request().Context(), account, session, page)
+	}
 	if err != nil {
 		return err
 	}
-	return s.writePage(c, "/ai-sessions/"+session.String()+"/handoffs", historyList, scope, limit, hs, projections.HistoryCursor)
+	return s.writePage(c, at.query("/ai-sessions/"+session.String()+"/handoffs"), historyList, scope, limit, hs, projections.HistoryCursor)
 }
 
 // createHandoff answers POST /ai-sessions/:session_id/handoff: park or

@@ -1,0 +1,108 @@
+// Package asof answers reads as the ledger stood at an instant: it folds
+// the events recorded up to that instant with the domain's own
+// Session.Apply, as the projector does, so an answer about the past cannot
+// drift from the rules that made the present. The REST API's as_of
+// parameter and `ledgerd replay` use it.
+//
+// "Recorded up to T" means: the events whose recorded_at is at or before
+// T, each stream's taken in version order up to its first event recorded
+// after T. Within a stream, recorded times follow versions (an append
+// reads the stream's version before it writes the next one); stopping at
+// the first later event keeps each fold a prefix of its stream, a state
+// the session really had, even if two appends racing within microseconds
+// ever recorded times out of order. See docs/audit-past.md.
+package asof
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/resolutionflow/ledgerd/domain"
+	"github.com/resolutionflow/ledgerd/eventcodec"
+	"github.com/resolutionflow/ledgerd/eventstore"
+	"github.com/resolutionflow/ledgerd/projections"
+)
+
+// Log is what reads of the past need from the event store.
+type Log interface {
+	// ReadStream returns a stream's events in version order.
+	ReadStream(ctx context.Context, stream string) ([]eventstore.Event, error)
+}
+
+// Until returns the first events of a stream, given in version order, up
+// to the first one recorded after t.
+func Until(events []eventstore.Event, t time.Time) []eventstore.Event {
+	if i := slices.IndexFunc(events, func(e eventstore.Event) bool { return e.RecordedAt.After(t) }); i >= 0 {
+		return events[:i]
+	}
+	return events
+}
+
+// Fold folds events, a prefix of the stream of a session of an account in
+// version order, into the session's state. each, when not nil, is called
+// with every event and the state right after it; its error stops the fold.
+// An event Fold cannot decode is an error naming its version.
+func Fold(account, session uuid.UUID, events []eventstore.Event, each func(eventstore.Event, *domain.Session) error) (*domain.Session, error) {
+	state := domain.NewSession(account, session)
+	for _, e := range events {
+		decoded, err := eventcodec.Decode(e.Type, e.Data)
+		if err != nil {
+			return nil, fmt.Errorf("fold %s version %d: %w", e.Stream, e.Version, err)
+		}
+		state.Apply(decoded)
+		if each == nil {
+			continue
+		}
+		if err := each(e, state); err != nil {
+			return nil, err
+		}
+	}
+	return state, nil
+}
+
+// Session returns the state of a session of an account as of t. Its cost
+// follows the session's events, whatever the size of the log.
+func Session(ctx context.Context, log Log, account, session uuid.UUID, t time.Time) (*domain.Session, error) {
+	stream := eventcodec.StreamName(account, session)
+	events, err := log.ReadStream(ctx, stream)
+	if err != nil {
+		return nil, fmt.Errorf("read %s as of %s: %w", stream, t.Format(time.RFC3339Nano), err)
+	}
+	return Fold(account, session, Until(events, t), nil)
+}
+
+// History returns a page of the handoffs of a session of an account as
+// they stood at t, in the order and with the paging of
+// projections.Queries.History: newest first; none for a session of
+// another account or none at all.
+func History(ctx context.Context, log Log, account, session uuid.UUID, t time.Time, page projections.Page) ([]domain.Handoff, error) {
+	state, err := Session(ctx, log, account, session, t)
+	if err != nil {
+		return nil, err
+	}
+	return pageOf(state.Handoffs, page, projections.HistoryCursor, descending), nil
+}
+
+// descending is the direction of a list sorted by its cursors in reverse
+// (projections.Cursor.Compare).
+const descending = -1
+
+// pageOf returns the page of hs that a read-model store would: hs sorted
+// by their place in the list (place, in direction), the first page.Limit
+// of those after page.After.
+func pageOf(hs []domain.Handoff, page projections.Page, place func(domain.Handoff) projections.Cursor, direction int) []domain.Handoff {
+	order := func(a, b projections.Cursor) int { return direction * a.Compare(b) }
+	hs = slices.SortedFunc(slices.Values(hs), func(a, b domain.Handoff) int { return order(place(a), place(b)) })
+	if page.After != nil {
+		first := slices.IndexFunc(hs, func(h domain.Handoff) bool { return order(place(h), *page.After) > 0 })
+		if first < 0 {
+			first = len(hs)
+		}
+		hs = hs[first:]
+	}
+	return hs[:min(len(hs), page.Limit)]
+}

@@ -84,21 +84,31 @@ func History(ctx context.Context, log Log, account, session uuid.UUID, t time.Ti
 	if err != nil {
 		return nil, err
 	}
-	return pageOf(state.Handoffs, page, projections.HistoryCursor, descending), nil
+	return pageOf(NewestFirst(state), page, projections.HistoryCursor, descending), nil
+}
+
+// NewestFirst returns a session's handoffs in the order of its history:
+// newest first, then by id descending (projections.HistoryCursor).
+func NewestFirst(state *domain.Session) []domain.Handoff {
+	return sorted(state.Handoffs, projections.HistoryCursor, descending)
 }
 
 // descending is the direction of a list sorted by its cursors in reverse
 // (projections.Cursor.Compare).
 const descending = -1
 
-// pageOf returns the page of hs that a read-model store would: hs sorted
-// by their place in the list (place, in direction), the first page.Limit
-// of those after page.After.
+// sorted returns a copy of hs sorted by their places in a list (place,
+// in direction).
+func sorted(hs []domain.Handoff, place func(domain.Handoff) projections.Cursor, direction int) []domain.Handoff {
+	return slices.SortedFunc(slices.Values(hs), func(a, b domain.Handoff) int { return direction * place(a).Compare(place(b)) })
+}
+
+// pageOf returns the page of hs, sorted by their places in a list (place,
+// in direction), that a read-model store would: the first page.Limit of
+// those after page.After.
 func pageOf(hs []domain.Handoff, page projections.Page, place func(domain.Handoff) projections.Cursor, direction int) []domain.Handoff {
-	order := func(a, b projections.Cursor) int { return direction * a.Compare(b) }
-	hs = slices.SortedFunc(slices.Values(hs), func(a, b domain.Handoff) int { return order(place(a), place(b)) })
 	if page.After != nil {
-		first := slices.IndexFunc(hs, func(h domain.Handoff) bool { return order(place(h), *page.After) > 0 })
+		first := slices.IndexFunc(hs, func(h domain.Handoff) bool { return direction*place(h).Compare(*page.After) > 0 })
 		if first < 0 {
 			first = len(hs)
 		}

@@ -21,9 +21,10 @@ import (
 	"github.com/resolutionflow/ledgerd/projections"
 )
 
-// handoffJSON is a handoff on the wire. Times are RFC 3339 in UTC; the
-// claim fields are null until the handoff is claimed.
-type handoffJSON struct {
+// HandoffJSON is a handoff on the wire, as the REST API and `ledgerd
+// replay` show it. Times are RFC 3339 in UTC; the claim fields are null
+// until the handoff is claimed.
+type HandoffJSON struct {
 	ID            uuid.UUID  `json:"id"`
 	SessionID     uuid.UUID  `json:"session_id"`
 	Intent        string     `json:"intent"`
@@ -36,8 +37,8 @@ type handoffJSON struct {
 	ClaimedAt     *time.Time `json:"claimed_at"`
 }
 
-func toJSON(h domain.Handoff) handoffJSON {
-	out := handoffJSON{
+func toJSON(h domain.Handoff) HandoffJSON {
+	out := HandoffJSON{
 		ID:            h.ID,
 		SessionID:     h.SessionID,
 		Intent:        string(h.Intent),
@@ -54,8 +55,9 @@ func toJSON(h domain.Handoff) handoffJSON {
 	return out
 }
 
-func toJSONList(hs []domain.Handoff) []handoffJSON {
-	out := make([]handoffJSON, len(hs)) // never nil: an empty list is [], not null
+// HandoffsJSON returns the wire form of a list of handoffs, in their order.
+func HandoffsJSON(hs []domain.Handoff) []HandoffJSON {
+	out := make([]HandoffJSON, len(hs)) // never nil: an empty list is [], not null
 	for i, h := range hs {
 		out[i] = toJSON(h)
 	}
@@ -122,7 +124,7 @@ func (s *server) history(c echo.Context) error {
 	}
 	session, err := pathID(c, "session_id", errNoHistory)
 	if errors.Is(err, errNoHistory) {
-		return c.JSON(http.StatusOK, []handoffJSON{})
+		return c.JSON(http.StatusOK, []HandoffJSON{})
 	}
 	if err != nil {
 		return err

@@ -129,5 +129,5 @@ func (s *server) writePage(c echo.Context, query string, kind listKind, scope [2
 		next := s.encodeCursor(kind, scope, place(hs[limit-1]))
 		c.Response().Header().Set("Link", "<"+query+"limit="+strconv.Itoa(limit)+"&cursor="+next+`>; rel="next"`)
 	}
-	return c.JSON(http.StatusOK, toJSONList(hs))
+	return c.JSON(http.StatusOK, HandoffsJSON(hs))
 }

@@ -43,25 +43,36 @@ func Until(events []eventstore.Event, t time.Time) []eventstore.Event {
 }
 
 // Fold folds events, a prefix of the stream of a session of an account in
-// version order, into the session's state. each, when not nil, is called
-// with every event and the state right after it; its error stops the fold.
-// An event Fold cannot decode is an error naming its version.
-func Fold(account, session uuid.UUID, events []eventstore.Event, each func(eventstore.Event, *domain.Session) error) (*domain.Session, error) {
+// version order, into the session's state. An event that does not decode
+// (written by a faulty or foreign writer, or of a type this version does
+// not know) changes nothing but the state's version: the projector skips
+// it too, so the past is told as the read models told it. each, when not
+// nil, is called with every event, the state right after it, and for an
+// event passed over the error that made it so; its error stops the fold.
+func Fold(account, session uuid.UUID, events []eventstore.Event, each func(e eventstore.Event, state *domain.Session, skipped error) error) (*domain.Session, error) {
 	state := domain.NewSession(account, session)
 	for _, e := range events {
-		decoded, err := eventcodec.Decode(e.Type, e.Data)
-		if err != nil {
-			return nil, fmt.Errorf("fold %s version %d: %w", e.Stream, e.Version, err)
-		}
-		state.Apply(decoded)
+		skipped := apply(state, e)
 		if each == nil {
 			continue
 		}
-		if err := each(e, state); err != nil {
+		if err := each(e, state, skipped); err != nil {
 			return nil, err
 		}
 	}
 	return state, nil
+}
+
+// apply folds e into state, or only counts it when it does not decode,
+// and returns the decoding error.
+func apply(state *domain.Session, e eventstore.Event) error {
+	decoded, err := eventcodec.Decode(e.Type, e.Data)
+	if err != nil {
+		state.Version++
+		return fmt.Errorf("event %d (version %d of %s) passed over: %w", e.Position, e.Version, e.Stream, err)
+	}
+	state.Apply(decoded)
+	return nil
 }
 
 // Session returns the state of a session of an account as of t. Its cost

@@ -64,7 +64,8 @@ func TestUntil_StopsAtTheFirstLaterEvent(t *testing.T) {
 }
 
 // TestFold_CallsEachAndStops checks that Fold shows every event with the
-// state after it, stops at each's error, and names an undecodable event.
+// state after it, stops at each's error, and passes over an event that
+// does not decode.
 func TestFold_CallsEachAndStops(t *testing.T) {
 	account, session, id := uuid.New(), uuid.New(), uuid.New()
 	at := time.Date(2026, 3, 2, 14, 0, 0, 0, time.UTC)
@@ -73,9 +74,9 @@ func TestFold_CallsEachAndStops(t *testing.T) {
 		recorded(t, account, session, 2, at, domain.HandoffWithdrawn{HandoffID: id, SessionID: session, At: at}),
 	}
 	var seen []domain.Status
-	_, err := Fold(account, session, events, func(e eventstore.Event, s *domain.Session) error {
-		if s.Version != e.Version {
-			t.Errorf("state version %d after event %d", s.Version, e.Version)
+	_, err := Fold(account, session, events, func(e eventstore.Event, s *domain.Session, skipped error) error {
+		if s.Version != e.Version || skipped != nil {
+			t.Errorf("state version %d after event %d, skipped %v", s.Version, e.Version, skipped)
 		}
 		seen = append(seen, s.Handoffs[0].Status)
 		return nil
@@ -85,12 +86,19 @@ func TestFold_CallsEachAndStops(t *testing.T) {
 	}
 	stop := errors.New("stop")
 	calls := 0
-	if _, err := Fold(account, session, events, func(eventstore.Event, *domain.Session) error { calls++; return stop }); !errors.Is(err, stop) || calls != 1 {
+	if _, err := Fold(account, session, events, func(eventstore.Event, *domain.Session, error) error { calls++; return stop }); !errors.Is(err, stop) || calls != 1 {
 		t.Errorf("Fold with a failing each = %v after %d calls, want stop after 1", err, calls)
 	}
+	// A poison event, as the projector skips it: counted, not applied.
 	events[1].Data = []byte(`{"handoff_id": 7}`)
-	if _, err := Fold(account, session, events, nil); err == nil {
-		t.Error("Fold decoded a malformed event")
+	var skips []error
+	state, err := Fold(account, session, events, func(_ eventstore.Event, _ *domain.Session, skipped error) error {
+		skips = append(skips, skipped)
+		return nil
+	})
+	if err != nil || state.Version != 2 || state.Handoffs[0].Status != domain.StatusOpen || skips[0] != nil || skips[1] == nil {
+		t.Errorf("Fold over a poison event = %v, version %d, handoffs %+v, skips %v; want version 2, the park open, the second event skipped",
+			err, state.Version, state.Handoffs, skips)
 	}
 }
 

@@ -19,14 +19,16 @@ import (
 )
 
 // replayLine is a line of `ledgerd replay`: an event's envelope, as the
-// relay publishes it, with the session's state right after the event.
+// relay publishes it, with the session's state right after the event and,
+// for an event the fold passed over (one that does not decode), why.
 type replayLine struct {
 	eventstore.Event
-	State replayState `json:"state"`
+	State   replayState `json:"state"`
+	Skipped string      `json:"skipped,omitempty"`
 }
 
-// replayState is a session's state in a replay line: the number of events
-// folded, the holder (who may park, escalate or withdraw; null before the
+// replayState is a session's state in a replay line: the stream's version
+// reached, the holder (who may park, escalate or withdraw; null before the
 // first handoff) and the handoffs as the REST API's history shows them,
 // newest first.
 type replayState struct {
@@ -86,8 +88,12 @@ func replay(ctx context.Context, args []string, stdout, stderr io.Writer, logger
 	}
 	out := bufio.NewWriter(stdout)
 	enc := json.NewEncoder(out)
-	_, err = asof.Fold(account, session, events, func(e eventstore.Event, s *domain.Session) error {
-		return enc.Encode(replayLine{Event: e, State: stateOf(s)})
+	_, err = asof.Fold(account, session, events, func(e eventstore.Event, s *domain.Session, skipped error) error {
+		line := replayLine{Event: e, State: stateOf(s)}
+		if skipped != nil {
+			line.Skipped = skipped.Error()
+		}
+		return enc.Encode(line)
 	})
 	if err != nil {
 		return fmt.Errorf("replay %s: %w", stream, err)

@@ -69,6 +69,7 @@ func testReplay(t *testing.T, log eventstore.Store, storage ...string) {
 	type state struct {
 		handoffs []domain.Handoff
 		holder   uuid.UUID
+		skipped  bool
 	}
 	var want []state
 	var current []domain.Handoff
@@ -92,6 +93,13 @@ func testReplay(t *testing.T, log eventstore.Store, storage ...string) {
 	record(parked, bob)
 	record(execute(bob, session, domain.WithdrawHandoff{Actor: bob, HandoffID: parked.ID, At: h.Now()}), bob)
 	record(execute(bob, session, withActor(bob, create(domain.IntentEscalate, domain.PriorityLow))), bob)
+	// A poison event, which the fold passes over as the projector does.
+	_, err := log.Append(ctx, eventcodec.StreamName(account, session), eventstore.Exact(int64(len(want))),
+		[]eventstore.NewEvent{{Type: domain.TypeHandoffClaimed, Data: json.RawMessage(`{"handoff_id": 42}`)}})
+	if err != nil {
+		t.Fatalf("append a poison event: %v", err)
+	}
+	want = append(want, state{handoffs: current, holder: bob.UserID, skipped: true})
 
 	events, err := log.ReadStream(ctx, eventcodec.StreamName(account, session))
 	if err != nil {
@@ -113,6 +121,9 @@ func testReplay(t *testing.T, log eventstore.Store, storage ...string) {
 		wantState := replayState{Version: int64(i + 1), Holder: &want[i].holder, Handoffs: httpapi.HandoffsJSON(want[i].handoffs)}
 		if got, want := mustJSON(t, line.State), mustJSON(t, wantState); !bytes.Equal(got, want) {
 			t.Errorf("line %d: state\n%s\nwant\n%s", i+1, got, want)
+		}
+		if skipped := line.Skipped != ""; skipped != want[i].skipped {
+			t.Errorf("line %d: skipped %q, want skipped %v", i+1, line.Skipped, want[i].skipped)
 		}
 	}
 
@@ -141,7 +152,8 @@ func testReplay(t *testing.T, log eventstore.Store, storage ...string) {
 }
 
 // replayLines runs ledgerd with args and returns the lines it printed,
-// each of which must hold exactly the fields of a replay line.
+// each of which must hold exactly the fields of a replay line (skipped
+// only for a poison event).
 func replayLines(tb testing.TB, args ...string) []replayLine {
 	tb.Helper()
 	var stdout, stderr bytes.Buffer
@@ -156,8 +168,9 @@ func replayLines(tb testing.TB, args ...string) []replayLine {
 		if err := json.Unmarshal(sc.Bytes(), &fields); err != nil {
 			tb.Fatalf("line %q: %v", sc.Text(), err)
 		}
-		if keys := slices.Sorted(maps.Keys(fields)); !slices.Equal(keys, wantKeys) {
-			tb.Fatalf("line fields %v, want %v", keys, wantKeys)
+		keys := slices.DeleteFunc(slices.Sorted(maps.Keys(fields)), func(k string) bool { return k == "skipped" })
+		if !slices.Equal(keys, wantKeys) {
+			tb.Fatalf("line fields %v, want %v and perhaps skipped", keys, wantKeys)
 		}
 		dec := json.NewDecoder(bytes.NewReader(sc.Bytes()))
 		dec.DisallowUnknownFields()

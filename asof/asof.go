@@ -31,7 +31,13 @@ import (
 type Log interface {
 	// ReadStream returns a stream's events in version order.
 	ReadStream(ctx context.Context, stream string) ([]eventstore.Event, error)
+	// ReadAccount returns up to limit events of an account with a position
+	// greater than after, in position order.
+	ReadAccount(ctx context.Context, account uuid.UUID, after int64, limit int) ([]eventstore.Event, error)
 }
+
+// accountBatch is how many events Queue reads at a time.
+const accountBatch = 1000
 
 // Until returns the first events of a stream, given in version order, up
 // to the first one recorded after t.
@@ -98,15 +104,61 @@ func History(ctx context.Context, log Log, account, session uuid.UUID, t time.Ti
 	return pageOf(NewestFirst(state), page, projections.HistoryCursor, descending), nil
 }
 
+// Queue returns a page of the handoffs of an account that were open at t,
+// in the order and with the paging of projections.Queries.Queue: those of
+// one team, or of every team of the account when team is uuid.Nil (the
+// auditor's queue). It reads the account's events, never another's, and
+// keeps one folded session per session of the account.
+func Queue(ctx context.Context, log Log, account, team uuid.UUID, t time.Time, page projections.Page) ([]domain.Handoff, error) {
+	sessions := map[string]*domain.Session{}
+	// ended holds the streams that have reached an event recorded after t.
+	ended := map[string]bool{}
+	for after := int64(0); ; {
+		events, err := log.ReadAccount(ctx, account, after, accountBatch)
+		if err != nil {
+			return nil, fmt.Errorf("read the events of account %s after %d: %w", account, after, err)
+		}
+		if len(events) == 0 {
+			break
+		}
+		after = events[len(events)-1].Position
+		for _, e := range events {
+			if ended[e.Stream] || e.RecordedAt.After(t) {
+				ended[e.Stream] = true
+				continue
+			}
+			state, ok := sessions[e.Stream]
+			if !ok {
+				streamAccount, session, err := eventcodec.ParseStreamName(e.Stream)
+				if err != nil || streamAccount != account {
+					continue // no handoff of the account lives there
+				}
+				state = domain.NewSession(account, session)
+				sessions[e.Stream] = state
+			}
+			_ = apply(state, e) // passed over, as the projector does
+		}
+	}
+	var open []domain.Handoff
+	for _, state := range sessions {
+		if h, ok := state.Open(); ok && (team == uuid.Nil || h.TeamID == team) {
+			open = append(open, *h)
+		}
+	}
+	return pageOf(sorted(open, projections.QueueCursor, ascending), page, projections.QueueCursor, ascending), nil
+}
+
 // NewestFirst returns a session's handoffs in the order of its history:
 // newest first, then by id descending (projections.HistoryCursor).
 func NewestFirst(state *domain.Session) []domain.Handoff {
 	return sorted(state.Handoffs, projections.HistoryCursor, descending)
 }
 
-// descending is the direction of a list sorted by its cursors in reverse
-// (projections.Cursor.Compare).
-const descending = -1
+// Directions of a list's order of cursors (projections.Cursor.Compare).
+const (
+	ascending  = 1
+	descending = -1
+)
 
 // sorted returns a copy of hs sorted by their places in a list (place,
 // in direction).

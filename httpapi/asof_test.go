@@ -25,7 +25,8 @@ type moment struct {
 	step    string
 	at      time.Time
 	history map[uuid.UUID][]byte
-	queue   []byte
+	// queues are the answers of /ai-sessions/queue to each reader.
+	queues [][]byte
 }
 
 // testAsOf runs a script of escalations, parks, claims and withdrawals
@@ -37,7 +38,14 @@ func testAsOf(t *testing.T, nb NewBackend) {
 	tm := newTeam()
 	alice, bob, carol := tm.user(domain.RoleEngineer), tm.user(domain.RoleAdmin), tm.user(domain.RoleEngineer)
 	viewer := tm.user(domain.RoleViewer)
-	sessions := []uuid.UUID{uuid.New(), uuid.New(), uuid.New()}
+	otherTeam := team{account: tm.account, id: uuid.New()}
+	dave := otherTeam.user(domain.RoleEngineer)
+	auditor := team{account: tm.account, id: uuid.New()}.user(domain.RoleAuditor)
+	// The team's queue, the other team's and the auditor's (every team's).
+	readers := []domain.Actor{viewer, dave, auditor}
+	// Another account's events, which no answer may show.
+	outsider := newTeam().user(domain.RoleEngineer)
+	sessions := []uuid.UUID{uuid.New(), uuid.New(), uuid.New(), uuid.New()}
 	withdraw := func(actor domain.Actor, h handoff) {
 		s.do(t, as(t, actor, http.MethodPost, actionPath(h.SessionID, h.ID, "withdraw"), ""), http.StatusOK)
 	}
@@ -58,14 +66,24 @@ func testAsOf(t *testing.T, nb NewBackend) {
 			s.create(t, bob, sessions[0], `{"intent":"park","engineer_notes":"later","priority":"urgent"}`)
 		}},
 		{"carol claims 3", sessions[2], func() { s.claim(t, carol, third) }},
+		{"dave escalates 4", sessions[3], func() {
+			s.escalate(t, dave, sessions[3])
+			s.escalate(t, outsider, sessions[3])
+		}},
 		{"carol escalates 2", sessions[1], func() { s.escalate(t, carol, sessions[1]) }},
 	}
-	live := func(path string) []byte { return s.do(t, as(t, viewer, http.MethodGet, path, ""), http.StatusOK).body }
+	read := func(reader domain.Actor, path string) []byte {
+		return s.do(t, as(t, reader, http.MethodGet, path, ""), http.StatusOK).body
+	}
+	live := func(path string) []byte { return read(viewer, path) }
 	var moments []moment
 	for _, step := range script {
 		step.run()
 		events := s.stream(t, tm.account, step.session)
-		m := moment{step: step.name, at: events[len(events)-1].RecordedAt, history: map[uuid.UUID][]byte{}, queue: live("/ai-sessions/queue")}
+		m := moment{step: step.name, at: events[len(events)-1].RecordedAt, history: map[uuid.UUID][]byte{}}
+		for _, reader := range readers {
+			m.queues = append(m.queues, read(reader, "/ai-sessions/queue"))
+		}
 		for _, session := range sessions {
 			m.history[session] = live(historyPath(session))
 		}
@@ -77,9 +95,9 @@ func testAsOf(t *testing.T, nb NewBackend) {
 
 	// Before the first event, every session had no handoff.
 	before := moments[0].at.Add(-time.Microsecond)
-	for _, session := range sessions {
-		if got := live(asOfPath(historyPath(session), before)); strings.TrimSpace(string(got)) != "[]" {
-			t.Errorf("history of %s as of %s = %s, want []", session, before, got)
+	for _, path := range []string{historyPath(sessions[0]), historyPath(sessions[1]), "/ai-sessions/queue"} {
+		if got := read(auditor, asOfPath(path, before)); strings.TrimSpace(string(got)) != "[]" {
+			t.Errorf("%s as of %s = %s, want []", path, before, got)
 		}
 	}
 	// At each step's instant, and just before the next step's, the
@@ -95,6 +113,15 @@ func testAsOf(t *testing.T, nb NewBackend) {
 				if got := live(asOfPath(historyPath(session), at)); !bytes.Equal(got, m.history[session]) {
 					t.Errorf("after %q: history of %s as of %s =\n%s\nlive answer was\n%s", m.step, session, at.Format(time.RFC3339Nano), got, m.history[session])
 				}
+				// The auditor reads every session's history, then as now.
+				if got := read(auditor, asOfPath(historyPath(session), at)); !bytes.Equal(got, m.history[session]) {
+					t.Errorf("after %q: auditor's history of %s as of %s = %s, want %s", m.step, session, at.Format(time.RFC3339Nano), got, m.history[session])
+				}
+			}
+			for r, reader := range readers {
+				if got := read(reader, asOfPath("/ai-sessions/queue", at)); !bytes.Equal(got, m.queues[r]) {
+					t.Errorf("after %q: %s's queue as of %s =\n%s\nlive answer was\n%s", m.step, reader.Role, at.Format(time.RFC3339Nano), got, m.queues[r])
+				}
 			}
 		}
 	}
@@ -109,6 +136,13 @@ func testAsOf(t *testing.T, nb NewBackend) {
 	_, next := s.page(t, viewer, asOfPath(historyPath(sessions[0]), moments[2].at)+"&limit=1")
 	if next != "" {
 		t.Errorf("history as of the claim (one handoff) has a next page %q", next)
+	}
+	for r, reader := range readers {
+		want := ids(decode[[]handoff](t, response{body: last.queues[r]}))
+		sizes, all := s.pages(t, reader, asOfPath("/ai-sessions/queue", last.at)+"&limit=1")
+		if !slices.Equal(ids(all), want) || len(sizes) != max(len(want), 1) {
+			t.Errorf("%s's queue as of %s in pages of 1: sizes %v, ids %v; want %v", reader.Role, last.at, sizes, ids(all), want)
+		}
 	}
 
 	// Another account sees nothing of the session, then or now.
@@ -137,7 +171,7 @@ func testAsOfBadInstants(t *testing.T, nb NewBackend) {
 		"as_of=2026-13-02T15:04:05Z",
 		"as_of=2026-01-02T15:04:05Z&as_of=2026-01-02T15:04:06Z",
 	} {
-		for _, path := range []string{historyPath(session), historyPath(uuid.New()), "/ai-sessions/not-a-uuid/handoffs"} {
+		for _, path := range []string{historyPath(session), "/ai-sessions/queue", historyPath(uuid.New()), "/ai-sessions/not-a-uuid/handoffs"} {
 			s.expectError(t, as(t, alice, http.MethodGet, path+"?"+query, ""), http.StatusUnprocessableEntity, bad)
 		}
 	}

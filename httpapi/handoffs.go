@@ -91,41 +91,41 @@ func pathID(c echo.Context, param string, notUUID error) (uuid.UUID, error) {
 
 // queue answers GET /ai-sessions/queue: a page of the open handoffs of
 // the caller's account and team; for an auditor, of every team of the
-// account.
+// account. With as_of, the handoffs that were open at that instant,
+// folded from the account's events.
 func (s *server) queue(c echo.Context) error {
 	actor := actorOf(c)
 	limit, err := pageLimit(c)
 	if err != nil {
 		return err
 	}
+	at, err := asOf(c)
+	if err != nil {
+		return err
+	}
+	kind, team := queueList, actor.TeamID
 	if actor.Role == domain.RoleAuditor {
-		return s.accountQueue(c, actor.AccountID, limit)
+		kind, team = accountQueueList, uuid.Nil // every team
 	}
-	scope := [2]uuid.UUID{actor.AccountID, actor.TeamID}
-	after, err := s.pageCursor(c, queueList, scope)
+	scope := [2]uuid.UUID{actor.AccountID, team}
+	after, err := s.pageCursor(c, kind, scope)
 	if err != nil {
 		return err
 	}
-	hs, err := s.queries.Queue(c.Request().Context(), actor.AccountID, actor.TeamID, projections.Page{Limit: limit + 1, After: after})
+	ctx, page := c.Request().Context(), projections.Page{Limit: limit + 1, After: after}
+	var hs []domain.Handoff
+	switch {
+	case at.past:
+		hs, err = asof.Queue(ctx, s.past, actor.AccountID, team, at.at, page)
+	case kind == accountQueueList:
+		hs, err = s.queries.AccountQueue(ctx, actor.AccountID, page)
+	default:
+		hs, err = s.queries.Queue(ctx, actor.AccountID, actor.TeamID, page)
+	}
 	if err != nil {
 		return err
 	}
-	return s.writePage(c, instant{}.query("/ai-sessions/queue"), queueList, scope, limit, hs, projections.QueueCursor)
-}
-
-// accountQueue answers an auditor's GET /ai-sessions/queue: a page of the
-// open handoffs of every team of the account.
-func (s *server) accountQueue(c echo.Context, account uuid.UUID, limit int) error {
-	scope := [2]uuid.UUID{account, uuid.Nil}
-	after, err := s.pageCursor(c, accountQueueList, scope)
-	if err != nil {
-		return err
-	}
-	hs, err := s.queries.AccountQueue(c.Request().Context(), account, projections.Page{Limit: limit + 1, After: after})
-	if err != nil {
-		return err
-	}
-	return s.writePage(c, "/ai-sessions/queue", accountQueueList, scope, limit, hs, projections.QueueCursor)
+	return s.writePage(c, at.query("/ai-sessions/queue"), kind, scope, limit, hs, projections.QueueCursor)
 }
 
 // history answers GET /ai-sessions/:session_id/handoffs: a page of the

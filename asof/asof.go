@@ -129,9 +129,9 @@ func Queue(ctx context.Context, log Log, account, team uuid.UUID, t time.Time, p
 			}
 			state, ok := sessions[e.Stream]
 			if !ok {
-				streamAccount, session, err := eventcodec.ParseStreamName(e.Stream)
-				if err != nil || streamAccount != account {
-					continue // no handoff of the account lives there
+				_, session, err := eventcodec.ParseStreamName(e.Stream)
+				if err != nil {
+					continue // not a session's stream: no handoff lives there
 				}
 				state = domain.NewSession(account, session)
 				sessions[e.Stream] = state

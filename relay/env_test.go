@@ -97,28 +97,25 @@ func (e *env) newPool() *pgxpool.Pool {
 // made by relay.Connect with opts added.
 func (e *env) newRelay(locker leader.Locker, cfg relay.Config, opts ...nats.Option) *relay.Relay {
 	e.t.Helper()
+	return e.newRelayWith(locker, cfg, e.logger, opts...)
+}
+
+// newRelayLogging returns a relay like newRelay, logging to logger.
+func (e *env) newRelayLogging(logger *slog.Logger) *relay.Relay {
+	e.t.Helper()
+	return e.newRelayWith(leader.NewLocal(), testConfig(), logger)
+}
+
+// newRelayWith returns a relay like newRelay, logging to logger.
+func (e *env) newRelayWith(locker leader.Locker, cfg relay.Config, logger *slog.Logger, opts ...nats.Option) *relay.Relay {
+	e.t.Helper()
 	opts = append([]nats.Option{nats.ReconnectWait(20 * time.Millisecond)}, opts...)
 	nc, err := relay.Connect(e.nats.URL(), "relay-test", e.logger, opts...)
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(nc.Close)
-	r, err := relay.New(nc, e.store, e.views, locker, e.store.Appended, e.logger, cfg)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return r
-}
-
-// newRelayLogging returns a relay like newRelay, logging to logger.
-func (e *env) newRelayLogging(logger *slog.Logger) *relay.Relay {
-	e.t.Helper()
-	nc, err := relay.Connect(e.nats.URL(), "relay-test", e.logger, nats.ReconnectWait(20*time.Millisecond))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(nc.Close)
-	r, err := relay.New(nc, e.store, e.views, leader.NewLocal(), e.store.Appended, logger, testConfig())
+	r, err := relay.New(nc, e.store, e.views, locker, e.store.Appended, logger, cfg)
 	if err != nil {
 		e.t.Fatal(err)
 	}

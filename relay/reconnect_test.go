@@ -134,3 +134,25 @@ func (e *env) openAppend() (rollback func()) {
 	}
 	return rollback
 }
+
+// TestRelay_StartingWhileNATSIsDownReportsTheBacklogFromTheCheckpoint
+// starts a relay while NATS is down on a log that an earlier relay has
+// partly published: the backlog it reports is what waits beyond the
+// checkpoint, not the whole log.
+func TestRelay_StartingWhileNATSIsDownReportsTheBacklogFromTheCheckpoint(t *testing.T) {
+	e := newEnv(t)
+	stop := e.run(e.newRelay(leader.NewLocal(), testConfig()))
+	e.handoffs(5)
+	published := e.waitPublished()
+	stop()
+	e.nats.Stop()
+	e.handoffs(2)
+
+	r := e.newRelay(leader.NewLocal(), testConfig())
+	e.run(r)
+	checkpoint, head := published[len(published)-1].Position, e.lastPosition()
+	e.waitUntil("the relay reports degraded", func() bool { return r.Status().Degraded })
+	if st := r.Status(); st.Checkpoint != checkpoint || st.Backlog != head-checkpoint {
+		t.Errorf("status while NATS is down: checkpoint %d, backlog %d; want %d and %d", st.Checkpoint, st.Backlog, checkpoint, head-checkpoint)
+	}
+}

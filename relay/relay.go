@@ -280,6 +280,11 @@ func (r *Relay) lead(ctx context.Context) {
 // session sets the stream up, then publishes the log from the checkpoint
 // until something fails. It reports whether it published anything.
 func (r *Relay) session(ctx context.Context) (progressed bool, err error) {
+	pos, err := r.checkpoints.Checkpoint(ctx, Name)
+	if err != nil {
+		return false, fmt.Errorf("read checkpoint: %w", err)
+	}
+	r.setCheckpoint(pos) // for the backlog, even while NATS is down
 	if err := r.disconnected(); err != nil {
 		return false, err
 	}
@@ -291,11 +296,6 @@ func (r *Relay) session(ctx context.Context) (progressed bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	pos, err := r.checkpoints.Checkpoint(ctx, Name)
-	if err != nil {
-		return false, fmt.Errorf("read checkpoint: %w", err)
-	}
-	r.setCheckpoint(pos)
 	if pos, err = r.reconcile(ctx, stream, pos, end.tip, end.tipPos); err != nil {
 		return false, err
 	}

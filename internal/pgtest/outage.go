@@ -25,7 +25,8 @@ func Outage(tb testing.TB, databaseURL string) (end func()) {
 	if err != nil {
 		tb.Fatalf("pgtest: parse %s: %v", redacted(databaseURL), err)
 	}
-	name := quote(strings.TrimPrefix(u.Path, "/"))
+	dbName := strings.TrimPrefix(u.Path, "/")
+	name := quote(dbName)
 	ctx, cancel := context.WithTimeout(tb.Context(), time.Minute)
 	defer cancel()
 	if _, err := s.db.ExecContext(ctx, "ALTER DATABASE "+name+" ALLOW_CONNECTIONS false"); err != nil {
@@ -42,10 +43,27 @@ func Outage(tb testing.TB, databaseURL string) (end func()) {
 		})
 	}
 	tb.Cleanup(end)
-	_, err = s.db.ExecContext(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-WHERE datname = $1 AND pid <> pg_backend_pid()`, strings.TrimPrefix(u.Path, "/"))
-	if err != nil {
-		tb.Fatalf("pgtest: terminate connections: %v", err)
+	// A session that was starting as connections were refused may have
+	// got in; terminate until none is left. Each termination waits for
+	// its backend to exit.
+	for {
+		var left int
+		err := s.db.QueryRowContext(ctx, `SELECT count(*) FILTER (WHERE NOT pg_terminate_backend(pid, 10000))
+FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`, dbName).Scan(&left)
+		if err != nil {
+			tb.Fatalf("pgtest: terminate connections: %v", err)
+		}
+		var alive bool
+		err = s.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid())`, dbName).Scan(&alive)
+		if err != nil {
+			tb.Fatalf("pgtest: list connections: %v", err)
+		}
+		if left == 0 && !alive {
+			break
+		}
+		if ctx.Err() != nil {
+			tb.Fatalf("pgtest: connections to %s still open after a minute", dbName)
+		}
 	}
 	return end
 }

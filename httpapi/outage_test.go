@@ -32,7 +32,7 @@ func TestDatabaseOutage_Postgres(t *testing.T) {
 	pool := pgtest.Pool(t, url, poolSize)
 	s := startServer(t, func(tb testing.TB) Backend { return postgresBackendOn(tb, pool) })
 	tm := newTeam()
-	alice, bob := tm.user(domain.RoleEngineer), tm.user(domain.RoleAdmin)
+	alice, bob, auditor := tm.user(domain.RoleEngineer), tm.user(domain.RoleAdmin), tm.user(domain.RoleAuditor)
 	session := uuid.New()
 	h := s.escalate(t, alice, session)
 
@@ -42,6 +42,7 @@ func TestDatabaseOutage_Postgres(t *testing.T) {
 		"claim":           withKey(as(t, bob, http.MethodPost, actionPath(session, h.ID, "claim"), ""), "outage-2"),
 		"history":         as(t, alice, http.MethodGet, historyPath(session), ""),
 		"queue":           as(t, bob, http.MethodGet, "/ai-sessions/queue", ""),
+		"account queue":   as(t, auditor, http.MethodGet, "/ai-sessions/queue", ""),
 	}
 	end := pgtest.Outage(t, url)
 	for name, r := range requests {
@@ -57,7 +58,7 @@ func TestDatabaseOutage_Postgres(t *testing.T) {
 
 	end()
 	want := map[string]int{"create": http.StatusCreated, "create with key": http.StatusCreated,
-		"claim": http.StatusOK, "history": http.StatusOK, "queue": http.StatusOK}
+		"claim": http.StatusOK, "history": http.StatusOK, "queue": http.StatusOK, "account queue": http.StatusOK}
 	for name, r := range requests {
 		if res := s.untilAvailable(t, r); res.status != want[name] {
 			t.Errorf("%s after the outage: status %d, want %d; body %s", name, res.status, want[name], res.body)

@@ -91,8 +91,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	grace := f.duration("shutdown-timeout", "LEDGER_SHUTDOWN_TIMEOUT", defaultShutdownTimeout, "longest a stop on SIGTERM takes; in-flight requests get nine tenths of it to finish")
 	readWait := f.duration("read-wait-timeout", "LEDGER_READ_WAIT_TIMEOUT", defaultReadWaitTimeout, "how long a read waits for the read models to catch up before it answers 503")
 	httpFlags := addHTTPFlags(f)
+	trustedProxies := f.string("trusted-proxies", "LEDGER_TRUSTED_PROXIES", "", "comma-separated CIDRs of the proxies whose X-Forwarded-For gives a command's client address; none by default")
 	if err := f.parse(args); err != nil {
 		return err
+	}
+	proxies, err := parseCIDRs(*trustedProxies)
+	if err != nil {
+		return fmt.Errorf("--trusted-proxies: %w", err)
 	}
 	if *readWait <= 0 {
 		return fmt.Errorf("--read-wait-timeout must be positive, got %s", *readWait)
@@ -135,6 +140,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	api, err := httpapi.New(httpapi.Config{
 		Commands:    commands.NewHandler(b.events, nil),
 		Queries:     projections.CaughtUp(b.views, b.events, projector, *readWait),
+		Events:      b.events,
 		Idempotency: b.idem,
 		JWTSecret:   []byte(secret),
 		JWTMaxTTL:   *jwtMaxTTL,
@@ -142,6 +148,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 		JWTAudience: *jwtAudience,
 		Checks:      append(b.checks, relayCheck, httpapi.SkippedEventsCheck(b.views, projections.HandoffsProjector)),
 		Logger:      logger,
+
+		TrustedProxies: proxies,
+		WriteTimeout:   limits.writeTimeout,
 	})
 	if err != nil {
 		return err

@@ -137,35 +137,33 @@ func startExport(ctx context.Context, tb testing.TB, s *apiServer, account uuid.
 	return res
 }
 
-// TestEventExport_OutlastsTheWriteTimeout exports to a client that reads
-// slowly, so that the export takes about twice the server's write timeout:
-// each chunk gets a new deadline, so the export is not cut.
+// TestEventExport_OutlastsTheWriteTimeout exports to a client that stops
+// reading now and then, so that the export takes longer than the server's
+// write timeout while no chunk of it does: each chunk gets a new deadline,
+// so the export is not cut. The write timeout is sized from an export
+// without pauses on this machine, so that a slow machine (or the race
+// detector) cannot make one chunk outlast it.
 func TestEventExport_OutlastsTheWriteTimeout(t *testing.T) {
-	const (
-		writeTimeout = time.Second
-		events       = 4000 // 16 MiB, far more than the sockets' buffers hold
-		pause        = 250 * time.Millisecond
-	)
+	const events = 4000 // 16 MiB, more than the sockets' buffers hold
 	b := newSQLiteBackend(t)
 	b.StopProjector()
-	s := serveBackend(t, b, func(cfg *httpapi.Config) { cfg.WriteTimeout = writeTimeout })
 	account := fillAccount(t, b.Log, events)
 	start := time.Now()
+	export(t, serveBackend(t, b, func(*httpapi.Config) {}), account, events, func(int) {})
+	writeTimeout := max(time.Second, 2*time.Since(start))
+
+	// Four pauses of a quarter of the write timeout, 2 MiB (a chunk)
+	// apart: at most two fall within one chunk's writes.
+	s := serveBackend(t, b, func(cfg *httpapi.Config) { cfg.WriteTimeout = writeTimeout })
+	start = time.Now()
 	export(t, s, account, events, func(line int) {
-		if line%500 == 0 { // a chunk
-			time.Sleep(pause)
+		if line%500 == 250 && line < 2000 {
+			time.Sleep(writeTimeout / 4)
 		}
 	})
 	if took := time.Since(start); took < writeTimeout {
 		t.Fatalf("the export took %v, less than the write timeout %v: the test proves nothing", took, writeTimeout)
 	}
-}
-
-// heapObjects is the size of the heap's objects, live or not yet swept.
-func heapObjects() uint64 {
-	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
-	metrics.Read(sample)
-	return sample[0].Value.Uint64()
 }
 
 // TestEventExport_StopsWhenTheClientLeaves checks that an export whose
@@ -183,4 +181,11 @@ func TestEventExport_StopsWhenTheClientLeaves(t *testing.T) {
 	ledgertest.WaitUntil(t, 10*time.Second, "the export ends", func() bool {
 		return strings.Contains(s.logs.String(), "export ended: client went away")
 	})
+}
+
+// heapObjects is the size of the heap's objects, live or not yet swept.
+func heapObjects() uint64 {
+	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(sample)
+	return sample[0].Value.Uint64()
 }

@@ -52,6 +52,8 @@ func run(t *testing.T, open func(t *testing.T) eventstore.Store) {
 		{"TailingReadAllSkipsNothing", testTailingReadAll},
 		{"ReadStreamAfter", testReadStreamAfter},
 		{"Snapshots", testSnapshots},
+		{"HashChain", testHashChain},
+		{"StoresBytesAsGiven", testStoresBytesAsGiven},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.test(t, open(t)) })
@@ -561,6 +563,7 @@ func testConcurrentExactAppends(t *testing.T, s eventstore.Store) {
 	}
 	assertSameEvents(t, "stream after the races", mustReadStream(t, s, stream), winners)
 	assertSameEvents(t, "log after the races", ReadLog(t, s, 0), winners)
+	AssertChained(t, winners)
 }
 
 func testConcurrentAnyAppends(t *testing.T, s eventstore.Store) {
@@ -613,6 +616,7 @@ func testConcurrentAnyAppends(t *testing.T, s eventstore.Store) {
 		t.Fatalf("%d events appended, want %d", len(want), writers*appends*batch)
 	}
 	assertSameEvents(t, "stream after concurrent appends", stored, want)
+	AssertChained(t, stored)
 }
 
 func testConcurrentStreams(t *testing.T, s eventstore.Store) {
@@ -633,6 +637,7 @@ func testConcurrentStreams(t *testing.T, s eventstore.Store) {
 	assertStreamsInLogOrder(t, log)
 	slices.SortFunc(want, byPosition)
 	assertSameEvents(t, "log after concurrent appends", log, want)
+	AssertChained(t, log)
 }
 
 // appendInTurn appends n events one at a time to a stream of its own,

@@ -103,7 +103,7 @@ func Prepare(stream string, expected ExpectedVersion, events []NewEvent) ([]Even
 // Data and RawMetadata are the bytes the store holds, exactly; Hash chains
 // the event to its stream's previous event (HashEvent), so that anyone who
 // reads the stream can check that no event of it was changed, removed or
-// inserted since.
+// inserted since. RawMetadata and the hashes are not in the envelope.
 type Event struct {
 	ID         string          `json:"id"`
 	Type       string          `json:"type"`
@@ -118,9 +118,9 @@ type Event struct {
 	RawMetadata json.RawMessage `json:"-"`
 	// PrevHash is the Hash of the stream's event before this one, as
 	// stored with this event; the zero Hash for a stream's first event.
-	PrevHash Hash `json:"prev_hash"`
+	PrevHash Hash `json:"-"`
 	// Hash is HashEvent(PrevHash, the event), as stored.
-	Hash Hash `json:"hash"`
+	Hash Hash `json:"-"`
 }
 
 // ErrConflict is matched (errors.Is) by every *ConflictError.

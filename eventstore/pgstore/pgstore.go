@@ -87,8 +87,21 @@ const appendFirstSQL = `
 INSERT INTO events (id, stream, version, type, data, metadata, recorded_at, prev_hash, hash)
 VALUES ($1, $2, 1, $3, $4, $5, $6, $7, $8)`
 
+// appendNextSQL appends one event after an exact version, the usual
+// command (a claim, a withdrawal): it reads the hash of the event at that
+// version by the unique key and chains the new event to it, as appendSQL
+// does. It inserts
+// nothing when the stream has no event at that version; when the stream
+// is beyond it, the unique key on (stream, version) refuses the row.
+const appendNextSQL = `
+INSERT INTO events (id, stream, version, type, data, metadata, recorded_at, prev_hash, hash)
+SELECT $1::text, $2::text, $3::bigint + 1, $4::text, $5::json, $6::json, $7::timestamptz,
+    hash, sha256('` + eventstore.HashDomain + `'::bytea || hash || int8send($3::bigint + 1) || $8::bytea)
+FROM events WHERE stream = $2::text AND version = $3::bigint`
+
 const (
 	returningAll   = ` RETURNING position, version, prev_hash, hash`
+	returningNext  = ` RETURNING position, prev_hash, hash`
 	returningFirst = ` RETURNING position`
 )
 
@@ -161,9 +174,12 @@ func (s *Store) insert(ctx context.Context, expected eventstore.ExpectedVersion,
 		n   int
 		err error
 	)
-	if expected == eventstore.NoStream && len(events) == 1 {
+	switch {
+	case expected == eventstore.NoStream && len(events) == 1:
 		n, err = s.insertFirst(ctx, &events[0], readBack)
-	} else {
+	case expected > eventstore.NoStream && len(events) == 1:
+		n, err = s.insertNext(ctx, expected, &events[0], readBack)
+	default:
 		n, err = s.insertMany(ctx, expected, events, readBack)
 	}
 	var pgErr *pgconn.PgError
@@ -191,6 +207,22 @@ func (s *Store) insertFirst(ctx context.Context, e *eventstore.Event, readBack b
 		return 1, err
 	}
 	return 1, s.pool.QueryRow(ctx, appendFirstSQL+returningFirst, args...).Scan(&e.Position)
+}
+
+// insertNext runs appendNextSQL and returns how many events it inserted:
+// 1, or 0 when the stream has no event at the expected version.
+func (s *Store) insertNext(ctx context.Context, expected eventstore.ExpectedVersion, e *eventstore.Event, readBack bool) (int, error) {
+	e.Version = int64(expected) + 1
+	args := []any{e.ID, e.Stream, int64(expected), e.Type, []byte(e.Data), []byte(e.RawMetadata), e.RecordedAt, eventstore.AppendHashFields(nil, *e)}
+	if !readBack {
+		tag, err := s.pool.Exec(ctx, appendNextSQL, args...)
+		return int(tag.RowsAffected()), err
+	}
+	err := s.pool.QueryRow(ctx, appendNextSQL+returningNext, args...).Scan(&e.Position, &e.PrevHash, &e.Hash)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
+	}
+	return 1, err
 }
 
 // insertMany runs appendSQL and returns how many events it inserted: all of

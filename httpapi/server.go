@@ -16,6 +16,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/resolutionflow/ledgerd/asof"
 	"github.com/resolutionflow/ledgerd/commands"
 	"github.com/resolutionflow/ledgerd/idempotency"
 	"github.com/resolutionflow/ledgerd/projections"
@@ -30,6 +31,8 @@ type Config struct {
 	Commands *commands.Handler
 	// Queries reads the queue and the history.
 	Queries projections.Queries
+	// Log reads the event log for the answers as of an instant (as_of).
+	Log asof.Log
 	// Idempotency keeps the responses of POSTs sent with an
 	// Idempotency-Key.
 	Idempotency idempotency.Store
@@ -67,6 +70,7 @@ type Check struct {
 type server struct {
 	cmds    *commands.Handler
 	queries projections.Queries
+	past    asof.Log
 	idem    idempotency.Store
 	// cursorKey signs page cursors (newCursorKey).
 	cursorKey []byte
@@ -83,6 +87,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	s := &server{
 		cmds:      cfg.Commands,
 		queries:   cfg.Queries,
+		past:      cfg.Log,
 		idem:      cfg.Idempotency,
 		cursorKey: newCursorKey(cfg.JWTSecret),
 		tokens:    newTokenVerifier(cfg),
@@ -107,9 +112,9 @@ func New(cfg Config) (*echo.Echo, error) {
 
 	e.GET("/ai-sessions/queue", s.queue, s.authenticate)
 	e.GET("/ai-sessions/:session_id/handoffs", s.history, s.authenticate)
-	e.POST("/ai-sessions/:session_id/handoff", s.createHandoff, s.authenticate, s.idempotent)
-	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/claim", s.claimHandoff, s.authenticate, s.idempotent)
-	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/withdraw", s.withdrawHandoff, s.authenticate, s.idempotent)
+	e.POST("/ai-sessions/:session_id/handoff", s.createHandoff, s.authenticate, mayCommand, s.idempotent)
+	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/claim", s.claimHandoff, s.authenticate, mayCommand, s.idempotent)
+	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/withdraw", s.withdrawHandoff, s.authenticate, mayCommand, s.idempotent)
 	return e, nil
 }
 
@@ -120,6 +125,9 @@ func (cfg Config) validate() error {
 	}
 	if cfg.Queries == nil {
 		errs = append(errs, errors.New("httpapi: Config.Queries is required"))
+	}
+	if cfg.Log == nil {
+		errs = append(errs, errors.New("httpapi: Config.Log is required"))
 	}
 	if cfg.Idempotency == nil {
 		errs = append(errs, errors.New("httpapi: Config.Idempotency is required"))

@@ -92,9 +92,9 @@ VALUES ($1, $2, 1, $3, $4, $5, $6, $7, $8)`
 // appendNextSQL appends one event after an exact version, the usual
 // command (a claim, a withdrawal): it reads the hash of the event at that
 // version by the unique key and chains the new event to it, as appendSQL
-// does. It inserts
-// nothing when the stream has no event at that version; when the stream
-// is beyond it, the unique key on (stream, version) refuses the row.
+// does. It inserts nothing when the stream has no event at that version;
+// when the stream is beyond it, the unique key on (stream, version)
+// refuses the row.
 const appendNextSQL = `
 INSERT INTO events (id, stream, version, type, data, metadata, recorded_at, prev_hash, hash)
 SELECT $1::text, $2::text, $3::bigint + 1, $4::text, $5::json, $6::json, $7::timestamptz,

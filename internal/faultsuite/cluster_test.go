@@ -68,6 +68,8 @@ type cluster struct {
 	js jetstream.JetStream
 	// pool is the test's own pool on the database.
 	pool *pgxpool.Pool
+	// logDir holds the processes' logs until the whole test has ended.
+	logDir string
 
 	mu    sync.Mutex
 	procs []*proc // every process started, in order
@@ -95,7 +97,7 @@ func (w window) endOr(open time.Time) time.Time {
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
 	start := time.Now()
-	c := &cluster{bin: buildLedgerd(t), sent: map[string]bool{}}
+	c := &cluster{bin: buildLedgerd(t), logDir: t.TempDir(), sent: map[string]bool{}}
 	built := time.Since(start)
 	c.pg, c.nats = pgtest.StartServer(t), natstest.Start(t)
 	c.dbURL = c.pg.NewDatabase(t)
@@ -149,7 +151,7 @@ func (c *cluster) start(t *testing.T) *proc {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	p := &proc{name: name, base: "http://" + addr, log: filepath.Join(t.TempDir(), "ledgerd-"+name+".log"), exited: make(chan struct{})}
+	p := &proc{name: name, base: "http://" + addr, log: filepath.Join(c.logDir, "ledgerd-"+name+".log"), exited: make(chan struct{})}
 	logFile, err := os.Create(p.log)
 	if err != nil {
 		t.Fatalf("create log: %v", err)

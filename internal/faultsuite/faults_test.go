@@ -7,9 +7,12 @@ import (
 	"net/http"
 	"os/exec"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/resolutionflow/ledgerd/projections"
 	"github.com/resolutionflow/ledgerd/relay"
@@ -227,10 +230,29 @@ func (c *cluster) checkTakeover(t *testing.T, at time.Time, head int64) (time.Du
 		for _, p := range c.targets() {
 			t.Logf("the end of the log of ledgerd %s:\n%s", p.name, p.logTail())
 		}
+		t.Logf("database sessions in a transaction or waiting for a lock:\n%s", c.stuckSessions(t.Context()))
 		return took, false
 	}
 	t.Logf("the projector and the relay moved on %v after the fault", took.Round(time.Millisecond))
 	return took, true
+}
+
+// stuckSessions describes the database's sessions that are idle in a
+// transaction or waiting for another session's lock.
+func (c *cluster) stuckSessions(ctx context.Context) string {
+	rows, err := c.pool.Query(ctx, `SELECT format('pid %s %s, blocked by %s, since %s: %s',
+			pid, state, pg_blocking_pids(pid), now() - state_change, left(query, 200))
+		FROM pg_stat_activity
+		WHERE datname = current_database() AND pid <> pg_backend_pid()
+		  AND (state = 'idle in transaction' OR cardinality(pg_blocking_pids(pid)) > 0)`)
+	if err != nil {
+		return err.Error()
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err.Error()
+	}
+	return strings.Join(lines, "\n")
 }
 
 // checkReadsAfter checks that every read sent after from to a process

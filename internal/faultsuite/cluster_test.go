@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -303,11 +304,12 @@ func (c *cluster) targets() []*proc {
 	return out
 }
 
-func (c *cluster) proc(name string) *proc {
+// findProc returns the first process started for which match is true.
+func (c *cluster) findProc(match func(*proc) bool) *proc {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, p := range c.procs {
-		if p.name == name {
+		if match(p) {
 			return p
 		}
 	}
@@ -318,18 +320,62 @@ func (c *cluster) proc(name string) *proc {
 // handoffs projector's and the relay's.
 var leaderLocks = []string{projections.HandoffsProjector, relay.Name}
 
+// leaders returns the process holding each leadership lock. Leadership is
+// a lease row of leader_leases where the database has that table, and a
+// session advisory lock where it has not (a database migrated before
+// leases).
+func (c *cluster) leaders(ctx context.Context) (map[string]*proc, error) {
+	var leases bool
+	if err := c.pool.QueryRow(ctx, `SELECT to_regclass('leader_leases') IS NOT NULL`).Scan(&leases); err != nil {
+		return nil, fmt.Errorf("look for the leases table: %w", err)
+	}
+	if leases {
+		return c.leaseHolders(ctx)
+	}
+	return c.lockHolders(ctx)
+}
+
+// leaseHolders returns the process holding each unexpired lease. A lease's
+// holder is "host:pid:random", naming the process by its pid.
+func (c *cluster) leaseHolders(ctx context.Context) (map[string]*proc, error) {
+	rows, err := c.pool.Query(ctx, `SELECT name, holder FROM leader_leases WHERE expires_at > clock_timestamp()`)
+	if err != nil {
+		return nil, fmt.Errorf("read the leases: %w", err)
+	}
+	type lease struct{ Name, Holder string }
+	leases, err := pgx.CollectRows(rows, pgx.RowToStructByPos[lease])
+	if err != nil {
+		return nil, fmt.Errorf("read the leases: %w", err)
+	}
+	held := map[string]*proc{}
+	for _, l := range leases {
+		fields := strings.Split(l.Holder, ":")
+		if len(fields) < 3 {
+			return nil, fmt.Errorf("lease %s: holder %q is not host:pid:random", l.Name, l.Holder)
+		}
+		pid, err := strconv.Atoi(fields[len(fields)-2])
+		if err != nil {
+			return nil, fmt.Errorf("lease %s: holder %q: %w", l.Name, l.Holder, err)
+		}
+		if p := c.findProc(func(p *proc) bool { return p.cmd.Process.Pid == pid }); p != nil {
+			held[l.Name] = p
+		}
+	}
+	return held, nil
+}
+
 // lockKey is the advisory lock key of a leadership lock, as package leader
-// makes it.
+// made it before leases.
 func lockKey(name string) int64 {
 	h := fnv.New64a()
 	h.Write([]byte("ledgerd.leader:" + name))
 	return int64(h.Sum64())
 }
 
-// leaders returns the process holding each leadership lock: the one whose
-// database session (named by its application_name) holds the lock's
-// advisory lock in this database. A lock nobody holds is missing.
-func (c *cluster) leaders(ctx context.Context) (map[string]*proc, error) {
+// lockHolders returns the process holding each leadership advisory lock:
+// the one whose database session (named by its application_name) holds
+// it in this database.
+func (c *cluster) lockHolders(ctx context.Context) (map[string]*proc, error) {
 	held := map[string]*proc{}
 	for _, name := range leaderLocks {
 		var app string
@@ -344,7 +390,8 @@ func (c *cluster) leaders(ctx context.Context) (map[string]*proc, error) {
 		if err != nil {
 			return nil, fmt.Errorf("find the holder of lock %s: %w", name, err)
 		}
-		if p := c.proc(strings.TrimPrefix(app, appPrefix)); p != nil {
+		procName := strings.TrimPrefix(app, appPrefix)
+		if p := c.findProc(func(p *proc) bool { return p.name == procName }); p != nil {
 			held[name] = p
 		}
 	}

@@ -37,14 +37,14 @@ func TestProjector_AppliesEveryEventOnce(t *testing.T) {
 }
 
 // TestProjector_TwoProcessesApplyEachEventOnce runs the projectors of two
-// processes on one database while both append. With the advisory lock only
-// one applies at a time; without it (each process with a lock of its own,
+// processes on one database while both append. With the lease only one
+// applies at a time; without it (each process with a lock of its own,
 // so both lead) the checkpoint's compare-and-set must still keep every
 // batch from being applied twice.
 func TestProjector_TwoProcessesApplyEachEventOnce(t *testing.T) {
 	lockers := map[string]func() (a, b leader.Locker){
-		"AdvisoryLock": func() (a, b leader.Locker) { return nil, nil },
-		"BothLeading":  func() (a, b leader.Locker) { return leader.NewLocal(), leader.NewLocal() },
+		"Lease":       func() (a, b leader.Locker) { return nil, nil },
+		"BothLeading": func() (a, b leader.Locker) { return leader.NewLocal(), leader.NewLocal() },
 	}
 	for name, lockers := range lockers {
 		t.Run(name, func(t *testing.T) {

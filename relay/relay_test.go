@@ -361,8 +361,8 @@ func TestRelay_TwoRelaysPublishOnceAndFailOver(t *testing.T) {
 	e := newEnv(t)
 	// Two processes: each its own pool, locker and NATS connection.
 	relays := []*relay.Relay{
-		e.newRelay(leader.NewPostgres(e.newPool(), e.logger), testConfig()),
-		e.newRelay(leader.NewPostgres(e.newPool(), e.logger), testConfig()),
+		e.newRelay(e.newLocker(), testConfig()),
+		e.newRelay(e.newLocker(), testConfig()),
 	}
 	stops := []func(){e.run(relays[0]), e.run(relays[1])}
 	e.handoffs(12)

@@ -242,15 +242,18 @@ func (p *postgres) renew(held context.Context, name, holder string, deadline tim
 	return tag.RowsAffected() == 1, nil
 }
 
-// release expires the lease at once, if the holder still has it.
+// release expires the lease at once, if the holder still has it (not when
+// it was lost).
 func (p *postgres) release(held context.Context, name, holder string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(held), queryTimeout)
 	defer cancel()
-	if _, err := p.pool.Exec(ctx, releaseSQL, name, holder); err != nil {
+	tag, err := p.pool.Exec(ctx, releaseSQL, name, holder)
+	switch {
+	case err != nil:
 		p.logger.WarnContext(ctx, "leader: cannot release lease; it expires by itself", "lease", name, "err", err)
-		return
+	case tag.RowsAffected() == 1:
+		p.logger.InfoContext(ctx, "leader: lease released", "lease", name)
 	}
-	p.logger.InfoContext(ctx, "leader: lease released", "lease", name)
 }
 
 // Querier runs a query; pgx.Tx and pgxpool.Pool satisfy it.

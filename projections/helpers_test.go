@@ -3,6 +3,7 @@ package projections_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"slices"
@@ -58,6 +59,8 @@ type processOptions struct {
 	locker leader.Locker
 	// moves, when set, records every checkpoint move the process makes.
 	moves *moveLog
+	// logs, when set, also receives the projector's log.
+	logs *ledgertest.Buffer
 }
 
 func newProcess(tb testing.TB, url, name string, opts processOptions) *process {
@@ -85,7 +88,11 @@ func newProcess(tb testing.TB, url, name string, opts processOptions) *process {
 			tb.Fatal(err)
 		}
 	}
-	p.projector = projections.NewProjector(p.events, store, locker, p.events.Appended, slog.Default().With("process", name))
+	logger := slog.Default()
+	if opts.logs != nil {
+		logger = slog.New(slog.NewTextHandler(io.MultiWriter(opts.logs, tb.Output()), nil))
+	}
+	p.projector = projections.NewProjector(p.events, store, locker, p.events.Appended, logger.With("process", name))
 	p.commands = commands.NewHandler(p.events, boundedWaiter{p.projector})
 	return p
 }

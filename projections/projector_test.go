@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/resolutionflow/ledgerd/domain"
 	"github.com/resolutionflow/ledgerd/eventcodec"
 	"github.com/resolutionflow/ledgerd/eventstore"
+	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
 	"github.com/resolutionflow/ledgerd/leader"
 	"github.com/resolutionflow/ledgerd/projections"
@@ -129,6 +132,50 @@ func TestProjector_FailoverToAnotherProcess(t *testing.T) {
 	}
 	assertMatchesLog(t, client, sc, sessions)
 	moves.assertChain(t, last)
+}
+
+// TestProjector_DeposedLeaderStops ends the leading projector's lease at
+// the server while its process runs on unaware, as when it froze past the
+// lease's expiry, and has another process take the lease: the deposed
+// projector's next checkpoint move must be refused, its batch not applied,
+// and it must stop and wait for the lease, applying again only once it
+// holds it anew.
+func TestProjector_DeposedLeaderStops(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	admin := pgtest.Pool(t, url, 1)
+	newLocker := func(cfg leader.Config) leader.Locker {
+		l, err := leader.NewPostgres(pgtest.Pool(t, url, 0), slog.Default(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	// The leader renews too seldom to notice the loss before its next move.
+	unaware := newLocker(leader.Config{TTL: time.Minute, RenewInterval: 30 * time.Second, RetryInterval: 50 * time.Millisecond})
+	logs := &ledgertest.Buffer{}
+	a := newProcess(t, url, "a", processOptions{locker: unaware, logs: logs})
+	a.start(t)
+	sc := newScope()
+	_, last := stories(t, a.commands, sc, 2)
+
+	if _, err := admin.Exec(t.Context(), `UPDATE leader_leases SET expires_at = now() WHERE name = $1`, projections.HandoffsProjector); err != nil {
+		t.Fatalf("expire the lease: %v", err)
+	}
+	successor, err := newLocker(shortLeases).Acquire(t.Context(), projections.HandoffsProjector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer successor.Release()
+	pos := appendFutureEvent(t, a, sc)
+	ledgertest.WaitUntil(t, settle, "the deposed projector gives up", func() bool {
+		return strings.Contains(logs.String(), "projector deposed")
+	})
+	if got := storetest.Checkpoint(t, a.views); got != last {
+		t.Fatalf("checkpoint after the deposed projector's move = %d, want %d", got, last)
+	}
+	successor.Release()
+	waitFor(t, a.projector, pos)
 }
 
 // terminateConnections ends every session of the named process on the

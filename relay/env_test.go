@@ -121,15 +121,23 @@ func (e *env) newRelay(locker leader.Locker, cfg relay.Config, opts ...nats.Opti
 	return r
 }
 
-// newRelayLogging returns a relay like newRelay, logging to logger.
+// newRelayLogging returns a relay like newRelay with a local locker,
+// logging to logger.
 func (e *env) newRelayLogging(logger *slog.Logger) *relay.Relay {
+	e.t.Helper()
+	return e.newRelayWith(leader.NewLocal(), logger)
+}
+
+// newRelayWith returns a relay like newRelay, leading by locker and
+// logging to logger.
+func (e *env) newRelayWith(locker leader.Locker, logger *slog.Logger) *relay.Relay {
 	e.t.Helper()
 	nc, err := relay.Connect(e.nats.URL(), "relay-test", e.logger, nats.ReconnectWait(20*time.Millisecond))
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(nc.Close)
-	r, err := relay.New(nc, e.store, e.views, leader.NewLocal(), e.store.Appended, logger, testConfig())
+	r, err := relay.New(nc, e.store, e.views, locker, e.store.Appended, logger, testConfig())
 	if err != nil {
 		e.t.Fatal(err)
 	}

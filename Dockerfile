@@ -8,7 +8,7 @@ COPY . .
 RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/ledgerd ./cmd/ledgerd
 
 FROM alpine:3.22
-RUN adduser -D -u 10001 ledger && mkdir /data && chown ledger /data
+RUN adduser -D -u 10001 ledger && mkdir -m 700 /data && chown ledger /data
 COPY --from=build /out/ledgerd /usr/local/bin/ledgerd
 USER ledger
 WORKDIR /data

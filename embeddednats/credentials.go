@@ -5,14 +5,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/url"
-	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/resolutionflow/ledgerd/internal/privatefile"
 )
 
 // The server's users. Anonymous clients are refused.
@@ -34,9 +33,6 @@ const (
 
 // passwordBytes is how many random bytes a new password holds.
 const passwordBytes = 32
-
-// maxURLFileSize bounds how much of a URL file is read.
-const maxURLFileSize = 4096
 
 // readerPublish are the only subjects ReaderUser may publish on: the
 // JetStream API requests that read a stream and manage consumers, and
@@ -68,24 +64,15 @@ func users(ledger, reader string) []*server.User {
 // fs.ErrNotExist when there is none.
 func ReadClientURL(dataDir, name string) (string, error) {
 	path := filepath.Join(dataDir, name)
-	f, err := os.Open(path)
-	if err != nil {
+	kept, err := privatefile.Read(path)
+	var exposed *privatefile.ExposedError
+	switch {
+	case errors.As(err, &exposed):
+		return "", fmt.Errorf("NATS URL file %v, so its password may be known: delete it to make new credentials, or run chmod 600 %s", exposed, path)
+	case err != nil:
 		return "", fmt.Errorf("read NATS URL: %w", err)
 	}
-	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return "", fmt.Errorf("read NATS URL: %w", err)
-	}
-	if perm := info.Mode().Perm(); perm&0o077 != 0 {
-		return "", fmt.Errorf("NATS URL file %s is accessible to others (mode %04o), so its password may be known: delete it to make new credentials, or run chmod 600 %s",
-			path, perm, path)
-	}
-	raw, err := io.ReadAll(io.LimitReader(f, maxURLFileSize))
-	if err != nil {
-		return "", fmt.Errorf("read NATS URL %s: %w", path, err)
-	}
-	return strings.TrimSpace(string(raw)), nil
+	return kept, nil
 }
 
 // password returns the password of user kept in the URL file name of
@@ -128,22 +115,7 @@ func writeClientURL(dataDir, name, address, user, pass string) error {
 	if kept, err := ReadClientURL(dataDir, name); err == nil && kept == u.String() {
 		return nil
 	}
-	tmp, err := os.CreateTemp(dataDir, name+".*.tmp") // mode 0600
-	if err != nil {
-		return fmt.Errorf("write NATS URL: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.WriteString(u.String() + "\n")
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if closeErr := tmp.Close(); err == nil {
-		err = closeErr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), filepath.Join(dataDir, name))
-	}
-	if err != nil {
+	if err := privatefile.Write(filepath.Join(dataDir, name), u.String(), true); err != nil {
 		return fmt.Errorf("write NATS URL: %w", err)
 	}
 	return nil

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -87,15 +86,15 @@ func openPostgres(ctx context.Context, url string, maxConns int, logger *slog.Lo
 // sqliteFile is the name of the embedded database in the data directory.
 const sqliteFile = "ledger.db"
 
-// openSQLite opens the embedded store, a SQLite file in dataDir (created,
-// mode 0700, when missing), and applies pending migrations. Events, read
+// openSQLite opens the embedded store, a SQLite file in dataDir (made
+// private first: secureDataDir), and applies pending migrations. Events, read
 // models and idempotency keys share the file and its one write connection;
 // leadership leases are local to the process, and the read-model
 // checkpoint's compare-and-set keeps a second process on the same file
 // harmless.
 func openSQLite(ctx context.Context, dataDir string, logger *slog.Logger) (*backend, error) {
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create data directory: %w", err)
+	if err := secureDataDir(dataDir, logger); err != nil {
+		return nil, err
 	}
 	store, err := sqlitestore.Open(ctx, filepath.Join(dataDir, sqliteFile))
 	if err != nil {

@@ -38,12 +38,19 @@ func freeAddr(tb testing.TB) string {
 // cancels it (as SIGTERM would) and returns its error.
 func startServe(tb testing.TB, args ...string) (base string, stop func() error) {
 	tb.Helper()
+	return startServeLogging(tb, io.Discard, args...)
+}
+
+// startServeLogging is startServe with the service's log written to
+// stderr.
+func startServeLogging(tb testing.TB, stderr io.Writer, args ...string) (base string, stop func() error) {
+	tb.Helper()
 	addr := freeAddr(tb)
 	args = append([]string{"--data-dir", tb.TempDir(), "--nats-listen", "127.0.0.1:0"}, args...)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, append([]string{"serve", "--http-addr", addr}, args...), io.Discard, io.Discard)
+		done <- run(ctx, append([]string{"serve", "--http-addr", addr}, args...), io.Discard, stderr)
 	}()
 	base = "http://" + addr
 	deadline := time.Now().Add(30 * time.Second)

@@ -5,11 +5,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
+
+	"github.com/resolutionflow/ledgerd/internal/privatefile"
 )
 
 // secretFile is the name, in the data directory, of the JWT secret the
@@ -39,8 +39,12 @@ func checkSecretLength(secret, source string) error {
 // created). The file is written in full under a temporary name and then
 // linked into place, which fails if the file exists: when two processes
 // start at once, the one that loses reads the winner's secret, so both use
-// the same. A secret file that others may read is refused.
+// the same. A secret file that others may read is refused, and so is a
+// data directory that others may write (checkDataDir).
 func loadOrCreateSecret(dataDir string) (string, error) {
+	if err := checkDataDir(dataDir); err != nil {
+		return "", err
+	}
 	path := filepath.Join(dataDir, secretFile)
 	secret, err := readSecret(path)
 	if !errors.Is(err, fs.ErrNotExist) {
@@ -56,25 +60,16 @@ func loadOrCreateSecret(dataDir string) (string, error) {
 }
 
 // readSecret reads a secret file, refusing one that group or others may
-// read or that holds nothing.
+// read or that holds too short a secret.
 func readSecret(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
+	secret, err := privatefile.Read(path)
+	var exposed *privatefile.ExposedError
+	switch {
+	case errors.As(err, &exposed):
+		return "", fmt.Errorf("JWT secret %v; run chmod 600 %s", exposed, path)
+	case err != nil:
 		return "", fmt.Errorf("read JWT secret: %w", err)
 	}
-	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return "", fmt.Errorf("read JWT secret: %w", err)
-	}
-	if perm := info.Mode().Perm(); perm&0o077 != 0 {
-		return "", fmt.Errorf("JWT secret %s is accessible to others (mode %04o); run chmod 600 %s", path, perm, path)
-	}
-	raw, err := io.ReadAll(io.LimitReader(f, maxValueFileSize))
-	if err != nil {
-		return "", fmt.Errorf("read JWT secret %s: %w", path, err)
-	}
-	secret := strings.TrimSpace(string(raw))
 	if err := checkSecretLength(secret, "JWT secret "+path); err != nil {
 		return "", err
 	}
@@ -88,36 +83,8 @@ func createSecret(path string) error {
 	if _, err := rand.Read(key); err != nil {
 		return fmt.Errorf("make JWT secret: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), secretFile+".*.tmp") // mode 0600
-	if err != nil {
+	if err := privatefile.Write(path, hex.EncodeToString(key), false); err != nil {
 		return fmt.Errorf("write JWT secret: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.WriteString(hex.EncodeToString(key) + "\n")
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if closeErr := tmp.Close(); err == nil {
-		err = closeErr
-	}
-	if err != nil {
-		return fmt.Errorf("write JWT secret: %w", err)
-	}
-	if err := os.Link(tmp.Name(), path); err != nil && !errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("write JWT secret: %w", err)
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-// syncDir makes a new directory entry durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return nil
 }

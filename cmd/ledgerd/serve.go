@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -89,13 +88,18 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	jwtIssuer := f.string("jwt-issuer", "LEDGER_JWT_ISSUER", "", "when set, the iss claim every token must carry")
 	jwtAudience := f.string("jwt-audience", "LEDGER_JWT_AUDIENCE", "", "when set, a value the aud claim of every token must hold")
 	natsFlags := addNATSFlags(f)
-	grace := f.duration("shutdown-timeout", "LEDGER_SHUTDOWN_TIMEOUT", defaultShutdownTimeout, "how long in-flight requests may take to finish on SIGTERM")
+	grace := f.duration("shutdown-timeout", "LEDGER_SHUTDOWN_TIMEOUT", defaultShutdownTimeout, "longest a stop on SIGTERM takes; in-flight requests get nine tenths of it to finish")
 	readWait := f.duration("read-wait-timeout", "LEDGER_READ_WAIT_TIMEOUT", defaultReadWaitTimeout, "how long a read waits for the read models to catch up before it answers 503")
+	httpFlags := addHTTPFlags(f)
 	if err := f.parse(args); err != nil {
 		return err
 	}
 	if *readWait <= 0 {
 		return fmt.Errorf("--read-wait-timeout must be positive, got %s", *readWait)
+	}
+	limits, err := httpFlags.limits()
+	if err != nil {
+		return err
 	}
 	secret, err := storage.secret(secretFlag)
 	if err != nil {
@@ -111,9 +115,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 		return err
 	}
 	defer b.close()
-	ln, err := net.Listen("tcp", *addr)
+	ln, err := limits.listen(*addr)
 	if err != nil {
-		return fmt.Errorf("listen for HTTP on %s: %w", *addr, err)
+		return err
 	}
 	defer ln.Close()
 	target, err := natsFlags.target(ctx, *storage.dataDir, logger)
@@ -160,9 +164,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 		running.Wait()
 	}()
 
-	srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
+	srv := newHTTPServer(api, limits, logger)
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	go func() { served <- srv.serve(ln) }()
 	logger.Info("ledgerd serving", "http", ln.Addr().String(), "nats", redact(target.url), "embedded_store", storage.embedded())
 	if isTerminal(stderr) {
 		printStartup(stderr, ln.Addr(), target, storage, secretFlag)
@@ -174,17 +178,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	case <-ctx.Done():
 	}
 	logger.Info("shutting down: finishing in-flight requests", "timeout", grace.String())
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), *grace)
-	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		return fmt.Errorf("shut down HTTP: %w", err)
-	}
+	srv.shutdown(*grace)
 	logger.Info("ledgerd stopped")
 	return nil
 }
 
-// defaultShutdownTimeout is how long in-flight requests may take on
-// SIGTERM unless --shutdown-timeout says otherwise.
+// defaultShutdownTimeout is the longest a stop on SIGTERM takes unless
+// --shutdown-timeout says otherwise.
 const defaultShutdownTimeout = 30 * time.Second
 
 // defaultReadWaitTimeout is how long a read waits for the read models to

@@ -4,8 +4,8 @@
 // A job runs only while its process holds the job's named lease. On
 // PostgreSQL a lease is a row of the leader_leases table that its holder
 // renews every second or so and that expires a few seconds after the last
-// renewal, at the server's clock; each change of holder increments the
-// lease's token. A holder whose renewals stop succeeding stops acting (its
+// renewal, at the server's clock; each new tenure increments the lease's
+// token. A holder whose renewals stop succeeding stops acting (its
 // held context is cancelled) before the lease expires, and so before
 // another process can take it. A holder that cannot stop itself (a frozen
 // process, a partitioned host) is made harmless by fencing: each of a

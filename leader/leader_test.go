@@ -62,8 +62,10 @@ func implementations() map[string]func(tb testing.TB) (a, b leader.Locker) {
 	}
 }
 
-// forEachLocker runs test in parallel subtests, one per Locker.
+// forEachLocker runs test in parallel subtests, one per Locker, in
+// parallel with other tests.
 func forEachLocker(t *testing.T, test func(t *testing.T, a, b leader.Locker)) {
+	t.Parallel()
 	for name, open := range implementations() {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -353,6 +355,47 @@ func TestPostgres_CutOffHolderStopsBeforeTakeover(t *testing.T) {
 		offline[from].Store(false)
 		holder.Release()
 		holder = successor
+	}
+}
+
+// TestPostgres_HolderTakesItsLeaseBack cuts the holder off the database
+// until it has stepped down, its release failing: once back, it takes its
+// own lease again at once, without waiting for the lease to expire, while
+// another process waiting for the lease still waits.
+func TestPostgres_HolderTakesItsLeaseBack(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	admin := pgtest.Pool(t, url, 1)
+	// The holder steps down 2s after its last renewal; the lease expires
+	// 8s later.
+	cfg := leader.Config{TTL: 10 * time.Second, Margin: 8 * time.Second, RenewInterval: 500 * time.Millisecond, RetryInterval: 50 * time.Millisecond}
+	var offline atomic.Bool
+	pool := pgtest.Pool(t, url, 0, func(c *pgxpool.Config) {
+		c.ConnConfig.RuntimeParams["application_name"] = "a"
+		c.BeforeConnect = func(context.Context, *pgx.ConnConfig) error {
+			if offline.Load() {
+				return errors.New("process a is offline")
+			}
+			return nil
+		}
+	})
+	a, err := leader.NewPostgres(pool, slog.Default(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newPostgres(t, url, "b", cfg)
+
+	first := mustAcquire(t, a, "relay")
+	pending := acquireAsync(t.Context(), b, "relay")
+	offline.Store(true)
+	terminate(t, admin, "a")
+	awaitLost(t, first)
+	first.Release()
+	offline.Store(false)
+	again := mustAcquire(t, a, "relay")
+	assertWaiting(t, pending)
+	if err := leader.CheckFence(t.Context(), admin, again.Fence()); err != nil {
+		t.Fatalf("fence of the lease taken back: %v", err)
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -95,17 +94,22 @@ func NewPostgres(pool *pgxpool.Pool, logger *slog.Logger, cfg Config) (Locker, e
 		logger = slog.Default()
 	}
 	host, _ := os.Hostname()
-	return &postgres{pool: pool, logger: logger, cfg: cfg, id: fmt.Sprintf("%s:%d:%s", host, os.Getpid(), rand.Text()[:8])}, nil
+	return &postgres{
+		pool: pool, logger: logger, cfg: cfg,
+		holder:    fmt.Sprintf("%s:%d:%s", host, os.Getpid(), rand.Text()[:8]),
+		inProcess: NewLocal(),
+	}, nil
 }
 
 type postgres struct {
 	pool   *pgxpool.Pool
 	logger *slog.Logger
 	cfg    Config
-	// id names this locker among the processes; each acquisition holds
-	// its lease as id#n, so that two in this process exclude each other.
-	id          string
-	acquisition atomic.Int64
+	// holder names this locker among the processes in the leases it holds.
+	holder string
+	// inProcess makes the acquisitions of one name in this process wait
+	// for each other, as they share the holder name.
+	inProcess Locker
 
 	// beforeRenew, when set (by tests), runs before each renewal.
 	beforeRenew func()
@@ -113,13 +117,15 @@ type postgres struct {
 
 // takeSQL takes the lease named $1 for holder $2 until $3 from now, when
 // it is free, expired or already $2's, and returns its token; no row when
-// another holder has it. A change of holder increments the token.
+// another holder has it. The token grows unless the lease is $2's and
+// live.
 const takeSQL = `
 INSERT INTO leader_leases AS l (name, holder, token, expires_at)
 VALUES ($1, $2, 1, clock_timestamp() + $3::interval)
 ON CONFLICT (name) DO UPDATE
 SET holder = excluded.holder,
-    token = CASE WHEN l.holder = excluded.holder THEN l.token ELSE l.token + 1 END,
+    token = CASE WHEN l.holder = excluded.holder AND l.expires_at > clock_timestamp()
+                 THEN l.token ELSE l.token + 1 END,
     expires_at = excluded.expires_at
 WHERE l.holder = excluded.holder OR l.expires_at <= clock_timestamp()
 RETURNING token`
@@ -140,20 +146,27 @@ const fenceSQL = `
 SELECT EXISTS (SELECT 1 FROM leader_leases
                WHERE name = $1 AND token = $2 AND expires_at > clock_timestamp())`
 
+// Acquire takes the lease even when it has not expired if this locker
+// held it last: a job that gave it up while the database was unreachable,
+// so that its release failed, need not wait for it to expire.
 func (p *postgres) Acquire(ctx context.Context, name string) (*Lease, error) {
-	holder := fmt.Sprintf("%s#%d", p.id, p.acquisition.Add(1))
+	local, err := p.inProcess.Acquire(ctx, name)
+	if err != nil {
+		return nil, err
+	}
 	for {
 		start := time.Now()
-		token, err := p.take(ctx, name, holder)
+		token, err := p.take(ctx, name)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			p.logger.WarnContext(ctx, "leader: cannot try to take lease", "lease", name, "err", err)
 		case token != 0:
-			p.logger.InfoContext(ctx, "leader: lease acquired", "lease", name, "token", token, "holder", holder)
-			return p.hold(ctx, name, holder, token, start), nil
+			p.logger.InfoContext(ctx, "leader: lease acquired", "lease", name, "token", token, "holder", p.holder)
+			return p.hold(ctx, local, name, token, start), nil
 		}
 		select {
 		case <-ctx.Done():
+			local.Release()
 			return nil, acquireCancelled(ctx, name)
 		case <-time.After(p.cfg.RetryInterval):
 		}
@@ -162,11 +175,11 @@ func (p *postgres) Acquire(ctx context.Context, name string) (*Lease, error) {
 
 // take tries to take the lease and returns its token, or 0 when another
 // holder has it.
-func (p *postgres) take(ctx context.Context, name, holder string) (int64, error) {
+func (p *postgres) take(ctx context.Context, name string) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
 	var token int64
-	err := p.pool.QueryRow(ctx, takeSQL, name, holder, p.cfg.TTL).Scan(&token)
+	err := p.pool.QueryRow(ctx, takeSQL, name, p.holder, p.cfg.TTL).Scan(&token)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, nil
 	}
@@ -177,8 +190,9 @@ func (p *postgres) take(ctx context.Context, name, holder string) (int64, error)
 }
 
 // hold returns the lease just taken by a statement that started at taken,
-// and keeps it until it is released or lost.
-func (p *postgres) hold(ctx context.Context, name, holder string, token int64, taken time.Time) *Lease {
+// and keeps it until it is released or lost; local is the lease's
+// in-process lock.
+func (p *postgres) hold(ctx context.Context, local *Lease, name string, token int64, taken time.Time) *Lease {
 	held, cancel := context.WithCancel(ctx)
 	// The watchdog ends leadership when no renewal has succeeded in time,
 	// even if the renewals hang.
@@ -191,17 +205,22 @@ func (p *postgres) hold(ctx context.Context, name, holder string, token int64, t
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		p.renewUntilLost(held, name, holder, token, watchdog, taken)
+		p.renewUntilLost(held, name, token, watchdog, taken)
 		watchdog.Stop()
 		cancel()
-		p.release(held, name, holder)
+		p.release(held, name)
 	}()
-	return &Lease{ctx: held, fence: Fence{Name: name, Token: token}, release: sync.OnceFunc(func() { cancel(); <-done })}
+	release := sync.OnceFunc(func() {
+		cancel()
+		<-done
+		local.Release()
+	})
+	return &Lease{ctx: held, fence: Fence{Name: name, Token: token}, release: release}
 }
 
 // renewUntilLost renews the lease until held ends or the lease is found
 // lost. renewed is when the last successful renewal (or the taking) began.
-func (p *postgres) renewUntilLost(held context.Context, name, holder string, token int64, watchdog *time.Timer, renewed time.Time) {
+func (p *postgres) renewUntilLost(held context.Context, name string, token int64, watchdog *time.Timer, renewed time.Time) {
 	wait := p.cfg.RenewInterval
 	for {
 		select {
@@ -213,7 +232,7 @@ func (p *postgres) renewUntilLost(held context.Context, name, holder string, tok
 			p.beforeRenew()
 		}
 		start := time.Now()
-		ok, err := p.renew(held, name, holder, renewed.Add(p.cfg.TTL-p.cfg.Margin))
+		ok, err := p.renew(held, name, renewed.Add(p.cfg.TTL-p.cfg.Margin))
 		switch {
 		case held.Err() != nil:
 			return
@@ -232,10 +251,10 @@ func (p *postgres) renewUntilLost(held context.Context, name, holder string, tok
 
 // renew extends the lease, giving up at deadline; it reports false when the
 // lease is no longer the holder's.
-func (p *postgres) renew(held context.Context, name, holder string, deadline time.Time) (bool, error) {
+func (p *postgres) renew(held context.Context, name string, deadline time.Time) (bool, error) {
 	ctx, cancel := context.WithDeadline(held, deadline)
 	defer cancel()
-	tag, err := p.pool.Exec(ctx, renewSQL, name, holder, p.cfg.TTL)
+	tag, err := p.pool.Exec(ctx, renewSQL, name, p.holder, p.cfg.TTL)
 	if err != nil {
 		return false, fmt.Errorf("renew lease %q: %w", name, err)
 	}
@@ -244,10 +263,10 @@ func (p *postgres) renew(held context.Context, name, holder string, deadline tim
 
 // release expires the lease at once, if the holder still has it (not when
 // it was lost).
-func (p *postgres) release(held context.Context, name, holder string) {
+func (p *postgres) release(held context.Context, name string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(held), queryTimeout)
 	defer cancel()
-	tag, err := p.pool.Exec(ctx, releaseSQL, name, holder)
+	tag, err := p.pool.Exec(ctx, releaseSQL, name, p.holder)
 	switch {
 	case err != nil:
 		p.logger.WarnContext(ctx, "leader: cannot release lease; it expires by itself", "lease", name, "err", err)

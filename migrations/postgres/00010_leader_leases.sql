@@ -1,9 +1,9 @@
 -- +goose Up
 -- Leadership of the background jobs (a projector, the relay): one lease per
 -- job, held by one process at a time (package leader). holder names the
--- process's acquisition; token grows at each change of holder and fences
--- the leader's checkpoint moves; expires_at is set by the database
--- server's clock, which alone decides expiry.
+-- holding process; token grows at each new tenure and fences the leader's
+-- checkpoint moves; expires_at is set by the database server's clock,
+-- which alone decides expiry.
 CREATE TABLE leader_leases (
     name       text COLLATE "C" PRIMARY KEY,
     holder     text NOT NULL,

@@ -40,7 +40,7 @@ func TestReadWait_Postgres(t *testing.T) {
 }
 
 // poolSize leaves room for the 64 claimers of the race test and the
-// projector's leadership connection.
+// projector's lease renewals.
 const poolSize = 16
 
 // newPostgresBackend wires the PostgreSQL parts on a fresh database, with

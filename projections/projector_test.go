@@ -151,8 +151,10 @@ func TestProjector_DeposedLeaderStops(t *testing.T) {
 		}
 		return l
 	}
-	// The leader renews too seldom to notice the loss before its next move.
-	unaware := newLocker(leader.Config{TTL: time.Minute, RenewInterval: 30 * time.Second, RetryInterval: 50 * time.Millisecond})
+	// The leader renews too seldom to notice the loss before its next move,
+	// and the successor keeps its lease however slow the machine.
+	slow := leader.Config{TTL: time.Minute, RenewInterval: 30 * time.Second, RetryInterval: 50 * time.Millisecond}
+	unaware := newLocker(slow)
 	logs := &ledgertest.Buffer{}
 	a := newProcess(t, url, "a", processOptions{locker: unaware, logs: logs})
 	a.start(t)
@@ -162,7 +164,7 @@ func TestProjector_DeposedLeaderStops(t *testing.T) {
 	if _, err := admin.Exec(t.Context(), `UPDATE leader_leases SET expires_at = now() WHERE name = $1`, projections.HandoffsProjector); err != nil {
 		t.Fatalf("expire the lease: %v", err)
 	}
-	successor, err := newLocker(shortLeases).Acquire(t.Context(), projections.HandoffsProjector)
+	successor, err := newLocker(slow).Acquire(t.Context(), projections.HandoffsProjector)
 	if err != nil {
 		t.Fatal(err)
 	}

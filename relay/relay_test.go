@@ -406,8 +406,14 @@ func TestRelay_DeposedRelayCannotMoveTheCheckpoint(t *testing.T) {
 	e.handoffs(10)
 	want := e.logEvents()
 
-	// The first relay renews too seldom to notice the loss by itself.
-	unaware, err := leader.NewPostgres(e.newPool(), e.logger, leader.Config{TTL: time.Minute, RenewInterval: 30 * time.Second})
+	// The first relay renews too seldom to notice the loss by itself, and
+	// the successor keeps its lease however slow the machine.
+	slow := leader.Config{TTL: time.Minute, RenewInterval: 30 * time.Second}
+	unaware, err := leader.NewPostgres(e.newPool(), e.logger, slow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := leader.NewPostgres(e.newPool(), e.logger, slow)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -427,7 +433,7 @@ func TestRelay_DeposedRelayCannotMoveTheCheckpoint(t *testing.T) {
 	if _, err := e.newPool().Exec(t.Context(), `UPDATE leader_leases SET expires_at = now() WHERE name = $1`, relay.Name); err != nil {
 		t.Fatalf("expire the lease: %v", err)
 	}
-	successor, err := e.newLocker().Acquire(t.Context(), relay.Name)
+	successor, err := other.Acquire(t.Context(), relay.Name)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -78,7 +78,9 @@ func TestUpdate_FencedByLease(t *testing.T) {
 	lockers := make([]leader.Locker, 2)
 	for i := range lockers {
 		var err error
-		if lockers[i], err = leader.NewPostgres(pgtest.Pool(t, url, 0), nil, leader.Config{RetryInterval: 10 * time.Millisecond}); err != nil {
+		// Leases that last however slow the machine.
+		cfg := leader.Config{TTL: time.Minute, RenewInterval: 30 * time.Second}
+		if lockers[i], err = leader.NewPostgres(pgtest.Pool(t, url, 0), nil, cfg); err != nil {
 			t.Fatal(err)
 		}
 	}

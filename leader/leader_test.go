@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
 	"github.com/resolutionflow/ledgerd/leader"
 )
@@ -397,6 +398,57 @@ func TestPostgres_HolderTakesItsLeaseBack(t *testing.T) {
 	if err := leader.CheckFence(t.Context(), admin, again.Fence()); err != nil {
 		t.Fatalf("fence of the lease taken back: %v", err)
 	}
+}
+
+// TestPostgres_CancelledAcquireLeavesTheLeaseFree cancels an Acquire while
+// its take of a free lease waits at the server (for a row lock the test
+// holds): the take must not go on to take the lease for nobody, so another
+// process gets it at once, not after the lease's TTL.
+func TestPostgres_CancelledAcquireLeavesTheLeaseFree(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	admin := pgtest.Pool(t, url, 2)
+	a := newPostgres(t, url, "a", quick)
+	b := newPostgres(t, url, "b", quick)
+	mustAcquire(t, b, "relay").Release() // the lease's row exists, free
+
+	tx, err := admin.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(t.Context(), `SELECT 1 FROM leader_leases WHERE name = 'relay' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	pending := acquireAsync(ctx, a, "relay")
+	ledgertest.WaitUntil(t, takeover, "a's take waits for the row lock", func() bool {
+		var waiting int
+		err := admin.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity
+			WHERE application_name = 'a' AND datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return waiting == 1
+	})
+	cancel()
+	if err := tx.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-pending; !errors.Is(got.err, context.Canceled) {
+		if got.err == nil {
+			got.lease.Release()
+		}
+		t.Fatalf("cancelled Acquire: %v, want context canceled", got.err)
+	}
+	// Well within the TTL a lease taken for nobody would last.
+	bctx, bcancel := context.WithTimeout(t.Context(), leader.DefaultTTL/3)
+	defer bcancel()
+	lease, err := b.Acquire(bctx, "relay")
+	if err != nil {
+		t.Fatalf("another process cannot take the lease after a cancelled Acquire: %v", err)
+	}
+	lease.Release()
 }
 
 // terminate ends every session of the named process on the test's database.

@@ -156,10 +156,16 @@ func (p *postgres) Acquire(ctx context.Context, name string) (*Lease, error) {
 	}
 	for {
 		start := time.Now()
-		token, err := p.take(ctx, name)
+		// The take runs to its end even when ctx ends meanwhile: a
+		// statement abandoned half-way could still take the lease at the
+		// server, leaving it held by nobody until it expired. A lease
+		// taken as ctx ended is given back.
+		token, err := p.take(context.WithoutCancel(ctx), name)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			p.logger.WarnContext(ctx, "leader: cannot try to take lease", "lease", name, "err", err)
+		case token != 0 && ctx.Err() != nil:
+			p.release(ctx, name)
 		case token != 0:
 			p.logger.InfoContext(ctx, "leader: lease acquired", "lease", name, "token", token, "holder", p.holder)
 			return p.hold(ctx, local, name, token, start), nil

@@ -1,6 +1,6 @@
 // Package eventstore defines the append-only event log the ledger is built
 // on: append to a stream with an expected version, read a stream, and read
-// the whole log in global order. Implementations live in sub-packages
+// the whole log, or one account's part of it, in global order. Implementations live in sub-packages
 // (pgstore for PostgreSQL, sqlitestore for the embedded mode) and all pass
 // the conformance suite in storetest.
 package eventstore
@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/oklog/ulid/v2"
 )
 
@@ -42,9 +43,11 @@ func (v ExpectedVersion) String() string {
 	return fmt.Sprintf("version %d", int64(v))
 }
 
-// Metadata says who caused an event and in answer to what. The ids are
-// the server's own; ClientRequestID and ClientCorrelationID are what the
-// client said its request and correlation ids were, kept as its claim.
+// Metadata says who caused an event, in answer to what and from where.
+// The ids are the server's own; ClientRequestID and ClientCorrelationID
+// are what the client said its request and correlation ids were, kept as
+// its claim. ClientIP is the address the command came from: the peer's,
+// or the one a trusted proxy forwarded.
 type Metadata struct {
 	ActorID             string `json:"actor_id,omitempty"`
 	AccountID           string `json:"account_id,omitempty"`
@@ -55,6 +58,7 @@ type Metadata struct {
 	RequestID           string `json:"request_id,omitempty"`
 	ClientRequestID     string `json:"client_request_id,omitempty"`
 	ClientCorrelationID string `json:"client_correlation_id,omitempty"`
+	ClientIP            string `json:"client_ip,omitempty"`
 }
 
 // NewEvent is an event to append. ID is a ULID; the store makes one when it
@@ -173,4 +177,12 @@ type Store interface {
 	// short of limit, even at none, before an event still being appended;
 	// a tailing reader reads again.
 	ReadAll(ctx context.Context, after int64, limit int) ([]Event, error)
+	// ReadAccount returns up to limit events of the streams of an account
+	// (named <category>:<account>:<id>, as eventcodec.StreamName names
+	// session streams) with a global position greater than after, in
+	// position order. Its cost follows the account's events, not the
+	// whole log's. Like ReadAll, it never returns an event while an event
+	// with a lower position may still commit, so a reader that resumes
+	// from the last position it saw never skips one.
+	ReadAccount(ctx context.Context, account uuid.UUID, after int64, limit int) ([]Event, error)
 }

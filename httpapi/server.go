@@ -1,7 +1,8 @@
 // Package httpapi is the ledger's REST interface: the handoff routes of the
-// endpoints it replaces (create, history, claim, withdraw, queue), health and
-// readiness probes, bearer-token authentication, request ids, request logs
-// and Idempotency-Key handling, on echo.
+// endpoints it replaces (create, history, claim, withdraw, queue), the
+// audit routes that read the event log, health and readiness probes,
+// bearer-token authentication, request ids and client addresses, request
+// logs and Idempotency-Key handling, on echo.
 //
 // Handlers return errors; one error handler turns every error into a JSON
 // body {"detail": "..."} with the status that the table in errors.go gives
@@ -12,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -30,6 +32,8 @@ type Config struct {
 	Commands *commands.Handler
 	// Queries reads the queue and the history.
 	Queries projections.Queries
+	// Events reads the event log for the audit routes.
+	Events EventLog
 	// Idempotency keeps the responses of POSTs sent with an
 	// Idempotency-Key.
 	Idempotency idempotency.Store
@@ -49,6 +53,13 @@ type Config struct {
 	Logger *slog.Logger
 	// MaxBodyBytes bounds request bodies; DefaultMaxBodyBytes when 0.
 	MaxBodyBytes int64
+	// TrustedProxies are the networks whose X-Forwarded-For is believed:
+	// a command's client address is the last address of the chain that
+	// is not one of them. None by default: the peer's address.
+	TrustedProxies []*net.IPNet
+	// WriteTimeout is the server's write timeout; an export gives its
+	// connection this much more before each chunk it writes. None when 0.
+	WriteTimeout time.Duration
 }
 
 // Check is one readiness probe of /readyz.
@@ -67,12 +78,15 @@ type Check struct {
 type server struct {
 	cmds    *commands.Handler
 	queries projections.Queries
+	events  EventLog
 	idem    idempotency.Store
 	// cursorKey signs page cursors (newCursorKey).
 	cursorKey []byte
 	tokens    *tokenVerifier
 	checks    []Check
 	log       *slog.Logger
+	// writeTimeout is Config.WriteTimeout.
+	writeTimeout time.Duration
 }
 
 // New returns the API's echo instance, ready to serve.
@@ -83,11 +97,14 @@ func New(cfg Config) (*echo.Echo, error) {
 	s := &server{
 		cmds:      cfg.Commands,
 		queries:   cfg.Queries,
+		events:    cfg.Events,
 		idem:      cfg.Idempotency,
 		cursorKey: newCursorKey(cfg.JWTSecret),
 		tokens:    newTokenVerifier(cfg),
 		checks:    cfg.Checks,
 		log:       cfg.Logger,
+
+		writeTimeout: cfg.WriteTimeout,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -100,6 +117,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
+	e.IPExtractor = clientIP(cfg.TrustedProxies)
 	e.Use(requestID, s.logRequests, recoverPanics, limitBody(maxBody))
 
 	e.GET("/healthz", healthz)
@@ -107,9 +125,11 @@ func New(cfg Config) (*echo.Echo, error) {
 
 	e.GET("/ai-sessions/queue", s.queue, s.authenticate)
 	e.GET("/ai-sessions/:session_id/handoffs", s.history, s.authenticate)
-	e.POST("/ai-sessions/:session_id/handoff", s.createHandoff, s.authenticate, s.idempotent)
-	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/claim", s.claimHandoff, s.authenticate, s.idempotent)
-	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/withdraw", s.withdrawHandoff, s.authenticate, s.idempotent)
+	e.GET("/ai-sessions/:session_id/events", s.sessionEvents, s.authenticate, mayAudit)
+	e.GET("/events", s.accountEvents, s.authenticate, mayAudit)
+	e.POST("/ai-sessions/:session_id/handoff", s.createHandoff, s.authenticate, mayCommand, s.idempotent)
+	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/claim", s.claimHandoff, s.authenticate, mayCommand, s.idempotent)
+	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/withdraw", s.withdrawHandoff, s.authenticate, mayCommand, s.idempotent)
 	return e, nil
 }
 
@@ -121,6 +141,9 @@ func (cfg Config) validate() error {
 	if cfg.Queries == nil {
 		errs = append(errs, errors.New("httpapi: Config.Queries is required"))
 	}
+	if cfg.Events == nil {
+		errs = append(errs, errors.New("httpapi: Config.Events is required"))
+	}
 	if cfg.Idempotency == nil {
 		errs = append(errs, errors.New("httpapi: Config.Idempotency is required"))
 	}
@@ -129,6 +152,9 @@ func (cfg Config) validate() error {
 	}
 	if cfg.JWTMaxTTL < 0 {
 		errs = append(errs, errors.New("httpapi: Config.JWTMaxTTL must not be negative"))
+	}
+	if cfg.WriteTimeout < 0 {
+		errs = append(errs, errors.New("httpapi: Config.WriteTimeout must not be negative"))
 	}
 	if cfg.MaxBodyBytes < 0 {
 		errs = append(errs, errors.New("httpapi: Config.MaxBodyBytes must not be negative"))

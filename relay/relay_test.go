@@ -418,7 +418,7 @@ func TestRelay_DeposedRelayCannotMoveTheCheckpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs ledgertest.Buffer
-	first := e.newRelayWith(unaware, slog.New(slog.NewTextHandler(io.MultiWriter(&logs, t.Output()), nil)))
+	first := e.newRelayWith(unaware, testConfig(), slog.New(slog.NewTextHandler(io.MultiWriter(&logs, t.Output()), nil)))
 	published, resume := make(chan struct{}), make(chan struct{})
 	first.SetBeforeCheckpoint(sync.OnceFunc(func() {
 		close(published)

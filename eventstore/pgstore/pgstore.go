@@ -6,8 +6,8 @@
 // into *eventstore.ConflictError. Global positions come from a sequence, so
 // appends to different streams never wait on each other.
 //
-// Reading the whole log is gap-safe without any lock on the write path: see
-// ReadAll and openAppends.
+// Reading the whole log, or an account's part of it, is gap-safe without
+// any lock on the write path: see ReadAll, ReadAccount and openAppends.
 package pgstore
 
 import (
@@ -19,11 +19,13 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/resolutionflow/ledgerd/eventstore"
+	"github.com/resolutionflow/ledgerd/internal/pgerr"
 )
 
 // Store is an eventstore.Store on a PostgreSQL pool.
@@ -144,7 +146,7 @@ func (s *Store) insert(ctx context.Context, expected eventstore.ExpectedVersion,
 		return &eventstore.ConflictError{Stream: stream, Expected: expected}
 	}
 	if err != nil {
-		return fmt.Errorf("append to stream %q: %w", stream, err)
+		return pgerr.Classify(fmt.Errorf("append to stream %q: %w", stream, err))
 	}
 	if n == 0 {
 		// appendSQL found the stream at another version.
@@ -204,7 +206,7 @@ func (s *Store) ReadStreamAfter(ctx context.Context, stream string, after int64)
 	rows, _ := s.pool.Query(ctx, selectEvent+`WHERE stream = $1 AND version > $2 ORDER BY version`, stream, after)
 	events, err := collectEvents(rows)
 	if err != nil {
-		return nil, fmt.Errorf("read stream %q after version %d: %w", stream, after, err)
+		return nil, pgerr.Classify(fmt.Errorf("read stream %q after version %d: %w", stream, after, err))
 	}
 	return events, nil
 }
@@ -218,7 +220,7 @@ func (s *Store) Snapshot(ctx context.Context, stream string) (eventstore.Snapsho
 		return eventstore.Snapshot{}, false, nil
 	}
 	if err != nil {
-		return eventstore.Snapshot{}, false, fmt.Errorf("read snapshot of stream %q: %w", stream, err)
+		return eventstore.Snapshot{}, false, pgerr.Classify(fmt.Errorf("read snapshot of stream %q: %w", stream, err))
 	}
 	return snap, true, nil
 }
@@ -229,7 +231,7 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap eventstore.Snapshot) erro
 ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version, event_id = EXCLUDED.event_id, data = EXCLUDED.data`,
 		snap.Stream, snap.Version, snap.EventID, snap.Data)
 	if err != nil {
-		return fmt.Errorf("save snapshot of stream %q at version %d: %w", snap.Stream, snap.Version, err)
+		return pgerr.Classify(fmt.Errorf("save snapshot of stream %q at version %d: %w", snap.Stream, snap.Version, err))
 	}
 	return nil
 }
@@ -271,12 +273,38 @@ func (s *Store) ReadAll(ctx context.Context, after int64, limit int) ([]eventsto
 	return s.readRange(ctx, after, head, limit)
 }
 
+// readAccountSQL reads an account's events in a range of positions,
+// through the index events_account on the account part of the stream name
+// (migrations/postgres/00012_events_by_account.sql).
+const readAccountSQL = selectEvent + `WHERE split_part(stream, ':', 2) = $1 AND position > $2 AND position <= $3
+ORDER BY position LIMIT $4`
+
+// ReadAccount implements eventstore.Store. The account's events are
+// sparse in the log, so a hole among them says nothing about a late
+// commit: it settles the log first (see settledHead) and reads only up to
+// the settled position, one index range scan.
+func (s *Store) ReadAccount(ctx context.Context, account uuid.UUID, after int64, limit int) ([]eventstore.Event, error) {
+	head, err := s.settledHead(ctx)
+	if err != nil {
+		return nil, pgerr.Classify(fmt.Errorf("read account %s after %d: %w", account, after, err))
+	}
+	if head <= after {
+		return nil, nil
+	}
+	rows, _ := s.pool.Query(ctx, readAccountSQL, account.String(), after, head, limit)
+	events, err := collectEvents(rows)
+	if err != nil {
+		return nil, pgerr.Classify(fmt.Errorf("read account %s after %d: %w", account, after, err))
+	}
+	return events, nil
+}
+
 // readRange reads up to limit events with positions in (after, upTo].
 func (s *Store) readRange(ctx context.Context, after, upTo int64, limit int) ([]eventstore.Event, error) {
 	rows, _ := s.pool.Query(ctx, selectEvent+`WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3`, after, upTo, limit)
 	events, err := collectEvents(rows)
 	if err != nil {
-		return nil, fmt.Errorf("read all after %d: %w", after, err)
+		return nil, pgerr.Classify(fmt.Errorf("read all after %d: %w", after, err))
 	}
 	return events, nil
 }
@@ -299,7 +327,7 @@ func gapless(events []eventstore.Event, after int64) int {
 func (s *Store) Head(ctx context.Context) (int64, error) {
 	var head int64
 	if err := s.pool.QueryRow(ctx, `SELECT coalesce(max(position), 0) FROM events`).Scan(&head); err != nil {
-		return 0, fmt.Errorf("read log head: %w", err)
+		return 0, pgerr.Classify(fmt.Errorf("read log head: %w", err))
 	}
 	return head, nil
 }
@@ -339,12 +367,22 @@ func (s *Store) openAppends(ctx context.Context) (last int64, writers []string, 
 		return row.Scan(&writers)
 	})
 	if err := s.pool.SendBatch(ctx, batch).Close(); err != nil {
-		return 0, nil, fmt.Errorf("find open appends: %w", err)
+		return 0, nil, pgerr.Classify(fmt.Errorf("find open appends: %w", err))
 	}
 	if !called {
 		return 0, nil, nil
 	}
 	return last, writers, nil
+}
+
+// settledHead settles the log: it returns a position at or below which
+// every event has committed or never will.
+func (s *Store) settledHead(ctx context.Context) (int64, error) {
+	last, writers, err := s.openAppends(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return s.settle(ctx, last, writers)
 }
 
 // settle does step 3 of settling the log: it waits until none of writers holds
@@ -359,7 +397,7 @@ func (s *Store) settle(ctx context.Context, last int64, writers []string) (int64
 		rows, _ := s.pool.Query(ctx, `SELECT virtualtransaction FROM pg_locks `+writersWhere+` AND virtualtransaction = ANY($1)`, writers)
 		var err error
 		if writers, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
-			return 0, fmt.Errorf("check writers below position %d: %w", last, err)
+			return 0, pgerr.Classify(fmt.Errorf("check writers below position %d: %w", last, err))
 		}
 	}
 	return last, nil

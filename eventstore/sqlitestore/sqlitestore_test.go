@@ -14,6 +14,9 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/google/uuid"
+
+	"github.com/resolutionflow/ledgerd/domain"
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
 	"github.com/resolutionflow/ledgerd/eventstore/storetest"
@@ -80,6 +83,10 @@ func (p *twoStores) SaveSnapshot(ctx context.Context, snap eventstore.Snapshot) 
 
 func (p *twoStores) ReadAll(ctx context.Context, after int64, limit int) ([]eventstore.Event, error) {
 	return p.next().ReadAll(ctx, after, limit)
+}
+
+func (p *twoStores) ReadAccount(ctx context.Context, account uuid.UUID, after int64, limit int) ([]eventstore.Event, error) {
+	return p.next().ReadAccount(ctx, account, after, limit)
 }
 
 func TestConformance_Immutability(t *testing.T) {
@@ -316,5 +323,68 @@ func BenchmarkAppend(b *testing.B) {
 		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
 			ratiobench.Run(b, writers, baseline, appendOne, nil)
 		})
+	}
+}
+
+// TestClassify_Busy takes the write lock of a file on one connection and
+// tries to take it on another that does not wait: SQLite's SQLITE_BUSY is
+// marked as the database being unavailable, other errors are not.
+func TestClassify_Busy(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "busy.db")
+	open := func() *sql.DB {
+		db, err := sql.Open("sqlite", "file:"+path+"?_txlock=immediate&_busy_timeout=0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.SetMaxOpenConns(1)
+		t.Cleanup(func() { db.Close() })
+		return db
+	}
+	holder, other := open(), open()
+	tx, err := holder.BeginTx(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.Exec(`CREATE TABLE t (x)`); err != nil {
+		t.Fatal(err)
+	}
+	_, err = other.BeginTx(t.Context(), nil)
+	if err == nil {
+		t.Fatal("a second writer took the lock")
+	}
+	if got := sqlitestore.Classify(err); !errors.Is(got, domain.ErrDatabaseUnavailable) || !errors.Is(got, err) {
+		t.Fatalf("Classify(%v) = %v, want it marked domain.ErrDatabaseUnavailable", err, got)
+	}
+	_, err = tx.Exec(`SELECT * FROM missing`)
+	if got := sqlitestore.Classify(err); errors.Is(got, domain.ErrDatabaseUnavailable) {
+		t.Fatalf("Classify(%v) marked unavailable", err)
+	}
+}
+
+// TestReadAccount_UsesTheAccountIndex checks that an account's read
+// searches the index events_account, whose cost follows the account's
+// events, rather than scanning the log.
+func TestReadAccount_UsesTheAccountIndex(t *testing.T) {
+	s := sqlitetest.Open(t)
+	rows, err := s.ReadDB().QueryContext(t.Context(), `EXPLAIN QUERY PLAN `+sqlitestore.ReadAccountSQL, uuid.NewString(), 0, 100)
+	if err != nil {
+		t.Fatalf("explain: %v", err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatalf("explain: %v", err)
+		}
+		plan = append(plan, detail)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("explain: %v", err)
+	}
+	if text := strings.Join(plan, "\n"); !strings.Contains(text, "SEARCH events USING INDEX events_account") || strings.Contains(text, "TEMP B-TREE") {
+		t.Fatalf("plan of ReadAccount is not a search of events_account in its order:\n%s", text)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/resolutionflow/ledgerd/domain"
+	"github.com/resolutionflow/ledgerd/internal/pgerr"
 	"github.com/resolutionflow/ledgerd/leader"
 	"github.com/resolutionflow/ledgerd/projections"
 )
@@ -46,6 +47,15 @@ WHERE account_id = $1 AND team_id = $2 AND status = 'open'`
 	queueAfterSQL = ` AND (queue_class, created_at, id) > ($4, $5, $6)`
 	queueOrderSQL = ` ORDER BY queue_class, created_at, id LIMIT $3`
 
+	// The account's queue is read through handoffs_queue too, whose
+	// first column is the account: the account's open handoffs of every
+	// team, sorted. Open handoffs are at most one per session, so the
+	// sort is bounded by the account's open sessions.
+	accountQueueSQL = `SELECT ` + handoffColumns + ` FROM handoffs
+WHERE account_id = $1 AND status = 'open'`
+	accountQueueAfterSQL = ` AND (queue_class, created_at, id) > ($3, $4, $5)`
+	accountQueueOrderSQL = ` ORDER BY queue_class, created_at, id LIMIT $2`
+
 	historySQL = `SELECT ` + handoffColumns + ` FROM handoffs
 WHERE account_id = $1 AND session_id = $2`
 	historyAfterSQL = ` AND (created_at, id) < ($4, $5)`
@@ -62,7 +72,22 @@ func (s *Store) Queue(ctx context.Context, account, team uuid.UUID, page project
 	rows, _ := s.pool.Query(ctx, query, args...)
 	handoffs, err := pgx.CollectRows(rows, scanHandoff)
 	if err != nil {
-		return nil, fmt.Errorf("read queue of team %s: %w", team, err)
+		return nil, pgerr.Classify(fmt.Errorf("read queue of team %s: %w", team, err))
+	}
+	return handoffs, nil
+}
+
+// AccountQueue implements projections.Queries.
+func (s *Store) AccountQueue(ctx context.Context, account uuid.UUID, page projections.Page) ([]domain.Handoff, error) {
+	query, args := accountQueueSQL+accountQueueOrderSQL, []any{pgUUID(account), page.Limit}
+	if c := page.After; c != nil {
+		query = accountQueueSQL + accountQueueAfterSQL + accountQueueOrderSQL
+		args = append(args, c.Class, c.CreatedAt, pgUUID(c.ID))
+	}
+	rows, _ := s.pool.Query(ctx, query, args...)
+	handoffs, err := pgx.CollectRows(rows, scanHandoff)
+	if err != nil {
+		return nil, pgerr.Classify(fmt.Errorf("read queue of account %s: %w", account, err))
 	}
 	return handoffs, nil
 }
@@ -77,7 +102,7 @@ func (s *Store) History(ctx context.Context, account, session uuid.UUID, page pr
 	rows, _ := s.pool.Query(ctx, query, args...)
 	handoffs, err := pgx.CollectRows(rows, scanHandoff)
 	if err != nil {
-		return nil, fmt.Errorf("read history of session %s: %w", session, err)
+		return nil, pgerr.Classify(fmt.Errorf("read history of session %s: %w", session, err))
 	}
 	return handoffs, nil
 }
@@ -90,7 +115,7 @@ func (s *Store) Checkpoint(ctx context.Context, name string) (int64, error) {
 		return 0, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("read checkpoint %q: %w", name, err)
+		return 0, pgerr.Classify(fmt.Errorf("read checkpoint %q: %w", name, err))
 	}
 	return pos, nil
 }
@@ -115,7 +140,7 @@ func (s *Store) Skips(ctx context.Context, name string) (projections.Skips, erro
 		return k, err
 	})
 	if err != nil {
-		return projections.Skips{}, fmt.Errorf("read skipped events of %q: %w", name, err)
+		return projections.Skips{}, pgerr.Classify(fmt.Errorf("read skipped events of %q: %w", name, err))
 	}
 	if len(ends) > 0 {
 		sum.First, sum.Last = ends[0], ends[len(ends)-1]

@@ -116,29 +116,26 @@ type postgres struct {
 }
 
 // takeSQL takes the lease named $1 for holder $2 until $3 from now, when
-// it is free, expired or already $2's, and returns its token; no row when
-// another holder has it. The token grows unless the lease is $2's and
-// live.
+// it is free, expired or already $2's, and returns its new token, one more
+// than the last; no row when another holder has it.
 const takeSQL = `
 INSERT INTO leader_leases AS l (name, holder, token, expires_at)
 VALUES ($1, $2, 1, clock_timestamp() + $3::interval)
 ON CONFLICT (name) DO UPDATE
-SET holder = excluded.holder,
-    token = CASE WHEN l.holder = excluded.holder AND l.expires_at > clock_timestamp()
-                 THEN l.token ELSE l.token + 1 END,
-    expires_at = excluded.expires_at
+SET holder = excluded.holder, token = l.token + 1, expires_at = excluded.expires_at
 WHERE l.holder = excluded.holder OR l.expires_at <= clock_timestamp()
 RETURNING token`
 
-// renewSQL extends the unexpired lease $1 of holder $2 to $3 from now.
+// renewSQL extends the unexpired lease $1 of holder $2 with token $3 to $4
+// from now.
 const renewSQL = `
-UPDATE leader_leases SET expires_at = clock_timestamp() + $3::interval
-WHERE name = $1 AND holder = $2 AND expires_at > clock_timestamp()`
+UPDATE leader_leases SET expires_at = clock_timestamp() + $4::interval
+WHERE name = $1 AND holder = $2 AND token = $3 AND expires_at > clock_timestamp()`
 
-// releaseSQL expires the lease $1 of holder $2 now.
+// releaseSQL expires the lease $1 of holder $2 with token $3 now.
 const releaseSQL = `
 UPDATE leader_leases SET expires_at = clock_timestamp()
-WHERE name = $1 AND holder = $2 AND expires_at > clock_timestamp()`
+WHERE name = $1 AND holder = $2 AND token = $3 AND expires_at > clock_timestamp()`
 
 // fenceSQL tells whether the lease $1 still has token $2 and has not
 // expired.
@@ -165,7 +162,7 @@ func (p *postgres) Acquire(ctx context.Context, name string) (*Lease, error) {
 		case err != nil && ctx.Err() == nil:
 			p.logger.WarnContext(ctx, "leader: cannot try to take lease", "lease", name, "err", err)
 		case token != 0 && ctx.Err() != nil:
-			p.release(ctx, name)
+			p.release(ctx, name, token)
 		case token != 0:
 			p.logger.InfoContext(ctx, "leader: lease acquired", "lease", name, "token", token, "holder", p.holder)
 			return p.hold(ctx, local, name, token, start), nil
@@ -214,7 +211,7 @@ func (p *postgres) hold(ctx context.Context, local *Lease, name string, token in
 		p.renewUntilLost(held, name, token, watchdog, taken)
 		watchdog.Stop()
 		cancel()
-		p.release(held, name)
+		p.release(held, name, token)
 	}()
 	release := sync.OnceFunc(func() {
 		cancel()
@@ -238,7 +235,7 @@ func (p *postgres) renewUntilLost(held context.Context, name string, token int64
 			p.beforeRenew()
 		}
 		start := time.Now()
-		ok, err := p.renew(held, name, renewed.Add(p.cfg.TTL-p.cfg.Margin))
+		ok, err := p.renew(held, name, token, renewed.Add(p.cfg.TTL-p.cfg.Margin))
 		switch {
 		case held.Err() != nil:
 			return
@@ -257,10 +254,10 @@ func (p *postgres) renewUntilLost(held context.Context, name string, token int64
 
 // renew extends the lease, giving up at deadline; it reports false when the
 // lease is no longer the holder's.
-func (p *postgres) renew(held context.Context, name string, deadline time.Time) (bool, error) {
+func (p *postgres) renew(held context.Context, name string, token int64, deadline time.Time) (bool, error) {
 	ctx, cancel := context.WithDeadline(held, deadline)
 	defer cancel()
-	tag, err := p.pool.Exec(ctx, renewSQL, name, p.holder, p.cfg.TTL)
+	tag, err := p.pool.Exec(ctx, renewSQL, name, p.holder, token, p.cfg.TTL)
 	if err != nil {
 		return false, fmt.Errorf("renew lease %q: %w", name, err)
 	}
@@ -269,10 +266,10 @@ func (p *postgres) renew(held context.Context, name string, deadline time.Time) 
 
 // release expires the lease at once, if the holder still has it (not when
 // it was lost).
-func (p *postgres) release(held context.Context, name string) {
+func (p *postgres) release(held context.Context, name string, token int64) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(held), queryTimeout)
 	defer cancel()
-	tag, err := p.pool.Exec(ctx, releaseSQL, name, p.holder)
+	tag, err := p.pool.Exec(ctx, releaseSQL, name, p.holder, token)
 	switch {
 	case err != nil:
 		p.logger.WarnContext(ctx, "leader: cannot release lease; it expires by itself", "lease", name, "err", err)

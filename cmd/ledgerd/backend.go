@@ -30,7 +30,7 @@ type eventLog interface {
 }
 
 // backend is the storage the ledger runs on: the event log, the read
-// models, the idempotency keys and the leadership locks.
+// models, the idempotency keys and the leadership leases.
 type backend struct {
 	events eventLog
 	views  projections.Store
@@ -64,11 +64,16 @@ func openPostgres(ctx context.Context, url string, maxConns int, logger *slog.Lo
 		}
 		return nil, err
 	}
+	locker, err := leader.NewPostgres(pool, logger, leader.Config{})
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
 	return &backend{
 		events: pgstore.New(pool),
 		views:  pgviews.New(pool),
 		idem:   idempotency.NewPostgres(pool),
-		locker: leader.NewPostgres(pool, logger),
+		locker: locker,
 		checks: []httpapi.Check{
 			{Name: "database", Func: pool.Ping},
 			{Name: "migrations", Func: func(ctx context.Context) error { return migrations.CheckPostgres(ctx, pool) }},
@@ -84,7 +89,7 @@ const sqliteFile = "ledger.db"
 // openSQLite opens the embedded store, a SQLite file in dataDir (made
 // private first: secureDataDir), and applies pending migrations. Events, read
 // models and idempotency keys share the file and its one write connection;
-// leadership locks are local to the process, and the read-model
+// leadership leases are local to the process, and the read-model
 // checkpoint's compare-and-set keeps a second process on the same file
 // harmless.
 func openSQLite(ctx context.Context, dataDir string, logger *slog.Logger) (*backend, error) {

@@ -148,6 +148,7 @@ func TestMigrate_RuntimeRole(t *testing.T) {
 		`CREATE TABLE sneaky (n integer)`,
 		`INSERT INTO goose_db_version (version_id, is_applied) VALUES (999, true)`,
 		`SELECT setval('events_position_seq', 1)`,
+		`DELETE FROM leader_leases`,
 	} {
 		err := execAs(t, runtimeURL, q)
 		if pgErr := (*pgconn.PgError)(nil); !errors.As(err, &pgErr) || pgErr.Code != "42501" {

@@ -39,11 +39,14 @@ func PostgresPending(ctx context.Context, pool *pgxpool.Pool) error {
 // runtimePrivileges are the table privileges of the runtime role where it
 // may not read and write freely: the log may only be appended to, and the
 // migrations' version table only read (readiness checks that nothing is
-// pending). Every other table (read models, checkpoints, idempotency keys,
+// pending), and the Merkle tree's tables only appended to. Every other table (read models, checkpoints, idempotency keys,
 // and any table a later migration adds) gets defaultPrivileges.
 var runtimePrivileges = map[string][]string{
-	"events":           {"SELECT", "INSERT"},
-	"goose_db_version": {"SELECT"},
+	"events":             {"SELECT", "INSERT"},
+	"goose_db_version":   {"SELECT"},
+	"merkle_leaves":      {"SELECT", "INSERT"},
+	"merkle_nodes":       {"SELECT", "INSERT"},
+	"merkle_checkpoints": {"SELECT", "INSERT"},
 }
 
 var defaultPrivileges = []string{"SELECT", "INSERT", "UPDATE", "DELETE"}

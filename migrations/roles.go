@@ -39,8 +39,9 @@ func PostgresPending(ctx context.Context, pool *pgxpool.Pool) error {
 // runtimePrivileges are the table privileges of the runtime role where it
 // may not read and write freely: the log may only be appended to, and the
 // migrations' version table only read (readiness checks that nothing is
-// pending), and the Merkle tree's tables only appended to. Every other table (read models, checkpoints, idempotency keys,
-// and any table a later migration adds) gets defaultPrivileges.
+// pending), and the Merkle tree's tables only appended to. Every other
+// table (read models, checkpoints, idempotency keys, and any table a later
+// migration adds) gets defaultPrivileges.
 var runtimePrivileges = map[string][]string{
 	"events":             {"SELECT", "INSERT"},
 	"goose_db_version":   {"SELECT"},

@@ -77,10 +77,10 @@ func (s *Store) LeafAt(ctx context.Context, position int64) (audit.StoredLeaf, e
 // hashesSQL looks up nodes by (level, idx), keeping the order asked for:
 // level 0 in merkle_leaves, the others in merkle_nodes. Each is one index
 // lookup.
-const hashesSQL = `SELECT coalesce(l.hash, n.hash)
+const hashesSQL = `SELECT CASE WHEN q.level = 0
+    THEN (SELECT hash FROM merkle_leaves WHERE leaf_index = q.idx)
+    ELSE (SELECT hash FROM merkle_nodes WHERE level = q.level AND idx = q.idx) END
 FROM unnest($1::smallint[], $2::bigint[]) WITH ORDINALITY AS q(level, idx, ord)
-LEFT JOIN merkle_leaves l ON q.level = 0 AND l.leaf_index = q.idx
-LEFT JOIN merkle_nodes n ON q.level > 0 AND n.level = q.level AND n.idx = q.idx
 ORDER BY q.ord`
 
 // Hashes implements audit.Store.

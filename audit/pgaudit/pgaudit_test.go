@@ -1,13 +1,26 @@
 package pgaudit_test
 
 import (
+	"context"
+	"fmt"
 	"os"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/transparency-dev/merkle/compact"
+	"github.com/transparency-dev/merkle/proof"
+	"github.com/transparency-dev/merkle/rfc6962"
 
 	"github.com/resolutionflow/ledgerd/audit"
 	"github.com/resolutionflow/ledgerd/audit/audittest"
 	"github.com/resolutionflow/ledgerd/audit/pgaudit"
+	"github.com/resolutionflow/ledgerd/eventstore"
+	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
+	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
+	"github.com/resolutionflow/ledgerd/leader"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
@@ -16,4 +29,85 @@ func TestConformance(t *testing.T) {
 	audittest.Run(t, func(tb testing.TB) audit.Store {
 		return pgaudit.New(pgtest.NewPool(tb, 0))
 	})
+}
+
+// TestSeal_AppendsDoNotWait holds a seal's transaction open and appends to
+// the log meanwhile: the appends commit at once.
+func TestSeal_AppendsDoNotWait(t *testing.T) {
+	pool := pgtest.NewPool(t, 0)
+	store, events := pgaudit.New(pool), pgstore.New(pool)
+	inside, release := make(chan struct{}), make(chan struct{})
+	var first sync.Once
+	pgaudit.SetDuringSeal(store, func() {
+		first.Do(func() { close(inside) })
+		<-release
+	})
+	var log audittest.Log
+	log.Add(20)
+	sealer := audit.NewSealer(&log, store, audittest.Key(t), leader.NewLocal(), nil, nil, nil, audittest.Config())
+	ledgertest.Go(t.Context(), t, "sealer", sealer.Run)
+	select {
+	case <-inside:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the sealer did not begin a seal within 30s")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	for i := range 10 {
+		stream := fmt.Sprintf("session:%s:%s", uuid.New(), uuid.New())
+		if _, err := events.Append(ctx, stream, eventstore.NoStream, []eventstore.NewEvent{{Type: "HandoffParked", Data: []byte(`{}`)}}); err != nil {
+			t.Fatalf("append %d while a seal is open: %v", i, err)
+		}
+	}
+	close(release)
+	ledgertest.WaitUntil(t, 30*time.Second, "the sealer seals the log", func() bool {
+		c, _, err := store.Latest(t.Context())
+		return err == nil && c.Size == 20
+	})
+}
+
+// BenchmarkInclusion serves inclusion proofs of random positions from a
+// tree of a million leaves, stored directly (no events):
+//
+//	go test ./audit/pgaudit -run '^$' -bench Inclusion -benchtime 2000x
+func BenchmarkInclusion(b *testing.B) {
+	const size = 1 << 20
+	store := pgaudit.New(pgtest.NewPool(b, 0))
+	key := audittest.Key(b)
+	rng := (&compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}).NewEmptyRange(0)
+	var seal audit.Seal
+	visit := func(id compact.NodeID, hash []byte) {
+		if id.Level > 0 {
+			seal.Nodes = append(seal.Nodes, audit.Node{Level: id.Level, Index: id.Index, Hash: hash})
+		}
+	}
+	for i := range int64(size) {
+		leaf := audit.StoredLeaf{Index: uint64(i), Position: i + 1, Hash: audit.LeafHash(audittest.EventHash(i + 1))}
+		if err := rng.Append(leaf.Hash, visit); err != nil {
+			b.Fatal(err)
+		}
+		seal.Leaves = append(seal.Leaves, leaf)
+	}
+	root, err := rng.GetRootHash(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if seal.Checkpoint, err = key.Sign(size, root, size, time.Now()); err != nil {
+		b.Fatal(err)
+	}
+	if err := store.Seal(b.Context(), seal); err != nil {
+		b.Fatal(err)
+	}
+	prover := audit.NewProver(store)
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		position := int64(i*7919%size) + 1
+		inc, err := prover.Inclusion(b.Context(), position, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := proof.VerifyInclusion(rfc6962.DefaultHasher, inc.Leaf.Index, size, inc.Leaf.Hash, inc.Hashes, root); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

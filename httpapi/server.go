@@ -49,6 +49,8 @@ type Config struct {
 	Logger *slog.Logger
 	// MaxBodyBytes bounds request bodies; DefaultMaxBodyBytes when 0.
 	MaxBodyBytes int64
+	// Audit, when not nil, serves the /audit routes.
+	Audit *Audit
 }
 
 // Check is one readiness probe of /readyz.
@@ -72,6 +74,7 @@ type server struct {
 	cursorKey []byte
 	tokens    *tokenVerifier
 	checks    []Check
+	audit     *Audit
 	log       *slog.Logger
 }
 
@@ -87,6 +90,7 @@ func New(cfg Config) (*echo.Echo, error) {
 		cursorKey: newCursorKey(cfg.JWTSecret),
 		tokens:    newTokenVerifier(cfg),
 		checks:    cfg.Checks,
+		audit:     cfg.Audit,
 		log:       cfg.Logger,
 	}
 	if s.log == nil {
@@ -110,6 +114,9 @@ func New(cfg Config) (*echo.Echo, error) {
 	e.POST("/ai-sessions/:session_id/handoff", s.createHandoff, s.authenticate, s.idempotent)
 	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/claim", s.claimHandoff, s.authenticate, s.idempotent)
 	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/withdraw", s.withdrawHandoff, s.authenticate, s.idempotent)
+	if s.audit != nil {
+		s.routeAudit(e)
+	}
 	return e, nil
 }
 
@@ -132,6 +139,9 @@ func (cfg Config) validate() error {
 	}
 	if cfg.MaxBodyBytes < 0 {
 		errs = append(errs, errors.New("httpapi: Config.MaxBodyBytes must not be negative"))
+	}
+	if a := cfg.Audit; a != nil && (a.Prover == nil || a.Log == nil || a.Verifier == "") {
+		errs = append(errs, errors.New("httpapi: Config.Audit needs a Prover, a Log and a Verifier"))
 	}
 	for _, c := range cfg.Checks {
 		if c.Name == "" || c.Func == nil {

@@ -102,9 +102,15 @@ func Run(t *testing.T, open func(tb testing.TB) audit.Store) {
 // holds every leaf of log, then stops it.
 func SealAll(tb testing.TB, log *Log, store audit.Store, key *audit.Key) {
 	tb.Helper()
-	s := audit.NewSealer(log, store, key, leader.NewLocal(), nil, nil, nil, Config())
+	SealUntil(tb, log, uint64(len(log.All())), store, key)
+}
+
+// SealUntil runs a sealer of leaves into store until the newest
+// checkpoint holds want leaves, then stops it.
+func SealUntil(tb testing.TB, leaves audit.Leaves, want uint64, store audit.Store, key *audit.Key) {
+	tb.Helper()
+	s := audit.NewSealer(leaves, store, key, leader.NewLocal(), nil, nil, nil, Config())
 	stop := ledgertest.Go(context.Background(), tb, "sealer", s.Run)
-	want := uint64(len(log.All()))
 	ledgertest.WaitUntil(tb, waitLimit, "the sealer seals every leaf", func() bool {
 		c, ok, err := store.Latest(tb.Context())
 		if err != nil {

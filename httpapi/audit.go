@@ -1,0 +1,189 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/hex"
+	"net/http"
+	"strconv"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/resolutionflow/ledgerd/audit"
+	"github.com/resolutionflow/ledgerd/domain"
+	"github.com/resolutionflow/ledgerd/eventcodec"
+	"github.com/resolutionflow/ledgerd/eventstore"
+)
+
+// Audit is what the /audit routes need.
+type Audit struct {
+	// Prover answers heads and proofs from the Merkle tree.
+	Prover *audit.Prover
+	// Verifier is the public key that checks the checkpoints' signatures.
+	Verifier string
+	// Log reads the event a receipt is for.
+	Log AuditLog
+}
+
+// AuditLog reads the global log.
+type AuditLog interface {
+	ReadAll(ctx context.Context, after int64, limit int) ([]eventstore.Event, error)
+}
+
+// routeAudit adds the /audit routes.
+func (s *server) routeAudit(e *echo.Echo) {
+	e.GET("/audit/key", s.auditKey)
+	e.GET("/audit/head", s.auditHead, s.authenticate, requireAuditor)
+	e.GET("/audit/proof", s.auditProof, s.authenticate, requireAuditor)
+	e.GET("/audit/consistency", s.auditConsistency, s.authenticate, requireAuditor)
+}
+
+// requireAuditor lets through the roles that may audit the log.
+func requireAuditor(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		switch actorOf(c).Role {
+		case domain.RoleAdmin, domain.RoleOwner:
+			return next(c)
+		}
+		return domain.Errorf(domain.EFORBIDDEN, "Admin or owner access required")
+	}
+}
+
+// keyJSON answers GET /audit/key.
+type keyJSON struct {
+	Key string `json:"key"`
+}
+
+// auditKey answers GET /audit/key: the public key that verifies the
+// checkpoints, which anybody may have.
+func (s *server) auditKey(c echo.Context) error {
+	return c.JSON(http.StatusOK, keyJSON{Key: s.audit.Verifier})
+}
+
+// headJSON answers GET /audit/head.
+type headJSON struct {
+	Position   int64  `json:"position"`
+	Size       uint64 `json:"size"`
+	Hash       string `json:"hash"`
+	Checkpoint string `json:"checkpoint"`
+}
+
+// auditHead answers GET /audit/head: the newest checkpoint.
+func (s *server) auditHead(c echo.Context) error {
+	head, err := s.audit.Prover.Head(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, headJSON{Position: head.Position, Size: head.Size, Hash: hex.EncodeToString(head.Root), Checkpoint: head.Note})
+}
+
+// Receipt is the answer of GET /audit/proof: everything needed to check,
+// offline, that an event is in the log a signed checkpoint describes.
+type Receipt struct {
+	Event      eventstore.Event `json:"event"`
+	LeafIndex  uint64           `json:"leaf_index"`
+	LeafHash   string           `json:"leaf_hash"`
+	TreeSize   uint64           `json:"tree_size"`
+	RootHash   string           `json:"root_hash"`
+	Proof      []string         `json:"proof"`
+	Checkpoint string           `json:"checkpoint"`
+}
+
+// auditProof answers GET /audit/proof?position=P[&size=S]: the receipt of
+// the caller's account's event at P in the tree of the checkpoint of size
+// S (the newest by default). An event of another account is 404, as one
+// that does not exist.
+func (s *server) auditProof(c echo.Context) error {
+	position, err := intParam(c, "position", true)
+	if err != nil {
+		return err
+	}
+	size, err := intParam(c, "size", false)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	events, err := s.audit.Log.ReadAll(ctx, position-1, 1)
+	if err != nil {
+		return err
+	}
+	if len(events) == 0 || events[0].Position != position || !ofAccount(events[0], actorOf(c).AccountID.String()) {
+		return domain.Errorf(domain.ENOTFOUND, "No event of your account at position %d", position)
+	}
+	inc, err := s.audit.Prover.Inclusion(ctx, position, uint64(size))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, Receipt{
+		Event:      events[0],
+		LeafIndex:  inc.Leaf.Index,
+		LeafHash:   hex.EncodeToString(inc.Leaf.Hash),
+		TreeSize:   inc.Checkpoint.Size,
+		RootHash:   hex.EncodeToString(inc.Checkpoint.Root),
+		Proof:      hexAll(inc.Hashes),
+		Checkpoint: inc.Checkpoint.Note,
+	})
+}
+
+// ofAccount reports whether e is an event of a session stream of account.
+func ofAccount(e eventstore.Event, account string) bool {
+	a, _, err := eventcodec.ParseStreamName(e.Stream)
+	return err == nil && a.String() == account
+}
+
+// consistencyJSON answers GET /audit/consistency.
+type consistencyJSON struct {
+	From       uint64   `json:"from"`
+	To         uint64   `json:"to"`
+	FromHash   string   `json:"from_hash"`
+	ToHash     string   `json:"to_hash"`
+	Proof      []string `json:"proof"`
+	Checkpoint string   `json:"checkpoint"`
+}
+
+// auditConsistency answers GET /audit/consistency?from=S1[&to=S2]: the
+// proof that the tree of S1 leaves is a prefix of that of S2 (the newest
+// checkpoint's size by default), with both roots and the newest
+// checkpoint.
+func (s *server) auditConsistency(c echo.Context) error {
+	from, err := intParam(c, "from", true)
+	if err != nil {
+		return err
+	}
+	to, err := intParam(c, "to", false)
+	if err != nil {
+		return err
+	}
+	p, err := s.audit.Prover.Consistency(c.Request().Context(), uint64(from), uint64(to))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, consistencyJSON{
+		From: p.From, To: p.To, FromHash: hex.EncodeToString(p.FromRoot), ToHash: hex.EncodeToString(p.ToRoot),
+		Proof: hexAll(p.Hashes), Checkpoint: p.Checkpoint.Note,
+	})
+}
+
+// intParam reads a query parameter holding a positive integer; 0 when it
+// is absent and not required.
+func intParam(c echo.Context, name string, required bool) (int64, error) {
+	values, ok := c.QueryParams()[name]
+	if !ok && !required {
+		return 0, nil
+	}
+	if !ok {
+		return 0, domain.Errorf(domain.EINVALID, "%s is required", name)
+	}
+	n, err := strconv.ParseInt(values[0], 10, 64)
+	if err != nil || len(values) != 1 || n < 1 {
+		return 0, domain.Errorf(domain.EINVALID, "%s must be a positive integer", name)
+	}
+	return n, nil
+}
+
+func hexAll(hashes [][]byte) []string {
+	out := make([]string, len(hashes))
+	for i, h := range hashes {
+		out[i] = hex.EncodeToString(h)
+	}
+	return out
+}

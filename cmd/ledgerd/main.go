@@ -9,6 +9,7 @@
 //	ledgerd token [flags]         print a signed token for development
 //	ledgerd projections rebuild   rebuild the read models from the log
 //	ledgerd tail [flags]          print events from NATS as they arrive
+//	ledgerd audit key|keygen      print the checkpoints' public key, or make a signing key
 package main
 
 import (
@@ -44,6 +45,8 @@ commands:
   token                  print a signed bearer token (development, scripts)
   projections rebuild    rebuild the read models from the event log
   tail                   print ledger events from NATS as they arrive
+  audit key              print the public key that verifies the Merkle checkpoints
+  audit keygen           print a new checkpoint signing key (for --audit-key-file)
 
 Run "ledgerd <command> -h" for the command's flags.
 `
@@ -70,6 +73,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return rebuild(ctx, rest[1:], stderr, logger)
 	case "tail":
 		return tailEvents(ctx, rest, stdout, stderr, logger)
+	case "audit":
+		return auditCommand(ctx, rest, stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil

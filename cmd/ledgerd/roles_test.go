@@ -74,7 +74,7 @@ func TestMigrate_RuntimeRole(t *testing.T) {
 		}
 	}
 
-	base, stop := startServe(t, "--database-url", runtimeURL, "--jwt-secret", testSecret)
+	base, stop := startServe(t, "--database-url", runtimeURL, "--jwt-secret", testSecret, "--audit-key-file", auditKeyFileFor(t))
 	token := mintToken(t, testSecret)
 	session := uuid.New()
 	createURL := fmt.Sprintf("%s/ai-sessions/%s/handoff", base, session)
@@ -148,6 +148,10 @@ func TestMigrate_RuntimeRole(t *testing.T) {
 		`CREATE TABLE sneaky (n integer)`,
 		`INSERT INTO goose_db_version (version_id, is_applied) VALUES (999, true)`,
 		`SELECT setval('events_position_seq', 1)`,
+		`UPDATE merkle_leaves SET position = 0`,
+		`DELETE FROM merkle_nodes`,
+		`DELETE FROM merkle_checkpoints`,
+		`TRUNCATE merkle_checkpoints`,
 	} {
 		err := execAs(t, runtimeURL, q)
 		if pgErr := (*pgconn.PgError)(nil); !errors.As(err, &pgErr) || pgErr.Code != "42501" {
@@ -160,7 +164,7 @@ func TestMigrate_RuntimeRole(t *testing.T) {
 	if err := execAs(t, adminURL, `DELETE FROM goose_db_version WHERE version_id = (SELECT max(version_id) FROM goose_db_version)`); err != nil {
 		t.Fatalf("forget the last migration: %v", err)
 	}
-	err = runLedgerd(t, "serve", "--database-url", runtimeURL, "--jwt-secret", testSecret, "--http-addr", freeAddr(t), "--data-dir", t.TempDir())
+	err = runLedgerd(t, "serve", "--database-url", runtimeURL, "--jwt-secret", testSecret, "--audit-key-file", auditKeyFileFor(t), "--http-addr", freeAddr(t), "--data-dir", t.TempDir())
 	if err == nil || !strings.Contains(err.Error(), "run `ledgerd migrate` with the owner's --database-url first") {
 		t.Fatalf("serve as the runtime role with a migration pending = %v, want an error saying to migrate as the owner", err)
 	}

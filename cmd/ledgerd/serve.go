@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/resolutionflow/ledgerd/audit"
 	"github.com/resolutionflow/ledgerd/commands"
 	"github.com/resolutionflow/ledgerd/embeddednats"
 	"github.com/resolutionflow/ledgerd/httpapi"
@@ -91,6 +92,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	grace := f.duration("shutdown-timeout", "LEDGER_SHUTDOWN_TIMEOUT", defaultShutdownTimeout, "longest a stop on SIGTERM takes; in-flight requests get nine tenths of it to finish")
 	readWait := f.duration("read-wait-timeout", "LEDGER_READ_WAIT_TIMEOUT", defaultReadWaitTimeout, "how long a read waits for the read models to catch up before it answers 503")
 	httpFlags := addHTTPFlags(f)
+	auditKeyFile := addAuditKeyFlag(f)
 	if err := f.parse(args); err != nil {
 		return err
 	}
@@ -102,6 +104,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 		return err
 	}
 	secret, err := storage.secret(secretFlag)
+	if err != nil {
+		return err
+	}
+	auditKey, err := storage.auditKey(*auditKeyFile)
 	if err != nil {
 		return err
 	}
@@ -142,6 +148,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 		JWTAudience: *jwtAudience,
 		Checks:      append(b.checks, relayCheck, httpapi.SkippedEventsCheck(b.views, projections.HandoffsProjector)),
 		Logger:      logger,
+		Audit:       &httpapi.Audit{Prover: audit.NewProver(b.audit), Verifier: auditKey.Verifier(), Log: b.events},
 	})
 	if err != nil {
 		return err

@@ -18,9 +18,9 @@ import (
 	"github.com/resolutionflow/ledgerd/httpapi"
 )
 
-func TestAudit_SQLite(t *testing.T) { testAudit(t, newSQLiteBackend) }
+func TestMerkle_SQLite(t *testing.T) { testMerkle(t, newSQLiteBackend) }
 
-func TestAudit_Postgres(t *testing.T) { testAudit(t, newPostgresBackend) }
+func TestMerkle_Postgres(t *testing.T) { testMerkle(t, newPostgresBackend) }
 
 // logLeaves reads the log's events as leaves, each with the suite's hash
 // of its position.
@@ -35,10 +35,10 @@ func (l logLeaves) ReadLeaves(ctx context.Context, after int64, limit int) ([]au
 	return leaves, err
 }
 
-// testAudit seals the events of two accounts and checks the /audit routes:
+// testMerkle seals the events of two accounts and checks the /audit routes:
 // roles, parameters, receipts verified with the library against the signed
 // head, tenancy of receipts, and consistency proofs.
-func testAudit(t *testing.T, nb NewBackend) {
+func testMerkle(t *testing.T, nb NewBackend) {
 	s := startServer(t, nb)
 	a, b := newTeam(), newTeam()
 	for range 3 {

@@ -56,6 +56,9 @@ func Decide(s *Session, cmd Command) ([]Event, error) {
 }
 
 func decideCreate(s *Session, c CreateHandoff) ([]Event, error) {
+	if !c.Actor.Role.CanCommand() {
+		return nil, Errorf(EFORBIDDEN, MsgReadOnlyRole)
+	}
 	if _, err := ParseIntent(string(c.Intent)); err != nil {
 		return nil, err
 	}
@@ -114,6 +117,9 @@ func decideClaim(s *Session, c ClaimHandoff) ([]Event, error) {
 }
 
 func decideWithdraw(s *Session, c WithdrawHandoff) ([]Event, error) {
+	if !c.Actor.Role.CanCommand() {
+		return nil, Errorf(EFORBIDDEN, MsgReadOnlyRole)
+	}
 	if c.Actor.AccountID != s.AccountID || s.Version == 0 || c.Actor.UserID != s.Holder {
 		return nil, Errorf(ENOTFOUND, MsgSessionNotFound)
 	}

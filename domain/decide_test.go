@@ -24,6 +24,7 @@ var (
 	olga    = user(account, domain.RoleOwner)
 	erin    = user(account, domain.RoleEngineer)
 	viewer  = user(account, domain.RoleViewer)
+	auditor = user(account, domain.RoleAuditor)
 	mallory = user(uuid.MustParse("00000000-0000-0000-0000-0000000000a2"), domain.RoleOwner)
 
 	h1, h2, h3 = uuid.New(), uuid.New(), uuid.New()
@@ -247,6 +248,19 @@ func TestDecide_ClaimNeedsEngineerAdminOrOwner(t *testing.T) {
 			accepted(domain.HandoffClaimed{HandoffID: h1, SessionID: session, ClaimedBy: claimer.UserID, Role: claimer.Role, At: at(30)})})
 	}
 	runDecide(t, cases)
+}
+
+func TestDecide_AuditorCommandsNothing(t *testing.T) {
+	// An auditor holding the session (a token whose role changed) still
+	// changes nothing.
+	heldByAuditor := []domain.Event{parked(h1, auditor, 0)}
+	runDecide(t, []decideCase{
+		{"auditor parks a new session", nil, park(auditor, h1), rejected(domain.EFORBIDDEN, domain.MsgReadOnlyRole)},
+		{"auditor escalates the session it holds", []domain.Event{parked(h1, auditor, 0), withdrawnBy(h1, auditor, 1)}, escalate(auditor, h2),
+			rejected(domain.EFORBIDDEN, domain.MsgReadOnlyRole)},
+		{"auditor withdraws the handoff it made", heldByAuditor, withdraw(auditor, h1), rejected(domain.EFORBIDDEN, domain.MsgReadOnlyRole)},
+		{"auditor claims", []domain.Event{escalated(h1, alice, 0)}, claim(auditor, h1), rejected(domain.EFORBIDDEN, domain.MsgClaimRoleNeeded)},
+	})
 }
 
 func TestDecide_OnlyTheCurrentOpenHandoffCanBeClaimed(t *testing.T) {

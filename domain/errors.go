@@ -91,3 +91,9 @@ const (
 	MsgOpenHandoffExist = "Session already has an open handoff"
 	MsgHandoffWithdrawn = "Handoff already withdrawn"
 )
+
+// Messages of the roles the ledger adds.
+const (
+	MsgReadOnlyRole    = "Auditor access is read-only"
+	MsgAuditRoleNeeded = "Auditor, admin or owner access required"
+)

@@ -9,26 +9,40 @@ import (
 // Role is what a user may do within an account.
 type Role string
 
-// Roles, from least to most privileged.
+// Roles: the first four from least to most privileged; the auditor
+// stands apart, reading everything of its account and changing nothing.
 const (
 	RoleViewer   Role = "viewer"
 	RoleEngineer Role = "engineer"
 	RoleAdmin    Role = "admin"
 	RoleOwner    Role = "owner"
+	RoleAuditor  Role = "auditor"
 )
 
 // ParseRole validates a role name.
 func ParseRole(s string) (Role, error) {
 	switch r := Role(s); r {
-	case RoleViewer, RoleEngineer, RoleAdmin, RoleOwner:
+	case RoleViewer, RoleEngineer, RoleAdmin, RoleOwner, RoleAuditor:
 		return r, nil
 	}
-	return "", Errorf(EINVALID, "role must be one of viewer, engineer, admin, owner")
+	return "", Errorf(EINVALID, "role must be one of viewer, engineer, admin, owner, auditor")
 }
 
 // CanClaim reports whether the role may pick up a handoff.
 func (r Role) CanClaim() bool {
 	return r == RoleEngineer || r == RoleAdmin || r == RoleOwner
+}
+
+// CanCommand reports whether the role may give commands at all: every
+// role but the auditor's, which only reads.
+func (r Role) CanCommand() bool {
+	return r != RoleAuditor
+}
+
+// CanAudit reports whether the role may read the event log of its account
+// and the queue of every team of it.
+func (r Role) CanAudit() bool {
+	return r == RoleAuditor || r == RoleAdmin || r == RoleOwner
 }
 
 // Intent says why a session is handed off.

@@ -1,6 +1,6 @@
 // Package eventstore defines the append-only event log the ledger is built
 // on: append to a stream with an expected version, read a stream, and read
-// the whole log in global order. Implementations live in sub-packages
+// the whole log, or one account's part of it, in global order. Implementations live in sub-packages
 // (pgstore for PostgreSQL, sqlitestore for the embedded mode) and all pass
 // the conformance suite in storetest.
 package eventstore
@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/oklog/ulid/v2"
 )
 
@@ -173,4 +174,12 @@ type Store interface {
 	// short of limit, even at none, before an event still being appended;
 	// a tailing reader reads again.
 	ReadAll(ctx context.Context, after int64, limit int) ([]Event, error)
+	// ReadAccount returns up to limit events of the streams of an account
+	// (named <category>:<account>:<id>, as eventcodec.StreamName names
+	// session streams) with a global position greater than after, in
+	// position order. Its cost follows the account's events, not the
+	// whole log's. Like ReadAll, it never returns an event while an event
+	// with a lower position may still commit, so a reader that resumes
+	// from the last position it saw never skips one.
+	ReadAccount(ctx context.Context, account uuid.UUID, after int64, limit int) ([]Event, error)
 }

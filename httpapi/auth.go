@@ -87,6 +87,17 @@ func (s *server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
+// mayCommand refuses, with 403, a command from a role that only reads,
+// before anything of the request is looked at or kept.
+func mayCommand(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if !actorOf(c).Role.CanCommand() {
+			return domain.Errorf(domain.EFORBIDDEN, domain.MsgReadOnlyRole)
+		}
+		return next(c)
+	}
+}
+
 func actorOf(c echo.Context) domain.Actor {
 	actor, _ := c.Get(ctxActor).(domain.Actor)
 	return actor

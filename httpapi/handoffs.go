@@ -87,12 +87,16 @@ func pathID(c echo.Context, param string, notUUID error) (uuid.UUID, error) {
 }
 
 // queue answers GET /ai-sessions/queue: a page of the open handoffs of
-// the caller's account and team.
+// the caller's account and team; for an auditor, of every team of the
+// account.
 func (s *server) queue(c echo.Context) error {
 	actor := actorOf(c)
 	limit, err := pageLimit(c)
 	if err != nil {
 		return err
+	}
+	if actor.Role == domain.RoleAuditor {
+		return s.accountQueue(c, actor.AccountID, limit)
 	}
 	scope := [2]uuid.UUID{actor.AccountID, actor.TeamID}
 	after, err := s.pageCursor(c, queueList, scope)
@@ -104,6 +108,21 @@ func (s *server) queue(c echo.Context) error {
 		return err
 	}
 	return s.writePage(c, "/ai-sessions/queue", queueList, scope, limit, hs, projections.QueueCursor)
+}
+
+// accountQueue answers an auditor's GET /ai-sessions/queue: a page of the
+// open handoffs of every team of the account.
+func (s *server) accountQueue(c echo.Context, account uuid.UUID, limit int) error {
+	scope := [2]uuid.UUID{account, uuid.Nil}
+	after, err := s.pageCursor(c, accountQueueList, scope)
+	if err != nil {
+		return err
+	}
+	hs, err := s.queries.AccountQueue(c.Request().Context(), account, projections.Page{Limit: limit + 1, After: after})
+	if err != nil {
+		return err
+	}
+	return s.writePage(c, "/ai-sessions/queue", accountQueueList, scope, limit, hs, projections.QueueCursor)
 }
 
 // history answers GET /ai-sessions/:session_id/handoffs: a page of the

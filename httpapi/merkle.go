@@ -40,11 +40,10 @@ func (s *server) routeAudit(e *echo.Echo) {
 // requireAuditor lets through the roles that may audit the log.
 func requireAuditor(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		switch actorOf(c).Role {
-		case domain.RoleAdmin, domain.RoleOwner:
-			return next(c)
+		if !actorOf(c).Role.CanAudit() {
+			return domain.Errorf(domain.EFORBIDDEN, domain.MsgAuditRoleNeeded)
 		}
-		return domain.Errorf(domain.EFORBIDDEN, "Admin or owner access required")
+		return next(c)
 	}
 }
 

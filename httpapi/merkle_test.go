@@ -45,8 +45,8 @@ func testMerkle(t *testing.T, nb NewBackend) {
 		s.create(t, a.user(domain.RoleEngineer), uuid.New(), `{"intent": "park"}`)
 		s.create(t, b.user(domain.RoleEngineer), uuid.New(), `{"intent": "escalate"}`)
 	}
-	admin := a.user(domain.RoleAdmin)
-	s.expectError(t, as(t, admin, http.MethodGet, "/audit/head", ""), http.StatusNotFound, "No checkpoint yet: the log has not been sealed")
+	auditor := a.user(domain.RoleAuditor)
+	s.expectError(t, as(t, auditor, http.MethodGet, "/audit/head", ""), http.StatusNotFound, "No checkpoint yet: the log has not been sealed")
 
 	audittest.SealUntil(t, logLeaves{s.Backend.Log}, 6, s.Backend.Audit, testAuditKey)
 	events, err := s.Backend.Log.ReadAll(t.Context(), 0, 100)
@@ -62,7 +62,7 @@ func testMerkle(t *testing.T, nb NewBackend) {
 		Size       uint64 `json:"size"`
 		Hash       string `json:"hash"`
 		Checkpoint string `json:"checkpoint"`
-	}](t, s.do(t, as(t, admin, http.MethodGet, "/audit/head", ""), http.StatusOK))
+	}](t, s.do(t, as(t, auditor, http.MethodGet, "/audit/head", ""), http.StatusOK))
 	c, err := audit.OpenCheckpoint([]byte(head.Checkpoint), key.Key)
 	if err != nil {
 		t.Fatalf("the head's checkpoint does not verify with /audit/key: %v", err)
@@ -74,10 +74,10 @@ func testMerkle(t *testing.T, nb NewBackend) {
 	for i, e := range events {
 		path := fmt.Sprintf("/audit/proof?position=%d", e.Position)
 		if e.Metadata.AccountID != a.account.String() {
-			s.expectError(t, as(t, admin, http.MethodGet, path, ""), http.StatusNotFound, fmt.Sprintf("No event of your account at position %d", e.Position))
+			s.expectError(t, as(t, auditor, http.MethodGet, path, ""), http.StatusNotFound, fmt.Sprintf("No event of your account at position %d", e.Position))
 			continue
 		}
-		r := decode[httpapi.Receipt](t, s.do(t, as(t, admin, http.MethodGet, path, ""), http.StatusOK))
+		r := decode[httpapi.Receipt](t, s.do(t, as(t, auditor, http.MethodGet, path, ""), http.StatusOK))
 		if r.Event.ID != e.ID || r.LeafIndex != uint64(i) || r.TreeSize != 6 || r.Checkpoint != head.Checkpoint {
 			t.Fatalf("receipt of position %d: %+v", e.Position, r)
 		}
@@ -98,7 +98,7 @@ func testMerkle(t *testing.T, nb NewBackend) {
 		ToHash     string   `json:"to_hash"`
 		Proof      []string `json:"proof"`
 		Checkpoint string   `json:"checkpoint"`
-	}](t, s.do(t, as(t, admin, http.MethodGet, "/audit/consistency?from=2", ""), http.StatusOK))
+	}](t, s.do(t, as(t, auditor, http.MethodGet, "/audit/consistency?from=2", ""), http.StatusOK))
 	hashes := make([][]byte, len(cons.Proof))
 	for j, h := range cons.Proof {
 		hashes[j], _ = hex.DecodeString(h)
@@ -117,7 +117,7 @@ func testMerkle(t *testing.T, nb NewBackend) {
 		{"/audit/consistency?from=3&to=2", "from: must be between 1 and to (2)"},
 		{"/audit/consistency?from=1&to=7", "to: 7 is beyond the newest checkpoint's size 6"},
 	} {
-		s.expectError(t, as(t, admin, http.MethodGet, bad.path, ""), http.StatusUnprocessableEntity, bad.detail)
+		s.expectError(t, as(t, auditor, http.MethodGet, bad.path, ""), http.StatusUnprocessableEntity, bad.detail)
 	}
-	s.expectError(t, as(t, a.user(domain.RoleEngineer), http.MethodGet, "/audit/head", ""), http.StatusForbidden, "Admin or owner access required")
+	s.expectError(t, as(t, a.user(domain.RoleEngineer), http.MethodGet, "/audit/head", ""), http.StatusForbidden, domain.MsgAuditRoleNeeded)
 }

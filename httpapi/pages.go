@@ -37,8 +37,9 @@ const (
 type listKind byte
 
 const (
-	queueList   listKind = 'q'
-	historyList listKind = 'h'
+	queueList        listKind = 'q'
+	historyList      listKind = 'h'
+	accountQueueList listKind = 'a'
 )
 
 // msgBadCursor answers a cursor the server did not make for this list.

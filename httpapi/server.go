@@ -111,9 +111,9 @@ func New(cfg Config) (*echo.Echo, error) {
 
 	e.GET("/ai-sessions/queue", s.queue, s.authenticate)
 	e.GET("/ai-sessions/:session_id/handoffs", s.history, s.authenticate)
-	e.POST("/ai-sessions/:session_id/handoff", s.createHandoff, s.authenticate, s.idempotent)
-	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/claim", s.claimHandoff, s.authenticate, s.idempotent)
-	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/withdraw", s.withdrawHandoff, s.authenticate, s.idempotent)
+	e.POST("/ai-sessions/:session_id/handoff", s.createHandoff, s.authenticate, mayCommand, s.idempotent)
+	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/claim", s.claimHandoff, s.authenticate, mayCommand, s.idempotent)
+	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/withdraw", s.withdrawHandoff, s.authenticate, mayCommand, s.idempotent)
 	if s.audit != nil {
 		s.routeAudit(e)
 	}

@@ -56,6 +56,13 @@ func (c caughtUp) Queue(ctx context.Context, account, team uuid.UUID, page Page)
 	return c.q.Queue(ctx, account, team, page)
 }
 
+func (c caughtUp) AccountQueue(ctx context.Context, account uuid.UUID, page Page) ([]domain.Handoff, error) {
+	if err := c.wait(ctx); err != nil {
+		return nil, err
+	}
+	return c.q.AccountQueue(ctx, account, page)
+}
+
 func (c caughtUp) History(ctx context.Context, account, session uuid.UUID, page Page) ([]domain.Handoff, error) {
 	if err := c.wait(ctx); err != nil {
 		return nil, err

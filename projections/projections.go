@@ -32,6 +32,9 @@ type Queries interface {
 	// escalations first, then higher priority, then oldest first, then by
 	// id (QueueCursor).
 	Queue(ctx context.Context, account, team uuid.UUID, page Page) ([]domain.Handoff, error)
+	// AccountQueue returns a page of the open handoffs of every team of an
+	// account, in the queue's order (QueueCursor): the auditor's view.
+	AccountQueue(ctx context.Context, account uuid.UUID, page Page) ([]domain.Handoff, error)
 	// History returns a page of the handoffs of a session of an account,
 	// newest first, then by id descending (HistoryCursor); none for an
 	// unknown session or one of another account.

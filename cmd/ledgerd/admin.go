@@ -87,7 +87,7 @@ func token(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	user := f.string("user", "", "", "user id (random when omitted)")
 	account := f.string("account", "", "", "account id (random when omitted)")
 	team := f.string("team", "", "", "team id (random when omitted)")
-	role := f.string("role", "", string(domain.RoleEngineer), "viewer, engineer, admin or owner")
+	role := f.string("role", "", string(domain.RoleEngineer), "viewer, engineer, admin, owner or auditor")
 	ttl := f.duration("ttl", "", time.Hour, "how long the token is valid")
 	issuer := f.string("issuer", "LEDGER_JWT_ISSUER", "", "the token's iss claim (none when empty)")
 	audience := f.string("audience", "LEDGER_JWT_AUDIENCE", "", "the token's aud claim (none when empty)")

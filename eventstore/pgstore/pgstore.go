@@ -6,8 +6,8 @@
 // into *eventstore.ConflictError. Global positions come from a sequence, so
 // appends to different streams never wait on each other.
 //
-// Reading the whole log is gap-safe without any lock on the write path: see
-// ReadAll and openAppends.
+// Reading the whole log, or an account's part of it, is gap-safe without
+// any lock on the write path: see ReadAll, ReadAccount and openAppends.
 package pgstore
 
 import (
@@ -19,6 +19,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -271,6 +272,32 @@ func (s *Store) ReadAll(ctx context.Context, after int64, limit int) ([]eventsto
 	return s.readRange(ctx, after, head, limit)
 }
 
+// readAccountSQL reads an account's events in a range of positions,
+// through the index events_account on the account part of the stream name
+// (migrations/postgres/00012_events_by_account.sql).
+const readAccountSQL = selectEvent + `WHERE split_part(stream, ':', 2) = $1 AND position > $2 AND position <= $3
+ORDER BY position LIMIT $4`
+
+// ReadAccount implements eventstore.Store. The account's events are
+// sparse in the log, so a hole among them says nothing about a late
+// commit: it settles the log first (see settledHead) and reads only up to
+// the settled position, one index range scan.
+func (s *Store) ReadAccount(ctx context.Context, account uuid.UUID, after int64, limit int) ([]eventstore.Event, error) {
+	head, err := s.settledHead(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read account %s after %d: %w", account, after, err)
+	}
+	if head <= after {
+		return nil, nil
+	}
+	rows, _ := s.pool.Query(ctx, readAccountSQL, account.String(), after, head, limit)
+	events, err := collectEvents(rows)
+	if err != nil {
+		return nil, fmt.Errorf("read account %s after %d: %w", account, after, err)
+	}
+	return events, nil
+}
+
 // readRange reads up to limit events with positions in (after, upTo].
 func (s *Store) readRange(ctx context.Context, after, upTo int64, limit int) ([]eventstore.Event, error) {
 	rows, _ := s.pool.Query(ctx, selectEvent+`WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3`, after, upTo, limit)
@@ -345,6 +372,16 @@ func (s *Store) openAppends(ctx context.Context) (last int64, writers []string, 
 		return 0, nil, nil
 	}
 	return last, writers, nil
+}
+
+// settledHead settles the log: it returns a position at or below which
+// every event has committed or never will.
+func (s *Store) settledHead(ctx context.Context) (int64, error) {
+	last, writers, err := s.openAppends(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return s.settle(ctx, last, writers)
 }
 
 // settle does step 3 of settling the log: it waits until none of writers holds

@@ -35,6 +35,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
@@ -316,6 +317,22 @@ func (s *Store) ReadAll(ctx context.Context, after int64, limit int) ([]eventsto
 	events, err := s.query(ctx, selectEvent+`WHERE position > ? ORDER BY position LIMIT ?`, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read all after %d: %w", after, err)
+	}
+	return events, nil
+}
+
+// readAccountSQL reads an account's events through the index
+// events_account (migrations/sqlite/00009_events_by_account.sql), whose
+// expression it repeats word for word.
+const readAccountSQL = selectEvent + `WHERE substr(stream, instr(stream, ':') + 1, 36) = ? AND position > ?
+ORDER BY position LIMIT ?`
+
+// ReadAccount implements eventstore.Store. As ReadAll, it reads one
+// snapshot of the file, in which every position is final.
+func (s *Store) ReadAccount(ctx context.Context, account uuid.UUID, after int64, limit int) ([]eventstore.Event, error) {
+	events, err := s.query(ctx, readAccountSQL, account.String(), after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read account %s after %d: %w", account, after, err)
 	}
 	return events, nil
 }

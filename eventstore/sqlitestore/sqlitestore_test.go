@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/google/uuid"
+
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
 	"github.com/resolutionflow/ledgerd/eventstore/storetest"
@@ -80,6 +82,10 @@ func (p *twoStores) SaveSnapshot(ctx context.Context, snap eventstore.Snapshot) 
 
 func (p *twoStores) ReadAll(ctx context.Context, after int64, limit int) ([]eventstore.Event, error) {
 	return p.next().ReadAll(ctx, after, limit)
+}
+
+func (p *twoStores) ReadAccount(ctx context.Context, account uuid.UUID, after int64, limit int) ([]eventstore.Event, error) {
+	return p.next().ReadAccount(ctx, account, after, limit)
 }
 
 func TestConformance_Immutability(t *testing.T) {
@@ -316,5 +322,32 @@ func BenchmarkAppend(b *testing.B) {
 		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
 			ratiobench.Run(b, writers, baseline, appendOne, nil)
 		})
+	}
+}
+
+// TestReadAccount_UsesTheAccountIndex checks that an account's read
+// searches the index events_account, whose cost follows the account's
+// events, rather than scanning the log.
+func TestReadAccount_UsesTheAccountIndex(t *testing.T) {
+	s := sqlitetest.Open(t)
+	rows, err := s.ReadDB().QueryContext(t.Context(), `EXPLAIN QUERY PLAN `+sqlitestore.ReadAccountSQL, uuid.NewString(), 0, 100)
+	if err != nil {
+		t.Fatalf("explain: %v", err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatalf("explain: %v", err)
+		}
+		plan = append(plan, detail)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("explain: %v", err)
+	}
+	if text := strings.Join(plan, "\n"); !strings.Contains(text, "SEARCH events USING INDEX events_account") || strings.Contains(text, "TEMP B-TREE") {
+		t.Fatalf("plan of ReadAccount is not a search of events_account in its order:\n%s", text)
 	}
 }

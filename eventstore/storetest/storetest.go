@@ -52,6 +52,8 @@ func run(t *testing.T, open func(t *testing.T) eventstore.Store) {
 		{"TailingReadAllSkipsNothing", testTailingReadAll},
 		{"ReadStreamAfter", testReadStreamAfter},
 		{"Snapshots", testSnapshots},
+		{"ReadAccount", testReadAccount},
+		{"TailingReadAccountSkipsNothing", testTailingReadAccount},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.test(t, open(t)) })
@@ -650,6 +652,13 @@ func appendInTurn(ctx context.Context, s eventstore.Store, stream string, n int)
 }
 
 func testTailingReadAll(t *testing.T, s eventstore.Store) {
+	testTailing(t, s, s.ReadAll, func(w int) string { return fmt.Sprintf("tailed-%d", w) }, func(int) bool { return true })
+}
+
+// testTailing checks that a reader tailing the log with read while
+// writers append sees exactly the events it should, in position order:
+// writer w appends to stream(w), and its events are read when read(w).
+func testTailing(t *testing.T, s eventstore.Store, read func(ctx context.Context, after int64, limit int) ([]eventstore.Event, error), stream func(w int) string, isRead func(w int) bool) {
 	const appends = 15
 	ctx := t.Context()
 	var (
@@ -665,9 +674,9 @@ func testTailingReadAll(t *testing.T, s eventstore.Store) {
 			// Checked before the read: a read that starts once the writers
 			// are done must find everything they appended.
 			done := isClosed(writing)
-			page, err := s.ReadAll(ctx, after, 7)
+			page, err := read(ctx, after, 7)
 			if err != nil {
-				tailErr = fmt.Errorf("read all after %d: %w", after, err)
+				tailErr = fmt.Errorf("read after %d: %w", after, err)
 				return
 			}
 			if len(page) == 0 && done {
@@ -680,7 +689,7 @@ func testTailingReadAll(t *testing.T, s eventstore.Store) {
 		}
 	}()
 	results := race(writers, func(w int) ([]eventstore.Event, error) {
-		return appendInTurn(ctx, s, fmt.Sprintf("tailed-%d", w), appends)
+		return appendInTurn(ctx, s, stream(w), appends)
 	})
 	close(writing)
 	<-tailed
@@ -688,11 +697,13 @@ func testTailingReadAll(t *testing.T, s eventstore.Store) {
 		t.Fatalf("tail: %v", tailErr)
 	}
 	var want []eventstore.Event
-	for _, r := range results {
+	for w, r := range results {
 		if r.err != nil {
 			t.Fatalf("append while tailing: %v", r.err)
 		}
-		want = append(want, r.events...)
+		if isRead(w) {
+			want = append(want, r.events...)
+		}
 	}
 	slices.SortFunc(want, byPosition)
 	assertStreamsInLogOrder(t, seen)

@@ -45,6 +45,15 @@ WHERE account_id = $1 AND team_id = $2 AND status = 'open'`
 	queueAfterSQL = ` AND (queue_class, created_at, id) > ($4, $5, $6)`
 	queueOrderSQL = ` ORDER BY queue_class, created_at, id LIMIT $3`
 
+	// The account's queue is read through handoffs_queue too, whose
+	// first column is the account: the account's open handoffs of every
+	// team, sorted. Open handoffs are at most one per session, so the
+	// sort is bounded by the account's open sessions.
+	accountQueueSQL = `SELECT ` + handoffColumns + ` FROM handoffs
+WHERE account_id = $1 AND status = 'open'`
+	accountQueueAfterSQL = ` AND (queue_class, created_at, id) > ($3, $4, $5)`
+	accountQueueOrderSQL = ` ORDER BY queue_class, created_at, id LIMIT $2`
+
 	historySQL = `SELECT ` + handoffColumns + ` FROM handoffs
 WHERE account_id = $1 AND session_id = $2`
 	historyAfterSQL = ` AND (created_at, id) < ($4, $5)`
@@ -62,6 +71,21 @@ func (s *Store) Queue(ctx context.Context, account, team uuid.UUID, page project
 	handoffs, err := pgx.CollectRows(rows, scanHandoff)
 	if err != nil {
 		return nil, fmt.Errorf("read queue of team %s: %w", team, err)
+	}
+	return handoffs, nil
+}
+
+// AccountQueue implements projections.Queries.
+func (s *Store) AccountQueue(ctx context.Context, account uuid.UUID, page projections.Page) ([]domain.Handoff, error) {
+	query, args := accountQueueSQL+accountQueueOrderSQL, []any{pgUUID(account), page.Limit}
+	if c := page.After; c != nil {
+		query = accountQueueSQL + accountQueueAfterSQL + accountQueueOrderSQL
+		args = append(args, c.Class, c.CreatedAt, pgUUID(c.ID))
+	}
+	rows, _ := s.pool.Query(ctx, query, args...)
+	handoffs, err := pgx.CollectRows(rows, scanHandoff)
+	if err != nil {
+		return nil, fmt.Errorf("read queue of account %s: %w", account, err)
 	}
 	return handoffs, nil
 }

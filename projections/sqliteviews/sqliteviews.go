@@ -58,6 +58,10 @@ WHERE account_id = ? AND team_id = ? AND status = 'open'`
 	queueAfterSQL = ` AND (queue_class, created_at, id) > (?, ?, ?)`
 	queueOrderSQL = ` ORDER BY queue_class, created_at, id LIMIT ?`
 
+	// The account's queue: see pgviews.
+	accountQueueSQL = `SELECT ` + handoffColumns + ` FROM handoffs
+WHERE account_id = ? AND status = 'open'`
+
 	historySQL = `SELECT ` + handoffColumns + ` FROM handoffs
 WHERE account_id = ? AND session_id = ?`
 	historyAfterSQL = ` AND (created_at, id) < (?, ?)`
@@ -74,6 +78,20 @@ func (s *Store) Queue(ctx context.Context, account, team uuid.UUID, page project
 	handoffs, err := queryHandoffs(ctx, s.read, query, append(args, page.Limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("read queue of team %s: %w", team, err)
+	}
+	return handoffs, nil
+}
+
+// AccountQueue implements projections.Queries.
+func (s *Store) AccountQueue(ctx context.Context, account uuid.UUID, page projections.Page) ([]domain.Handoff, error) {
+	query, args := accountQueueSQL+queueOrderSQL, []any{account.String()}
+	if c := page.After; c != nil {
+		query = accountQueueSQL + queueAfterSQL + queueOrderSQL
+		args = append(args, c.Class, formatTime(c.CreatedAt), c.ID.String())
+	}
+	handoffs, err := queryHandoffs(ctx, s.read, query, append(args, page.Limit)...)
+	if err != nil {
+		return nil, fmt.Errorf("read queue of account %s: %w", account, err)
 	}
 	return handoffs, nil
 }

@@ -38,6 +38,16 @@ func queueList(q projections.Queries, account, team uuid.UUID) list {
 	}
 }
 
+func accountQueueList(q projections.Queries, account uuid.UUID) list {
+	return list{
+		read: func(ctx context.Context, page projections.Page) ([]domain.Handoff, error) {
+			return q.AccountQueue(ctx, account, page)
+		},
+		place:  projections.QueueCursor,
+		before: func(a, b projections.Cursor) bool { return compareCursors(a, b) < 0 },
+	}
+}
+
 func historyList(q projections.Queries, account, session uuid.UUID) list {
 	return list{
 		read: func(ctx context.Context, page projections.Page) ([]domain.Handoff, error) {
@@ -172,6 +182,25 @@ func testQueuePages(t *testing.T, s projections.Store) {
 	sc := newScope()
 	put(t, s, newScope().handoff(domain.IntentEscalate, domain.PriorityUrgent, base)) // another account's
 	testPages(t, s, queueList(s, sc.account, sc.team), func(n int) []domain.Handoff { return mixedQueue(sc, n) })
+}
+
+// testAccountQueuePages checks the queue of a whole account: the open
+// handoffs of all its teams in one queue, and none of another account's.
+func testAccountQueuePages(t *testing.T, s projections.Store) {
+	teams := []scope{newScope(), newScope()}
+	teams[1].account = teams[0].account
+	other := newScope()
+	put(t, s, other.handoff(domain.IntentEscalate, domain.PriorityUrgent, base))
+	put(t, s, claimed(teams[0].handoff(domain.IntentEscalate, domain.PriorityUrgent, base), base.Add(time.Minute)))
+	testPages(t, s, accountQueueList(s, teams[0].account), func(n int) []domain.Handoff {
+		hs := mixedQueue(teams[0], n)
+		for i := range hs {
+			if i%2 == 1 {
+				hs[i].TeamID = teams[1].team
+			}
+		}
+		return hs
+	})
 }
 
 func testHistoryPages(t *testing.T, s projections.Store) {

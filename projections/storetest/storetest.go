@@ -45,6 +45,7 @@ func Run(t *testing.T, open func(tb testing.TB) projections.Store) {
 		"History_OtherAccountSeesNothing":   testHistoryScope,
 		"Reset_InvisibleUntilCommit":        testResetInvisible,
 		"Queue_Pages":                       testQueuePages,
+		"AccountQueue_Pages":                testAccountQueuePages,
 		"Queue_PageAfterVanishedHandoff":    testPageAfterVanishedHandoff,
 		"History_Pages":                     testHistoryPages,
 		"Attempt_UndoesOnlyTheFailedOne":    testAttempt,

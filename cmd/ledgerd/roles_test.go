@@ -159,6 +159,19 @@ func TestMigrate_RuntimeRole(t *testing.T) {
 		}
 	}
 
+	// The Merkle tree's tables may only be read and appended to.
+	for _, table := range []string{"merkle_leaves", "merkle_nodes", "merkle_checkpoints"} {
+		for privilege, want := range map[string]bool{"SELECT": true, "INSERT": true, "UPDATE": false, "DELETE": false, "TRUNCATE": false} {
+			var has bool
+			if err := admin.QueryRow(t.Context(), `SELECT has_table_privilege($1, $2, $3)`, runtime, table, privilege).Scan(&has); err != nil {
+				t.Fatal(err)
+			}
+			if has != want {
+				t.Errorf("runtime role has %s on %s: %v, want %v", privilege, table, has, want)
+			}
+		}
+	}
+
 	// A later version's migration is pending: serve as the runtime role
 	// says to migrate as the owner.
 	if err := execAs(t, adminURL, `DELETE FROM goose_db_version WHERE version_id = (SELECT max(version_id) FROM goose_db_version)`); err != nil {

@@ -96,6 +96,7 @@ func Run(t *testing.T, open func(tb testing.TB) audit.Store) {
 	t.Run("ProofsOfEveryPosition", func(t *testing.T) { t.Parallel(); testProofs(t, open(t)) })
 	t.Run("SealerResumes", func(t *testing.T) { t.Parallel(); testResume(t, open(t)) })
 	t.Run("StaleSeal", func(t *testing.T) { t.Parallel(); testStale(t, open(t)) })
+	t.Run("TwoSealers", func(t *testing.T) { t.Parallel(); testTwoSealers(t, open(t)) })
 }
 
 // SealAll runs a sealer of log into store until the newest checkpoint
@@ -265,5 +266,36 @@ func testStale(t *testing.T, store audit.Store) {
 	}
 	if _, err := store.LeafAt(t.Context(), 2); !errors.Is(err, audit.ErrNotFound) {
 		t.Fatalf("leaf of the refused seal: %v, want audit.ErrNotFound", err)
+	}
+}
+
+// testTwoSealers runs two sealers at once on one store, each with a lock
+// of its own, as a deposed leader still sealing beside the new one: the
+// tree they make together holds every leaf once, in order.
+func testTwoSealers(t *testing.T, store audit.Store) {
+	var log Log
+	log.Add(150)
+	key := Key(t)
+	for range 2 {
+		s := audit.NewSealer(&log, store, key, leader.NewLocal(), nil, nil, nil, Config())
+		ledgertest.Go(context.Background(), t, "sealer", s.Run)
+	}
+	leaves := log.All()
+	ledgertest.WaitUntil(t, waitLimit, "the sealers seal every leaf", func() bool {
+		c, ok, err := store.Latest(t.Context())
+		return err == nil && ok && c.Size == uint64(len(leaves))
+	})
+	head, err := audit.NewProver(store).Head(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := Root(t, leaves); string(head.Root) != string(want) {
+		t.Fatalf("root %x after two sealers, want %x", head.Root, want)
+	}
+	for i, l := range leaves {
+		got, err := store.LeafAt(t.Context(), l.Position)
+		if err != nil || got.Index != uint64(i) {
+			t.Fatalf("leaf of position %d = %+v, %v; want index %d", l.Position, got, err, i)
+		}
 	}
 }

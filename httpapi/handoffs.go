@@ -16,13 +16,15 @@ import (
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
+	"github.com/resolutionflow/ledgerd/asof"
 	"github.com/resolutionflow/ledgerd/domain"
 	"github.com/resolutionflow/ledgerd/projections"
 )
 
-// handoffJSON is a handoff on the wire. Times are RFC 3339 in UTC; the
-// claim fields are null until the handoff is claimed.
-type handoffJSON struct {
+// HandoffJSON is a handoff on the wire, as the REST API and `ledgerd
+// replay` show it. Times are RFC 3339 in UTC; the claim fields are null
+// until the handoff is claimed.
+type HandoffJSON struct {
 	ID            uuid.UUID  `json:"id"`
 	SessionID     uuid.UUID  `json:"session_id"`
 	Intent        string     `json:"intent"`
@@ -35,8 +37,8 @@ type handoffJSON struct {
 	ClaimedAt     *time.Time `json:"claimed_at"`
 }
 
-func toJSON(h domain.Handoff) handoffJSON {
-	out := handoffJSON{
+func toJSON(h domain.Handoff) HandoffJSON {
+	out := HandoffJSON{
 		ID:            h.ID,
 		SessionID:     h.SessionID,
 		Intent:        string(h.Intent),
@@ -53,8 +55,9 @@ func toJSON(h domain.Handoff) handoffJSON {
 	return out
 }
 
-func toJSONList(hs []domain.Handoff) []handoffJSON {
-	out := make([]handoffJSON, len(hs)) // never nil: an empty list is [], not null
+// HandoffsJSON returns the wire form of a list of handoffs, in their order.
+func HandoffsJSON(hs []domain.Handoff) []HandoffJSON {
+	out := make([]HandoffJSON, len(hs)) // never nil: an empty list is [], not null
 	for i, h := range hs {
 		out[i] = toJSON(h)
 	}
@@ -88,54 +91,59 @@ func pathID(c echo.Context, param string, notUUID error) (uuid.UUID, error) {
 
 // queue answers GET /ai-sessions/queue: a page of the open handoffs of
 // the caller's account and team; for an auditor, of every team of the
-// account.
+// account. With as_of, the handoffs that were open at that instant,
+// folded from the account's events.
 func (s *server) queue(c echo.Context) error {
 	actor := actorOf(c)
 	limit, err := pageLimit(c)
 	if err != nil {
 		return err
 	}
+	at, err := asOf(c)
+	if err != nil {
+		return err
+	}
+	kind, team := queueList, actor.TeamID
 	if actor.Role == domain.RoleAuditor {
-		return s.accountQueue(c, actor.AccountID, limit)
+		kind, team = accountQueueList, uuid.Nil // every team
 	}
-	scope := [2]uuid.UUID{actor.AccountID, actor.TeamID}
-	after, err := s.pageCursor(c, queueList, scope)
+	scope := [2]uuid.UUID{actor.AccountID, team}
+	after, err := s.pageCursor(c, kind, scope)
 	if err != nil {
 		return err
 	}
-	hs, err := s.queries.Queue(c.Request().Context(), actor.AccountID, actor.TeamID, projections.Page{Limit: limit + 1, After: after})
+	ctx, page := c.Request().Context(), projections.Page{Limit: limit + 1, After: after}
+	var hs []domain.Handoff
+	switch {
+	case at.past:
+		hs, err = asof.Queue(ctx, s.past, actor.AccountID, team, at.at, page)
+	case kind == accountQueueList:
+		hs, err = s.queries.AccountQueue(ctx, actor.AccountID, page)
+	default:
+		hs, err = s.queries.Queue(ctx, actor.AccountID, actor.TeamID, page)
+	}
 	if err != nil {
 		return err
 	}
-	return s.writePage(c, "/ai-sessions/queue", queueList, scope, limit, hs, projections.QueueCursor)
-}
-
-// accountQueue answers an auditor's GET /ai-sessions/queue: a page of the
-// open handoffs of every team of the account.
-func (s *server) accountQueue(c echo.Context, account uuid.UUID, limit int) error {
-	scope := [2]uuid.UUID{account, uuid.Nil}
-	after, err := s.pageCursor(c, accountQueueList, scope)
-	if err != nil {
-		return err
-	}
-	hs, err := s.queries.AccountQueue(c.Request().Context(), account, projections.Page{Limit: limit + 1, After: after})
-	if err != nil {
-		return err
-	}
-	return s.writePage(c, "/ai-sessions/queue", accountQueueList, scope, limit, hs, projections.QueueCursor)
+	return s.writePage(c, at.query("/ai-sessions/queue"), kind, scope, limit, hs, projections.QueueCursor)
 }
 
 // history answers GET /ai-sessions/:session_id/handoffs: a page of the
 // session's handoffs, newest first; [] for a session of another account or
-// none at all.
+// none at all. With as_of, the handoffs as they stood at that instant,
+// folded from the session's events.
 func (s *server) history(c echo.Context) error {
 	limit, err := pageLimit(c)
 	if err != nil {
 		return err
 	}
+	at, err := asOf(c)
+	if err != nil {
+		return err
+	}
 	session, err := pathID(c, "session_id", errNoHistory)
 	if errors.Is(err, errNoHistory) {
-		return c.JSON(http.StatusOK, []handoffJSON{})
+		return c.JSON(http.StatusOK, []HandoffJSON{})
 	}
 	if err != nil {
 		return err
@@ -146,11 +154,17 @@ func (s *server) history(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	hs, err := s.queries.History(c.Request().Context(), account, session, projections.Page{Limit: limit + 1, After: after})
+	page := projections.Page{Limit: limit + 1, After: after}
+	var hs []domain.Handoff
+	if at.past {
+		hs, err = asof.History(c.Request().Context(), s.past, account, session, at.at, page)
+	} else {
+		hs, err = s.queries.History(c.Request().Context(), account, session, page)
+	}
 	if err != nil {
 		return err
 	}
-	return s.writePage(c, "/ai-sessions/"+session.String()+"/handoffs", historyList, scope, limit, hs, projections.HistoryCursor)
+	return s.writePage(c, at.query("/ai-sessions/"+session.String()+"/handoffs"), historyList, scope, limit, hs, projections.HistoryCursor)
 }
 
 // createHandoff answers POST /ai-sessions/:session_id/handoff: park or

@@ -86,6 +86,7 @@ func startServer(tb testing.TB, nb NewBackend, checks ...httpapi.Check) *apiServ
 	e, err := httpapi.New(httpapi.Config{
 		Commands:    b.Commands,
 		Queries:     b.Queries,
+		Log:         b.Log,
 		Idempotency: b.Idempotency,
 		JWTSecret:   testSecret,
 		Checks:      append(b.Checks, checks...),

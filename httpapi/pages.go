@@ -121,12 +121,14 @@ func (s *server) pageCursor(c echo.Context, kind listKind, scope [2]uuid.UUID) (
 // writePage answers a list request with at most limit of handoffs, which
 // the store read with a limit of limit+1: when it found more, a Link header
 // (rel="next") gives the path of the next page, whose cursor is the place
-// of the page's last handoff.
-func (s *server) writePage(c echo.Context, path string, kind listKind, scope [2]uuid.UUID, limit int, hs []domain.Handoff, place func(domain.Handoff) projections.Cursor) error {
+// of the page's last handoff. query is the path and the start of the query
+// string of the next page (instant.query), to which it adds the limit and
+// the cursor.
+func (s *server) writePage(c echo.Context, query string, kind listKind, scope [2]uuid.UUID, limit int, hs []domain.Handoff, place func(domain.Handoff) projections.Cursor) error {
 	if len(hs) > limit {
 		hs = hs[:limit]
 		next := s.encodeCursor(kind, scope, place(hs[limit-1]))
-		c.Response().Header().Set("Link", "<"+path+"?limit="+strconv.Itoa(limit)+"&cursor="+next+`>; rel="next"`)
+		c.Response().Header().Set("Link", "<"+query+"limit="+strconv.Itoa(limit)+"&cursor="+next+`>; rel="next"`)
 	}
-	return c.JSON(http.StatusOK, toJSONList(hs))
+	return c.JSON(http.StatusOK, HandoffsJSON(hs))
 }

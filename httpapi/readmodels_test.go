@@ -32,6 +32,11 @@ func testPoisonEvent(t *testing.T, nb NewBackend) {
 	if q := s.queue(t, alice); len(q) != 1 || !sameHandoff(q[0], h) {
 		t.Fatalf("queue after the poison event = %+v, want [%+v]", q, h)
 	}
+	// The past is told as the read models tell it: without the poison.
+	now := asOfPath("/ai-sessions/queue", time.Now())
+	if q := decode[[]handoff](t, s.do(t, as(t, alice, http.MethodGet, now, ""), http.StatusOK)); len(q) != 1 || !sameHandoff(q[0], h) {
+		t.Fatalf("queue as of now after the poison event = %+v, want [%+v]", q, h)
+	}
 
 	type readyBody struct {
 		Detail string            `json:"detail"`

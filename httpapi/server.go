@@ -16,6 +16,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/resolutionflow/ledgerd/asof"
 	"github.com/resolutionflow/ledgerd/commands"
 	"github.com/resolutionflow/ledgerd/idempotency"
 	"github.com/resolutionflow/ledgerd/projections"
@@ -30,6 +31,8 @@ type Config struct {
 	Commands *commands.Handler
 	// Queries reads the queue and the history.
 	Queries projections.Queries
+	// Log reads the event log for the answers as of an instant (as_of).
+	Log asof.Log
 	// Idempotency keeps the responses of POSTs sent with an
 	// Idempotency-Key.
 	Idempotency idempotency.Store
@@ -69,6 +72,7 @@ type Check struct {
 type server struct {
 	cmds    *commands.Handler
 	queries projections.Queries
+	past    asof.Log
 	idem    idempotency.Store
 	// cursorKey signs page cursors (newCursorKey).
 	cursorKey []byte
@@ -86,6 +90,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	s := &server{
 		cmds:      cfg.Commands,
 		queries:   cfg.Queries,
+		past:      cfg.Log,
 		idem:      cfg.Idempotency,
 		cursorKey: newCursorKey(cfg.JWTSecret),
 		tokens:    newTokenVerifier(cfg),
@@ -127,6 +132,9 @@ func (cfg Config) validate() error {
 	}
 	if cfg.Queries == nil {
 		errs = append(errs, errors.New("httpapi: Config.Queries is required"))
+	}
+	if cfg.Log == nil {
+		errs = append(errs, errors.New("httpapi: Config.Log is required"))
 	}
 	if cfg.Idempotency == nil {
 		errs = append(errs, errors.New("httpapi: Config.Idempotency is required"))

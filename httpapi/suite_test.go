@@ -37,6 +37,8 @@ func runSuite(t *testing.T, nb NewBackend) {
 		{"Pages", testPages},
 		{"PageLimits", testPageLimits},
 		{"PageCursors", testPageCursors},
+		{"AsOf", testAsOf},
+		{"AsOfRefusesBadInstants", testAsOfBadInstants},
 		{"Unauthorized", testUnauthorized},
 		{"ViewerCannotClaim", testViewerCannotClaim},
 		{"AuditorReadsAndCommandsNothing", testAuditorReadsAndCommandsNothing},

@@ -1,6 +1,8 @@
 package projections
 
 import (
+	"bytes"
+	"cmp"
 	"time"
 
 	"github.com/google/uuid"
@@ -55,4 +57,16 @@ func QueueCursor(h domain.Handoff) Cursor {
 // HistoryCursor is the place of h in its session's history.
 func HistoryCursor(h domain.Handoff) Cursor {
 	return Cursor{CreatedAt: h.CreatedAt, ID: h.ID}
+}
+
+// Compare orders cursors as the queue lists them: by Class, then
+// CreatedAt, then ID, each ascending (the bytes of the ID, as both stores
+// order UUIDs). The history lists its handoffs in the opposite order.
+// It returns -1, 0 or +1.
+func (c Cursor) Compare(d Cursor) int {
+	return cmp.Or(
+		cmp.Compare(c.Class, d.Class),
+		c.CreatedAt.Compare(d.CreatedAt),
+		bytes.Compare(c.ID[:], d.ID[:]),
+	)
 }

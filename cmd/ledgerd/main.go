@@ -9,6 +9,7 @@
 //	ledgerd token [flags]         print a signed token for development
 //	ledgerd projections rebuild   rebuild the read models from the log
 //	ledgerd tail [flags]          print events from NATS as they arrive
+//	ledgerd replay [flags]        print a session's events, each with its state after it
 //	ledgerd audit key|keygen      print the checkpoints' public key, or make a signing key
 package main
 
@@ -33,8 +34,28 @@ func main() {
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "ledgerd:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
+}
+
+// usageError is a command line a command refuses: the process exits with
+// status 2, as for a flag it does not know.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usageErrorf(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// exitCode is the exit status of a command that failed with err: 2 for a
+// refused command line, 1 otherwise.
+func exitCode(err error) int {
+	var usage *usageError
+	if errors.As(err, &usage) {
+		return 2
+	}
+	return 1
 }
 
 const usage = `usage: ledgerd <command> [flags]
@@ -45,6 +66,7 @@ commands:
   token                  print a signed bearer token (development, scripts)
   projections rebuild    rebuild the read models from the event log
   tail                   print ledger events from NATS as they arrive
+  replay                 print a session's events, each with the session's state after it
   audit key              print the public key that verifies the Merkle checkpoints
   audit keygen           print a new checkpoint signing key (for --audit-key-file)
 
@@ -73,6 +95,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return rebuild(ctx, rest[1:], stderr, logger)
 	case "tail":
 		return tailEvents(ctx, rest, stdout, stderr, logger)
+	case "replay":
+		return replay(ctx, rest, stdout, stderr, logger)
 	case "audit":
 		return auditCommand(ctx, rest, stdout, stderr)
 	case "-h", "-help", "--help", "help":

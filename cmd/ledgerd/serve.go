@@ -141,6 +141,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	api, err := httpapi.New(httpapi.Config{
 		Commands:    commands.NewHandler(b.events, nil),
 		Queries:     projections.CaughtUp(b.views, b.events, projector, *readWait),
+		Log:         b.events,
 		Idempotency: b.idem,
 		JWTSecret:   []byte(secret),
 		JWTMaxTTL:   *jwtMaxTTL,

@@ -24,10 +24,17 @@ const (
 	EFORBIDDEN    Code = "forbidden"
 	EUNAUTHORIZED Code = "unauthorized"
 	// EUNAVAILABLE: the ledger cannot answer now but will soon, such as
-	// when the read models are behind the log; the client should retry.
+	// when the read models are behind the log or the database cannot be
+	// reached; the client should retry.
 	EUNAVAILABLE Code = "unavailable"
 	EINTERNAL    Code = "internal"
 )
+
+// ErrDatabaseUnavailable is matched (errors.Is, ErrorCode EUNAVAILABLE) by
+// the errors of a store that could not reach its database, or lost it in the
+// middle of a statement: the client should retry. A command that failed so
+// may still have committed.
+var ErrDatabaseUnavailable = Errorf(EUNAVAILABLE, "Database unavailable, please retry")
 
 // Error is a ledger error with a code and a message meant for the user.
 type Error struct {

@@ -64,8 +64,33 @@ func SkippedEventsCheck(store interface {
 	}}
 }
 
+// StallCheck is the readiness check named name (such as "projector" or
+// "relay") of a checkpoint that has stalled (see projections.StallWatch):
+// while it stands still behind the log's head, it fails, degrading, with a
+// Notice such as "projector handoffs: checkpoint 120 has not moved for 20s
+// while the log's head is 480".
+//
+// It degrades rather than making the process unready: the checkpoint is
+// shared by every process, so each of them sees the same stall and none
+// would serve better; a 503 on every process would take commands, which
+// still work, out of a load balancer's rotation too. A stalled projector
+// makes reads answer 503 once they have waited --read-wait-timeout; a
+// stalled relay delays NATS, while commands and reads work.
+func StallCheck(name string, watch *projections.StallWatch) Check {
+	return Check{Name: name, Degrading: true, Func: func(ctx context.Context) error {
+		stall, stalled, err := watch.Check(ctx)
+		if err != nil || !stalled {
+			return err
+		}
+		return Notice(fmt.Sprintf("%s %s: checkpoint %d has not moved for %s while the log's head is %d",
+			name, watch.Name(), stall.Checkpoint, stall.For.Round(100*time.Millisecond), stall.Head))
+	}}
+}
+
 // readyz runs every check: 503 when one that is not Degrading fails, 200
-// otherwise, with status "degraded" when a Degrading one fails. Failures
+// otherwise, with status "degraded" when a Degrading one fails. Checks
+// that share a name (such as the projector's skipped events and its stall)
+// show as one, failing when any of them fails. Failures
 // are logged with their error; the body only names them, and gives the
 // text of a Notice in its detail.
 func (s *server) readyz(c echo.Context) error {
@@ -88,7 +113,10 @@ func (s *server) readyz(c echo.Context) error {
 			}
 			continue
 		}
-		body.Checks[check.Name] = checkOK
+		if body.Checks[check.Name] != checkFailing {
+			// Several checks may share a name: it fails if any fails.
+			body.Checks[check.Name] = checkOK
+		}
 	}
 	if len(down) > 0 {
 		body.Status = stateDown

@@ -7,6 +7,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/resolutionflow/ledgerd/internal/pgerr"
 )
 
 // postgresStore keeps keys in the idempotency_keys table.
@@ -46,7 +48,7 @@ func (s *postgresStore) Reserve(ctx context.Context, owner Owner, key, requestHa
 			return Record{RequestHash: requestHash}, true, nil
 		}
 		if !errors.Is(err, pgx.ErrNoRows) {
-			return Record{}, false, fmt.Errorf("reserve idempotency key: %w", err)
+			return Record{}, false, pgerr.Classify(fmt.Errorf("reserve idempotency key: %w", err))
 		}
 		var rec Record
 		err = s.pool.QueryRow(ctx, selectSQL, owner.Account, owner.User, key).Scan(&rec.RequestHash, &rec.StatusCode, &rec.Response)
@@ -54,7 +56,7 @@ func (s *postgresStore) Reserve(ctx context.Context, owner Owner, key, requestHa
 			continue
 		}
 		if err != nil {
-			return Record{}, false, fmt.Errorf("read idempotency key: %w", err)
+			return Record{}, false, pgerr.Classify(fmt.Errorf("read idempotency key: %w", err))
 		}
 		return rec, false, nil
 	}
@@ -66,7 +68,7 @@ func (s *postgresStore) Complete(ctx context.Context, owner Owner, key string, s
 UPDATE idempotency_keys SET status_code = $4, response = $5
 WHERE account_id = $1 AND user_id = $2 AND key = $3 AND status_code IS NULL`, owner.Account, owner.User, key, status, body)
 	if err != nil {
-		return fmt.Errorf("store idempotent response: %w", err)
+		return pgerr.Classify(fmt.Errorf("store idempotent response: %w", err))
 	}
 	return nil
 }
@@ -74,7 +76,7 @@ WHERE account_id = $1 AND user_id = $2 AND key = $3 AND status_code IS NULL`, ow
 func (s *postgresStore) Sweep(ctx context.Context) (int64, error) {
 	tag, err := s.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)`, TTL.Seconds())
 	if err != nil {
-		return 0, fmt.Errorf("sweep expired idempotency keys: %w", err)
+		return 0, pgerr.Classify(fmt.Errorf("sweep expired idempotency keys: %w", err))
 	}
 	return tag.RowsAffected(), nil
 }
@@ -83,7 +85,7 @@ func (s *postgresStore) Release(ctx context.Context, owner Owner, key string) er
 	_, err := s.pool.Exec(ctx, `
 DELETE FROM idempotency_keys WHERE account_id = $1 AND user_id = $2 AND key = $3 AND status_code IS NULL`, owner.Account, owner.User, key)
 	if err != nil {
-		return fmt.Errorf("release idempotency key: %w", err)
+		return pgerr.Classify(fmt.Errorf("release idempotency key: %w", err))
 	}
 	return nil
 }

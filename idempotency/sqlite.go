@@ -46,7 +46,7 @@ func (s *sqliteStore) Reserve(ctx context.Context, owner Owner, key, requestHash
 
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return Record{}, false, fmt.Errorf("reserve idempotency key: begin: %w", err)
+		return Record{}, false, sqlitestore.Classify(fmt.Errorf("reserve idempotency key: begin: %w", err))
 	}
 	defer tx.Rollback() // a no-op after Commit
 	rec := Record{RequestHash: requestHash}
@@ -62,10 +62,10 @@ func (s *sqliteStore) Reserve(ctx context.Context, owner Owner, key, requestHash
 			return Record{}, false, fmt.Errorf("read idempotency key: %w", err)
 		}
 	case err != nil:
-		return Record{}, false, fmt.Errorf("reserve idempotency key: %w", err)
+		return Record{}, false, sqlitestore.Classify(fmt.Errorf("reserve idempotency key: %w", err))
 	}
 	if err := tx.Commit(); err != nil {
-		return Record{}, false, fmt.Errorf("reserve idempotency key: commit: %w", err)
+		return Record{}, false, sqlitestore.Classify(fmt.Errorf("reserve idempotency key: commit: %w", err))
 	}
 	return rec, reserved, nil
 }
@@ -75,7 +75,7 @@ func (s *sqliteStore) Complete(ctx context.Context, owner Owner, key string, sta
 UPDATE idempotency_keys SET status_code = ?, response = ?
 WHERE account_id = ? AND user_id = ? AND key = ? AND status_code IS NULL`, status, body, owner.Account.String(), owner.User.String(), key)
 	if err != nil {
-		return fmt.Errorf("store idempotent response: %w", err)
+		return sqlitestore.Classify(fmt.Errorf("store idempotent response: %w", err))
 	}
 	return nil
 }
@@ -97,7 +97,7 @@ func (s *sqliteStore) Release(ctx context.Context, owner Owner, key string) erro
 	_, err := s.db.ExecContext(ctx, `
 DELETE FROM idempotency_keys WHERE account_id = ? AND user_id = ? AND key = ? AND status_code IS NULL`, owner.Account.String(), owner.User.String(), key)
 	if err != nil {
-		return fmt.Errorf("release idempotency key: %w", err)
+		return sqlitestore.Classify(fmt.Errorf("release idempotency key: %w", err))
 	}
 	return nil
 }

@@ -50,33 +50,44 @@ func testConfig() relay.Config {
 	}
 }
 
-// env is one database and one NATS server, shared by the relays of a test
-// as if each ran in its own ledgerd process.
+// env is one database and one NATS server (or cluster), shared by the
+// relays of a test as if each ran in its own ledgerd process.
 type env struct {
 	t        *testing.T
 	url      string
 	store    *pgstore.Store
 	views    *pgviews.Store
-	nats     *natstest.Server
+	nats     *natstest.Server // nil on a cluster
+	natsURL  string
 	js       jetstream.JetStream // the test's own client
 	handler  *commands.Handler
 	accounts []uuid.UUID
 	logger   *slog.Logger
 }
 
+// newEnv returns an env on its own NATS server.
 func newEnv(t *testing.T) *env {
+	t.Helper()
+	srv := natstest.Start(t)
+	e := newEnvOn(t, srv.URL())
+	e.nats = srv
+	return e
+}
+
+// newEnvOn returns an env on the NATS servers at natsURL.
+func newEnvOn(t *testing.T, natsURL string) *env {
 	t.Helper()
 	e := &env{
 		t:        t,
 		url:      pgtest.NewDatabase(t),
-		nats:     natstest.Start(t),
+		natsURL:  natsURL,
 		accounts: []uuid.UUID{uuid.New(), uuid.New(), uuid.New()},
 		logger:   slog.New(slog.NewTextHandler(t.Output(), nil)),
 	}
 	pool := e.newPool()
 	e.store, e.views = pgstore.New(pool), pgviews.New(pool)
 	e.handler = commands.NewHandler(e.store, nil)
-	nc, err := nats.Connect(e.nats.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	nc, err := nats.Connect(natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
 	if err != nil {
 		t.Fatalf("connect test client: %v", err)
 	}
@@ -97,28 +108,25 @@ func (e *env) newPool() *pgxpool.Pool {
 // made by relay.Connect with opts added.
 func (e *env) newRelay(locker leader.Locker, cfg relay.Config, opts ...nats.Option) *relay.Relay {
 	e.t.Helper()
-	opts = append([]nats.Option{nats.ReconnectWait(20 * time.Millisecond)}, opts...)
-	nc, err := relay.Connect(e.nats.URL(), "relay-test", e.logger, opts...)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(nc.Close)
-	r, err := relay.New(nc, e.store, e.views, locker, e.store.Appended, e.logger, cfg)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return r
+	return e.newRelayWith(locker, cfg, e.logger, opts...)
 }
 
 // newRelayLogging returns a relay like newRelay, logging to logger.
 func (e *env) newRelayLogging(logger *slog.Logger) *relay.Relay {
 	e.t.Helper()
-	nc, err := relay.Connect(e.nats.URL(), "relay-test", e.logger, nats.ReconnectWait(20*time.Millisecond))
+	return e.newRelayWith(leader.NewLocal(), testConfig(), logger)
+}
+
+// newRelayWith returns a relay like newRelay, logging to logger.
+func (e *env) newRelayWith(locker leader.Locker, cfg relay.Config, logger *slog.Logger, opts ...nats.Option) *relay.Relay {
+	e.t.Helper()
+	opts = append([]nats.Option{nats.ReconnectWait(20 * time.Millisecond)}, opts...)
+	nc, err := relay.Connect(e.natsURL, "relay-test", e.logger, opts...)
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(nc.Close)
-	r, err := relay.New(nc, e.store, e.views, leader.NewLocal(), e.store.Appended, logger, testConfig())
+	r, err := relay.New(nc, e.store, e.views, locker, e.store.Appended, logger, cfg)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -247,7 +255,11 @@ func (e *env) assertStream(want []eventstore.Event) {
 		e.t.Fatal(err)
 	}
 	if info.State.Msgs != uint64(len(want)) {
-		e.t.Fatalf("stream holds %d messages, want %d (one per committed event)", info.State.Msgs, len(want))
+		var positions []string
+		for _, m := range e.fetchAll(ctx, stream, int(info.State.Msgs)) {
+			positions = append(positions, m.Headers().Get(relay.HeaderPosition))
+		}
+		e.t.Fatalf("stream holds %d messages, want %d (one per committed event); their positions: %v", info.State.Msgs, len(want), positions)
 	}
 	got := e.fetchAll(ctx, stream, len(want))
 	for i, m := range got {

@@ -81,9 +81,10 @@
 // Only one relay publishes at a time: Run holds the leader lock Name while
 // it publishes, and another process's relay takes over within seconds when
 // the holder dies. While NATS is unreachable, appends carry on (the relay
-// never touches the write path), the relay retries with backoff and Status
-// reports it degraded with the backlog; the backlog drains in order when
-// NATS returns.
+// never touches the write path), the relay retries with backoff, and Status
+// reports it degraded, naming the outage (the connection's status and last
+// error), with the backlog; the relay wakes from its backoff as soon as
+// the connection is back, and the backlog drains in order.
 package relay
 
 import (
@@ -111,9 +112,9 @@ const Name = "relay.nats"
 // Log is the global event log the relay tails.
 //
 // A Log that also has a method Head(ctx) (int64, error), returning the
-// position of the last committed event (as pgstore.Store does), lets the
-// relay measure its backlog exactly; otherwise the backlog counts only the
-// events the relay has read.
+// position of the last committed event (as pgstore.Store and
+// sqlitestore.Store do), lets the relay measure its backlog; otherwise the
+// backlog counts only the events the relay has read.
 type Log interface {
 	// ReadAll returns up to limit events with a position greater than
 	// after, in position order, never skipping one that commits late.
@@ -139,6 +140,7 @@ type header interface {
 // Relay publishes the event log to JetStream. Run it in every process; the
 // leader lock makes one publish at a time.
 type Relay struct {
+	nc          *nats.Conn
 	js          jetstream.JetStream
 	log         Log
 	checkpoints Checkpoints
@@ -147,8 +149,15 @@ type Relay struct {
 	logger      *slog.Logger
 	cfg         Config
 
+	// reconnected is notified each time the connection to NATS is made
+	// again, to cut a backoff short.
+	reconnected eventstore.Signal
+
 	mu    sync.Mutex
 	stats stats
+	// lostWith is the error that last cut the connection to NATS, which
+	// the client forgets (nats.Conn.LastError) while it reconnects.
+	lostWith error
 
 	// beforeCheckpoint, when set (by tests), runs after a batch has been
 	// acknowledged and before the checkpoint moves.
@@ -177,22 +186,32 @@ func New(nc *nats.Conn, log Log, checkpoints Checkpoints, locker leader.Locker, 
 	if wake == nil {
 		wake = func() <-chan struct{} { return nil }
 	}
-	return &Relay{
-		js: js, log: log, checkpoints: checkpoints, locker: locker, wake: wake,
+	r := &Relay{
+		nc: nc, js: js, log: log, checkpoints: checkpoints, locker: locker, wake: wake,
 		logger: logger.With("component", "relay", "stream", cfg.Stream), cfg: cfg,
-	}, nil
+	}
+	onDisconnect := nc.Opts.DisconnectedErrCB // Connect's, which logs
+	nc.SetDisconnectErrHandler(func(c *nats.Conn, err error) {
+		r.mu.Lock()
+		r.lostWith = err
+		r.mu.Unlock()
+		if onDisconnect != nil {
+			onDisconnect(c, err)
+		}
+	})
+	return r, nil
 }
 
 // Run publishes the log until ctx ends, then returns nil. It waits for the
 // leader lock, publishes while it holds it, and waits again when it loses
 // it. Failures are logged, reported by Status and retried with backoff.
 func (r *Relay) Run(ctx context.Context) error {
-	reported := make(chan struct{})
-	go func() {
-		defer close(reported)
-		r.report(ctx)
-	}()
-	defer func() { <-reported }()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wg.Go(func() { r.report(ctx) })
+	wg.Go(func() { r.watchReconnects(ctx) })
 	for {
 		held, release, err := r.locker.Acquire(ctx, Name)
 		if err != nil {
@@ -211,13 +230,32 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 }
 
+// watchReconnects notifies r.reconnected each time the connection to NATS
+// is made again, until ctx ends.
+func (r *Relay) watchReconnects(ctx context.Context) {
+	connected := r.nc.StatusChanged(nats.CONNECTED)
+	defer r.nc.RemoveStatusListener(connected)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-connected:
+			r.reconnected.Notify()
+		}
+	}
+}
+
 // lead publishes while ctx, the leadership's context, lasts, starting a new
-// session after each failure.
+// session after each failure. A failed session is retried after a backoff
+// that doubles up to MaxBackoff, or at once when the connection to NATS is
+// made again meanwhile (even while the session was failing): an outage
+// then ends for the relay within the reconnect, not the backoff.
 func (r *Relay) lead(ctx context.Context) {
 	r.setLeading(true)
 	r.logger.InfoContext(ctx, "relay leading")
 	backoff := r.cfg.MinBackoff
 	for {
+		reconnected := r.reconnected.Wait()
 		progressed, err := r.session(ctx)
 		if ctx.Err() != nil {
 			return
@@ -226,16 +264,30 @@ func (r *Relay) lead(ctx context.Context) {
 			backoff = r.cfg.MinBackoff
 		}
 		r.fail(ctx, err, backoff)
-		if !eventstore.Sleep(ctx, backoff, nil) {
+		if !eventstore.Sleep(ctx, backoff, reconnected) {
 			return
 		}
-		backoff = min(2*backoff, r.cfg.MaxBackoff)
+		select {
+		case <-reconnected:
+			r.logger.InfoContext(ctx, "relay retrying at once: the connection to NATS is back", "server", r.nc.ConnectedUrlRedacted())
+			backoff = r.cfg.MinBackoff
+		default:
+			backoff = min(2*backoff, r.cfg.MaxBackoff)
+		}
 	}
 }
 
 // session sets the stream up, then publishes the log from the checkpoint
 // until something fails. It reports whether it published anything.
 func (r *Relay) session(ctx context.Context) (progressed bool, err error) {
+	pos, err := r.checkpoints.Checkpoint(ctx, Name)
+	if err != nil {
+		return false, fmt.Errorf("read checkpoint: %w", err)
+	}
+	r.setCheckpoint(pos) // for the backlog, even while NATS is down
+	if err := r.disconnected(); err != nil {
+		return false, err
+	}
 	stream, err := r.ensureStream(ctx)
 	if err != nil {
 		return false, err
@@ -244,11 +296,6 @@ func (r *Relay) session(ctx context.Context) (progressed bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	pos, err := r.checkpoints.Checkpoint(ctx, Name)
-	if err != nil {
-		return false, fmt.Errorf("read checkpoint: %w", err)
-	}
-	r.setCheckpoint(pos)
 	if pos, err = r.reconcile(ctx, stream, pos, end.tip, end.tipPos); err != nil {
 		return false, err
 	}
@@ -496,12 +543,56 @@ func (r *Relay) checkpoint(ctx context.Context, from, to int64) error {
 	return nil
 }
 
-// fail records a failed session and logs it.
+// fail records a failed session and logs it, with its cause.
 func (r *Relay) fail(ctx context.Context, err error, retryIn time.Duration) {
 	r.measureHead(ctx)
-	st := r.markDegraded(err)
-	r.logger.WarnContext(ctx, "relay degraded, retrying", "err", err, "retry_in", retryIn,
+	st := r.markDegraded(r.cause(err))
+	r.logger.WarnContext(ctx, "relay degraded, retrying", "err", st.LastError, "retry_in", retryIn,
 		"checkpoint", st.Checkpoint, "backlog", st.Backlog)
+}
+
+// errDisconnected is the cause of a failure while the connection to NATS
+// is down.
+var errDisconnected = errors.New("NATS disconnected")
+
+// disconnected returns an error naming the outage, with the connection's
+// status and last error, while the connection to NATS is down; nil while
+// it is up.
+func (r *Relay) disconnected() error {
+	if r.nc.IsConnected() {
+		return nil
+	}
+	last := r.nc.LastError()
+	if last == nil {
+		r.mu.Lock()
+		last = r.lostWith
+		r.mu.Unlock()
+	}
+	if last == nil {
+		return fmt.Errorf("%w: connection %s", errDisconnected, r.nc.Status())
+	}
+	return fmt.Errorf("%w: connection %s, last error: %w", errDisconnected, r.nc.Status(), last)
+}
+
+// cause returns why a session failed, as an operator should read it. While
+// the connection to NATS is down, the client's own errors hide the outage:
+// it refuses a publish with "outbound buffer limit exceeded" (Connect
+// makes it fail fast rather than queue), and a request times out. The
+// cause is then the outage itself.
+func (r *Relay) cause(err error) error {
+	down := r.disconnected()
+	switch {
+	case errors.Is(err, errDisconnected):
+		return err
+	case errors.Is(err, nats.ErrReconnectBufExceeded):
+		if down == nil { // back already
+			return fmt.Errorf("%w while publishing: %w", errDisconnected, err)
+		}
+		return down
+	case down != nil:
+		return fmt.Errorf("%w (the attempt failed with: %w)", down, err)
+	}
+	return err
 }
 
 // measureHead updates the log head, if the log can tell it.
@@ -520,9 +611,11 @@ func (r *Relay) measureHead(ctx context.Context) {
 	r.setHead(head)
 }
 
-// seen notes the events read after pos. A batch that is not full ends at
-// the last event ReadAll could return then, which stands for the head (pos
-// when it is empty); after a full batch the head is measured.
+// seen notes the events read after pos: the head is at least the last of
+// them. A batch that is not full does not end at the head: ReadAll stops
+// before a position whose append is still open, however many events
+// follow it. So the head is measured after a full batch, and before every
+// report (recovered, fail, report).
 func (r *Relay) seen(ctx context.Context, pos int64, events []eventstore.Event) {
 	if len(events) > 0 {
 		pos = events[len(events)-1].Position

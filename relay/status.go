@@ -21,7 +21,10 @@ type Status struct {
 
 	// Checkpoint is the position of the last event published and recorded.
 	Checkpoint int64
-	// Head is the highest position of the log known to be committed.
+	// Head is the highest position of the log known to be committed: the
+	// last event the relay read, or the log's head as last measured (after
+	// each full batch, and before each log line that reports the backlog),
+	// whichever is higher.
 	Head int64
 	// Backlog is Head - Checkpoint: an upper bound of the events waiting to
 	// be published (rolled-back appends leave gaps in positions).
@@ -81,8 +84,9 @@ func (r *Relay) setCheckpoint(pos int64) {
 	r.update(func(s *Status) { s.Checkpoint = pos })
 }
 
+// setHead raises the head to pos; the log's head never moves back.
 func (r *Relay) setHead(pos int64) {
-	r.update(func(s *Status) { s.Head = pos })
+	r.update(func(s *Status) { s.Head = max(s.Head, pos) })
 }
 
 func (r *Relay) markDegraded(err error) Status {
@@ -100,6 +104,7 @@ func (r *Relay) recovered(ctx context.Context) {
 	if !prev.Degraded {
 		return
 	}
+	r.measureHead(ctx)
 	st := r.update(func(s *Status) { s.Degraded, s.DegradedSince = false, time.Time{} })
 	r.logger.InfoContext(ctx, "relay recovered", "degraded_for", time.Since(prev.DegradedSince).Round(time.Millisecond),
 		"checkpoint", st.Checkpoint, "backlog", st.Backlog)
@@ -129,6 +134,9 @@ func (r *Relay) report(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if r.Status().Leading {
+			r.measureHead(ctx)
 		}
 		r.mu.Lock()
 		st, published, maxLag := r.stats.Status, r.stats.intervalPublished, r.stats.intervalMaxLag

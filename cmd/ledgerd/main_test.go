@@ -193,12 +193,14 @@ func TestServeAndToken_RefuseAShortSecret(t *testing.T) {
 	}
 }
 
-func TestServe_RefusesANonPositiveReadWait(t *testing.T) {
-	for _, wait := range []string{"0s", "-1s"} {
-		err := run(context.Background(), []string{"serve", "--database-url", "postgres://127.0.0.1:1/none", "--http-addr", freeAddr(t),
-			"--jwt-secret", testSecret, "--read-wait-timeout", wait}, io.Discard, io.Discard)
-		if err == nil || !strings.Contains(err.Error(), "--read-wait-timeout must be positive") {
-			t.Errorf("serve --read-wait-timeout %s = %v, want an error naming the flag", wait, err)
+func TestServe_RefusesNonPositiveDurations(t *testing.T) {
+	for _, flag := range []string{"--read-wait-timeout", "--stall-after"} {
+		for _, d := range []string{"0s", "-1s"} {
+			err := run(context.Background(), []string{"serve", "--database-url", "postgres://127.0.0.1:1/none", "--http-addr", freeAddr(t),
+				"--jwt-secret", testSecret, flag, d}, io.Discard, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), flag+" must be positive") {
+				t.Errorf("serve %s %s = %v, want an error naming the flag", flag, d, err)
+			}
 		}
 	}
 }

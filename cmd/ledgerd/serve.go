@@ -18,6 +18,7 @@ import (
 	"github.com/resolutionflow/ledgerd/httpapi"
 	"github.com/resolutionflow/ledgerd/idempotency"
 	"github.com/resolutionflow/ledgerd/projections"
+	"github.com/resolutionflow/ledgerd/relay"
 )
 
 // storageFlags choose and configure the backend: PostgreSQL when a
@@ -91,6 +92,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	natsFlags := addNATSFlags(f)
 	grace := f.duration("shutdown-timeout", "LEDGER_SHUTDOWN_TIMEOUT", defaultShutdownTimeout, "longest a stop on SIGTERM takes; in-flight requests get nine tenths of it to finish")
 	readWait := f.duration("read-wait-timeout", "LEDGER_READ_WAIT_TIMEOUT", defaultReadWaitTimeout, "how long a read waits for the read models to catch up before it answers 503")
+	stallAfter := f.duration("stall-after", "LEDGER_STALL_AFTER", defaultStallAfter, "how long the projector's or the relay's checkpoint may stand still behind the log's head before /readyz reports it stalled")
 	httpFlags := addHTTPFlags(f)
 	auditKeyFile := addAuditKeyFlag(f)
 	if err := f.parse(args); err != nil {
@@ -98,6 +100,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	}
 	if *readWait <= 0 {
 		return fmt.Errorf("--read-wait-timeout must be positive, got %s", *readWait)
+	}
+	if *stallAfter <= 0 {
+		return fmt.Errorf("--stall-after must be positive, got %s", *stallAfter)
 	}
 	limits, err := httpFlags.limits()
 	if err != nil {
@@ -147,9 +152,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 		JWTMaxTTL:   *jwtMaxTTL,
 		JWTIssuer:   *jwtIssuer,
 		JWTAudience: *jwtAudience,
-		Checks:      append(b.checks, relayCheck, httpapi.SkippedEventsCheck(b.views, projections.HandoffsProjector)),
-		Logger:      logger,
-		Audit:       &httpapi.Audit{Prover: audit.NewProver(b.audit), Verifier: auditKey.Verifier(), Log: b.events},
+		Checks: append(b.checks, relayCheck,
+			httpapi.SkippedEventsCheck(b.views, projections.HandoffsProjector),
+			httpapi.StallCheck("projector", projections.NewStallWatch(b.views, b.events, projections.HandoffsProjector, *stallAfter)),
+			httpapi.StallCheck("relay", projections.NewStallWatch(b.views, b.events, relay.Name, *stallAfter))),
+		Logger: logger,
+		Audit:  &httpapi.Audit{Prover: audit.NewProver(b.audit), Verifier: auditKey.Verifier(), Log: b.events},
 	})
 	if err != nil {
 		return err
@@ -198,6 +206,12 @@ const defaultShutdownTimeout = 30 * time.Second
 // defaultReadWaitTimeout is how long a read waits for the read models to
 // reflect the log unless --read-wait-timeout says otherwise.
 const defaultReadWaitTimeout = 2 * time.Second
+
+// defaultStallAfter is how long a checkpoint may stand still behind the
+// log's head before /readyz reports it, unless --stall-after says
+// otherwise: well above a busy projector's or relay's pauses between
+// batches, and above the few seconds a takeover of its leadership takes.
+const defaultStallAfter = 15 * time.Second
 
 // isTerminal reports whether w is a terminal, where a person reads; there
 // the startup lines go with the JSON logs, which a log collector reads

@@ -25,6 +25,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/resolutionflow/ledgerd/eventstore"
+	"github.com/resolutionflow/ledgerd/internal/pgerr"
 )
 
 // Store is an eventstore.Store on a PostgreSQL pool.
@@ -145,7 +146,7 @@ func (s *Store) insert(ctx context.Context, expected eventstore.ExpectedVersion,
 		return &eventstore.ConflictError{Stream: stream, Expected: expected}
 	}
 	if err != nil {
-		return fmt.Errorf("append to stream %q: %w", stream, err)
+		return pgerr.Classify(fmt.Errorf("append to stream %q: %w", stream, err))
 	}
 	if n == 0 {
 		// appendSQL found the stream at another version.
@@ -205,7 +206,7 @@ func (s *Store) ReadStreamAfter(ctx context.Context, stream string, after int64)
 	rows, _ := s.pool.Query(ctx, selectEvent+`WHERE stream = $1 AND version > $2 ORDER BY version`, stream, after)
 	events, err := collectEvents(rows)
 	if err != nil {
-		return nil, fmt.Errorf("read stream %q after version %d: %w", stream, after, err)
+		return nil, pgerr.Classify(fmt.Errorf("read stream %q after version %d: %w", stream, after, err))
 	}
 	return events, nil
 }
@@ -219,7 +220,7 @@ func (s *Store) Snapshot(ctx context.Context, stream string) (eventstore.Snapsho
 		return eventstore.Snapshot{}, false, nil
 	}
 	if err != nil {
-		return eventstore.Snapshot{}, false, fmt.Errorf("read snapshot of stream %q: %w", stream, err)
+		return eventstore.Snapshot{}, false, pgerr.Classify(fmt.Errorf("read snapshot of stream %q: %w", stream, err))
 	}
 	return snap, true, nil
 }
@@ -230,7 +231,7 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap eventstore.Snapshot) erro
 ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version, event_id = EXCLUDED.event_id, data = EXCLUDED.data`,
 		snap.Stream, snap.Version, snap.EventID, snap.Data)
 	if err != nil {
-		return fmt.Errorf("save snapshot of stream %q at version %d: %w", snap.Stream, snap.Version, err)
+		return pgerr.Classify(fmt.Errorf("save snapshot of stream %q at version %d: %w", snap.Stream, snap.Version, err))
 	}
 	return nil
 }
@@ -285,7 +286,7 @@ ORDER BY position LIMIT $4`
 func (s *Store) ReadAccount(ctx context.Context, account uuid.UUID, after int64, limit int) ([]eventstore.Event, error) {
 	head, err := s.settledHead(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("read account %s after %d: %w", account, after, err)
+		return nil, pgerr.Classify(fmt.Errorf("read account %s after %d: %w", account, after, err))
 	}
 	if head <= after {
 		return nil, nil
@@ -293,7 +294,7 @@ func (s *Store) ReadAccount(ctx context.Context, account uuid.UUID, after int64,
 	rows, _ := s.pool.Query(ctx, readAccountSQL, account.String(), after, head, limit)
 	events, err := collectEvents(rows)
 	if err != nil {
-		return nil, fmt.Errorf("read account %s after %d: %w", account, after, err)
+		return nil, pgerr.Classify(fmt.Errorf("read account %s after %d: %w", account, after, err))
 	}
 	return events, nil
 }
@@ -303,7 +304,7 @@ func (s *Store) readRange(ctx context.Context, after, upTo int64, limit int) ([]
 	rows, _ := s.pool.Query(ctx, selectEvent+`WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3`, after, upTo, limit)
 	events, err := collectEvents(rows)
 	if err != nil {
-		return nil, fmt.Errorf("read all after %d: %w", after, err)
+		return nil, pgerr.Classify(fmt.Errorf("read all after %d: %w", after, err))
 	}
 	return events, nil
 }
@@ -326,7 +327,7 @@ func gapless(events []eventstore.Event, after int64) int {
 func (s *Store) Head(ctx context.Context) (int64, error) {
 	var head int64
 	if err := s.pool.QueryRow(ctx, `SELECT coalesce(max(position), 0) FROM events`).Scan(&head); err != nil {
-		return 0, fmt.Errorf("read log head: %w", err)
+		return 0, pgerr.Classify(fmt.Errorf("read log head: %w", err))
 	}
 	return head, nil
 }
@@ -366,7 +367,7 @@ func (s *Store) openAppends(ctx context.Context) (last int64, writers []string, 
 		return row.Scan(&writers)
 	})
 	if err := s.pool.SendBatch(ctx, batch).Close(); err != nil {
-		return 0, nil, fmt.Errorf("find open appends: %w", err)
+		return 0, nil, pgerr.Classify(fmt.Errorf("find open appends: %w", err))
 	}
 	if !called {
 		return 0, nil, nil
@@ -396,7 +397,7 @@ func (s *Store) settle(ctx context.Context, last int64, writers []string) (int64
 		rows, _ := s.pool.Query(ctx, `SELECT virtualtransaction FROM pg_locks `+writersWhere+` AND virtualtransaction = ANY($1)`, writers)
 		var err error
 		if writers, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
-			return 0, fmt.Errorf("check writers below position %d: %w", last, err)
+			return 0, pgerr.Classify(fmt.Errorf("check writers below position %d: %w", last, err))
 		}
 	}
 	return last, nil

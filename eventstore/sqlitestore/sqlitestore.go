@@ -39,6 +39,7 @@ import (
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
+	"github.com/resolutionflow/ledgerd/domain"
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/migrations"
 )
@@ -50,6 +51,22 @@ const TimeLayout = "2006-01-02T15:04:05.000000Z07:00"
 // busyTimeout is how long a statement waits for a lock held by another
 // connection (another process on the same file) before failing.
 const busyTimeout = 10 * time.Second
+
+// Classify returns err marked with domain.ErrDatabaseUnavailable when it
+// is SQLite's SQLITE_BUSY or SQLITE_LOCKED (any of their extended codes):
+// another connection, such as another process on the file, held the lock
+// for longer than the busy timeout. Other errors are returned as they are.
+func Classify(err error) error {
+	var sqliteErr *sqlite.Error
+	if !errors.As(err, &sqliteErr) || errors.Is(err, domain.ErrDatabaseUnavailable) {
+		return err
+	}
+	switch sqliteErr.Code() & 0xff {
+	case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
+		return fmt.Errorf("%w: %w", domain.ErrDatabaseUnavailable, err)
+	}
+	return err
+}
 
 // Store is an eventstore.Store on a SQLite file.
 type Store struct {
@@ -169,7 +186,7 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 		return nil, err
 	}
 	if err := s.insertAll(ctx, expected, recorded, metas); err != nil {
-		return nil, err
+		return nil, Classify(err)
 	}
 	s.appended.Notify()
 	return recorded, nil
@@ -306,7 +323,7 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap eventstore.Snapshot) erro
 ON CONFLICT (stream) DO UPDATE SET version = excluded.version, event_id = excluded.event_id, data = excluded.data`,
 		snap.Stream, snap.Version, snap.EventID, snap.Data)
 	if err != nil {
-		return fmt.Errorf("save snapshot of stream %q at version %d: %w", snap.Stream, snap.Version, err)
+		return Classify(fmt.Errorf("save snapshot of stream %q at version %d: %w", snap.Stream, snap.Version, err))
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/resolutionflow/ledgerd/domain"
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
 	"github.com/resolutionflow/ledgerd/eventstore/storetest"
@@ -322,6 +323,42 @@ func BenchmarkAppend(b *testing.B) {
 		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
 			ratiobench.Run(b, writers, baseline, appendOne, nil)
 		})
+	}
+}
+
+// TestClassify_Busy takes the write lock of a file on one connection and
+// tries to take it on another that does not wait: SQLite's SQLITE_BUSY is
+// marked as the database being unavailable, other errors are not.
+func TestClassify_Busy(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "busy.db")
+	open := func() *sql.DB {
+		db, err := sql.Open("sqlite", "file:"+path+"?_txlock=immediate&_busy_timeout=0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.SetMaxOpenConns(1)
+		t.Cleanup(func() { db.Close() })
+		return db
+	}
+	holder, other := open(), open()
+	tx, err := holder.BeginTx(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.Exec(`CREATE TABLE t (x)`); err != nil {
+		t.Fatal(err)
+	}
+	_, err = other.BeginTx(t.Context(), nil)
+	if err == nil {
+		t.Fatal("a second writer took the lock")
+	}
+	if got := sqlitestore.Classify(err); !errors.Is(got, domain.ErrDatabaseUnavailable) || !errors.Is(got, err) {
+		t.Fatalf("Classify(%v) = %v, want it marked domain.ErrDatabaseUnavailable", err, got)
+	}
+	_, err = tx.Exec(`SELECT * FROM missing`)
+	if got := sqlitestore.Classify(err); errors.Is(got, domain.ErrDatabaseUnavailable) {
+		t.Fatalf("Classify(%v) marked unavailable", err)
 	}
 }
 

@@ -1,13 +1,16 @@
-// Package natstest runs a real NATS server with JetStream inside a test
-// binary. Each test gets its own server on a random port with its own
-// temporary store directory; the server can be stopped and started again on
-// the same port and store, so tests can take NATS away and bring it back.
+// Package natstest runs real NATS servers with JetStream inside a test
+// binary. Each test gets its own server, or its own cluster of servers, on
+// free ports with their own temporary store directories; a server can be
+// stopped and started again on the same ports and store, so tests can take
+// NATS, or one node of a cluster, away and bring it back.
 package natstest
 
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -25,18 +28,33 @@ const (
 type Server struct {
 	mu   sync.Mutex
 	srv  *server.Server // nil while stopped
-	port int
-	dir  string
+	opts server.Options // Port is the chosen port after the first start
 }
 
 // Start starts a server for tb on a random port, with JetStream storing in
 // a temporary directory. The server is shut down when tb has finished.
 func Start(tb testing.TB) *Server {
 	tb.Helper()
-	s := &Server{port: server.RANDOM_PORT, dir: tb.TempDir()}
+	s := &Server{opts: options(tb, server.RANDOM_PORT)}
 	s.start(tb)
 	tb.Cleanup(s.Stop)
 	return s
+}
+
+// options are a server's options: JetStream on, storing in a temporary
+// directory of tb, clients on port.
+func options(tb testing.TB, port int) server.Options {
+	return server.Options{
+		Host:      "127.0.0.1",
+		Port:      port,
+		JetStream: true,
+		StoreDir:  tb.TempDir(),
+		NoLog:     true,
+		NoSigs:    true,
+		// Small limits keep the server from sizing itself to the machine.
+		JetStreamMaxMemory: 256 << 20,
+		JetStreamMaxStore:  1 << 30,
+	}
 }
 
 // URL returns the nats:// URL clients connect to. It stays the same across
@@ -44,11 +62,13 @@ func Start(tb testing.TB) *Server {
 func (s *Server) URL() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return "nats://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
+	return "nats://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(s.opts.Port))
 }
 
 // Stop shuts the server down and waits until it has stopped; clients see
-// the connection drop. Stopping a stopped server does nothing.
+// the connection drop, and in a cluster the server hands the leadership of
+// its streams to another node first. Stopping a stopped server does
+// nothing.
 func (s *Server) Stop() {
 	s.mu.Lock()
 	srv := s.srv
@@ -60,16 +80,17 @@ func (s *Server) Stop() {
 	}
 }
 
-// Restart starts a stopped server again on the same port and store
-// directory, so clients reconnect to it and JetStream recovers its streams.
-// It stops the server first if it is running.
+// Restart starts a stopped server again on the same ports and store
+// directory, so clients reconnect to it and JetStream recovers its streams
+// (in a cluster, the server rejoins it). It stops the server first if it
+// is running.
 func (s *Server) Restart(tb testing.TB) {
 	tb.Helper()
 	s.Stop()
 	s.start(tb)
 }
 
-// start starts the server, retrying while the port is not free yet.
+// start starts the server, retrying while its ports are not free yet.
 func (s *Server) start(tb testing.TB) {
 	tb.Helper()
 	s.mu.Lock()
@@ -79,33 +100,26 @@ func (s *Server) start(tb testing.TB) {
 		if err = s.tryStart(); err == nil {
 			return
 		}
-		time.Sleep(retryWait) // the port may still be held by the last run
+		time.Sleep(retryWait) // a port may still be held by the last run
 	}
 	tb.Fatalf("natstest: %v", err)
 }
 
 // tryStart starts the server once; s.mu is held.
 func (s *Server) tryStart() error {
-	if s.port != server.RANDOM_PORT {
-		// A server that cannot listen only says so after readyTimeout.
-		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)))
+	// A server that cannot listen only says so after readyTimeout.
+	for _, port := range []int{s.opts.Port, s.opts.Cluster.Port} {
+		if port == server.RANDOM_PORT || port == 0 {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err != nil {
-			return fmt.Errorf("port %d: %w", s.port, err)
+			return fmt.Errorf("port %d: %w", port, err)
 		}
 		l.Close()
 	}
-	opts := &server.Options{
-		Host:      "127.0.0.1",
-		Port:      s.port,
-		JetStream: true,
-		StoreDir:  s.dir,
-		NoLog:     true,
-		NoSigs:    true,
-		// Small limits keep the server from sizing itself to the machine.
-		JetStreamMaxMemory: 256 << 20,
-		JetStreamMaxStore:  1 << 30,
-	}
-	srv, err := server.NewServer(opts)
+	opts := s.opts // the server keeps and changes the options it is given
+	srv, err := server.NewServer(&opts)
 	if err != nil {
 		return fmt.Errorf("new server: %w", err)
 	}
@@ -113,9 +127,118 @@ func (s *Server) tryStart() error {
 	if !srv.ReadyForConnections(readyTimeout) {
 		srv.Shutdown()
 		srv.WaitForShutdown()
-		return fmt.Errorf("server on port %d not ready within %v", s.port, readyTimeout)
+		return fmt.Errorf("server on port %d not ready within %v", s.opts.Port, readyTimeout)
 	}
 	s.srv = srv
-	s.port = srv.Addr().(*net.TCPAddr).Port
+	s.opts.Port = srv.Addr().(*net.TCPAddr).Port
 	return nil
+}
+
+// Cluster is a cluster of in-process NATS servers (nodes) with JetStream
+// on, each with its own store directory, joined by routes on loopback.
+type Cluster struct {
+	Nodes []*Server
+}
+
+// StartCluster starts a cluster of n nodes for tb and waits until
+// JetStream has elected its leader. The nodes are shut down when tb has
+// finished.
+func StartCluster(tb testing.TB, n int) *Cluster {
+	tb.Helper()
+	ports := freePorts(tb, 2*n) // n for clients, n for routes
+	routes := make([]*url.URL, n)
+	for i := range n {
+		routes[i] = &url.URL{Scheme: "nats", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[n+i]))}
+	}
+	c := &Cluster{}
+	for i := range n {
+		s := &Server{opts: options(tb, ports[i])}
+		s.opts.ServerName = "node-" + strconv.Itoa(i+1)
+		s.opts.Cluster = server.ClusterOpts{Name: "ledger-test", Host: "127.0.0.1", Port: ports[n+i]}
+		for j, r := range routes {
+			if j != i {
+				s.opts.Routes = append(s.opts.Routes, r)
+			}
+		}
+		c.Nodes = append(c.Nodes, s)
+		s.start(tb)
+		tb.Cleanup(s.Stop)
+	}
+	c.WaitCurrent(tb, "")
+	return c
+}
+
+// URL returns the URLs of every node, comma-separated, as NATS clients
+// take them.
+func (c *Cluster) URL() string {
+	urls := make([]string, len(c.Nodes))
+	for i, s := range c.Nodes {
+		urls[i] = s.URL()
+	}
+	return strings.Join(urls, ",")
+}
+
+// account is the account of clients that do not authenticate, whose
+// streams the helpers below look at.
+const account = server.DEFAULT_GLOBAL_ACCOUNT
+
+// WaitCurrent waits until JetStream has a leader and every node is current
+// with it and, when stream is not empty, until the stream has a leader and
+// every node's replica of it is current, failing tb after a bound.
+func (c *Cluster) WaitCurrent(tb testing.TB, stream string) {
+	tb.Helper()
+	deadline := time.Now().Add(readyTimeout)
+	for time.Now().Before(deadline) {
+		metaLeader, streamLeader, current := false, stream == "", true
+		for _, s := range c.Nodes {
+			srv := s.server()
+			if srv == nil {
+				current = false
+				break
+			}
+			metaLeader = metaLeader || srv.JetStreamIsLeader()
+			current = current && srv.JetStreamIsCurrent()
+			if stream != "" {
+				streamLeader = streamLeader || srv.JetStreamIsStreamLeader(account, stream)
+				current = current && srv.JetStreamIsStreamCurrent(account, stream)
+			}
+		}
+		if metaLeader && streamLeader && current {
+			return
+		}
+		time.Sleep(retryWait) // polling the elections
+	}
+	tb.Fatalf("natstest: the cluster's JetStream (stream %q) not current within %v", stream, readyTimeout)
+}
+
+// StreamLeader returns the node that leads the stream, nil if none does.
+func (c *Cluster) StreamLeader(stream string) *Server {
+	for _, s := range c.Nodes {
+		if srv := s.server(); srv != nil && srv.JetStreamIsStreamLeader(account, stream) {
+			return s
+		}
+	}
+	return nil
+}
+
+// server returns the running server, nil while it is stopped.
+func (s *Server) server() *server.Server {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.srv
+}
+
+// freePorts returns n ports that were free on loopback a moment ago.
+func freePorts(tb testing.TB, n int) []int {
+	tb.Helper()
+	ports := make([]int, n)
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatalf("natstest: find a free port: %v", err)
+		}
+		defer l.Close() // held until all are chosen, so they differ
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+	}
+	return ports
 }

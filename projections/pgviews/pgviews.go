@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/resolutionflow/ledgerd/domain"
+	"github.com/resolutionflow/ledgerd/internal/pgerr"
 	"github.com/resolutionflow/ledgerd/projections"
 )
 
@@ -70,7 +71,7 @@ func (s *Store) Queue(ctx context.Context, account, team uuid.UUID, page project
 	rows, _ := s.pool.Query(ctx, query, args...)
 	handoffs, err := pgx.CollectRows(rows, scanHandoff)
 	if err != nil {
-		return nil, fmt.Errorf("read queue of team %s: %w", team, err)
+		return nil, pgerr.Classify(fmt.Errorf("read queue of team %s: %w", team, err))
 	}
 	return handoffs, nil
 }
@@ -85,7 +86,7 @@ func (s *Store) AccountQueue(ctx context.Context, account uuid.UUID, page projec
 	rows, _ := s.pool.Query(ctx, query, args...)
 	handoffs, err := pgx.CollectRows(rows, scanHandoff)
 	if err != nil {
-		return nil, fmt.Errorf("read queue of account %s: %w", account, err)
+		return nil, pgerr.Classify(fmt.Errorf("read queue of account %s: %w", account, err))
 	}
 	return handoffs, nil
 }
@@ -100,7 +101,7 @@ func (s *Store) History(ctx context.Context, account, session uuid.UUID, page pr
 	rows, _ := s.pool.Query(ctx, query, args...)
 	handoffs, err := pgx.CollectRows(rows, scanHandoff)
 	if err != nil {
-		return nil, fmt.Errorf("read history of session %s: %w", session, err)
+		return nil, pgerr.Classify(fmt.Errorf("read history of session %s: %w", session, err))
 	}
 	return handoffs, nil
 }
@@ -113,7 +114,7 @@ func (s *Store) Checkpoint(ctx context.Context, name string) (int64, error) {
 		return 0, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("read checkpoint %q: %w", name, err)
+		return 0, pgerr.Classify(fmt.Errorf("read checkpoint %q: %w", name, err))
 	}
 	return pos, nil
 }
@@ -138,7 +139,7 @@ func (s *Store) Skips(ctx context.Context, name string) (projections.Skips, erro
 		return k, err
 	})
 	if err != nil {
-		return projections.Skips{}, fmt.Errorf("read skipped events of %q: %w", name, err)
+		return projections.Skips{}, pgerr.Classify(fmt.Errorf("read skipped events of %q: %w", name, err))
 	}
 	if len(ends) > 0 {
 		sum.First, sum.Last = ends[0], ends[len(ends)-1]

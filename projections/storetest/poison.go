@@ -53,6 +53,7 @@ func RunProjector(t *testing.T, open func(tb testing.TB) Ledger) {
 		"SkipsPoisonEvents":           testSkipsPoison,
 		"RetriesWhileTheStoreIsDown":  testRetriesOutage,
 		"ReadsGiveUpWhileItIsStopped": testReadsGiveUp,
+		"StallWatchSeesItStopped":     testStallWatch,
 	}
 	for name, test := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -243,4 +244,54 @@ func testReadsGiveUp(t *testing.T, l Ledger) {
 	if _, err := reads.History(ctx, account, sessions[0], projections.Page{Limit: projections.MaxPageSize}); domain.ErrorCode(err) != domain.EUNAVAILABLE {
 		t.Errorf("history with the projector stopped: err = %v, want code %s", err, domain.EUNAVAILABLE)
 	}
+}
+
+// testStallWatch watches the projector's checkpoint: no stall while the
+// log is idle, however long, one once the projector is stopped and the log
+// moves on, naming where the checkpoint and the head are, and none again
+// once a projector runs.
+func testStallWatch(t *testing.T, l Ledger) {
+	const after = 200 * time.Millisecond
+	watch := projections.NewStallWatch(l.Views, l.Log, projections.HandoffsProjector, after)
+	p := startProjector(t, l)
+	handler := commands.NewHandler(l.Log, nil)
+	reads := projections.CaughtUp(l.Views, l.Log, p, settle)
+	account, team := uuid.New(), uuid.New()
+	sessions, _ := Stories(t, handler, account, team, 1)
+	AssertHistories(t, handler, reads, account, sessions)
+	stalled := func() (projections.Stall, bool) {
+		stall, ok, err := watch.Check(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return stall, ok
+	}
+	for range 3 {
+		if stall, ok := stalled(); ok {
+			t.Fatalf("stall with an idle log: %+v", stall)
+		}
+		time.Sleep(after)
+	}
+
+	p.stop()
+	Stories(t, handler, account, team, 1)
+	head, err := l.Log.Head(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stall projections.Stall
+	ledgertest.WaitUntil(t, settle, "a stall", func() bool {
+		var ok bool
+		stall, ok = stalled()
+		return ok
+	})
+	if stall.Head != head || stall.Checkpoint >= head || stall.For < after {
+		t.Fatalf("stall = %+v, want the checkpoint behind head %d for at least %s", stall, head, after)
+	}
+
+	startProjector(t, l)
+	ledgertest.WaitUntil(t, settle, "the stall to clear", func() bool {
+		_, ok := stalled()
+		return !ok
+	})
 }

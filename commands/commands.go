@@ -70,6 +70,9 @@ type Trace struct {
 	// the request, recorded as its claim.
 	ClientRequestID     string
 	ClientCorrelationID string
+	// ClientIP is the address the request came from: the peer's, or the
+	// client's as a trusted proxy forwarded it.
+	ClientIP string
 }
 
 // Handler executes commands.
@@ -278,6 +281,7 @@ func (h *Handler) encode(actor domain.Actor, decided []domain.Event, trace Trace
 		RequestID:           trace.RequestID,
 		ClientRequestID:     trace.ClientRequestID,
 		ClientCorrelationID: trace.ClientCorrelationID,
+		ClientIP:            trace.ClientIP,
 	}
 	out := make([]eventstore.NewEvent, len(decided))
 	for i, e := range decided {

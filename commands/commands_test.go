@@ -254,9 +254,10 @@ func metadata(actor domain.Actor, requestID string) eventstore.Metadata {
 	}
 }
 
-// withClientIDs returns m with the ids a client gave its request.
-func withClientIDs(m eventstore.Metadata, requestID, correlationID string) eventstore.Metadata {
-	m.ClientRequestID, m.ClientCorrelationID = requestID, correlationID
+// withClient returns m with the ids a client gave its request and the
+// address it came from.
+func withClient(m eventstore.Metadata, requestID, correlationID, ip string) eventstore.Metadata {
+	m.ClientRequestID, m.ClientCorrelationID, m.ClientIP = requestID, correlationID, ip
 	return m
 }
 
@@ -309,9 +310,9 @@ func testLifeOfASession(t *testing.T, f *fixture, h *commands.Handler, waits boo
 		{"claim", bob, claim(bob, parked.HandoffID, at(1)), commands.Trace{RequestID: "req-claim"}, h1Claimed,
 			domain.HandoffClaimed{HandoffID: parked.HandoffID, SessionID: session, ClaimedBy: bob.UserID, Role: domain.RoleAdmin, At: at(1)},
 			metadata(bob, "req-claim")},
-		{"escalate", bob, escalated, commands.Trace{RequestID: "req-escalate", ClientRequestID: "client-req", ClientCorrelationID: "client-flow"}, h2,
+		{"escalate", bob, escalated, commands.Trace{RequestID: "req-escalate", ClientRequestID: "client-req", ClientCorrelationID: "client-flow", ClientIP: "192.0.2.7"}, h2,
 			createdEvent(session, escalated),
-			withClientIDs(metadata(bob, "req-escalate"), "client-req", "client-flow")},
+			withClient(metadata(bob, "req-escalate"), "client-req", "client-flow", "192.0.2.7")},
 		{"withdraw", bob, withdraw(bob, escalated.HandoffID, at(3)), commands.Trace{RequestID: "req-withdraw"}, h2Withdrawn,
 			domain.HandoffWithdrawn{HandoffID: escalated.HandoffID, SessionID: session, WithdrawnBy: bob.UserID, At: at(3)},
 			metadata(bob, "req-withdraw")},

@@ -43,9 +43,11 @@ func (v ExpectedVersion) String() string {
 	return fmt.Sprintf("version %d", int64(v))
 }
 
-// Metadata says who caused an event and in answer to what. The ids are
-// the server's own; ClientRequestID and ClientCorrelationID are what the
-// client said its request and correlation ids were, kept as its claim.
+// Metadata says who caused an event, in answer to what and from where.
+// The ids are the server's own; ClientRequestID and ClientCorrelationID
+// are what the client said its request and correlation ids were, kept as
+// its claim. ClientIP is the address the command came from: the peer's,
+// or the one a trusted proxy forwarded.
 type Metadata struct {
 	ActorID             string `json:"actor_id,omitempty"`
 	AccountID           string `json:"account_id,omitempty"`
@@ -56,6 +58,7 @@ type Metadata struct {
 	RequestID           string `json:"request_id,omitempty"`
 	ClientRequestID     string `json:"client_request_id,omitempty"`
 	ClientCorrelationID string `json:"client_correlation_id,omitempty"`
+	ClientIP            string `json:"client_ip,omitempty"`
 }
 
 // NewEvent is an event to append. ID is a ULID; the store makes one when it

@@ -21,6 +21,7 @@ func (m Metadata) AppendJSON(b []byte) []byte {
 		{`"request_id":`, m.RequestID},
 		{`"client_request_id":`, m.ClientRequestID},
 		{`"client_correlation_id":`, m.ClientCorrelationID},
+		{`"client_ip":`, m.ClientIP},
 	} {
 		if f.value == "" {
 			continue // omitempty

@@ -14,7 +14,7 @@ func TestNew_RejectsIncompleteConfig(t *testing.T) {
 	if err == nil {
 		t.Fatal("New accepted an empty Config")
 	}
-	for _, field := range []string{"Commands", "Queries", "Log", "Idempotency", "JWTSecret"} {
+	for _, field := range []string{"Commands", "Queries", "Events", "Idempotency", "JWTSecret"} {
 		if !strings.Contains(err.Error(), field) {
 			t.Errorf("error %q does not name %s", err, field)
 		}

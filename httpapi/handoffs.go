@@ -116,7 +116,7 @@ func (s *server) queue(c echo.Context) error {
 	var hs []domain.Handoff
 	switch {
 	case at.past:
-		hs, err = asof.Queue(ctx, s.past, actor.AccountID, team, at.at, page)
+		hs, err = asof.Queue(ctx, s.events, actor.AccountID, team, at.at, page)
 	case kind == accountQueueList:
 		hs, err = s.queries.AccountQueue(ctx, actor.AccountID, page)
 	default:
@@ -157,7 +157,7 @@ func (s *server) history(c echo.Context) error {
 	page := projections.Page{Limit: limit + 1, After: after}
 	var hs []domain.Handoff
 	if at.past {
-		hs, err = asof.History(c.Request().Context(), s.past, account, session, at.at, page)
+		hs, err = asof.History(c.Request().Context(), s.events, account, session, at.at, page)
 	} else {
 		hs, err = s.queries.History(c.Request().Context(), account, session, page)
 	}

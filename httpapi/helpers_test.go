@@ -81,22 +81,40 @@ type apiServer struct {
 // startServer serves the API over nb's backend, with extra readiness checks.
 func startServer(tb testing.TB, nb NewBackend, checks ...httpapi.Check) *apiServer {
 	tb.Helper()
-	b := nb(tb)
+	return startConfigured(tb, nb, func(cfg *httpapi.Config) { cfg.Checks = append(cfg.Checks, checks...) })
+}
+
+// startConfigured serves the API over nb's backend, with the configuration
+// configure changes.
+func startConfigured(tb testing.TB, nb NewBackend, configure func(*httpapi.Config)) *apiServer {
+	tb.Helper()
+	return serveBackend(tb, nb(tb), configure)
+}
+
+// serveBackend serves the API over b, with the configuration configure
+// changes.
+func serveBackend(tb testing.TB, b Backend, configure func(*httpapi.Config)) *apiServer {
+	tb.Helper()
 	logs := &ledgertest.Buffer{}
-	e, err := httpapi.New(httpapi.Config{
+	cfg := httpapi.Config{
 		Commands:    b.Commands,
 		Queries:     b.Queries,
-		Log:         b.Log,
+		Events:      b.Log,
 		Idempotency: b.Idempotency,
 		JWTSecret:   testSecret,
-		Checks:      append(b.Checks, checks...),
+		Checks:      b.Checks,
 		Logger:      slog.New(slog.NewTextHandler(logs, nil)),
-		Audit:       &httpapi.Audit{Prover: audit.NewProver(b.Audit), Verifier: testAuditKey.Verifier(), Log: b.Log},
-	})
+		Audit:       &httpapi.Audit{Prover: audit.NewProver(b.Audit), Verifier: testAuditKey.Verifier()},
+	}
+	configure(&cfg)
+	e, err := httpapi.New(cfg)
 	if err != nil {
 		tb.Fatalf("httpapi.New: %v", err)
 	}
-	ts := httptest.NewServer(e)
+	// The server has the write timeout the API is told of, as serve's has.
+	ts := httptest.NewUnstartedServer(e)
+	ts.Config.WriteTimeout = cfg.WriteTimeout
+	ts.Start()
 	tb.Cleanup(ts.Close)
 	transport := &http.Transport{MaxIdleConnsPerHost: 128}
 	tb.Cleanup(transport.CloseIdleConnections)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"runtime/debug"
 	"time"
@@ -83,13 +84,28 @@ func clientRequestIDOf(c echo.Context) string {
 }
 
 // traceOf is the request's identity for the events a command appends: the
-// server's request id, and the ids the client gave, as its claim.
+// server's request id, the ids the client gave, as its claim, and the
+// address it came from (see clientIP).
 func traceOf(c echo.Context) commands.Trace {
-	t := commands.Trace{RequestID: requestIDOf(c), ClientRequestID: clientRequestIDOf(c)}
+	t := commands.Trace{RequestID: requestIDOf(c), ClientRequestID: clientRequestIDOf(c), ClientIP: c.RealIP()}
 	if cid := c.Request().Header.Get(headerCorrelationID); validTraceID(cid) {
 		t.ClientCorrelationID = cid
 	}
 	return t
+}
+
+// clientIP returns how the server finds a request's client address: the
+// peer's address, or, when the peer is one of the trusted proxies, the
+// last address of X-Forwarded-For that is not one of them (echo's
+// extractor, which reads the chain from the right). echo trusts loopback,
+// link-local and private addresses unless told otherwise: here only the
+// configured networks are trusted.
+func clientIP(trusted []*net.IPNet) echo.IPExtractor {
+	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+	for _, n := range trusted {
+		opts = append(opts, echo.TrustIPRange(n))
+	}
+	return echo.ExtractIPFromXFFHeader(opts...)
 }
 
 // logRequests writes the response of any error returned further down, so

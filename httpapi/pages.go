@@ -95,15 +95,9 @@ func (s *server) decodeCursor(kind listKind, scope [2]uuid.UUID, text string) (*
 // pageLimit reads the limit query parameter: an integer from 1 to
 // projections.MaxPageSize, defaultPageSize when absent.
 func pageLimit(c echo.Context) (int, error) {
-	values, ok := c.QueryParams()["limit"]
-	if !ok {
-		return defaultPageSize, nil
-	}
-	limit, err := strconv.Atoi(values[0])
-	if err != nil || len(values) != 1 || limit < 1 || limit > projections.MaxPageSize {
-		return 0, domain.Errorf(domain.EINVALID, "limit must be an integer from 1 to %d", projections.MaxPageSize)
-	}
-	return limit, nil
+	limit, err := queryInt(c, "limit", defaultPageSize, 1, projections.MaxPageSize,
+		"limit must be an integer from 1 to "+strconv.Itoa(projections.MaxPageSize))
+	return int(limit), err
 }
 
 // pageCursor reads the cursor query parameter: nil when absent.

@@ -1,7 +1,8 @@
 // Package httpapi is the ledger's REST interface: the handoff routes of the
-// endpoints it replaces (create, history, claim, withdraw, queue), health and
-// readiness probes, bearer-token authentication, request ids, request logs
-// and Idempotency-Key handling, on echo.
+// endpoints it replaces (create, history, claim, withdraw, queue), the
+// audit routes that read the event log, health and readiness probes,
+// bearer-token authentication, request ids and client addresses, request
+// logs and Idempotency-Key handling, on echo.
 //
 // Handlers return errors; one error handler turns every error into a JSON
 // body {"detail": "..."} with the status that the table in errors.go gives
@@ -12,11 +13,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/resolutionflow/ledgerd/asof"
 	"github.com/resolutionflow/ledgerd/commands"
 	"github.com/resolutionflow/ledgerd/idempotency"
 	"github.com/resolutionflow/ledgerd/projections"
@@ -31,8 +32,8 @@ type Config struct {
 	Commands *commands.Handler
 	// Queries reads the queue and the history.
 	Queries projections.Queries
-	// Log reads the event log for the answers as of an instant (as_of).
-	Log asof.Log
+	// Events reads the event log for the audit routes.
+	Events EventLog
 	// Idempotency keeps the responses of POSTs sent with an
 	// Idempotency-Key.
 	Idempotency idempotency.Store
@@ -52,6 +53,13 @@ type Config struct {
 	Logger *slog.Logger
 	// MaxBodyBytes bounds request bodies; DefaultMaxBodyBytes when 0.
 	MaxBodyBytes int64
+	// TrustedProxies are the networks whose X-Forwarded-For is believed:
+	// a command's client address is the last address of the chain that
+	// is not one of them. None by default: the peer's address.
+	TrustedProxies []*net.IPNet
+	// WriteTimeout is the server's write timeout; an export gives its
+	// connection this much more before each chunk it writes. None when 0.
+	WriteTimeout time.Duration
 	// Audit, when not nil, serves the /audit routes.
 	Audit *Audit
 }
@@ -72,7 +80,7 @@ type Check struct {
 type server struct {
 	cmds    *commands.Handler
 	queries projections.Queries
-	past    asof.Log
+	events  EventLog
 	idem    idempotency.Store
 	// cursorKey signs page cursors (newCursorKey).
 	cursorKey []byte
@@ -80,6 +88,8 @@ type server struct {
 	checks    []Check
 	audit     *Audit
 	log       *slog.Logger
+	// writeTimeout is Config.WriteTimeout.
+	writeTimeout time.Duration
 }
 
 // New returns the API's echo instance, ready to serve.
@@ -90,13 +100,15 @@ func New(cfg Config) (*echo.Echo, error) {
 	s := &server{
 		cmds:      cfg.Commands,
 		queries:   cfg.Queries,
-		past:      cfg.Log,
+		events:    cfg.Events,
 		idem:      cfg.Idempotency,
 		cursorKey: newCursorKey(cfg.JWTSecret),
 		tokens:    newTokenVerifier(cfg),
 		checks:    cfg.Checks,
 		audit:     cfg.Audit,
 		log:       cfg.Logger,
+
+		writeTimeout: cfg.WriteTimeout,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -109,6 +121,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
+	e.IPExtractor = clientIP(cfg.TrustedProxies)
 	e.Use(requestID, s.logRequests, recoverPanics, limitBody(maxBody))
 
 	e.GET("/healthz", healthz)
@@ -116,6 +129,8 @@ func New(cfg Config) (*echo.Echo, error) {
 
 	e.GET("/ai-sessions/queue", s.queue, s.authenticate)
 	e.GET("/ai-sessions/:session_id/handoffs", s.history, s.authenticate)
+	e.GET("/ai-sessions/:session_id/events", s.sessionEvents, s.authenticate, mayAudit)
+	e.GET("/events", s.accountEvents, s.authenticate, mayAudit)
 	e.POST("/ai-sessions/:session_id/handoff", s.createHandoff, s.authenticate, mayCommand, s.idempotent)
 	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/claim", s.claimHandoff, s.authenticate, mayCommand, s.idempotent)
 	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/withdraw", s.withdrawHandoff, s.authenticate, mayCommand, s.idempotent)
@@ -133,8 +148,8 @@ func (cfg Config) validate() error {
 	if cfg.Queries == nil {
 		errs = append(errs, errors.New("httpapi: Config.Queries is required"))
 	}
-	if cfg.Log == nil {
-		errs = append(errs, errors.New("httpapi: Config.Log is required"))
+	if cfg.Events == nil {
+		errs = append(errs, errors.New("httpapi: Config.Events is required"))
 	}
 	if cfg.Idempotency == nil {
 		errs = append(errs, errors.New("httpapi: Config.Idempotency is required"))
@@ -145,11 +160,14 @@ func (cfg Config) validate() error {
 	if cfg.JWTMaxTTL < 0 {
 		errs = append(errs, errors.New("httpapi: Config.JWTMaxTTL must not be negative"))
 	}
+	if cfg.WriteTimeout < 0 {
+		errs = append(errs, errors.New("httpapi: Config.WriteTimeout must not be negative"))
+	}
 	if cfg.MaxBodyBytes < 0 {
 		errs = append(errs, errors.New("httpapi: Config.MaxBodyBytes must not be negative"))
 	}
-	if a := cfg.Audit; a != nil && (a.Prover == nil || a.Log == nil || a.Verifier == "") {
-		errs = append(errs, errors.New("httpapi: Config.Audit needs a Prover, a Log and a Verifier"))
+	if a := cfg.Audit; a != nil && (a.Prover == nil || a.Verifier == "") {
+		errs = append(errs, errors.New("httpapi: Config.Audit needs a Prover and a Verifier"))
 	}
 	for _, c := range cfg.Checks {
 		if c.Name == "" || c.Func == nil {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -162,4 +163,22 @@ func (s *httpServer) shutdown(timeout time.Duration) {
 	// it again.
 	_ = s.srv.Close()
 	s.logger.Warn("shutdown timeout: closed the connections still open", "connections", open, "drain", drain.String())
+}
+
+// parseCIDRs parses a comma-separated list of CIDRs, such as
+// "10.0.0.0/8, 2001:db8::/32"; none for an empty list.
+func parseCIDRs(list string) ([]*net.IPNet, error) {
+	if strings.TrimSpace(list) == "" {
+		return nil, nil
+	}
+	var nets []*net.IPNet
+	for item := range strings.SplitSeq(list, ",") {
+		item = strings.TrimSpace(item)
+		_, n, err := net.ParseCIDR(item)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CIDR such as 10.0.0.0/8 or 2001:db8::/32", item)
+		}
+		nets = append(nets, n)
+	}
+	return nets, nil
 }

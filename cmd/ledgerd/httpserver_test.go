@@ -296,3 +296,18 @@ func TestServe_CutsConnectionsAtShutdownTimeout(t *testing.T) {
 		t.Errorf("log lacks %s:\n%s", want, logs.String())
 	}
 }
+
+func TestParseCIDRs(t *testing.T) {
+	nets, err := parseCIDRs(" 10.0.0.0/8, 2001:db8::/32 ")
+	if err != nil || len(nets) != 2 || nets[0].String() != "10.0.0.0/8" || nets[1].String() != "2001:db8::/32" {
+		t.Fatalf("parseCIDRs = %v, %v", nets, err)
+	}
+	if nets, err := parseCIDRs(""); err != nil || nets != nil {
+		t.Fatalf("parseCIDRs of nothing = %v, %v; want none", nets, err)
+	}
+	for _, bad := range []string{"10.0.0.1", "10.0.0.0/8,", "proxy.internal/8", "10.0.0.0/33"} {
+		if _, err := parseCIDRs(bad); err == nil {
+			t.Errorf("parseCIDRs(%q) accepted it", bad)
+		}
+	}
+}

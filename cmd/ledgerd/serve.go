@@ -94,9 +94,14 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	readWait := f.duration("read-wait-timeout", "LEDGER_READ_WAIT_TIMEOUT", defaultReadWaitTimeout, "how long a read waits for the read models to catch up before it answers 503")
 	stallAfter := f.duration("stall-after", "LEDGER_STALL_AFTER", defaultStallAfter, "how long the projector's or the relay's checkpoint may stand still behind the log's head before /readyz reports it stalled")
 	httpFlags := addHTTPFlags(f)
+	trustedProxies := f.string("trusted-proxies", "LEDGER_TRUSTED_PROXIES", "", "comma-separated CIDRs of the proxies whose X-Forwarded-For gives a command's client address; none by default")
 	auditKeyFile := addAuditKeyFlag(f)
 	if err := f.parse(args); err != nil {
 		return err
+	}
+	proxies, err := parseCIDRs(*trustedProxies)
+	if err != nil {
+		return fmt.Errorf("--trusted-proxies: %w", err)
 	}
 	if *readWait <= 0 {
 		return fmt.Errorf("--read-wait-timeout must be positive, got %s", *readWait)
@@ -146,7 +151,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	api, err := httpapi.New(httpapi.Config{
 		Commands:    commands.NewHandler(b.events, nil),
 		Queries:     projections.CaughtUp(b.views, b.events, projector, *readWait),
-		Log:         b.events,
+		Events:      b.events,
 		Idempotency: b.idem,
 		JWTSecret:   []byte(secret),
 		JWTMaxTTL:   *jwtMaxTTL,
@@ -157,7 +162,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 			httpapi.StallCheck("projector", projections.NewStallWatch(b.views, b.events, projections.HandoffsProjector, *stallAfter)),
 			httpapi.StallCheck("relay", projections.NewStallWatch(b.views, b.events, relay.Name, *stallAfter))),
 		Logger: logger,
-		Audit:  &httpapi.Audit{Prover: audit.NewProver(b.audit), Verifier: auditKey.Verifier(), Log: b.events},
+
+		TrustedProxies: proxies,
+		WriteTimeout:   limits.writeTimeout,
+		Audit:          &httpapi.Audit{Prover: audit.NewProver(b.audit), Verifier: auditKey.Verifier()},
 	})
 	if err != nil {
 		return err

@@ -77,33 +77,37 @@ var ErrInvalidEventID = errors.New("event id is not a ULID")
 // Prepare is what every store does before it writes an append of events
 // to stream expecting expected. It refuses an expected version below Any
 // (ErrInvalidExpectedVersion) and returns the events as the store records
-// them, before it gives them versions, positions and times, with their
-// metadata encoded (Metadata.AppendJSON). Each event gets a new ULID when
-// it has no id and keeps its id, in the ULID's canonical form, when it has
-// one; an id that is not a ULID is an error matching ErrInvalidEventID.
-func Prepare(stream string, expected ExpectedVersion, events []NewEvent) (recorded []Event, metas [][]byte, err error) {
+// them, before it gives them versions, positions, times and hashes, with
+// their metadata encoded (Metadata.AppendJSON) in RawMetadata. Each event gets a new ULID when it has no id and
+// keeps its id, in the ULID's canonical form, when it has one; an id that
+// is not a ULID is an error matching ErrInvalidEventID.
+func Prepare(stream string, expected ExpectedVersion, events []NewEvent) ([]Event, error) {
 	if expected < Any {
-		return nil, nil, fmt.Errorf("%w: %d", ErrInvalidExpectedVersion, int64(expected))
+		return nil, fmt.Errorf("%w: %d", ErrInvalidExpectedVersion, int64(expected))
 	}
-	recorded, metas = make([]Event, len(events)), make([][]byte, len(events))
+	recorded := make([]Event, len(events))
 	for i, e := range events {
-		recorded[i] = Event{Type: e.Type, Stream: stream, Data: e.Data, Metadata: e.Metadata}
-		metas[i] = e.Metadata.AppendJSON(nil)
+		recorded[i] = Event{Type: e.Type, Stream: stream, Data: e.Data, Metadata: e.Metadata, RawMetadata: e.Metadata.AppendJSON(nil)}
 		if e.ID == "" {
 			recorded[i].ID = ulid.Make().String()
 			continue
 		}
 		id, err := ulid.ParseStrict(e.ID)
 		if err != nil {
-			return nil, nil, fmt.Errorf("event %d of stream %q: %w: %q", i, stream, ErrInvalidEventID, e.ID)
+			return nil, fmt.Errorf("event %d of stream %q: %w: %q", i, stream, ErrInvalidEventID, e.ID)
 		}
 		recorded[i].ID = id.String()
 	}
-	return recorded, metas, nil
+	return recorded, nil
 }
 
 // Event is a recorded event. It is also the envelope the audit API and the
 // NATS relay publish, so its JSON form is part of the public contract.
+//
+// Data and RawMetadata are the bytes the store holds, exactly; Hash chains
+// the event to its stream's previous event (HashEvent), so that anyone who
+// reads the stream can check that no event of it was changed, removed or
+// inserted since. RawMetadata and the hashes are not in the envelope.
 type Event struct {
 	ID         string          `json:"id"`
 	Type       string          `json:"type"`
@@ -113,6 +117,14 @@ type Event struct {
 	RecordedAt time.Time       `json:"recorded_at"`
 	Data       json.RawMessage `json:"data"`
 	Metadata   Metadata        `json:"metadata"`
+	// RawMetadata is Metadata as the store holds it, the JSON text the
+	// hash covers.
+	RawMetadata json.RawMessage `json:"-"`
+	// PrevHash is the Hash of the stream's event before this one, as
+	// stored with this event; the zero Hash for a stream's first event.
+	PrevHash Hash `json:"-"`
+	// Hash is HashEvent(PrevHash, the event), as stored.
+	Hash Hash `json:"-"`
 }
 
 // ErrConflict is matched (errors.Is) by every *ConflictError.

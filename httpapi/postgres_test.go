@@ -120,8 +120,8 @@ func failPostgresAppends(tb testing.TB, pool *pgxpool.Pool) func() {
 func rivalPostgresAppends(tb testing.TB, pool *pgxpool.Pool) func() {
 	tb.Helper()
 	return appendTrigger(tb, pool, `IF pg_trigger_depth() = 1 THEN
-	INSERT INTO events (id, stream, version, type, data, metadata)
-	VALUES (NEW.id || '-rival', NEW.stream, NEW.version, NEW.type, NEW.data, NEW.metadata);
+	INSERT INTO events (id, stream, version, type, data, metadata, recorded_at, prev_hash, hash)
+	VALUES (NEW.id || '-rival', NEW.stream, NEW.version, NEW.type, NEW.data, NEW.metadata, NEW.recorded_at, NEW.prev_hash, NEW.hash);
 END IF;
 RETURN NEW;`)
 }

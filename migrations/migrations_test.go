@@ -13,6 +13,8 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
+	_ "github.com/resolutionflow/ledgerd/eventstore/sqlitestore" // registers ledgerd_event_hash, which the SQLite migrations use
+
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
 	"github.com/resolutionflow/ledgerd/migrations"
 )

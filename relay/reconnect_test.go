@@ -126,7 +126,8 @@ func (e *env) openAppend() (rollback func()) {
 		})
 	}
 	e.t.Cleanup(rollback) // before the pool closes, which waits for it
-	_, err = tx.Exec(e.t.Context(), `INSERT INTO events (id, stream, version, type, data, metadata) VALUES ($1, $2, 1, 'HandoffParked', '{}', '{}')`,
+	_, err = tx.Exec(e.t.Context(), `INSERT INTO events (id, stream, version, type, data, metadata, prev_hash, hash)
+VALUES ($1, $2, 1, 'HandoffParked', '{}', '{}', sha256(''), sha256(''))`,
 		ulid.Make().String(), eventcodec.StreamName(e.accounts[0], uuid.New()))
 	if err != nil {
 		rollback()

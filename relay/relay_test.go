@@ -67,7 +67,9 @@ func TestRelay_NeverPublishesRolledBackAppend(t *testing.T) {
 	}
 	defer lateCommit.Rollback(context.Background())
 	stream := eventcodec.StreamName(e.accounts[0], e.accounts[1])
-	insert := `INSERT INTO events (id, stream, version, type, data, metadata) VALUES ($1, $2, $3, 'HandoffParked', '{"n": 1}', '{}')`
+	// The hashes chain nothing: the relay publishes events as they are.
+	insert := `INSERT INTO events (id, stream, version, type, data, metadata, prev_hash, hash)
+VALUES ($1, $2, $3, 'HandoffParked', '{"n": 1}', '{}', sha256(''), sha256(''))`
 	rolledBackID := ulid.Make().String()
 	if _, err := rolledBack.Exec(ctx, insert, rolledBackID, stream, 1); err != nil {
 		t.Fatal(err)

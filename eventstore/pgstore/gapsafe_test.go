@@ -33,9 +33,15 @@ func beginInsert(tb testing.TB, pool *pgxpool.Pool, stream string) (pgx.Tx, int6
 		tb.Fatalf("begin: %v", err)
 	}
 	tb.Cleanup(func() { _ = tx.Rollback(ctx) })
+	e := eventstore.Event{
+		ID: ulid.Make().String(), Stream: stream, Version: 1, Type: "Test",
+		Data: []byte(`{}`), RawMetadata: []byte(`{}`), RecordedAt: eventstore.RecordTime(time.Now()),
+	}
+	e.Hash = eventstore.HashEvent(e.PrevHash, e)
 	var pos int64
-	err = tx.QueryRow(ctx, `INSERT INTO events (id, stream, version, type, data, metadata)
-		VALUES ($1, $2, 1, 'Test', '{}', '{}') RETURNING position`, ulid.Make().String(), stream).Scan(&pos)
+	err = tx.QueryRow(ctx, `INSERT INTO events (id, stream, version, type, data, metadata, recorded_at, prev_hash, hash)
+		VALUES ($1, $2, 1, $3, $4, $5, $6, $7, $8) RETURNING position`,
+		e.ID, e.Stream, e.Type, []byte(e.Data), []byte(e.RawMetadata), e.RecordedAt, e.PrevHash[:], e.Hash[:]).Scan(&pos)
 	if err != nil {
 		tb.Fatalf("insert into %s: %v", stream, err)
 	}

@@ -29,7 +29,7 @@ func TestConformance_Immutability(t *testing.T) {
 		// The triggers are per statement: even a change of no row fails.
 		`UPDATE events SET data = '{"a":2}' WHERE false`,
 		// An upsert that would update fires the update trigger.
-		`INSERT INTO events (id, stream, version, type, data, metadata)
-		 SELECT id, stream, version, type, data, metadata FROM events WHERE version = 1
+		`INSERT INTO events (id, stream, version, type, data, metadata, recorded_at, prev_hash, hash)
+		 SELECT id, stream, version, type, data, metadata, recorded_at, prev_hash, hash FROM events WHERE version = 1
 		 ON CONFLICT (id) DO UPDATE SET type = 'Tampered'`)
 }

@@ -45,8 +45,9 @@ import (
 )
 
 // TimeLayout is how times are stored: text in UTC with microseconds (the
-// precision of PostgreSQL), fixed-width so that they sort as text.
-const TimeLayout = "2006-01-02T15:04:05.000000Z07:00"
+// precision of PostgreSQL), fixed-width so that they sort as text. It is
+// the form an event's hash covers.
+const TimeLayout = eventstore.TimeLayout
 
 // busyTimeout is how long a statement waits for a lock held by another
 // connection (another process on the same file) before failing.
@@ -104,8 +105,8 @@ func Open(ctx context.Context, path string) (_ *Store, err error) {
 		return nil, err
 	}
 	s.read.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)))
-	s.insert, err = s.write.PrepareContext(ctx, `INSERT INTO events (id, stream, version, type, data, metadata, recorded_at)
-VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING position`)
+	s.insert, err = s.write.PrepareContext(ctx, `INSERT INTO events (id, stream, version, type, data, metadata, recorded_at, prev_hash, hash)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING position`)
 	if err != nil {
 		return nil, fmt.Errorf("open event store %s: prepare append: %w", abs, err)
 	}
@@ -181,11 +182,11 @@ func (s *Store) Appended() <-chan struct{} { return s.appended.Wait() }
 // Append implements eventstore.Store.
 func (s *Store) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) ([]eventstore.Event, error) {
 	// Prepared before the write transaction, which other writers wait for.
-	recorded, metas, err := eventstore.Prepare(stream, expected, events)
+	recorded, err := eventstore.Prepare(stream, expected, events)
 	if err != nil || len(recorded) == 0 {
 		return nil, err
 	}
-	if err := s.insertAll(ctx, expected, recorded, metas); err != nil {
+	if err := s.insertAll(ctx, expected, recorded); err != nil {
 		return nil, Classify(err)
 	}
 	s.appended.Notify()
@@ -199,30 +200,34 @@ func (s *Store) AppendQuick(ctx context.Context, stream string, expected eventst
 	return err
 }
 
-// insertAll writes events, all of one stream, with their encoded metadata,
-// in one transaction and fills in their versions, positions and times.
-func (s *Store) insertAll(ctx context.Context, expected eventstore.ExpectedVersion, events []eventstore.Event, metas [][]byte) error {
+// insertAll writes events, all of one stream, in one transaction and fills
+// in their versions, positions, times and hashes. The transaction holds the
+// file's write lock from its start, so the hash it reads as the previous
+// one stays the stream's last until it commits.
+func (s *Store) insertAll(ctx context.Context, expected eventstore.ExpectedVersion, events []eventstore.Event) error {
 	stream := events[0].Stream
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("append to stream %q: %w", stream, err)
 	}
 	defer tx.Rollback() // a no-op after Commit
-	base, err := baseVersion(ctx, tx, stream, expected)
+	base, prev, err := baseVersion(ctx, tx, stream, expected)
 	if err != nil {
 		return err
 	}
 	// Taken under the write lock, so times follow positions.
-	now := time.Now().UTC().Truncate(time.Microsecond)
+	now := eventstore.RecordTime(time.Now())
 	recordedAt := now.Format(TimeLayout)
 	insert := tx.StmtContext(ctx, s.insert)
 	for i := range events {
 		e := &events[i]
-		e.Version, e.RecordedAt = base+int64(i)+1, now
-		err := insert.QueryRowContext(ctx, e.ID, stream, e.Version, e.Type, string(e.Data), string(metas[i]), recordedAt).Scan(&e.Position)
+		e.Version, e.RecordedAt, e.PrevHash = base+int64(i)+1, now, prev
+		e.Hash = eventstore.HashEvent(prev, *e)
+		err := insert.QueryRowContext(ctx, e.ID, stream, e.Version, e.Type, string(e.Data), string(e.RawMetadata), recordedAt, e.PrevHash[:], e.Hash[:]).Scan(&e.Position)
 		if err != nil {
 			return insertError(ctx, tx, expected, e, err)
 		}
+		prev = e.Hash
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("append to stream %q: commit: %w", stream, err)
@@ -230,28 +235,33 @@ func (s *Store) insertAll(ctx context.Context, expected eventstore.ExpectedVersi
 	return nil
 }
 
-// baseVersion returns the version the new events follow. For Any that is
-// the stream's current version. For an exact version v it is v, once the
-// stream is known to reach v; a stream beyond v is caught by the insert.
-func baseVersion(ctx context.Context, tx *sql.Tx, stream string, expected eventstore.ExpectedVersion) (int64, error) {
+// baseVersion returns the version the new events follow and the hash of
+// the stream's event at that version (the zero hash for none). For Any that
+// is the stream's current version. For an exact version v it is v, once
+// the stream is known to reach v; a stream beyond v is caught by the
+// insert.
+func baseVersion(ctx context.Context, tx *sql.Tx, stream string, expected eventstore.ExpectedVersion) (int64, eventstore.Hash, error) {
+	var (
+		v    int64
+		hash eventstore.Hash
+		err  error
+	)
 	switch expected {
-	case eventstore.Any:
-		var v int64
-		if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(version), 0) FROM events WHERE stream = ?`, stream).Scan(&v); err != nil {
-			return 0, fmt.Errorf("append to stream %q: read version: %w", stream, err)
-		}
-		return v, nil
 	case eventstore.NoStream:
-		return 0, nil
+		return 0, hash, nil
+	case eventstore.Any:
+		err = tx.QueryRowContext(ctx, `SELECT version, hash FROM events WHERE stream = ? ORDER BY version DESC LIMIT 1`, stream).Scan(&v, &hash)
+	default:
+		v = int64(expected)
+		err = tx.QueryRowContext(ctx, `SELECT hash FROM events WHERE stream = ? AND version = ?`, stream, v).Scan(&hash)
+		if errors.Is(err, sql.ErrNoRows) {
+			return 0, hash, &eventstore.ConflictError{Stream: stream, Expected: expected}
+		}
 	}
-	reached, err := hasVersion(ctx, tx, stream, int64(expected))
-	if err != nil {
-		return 0, err
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return 0, hash, fmt.Errorf("append to stream %q: read its last event: %w", stream, err)
 	}
-	if !reached {
-		return 0, &eventstore.ConflictError{Stream: stream, Expected: expected}
-	}
-	return int64(expected), nil
+	return v, hash, nil
 }
 
 // insertError explains a failed insert of e. The events_insert_only_new
@@ -286,7 +296,7 @@ func hasVersion(ctx context.Context, tx *sql.Tx, stream string, v int64) (bool, 
 	return found, nil
 }
 
-const selectEvent = `SELECT position, id, stream, version, type, data, metadata, recorded_at FROM events `
+const selectEvent = `SELECT position, id, stream, version, type, data, metadata, recorded_at, prev_hash, hash FROM events `
 
 // ReadStream implements eventstore.Store.
 func (s *Store) ReadStream(ctx context.Context, stream string) ([]eventstore.Event, error) {
@@ -386,10 +396,10 @@ func scanEvent(rows *sql.Rows) (eventstore.Event, error) {
 		e                eventstore.Event
 		data, meta, when string
 	)
-	if err := rows.Scan(&e.Position, &e.ID, &e.Stream, &e.Version, &e.Type, &data, &meta, &when); err != nil {
+	if err := rows.Scan(&e.Position, &e.ID, &e.Stream, &e.Version, &e.Type, &data, &meta, &when, &e.PrevHash, &e.Hash); err != nil {
 		return e, err
 	}
-	e.Data = json.RawMessage(data)
+	e.Data, e.RawMetadata = json.RawMessage(data), json.RawMessage(meta)
 	if err := json.Unmarshal([]byte(meta), &e.Metadata); err != nil {
 		return e, fmt.Errorf("decode metadata of event %s: %w", e.ID, err)
 	}

@@ -52,6 +52,8 @@ func run(t *testing.T, open func(t *testing.T) eventstore.Store) {
 		{"TailingReadAllSkipsNothing", testTailingReadAll},
 		{"ReadStreamAfter", testReadStreamAfter},
 		{"Snapshots", testSnapshots},
+		{"HashChain", testHashChain},
+		{"StoresBytesAsGiven", testStoresBytesAsGiven},
 		{"ReadAccount", testReadAccount},
 		{"TailingReadAccountSkipsNothing", testTailingReadAccount},
 	}
@@ -301,29 +303,13 @@ func testExpectedVersion(t *testing.T, s eventstore.Store) {
 		{"AnyOnNewStream", 0, eventstore.Any, false},
 		{"AnyOnExistingStream", 2, eventstore.Any, false},
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			stream := "expect-" + c.name
-			if c.existing > 0 {
-				mustAppend(t, s, stream, eventstore.NoStream, newEvents("Existing", c.existing)...)
-			}
-			before := mustReadStream(t, s, stream)
-			recorded, err := s.Append(t.Context(), stream, c.expected, newEvents("New", 2))
-			if c.conflict {
-				assertConflict(t, err, stream, c.expected)
-				assertSameEvents(t, "stream after conflict", mustReadStream(t, s, stream), before)
-				return
-			}
-			if err != nil {
-				t.Fatalf("append expecting %s to a stream of %d events: %v", c.expected, c.existing, err)
-			}
-			for i, e := range recorded {
-				if want := int64(c.existing + i + 1); e.Version != want {
-					t.Errorf("event %d got version %d, want %d", i, e.Version, want)
-				}
-			}
-			assertSameEvents(t, "stream after append", mustReadStream(t, s, stream), append(before, recorded...))
-		})
+	// Stores may append one event in another way than several.
+	for _, n := range []int{1, 2} {
+		for _, c := range cases {
+			t.Run(fmt.Sprintf("%s/%dEvents", c.name, n), func(t *testing.T) {
+				testAppendExpecting(t, s, fmt.Sprintf("expect-%s-%d", c.name, n), c.existing, c.expected, c.conflict, n)
+			})
+		}
 	}
 	t.Run("BelowAnyIsInvalid", func(t *testing.T) {
 		stream := "expect-below-any"
@@ -335,6 +321,32 @@ func testExpectedVersion(t *testing.T, s eventstore.Store) {
 		}
 		assertSameEvents(t, "stream after invalid appends", mustReadStream(t, s, stream), before)
 	})
+}
+
+// testAppendExpecting appends n events to a stream of existing events
+// expecting expected, and checks the outcome.
+func testAppendExpecting(t *testing.T, s eventstore.Store, stream string, existing int, expected eventstore.ExpectedVersion, conflict bool, n int) {
+	if existing > 0 {
+		mustAppend(t, s, stream, eventstore.NoStream, newEvents("Existing", existing)...)
+	}
+	before := mustReadStream(t, s, stream)
+	recorded, err := s.Append(t.Context(), stream, expected, newEvents("New", n))
+	if conflict {
+		assertConflict(t, err, stream, expected)
+		assertSameEvents(t, "stream after conflict", mustReadStream(t, s, stream), before)
+		return
+	}
+	if err != nil {
+		t.Fatalf("append expecting %s to a stream of %d events: %v", expected, existing, err)
+	}
+	for i, e := range recorded {
+		if want := int64(existing + i + 1); e.Version != want {
+			t.Errorf("event %d got version %d, want %d", i, e.Version, want)
+		}
+	}
+	after := mustReadStream(t, s, stream)
+	assertSameEvents(t, "stream after append", after, append(before, recorded...))
+	AssertChained(t, after)
 }
 
 func testAppendIsAllOrNothing(t *testing.T, s eventstore.Store) {
@@ -563,6 +575,7 @@ func testConcurrentExactAppends(t *testing.T, s eventstore.Store) {
 	}
 	assertSameEvents(t, "stream after the races", mustReadStream(t, s, stream), winners)
 	assertSameEvents(t, "log after the races", ReadLog(t, s, 0), winners)
+	AssertChained(t, winners)
 }
 
 func testConcurrentAnyAppends(t *testing.T, s eventstore.Store) {
@@ -615,6 +628,7 @@ func testConcurrentAnyAppends(t *testing.T, s eventstore.Store) {
 		t.Fatalf("%d events appended, want %d", len(want), writers*appends*batch)
 	}
 	assertSameEvents(t, "stream after concurrent appends", stored, want)
+	AssertChained(t, stored)
 }
 
 func testConcurrentStreams(t *testing.T, s eventstore.Store) {
@@ -635,6 +649,7 @@ func testConcurrentStreams(t *testing.T, s eventstore.Store) {
 	assertStreamsInLogOrder(t, log)
 	slices.SortFunc(want, byPosition)
 	assertSameEvents(t, "log after concurrent appends", log, want)
+	AssertChained(t, log)
 }
 
 // appendInTurn appends n events one at a time to a stream of its own,

@@ -265,3 +265,27 @@ func stopped(ctx context.Context, err error) error {
 	}
 	return err
 }
+
+// EventLog is the global event log, as eventstore.Store reads it.
+type EventLog interface {
+	ReadAll(ctx context.Context, after int64, limit int) ([]eventstore.Event, error)
+}
+
+// EventLeaves reads the event log as leaves: each event's stored hash, in
+// position order. It implements Leaves.
+type EventLeaves struct {
+	Log EventLog
+}
+
+// ReadLeaves implements Leaves.
+func (l EventLeaves) ReadLeaves(ctx context.Context, after int64, limit int) ([]Leaf, error) {
+	events, err := l.Log.ReadAll(ctx, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	leaves := make([]Leaf, len(events))
+	for i, e := range events {
+		leaves[i] = Leaf{Position: e.Position, EventHash: e.Hash[:]}
+	}
+	return leaves, nil
+}

@@ -58,15 +58,22 @@ func (s *server) auditHead(c echo.Context) error {
 }
 
 // Receipt is the answer of GET /audit/proof: everything needed to check,
-// offline, that an event is in the log a signed checkpoint describes.
+// offline, that an event is in the log a signed checkpoint describes
+// (docs/audit-merkle.md). StoredData and StoredMetadata are the event's
+// data and metadata as the store holds them, the bytes its hash covers,
+// which the envelope's JSON need not reproduce byte for byte.
 type Receipt struct {
-	Event      eventstore.Event `json:"event"`
-	LeafIndex  uint64           `json:"leaf_index"`
-	LeafHash   string           `json:"leaf_hash"`
-	TreeSize   uint64           `json:"tree_size"`
-	RootHash   string           `json:"root_hash"`
-	Proof      []string         `json:"proof"`
-	Checkpoint string           `json:"checkpoint"`
+	Event          eventstore.Event `json:"event"`
+	PrevHash       eventstore.Hash  `json:"prev_hash"`
+	EventHash      eventstore.Hash  `json:"event_hash"`
+	StoredData     []byte           `json:"stored_data"`
+	StoredMetadata []byte           `json:"stored_metadata"`
+	LeafIndex      uint64           `json:"leaf_index"`
+	LeafHash       string           `json:"leaf_hash"`
+	TreeSize       uint64           `json:"tree_size"`
+	RootHash       string           `json:"root_hash"`
+	Proof          []string         `json:"proof"`
+	Checkpoint     string           `json:"checkpoint"`
 }
 
 // auditProof answers GET /audit/proof?position=P[&size=S]: the receipt of
@@ -94,14 +101,19 @@ func (s *server) auditProof(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	e := events[0]
 	return c.JSON(http.StatusOK, Receipt{
-		Event:      events[0],
-		LeafIndex:  inc.Leaf.Index,
-		LeafHash:   hex.EncodeToString(inc.Leaf.Hash),
-		TreeSize:   inc.Checkpoint.Size,
-		RootHash:   hex.EncodeToString(inc.Checkpoint.Root),
-		Proof:      hexAll(inc.Hashes),
-		Checkpoint: inc.Checkpoint.Note,
+		Event:          e,
+		PrevHash:       e.PrevHash,
+		EventHash:      e.Hash,
+		StoredData:     e.Data,
+		StoredMetadata: e.RawMetadata,
+		LeafIndex:      inc.Leaf.Index,
+		LeafHash:       hex.EncodeToString(inc.Leaf.Hash),
+		TreeSize:       inc.Checkpoint.Size,
+		RootHash:       hex.EncodeToString(inc.Checkpoint.Root),
+		Proof:          hexAll(inc.Hashes),
+		Checkpoint:     inc.Checkpoint.Note,
 	})
 }
 

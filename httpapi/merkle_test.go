@@ -1,7 +1,6 @@
 package httpapi_test
 
 import (
-	"context"
 	"encoding/hex"
 	"fmt"
 	"net/http"
@@ -22,19 +21,6 @@ func TestMerkle_SQLite(t *testing.T) { testMerkle(t, newSQLiteBackend) }
 
 func TestMerkle_Postgres(t *testing.T) { testMerkle(t, newPostgresBackend) }
 
-// logLeaves reads the log's events as leaves, each with the suite's hash
-// of its position.
-type logLeaves struct{ log eventstore.Store }
-
-func (l logLeaves) ReadLeaves(ctx context.Context, after int64, limit int) ([]audit.Leaf, error) {
-	events, err := l.log.ReadAll(ctx, after, limit)
-	leaves := make([]audit.Leaf, len(events))
-	for i, e := range events {
-		leaves[i] = audit.Leaf{Position: e.Position, EventHash: audittest.EventHash(e.Position)}
-	}
-	return leaves, err
-}
-
 // testMerkle seals the events of two accounts and checks the /audit routes:
 // roles, parameters, receipts verified with the library against the signed
 // head, tenancy of receipts, and consistency proofs.
@@ -48,7 +34,7 @@ func testMerkle(t *testing.T, nb NewBackend) {
 	auditor := a.user(domain.RoleAuditor)
 	s.expectError(t, as(t, auditor, http.MethodGet, "/audit/head", ""), http.StatusNotFound, "No checkpoint yet: the log has not been sealed")
 
-	audittest.SealUntil(t, logLeaves{s.Backend.Log}, 6, s.Backend.Audit, testAuditKey)
+	audittest.SealUntil(t, audit.EventLeaves{Log: s.Backend.Log}, 6, s.Backend.Audit, testAuditKey)
 	events, err := s.Backend.Log.ReadAll(t.Context(), 0, 100)
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +67,15 @@ func testMerkle(t *testing.T, nb NewBackend) {
 		if r.Event.ID != e.ID || r.LeafIndex != uint64(i) || r.TreeSize != 6 || r.Checkpoint != head.Checkpoint {
 			t.Fatalf("receipt of position %d: %+v", e.Position, r)
 		}
+		stored := r.Event
+		stored.Data, stored.RawMetadata = r.StoredData, r.StoredMetadata
+		if r.EventHash != e.Hash || r.PrevHash != e.PrevHash || eventstore.HashEvent(r.PrevHash, stored) != r.EventHash {
+			t.Fatalf("receipt of position %d: the event's hash does not follow from its stored bytes", e.Position)
+		}
 		leaf, _ := hex.DecodeString(r.LeafHash)
+		if string(leaf) != string(audit.LeafHash(r.EventHash[:])) {
+			t.Fatalf("receipt of position %d: leaf hash %s is not the leaf hash of the event's hash", e.Position, r.LeafHash)
+		}
 		hashes := make([][]byte, len(r.Proof))
 		for j, h := range r.Proof {
 			hashes[j], _ = hex.DecodeString(h)

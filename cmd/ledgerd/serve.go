@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/resolutionflow/ledgerd/audit"
+	"github.com/resolutionflow/ledgerd/audit/natswitness"
 	"github.com/resolutionflow/ledgerd/commands"
 	"github.com/resolutionflow/ledgerd/embeddednats"
 	"github.com/resolutionflow/ledgerd/httpapi"
@@ -171,12 +172,18 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 		return err
 	}
 
+	witness, err := natswitness.New(nc, natswitness.DefaultStream, relayCfg.Storage, relayCfg.Replicas)
+	if err != nil {
+		return err
+	}
+	sealer := audit.NewSealer(audit.EventLeaves{Log: b.events}, b.audit, auditKey, b.locker, b.events.Appended, witness, logger, audit.SealerConfig{})
+
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	var running sync.WaitGroup
 	sweeps := func(ctx context.Context) error {
 		return idempotency.RunSweeps(ctx, b.idem, idempotency.SweepInterval, logger)
 	}
-	for _, work := range []func(context.Context) error{projector.Run, r.Run, sweeps} {
+	for _, work := range []func(context.Context) error{projector.Run, r.Run, sweeps, sealer.Run} {
 		running.Go(func() {
 			if err := work(workCtx); err != nil {
 				logger.Error("background worker stopped", "err", err)

@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/resolutionflow/ledgerd/audit/pgaudit"
 	"github.com/resolutionflow/ledgerd/commands"
 	"github.com/resolutionflow/ledgerd/domain"
 	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
@@ -84,6 +85,7 @@ func postgresBackendWaiting(tb testing.TB, pool *pgxpool.Pool, readWait time.Dur
 		Queries:       projections.CaughtUp(views, events, projector, readWait),
 		StopProjector: stop,
 		Idempotency:   idempotency.NewPostgres(pool),
+		Audit:         pgaudit.New(pool),
 		Checks:        append(postgresChecks(pool), httpapi.SkippedEventsCheck(views, projections.HandoffsProjector)),
 		FailAppends: func(tb testing.TB) func() {
 			tb.Helper()

@@ -39,13 +39,17 @@ func PostgresPending(ctx context.Context, pool *pgxpool.Pool) error {
 // runtimePrivileges are the table privileges of the runtime role where it
 // may not read and write freely: the log may only be appended to, the
 // migrations' version table only read (readiness checks that nothing is
-// pending), and leadership leases taken, renewed and released but never
-// deleted (a lease's row keeps its token growing). Every other table (read models, checkpoints, idempotency keys,
-// and any table a later migration adds) gets defaultPrivileges.
+// pending), leadership leases taken, renewed and released but never deleted
+// (a lease's row keeps its token growing), and the Merkle tree's tables only
+// appended to. Every other table (read models, checkpoints, idempotency
+// keys, and any table a later migration adds) gets defaultPrivileges.
 var runtimePrivileges = map[string][]string{
-	"events":           {"SELECT", "INSERT"},
-	"goose_db_version": {"SELECT"},
-	"leader_leases":    {"SELECT", "INSERT", "UPDATE"},
+	"events":             {"SELECT", "INSERT"},
+	"goose_db_version":   {"SELECT"},
+	"leader_leases":      {"SELECT", "INSERT", "UPDATE"},
+	"merkle_leaves":      {"SELECT", "INSERT"},
+	"merkle_nodes":       {"SELECT", "INSERT"},
+	"merkle_checkpoints": {"SELECT", "INSERT"},
 }
 
 var defaultPrivileges = []string{"SELECT", "INSERT", "UPDATE", "DELETE"}

@@ -9,6 +9,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/resolutionflow/ledgerd/audit"
+	"github.com/resolutionflow/ledgerd/audit/pgaudit"
+	"github.com/resolutionflow/ledgerd/audit/sqliteaudit"
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
 	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
@@ -35,6 +38,7 @@ type backend struct {
 	events eventLog
 	views  projections.Store
 	idem   idempotency.Store
+	audit  audit.Store
 	locker leader.Locker
 	checks []httpapi.Check
 	// pool is the PostgreSQL pool; nil for the embedded store.
@@ -73,6 +77,7 @@ func openPostgres(ctx context.Context, url string, maxConns int, logger *slog.Lo
 		events: pgstore.New(pool),
 		views:  pgviews.New(pool),
 		idem:   idempotency.NewPostgres(pool),
+		audit:  pgaudit.New(pool),
 		locker: locker,
 		checks: []httpapi.Check{
 			{Name: "database", Func: pool.Ping},
@@ -104,6 +109,7 @@ func openSQLite(ctx context.Context, dataDir string, logger *slog.Logger) (*back
 		events: store,
 		views:  sqliteviews.New(store.DB(), store.ReadDB()),
 		idem:   idempotency.NewSQLite(store.DB()),
+		audit:  sqliteaudit.New(store.DB(), store.ReadDB()),
 		locker: leader.NewLocal(),
 		// Opening applied the migrations; reading the head of the log
 		// shows the file is there and readable.

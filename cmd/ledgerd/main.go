@@ -10,6 +10,7 @@
 //	ledgerd projections rebuild   rebuild the read models from the log
 //	ledgerd tail [flags]          print events from NATS as they arrive
 //	ledgerd replay [flags]        print a session's events, each with its state after it
+//	ledgerd audit key|keygen      print the checkpoints' public key, or make a signing key
 package main
 
 import (
@@ -66,6 +67,8 @@ commands:
   projections rebuild    rebuild the read models from the event log
   tail                   print ledger events from NATS as they arrive
   replay                 print a session's events, each with the session's state after it
+  audit key              print the public key that verifies the Merkle checkpoints
+  audit keygen           print a new checkpoint signing key (for --audit-key-file)
 
 Run "ledgerd <command> -h" for the command's flags.
 `
@@ -94,6 +97,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return tailEvents(ctx, rest, stdout, stderr, logger)
 	case "replay":
 		return replay(ctx, rest, stdout, stderr, logger)
+	case "audit":
+		return auditCommand(ctx, rest, stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -69,8 +69,12 @@ type cluster struct {
 	js jetstream.JetStream
 	// pool is the test's own pool on the database.
 	pool *pgxpool.Pool
-	// logDir holds the processes' logs until the whole test has ended.
+	// logDir holds the processes' logs, and the audit key, until the whole
+	// test has ended.
 	logDir string
+	// auditKey is the path of the audit checkpoint signing key every
+	// process is given.
+	auditKey string
 
 	mu    sync.Mutex
 	procs []*proc // every process started, in order
@@ -100,6 +104,7 @@ func newCluster(t *testing.T) *cluster {
 	start := time.Now()
 	c := &cluster{bin: buildLedgerd(t), logDir: t.TempDir(), sent: map[string]bool{}}
 	built := time.Since(start)
+	c.auditKey = c.makeAuditKey(t)
 	c.pg, c.nats = pgtest.StartServer(t), natstest.Start(t)
 	c.dbURL = c.pg.NewDatabase(t)
 	c.pool = pgtest.Pool(t, c.dbURL, 4)
@@ -121,6 +126,21 @@ func newCluster(t *testing.T) *cluster {
 		}
 	})
 	return c
+}
+
+// makeAuditKey writes a key made by `ledgerd audit keygen` to a file and
+// returns its path.
+func (c *cluster) makeAuditKey(t *testing.T) string {
+	t.Helper()
+	key, err := exec.CommandContext(t.Context(), c.bin, "audit", "keygen", "--name", "ledgerd.faultsuite").Output()
+	if err != nil {
+		t.Fatalf("ledgerd audit keygen: %v", err)
+	}
+	path := filepath.Join(c.logDir, "audit-key")
+	if err := os.WriteFile(path, key, 0o600); err != nil {
+		t.Fatalf("write the audit key: %v", err)
+	}
+	return path
 }
 
 // proc is a `ledgerd serve` process.
@@ -196,7 +216,8 @@ func (c *cluster) env(name string, extra ...string) []string {
 	q := u.Query()
 	q.Set("application_name", appPrefix+name)
 	u.RawQuery = q.Encode()
-	env = append(env, "DATABASE_URL="+u.String(), "NATS_URL="+c.nats.URL(), "LEDGER_JWT_SECRET="+jwtSecret)
+	env = append(env, "DATABASE_URL="+u.String(), "NATS_URL="+c.nats.URL(), "LEDGER_JWT_SECRET="+jwtSecret,
+		"LEDGER_AUDIT_KEY_FILE="+c.auditKey)
 	return append(env, extra...)
 }
 

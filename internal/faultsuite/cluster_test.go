@@ -6,10 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,10 +32,7 @@ import (
 )
 
 const (
-	jwtSecret = "fault-suite-secret-0123456789abcdef"
-	// appPrefix starts the application_name of every ledgerd process's
-	// database sessions; the rest is the process's name.
-	appPrefix    = "ledgerd-"
+	jwtSecret    = "fault-suite-secret-0123456789abcdef"
 	startTimeout = 30 * time.Second
 	stopTimeout  = 15 * time.Second
 )
@@ -179,7 +174,7 @@ func (c *cluster) start(t *testing.T) *proc {
 	}
 	defer logFile.Close()
 	p.cmd = exec.Command(c.bin, "serve")
-	p.cmd.Env = c.env(name, "LEDGER_HTTP_ADDR="+addr)
+	p.cmd.Env = c.env("LEDGER_HTTP_ADDR=" + addr)
 	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
 	// Pdeathsig ends the process if the test binary dies without doing so.
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -202,21 +197,17 @@ func (c *cluster) start(t *testing.T) *proc {
 	return p
 }
 
-// env is the environment of a ledgerd process named name: this cluster's
-// database (with the process's name as application_name), NATS and secret,
-// and nothing inherited that would choose others.
-func (c *cluster) env(name string, extra ...string) []string {
+// env is the environment of a ledgerd process: this cluster's database,
+// NATS, secret and audit key, and nothing inherited that would choose
+// others.
+func (c *cluster) env(extra ...string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "DATABASE_URL=") && !strings.HasPrefix(kv, "NATS_") && !strings.HasPrefix(kv, "LEDGER_") {
 			env = append(env, kv)
 		}
 	}
-	u, _ := url.Parse(c.dbURL) // pgtest made it
-	q := u.Query()
-	q.Set("application_name", appPrefix+name)
-	u.RawQuery = q.Encode()
-	env = append(env, "DATABASE_URL="+u.String(), "NATS_URL="+c.nats.URL(), "LEDGER_JWT_SECRET="+jwtSecret,
+	env = append(env, "DATABASE_URL="+c.dbURL, "NATS_URL="+c.nats.URL(), "LEDGER_JWT_SECRET="+jwtSecret,
 		"LEDGER_AUDIT_KEY_FILE="+c.auditKey)
 	return append(env, extra...)
 }
@@ -337,28 +328,13 @@ func (c *cluster) findProc(match func(*proc) bool) *proc {
 	return nil
 }
 
-// leaderLocks are the names of the leadership locks of a deployment: the
+// leaderLocks are the names of the leadership leases of a deployment: the
 // handoffs projector's and the relay's.
 var leaderLocks = []string{projections.HandoffsProjector, relay.Name}
 
-// leaders returns the process holding each leadership lock. Leadership is
-// a lease row of leader_leases where the database has that table, and a
-// session advisory lock where it has not (a database migrated before
-// leases).
+// leaders returns the process holding each unexpired leadership lease. A
+// lease's holder is "host:pid:random", naming the process by its pid.
 func (c *cluster) leaders(ctx context.Context) (map[string]*proc, error) {
-	var leases bool
-	if err := c.pool.QueryRow(ctx, `SELECT to_regclass('leader_leases') IS NOT NULL`).Scan(&leases); err != nil {
-		return nil, fmt.Errorf("look for the leases table: %w", err)
-	}
-	if leases {
-		return c.leaseHolders(ctx)
-	}
-	return c.lockHolders(ctx)
-}
-
-// leaseHolders returns the process holding each unexpired lease. A lease's
-// holder is "host:pid:random", naming the process by its pid.
-func (c *cluster) leaseHolders(ctx context.Context) (map[string]*proc, error) {
 	rows, err := c.pool.Query(ctx, `SELECT name, holder FROM leader_leases WHERE expires_at > clock_timestamp()`)
 	if err != nil {
 		return nil, fmt.Errorf("read the leases: %w", err)
@@ -385,47 +361,13 @@ func (c *cluster) leaseHolders(ctx context.Context) (map[string]*proc, error) {
 	return held, nil
 }
 
-// lockKey is the advisory lock key of a leadership lock, as package leader
-// made it before leases.
-func lockKey(name string) int64 {
-	h := fnv.New64a()
-	h.Write([]byte("ledgerd.leader:" + name))
-	return int64(h.Sum64())
-}
-
-// lockHolders returns the process holding each leadership advisory lock:
-// the one whose database session (named by its application_name) holds
-// it in this database.
-func (c *cluster) lockHolders(ctx context.Context) (map[string]*proc, error) {
-	held := map[string]*proc{}
-	for _, name := range leaderLocks {
-		var app string
-		err := c.pool.QueryRow(ctx, `SELECT a.application_name
-			FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-			WHERE l.locktype = 'advisory' AND l.granted
-			  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-			  AND ((l.classid::bigint << 32) | l.objid::bigint) = $1`, lockKey(name)).Scan(&app)
-		if errors.Is(err, pgx.ErrNoRows) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("find the holder of lock %s: %w", name, err)
-		}
-		procName := strings.TrimPrefix(app, appPrefix)
-		if p := c.findProc(func(p *proc) bool { return p.name == procName }); p != nil {
-			held[name] = p
-		}
-	}
-	return held, nil
-}
-
-// waitLeader waits until healthy processes hold every leadership lock, and
-// returns the relay's leader. When want is not nil, it must hold every
-// lock.
+// waitLeader waits until healthy processes hold every leadership lease,
+// and returns the relay's leader. When want is not nil, it must hold every
+// lease.
 func (c *cluster) waitLeader(t *testing.T, want *proc) *proc {
 	t.Helper()
 	var held map[string]*proc
-	ledgertest.WaitUntil(t, startTimeout, "healthy processes hold every leadership lock", func() bool {
+	ledgertest.WaitUntil(t, startTimeout, "healthy processes hold every leadership lease", func() bool {
 		var err error
 		if held, err = c.leaders(t.Context()); err != nil {
 			t.Fatal(err)

@@ -404,7 +404,7 @@ func (c *cluster) checkRebuild(t *testing.T) {
 	}
 	before := c.dumpReadModel(t)
 	rebuild := exec.CommandContext(t.Context(), c.bin, "projections", "rebuild")
-	rebuild.Env = c.env("rebuild")
+	rebuild.Env = c.env()
 	if out, err := rebuild.CombinedOutput(); err != nil {
 		t.Fatalf("ledgerd projections rebuild: %v\n%s", err, out)
 	}

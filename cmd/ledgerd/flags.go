@@ -39,6 +39,10 @@ func (f *flags) int(name, env string, def int, usage string) *int {
 	return f.Int(name, fromEnv(f, env, def, strconv.Atoi), envUsage(usage, env))
 }
 
+func (f *flags) bool(name, env string, def bool, usage string) *bool {
+	return f.Bool(name, fromEnv(f, env, def, strconv.ParseBool), envUsage(usage, env))
+}
+
 func (f *flags) duration(name, env string, def time.Duration, usage string) *time.Duration {
 	return f.Duration(name, fromEnv(f, env, def, time.ParseDuration), envUsage(usage, env))
 }

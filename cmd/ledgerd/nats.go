@@ -24,6 +24,7 @@ import (
 // natsFlags configure the relay to NATS JetStream.
 type natsFlags struct {
 	url             *string
+	embedded        *bool
 	auth            natsAuth
 	listen          *string
 	stream          *string
@@ -36,6 +37,7 @@ type natsFlags struct {
 func addNATSFlags(f *flags) natsFlags {
 	return natsFlags{
 		url:             f.string("nats-url", "NATS_URL", "", "NATS server URL the relay publishes to; when empty, an embedded NATS server runs"),
+		embedded:        f.bool("embedded-nats", "LEDGER_EMBEDDED_NATS", false, "with PostgreSQL and no --nats-url, run an embedded NATS server: for a single process only, which it enforces with a database lock"),
 		auth:            addNATSAuthFlags(f),
 		listen:          f.string("nats-listen", "LEDGER_NATS_LISTEN", embeddednats.DefaultListen, "address the embedded NATS server listens on"),
 		stream:          f.string("nats-stream", "LEDGER_NATS_STREAM", relay.DefaultStream, "JetStream stream the events go to"),
@@ -58,6 +60,21 @@ func (n natsFlags) config() (relay.Config, error) {
 		DuplicateWindow: *n.duplicateWindow,
 		MaxAge:          *n.maxAge,
 	}, nil
+}
+
+// checkMode refuses a NATS setting that could split the stream: with
+// PostgreSQL, several processes may share the database, and each must
+// publish to the same NATS server, so --nats-url is required unless
+// --embedded-nats says that this process runs alone.
+func (n natsFlags) checkMode(postgres bool) error {
+	switch {
+	case *n.url != "" && *n.embedded:
+		return errors.New("give --nats-url (NATS_URL) or --embedded-nats (LEDGER_EMBEDDED_NATS), not both")
+	case postgres && *n.url == "" && !*n.embedded:
+		return errors.New("--nats-url (NATS_URL) is required with PostgreSQL, the same for every process on the database; " +
+			"for a single process, --embedded-nats (LEDGER_EMBEDDED_NATS) runs an embedded NATS server instead")
+	}
+	return nil
 }
 
 // natsAuth are the credentials for a NATS server given by --nats-url;

@@ -126,6 +126,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	if err != nil {
 		return err
 	}
+	if err := natsFlags.checkMode(!storage.embedded()); err != nil {
+		return err
+	}
 
 	b, err := storage.open(ctx, logger)
 	if err != nil {
@@ -137,6 +140,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 		return err
 	}
 	defer ln.Close()
+	if b.pool != nil && *natsFlags.url == "" {
+		release, err := holdEmbeddedNATSLock(ctx, b.pool)
+		if err != nil {
+			return err
+		}
+		defer release()
+	}
 	target, err := natsFlags.target(ctx, *storage.dataDir, logger)
 	if err != nil {
 		return err

@@ -195,6 +195,9 @@ func startRelay(target natsTarget, cfg relay.Config, b *backend, logger *slog.Lo
 			return fmt.Errorf("cannot publish to NATS since %s (backlog %d, foreign messages skipped %d): %v",
 				st.DegradedSince.UTC().Format(time.RFC3339), st.Backlog, st.Foreign, st.LastError)
 		}
+		if st.StreamProblem != "" {
+			return httpapi.Notice(st.StreamProblem)
+		}
 		return nil
 	}}
 	return r, nc, check, nil

@@ -204,8 +204,8 @@ func startRelay(target natsTarget, cfg relay.Config, b *backend, logger *slog.Lo
 }
 
 // tailEvents is `ledgerd tail`: it prints the events on NATS as JSON lines.
-func tailEvents(ctx context.Context, args []string, stdout, stderr io.Writer, logger *slog.Logger) error {
-	f := newFlags("tail", stderr)
+func tailEvents(ctx context.Context, args []string, stdout io.Writer, logger *slog.Logger) error {
+	f := newFlags("tail")
 	urlFlag := f.string("nats-url", "NATS_URL", "", "NATS server URL; when empty, the embedded server's, with its credentials, from <data-dir>/"+embeddednats.URLFile)
 	auth := addNATSAuthFlags(f)
 	dataDir := f.string("data-dir", "LEDGER_DATA_DIR", defaultDataDir, "data directory of the embedded mode, whose NATS URL tail uses without --nats-url")

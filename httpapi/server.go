@@ -20,6 +20,7 @@ import (
 
 	"github.com/resolutionflow/ledgerd/commands"
 	"github.com/resolutionflow/ledgerd/idempotency"
+	"github.com/resolutionflow/ledgerd/metrics"
 	"github.com/resolutionflow/ledgerd/projections"
 )
 
@@ -62,6 +63,11 @@ type Config struct {
 	WriteTimeout time.Duration
 	// Audit, when not nil, serves the /audit routes.
 	Audit *Audit
+	// Metrics, when not nil, counts the requests and the idempotency
+	// replays.
+	Metrics *metrics.Metrics
+	// ServeMetrics serves Metrics at GET /metrics, without a token.
+	ServeMetrics bool
 }
 
 // Check is one readiness probe of /readyz.
@@ -87,6 +93,7 @@ type server struct {
 	tokens    *tokenVerifier
 	checks    []Check
 	audit     *Audit
+	metrics   *metrics.Metrics
 	log       *slog.Logger
 	// writeTimeout is Config.WriteTimeout.
 	writeTimeout time.Duration
@@ -106,6 +113,7 @@ func New(cfg Config) (*echo.Echo, error) {
 		tokens:    newTokenVerifier(cfg),
 		checks:    cfg.Checks,
 		audit:     cfg.Audit,
+		metrics:   cfg.Metrics,
 		log:       cfg.Logger,
 
 		writeTimeout: cfg.WriteTimeout,
@@ -126,6 +134,9 @@ func New(cfg Config) (*echo.Echo, error) {
 
 	e.GET("/healthz", healthz)
 	e.GET("/readyz", s.readyz)
+	if cfg.ServeMetrics {
+		e.GET("/metrics", echo.WrapHandler(cfg.Metrics.Handler()))
+	}
 
 	e.GET("/ai-sessions/queue", s.queue, s.authenticate)
 	e.GET("/ai-sessions/:session_id/handoffs", s.history, s.authenticate)
@@ -165,6 +176,9 @@ func (cfg Config) validate() error {
 	}
 	if cfg.MaxBodyBytes < 0 {
 		errs = append(errs, errors.New("httpapi: Config.MaxBodyBytes must not be negative"))
+	}
+	if cfg.ServeMetrics && cfg.Metrics == nil {
+		errs = append(errs, errors.New("httpapi: Config.ServeMetrics needs Metrics"))
 	}
 	if a := cfg.Audit; a != nil && (a.Prover == nil || a.Verifier == "") {
 		errs = append(errs, errors.New("httpapi: Config.Audit needs a Prover and a Verifier"))

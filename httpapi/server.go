@@ -1,8 +1,9 @@
 // Package httpapi is the ledger's REST interface: the handoff routes of the
 // endpoints it replaces (create, history, claim, withdraw, queue), the
-// audit routes that read the event log, health and readiness probes,
-// bearer-token authentication, request ids and client addresses, request
-// logs and Idempotency-Key handling, on echo.
+// audit routes that read the event log, health and readiness probes, the
+// Prometheus metrics, bearer-token authentication, request ids and client
+// addresses, request logs and metrics, and Idempotency-Key handling, on
+// echo.
 //
 // Handlers return errors; one error handler turns every error into a JSON
 // body {"detail": "..."} with the status that the table in errors.go gives

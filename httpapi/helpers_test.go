@@ -23,6 +23,7 @@ import (
 	"github.com/resolutionflow/ledgerd/httpapi"
 	"github.com/resolutionflow/ledgerd/idempotency"
 	"github.com/resolutionflow/ledgerd/internal/ledgertest"
+	"github.com/resolutionflow/ledgerd/metrics"
 	"github.com/resolutionflow/ledgerd/projections"
 )
 
@@ -43,6 +44,9 @@ type Backend struct {
 	StopProjector func()
 	// Audit keeps the Merkle tree over Log.
 	Audit audit.Store
+	// Metrics counts what Commands and the API do; the API serves it at
+	// /metrics.
+	Metrics *metrics.Metrics
 }
 
 // testReadWait bounds how long the tests' reads wait for the read model,
@@ -105,6 +109,9 @@ func serveBackend(tb testing.TB, b Backend, configure func(*httpapi.Config)) *ap
 		Checks:      b.Checks,
 		Logger:      slog.New(slog.NewTextHandler(logs, nil)),
 		Audit:       &httpapi.Audit{Prover: audit.NewProver(b.Audit), Verifier: testAuditKey.Verifier()},
+		Metrics:     b.Metrics,
+
+		ServeMetrics: b.Metrics != nil,
 	}
 	configure(&cfg)
 	e, err := httpapi.New(cfg)

@@ -97,6 +97,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	httpFlags := addHTTPFlags(f)
 	trustedProxies := f.string("trusted-proxies", "LEDGER_TRUSTED_PROXIES", "", "comma-separated CIDRs of the proxies whose X-Forwarded-For gives a command's client address; none by default")
 	auditKeyFile := addAuditKeyFlag(f)
+	metricsAddr := f.string("metrics-addr", "LEDGER_METRICS_ADDR", "", "when set, the address /metrics is served on instead of the API's")
 	if err := f.parse(args); err != nil {
 		return err
 	}
@@ -148,9 +149,21 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	}
 	defer nc.Close()
 
+	m, err := newMetrics(b, r)
+	if err != nil {
+		return err
+	}
+	var metricsLn net.Listener
+	if *metricsAddr != "" {
+		if metricsLn, err = limits.listen(*metricsAddr); err != nil {
+			return fmt.Errorf("--metrics-addr: %w", err)
+		}
+		defer metricsLn.Close()
+	}
+
 	projector := projections.NewProjector(b.events, b.views, b.locker, b.events.Appended, logger)
 	api, err := httpapi.New(httpapi.Config{
-		Commands:    commands.NewHandler(b.events, nil),
+		Commands:    commands.NewHandler(b.events, nil, commands.WithMetrics(m)),
 		Queries:     projections.CaughtUp(b.views, b.events, projector, *readWait),
 		Events:      b.events,
 		Idempotency: b.idem,
@@ -167,6 +180,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 		TrustedProxies: proxies,
 		WriteTimeout:   limits.writeTimeout,
 		Audit:          &httpapi.Audit{Prover: audit.NewProver(b.audit), Verifier: auditKey.Verifier()},
+		Metrics:        m,
+		ServeMetrics:   metricsLn == nil,
 	})
 	if err != nil {
 		return err
@@ -196,9 +211,16 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	}()
 
 	srv := newHTTPServer(api, limits, logger)
-	served := make(chan error, 1)
+	served := make(chan error, 2)
 	go func() { served <- srv.serve(ln) }()
-	logger.Info("ledgerd serving", "http", ln.Addr().String(), "nats", redact(target.url), "embedded_store", storage.embedded())
+	metricsAt := ln.Addr().String()
+	if metricsLn != nil {
+		metricsSrv := newHTTPServer(metricsHandler(m), limits, logger)
+		go func() { served <- metricsSrv.serve(metricsLn) }()
+		defer metricsSrv.shutdown(*grace)
+		metricsAt = metricsLn.Addr().String()
+	}
+	logger.Info("ledgerd serving", "http", ln.Addr().String(), "metrics", metricsAt, "nats", redact(target.url), "embedded_store", storage.embedded())
 	if isTerminal(stderr) {
 		printStartup(stderr, ln.Addr(), target, storage, secretFlag)
 	}

@@ -179,11 +179,15 @@ type response struct {
 // request and would weigh on the benchmark.
 const requestTimeout = 30 * time.Second
 
-// send makes a request; safe from any goroutine.
+// send makes a request; safe from any goroutine. A body is declared as
+// JSON unless the request says otherwise.
 func (s *apiServer) send(ctx context.Context, r request) (response, error) {
 	req, err := http.NewRequestWithContext(ctx, r.method, s.URL+r.path, strings.NewReader(r.body))
 	if err != nil {
 		return response{}, fmt.Errorf("new request: %w", err)
+	}
+	if r.body != "" {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	for name, values := range r.header {
 		req.Header[name] = values

@@ -131,9 +131,9 @@ func New(cfg Config) (*echo.Echo, error) {
 	e.GET("/ai-sessions/:session_id/handoffs", s.history, s.authenticate)
 	e.GET("/ai-sessions/:session_id/events", s.sessionEvents, s.authenticate, mayAudit)
 	e.GET("/events", s.accountEvents, s.authenticate, mayAudit)
-	e.POST("/ai-sessions/:session_id/handoff", s.createHandoff, s.authenticate, mayCommand, s.idempotent)
-	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/claim", s.claimHandoff, s.authenticate, mayCommand, s.idempotent)
-	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/withdraw", s.withdrawHandoff, s.authenticate, mayCommand, s.idempotent)
+	e.POST("/ai-sessions/:session_id/handoff", s.createHandoff, s.authenticate, mayCommand, requireJSON, s.idempotent)
+	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/claim", s.claimHandoff, s.authenticate, mayCommand, requireJSON, s.idempotent)
+	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/withdraw", s.withdrawHandoff, s.authenticate, mayCommand, requireJSON, s.idempotent)
 	if s.audit != nil {
 		s.routeAudit(e)
 	}

@@ -1,6 +1,7 @@
 // Package httpapi is the ledger's REST interface: the handoff routes of the
 // endpoints it replaces (create, history, claim, withdraw, queue), the
-// audit routes that read the event log, health and readiness probes,
+// audit routes that read the event log, health and readiness probes, its
+// OpenAPI document (openapi.json, served at /openapi.json),
 // bearer-token authentication, request ids and client addresses, request
 // logs and Idempotency-Key handling, on echo.
 //
@@ -126,6 +127,7 @@ func New(cfg Config) (*echo.Echo, error) {
 
 	e.GET("/healthz", healthz)
 	e.GET("/readyz", s.readyz)
+	e.GET("/openapi.json", openAPI)
 
 	e.GET("/ai-sessions/queue", s.queue, s.authenticate)
 	e.GET("/ai-sessions/:session_id/handoffs", s.history, s.authenticate)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net"
 	"net/http"
 	"runtime/debug"
@@ -182,6 +183,24 @@ func limitBody(max int64) echo.MiddlewareFunc {
 			req.Body = http.MaxBytesReader(c.Response(), req.Body, max)
 			return next(c)
 		}
+	}
+}
+
+// requireJSON refuses with 415 a request whose body is not declared as
+// JSON: a body comes with Content-Type application/json (parameters such
+// as charset allowed). A request without a body, such as a claim, needs no
+// Content-Type.
+func requireJSON(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		req := c.Request()
+		if req.ContentLength == 0 {
+			return next(c)
+		}
+		media, _, err := mime.ParseMediaType(req.Header.Get(echo.HeaderContentType))
+		if err != nil || media != echo.MIMEApplicationJSON {
+			return echo.NewHTTPError(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+		}
+		return next(c)
 	}
 }
 

@@ -1,7 +1,8 @@
 // Package httpapi is the ledger's REST interface: the handoff routes of the
 // endpoints it replaces (create, history, claim, withdraw, queue), the
 // audit routes that read the event log, health and readiness probes, the
-// Prometheus metrics, bearer-token authentication, request ids and client
+// Prometheus metrics, its OpenAPI document (openapi.json, served at
+// /openapi.json), bearer-token authentication, request ids and client
 // addresses, request logs and metrics, and Idempotency-Key handling, on
 // echo.
 //
@@ -138,14 +139,15 @@ func New(cfg Config) (*echo.Echo, error) {
 	if cfg.ServeMetrics {
 		e.GET("/metrics", echo.WrapHandler(cfg.Metrics.Handler()))
 	}
+	e.GET("/openapi.json", openAPI)
 
 	e.GET("/ai-sessions/queue", s.queue, s.authenticate)
 	e.GET("/ai-sessions/:session_id/handoffs", s.history, s.authenticate)
 	e.GET("/ai-sessions/:session_id/events", s.sessionEvents, s.authenticate, mayAudit)
 	e.GET("/events", s.accountEvents, s.authenticate, mayAudit)
-	e.POST("/ai-sessions/:session_id/handoff", s.createHandoff, s.authenticate, mayCommand, s.idempotent)
-	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/claim", s.claimHandoff, s.authenticate, mayCommand, s.idempotent)
-	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/withdraw", s.withdrawHandoff, s.authenticate, mayCommand, s.idempotent)
+	e.POST("/ai-sessions/:session_id/handoff", s.createHandoff, s.authenticate, mayCommand, requireJSON, s.idempotent)
+	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/claim", s.claimHandoff, s.authenticate, mayCommand, requireJSON, s.idempotent)
+	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/withdraw", s.withdrawHandoff, s.authenticate, mayCommand, requireJSON, s.idempotent)
 	if s.audit != nil {
 		s.routeAudit(e)
 	}

@@ -9,6 +9,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/resolutionflow/ledgerd/audit/verify"
+	"github.com/resolutionflow/ledgerd/audit/verify/pgverify"
+	"github.com/resolutionflow/ledgerd/audit/verify/sqliteverify"
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
 	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
@@ -38,8 +41,10 @@ type backend struct {
 	locker leader.Locker
 	checks []httpapi.Check
 	// pool is the PostgreSQL pool; nil for the embedded store.
-	pool  *pgxpool.Pool
-	close func()
+	pool *pgxpool.Pool
+	// verify checks the stored log (`ledgerd verify`).
+	verify func(ctx context.Context, opts verify.Options) (verify.Result, error)
+	close  func()
 }
 
 // openPostgres connects to PostgreSQL and applies pending migrations, if
@@ -73,7 +78,10 @@ func openPostgres(ctx context.Context, url string, maxConns int, logger *slog.Lo
 			{Name: "database", Func: pool.Ping},
 			{Name: "migrations", Func: func(ctx context.Context) error { return migrations.CheckPostgres(ctx, pool) }},
 		},
-		pool:  pool,
+		pool: pool,
+		verify: func(ctx context.Context, opts verify.Options) (verify.Result, error) {
+			return pgverify.Verify(ctx, pool, opts)
+		},
 		close: pool.Close,
 	}, nil
 }
@@ -106,6 +114,9 @@ func openSQLite(ctx context.Context, dataDir string, logger *slog.Logger) (*back
 			_, err := store.Head(ctx)
 			return err
 		}}},
+		verify: func(ctx context.Context, opts verify.Options) (verify.Result, error) {
+			return sqliteverify.Verify(ctx, store.ReadDB(), opts)
+		},
 		close: func() {
 			if err := store.Close(); err != nil {
 				logger.Error("close the embedded database", "err", err)

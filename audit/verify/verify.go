@@ -9,7 +9,10 @@ package verify
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
+	"strings"
+	"unsafe"
 
 	"github.com/resolutionflow/ledgerd/eventstore"
 )
@@ -37,10 +40,15 @@ func (f *Failure) Error() string {
 }
 
 // Row is one event of the log as an adapter reads it, in position order.
-// Its Data and RawMetadata may be reused by the next row.
+// Its strings and byte slices may share the adapter's read buffer: they
+// are valid until the next row only, and whatever keeps one clones it.
 type Row struct {
 	Event eventstore.Event
 }
+
+// BorrowString returns b as a string that shares b's bytes, without a
+// copy: for an adapter's Row, valid while b's bytes are.
+func BorrowString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // Log is a snapshot of a ledger's stored log.
 type Log interface {
@@ -102,17 +110,26 @@ type link struct {
 // position order, which is each stream's version order. It keeps one link
 // per stream: its memory follows the count of streams, not of events.
 type chains struct {
-	last map[string]link
+	// last is keyed by clones of the rows' stream names, and updated
+	// through its pointers: an assignment to a map would store the key
+	// again, the row's borrowed string.
+	last map[string]*link
+	// buf holds an event's hash input, reused from event to event.
+	buf []byte
 }
 
-func newChains() *chains { return &chains{last: make(map[string]link)} }
+func newChains() *chains { return &chains{last: make(map[string]*link)} }
 
 // check checks e against its stream's newest event seen before it.
 func (c *chains) check(e *eventstore.Event) error {
 	fail := func(format string, args ...any) error {
-		return &Failure{Position: e.Position, Stream: e.Stream, Reason: fmt.Sprintf(format, args...)}
+		return &Failure{Position: e.Position, Stream: strings.Clone(e.Stream), Reason: fmt.Sprintf(format, args...)}
 	}
-	prev, seen := c.last[e.Stream]
+	var prev link
+	last, seen := c.last[e.Stream]
+	if seen {
+		prev = *last
+	}
 	switch {
 	case e.Version != prev.version+1 && !seen:
 		return fail("the stream starts at version %d, not 1: its first events are missing", e.Version)
@@ -121,9 +138,14 @@ func (c *chains) check(e *eventstore.Event) error {
 	case e.PrevHash != prev.hash:
 		return fail("prev_hash %s is not the hash %s of the stream's previous event", e.PrevHash, prev.hash)
 	}
-	if h := eventstore.HashEvent(e.PrevHash, *e); h != e.Hash {
+	c.buf = eventstore.AppendHashInput(c.buf[:0], e.PrevHash, e)
+	if h := eventstore.Hash(sha256.Sum256(c.buf)); h != e.Hash {
 		return fail("the stored hash %s is not the event's hash %s: the event was changed", e.Hash, h)
 	}
-	c.last[e.Stream] = link{version: e.Version, hash: e.Hash}
+	if seen {
+		*last = link{version: e.Version, hash: e.Hash}
+	} else {
+		c.last[strings.Clone(e.Stream)] = &link{version: e.Version, hash: e.Hash}
+	}
 	return nil
 }

@@ -49,13 +49,14 @@ func (s snapshot) Scan(ctx context.Context, fn func(*verify.Row) error) error {
 		if err := rows.Scan(&e.Position, &id, &stream, &e.Version, &typeName, &data, &meta, &at, &prevHash, &hash); err != nil {
 			return fmt.Errorf("read the log: %w", err)
 		}
-		e.ID, e.Stream, e.Type = string(id), string(stream), string(typeName)
+		// The row's bytes, which the next row may reuse (verify.Row).
+		e.ID, e.Stream, e.Type = verify.BorrowString(id), verify.BorrowString(stream), verify.BorrowString(typeName)
 		e.Data, e.RawMetadata = []byte(data), []byte(meta)
-		if e.RecordedAt, err = time.Parse(eventstore.TimeLayout, string(at)); err != nil {
-			return &verify.Failure{Position: e.Position, Stream: e.Stream, Reason: fmt.Sprintf("recorded_at %q is not a recorded time", at)}
+		if e.RecordedAt, err = time.Parse(eventstore.TimeLayout, verify.BorrowString(at)); err != nil {
+			return &verify.Failure{Position: e.Position, Stream: string(stream), Reason: fmt.Sprintf("recorded_at %q is not a recorded time", at)}
 		}
 		if len(prevHash) != len(e.PrevHash) || len(hash) != len(e.Hash) {
-			return &verify.Failure{Position: e.Position, Stream: e.Stream, Reason: "a stored hash is not 32 bytes"}
+			return &verify.Failure{Position: e.Position, Stream: string(stream), Reason: "a stored hash is not 32 bytes"}
 		}
 		copy(e.PrevHash[:], prevHash)
 		copy(e.Hash[:], hash)

@@ -294,7 +294,7 @@ func TestStart_ReaderOnlyReads(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	for _, subject := range []string{"handoff.a.s.HandoffClaimed", "$JS.API.STREAM.DELETE.LEDGER", "$JS.API.STREAM.PURGE.LEDGER"} {
+	for _, subject := range []string{"handoff.a.s.HandoffClaimed", "ledger.checkpoint", "$JS.API.STREAM.DELETE.LEDGER", "$JS.API.STREAM.PURGE.LEDGER"} {
 		if err := nc.Publish(subject, []byte("forged")); err != nil {
 			t.Fatal(err)
 		}

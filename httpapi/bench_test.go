@@ -24,7 +24,7 @@ import (
 const (
 	benchClients = 16
 	// benchPoolSize gives each client a connection and leaves room for
-	// the projector: its leadership connection, its reads and its writes.
+	// the projector: its lease renewals, its reads and its writes.
 	benchPoolSize = benchClients + 4
 )
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/resolutionflow/ledgerd/audit"
 	"github.com/resolutionflow/ledgerd/commands"
 	"github.com/resolutionflow/ledgerd/domain"
 	"github.com/resolutionflow/ledgerd/eventcodec"
@@ -40,6 +41,8 @@ type Backend struct {
 	FailAppends func(tb testing.TB) (restore func())
 	// StopProjector stops the projector that keeps the read model.
 	StopProjector func()
+	// Audit keeps the Merkle tree over Log.
+	Audit audit.Store
 }
 
 // testReadWait bounds how long the tests' reads wait for the read model,
@@ -48,6 +51,21 @@ const testReadWait = 15 * time.Second
 
 // NewBackend makes a Backend for one test; it cleans up after the test.
 type NewBackend func(tb testing.TB) Backend
+
+// testAuditKey signs the tests' checkpoints.
+var testAuditKey = mustAuditKey()
+
+func mustAuditKey() *audit.Key {
+	skey, _, err := audit.GenerateKey("ledgerd.test")
+	if err != nil {
+		panic(err)
+	}
+	k, err := audit.ParseKey(skey)
+	if err != nil {
+		panic(err)
+	}
+	return k
+}
 
 // testSecret signs the tokens of the tests.
 var testSecret = []byte("test-secret-of-the-rest-suite-0123456789")
@@ -86,6 +104,7 @@ func serveBackend(tb testing.TB, b Backend, configure func(*httpapi.Config)) *ap
 		JWTSecret:   testSecret,
 		Checks:      b.Checks,
 		Logger:      slog.New(slog.NewTextHandler(logs, nil)),
+		Audit:       &httpapi.Audit{Prover: audit.NewProver(b.Audit), Verifier: testAuditKey.Verifier()},
 	}
 	configure(&cfg)
 	e, err := httpapi.New(cfg)

@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/resolutionflow/ledgerd/audit/pgaudit"
 	"github.com/resolutionflow/ledgerd/commands"
 	"github.com/resolutionflow/ledgerd/domain"
 	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
@@ -40,7 +41,7 @@ func TestReadWait_Postgres(t *testing.T) {
 }
 
 // poolSize leaves room for the 64 claimers of the race test and the
-// projector's leadership connection.
+// projector's lease renewals.
 const poolSize = 16
 
 // newPostgresBackend wires the PostgreSQL parts on a fresh database, with
@@ -71,7 +72,11 @@ func postgresBackendWaiting(tb testing.TB, pool *pgxpool.Pool, readWait time.Dur
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	events := pgstore.New(pool)
 	views := pgviews.New(pool)
-	projector := projections.NewProjector(events, views, leader.NewPostgres(pool, logger), events.Appended, logger)
+	locker, err := leader.NewPostgres(pool, logger, leader.Config{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	projector := projections.NewProjector(events, views, locker, events.Appended, logger)
 	stop := runInBackground(tb, projector.Run)
 
 	return Backend{
@@ -80,6 +85,7 @@ func postgresBackendWaiting(tb testing.TB, pool *pgxpool.Pool, readWait time.Dur
 		Queries:       projections.CaughtUp(views, events, projector, readWait),
 		StopProjector: stop,
 		Idempotency:   idempotency.NewPostgres(pool),
+		Audit:         pgaudit.New(pool),
 		Checks:        append(postgresChecks(pool), httpapi.SkippedEventsCheck(views, projections.HandoffsProjector)),
 		FailAppends: func(tb testing.TB) func() {
 			tb.Helper()

@@ -60,6 +60,8 @@ type Config struct {
 	// WriteTimeout is the server's write timeout; an export gives its
 	// connection this much more before each chunk it writes. None when 0.
 	WriteTimeout time.Duration
+	// Audit, when not nil, serves the /audit routes.
+	Audit *Audit
 }
 
 // Check is one readiness probe of /readyz.
@@ -84,6 +86,7 @@ type server struct {
 	cursorKey []byte
 	tokens    *tokenVerifier
 	checks    []Check
+	audit     *Audit
 	log       *slog.Logger
 	// writeTimeout is Config.WriteTimeout.
 	writeTimeout time.Duration
@@ -102,6 +105,7 @@ func New(cfg Config) (*echo.Echo, error) {
 		cursorKey: newCursorKey(cfg.JWTSecret),
 		tokens:    newTokenVerifier(cfg),
 		checks:    cfg.Checks,
+		audit:     cfg.Audit,
 		log:       cfg.Logger,
 
 		writeTimeout: cfg.WriteTimeout,
@@ -130,6 +134,9 @@ func New(cfg Config) (*echo.Echo, error) {
 	e.POST("/ai-sessions/:session_id/handoff", s.createHandoff, s.authenticate, mayCommand, s.idempotent)
 	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/claim", s.claimHandoff, s.authenticate, mayCommand, s.idempotent)
 	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/withdraw", s.withdrawHandoff, s.authenticate, mayCommand, s.idempotent)
+	if s.audit != nil {
+		s.routeAudit(e)
+	}
 	return e, nil
 }
 
@@ -158,6 +165,9 @@ func (cfg Config) validate() error {
 	}
 	if cfg.MaxBodyBytes < 0 {
 		errs = append(errs, errors.New("httpapi: Config.MaxBodyBytes must not be negative"))
+	}
+	if a := cfg.Audit; a != nil && (a.Prover == nil || a.Verifier == "") {
+		errs = append(errs, errors.New("httpapi: Config.Audit needs a Prover and a Verifier"))
 	}
 	for _, c := range cfg.Checks {
 		if c.Name == "" || c.Func == nil {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/resolutionflow/ledgerd/audit/sqliteaudit"
 	"github.com/resolutionflow/ledgerd/commands"
 	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
 	"github.com/resolutionflow/ledgerd/httpapi"
@@ -47,6 +48,7 @@ func sqliteBackendWaiting(tb testing.TB, readWait time.Duration) Backend {
 		Commands:      commands.NewHandler(store, nil),
 		Queries:       projections.CaughtUp(views, store, projector, readWait),
 		StopProjector: stop,
+		Audit:         sqliteaudit.New(store.DB(), store.ReadDB()),
 		Idempotency:   idempotency.NewSQLite(store.DB()),
 		Checks: []httpapi.Check{{Name: "database", Func: func(ctx context.Context) error {
 			_, err := store.Head(ctx)

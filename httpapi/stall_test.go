@@ -85,7 +85,11 @@ func TestStallCheck_Postgres(t *testing.T) {
 	}
 
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	projector := projections.NewProjector(events, views, leader.NewPostgres(pool, logger), events.Appended, logger)
+	locker, err := leader.NewPostgres(pool, logger, leader.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	projector := projections.NewProjector(events, views, locker, events.Appended, logger)
 	runInBackground(t, projector.Run)
 	s.readinessUntil(t, "the projector's stall clears", func(r readiness) bool { return r.Status == "ok" })
 }
@@ -102,7 +106,7 @@ func moveRelay(tb testing.TB, views *pgviews.Store, events *pgstore.Store) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if err := views.Update(ctx, relayCheckpoint, from, head, func(projections.Tx) error { return nil }); err != nil {
+	if err := views.Update(ctx, leader.Fence{}, relayCheckpoint, from, head, func(projections.Tx) error { return nil }); err != nil {
 		tb.Fatal(err)
 	}
 }

@@ -1,42 +1,91 @@
 // Package leader elects one runner for each background job (a projector, the
-// relay) among the ledgerd processes that share a database. A job runs only
-// while its process holds the job's named lock; when that process dies or
-// loses its database connection, another process takes the lock over within
-// about a second.
+// relay) among the ledgerd processes that share a database.
+//
+// A job runs only while its process holds the job's named lease. On
+// PostgreSQL a lease is a row of the leader_leases table that its holder
+// renews every second or so and that expires a few seconds after the last
+// renewal, at the server's clock; each new tenure increments the lease's
+// token. A holder whose renewals stop succeeding stops acting (its
+// held context is cancelled) before the lease expires, and so before
+// another process can take it. A holder that cannot stop itself (a frozen
+// process, a partitioned host) is made harmless by fencing: each of a
+// job's writes that only the leader may make carries the lease's Fence,
+// which the store checks in the write's own transaction, refusing it with
+// ErrDeposed once the lease has expired or passed to another holder.
 package leader
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 )
 
-// Locker hands out named leadership locks.
+// ErrDeposed is matched (errors.Is) by the error of a write whose Fence is
+// no longer valid: its lease expired or passed to another holder. The job
+// that gets it has lost leadership and must stop, not retry.
+var ErrDeposed = errors.New("leadership lost: the lease expired or passed to another holder")
+
+// Locker hands out named leases.
 type Locker interface {
-	// Acquire blocks until this process holds the named lock or ctx ends,
-	// in which case it returns an error wrapping ctx.Err(). The returned
-	// context, derived from ctx, is cancelled when leadership is lost (for
-	// example because the database connection holding the lock died) or
-	// when release is called. release gives the lock up; it may be called
-	// more than once and must be called once leadership is no longer
-	// wanted, even after held is done.
-	Acquire(ctx context.Context, name string) (held context.Context, release func(), err error)
+	// Acquire blocks until this process holds the named lease or ctx ends,
+	// in which case it returns an error wrapping ctx.Err(). The lease's
+	// Context, derived from ctx, is cancelled when leadership is lost or
+	// released. Release must be called once leadership is no longer
+	// wanted, even after the Context is done.
+	Acquire(ctx context.Context, name string) (*Lease, error)
 }
 
-// NewLocal returns a Locker whose locks exclude only other holders in this
-// process, for the embedded single-process mode.
+// Lease is leadership of one job, from Acquire until Release.
+type Lease struct {
+	ctx     context.Context
+	fence   Fence
+	release func()
+}
+
+// Context is done when leadership is lost or released: the job must stop
+// acting for the leader then.
+func (l *Lease) Context() context.Context { return l.ctx }
+
+// Fence identifies this tenure of the lease, for the writes only the
+// leader may make.
+func (l *Lease) Fence() Fence { return l.fence }
+
+// Release gives the lease up at once, so another process may take it
+// without waiting for it to expire. It may be called more than once.
+func (l *Lease) Release() { l.release() }
+
+// Fence identifies one tenure of a lease: its name and the token it had
+// while one holder held it. A store checks it in the transaction of each
+// write only the leader may make, and refuses the write with ErrDeposed
+// when the lease no longer has this token or has expired.
+//
+// A Fence with token 0 is not checked: the local locker's leases carry it
+// (its one process needs no fence), and so do writers that are no leader
+// and rely on a compare-and-set alone (a rebuild of the read models).
+type Fence struct {
+	Name  string
+	Token int64
+}
+
+// Checked reports whether stores must check the fence.
+func (f Fence) Checked() bool { return f.Token != 0 }
+
+// NewLocal returns a Locker whose leases exclude only other holders in this
+// process, for the embedded single-process mode. Its leases last until
+// released and carry an unchecked Fence.
 func NewLocal() Locker {
 	return &local{held: make(map[string]chan struct{})}
 }
 
 type local struct {
 	mu sync.Mutex
-	// held maps each held lock's name to a channel closed when it is
+	// held maps each held lease's name to a channel closed when it is
 	// released.
 	held map[string]chan struct{}
 }
 
-func (l *local) Acquire(ctx context.Context, name string) (context.Context, func(), error) {
+func (l *local) Acquire(ctx context.Context, name string) (*Lease, error) {
 	for {
 		l.mu.Lock()
 		freed, busy := l.held[name]
@@ -44,19 +93,19 @@ func (l *local) Acquire(ctx context.Context, name string) (context.Context, func
 			freed = make(chan struct{})
 			l.held[name] = freed
 			l.mu.Unlock()
-			return l.hold(ctx, name, freed)
+			return l.hold(ctx, name, freed), nil
 		}
 		l.mu.Unlock()
 		select {
 		case <-ctx.Done():
-			return nil, nil, acquireCancelled(ctx, name)
+			return nil, acquireCancelled(ctx, name)
 		case <-freed:
 		}
 	}
 }
 
-// hold returns the held context and release function of a lock just taken.
-func (l *local) hold(ctx context.Context, name string, freed chan struct{}) (context.Context, func(), error) {
+// hold returns the lease just taken.
+func (l *local) hold(ctx context.Context, name string, freed chan struct{}) *Lease {
 	held, cancel := context.WithCancel(ctx)
 	unlock := sync.OnceFunc(func() {
 		l.mu.Lock()
@@ -64,11 +113,11 @@ func (l *local) hold(ctx context.Context, name string, freed chan struct{}) (con
 		l.mu.Unlock()
 		close(freed)
 	})
-	// A holder whose ctx ends loses the lock, as with PostgreSQL.
+	// A holder whose ctx ends loses the lease, as with PostgreSQL.
 	context.AfterFunc(held, unlock)
-	return held, func() { cancel(); unlock() }, nil
+	return &Lease{ctx: held, fence: Fence{Name: name}, release: func() { cancel(); unlock() }}
 }
 
 func acquireCancelled(ctx context.Context, name string) error {
-	return fmt.Errorf("acquire lock %q: %w", name, ctx.Err())
+	return fmt.Errorf("acquire lease %q: %w", name, ctx.Err())
 }

@@ -3,6 +3,7 @@ package leader_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"runtime"
@@ -12,16 +13,40 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
 	"github.com/resolutionflow/ledgerd/leader"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
-// takeover bounds how long a waiting locker may take to get a freed lock.
+// takeover bounds how long a waiting locker may take to get a freed lease.
 const takeover = 5 * time.Second
+
+// slack is what a takeover may take beyond its documented bound on a busy
+// test machine.
+const slack = 2 * time.Second
+
+// quick are timings for tests that take a lease many times; they keep the
+// default TTL.
+var quick = leader.Config{RetryInterval: 5 * time.Millisecond}
+
+// newPostgres returns a PostgreSQL locker on a pool of its own, as another
+// process would have, named process in pg_stat_activity.
+func newPostgres(tb testing.TB, url, process string, cfg leader.Config) leader.Locker {
+	tb.Helper()
+	pool := pgtest.Pool(tb, url, 0, func(c *pgxpool.Config) {
+		c.ConnConfig.RuntimeParams["application_name"] = process
+	})
+	l, err := leader.NewPostgres(pool, slog.Default().With("process", process), cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return l
+}
 
 // implementations returns, for each Locker, a function that makes two
 // lockers standing for two processes sharing one database.
@@ -29,7 +54,7 @@ func implementations() map[string]func(tb testing.TB) (a, b leader.Locker) {
 	return map[string]func(tb testing.TB) (a, b leader.Locker){
 		"Postgres": func(tb testing.TB) (a, b leader.Locker) {
 			url := pgtest.NewDatabase(tb)
-			return leader.NewPostgres(pgtest.Pool(tb, url, 0), slog.Default()), leader.NewPostgres(pgtest.Pool(tb, url, 0), slog.Default())
+			return newPostgres(tb, url, "a", quick), newPostgres(tb, url, "b", quick)
 		},
 		"Local": func(tb testing.TB) (a, b leader.Locker) {
 			l := leader.NewLocal()
@@ -38,8 +63,10 @@ func implementations() map[string]func(tb testing.TB) (a, b leader.Locker) {
 	}
 }
 
-// forEachLocker runs test in parallel subtests, one per Locker.
+// forEachLocker runs test in parallel subtests, one per Locker, in
+// parallel with other tests.
 func forEachLocker(t *testing.T, test func(t *testing.T, a, b leader.Locker)) {
+	t.Parallel()
 	for name, open := range implementations() {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -51,50 +78,48 @@ func forEachLocker(t *testing.T, test func(t *testing.T, a, b leader.Locker)) {
 
 // acquisition is the outcome of an Acquire running in the background.
 type acquisition struct {
-	held    context.Context
-	release func()
-	err     error
+	lease *leader.Lease
+	err   error
 }
 
 // acquireAsync starts Acquire and returns a channel that yields its outcome.
 func acquireAsync(ctx context.Context, l leader.Locker, name string) <-chan acquisition {
 	out := make(chan acquisition, 1)
 	go func() {
-		held, release, err := l.Acquire(ctx, name)
-		out <- acquisition{held, release, err}
+		lease, err := l.Acquire(ctx, name)
+		out <- acquisition{lease, err}
 	}()
 	return out
 }
 
-func mustAcquire(tb testing.TB, l leader.Locker, name string) (context.Context, func()) {
+func mustAcquire(tb testing.TB, l leader.Locker, name string) *leader.Lease {
 	tb.Helper()
-	a := awaitAcquired(tb, acquireAsync(tb.Context(), l, name))
-	return a.held, a.release
+	return awaitAcquired(tb, acquireAsync(tb.Context(), l, name))
 }
 
 // awaitAcquired waits for a background Acquire to succeed.
-func awaitAcquired(tb testing.TB, pending <-chan acquisition) acquisition {
+func awaitAcquired(tb testing.TB, pending <-chan acquisition) *leader.Lease {
 	tb.Helper()
 	select {
 	case a := <-pending:
 		if a.err != nil {
 			tb.Fatalf("acquire: %v", a.err)
 		}
-		tb.Cleanup(a.release)
-		return a
+		tb.Cleanup(a.lease.Release)
+		return a.lease
 	case <-time.After(takeover):
-		tb.Fatalf("lock not acquired within %v", takeover)
+		tb.Fatalf("lease not acquired within %v", takeover)
 	}
 	panic("unreachable")
 }
 
-// awaitLost waits for a held context to be cancelled.
-func awaitLost(tb testing.TB, held context.Context) {
+// awaitLost waits for a lease's context to be cancelled.
+func awaitLost(tb testing.TB, lease *leader.Lease) {
 	tb.Helper()
 	select {
-	case <-held.Done():
+	case <-lease.Context().Done():
 	case <-time.After(takeover):
-		tb.Fatalf("held context still live %v after leadership was lost", takeover)
+		tb.Fatalf("lease context still live %v after leadership was lost", takeover)
 	}
 }
 
@@ -104,31 +129,31 @@ func assertWaiting(tb testing.TB, pending <-chan acquisition) {
 	select {
 	case a := <-pending:
 		if a.err == nil {
-			a.release()
+			a.lease.Release()
 		}
-		tb.Fatalf("second locker got the lock while the first held it (err %v)", a.err)
+		tb.Fatalf("second locker got the lease while the first held it (err %v)", a.err)
 	default:
 	}
 }
 
 func TestLocker_SecondWaitsUntilRelease(t *testing.T) {
 	forEachLocker(t, func(t *testing.T, a, b leader.Locker) {
-		heldA, releaseA := mustAcquire(t, a, "projector")
+		leaseA := mustAcquire(t, a, "projector")
 
 		// While A holds, B's Acquire must wait until its context ends.
 		ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond)
 		defer cancel()
-		if _, _, err := b.Acquire(ctx, "projector"); !errors.Is(err, context.DeadlineExceeded) {
+		if _, err := b.Acquire(ctx, "projector"); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("second Acquire while held: err = %v, want deadline exceeded", err)
 		}
 
 		pending := acquireAsync(t.Context(), b, "projector")
 		assertWaiting(t, pending)
-		releaseA()
-		awaitLost(t, heldA)
-		heldB := awaitAcquired(t, pending).held
-		if heldB.Err() != nil {
-			t.Fatalf("B's held context is done right after acquiring: %v", heldB.Err())
+		leaseA.Release()
+		awaitLost(t, leaseA)
+		leaseB := awaitAcquired(t, pending)
+		if err := leaseB.Context().Err(); err != nil {
+			t.Fatalf("B's lease context is done right after acquiring: %v", err)
 		}
 	})
 }
@@ -143,48 +168,49 @@ func TestLocker_NamesAreIndependent(t *testing.T) {
 func TestLocker_ContextEndReleases(t *testing.T) {
 	forEachLocker(t, func(t *testing.T, a, b leader.Locker) {
 		ctx, cancel := context.WithCancel(t.Context())
-		heldA, releaseA, err := a.Acquire(ctx, "projector")
+		leaseA, err := a.Acquire(ctx, "projector")
 		if err != nil {
 			t.Fatalf("acquire: %v", err)
 		}
-		defer releaseA()
+		defer leaseA.Release()
 		pending := acquireAsync(t.Context(), b, "projector")
 		assertWaiting(t, pending)
 		cancel()
-		awaitLost(t, heldA)
+		awaitLost(t, leaseA)
 		awaitAcquired(t, pending)
 	})
 }
 
 func TestLocker_ReleaseTwiceIsHarmless(t *testing.T) {
 	forEachLocker(t, func(t *testing.T, a, b leader.Locker) {
-		_, release := mustAcquire(t, a, "projector")
-		release()
-		release()
+		lease := mustAcquire(t, a, "projector")
+		lease.Release()
+		lease.Release()
 		mustAcquire(t, b, "projector")
 	})
 }
 
-// TestLocker_MutualExclusion has several contenders take the lock in turn,
-// and fails if two ever hold it at once.
+// TestLocker_MutualExclusion has contenders of two lockers (two processes,
+// each with two goroutines) take the lease in turn, many times, and fails
+// if two ever hold it at once or a PostgreSQL lease's token does not grow
+// with each new holder.
 func TestLocker_MutualExclusion(t *testing.T) {
 	forEachLocker(t, func(t *testing.T, a, b leader.Locker) {
-		rounds := 3 // a PostgreSQL waiter retries twice a second
-		if strings.HasSuffix(t.Name(), "/Local") {
-			rounds = 200
-		}
+		const rounds = 50
 		var (
-			holders, overlaps, acquired atomic.Int64
-			wg                          sync.WaitGroup
-			errs                        = make(chan error, 4)
+			holders, overlaps atomic.Int64
+			mu                sync.Mutex
+			tokens            []int64 // in the order the lease was held
+			wg                sync.WaitGroup
+			errs              = make(chan error, 4)
 		)
 		for _, l := range []leader.Locker{a, b, a, b} {
 			wg.Go(func() {
 				for range rounds {
-					// The lock lasts no longer than the context it was
+					// The lease lasts no longer than the context it was
 					// acquired with, so cancel only after releasing.
 					ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-					_, release, err := l.Acquire(ctx, "projector")
+					lease, err := l.Acquire(ctx, "projector")
 					if err != nil {
 						cancel()
 						errs <- err
@@ -193,10 +219,12 @@ func TestLocker_MutualExclusion(t *testing.T) {
 					if holders.Add(1) > 1 {
 						overlaps.Add(1)
 					}
-					runtime.Gosched() // let another contender in, if the lock would
-					acquired.Add(1)
+					mu.Lock()
+					tokens = append(tokens, lease.Fence().Token)
+					mu.Unlock()
+					runtime.Gosched() // let another contender in, if the lease would
 					holders.Add(-1)
-					release()
+					lease.Release()
 					cancel()
 				}
 			})
@@ -207,66 +235,275 @@ func TestLocker_MutualExclusion(t *testing.T) {
 			t.Errorf("contender: %v", err)
 		}
 		if overlaps.Load() != 0 {
-			t.Errorf("the lock was held twice at once %d times", overlaps.Load())
+			t.Errorf("the lease was held twice at once %d times", overlaps.Load())
 		}
-		if want := int64(4 * rounds); acquired.Load() != want {
-			t.Errorf("acquired %d times, want %d", acquired.Load(), want)
+		if len(tokens) != 4*rounds {
+			t.Errorf("acquired %d times, want %d", len(tokens), 4*rounds)
+		}
+		if strings.HasSuffix(t.Name(), "/Postgres") {
+			for i := 1; i < len(tokens); i++ {
+				if tokens[i] != tokens[i-1]+1 {
+					t.Fatalf("holder %d got token %d after %d, want each new holder one more", i, tokens[i], tokens[i-1])
+				}
+			}
 		}
 	})
 }
 
-// TestPostgres_TakeoverWhenHolderConnectionDies kills the holder's lock
-// connection from the admin side, as a crash or a network cut would: the
-// waiting process must take over and the holder must learn it has lost.
-func TestPostgres_TakeoverWhenHolderConnectionDies(t *testing.T) {
+// freezeRenewals makes l's holders stop renewing their leases from their
+// next renewal on, as if their process had frozen. It must be called
+// before l's first Acquire. frozen is closed when a renewal is first held
+// up; thaw lets the renewals go on, and must be called before the frozen
+// lease is released.
+func freezeRenewals(l leader.Locker) (frozen <-chan struct{}, thaw func()) {
+	stopped, thawed := make(chan struct{}), make(chan struct{})
+	once := sync.OnceFunc(func() { close(stopped) })
+	leader.SetBeforeRenew(l, func() {
+		once()
+		<-thawed
+	})
+	return stopped, sync.OnceFunc(func() { close(thawed) })
+}
+
+// TestPostgres_FrozenHolderIsReplaced freezes the holder's renewals: its
+// process is alive and connected, as one stopped with SIGSTOP, but it no
+// longer renews. Another process must take over within the lease's TTL and
+// one retry interval, and the frozen holder's lease context must have been
+// cancelled (its jobs told to stop) before the successor acquired.
+func TestPostgres_FrozenHolderIsReplaced(t *testing.T) {
 	t.Parallel()
 	url := pgtest.NewDatabase(t)
-	admin := pgtest.Pool(t, url, 0)
-	a := leader.NewPostgres(pgtest.Pool(t, url, 0), slog.Default())
-	b := leader.NewPostgres(pgtest.Pool(t, url, 0), slog.Default())
+	a := newPostgres(t, url, "a", leader.Config{})
+	b := newPostgres(t, url, "b", leader.Config{})
+	frozen, thaw := freezeRenewals(a)
 
-	holder, waiter := a, b
-	held, _ := mustAcquire(t, holder, "projector")
-	for round := range 3 {
-		pending := acquireAsync(t.Context(), waiter, "projector")
-		assertWaiting(t, pending)
-		terminateLockHolder(t, admin)
-		awaitLost(t, held)
-		held = awaitAcquired(t, pending).held
-		if got := lockHolders(t, admin); got != 1 {
-			t.Fatalf("round %d: %d sessions hold an advisory lock after takeover, want 1", round, got)
+	leaseA, err := a.Acquire(t.Context(), "projector")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer leaseA.Release()
+	defer thaw()
+	pending := acquireAsync(t.Context(), b, "projector")
+	select {
+	case <-frozen:
+	case <-time.After(takeover):
+		t.Fatal("the holder never tried to renew")
+	}
+	frozenAt := time.Now()
+	bound := leader.DefaultTTL + leader.DefaultRetryInterval
+	select {
+	case got := <-pending:
+		if got.err != nil {
+			t.Fatalf("acquire: %v", got.err)
 		}
-		holder, waiter = waiter, holder
+		defer got.lease.Release()
+		if leaseA.Context().Err() == nil {
+			t.Fatal("the successor acquired while the frozen holder's lease context was still live")
+		}
+		if took := time.Since(frozenAt); took > bound+slack {
+			t.Errorf("the successor took over %v after the freeze, want at most %v", took, bound)
+		}
+		if want := leaseA.Fence().Token + 1; got.lease.Fence().Token != want {
+			t.Errorf("successor's token = %d, want %d", got.lease.Fence().Token, want)
+		}
+	case <-time.After(bound + slack):
+		t.Fatalf("the frozen holder was not replaced within %v", bound+slack)
 	}
 }
 
-// terminateLockHolder ends the session holding the advisory lock in the
-// test's database.
-func terminateLockHolder(tb testing.TB, admin *pgxpool.Pool) {
-	tb.Helper()
-	var terminated int
-	err := admin.QueryRow(tb.Context(), `
-		SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))
-		FROM pg_locks
-		WHERE locktype = 'advisory' AND granted
-		  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&terminated)
-	if err != nil {
-		tb.Fatalf("terminate lock holder: %v", err)
+// TestPostgres_CutOffHolderStopsBeforeTakeover cuts the holder off the
+// database (its connections killed, new ones refused) round after round:
+// the holder must give leadership up before its lease expires, and the
+// other process must then take over.
+func TestPostgres_CutOffHolderStopsBeforeTakeover(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	admin := pgtest.Pool(t, url, 1)
+	cfg := leader.Config{TTL: time.Second, RenewInterval: 200 * time.Millisecond, Margin: 300 * time.Millisecond, RetryInterval: 50 * time.Millisecond}
+	var offline [2]atomic.Bool
+	lockers := make([]leader.Locker, 2)
+	for i := range lockers {
+		name := fmt.Sprintf("p%d", i)
+		pool := pgtest.Pool(t, url, 0, func(c *pgxpool.Config) {
+			c.ConnConfig.RuntimeParams["application_name"] = name
+			c.BeforeConnect = func(context.Context, *pgx.ConnConfig) error {
+				if offline[i].Load() {
+					return fmt.Errorf("process %s is offline", name)
+				}
+				return nil
+			}
+		})
+		l, err := leader.NewPostgres(pool, slog.Default().With("process", name), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lockers[i] = l
 	}
-	if terminated != 1 {
-		tb.Fatalf("terminated %d lock-holding sessions, want 1", terminated)
+
+	holder := mustAcquire(t, lockers[0], "relay")
+	for round := range 4 {
+		from, to := round%2, 1-round%2
+		pending := acquireAsync(t.Context(), lockers[to], "relay")
+		offline[from].Store(true)
+		terminate(t, admin, fmt.Sprintf("p%d", from))
+		successor := awaitAcquired(t, pending)
+		if holder.Context().Err() == nil {
+			t.Fatalf("round %d: the successor acquired while the cut-off holder's lease context was still live", round)
+		}
+		if successor.Fence().Token <= holder.Fence().Token {
+			t.Fatalf("round %d: successor's token %d is not above %d", round, successor.Fence().Token, holder.Fence().Token)
+		}
+		offline[from].Store(false)
+		holder.Release()
+		holder = successor
 	}
 }
 
-func lockHolders(tb testing.TB, admin *pgxpool.Pool) int {
-	tb.Helper()
-	var n int
-	err := admin.QueryRow(tb.Context(), `
-		SELECT count(DISTINCT pid) FROM pg_locks
-		WHERE locktype = 'advisory' AND granted
-		  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&n)
+// TestPostgres_HolderTakesItsLeaseBack cuts the holder off the database
+// until it has stepped down, its release failing: once back, it takes its
+// own lease again at once, without waiting for the lease to expire, while
+// another process waiting for the lease still waits.
+func TestPostgres_HolderTakesItsLeaseBack(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	admin := pgtest.Pool(t, url, 1)
+	// The holder steps down 2s after its last renewal; the lease expires
+	// 8s later.
+	cfg := leader.Config{TTL: 10 * time.Second, Margin: 8 * time.Second, RenewInterval: 500 * time.Millisecond, RetryInterval: 50 * time.Millisecond}
+	var offline atomic.Bool
+	pool := pgtest.Pool(t, url, 0, func(c *pgxpool.Config) {
+		c.ConnConfig.RuntimeParams["application_name"] = "a"
+		c.BeforeConnect = func(context.Context, *pgx.ConnConfig) error {
+			if offline.Load() {
+				return errors.New("process a is offline")
+			}
+			return nil
+		}
+	})
+	a, err := leader.NewPostgres(pool, slog.Default(), cfg)
 	if err != nil {
-		tb.Fatalf("count lock holders: %v", err)
+		t.Fatal(err)
 	}
-	return n
+	b := newPostgres(t, url, "b", cfg)
+
+	first := mustAcquire(t, a, "relay")
+	pending := acquireAsync(t.Context(), b, "relay")
+	offline.Store(true)
+	terminate(t, admin, "a")
+	awaitLost(t, first)
+	first.Release()
+	offline.Store(false)
+	again := mustAcquire(t, a, "relay")
+	assertWaiting(t, pending)
+	if err := leader.CheckFence(t.Context(), admin, again.Fence()); err != nil {
+		t.Fatalf("fence of the lease taken back: %v", err)
+	}
+}
+
+// TestPostgres_CancelledAcquireLeavesTheLeaseFree cancels an Acquire while
+// its take of a free lease waits at the server (for a row lock the test
+// holds): the take must not go on to take the lease for nobody, so another
+// process gets it at once, not after the lease's TTL.
+func TestPostgres_CancelledAcquireLeavesTheLeaseFree(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	admin := pgtest.Pool(t, url, 2)
+	a := newPostgres(t, url, "a", quick)
+	b := newPostgres(t, url, "b", quick)
+	mustAcquire(t, b, "relay").Release() // the lease's row exists, free
+
+	tx, err := admin.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(t.Context(), `SELECT 1 FROM leader_leases WHERE name = 'relay' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	pending := acquireAsync(ctx, a, "relay")
+	ledgertest.WaitUntil(t, takeover, "a's take waits for the row lock", func() bool {
+		var waiting int
+		err := admin.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity
+			WHERE application_name = 'a' AND datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return waiting == 1
+	})
+	cancel()
+	if err := tx.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-pending; !errors.Is(got.err, context.Canceled) {
+		if got.err == nil {
+			got.lease.Release()
+		}
+		t.Fatalf("cancelled Acquire: %v, want context canceled", got.err)
+	}
+	// Well within the TTL a lease taken for nobody would last.
+	bctx, bcancel := context.WithTimeout(t.Context(), leader.DefaultTTL/3)
+	defer bcancel()
+	lease, err := b.Acquire(bctx, "relay")
+	if err != nil {
+		t.Fatalf("another process cannot take the lease after a cancelled Acquire: %v", err)
+	}
+	lease.Release()
+}
+
+// terminate ends every session of the named process on the test's database.
+func terminate(tb testing.TB, admin *pgxpool.Pool, process string) {
+	tb.Helper()
+	_, err := admin.Exec(tb.Context(), `
+		SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE application_name = $1 AND datname = current_database()`, process)
+	if err != nil {
+		tb.Fatalf("terminate connections of %s: %v", process, err)
+	}
+}
+
+// TestPostgres_CheckFence checks that a fence is valid while its lease is
+// held and refused with ErrDeposed once the lease has passed to another
+// holder or was released, and that an unchecked fence always passes.
+func TestPostgres_CheckFence(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	admin := pgtest.Pool(t, url, 1)
+	a := newPostgres(t, url, "a", quick)
+	b := newPostgres(t, url, "b", quick)
+	check := func(f leader.Fence) error { return leader.CheckFence(t.Context(), admin, f) }
+
+	if err := check(leader.Fence{}); err != nil {
+		t.Fatalf("unchecked fence: %v", err)
+	}
+	if err := check(leader.Fence{Name: "projector", Token: 1}); !errors.Is(err, leader.ErrDeposed) {
+		t.Fatalf("fence of a lease never taken: %v, want ErrDeposed", err)
+	}
+	leaseA := mustAcquire(t, a, "projector")
+	if err := check(leaseA.Fence()); err != nil {
+		t.Fatalf("fence of the held lease: %v", err)
+	}
+	leaseA.Release()
+	if err := check(leaseA.Fence()); !errors.Is(err, leader.ErrDeposed) {
+		t.Fatalf("fence of a released lease: %v, want ErrDeposed", err)
+	}
+	leaseB := mustAcquire(t, b, "projector")
+	if err := check(leaseA.Fence()); !errors.Is(err, leader.ErrDeposed) {
+		t.Fatalf("fence of the holder before: %v, want ErrDeposed", err)
+	}
+	if err := check(leaseB.Fence()); err != nil {
+		t.Fatalf("fence of the new holder: %v", err)
+	}
+}
+
+func TestNewPostgres_RefusesInconsistentTimings(t *testing.T) {
+	for _, cfg := range []leader.Config{
+		{TTL: time.Second, Margin: time.Second},
+		{TTL: 2 * time.Second, Margin: time.Second, RenewInterval: time.Second},
+		{RetryInterval: -time.Second},
+	} {
+		if _, err := leader.NewPostgres(nil, nil, cfg); err == nil {
+			t.Errorf("NewPostgres with %+v succeeded", cfg)
+		}
+	}
 }

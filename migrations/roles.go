@@ -37,13 +37,19 @@ func PostgresPending(ctx context.Context, pool *pgxpool.Pool) error {
 }
 
 // runtimePrivileges are the table privileges of the runtime role where it
-// may not read and write freely: the log may only be appended to, and the
+// may not read and write freely: the log may only be appended to, the
 // migrations' version table only read (readiness checks that nothing is
-// pending). Every other table (read models, checkpoints, idempotency keys,
-// and any table a later migration adds) gets defaultPrivileges.
+// pending), leadership leases taken, renewed and released but never deleted
+// (a lease's row keeps its token growing), and the Merkle tree's tables only
+// appended to. Every other table (read models, checkpoints, idempotency
+// keys, and any table a later migration adds) gets defaultPrivileges.
 var runtimePrivileges = map[string][]string{
-	"events":           {"SELECT", "INSERT"},
-	"goose_db_version": {"SELECT"},
+	"events":             {"SELECT", "INSERT"},
+	"goose_db_version":   {"SELECT"},
+	"leader_leases":      {"SELECT", "INSERT", "UPDATE"},
+	"merkle_leaves":      {"SELECT", "INSERT"},
+	"merkle_nodes":       {"SELECT", "INSERT"},
+	"merkle_checkpoints": {"SELECT", "INSERT"},
 }
 
 var defaultPrivileges = []string{"SELECT", "INSERT", "UPDATE", "DELETE"}
@@ -59,8 +65,8 @@ const grantLockKey = 0x6c65646765726772 // "ledgergr"
 // can neither rewrite the log nor disable its triggers), and USAGE and
 // SELECT on the sequences of tables it may insert into. It runs in one
 // transaction and may be run again at any time: after later migrations it
-// grants on the tables they added. Advisory locks (leadership, migration
-// lock) and pg_locks need no grant. role must exist, must not be a
+// grants on the tables they added. The migration lock, an advisory lock,
+// needs no grant. role must exist, must not be a
 // superuser, and must not be, or be a member of, the connected role.
 func GrantRuntime(ctx context.Context, pool *pgxpool.Pool, role string) error {
 	tx, err := pool.Begin(ctx)

@@ -3,6 +3,7 @@ package projections_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"slices"
@@ -49,12 +50,17 @@ type process struct {
 	offline atomic.Bool
 }
 
+// shortLeases are lease timings that make the failover tests quick.
+var shortLeases = leader.Config{TTL: time.Second, RenewInterval: 200 * time.Millisecond, Margin: 300 * time.Millisecond, RetryInterval: 50 * time.Millisecond}
+
 // processOptions vary how a test process is built.
 type processOptions struct {
-	// locker replaces the process's PostgreSQL advisory-lock locker.
+	// locker replaces the process's PostgreSQL lease locker.
 	locker leader.Locker
 	// moves, when set, records every checkpoint move the process makes.
 	moves *moveLog
+	// logs, when set, also receives the projector's log.
+	logs *ledgertest.Buffer
 }
 
 func newProcess(tb testing.TB, url, name string, opts processOptions) *process {
@@ -77,9 +83,16 @@ func newProcess(tb testing.TB, url, name string, opts processOptions) *process {
 	}
 	locker := opts.locker
 	if locker == nil {
-		locker = leader.NewPostgres(p.pool, slog.Default())
+		var err error
+		if locker, err = leader.NewPostgres(p.pool, slog.Default(), shortLeases); err != nil {
+			tb.Fatal(err)
+		}
 	}
-	p.projector = projections.NewProjector(p.events, store, locker, p.events.Appended, slog.Default().With("process", name))
+	logger := slog.Default()
+	if opts.logs != nil {
+		logger = slog.New(slog.NewTextHandler(io.MultiWriter(opts.logs, tb.Output()), nil))
+	}
+	p.projector = projections.NewProjector(p.events, store, locker, p.events.Appended, logger.With("process", name))
 	p.commands = commands.NewHandler(p.events, boundedWaiter{p.projector})
 	return p
 }
@@ -171,8 +184,8 @@ type recordingStore struct {
 	moves   *moveLog
 }
 
-func (s *recordingStore) Update(ctx context.Context, name string, from, to int64, fn func(projections.Tx) error) error {
-	err := s.Store.Update(ctx, name, from, to, fn)
+func (s *recordingStore) Update(ctx context.Context, fence leader.Fence, name string, from, to int64, fn func(projections.Tx) error) error {
+	err := s.Store.Update(ctx, fence, name, from, to, fn)
 	if err == nil {
 		s.moves.add(move{s.process, from, to})
 	}

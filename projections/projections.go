@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/resolutionflow/ledgerd/domain"
+	"github.com/resolutionflow/ledgerd/leader"
 )
 
 // HandoffsProjector is the name of the projector (and of its checkpoint)
@@ -51,9 +52,14 @@ type Store interface {
 	// the named projector's checkpoint from `from` to `to` (to >= from). It
 	// fails without changing anything, with an error matching
 	// ErrStaleCheckpoint, when the checkpoint is not at `from`, which makes a
-	// second projector that wrongly runs at the same time harmless. When fn
-	// fails, nothing changes and Update returns fn's error.
-	Update(ctx context.Context, name string, from, to int64, fn func(Tx) error) error
+	// second projector that wrongly runs at the same time harmless, and
+	// with an error matching leader.ErrDeposed when fence is checked and
+	// no longer valid as the transaction ends (see leader.CheckFence), so
+	// that a leader that lost its lease cannot move the checkpoint after
+	// its successor took over. A store that cannot check fences (SQLite,
+	// whose one process leads alone) refuses a checked one. When fn fails,
+	// nothing changes and Update returns fn's error.
+	Update(ctx context.Context, fence leader.Fence, name string, from, to int64, fn func(Tx) error) error
 	// Skips summarises the events the named projector skipped, as
 	// recorded by Tx.Skip.
 	Skips(ctx context.Context, name string) (Skips, error)

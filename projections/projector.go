@@ -41,7 +41,7 @@ const (
 )
 
 // Projector maintains the handoff read model from the log. Run it in every
-// process: the leadership lock makes only one apply events at a time.
+// process: the leadership lease makes only one apply events at a time.
 type Projector struct {
 	log     Log
 	store   Store
@@ -53,7 +53,7 @@ type Projector struct {
 	// applied is the highest checkpoint this process knows to be
 	// committed.
 	applied atomic.Int64
-	// leading is true while this process's Run holds the lock and tails
+	// leading is true while this process's Run holds the lease and tails
 	// the log, so that WaitFor need not poll.
 	leading atomic.Bool
 	// changed is notified whenever applied or leading changes.
@@ -72,24 +72,27 @@ func NewProjector(log Log, store Store, locker leader.Locker, wake func() <-chan
 }
 
 // Run applies the log to the read model until ctx ends, then returns nil.
-// It waits for the projector's leadership lock, tails the log from the
-// stored checkpoint while it holds the lock, and waits for the lock again
-// when it loses it. Failures are logged and retried.
+// It waits for the projector's leadership lease, tails the log from the
+// stored checkpoint while it holds the lease, each checkpoint move fenced
+// by it, and waits for the lease again when it loses it. Failures are
+// logged and retried.
 func (p *Projector) Run(ctx context.Context) error {
 	for {
-		held, release, err := p.locker.Acquire(ctx, HandoffsProjector)
+		lease, err := p.locker.Acquire(ctx, HandoffsProjector)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("projector %s: %w", HandoffsProjector, err)
 		}
-		err = p.lead(held)
+		err = p.lead(lease.Context(), lease.Fence())
 		p.setLeading(false)
-		release()
+		lease.Release()
 		switch {
 		case ctx.Err() != nil:
 			return nil
+		case errors.Is(err, leader.ErrDeposed):
+			p.logger.WarnContext(ctx, "projector deposed: its lease expired or passed to another process", "err", err)
 		case err != nil:
 			p.logger.ErrorContext(ctx, "projector failed, retrying", "err", err, "retry_in", retryDelay)
 			if !eventstore.Sleep(ctx, retryDelay, nil) {
@@ -101,9 +104,9 @@ func (p *Projector) Run(ctx context.Context) error {
 	}
 }
 
-// lead tails the log while ctx, the leadership's context, lasts; it returns
-// nil when ctx ends.
-func (p *Projector) lead(ctx context.Context) error {
+// lead tails the log while ctx, the lease's context, lasts, moving the
+// checkpoint under fence; it returns nil when ctx ends.
+func (p *Projector) lead(ctx context.Context, fence leader.Fence) error {
 	pos, err := p.store.Checkpoint(ctx, HandoffsProjector)
 	if err != nil {
 		return stopped(ctx, fmt.Errorf("read checkpoint: %w", err))
@@ -113,7 +116,7 @@ func (p *Projector) lead(ctx context.Context) error {
 	p.logger.InfoContext(ctx, "projector leading", "checkpoint", pos)
 	for {
 		wake := p.wakeup()
-		next, n, err := p.step(ctx, pos)
+		next, n, err := p.step(ctx, fence, pos)
 		switch {
 		case errors.Is(err, ErrStaleCheckpoint):
 			p.logger.WarnContext(ctx, "checkpoint moved by another projector, reloading", "expected", pos)
@@ -136,7 +139,7 @@ func (p *Projector) lead(ctx context.Context) error {
 // the new checkpoint and the number of events applied. When the batch
 // fails, it applies the batch again one event at a time, skipping those
 // that fail on their own (applyEach).
-func (p *Projector) step(ctx context.Context, from int64) (int64, int, error) {
+func (p *Projector) step(ctx context.Context, fence leader.Fence, from int64) (int64, int, error) {
 	events, err := p.log.ReadAll(ctx, from, batchSize)
 	if err != nil {
 		return from, 0, fmt.Errorf("read log after %d: %w", from, err)
@@ -145,12 +148,12 @@ func (p *Projector) step(ctx context.Context, from int64) (int64, int, error) {
 		return from, 0, nil
 	}
 	to := events[len(events)-1].Position
-	err = p.store.Update(ctx, HandoffsProjector, from, to, func(tx Tx) error {
+	err = p.store.Update(ctx, fence, HandoffsProjector, from, to, func(tx Tx) error {
 		return p.applier.applyAll(ctx, tx, events)
 	})
-	if err != nil && !errors.Is(err, ErrStaleCheckpoint) && ctx.Err() == nil {
+	if err != nil && !errors.Is(err, ErrStaleCheckpoint) && !errors.Is(err, leader.ErrDeposed) && ctx.Err() == nil {
 		p.logger.WarnContext(ctx, "batch failed, applying its events one at a time", "from", from+1, "to", to, "err", err)
-		err = p.applyEach(ctx, from, to, events)
+		err = p.applyEach(ctx, fence, from, to, events)
 	}
 	if err != nil {
 		return from, 0, fmt.Errorf("apply events %d to %d: %w", from+1, to, err)
@@ -166,9 +169,9 @@ func (p *Projector) step(ctx context.Context, from int64) (int64, int, error) {
 // moves the checkpoint past it, and logged once that has committed. When
 // the store itself fails (the move of the checkpoint, the transaction),
 // nothing is skipped: the error is returned and the batch is retried.
-func (p *Projector) applyEach(ctx context.Context, from, to int64, events []eventstore.Event) error {
+func (p *Projector) applyEach(ctx context.Context, fence leader.Fence, from, to int64, events []eventstore.Event) error {
 	var skipped []Skipped
-	err := p.store.Update(ctx, HandoffsProjector, from, to, func(tx Tx) error {
+	err := p.store.Update(ctx, fence, HandoffsProjector, from, to, func(tx Tx) error {
 		var err error
 		skipped, err = p.applier.applyEach(ctx, tx, events)
 		return err
@@ -246,7 +249,8 @@ func (p *Projector) wakeup() <-chan struct{} {
 // batch between the rebuild's reading of the checkpoint and its taking of
 // it, the rebuild reads again and replays further; once it holds the
 // checkpoint, the projector's next batch waits, finds the checkpoint moved,
-// and carries on from the rebuild's end.
+// and carries on from the rebuild's end. A rebuild is no leader: its move
+// is not fenced, the compare-and-set alone orders it with the projector's.
 func Rebuild(ctx context.Context, log Log, store Store) error {
 	var err error
 	for range maxRebuildAttempts {
@@ -275,7 +279,7 @@ func rebuildOnce(ctx context.Context, log Log, store Store) error {
 	}
 	a := applier{slog.Default().With("projector", HandoffsProjector)}
 	var skipped []Skipped
-	err = store.Update(ctx, HandoffsProjector, applied, to, func(tx Tx) error {
+	err = store.Update(ctx, leader.Fence{}, HandoffsProjector, applied, to, func(tx Tx) error {
 		if err := tx.Reset(ctx); err != nil {
 			return fmt.Errorf("reset: %w", err)
 		}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/resolutionflow/ledgerd/domain"
 	"github.com/resolutionflow/ledgerd/eventcodec"
 	"github.com/resolutionflow/ledgerd/eventstore"
+	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
 	"github.com/resolutionflow/ledgerd/leader"
 	"github.com/resolutionflow/ledgerd/projections"
@@ -37,14 +40,14 @@ func TestProjector_AppliesEveryEventOnce(t *testing.T) {
 }
 
 // TestProjector_TwoProcessesApplyEachEventOnce runs the projectors of two
-// processes on one database while both append. With the advisory lock only
-// one applies at a time; without it (each process with a lock of its own,
+// processes on one database while both append. With the lease only one
+// applies at a time; without it (each process with a lock of its own,
 // so both lead) the checkpoint's compare-and-set must still keep every
 // batch from being applied twice.
 func TestProjector_TwoProcessesApplyEachEventOnce(t *testing.T) {
 	lockers := map[string]func() (a, b leader.Locker){
-		"AdvisoryLock": func() (a, b leader.Locker) { return nil, nil },
-		"BothLeading":  func() (a, b leader.Locker) { return leader.NewLocal(), leader.NewLocal() },
+		"Lease":       func() (a, b leader.Locker) { return nil, nil },
+		"BothLeading": func() (a, b leader.Locker) { return leader.NewLocal(), leader.NewLocal() },
 	}
 	for name, lockers := range lockers {
 		t.Run(name, func(t *testing.T) {
@@ -129,6 +132,52 @@ func TestProjector_FailoverToAnotherProcess(t *testing.T) {
 	}
 	assertMatchesLog(t, client, sc, sessions)
 	moves.assertChain(t, last)
+}
+
+// TestProjector_DeposedLeaderStops ends the leading projector's lease at
+// the server while its process runs on unaware, as when it froze past the
+// lease's expiry, and has another process take the lease: the deposed
+// projector's next checkpoint move must be refused, its batch not applied,
+// and it must stop and wait for the lease, applying again only once it
+// holds it anew.
+func TestProjector_DeposedLeaderStops(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	admin := pgtest.Pool(t, url, 1)
+	newLocker := func(cfg leader.Config) leader.Locker {
+		l, err := leader.NewPostgres(pgtest.Pool(t, url, 0), slog.Default(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	// The leader renews too seldom to notice the loss before its next move,
+	// and the successor keeps its lease however slow the machine.
+	slow := leader.Config{TTL: time.Minute, RenewInterval: 30 * time.Second, RetryInterval: 50 * time.Millisecond}
+	unaware := newLocker(slow)
+	logs := &ledgertest.Buffer{}
+	a := newProcess(t, url, "a", processOptions{locker: unaware, logs: logs})
+	a.start(t)
+	sc := newScope()
+	_, last := stories(t, a.commands, sc, 2)
+
+	if _, err := admin.Exec(t.Context(), `UPDATE leader_leases SET expires_at = now() WHERE name = $1`, projections.HandoffsProjector); err != nil {
+		t.Fatalf("expire the lease: %v", err)
+	}
+	successor, err := newLocker(slow).Acquire(t.Context(), projections.HandoffsProjector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer successor.Release()
+	pos := appendFutureEvent(t, a, sc)
+	ledgertest.WaitUntil(t, settle, "the deposed projector gives up", func() bool {
+		return strings.Contains(logs.String(), "projector deposed")
+	})
+	if got := storetest.Checkpoint(t, a.views); got != last {
+		t.Fatalf("checkpoint after the deposed projector's move = %d, want %d", got, last)
+	}
+	successor.Release()
+	waitFor(t, a.projector, pos)
 }
 
 // terminateConnections ends every session of the named process on the

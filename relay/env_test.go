@@ -104,6 +104,17 @@ func (e *env) newPool() *pgxpool.Pool {
 	return pgtest.Pool(e.t, e.url, 0)
 }
 
+// newLocker returns a PostgreSQL locker on a pool of its own, as another
+// process would have.
+func (e *env) newLocker() leader.Locker {
+	e.t.Helper()
+	l, err := leader.NewPostgres(e.newPool(), e.logger, leader.Config{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return l
+}
+
 // newRelay returns a relay on the env's log, with its own NATS connection
 // made by relay.Connect with opts added.
 func (e *env) newRelay(locker leader.Locker, cfg relay.Config, opts ...nats.Option) *relay.Relay {
@@ -111,7 +122,8 @@ func (e *env) newRelay(locker leader.Locker, cfg relay.Config, opts ...nats.Opti
 	return e.newRelayWith(locker, cfg, e.logger, opts...)
 }
 
-// newRelayLogging returns a relay like newRelay, logging to logger.
+// newRelayLogging returns a relay like newRelay with a local locker,
+// logging to logger.
 func (e *env) newRelayLogging(logger *slog.Logger) *relay.Relay {
 	e.t.Helper()
 	return e.newRelayWith(leader.NewLocal(), testConfig(), logger)

@@ -57,8 +57,8 @@
 //   - Each message's Nats-Msg-Id is its event id, so JetStream drops a
 //     repeat that reaches it within the stream's duplicate window
 //     (Config.DuplicateWindow, default 2h): an event sent again after an
-//     acknowledgement was lost in transit, or by a relay that lost its lock
-//     while another took over.
+//     acknowledgement was lost in transit, or by a relay that lost its
+//     lease while another took over.
 //
 // # Foreign messages
 //
@@ -78,13 +78,22 @@
 // that ends with more that are not this log's (another ledger's stream)
 // is logged as such and published into after them.
 //
-// Only one relay publishes at a time: Run holds the leader lock Name while
-// it publishes, and another process's relay takes over within seconds when
-// the holder dies. While NATS is unreachable, appends carry on (the relay
-// never touches the write path), the relay retries with backoff, and Status
-// reports it degraded, naming the outage (the connection's status and last
-// error), with the backlog; the relay wakes from its backoff as soon as
-// the connection is back, and the backlog drains in order.
+// Only one relay publishes at a time: Run holds the leader lease Name
+// while it publishes, and another process's relay takes over within
+// seconds when the holder dies or freezes. Each checkpoint move is fenced
+// by the lease (leader.Fence), so a relay that lost its lease, for example
+// one frozen while its lease expired, cannot move the checkpoint once its
+// successor holds it: the move fails with leader.ErrDeposed and the relay
+// stops. What such a relay may still publish before that move fails is
+// harmless: an event the successor has already published is dropped by
+// JetStream as a duplicate (its Nats-Msg-Id), and one it has not is
+// refused unless it is the stream's next event in log order
+// (Nats-Expected-Last-Msg-Id), in which case the successor's own publish of
+// it is the duplicate. While NATS is unreachable, appends carry on (the
+// relay never touches the write path), the relay retries with backoff, and
+// Status reports it degraded, naming the outage (the connection's status
+// and last error), with the backlog; the relay wakes from its backoff as
+// soon as the connection is back, and the backlog drains in order.
 package relay
 
 import (
@@ -106,7 +115,7 @@ import (
 	"github.com/resolutionflow/ledgerd/projections"
 )
 
-// Name is the name of the relay's checkpoint and of its leader lock.
+// Name is the name of the relay's checkpoint and of its leader lease.
 const Name = "relay.nats"
 
 // Log is the global event log the relay tails.
@@ -128,8 +137,9 @@ type Checkpoints interface {
 	Checkpoint(ctx context.Context, name string) (int64, error)
 	// Update moves the named position from `from` to `to` after running fn
 	// in the same transaction, and fails with an error matching
-	// projections.ErrStaleCheckpoint when the position is not at `from`.
-	Update(ctx context.Context, name string, from, to int64, fn func(projections.Tx) error) error
+	// projections.ErrStaleCheckpoint when the position is not at `from`,
+	// or leader.ErrDeposed when fence is no longer valid.
+	Update(ctx context.Context, fence leader.Fence, name string, from, to int64, fn func(projections.Tx) error) error
 }
 
 // header is implemented by a Log that can tell its head position.
@@ -138,7 +148,7 @@ type header interface {
 }
 
 // Relay publishes the event log to JetStream. Run it in every process; the
-// leader lock makes one publish at a time.
+// leader lease makes one publish at a time.
 type Relay struct {
 	nc          *nats.Conn
 	js          jetstream.JetStream
@@ -203,7 +213,7 @@ func New(nc *nats.Conn, log Log, checkpoints Checkpoints, locker leader.Locker, 
 }
 
 // Run publishes the log until ctx ends, then returns nil. It waits for the
-// leader lock, publishes while it holds it, and waits again when it loses
+// leader lease, publishes while it holds it, and waits again when it loses
 // it. Failures are logged, reported by Status and retried with backoff.
 func (r *Relay) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
@@ -213,15 +223,15 @@ func (r *Relay) Run(ctx context.Context) error {
 	wg.Go(func() { r.report(ctx) })
 	wg.Go(func() { r.watchReconnects(ctx) })
 	for {
-		held, release, err := r.locker.Acquire(ctx, Name)
+		lease, err := r.locker.Acquire(ctx, Name)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("relay: %w", err)
 		}
-		r.lead(held)
-		release()
+		r.lead(lease.Context(), lease.Fence())
+		lease.Release()
 		r.setLeading(false)
 		if ctx.Err() != nil {
 			return nil
@@ -245,19 +255,25 @@ func (r *Relay) watchReconnects(ctx context.Context) {
 	}
 }
 
-// lead publishes while ctx, the leadership's context, lasts, starting a new
-// session after each failure. A failed session is retried after a backoff
-// that doubles up to MaxBackoff, or at once when the connection to NATS is
-// made again meanwhile (even while the session was failing): an outage
-// then ends for the relay within the reconnect, not the backoff.
-func (r *Relay) lead(ctx context.Context) {
+// lead publishes while ctx, the lease's context, lasts, starting a new
+// session after each failure, and returns when the lease is lost: when ctx
+// ends or a checkpoint move finds the fence no longer valid. A failed
+// session is retried after a backoff that doubles up to MaxBackoff, or at
+// once when the connection to NATS is made again meanwhile (even while the
+// session was failing): an outage then ends for the relay within the
+// reconnect, not the backoff.
+func (r *Relay) lead(ctx context.Context, fence leader.Fence) {
 	r.setLeading(true)
 	r.logger.InfoContext(ctx, "relay leading")
 	backoff := r.cfg.MinBackoff
 	for {
 		reconnected := r.reconnected.Wait()
-		progressed, err := r.session(ctx)
+		progressed, err := r.session(ctx, fence)
 		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, leader.ErrDeposed) {
+			r.logger.WarnContext(ctx, "relay deposed: its lease expired or passed to another process", "err", err)
 			return
 		}
 		if progressed {
@@ -279,7 +295,7 @@ func (r *Relay) lead(ctx context.Context) {
 
 // session sets the stream up, then publishes the log from the checkpoint
 // until something fails. It reports whether it published anything.
-func (r *Relay) session(ctx context.Context) (progressed bool, err error) {
+func (r *Relay) session(ctx context.Context, fence leader.Fence) (progressed bool, err error) {
 	pos, err := r.checkpoints.Checkpoint(ctx, Name)
 	if err != nil {
 		return false, fmt.Errorf("read checkpoint: %w", err)
@@ -296,7 +312,7 @@ func (r *Relay) session(ctx context.Context) (progressed bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	if pos, err = r.reconcile(ctx, stream, pos, end.tip, end.tipPos); err != nil {
+	if pos, err = r.reconcile(ctx, fence, stream, pos, end.tip, end.tipPos); err != nil {
 		return false, err
 	}
 	expect := expected{seq: end.seq}
@@ -317,7 +333,7 @@ func (r *Relay) session(ctx context.Context) (progressed bool, err error) {
 		acked, err := r.publish(ctx, events, expect)
 		if acked > 0 {
 			last := events[acked-1]
-			if cerr := r.checkpoint(ctx, pos, last.Position); cerr != nil {
+			if cerr := r.checkpoint(ctx, fence, pos, last.Position); cerr != nil {
 				return progressed, cerr
 			}
 			pos, expect, progressed = last.Position, expected{id: last.ID}, true
@@ -514,10 +530,10 @@ func (r *Relay) countForeign(ctx context.Context, lastSeq uint64, foreign []fore
 //     older copy, kept in memory across a restart, or is on another
 //     server). That is logged as an error, and publishing goes on from the
 //     checkpoint.
-func (r *Relay) reconcile(ctx context.Context, stream jetstream.Stream, pos int64, tip string, tipPos int64) (int64, error) {
+func (r *Relay) reconcile(ctx context.Context, fence leader.Fence, stream jetstream.Stream, pos int64, tip string, tipPos int64) (int64, error) {
 	switch {
 	case tipPos > pos:
-		if err := r.checkpoint(ctx, pos, tipPos); err != nil {
+		if err := r.checkpoint(ctx, fence, pos, tipPos); err != nil {
 			return pos, err
 		}
 		r.logger.InfoContext(ctx, "checkpoint moved to the stream's last event, published before the relay stopped", "from", pos, "to", tipPos)
@@ -530,13 +546,14 @@ func (r *Relay) reconcile(ctx context.Context, stream jetstream.Stream, pos int6
 	return pos, nil
 }
 
-// checkpoint moves the relay's checkpoint from `from` to `to`.
-func (r *Relay) checkpoint(ctx context.Context, from, to int64) error {
+// checkpoint moves the relay's checkpoint from `from` to `to`, fenced by the
+// relay's lease.
+func (r *Relay) checkpoint(ctx context.Context, fence leader.Fence, from, to int64) error {
 	if r.beforeCheckpoint != nil {
 		r.beforeCheckpoint()
 	}
 	noop := func(projections.Tx) error { return nil }
-	if err := r.checkpoints.Update(ctx, Name, from, to, noop); err != nil {
+	if err := r.checkpoints.Update(ctx, fence, Name, from, to, noop); err != nil {
 		return fmt.Errorf("move checkpoint from %d to %d: %w", from, to, err)
 	}
 	r.setCheckpoint(to)

@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -363,8 +364,8 @@ func TestRelay_TwoRelaysPublishOnceAndFailOver(t *testing.T) {
 	e := newEnv(t)
 	// Two processes: each its own pool, locker and NATS connection.
 	relays := []*relay.Relay{
-		e.newRelay(leader.NewPostgres(e.newPool(), e.logger), testConfig()),
-		e.newRelay(leader.NewPostgres(e.newPool(), e.logger), testConfig()),
+		e.newRelay(e.newLocker(), testConfig()),
+		e.newRelay(e.newLocker(), testConfig()),
 	}
 	stops := []func(){e.run(relays[0]), e.run(relays[1])}
 	e.handoffs(12)
@@ -393,6 +394,65 @@ func TestRelay_TwoRelaysPublishOnceAndFailOver(t *testing.T) {
 	duplicates := relays[0].Status().Duplicates + relays[1].Status().Duplicates
 	if published != uint64(len(want)) || duplicates != 0 {
 		t.Errorf("the relays published %d events (%d duplicates), want each of the %d once", published, duplicates, len(want))
+	}
+}
+
+// TestRelay_DeposedRelayCannotMoveTheCheckpoint lets a relay publish a
+// batch, then, before it moves its checkpoint, ends its lease at the
+// server, as when its process froze past the lease's expiry, and has
+// another process take the lease. The deposed relay's fenced checkpoint
+// move must be refused, and the relay must stop; the successor finds the
+// batch in the stream, so every event is in the stream once.
+func TestRelay_DeposedRelayCannotMoveTheCheckpoint(t *testing.T) {
+	e := newEnv(t)
+	e.handoffs(10)
+	want := e.logEvents()
+
+	// The first relay renews too seldom to notice the loss by itself, and
+	// the successor keeps its lease however slow the machine.
+	slow := leader.Config{TTL: time.Minute, RenewInterval: 30 * time.Second}
+	unaware, err := leader.NewPostgres(e.newPool(), e.logger, slow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := leader.NewPostgres(e.newPool(), e.logger, slow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs ledgertest.Buffer
+	first := e.newRelayWith(unaware, testConfig(), slog.New(slog.NewTextHandler(io.MultiWriter(&logs, t.Output()), nil)))
+	published, resume := make(chan struct{}), make(chan struct{})
+	first.SetBeforeCheckpoint(sync.OnceFunc(func() {
+		close(published)
+		<-resume
+	}))
+	stop := e.run(first)
+	select {
+	case <-published:
+	case <-time.After(waitLimit):
+		t.Fatal("the first relay published nothing")
+	}
+	if _, err := e.newPool().Exec(t.Context(), `UPDATE leader_leases SET expires_at = now() WHERE name = $1`, relay.Name); err != nil {
+		t.Fatalf("expire the lease: %v", err)
+	}
+	successor, err := other.Acquire(t.Context(), relay.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	close(resume)
+	e.waitUntil("the deposed relay gives up", func() bool { return strings.Contains(logs.String(), "relay deposed") })
+	if pos := e.checkpoint(); pos != 0 {
+		t.Fatalf("checkpoint after the deposed relay's move = %d, want 0", pos)
+	}
+	stop()
+	successor.Release()
+
+	second := e.newRelay(e.newLocker(), testConfig())
+	e.run(second)
+	e.waitUntil("the successor's checkpoint reaches the log's end", func() bool { return e.checkpoint() == want[len(want)-1].Position })
+	e.assertStream(want)
+	if st := second.Status(); st.Published+uint64(testConfig().BatchSize) != uint64(len(want)) || st.Duplicates != 0 {
+		t.Fatalf("successor published %d events (%d duplicates), want the %d the deposed relay did not", st.Published, st.Duplicates, len(want)-testConfig().BatchSize)
 	}
 }
 

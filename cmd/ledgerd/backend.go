@@ -9,6 +9,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/resolutionflow/ledgerd/audit"
+	"github.com/resolutionflow/ledgerd/audit/pgaudit"
+	"github.com/resolutionflow/ledgerd/audit/sqliteaudit"
 	"github.com/resolutionflow/ledgerd/audit/verify"
 	"github.com/resolutionflow/ledgerd/audit/verify/pgverify"
 	"github.com/resolutionflow/ledgerd/audit/verify/sqliteverify"
@@ -33,11 +36,12 @@ type eventLog interface {
 }
 
 // backend is the storage the ledger runs on: the event log, the read
-// models, the idempotency keys and the leadership locks.
+// models, the idempotency keys and the leadership leases.
 type backend struct {
 	events eventLog
 	views  projections.Store
 	idem   idempotency.Store
+	audit  audit.Store
 	locker leader.Locker
 	checks []httpapi.Check
 	// pool is the PostgreSQL pool; nil for the embedded store.
@@ -69,11 +73,17 @@ func openPostgres(ctx context.Context, url string, maxConns int, logger *slog.Lo
 		}
 		return nil, err
 	}
+	locker, err := leader.NewPostgres(pool, logger, leader.Config{})
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
 	return &backend{
 		events: pgstore.New(pool),
 		views:  pgviews.New(pool),
 		idem:   idempotency.NewPostgres(pool),
-		locker: leader.NewPostgres(pool, logger),
+		audit:  pgaudit.New(pool),
+		locker: locker,
 		checks: []httpapi.Check{
 			{Name: "database", Func: pool.Ping},
 			{Name: "migrations", Func: func(ctx context.Context) error { return migrations.CheckPostgres(ctx, pool) }},
@@ -92,7 +102,7 @@ const sqliteFile = "ledger.db"
 // openSQLite opens the embedded store, a SQLite file in dataDir (made
 // private first: secureDataDir), and applies pending migrations. Events, read
 // models and idempotency keys share the file and its one write connection;
-// leadership locks are local to the process, and the read-model
+// leadership leases are local to the process, and the read-model
 // checkpoint's compare-and-set keeps a second process on the same file
 // harmless.
 func openSQLite(ctx context.Context, dataDir string, logger *slog.Logger) (*backend, error) {
@@ -107,6 +117,7 @@ func openSQLite(ctx context.Context, dataDir string, logger *slog.Logger) (*back
 		events: store,
 		views:  sqliteviews.New(store.DB(), store.ReadDB()),
 		idem:   idempotency.NewSQLite(store.DB()),
+		audit:  sqliteaudit.New(store.DB(), store.ReadDB()),
 		locker: leader.NewLocal(),
 		// Opening applied the migrations; reading the head of the log
 		// shows the file is there and readable.

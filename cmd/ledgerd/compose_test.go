@@ -19,6 +19,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/resolutionflow/ledgerd/audit/natswitness"
 )
 
 // compose is the part of docker-compose.yml the checks below read.
@@ -104,7 +106,7 @@ func TestDockerCompose_RunsTheProductionStack(t *testing.T) {
 	}
 
 	checkEnvironment(t, "ledgerd", ledgerd.Environment, "serve")
-	for _, required := range []string{"DATABASE_URL_FILE", "NATS_URL", "LEDGER_JWT_SECRET_FILE"} {
+	for _, required := range []string{"DATABASE_URL_FILE", "NATS_URL", "LEDGER_JWT_SECRET_FILE", "LEDGER_AUDIT_KEY_FILE"} {
 		if _, ok := ledgerd.Environment[required]; !ok {
 			t.Errorf("compose does not give ledgerd %s", required)
 		}
@@ -207,6 +209,16 @@ func TestDockerCompose_NATSRequiresCredentials(t *testing.T) {
 	}
 	if _, err := stream.GetMsg(ctx, 1); err != nil {
 		t.Fatalf("read a message as ledger: %v", err)
+	}
+	// What the checkpoint witness does: make its stream, publish.
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: natswitness.DefaultStream, Subjects: []string{natswitness.Subject}}); err != nil {
+		t.Fatalf("create the checkpoint stream as ledger: %v", err)
+	}
+	if _, err := js.Stream(ctx, natswitness.DefaultStream); err != nil {
+		t.Fatalf("checkpoint stream info as ledger: %v", err)
+	}
+	if _, err := js.Publish(ctx, natswitness.Subject, []byte("a signed note"), jetstream.WithMsgID("checkpoint-1-00")); err != nil {
+		t.Fatalf("publish a checkpoint as ledger: %v", err)
 	}
 	// What tail does, with the credentials flags.
 	if line := tailFirstLine(t, "--nats-url", address, "--nats-user", "ledger", "--nats-password", secret); !strings.Contains(line, "HandoffEscalated") {

@@ -11,6 +11,7 @@
 //	ledgerd tail [flags]          print events from NATS as they arrive
 //	ledgerd replay [flags]        print a session's events, each with its state after it
 //	ledgerd verify [flags]        check that the stored log was not altered
+//	ledgerd audit key|keygen      print the checkpoints' public key, or make a signing key
 package main
 
 import (
@@ -68,6 +69,8 @@ commands:
   tail                   print ledger events from NATS as they arrive
   replay                 print a session's events, each with the session's state after it
   verify                 check that the stored log was not altered (exit 0 intact, 1 not)
+  audit key              print the public key that verifies the Merkle checkpoints
+  audit keygen           print a new checkpoint signing key (for --audit-key-file)
 
 Run "ledgerd <command> -h" for the command's flags.
 `
@@ -98,6 +101,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return replay(ctx, rest, stdout, stderr, logger)
 	case "verify":
 		return verifyLog(ctx, rest, stdout, stderr, logger)
+	case "audit":
+		return auditCommand(ctx, rest, stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -74,7 +74,7 @@ func TestMigrate_RuntimeRole(t *testing.T) {
 		}
 	}
 
-	base, stop := startServe(t, "--database-url", runtimeURL, "--jwt-secret", testSecret)
+	base, stop := startServe(t, "--database-url", runtimeURL, "--jwt-secret", testSecret, "--audit-key-file", auditKeyFileFor(t))
 	token := mintToken(t, testSecret)
 	session := uuid.New()
 	createURL := fmt.Sprintf("%s/ai-sessions/%s/handoff", base, session)
@@ -148,10 +148,28 @@ func TestMigrate_RuntimeRole(t *testing.T) {
 		`CREATE TABLE sneaky (n integer)`,
 		`INSERT INTO goose_db_version (version_id, is_applied) VALUES (999, true)`,
 		`SELECT setval('events_position_seq', 1)`,
+		`DELETE FROM leader_leases`,
+		`UPDATE merkle_leaves SET position = 0`,
+		`DELETE FROM merkle_nodes`,
+		`DELETE FROM merkle_checkpoints`,
+		`TRUNCATE merkle_checkpoints`,
 	} {
 		err := execAs(t, runtimeURL, q)
 		if pgErr := (*pgconn.PgError)(nil); !errors.As(err, &pgErr) || pgErr.Code != "42501" {
 			t.Errorf("%s as the runtime role = %v, want insufficient privilege (42501)", q, err)
+		}
+	}
+
+	// The Merkle tree's tables may only be read and appended to.
+	for _, table := range []string{"merkle_leaves", "merkle_nodes", "merkle_checkpoints"} {
+		for privilege, want := range map[string]bool{"SELECT": true, "INSERT": true, "UPDATE": false, "DELETE": false, "TRUNCATE": false} {
+			var has bool
+			if err := admin.QueryRow(t.Context(), `SELECT has_table_privilege($1, $2, $3)`, runtime, table, privilege).Scan(&has); err != nil {
+				t.Fatal(err)
+			}
+			if has != want {
+				t.Errorf("runtime role has %s on %s: %v, want %v", privilege, table, has, want)
+			}
 		}
 	}
 
@@ -160,7 +178,7 @@ func TestMigrate_RuntimeRole(t *testing.T) {
 	if err := execAs(t, adminURL, `DELETE FROM goose_db_version WHERE version_id = (SELECT max(version_id) FROM goose_db_version)`); err != nil {
 		t.Fatalf("forget the last migration: %v", err)
 	}
-	err = runLedgerd(t, "serve", "--database-url", runtimeURL, "--jwt-secret", testSecret, "--http-addr", freeAddr(t), "--data-dir", t.TempDir())
+	err = runLedgerd(t, "serve", "--database-url", runtimeURL, "--jwt-secret", testSecret, "--audit-key-file", auditKeyFileFor(t), "--http-addr", freeAddr(t), "--data-dir", t.TempDir())
 	if err == nil || !strings.Contains(err.Error(), "run `ledgerd migrate` with the owner's --database-url first") {
 		t.Fatalf("serve as the runtime role with a migration pending = %v, want an error saying to migrate as the owner", err)
 	}

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/resolutionflow/ledgerd/audit"
+	"github.com/resolutionflow/ledgerd/audit/natswitness"
 	"github.com/resolutionflow/ledgerd/commands"
 	"github.com/resolutionflow/ledgerd/embeddednats"
 	"github.com/resolutionflow/ledgerd/httpapi"
@@ -94,6 +96,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	stallAfter := f.duration("stall-after", "LEDGER_STALL_AFTER", defaultStallAfter, "how long the projector's or the relay's checkpoint may stand still behind the log's head before /readyz reports it stalled")
 	httpFlags := addHTTPFlags(f)
 	trustedProxies := f.string("trusted-proxies", "LEDGER_TRUSTED_PROXIES", "", "comma-separated CIDRs of the proxies whose X-Forwarded-For gives a command's client address; none by default")
+	auditKeyFile := addAuditKeyFlag(f)
 	if err := f.parse(args); err != nil {
 		return err
 	}
@@ -112,6 +115,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 		return err
 	}
 	secret, err := storage.secret(secretFlag)
+	if err != nil {
+		return err
+	}
+	auditKey, err := storage.auditKey(*auditKeyFile)
 	if err != nil {
 		return err
 	}
@@ -159,17 +166,24 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 
 		TrustedProxies: proxies,
 		WriteTimeout:   limits.writeTimeout,
+		Audit:          &httpapi.Audit{Prover: audit.NewProver(b.audit), Verifier: auditKey.Verifier()},
 	})
 	if err != nil {
 		return err
 	}
+
+	witness, err := natswitness.New(nc, natswitness.DefaultStream, relayCfg.Storage, relayCfg.Replicas)
+	if err != nil {
+		return err
+	}
+	sealer := audit.NewSealer(audit.EventLeaves{Log: b.events}, b.audit, auditKey, b.locker, b.events.Appended, witness, logger, audit.SealerConfig{})
 
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	var running sync.WaitGroup
 	sweeps := func(ctx context.Context) error {
 		return idempotency.RunSweeps(ctx, b.idem, idempotency.SweepInterval, logger)
 	}
-	for _, work := range []func(context.Context) error{projector.Run, r.Run, sweeps} {
+	for _, work := range []func(context.Context) error{projector.Run, r.Run, sweeps, sealer.Run} {
 		running.Go(func() {
 			if err := work(workCtx); err != nil {
 				logger.Error("background worker stopped", "err", err)

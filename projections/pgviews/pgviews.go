@@ -16,6 +16,7 @@ import (
 
 	"github.com/resolutionflow/ledgerd/domain"
 	"github.com/resolutionflow/ledgerd/internal/pgerr"
+	"github.com/resolutionflow/ledgerd/leader"
 	"github.com/resolutionflow/ledgerd/projections"
 )
 
@@ -156,8 +157,10 @@ const (
 ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position WHERE checkpoints.position = 0`
 )
 
-// Update implements projections.Store.
-func (s *Store) Update(ctx context.Context, name string, from, to int64, fn func(projections.Tx) error) error {
+// Update implements projections.Store. The fence is checked by the
+// transaction's last statement, so that the lease is known valid as late as
+// possible before the commit.
+func (s *Store) Update(ctx context.Context, fence leader.Fence, name string, from, to int64, fn func(projections.Tx) error) error {
 	if to < from {
 		return fmt.Errorf("move checkpoint %q back from %d to %d", name, from, to)
 	}
@@ -173,7 +176,13 @@ func (s *Store) Update(ctx context.Context, name string, from, to int64, fn func
 		if err := fn(stx); err != nil {
 			return err
 		}
-		return stx.flush(ctx)
+		if err := stx.flush(ctx); err != nil {
+			return err
+		}
+		if err := leader.CheckFence(ctx, tx, fence); err != nil {
+			return fmt.Errorf("move checkpoint %q from %d to %d: %w", name, from, to, err)
+		}
+		return nil
 	})
 }
 

@@ -24,6 +24,7 @@ import (
 
 	"github.com/resolutionflow/ledgerd/domain"
 	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
+	"github.com/resolutionflow/ledgerd/leader"
 	"github.com/resolutionflow/ledgerd/projections"
 )
 
@@ -178,10 +179,15 @@ const (
 ON CONFLICT (name) DO UPDATE SET position = excluded.position WHERE checkpoints.position = 0`
 )
 
-// Update implements projections.Store.
-func (s *Store) Update(ctx context.Context, name string, from, to int64, fn func(projections.Tx) error) error {
+// Update implements projections.Store. SQLite's one process leads alone
+// (leader.NewLocal), so a checked fence, which it could not check, is
+// refused.
+func (s *Store) Update(ctx context.Context, fence leader.Fence, name string, from, to int64, fn func(projections.Tx) error) error {
 	if to < from {
 		return fmt.Errorf("move checkpoint %q back from %d to %d", name, from, to)
+	}
+	if fence.Checked() {
+		return fmt.Errorf("move checkpoint %q: the embedded store cannot check lease %q's fence", name, fence.Name)
 	}
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {

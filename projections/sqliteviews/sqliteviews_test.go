@@ -173,3 +173,25 @@ func TestRebuild_YieldsIdenticalTables(t *testing.T) {
 	}
 	storetest.AssertHistories(t, l.commands, l.views, account, sessions)
 }
+
+// TestUpdate_RefusesACheckedFence: the embedded store cannot check a
+// lease's fence, so it refuses one rather than move the checkpoint
+// unfenced; the local locker's fences are unchecked and pass.
+func TestUpdate_RefusesACheckedFence(t *testing.T) {
+	store := newViews(sqlitetest.Open(t))
+	noop := func(projections.Tx) error { return nil }
+	if err := store.Update(t.Context(), leader.Fence{Name: "handoffs", Token: 1}, projections.HandoffsProjector, 0, 1, noop); err == nil {
+		t.Fatal("a checked fence was accepted")
+	}
+	lease, err := leader.NewLocal().Acquire(t.Context(), projections.HandoffsProjector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lease.Release()
+	if err := store.Update(t.Context(), lease.Fence(), projections.HandoffsProjector, 0, 1, noop); err != nil {
+		t.Fatalf("move under a local lease: %v", err)
+	}
+	if got := storetest.Checkpoint(t, store); got != 1 {
+		t.Fatalf("checkpoint = %d, want 1", got)
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/resolutionflow/ledgerd/domain"
+	"github.com/resolutionflow/ledgerd/leader"
 	"github.com/resolutionflow/ledgerd/projections"
 )
 
@@ -94,7 +95,7 @@ func withdrawn(h domain.Handoff, at time.Time) domain.Handoff {
 func put(tb testing.TB, s projections.Store, handoffs ...domain.Handoff) {
 	tb.Helper()
 	from := Checkpoint(tb, s)
-	if err := s.Update(tb.Context(), name, from, from+1, putAll(tb.Context(), handoffs, from+1)); err != nil {
+	if err := s.Update(tb.Context(), leader.Fence{}, name, from, from+1, putAll(tb.Context(), handoffs, from+1)); err != nil {
 		tb.Fatalf("update: %v", err)
 	}
 }
@@ -176,14 +177,14 @@ func testCheckpointZero(t *testing.T, s projections.Store) {
 func testUpdateStores(t *testing.T, s projections.Store) {
 	sc := newScope()
 	h := sc.handoff(domain.IntentPark, domain.PriorityHigh, base)
-	if err := s.Update(t.Context(), name, 0, 7, putAll(t.Context(), []domain.Handoff{h}, 7)); err != nil {
+	if err := s.Update(t.Context(), leader.Fence{}, name, 0, 7, putAll(t.Context(), []domain.Handoff{h}, 7)); err != nil {
 		t.Fatalf("update: %v", err)
 	}
 	wantCheckpoint(t, s, 7)
 	wantHandoffs(t, "history", history(t, s, sc.account, h.SessionID), []domain.Handoff{h})
 
 	c := claimed(h, base.Add(time.Minute))
-	if err := s.Update(t.Context(), name, 7, 9, putAll(t.Context(), []domain.Handoff{c}, 9)); err != nil {
+	if err := s.Update(t.Context(), leader.Fence{}, name, 7, 9, putAll(t.Context(), []domain.Handoff{c}, 9)); err != nil {
 		t.Fatalf("second update: %v", err)
 	}
 	wantCheckpoint(t, s, 9)
@@ -212,7 +213,7 @@ func testUpdateRefusesStale(t *testing.T, s projections.Store) {
 		{"from past 0 where no checkpoint exists", "other", 3, 5, 0},
 	}
 	for _, c := range cases {
-		err := s.Update(t.Context(), c.name, c.from, c.to, putAll(t.Context(), []domain.Handoff{stale, claimed(h, base)}, c.to))
+		err := s.Update(t.Context(), leader.Fence{}, c.name, c.from, c.to, putAll(t.Context(), []domain.Handoff{stale, claimed(h, base)}, c.to))
 		if !errors.Is(err, projections.ErrStaleCheckpoint) {
 			t.Errorf("%s: err = %v, want ErrStaleCheckpoint", c.what, err)
 		}
@@ -227,7 +228,7 @@ func testUpdateRefusesStale(t *testing.T, s projections.Store) {
 func testUpdateRefusesBack(t *testing.T, s projections.Store) {
 	put(t, s)
 	put(t, s)
-	if err := s.Update(t.Context(), name, 2, 1, putAll(t.Context(), nil, 1)); err == nil {
+	if err := s.Update(t.Context(), leader.Fence{}, name, 2, 1, putAll(t.Context(), nil, 1)); err == nil {
 		t.Errorf("moving the checkpoint from 2 back to 1 succeeded")
 	}
 	wantCheckpoint(t, s, 2)
@@ -237,7 +238,7 @@ func testUpdateRollsBack(t *testing.T, s projections.Store) {
 	sc := newScope()
 	h := sc.handoff(domain.IntentPark, domain.PriorityNormal, base)
 	errBoom := errors.New("boom")
-	err := s.Update(t.Context(), name, 0, 3, func(tx projections.Tx) error {
+	err := s.Update(t.Context(), leader.Fence{}, name, 0, 3, func(tx projections.Tx) error {
 		if err := tx.PutHandoff(t.Context(), h, 3); err != nil {
 			return err
 		}
@@ -267,7 +268,7 @@ func testUpdateConcurrent(t *testing.T, s projections.Store) {
 		for w := range writers {
 			handoffs[w] = sc.handoff(domain.IntentPark, domain.PriorityNormal, base.Add(time.Duration(round)*time.Second))
 			wg.Go(func() {
-				errs[w] = s.Update(t.Context(), name, from, from+1, putAll(t.Context(), handoffs[w:w+1], from+1))
+				errs[w] = s.Update(t.Context(), leader.Fence{}, name, from, from+1, putAll(t.Context(), handoffs[w:w+1], from+1))
 			})
 		}
 		wg.Wait()
@@ -297,7 +298,7 @@ func testTxReadsOwnWrites(t *testing.T, s projections.Store) {
 	sc := newScope()
 	h := sc.handoff(domain.IntentEscalate, domain.PriorityLow, base)
 	w := withdrawn(h, base.Add(time.Hour))
-	err := s.Update(t.Context(), name, 0, 1, func(tx projections.Tx) error {
+	err := s.Update(t.Context(), leader.Fence{}, name, 0, 1, func(tx projections.Tx) error {
 		if _, found, err := tx.Handoff(t.Context(), h.ID); err != nil || found {
 			return fmt.Errorf("handoff before put: found %v, err %v", found, err)
 		}
@@ -334,7 +335,7 @@ func testTxLargeBatch(t *testing.T, s projections.Store) {
 	}
 	want := make([]domain.Handoff, 0, n/2)
 	claims := map[int]domain.Handoff{}
-	err := s.Update(t.Context(), name, 0, 1, func(tx projections.Tx) error {
+	err := s.Update(t.Context(), leader.Fence{}, name, 0, 1, func(tx projections.Tx) error {
 		if err := putAll(t.Context(), created, 1)(tx); err != nil {
 			return err
 		}
@@ -478,7 +479,7 @@ func testResetInvisible(t *testing.T, s projections.Store) {
 	old := sc.handoff(domain.IntentPark, domain.PriorityNormal, base)
 	put(t, s, old)
 	rebuilt := claimed(old, base.Add(time.Minute))
-	err := s.Update(t.Context(), name, 1, 2, func(tx projections.Tx) error {
+	err := s.Update(t.Context(), leader.Fence{}, name, 1, 2, func(tx projections.Tx) error {
 		if err := tx.Reset(t.Context()); err != nil {
 			return err
 		}
@@ -509,7 +510,7 @@ func testAttempt(t *testing.T, s projections.Store) {
 	sc := newScope()
 	kept, undone := sc.handoff(domain.IntentPark, domain.PriorityNormal, base), sc.handoff(domain.IntentEscalate, domain.PriorityHigh, base)
 	errBoom := errors.New("boom")
-	err := s.Update(t.Context(), name, 0, 2, func(tx projections.Tx) error {
+	err := s.Update(t.Context(), leader.Fence{}, name, 0, 2, func(tx projections.Tx) error {
 		failed, err := tx.Attempt(t.Context(), func() error {
 			if err := tx.PutHandoff(t.Context(), undone, 1); err != nil {
 				return err
@@ -563,14 +564,14 @@ func testSkip(t *testing.T, s projections.Store) {
 			return nil
 		}
 	}
-	if err := s.Update(t.Context(), name, 0, 5, skipAll(skipped(3))); err != nil {
+	if err := s.Update(t.Context(), leader.Fence{}, name, 0, 5, skipAll(skipped(3))); err != nil {
 		t.Fatalf("update: %v", err)
 	}
 	if sum := skips(); sum.Count != 1 || sum.First != skipped(3) || sum.Last != skipped(3) {
 		t.Fatalf("skips = %+v, want the one of position 3", sum)
 	}
 	errBoom := errors.New("boom")
-	err := s.Update(t.Context(), name, 5, 8, func(tx projections.Tx) error {
+	err := s.Update(t.Context(), leader.Fence{}, name, 5, 8, func(tx projections.Tx) error {
 		if err := skipAll(skipped(7))(tx); err != nil {
 			return err
 		}
@@ -579,7 +580,7 @@ func testSkip(t *testing.T, s projections.Store) {
 	if !errors.Is(err, errBoom) {
 		t.Fatalf("failing update: %v", err)
 	}
-	if err := s.Update(t.Context(), name, 5, 9, skipAll(skipped(9), skipped(6))); err != nil {
+	if err := s.Update(t.Context(), leader.Fence{}, name, 5, 9, skipAll(skipped(9), skipped(6))); err != nil {
 		t.Fatalf("update: %v", err)
 	}
 	if sum := skips(); sum.Count != 3 || sum.First != skipped(3) || sum.Last != skipped(9) {
@@ -588,7 +589,7 @@ func testSkip(t *testing.T, s projections.Store) {
 	if other, err := s.Skips(t.Context(), "other"); err != nil || other.Count != 0 {
 		t.Errorf("skips of another projector = %+v, %v; want none", other, err)
 	}
-	if err := s.Update(t.Context(), name, 9, 10, func(tx projections.Tx) error { return tx.Reset(t.Context()) }); err != nil {
+	if err := s.Update(t.Context(), leader.Fence{}, name, 9, 10, func(tx projections.Tx) error { return tx.Reset(t.Context()) }); err != nil {
 		t.Fatalf("reset: %v", err)
 	}
 	if sum := skips(); sum.Count != 0 {

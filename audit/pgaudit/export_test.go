@@ -1,0 +1,5 @@
+package pgaudit
+
+// SetDuringSeal makes s run f inside each Seal's transaction, before the
+// commit.
+func SetDuringSeal(s *Store, f func()) { s.duringSeal = f }

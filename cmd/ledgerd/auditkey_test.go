@@ -1,0 +1,181 @@
+package main
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/transparency-dev/merkle/proof"
+	"github.com/transparency-dev/merkle/rfc6962"
+
+	"github.com/resolutionflow/ledgerd/audit"
+	"github.com/resolutionflow/ledgerd/audit/natswitness"
+	"github.com/resolutionflow/ledgerd/embeddednats"
+	"github.com/resolutionflow/ledgerd/httpapi"
+	"github.com/resolutionflow/ledgerd/internal/ledgertest"
+	"github.com/resolutionflow/ledgerd/internal/pgtest"
+)
+
+// auditKeyFileFor writes a new checkpoint signing key to a file of the
+// test, made by `ledgerd audit keygen`, and returns its path.
+func auditKeyFileFor(tb testing.TB) string {
+	tb.Helper()
+	var out bytes.Buffer
+	if err := run(tb.Context(), []string{"audit", "keygen", "--name", "ledgerd.test"}, &out, &out); err != nil {
+		tb.Fatalf("audit keygen: %v", err)
+	}
+	path := filepath.Join(tb.TempDir(), "audit-key")
+	if err := os.WriteFile(path, out.Bytes(), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return path
+}
+
+// TestAuditKey checks `ledgerd audit key`: the public key of a key file,
+// the one the embedded mode makes (once, mode 0600), and the error with
+// PostgreSQL and no key.
+func TestAuditKey(t *testing.T) {
+	file := auditKeyFileFor(t)
+	skey, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := audit.ParseKey(string(skey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := run(t.Context(), []string{"audit", "key", "--audit-key-file", file}, &out, &out); err != nil || strings.TrimSpace(out.String()) != key.Verifier() {
+		t.Fatalf("audit key --audit-key-file = %q, %v; want %q", out.String(), err, key.Verifier())
+	}
+
+	dir := filepath.Join(t.TempDir(), "data")
+	var first, second bytes.Buffer
+	for _, o := range []*bytes.Buffer{&first, &second} {
+		if err := run(t.Context(), []string{"audit", "key", "--data-dir", dir}, o, o); err != nil {
+			t.Fatalf("audit key --data-dir: %v", err)
+		}
+	}
+	if first.String() != second.String() || !strings.HasPrefix(first.String(), "ledgerd+") {
+		t.Fatalf("embedded keys %q then %q, want one key named ledgerd", first.String(), second.String())
+	}
+	info, err := os.Stat(filepath.Join(dir, auditKeyFile))
+	if err != nil || info.Mode().Perm() != 0o600 {
+		t.Fatalf("embedded key file: %v, %v; want mode 0600", info, err)
+	}
+
+	err = run(t.Context(), []string{"serve", "--database-url", "postgres://127.0.0.1:1/none", "--jwt-secret", testSecret}, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "--audit-key-file (LEDGER_AUDIT_KEY_FILE) is required with PostgreSQL") {
+		t.Fatalf("serve on PostgreSQL without a key = %v, want an error naming --audit-key-file", err)
+	}
+}
+
+// TestServe_SealsTheLog runs serve on each store, appends, and checks that
+// the sealer signs a checkpoint of the log: /audit/head verifies with
+// /audit/key, a receipt of the newest event verifies against it, and the
+// checkpoint is in the NATS stream LEDGER_CHECKPOINTS.
+func TestServe_SealsTheLog(t *testing.T) {
+	for name, args := range map[string]func(t *testing.T) []string{
+		"Embedded": func(t *testing.T) []string { return nil },
+		"Postgres": func(t *testing.T) []string {
+			return []string{"--database-url", pgtest.NewDatabase(t), "--audit-key-file", auditKeyFileFor(t)}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			base, _ := startServe(t, append([]string{"--data-dir", dir, "--jwt-secret", testSecret}, args(t)...)...)
+			account, team := uuid.NewString(), uuid.NewString()
+			engineer := mintToken(t, testSecret, "--account", account, "--team", team)
+			auditor := mintToken(t, testSecret, "--account", account, "--team", team, "--role", "auditor")
+			for range 2 {
+				resp, err := post(t, fmt.Sprintf("%s/ai-sessions/%s/handoff", base, uuid.New()), engineer, `{"intent":"park"}`)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusCreated {
+					t.Fatalf("park = %d, want 201", resp.StatusCode)
+				}
+			}
+			var head struct {
+				Position   int64  `json:"position"`
+				Size       uint64 `json:"size"`
+				Checkpoint string `json:"checkpoint"`
+			}
+			ledgertest.WaitUntil(t, 30*time.Second, "the sealer signs a checkpoint of both events", func() bool {
+				return getJSON(t, base+"/audit/head", auditor, &head) == http.StatusOK && head.Size == 2
+			})
+			var key struct {
+				Key string `json:"key"`
+			}
+			getJSON(t, base+"/audit/key", "", &key)
+			c, err := audit.OpenCheckpoint([]byte(head.Checkpoint), key.Key)
+			if err != nil {
+				t.Fatalf("the head does not verify with /audit/key: %v", err)
+			}
+			var r httpapi.Receipt
+			if status := getJSON(t, fmt.Sprintf("%s/audit/proof?position=%d", base, head.Position), auditor, &r); status != http.StatusOK {
+				t.Fatalf("receipt of position %d = %d", head.Position, status)
+			}
+			leaf, _ := hex.DecodeString(r.LeafHash)
+			hashes := make([][]byte, len(r.Proof))
+			for i, h := range r.Proof {
+				hashes[i], _ = hex.DecodeString(h)
+			}
+			if err := proof.VerifyInclusion(rfc6962.DefaultHasher, r.LeafIndex, r.TreeSize, leaf, hashes, c.Root); err != nil || r.LeafIndex != 1 {
+				t.Fatalf("receipt of the newest event (leaf %d): %v", r.LeafIndex, err)
+			}
+
+			nc, err := nats.Connect(readURL(t, dir, embeddednats.ReaderURLFile).String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			js, err := jetstream.New(nc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ledgertest.WaitUntil(t, 30*time.Second, "the checkpoint reaches NATS", func() bool {
+				stream, err := js.Stream(t.Context(), natswitness.DefaultStream)
+				if err != nil {
+					return false
+				}
+				m, err := stream.GetLastMsgForSubject(t.Context(), natswitness.Subject)
+				return err == nil && string(m.Data) == head.Checkpoint
+			})
+		})
+	}
+}
+
+// getJSON GETs url with the bearer token (none when empty), decodes the
+// body into v and returns the status.
+func getJSON(tb testing.TB, url, token string, v any) int {
+	tb.Helper()
+	req, err := http.NewRequestWithContext(tb.Context(), http.MethodGet, url, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		tb.Fatalf("GET %s: decode: %v", url, err)
+	}
+	return resp.StatusCode
+}

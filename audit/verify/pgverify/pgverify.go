@@ -6,12 +6,14 @@ package pgverify
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/resolutionflow/ledgerd/audit"
 	"github.com/resolutionflow/ledgerd/audit/verify"
 )
 
@@ -29,16 +31,24 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, opts verify.Options) (verif
 // snapshot is the database as a read-only transaction sees it.
 type snapshot struct{ tx pgx.Tx }
 
-// scanSQL reads the whole log in position order. Every column comes in
+// scanSQL reads the whole log in position order, each event with its
+// leaf and the checkpoint that ends at it, if any. Every column comes in
 // PostgreSQL's binary form: for text and json, the stored text itself.
-const scanSQL = `SELECT position, id, stream, version, type, data, metadata, recorded_at, prev_hash, hash
-FROM events ORDER BY position`
+const scanSQL = `SELECT e.position, e.id, e.stream, e.version, e.type, e.data, e.metadata, e.recorded_at, e.prev_hash, e.hash,
+    l.leaf_index, l.hash, c.position, c.root, c.note
+FROM events e
+LEFT JOIN merkle_leaves l ON l.position = e.position
+LEFT JOIN merkle_checkpoints c ON c.size = l.leaf_index + 1
+ORDER BY e.position`
 
 // binaryResults asks for the binary form of every column of scanSQL.
-var binaryResults = pgx.QueryResultFormats{
-	pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode,
-	pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode,
-}
+var binaryResults = func() pgx.QueryResultFormats {
+	formats := make(pgx.QueryResultFormats, 15)
+	for i := range formats {
+		formats[i] = pgx.BinaryFormatCode
+	}
+	return formats
+}()
 
 // postgresEpoch is the zero of PostgreSQL's binary timestamps, which count
 // microseconds from it.
@@ -52,9 +62,12 @@ func (s snapshot) Scan(ctx context.Context, fn func(*verify.Row) error) error {
 		return fmt.Errorf("read the log: %w", err)
 	}
 	defer rows.Close()
-	var r verify.Row
+	var (
+		r  verify.Row
+		cp verify.StoredCheckpoint
+	)
 	for rows.Next() {
-		if err := decode(rows.RawValues(), &r); err != nil {
+		if err := decode(rows.RawValues(), &r, &cp); err != nil {
 			return err
 		}
 		if err := fn(&r); err != nil {
@@ -67,10 +80,11 @@ func (s snapshot) Scan(ctx context.Context, fn func(*verify.Row) error) error {
 	return nil
 }
 
-// decode fills r from the binary columns of a row of scanSQL. Its strings
-// and slices share the row's buffer, which the next row reuses
-// (verify.Row): no copy is made of the bytes of a million events.
-func decode(v [][]byte, r *verify.Row) error {
+// decode fills r (and cp, which r points to when the row has a
+// checkpoint) from the binary columns of a row of scanSQL. Its strings and
+// slices share the row's buffer, which the next row reuses (verify.Row):
+// no copy is made of the bytes of a million events.
+func decode(v [][]byte, r *verify.Row, cp *verify.StoredCheckpoint) error {
 	e := &r.Event
 	for _, i := range [...]int{0, 3, 7} {
 		if len(v[i]) != 8 {
@@ -87,5 +101,49 @@ func decode(v [][]byte, r *verify.Row) error {
 	}
 	copy(e.PrevHash[:], v[8])
 	copy(e.Hash[:], v[9])
+	r.Sealed, r.Checkpoint = v[10] != nil, nil
+	if r.Sealed {
+		r.LeafIndex, r.LeafHash = binary.BigEndian.Uint64(v[10]), v[11]
+	}
+	if v[12] != nil {
+		*cp = verify.StoredCheckpoint{Size: r.LeafIndex + 1, Position: int64(binary.BigEndian.Uint64(v[12])), Root: v[13], Note: v[14]}
+		r.Checkpoint = cp
+	}
 	return nil
+}
+
+// LeafFrom implements verify.Log.
+func (s snapshot) LeafFrom(ctx context.Context, index uint64) (audit.StoredLeaf, bool, error) {
+	var (
+		l     audit.StoredLeaf
+		found int64
+	)
+	err := s.tx.QueryRow(ctx, `SELECT leaf_index, position, hash FROM merkle_leaves WHERE leaf_index >= $1 ORDER BY leaf_index LIMIT 1`, int64(index)).
+		Scan(&found, &l.Position, &l.Hash)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return l, false, nil
+	case err != nil:
+		return l, false, fmt.Errorf("read the leaves from %d: %w", index, err)
+	}
+	l.Index = uint64(found)
+	return l, true, nil
+}
+
+// CheckpointBeyond implements verify.Log.
+func (s snapshot) CheckpointBeyond(ctx context.Context, size uint64) (verify.StoredCheckpoint, bool, error) {
+	var (
+		c     verify.StoredCheckpoint
+		found int64
+	)
+	err := s.tx.QueryRow(ctx, `SELECT size, position, root, note FROM merkle_checkpoints WHERE size > $1 ORDER BY size LIMIT 1`, int64(size)).
+		Scan(&found, &c.Position, &c.Root, &c.Note)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return c, false, nil
+	case err != nil:
+		return c, false, fmt.Errorf("read the checkpoints beyond %d: %w", size, err)
+	}
+	c.Size = uint64(found)
+	return c, true, nil
 }

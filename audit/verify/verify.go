@@ -225,7 +225,28 @@ func (c *chains) check(e *eventstore.Event) error {
 
 // rangeFactory builds compact ranges with the RFC 6962 node hash, as the
 // sealer does.
-var rangeFactory = &compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}
+var rangeFactory = &compact.RangeFactory{Hash: nodeHash}
+
+// leafHash and nodeHash are rfc6962.DefaultHasher's HashLeaf and
+// HashChildren, SHA-256(0x00 || event hash) and SHA-256(0x01 || left ||
+// right), with one allocation rather than three: a million events make
+// two million of them.
+func leafHash(eventHash *eventstore.Hash) []byte {
+	var in [1 + sha256.Size]byte
+	in[0] = rfc6962.RFC6962LeafHashPrefix
+	copy(in[1:], eventHash[:])
+	h := sha256.Sum256(in[:])
+	return h[:]
+}
+
+func nodeHash(left, right []byte) []byte {
+	var in [1 + 2*sha256.Size]byte
+	in[0] = rfc6962.RFC6962NodeHashPrefix
+	copy(in[1:], left)
+	copy(in[1+sha256.Size:], right)
+	h := sha256.Sum256(in[:])
+	return h[:]
+}
 
 // outside is the tree a head or checkpoint kept outside describes: its
 // size, when known, and its root.
@@ -305,7 +326,7 @@ func (t *tree) add(r *Row) error {
 	case r.LeafIndex < t.size:
 		return fail("its leaf index is %d, but %d leaves come before it", r.LeafIndex, t.size)
 	}
-	leaf := audit.LeafHash(e.Hash[:])
+	leaf := leafHash(&e.Hash)
 	if !bytes.Equal(leaf, r.LeafHash) {
 		return fail("its stored leaf hash %x is not the leaf hash %x of the event's hash", r.LeafHash, leaf)
 	}

@@ -25,6 +25,11 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, opts verify.Options) (verif
 		return verify.Result{}, fmt.Errorf("begin the verification's snapshot: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // read only: nothing to undo
+	// The checkpoints' join must not become a loop over the checkpoints
+	// for every event, as it could with outdated statistics.
+	if _, err := tx.Exec(ctx, `SET LOCAL enable_nestloop = off`); err != nil {
+		return verify.Result{}, fmt.Errorf("plan the verification: %w", err)
+	}
 	return verify.Verify(ctx, snapshot{tx}, opts)
 }
 
@@ -41,37 +46,135 @@ LEFT JOIN merkle_leaves l ON l.position = e.position
 LEFT JOIN merkle_checkpoints c ON c.size = l.leaf_index + 1
 ORDER BY e.position`
 
+// columns is the count of scanSQL's columns.
+const columns = 15
+
 // binaryResults asks for the binary form of every column of scanSQL.
-var binaryResults = func() pgx.QueryResultFormats {
-	formats := make(pgx.QueryResultFormats, 15)
-	for i := range formats {
-		formats[i] = pgx.BinaryFormatCode
-	}
-	return formats
-}()
+var binaryResults = pgx.QueryResultFormats{
+	pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode,
+	pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode,
+	pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode,
+}
 
 // postgresEpoch is the zero of PostgreSQL's binary timestamps, which count
 // microseconds from it.
 var postgresEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // Scan streams the log: the server sends the rows as the client reads
-// them, so memory stays constant whatever the log's size.
+// them. A reader goroutine copies them into batches while this one checks
+// the batch before, so that reading and checking share the machine's
+// cores; the batches are few and bounded, so memory stays constant
+// whatever the log's size.
 func (s snapshot) Scan(ctx context.Context, fn func(*verify.Row) error) error {
+	full, free, stop := make(chan *batch, batchesInFlight), make(chan *batch, batchesInFlight), make(chan struct{})
+	for range batchesInFlight {
+		free <- &batch{}
+	}
+	read := make(chan error, 1)
+	go func() {
+		defer close(full)
+		read <- s.read(ctx, full, free, stop)
+	}()
+	err := check(full, free, fn)
+	// On a failure, the reader stops; the snapshot is free for more
+	// queries once it has closed its rows.
+	close(stop)
+	for range full {
+	}
+	if readErr := <-read; err == nil {
+		err = readErr
+	}
+	return err
+}
+
+// check decodes the rows of the batches from full, and calls fn with
+// each; it hands each batch back to free.
+func check(full <-chan *batch, free chan<- *batch, fn func(*verify.Row) error) error {
+	var (
+		r  verify.Row
+		cp verify.StoredCheckpoint
+		v  [columns][]byte
+	)
+	for b := range full {
+		for i := range b.rows {
+			if err := decode(b.row(i, v[:]), &r, &cp); err != nil {
+				return err
+			}
+			if err := fn(&r); err != nil {
+				return err
+			}
+		}
+		free <- b
+	}
+	return nil
+}
+
+// Batches of rows between the reader and the checker.
+const (
+	batchRows       = 1024
+	batchesInFlight = 4
+)
+
+// batch is rows copied off the connection: their columns' bytes in buf.
+type batch struct {
+	buf  []byte
+	rows [][columns]span
+}
+
+// span is where a column's bytes are in a batch's buf; null for NULL.
+type span struct {
+	start, end int
+	null       bool
+}
+
+// row returns the columns of the batch's row i in v.
+func (b *batch) row(i int, v [][]byte) [][]byte {
+	for c, sp := range b.rows[i] {
+		v[c] = nil
+		if !sp.null {
+			v[c] = b.buf[sp.start:sp.end:sp.end]
+		}
+	}
+	return v
+}
+
+// read runs scanSQL and copies its rows into batches taken from free,
+// sent on full, until the rows end or stop is closed.
+func (s snapshot) read(ctx context.Context, full chan<- *batch, free <-chan *batch, stop <-chan struct{}) error {
 	rows, err := s.tx.Query(ctx, scanSQL, binaryResults)
 	if err != nil {
 		return fmt.Errorf("read the log: %w", err)
 	}
 	defer rows.Close()
-	var (
-		r  verify.Row
-		cp verify.StoredCheckpoint
-	)
+	var b *batch
 	for rows.Next() {
-		if err := decode(rows.RawValues(), &r, &cp); err != nil {
-			return err
+		if b == nil {
+			select {
+			case b = <-free:
+				b.buf, b.rows = b.buf[:0], b.rows[:0]
+			case <-stop:
+				return nil
+			}
 		}
-		if err := fn(&r); err != nil {
-			return err
+		var row [columns]span
+		for c, col := range rows.RawValues() {
+			row[c] = span{start: len(b.buf), end: len(b.buf) + len(col), null: col == nil}
+			b.buf = append(b.buf, col...)
+		}
+		b.rows = append(b.rows, row)
+		if len(b.rows) == batchRows {
+			select {
+			case full <- b:
+				b = nil
+			case <-stop:
+				return nil
+			}
+		}
+	}
+	if b != nil {
+		select {
+		case full <- b:
+		case <-stop:
 		}
 	}
 	if err := rows.Err(); err != nil {

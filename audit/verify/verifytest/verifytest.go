@@ -1,6 +1,7 @@
 // Package verifytest makes large, valid logs quickly, for the benchmarks
-// of package verify's adapters: the events and their hash chains are made
-// in Go, and each store writes them in bulk.
+// of package verify's adapters: the events, their hash chains and the
+// Merkle tree's leaves and checkpoints are made in Go, and each store
+// writes them in bulk.
 package verifytest
 
 import (
@@ -9,7 +10,10 @@ import (
 	"time"
 
 	"github.com/oklog/ulid/v2"
+	"github.com/transparency-dev/merkle/compact"
+	"github.com/transparency-dev/merkle/rfc6962"
 
+	"github.com/resolutionflow/ledgerd/audit"
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/internal/ratiobench"
 )
@@ -65,4 +69,47 @@ func (l *Log) Next() (*eventstore.Event, bool) {
 	l.e.Hash = eventstore.HashEvent(l.e.PrevHash, l.e)
 	l.last[s] = l.e.Hash
 	return &l.e, true
+}
+
+// CheckpointEvery is how many leaves a Tree adds between two checkpoints:
+// the sealer's batch.
+const CheckpointEvery = audit.DefaultBatchSize
+
+// Tree makes the Merkle tree's rows for a Log's events, as the sealer
+// would: a leaf per event, and a checkpoint signed with its key every
+// CheckpointEvery leaves and after the last.
+type Tree struct {
+	key    *audit.Key
+	rng    *compact.Range
+	Leaves []audit.StoredLeaf
+	// Checkpoints are the checkpoints made so far.
+	Checkpoints []audit.Checkpoint
+}
+
+// NewTree returns an empty tree whose checkpoints key signs.
+func NewTree(key *audit.Key) *Tree {
+	return &Tree{key: key, rng: (&compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}).NewEmptyRange(0)}
+}
+
+// Add adds the event e as the next leaf, and a checkpoint when the tree
+// has CheckpointEvery more leaves, or last is set.
+func (t *Tree) Add(e *eventstore.Event, last bool) error {
+	leaf := audit.LeafHash(e.Hash[:])
+	if err := t.rng.Append(leaf, nil); err != nil {
+		return err
+	}
+	t.Leaves = append(t.Leaves, audit.StoredLeaf{Index: uint64(len(t.Leaves)), Position: e.Position, Hash: leaf})
+	if len(t.Leaves)%CheckpointEvery != 0 && !last {
+		return nil
+	}
+	root, err := t.rng.GetRootHash(nil)
+	if err != nil {
+		return err
+	}
+	c, err := t.key.Sign(uint64(len(t.Leaves)), root, e.Position, e.RecordedAt)
+	if err != nil {
+		return err
+	}
+	t.Checkpoints = append(t.Checkpoints, c)
+	return nil
 }

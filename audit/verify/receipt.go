@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"reflect"
 
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
@@ -64,18 +65,29 @@ func CheckReceipt(r Receipt, vkey string) error {
 	return nil
 }
 
-// sameJSON reports whether a and b are the same JSON text but for
-// insignificant white space.
+// sameJSON reports whether a and b are the same JSON value: the same
+// members, in any order, and the same numbers as written.
 func sameJSON(a, b []byte) error {
-	var ca, cb bytes.Buffer
-	if err := json.Compact(&ca, a); err != nil {
+	va, err := decodeJSON(a)
+	if err != nil {
 		return err
 	}
-	if err := json.Compact(&cb, b); err != nil {
+	vb, err := decodeJSON(b)
+	if err != nil {
 		return err
 	}
-	if !bytes.Equal(ca.Bytes(), cb.Bytes()) {
+	if !reflect.DeepEqual(va, vb) {
 		return fmt.Errorf("%s differs from %s", a, b)
 	}
 	return nil
+}
+
+func decodeJSON(b []byte) (any, error) {
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil {
+		return nil, err
+	}
+	return v, nil
 }

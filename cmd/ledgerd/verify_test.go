@@ -3,15 +3,19 @@ package main
 import (
 	"bytes"
 	"database/sql"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/resolutionflow/ledgerd/audit"
@@ -21,6 +25,7 @@ import (
 	"github.com/resolutionflow/ledgerd/audit/verify"
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
+	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
 	"github.com/resolutionflow/ledgerd/internal/sqlitetest"
 )
@@ -426,4 +431,90 @@ func testVerify(t *testing.T, open func(*testing.T) tamperable) {
 		_, err := runVerify(t, append(l.storage, "--checkpoint", saved)...)
 		wantFailure(t, err, 0, "")
 	})
+}
+
+// TestVerify_Receipt serves a ledger, saves a receipt from GET
+// /audit/proof, and checks it offline with `ledgerd verify --receipt`: it
+// passes as served, and fails when any part of it is changed; the
+// ledger's own log verifies while it serves.
+func TestVerify_Receipt(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	base, _ := startServe(t, "--data-dir", dir, "--jwt-secret", testSecret)
+	account, team := uuid.NewString(), uuid.NewString()
+	engineer := mintToken(t, testSecret, "--account", account, "--team", team)
+	auditor := mintToken(t, testSecret, "--account", account, "--team", team, "--role", "auditor")
+	for _, notes := range []string{"first", "second"} {
+		resp, err := post(t, fmt.Sprintf("%s/ai-sessions/%s/handoff", base, uuid.New()), engineer, fmt.Sprintf(`{"intent": "park", "engineer_notes": %q}`, notes))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			t.Fatalf("park = %d, want 201", resp.StatusCode)
+		}
+	}
+	var head struct {
+		Position int64  `json:"position"`
+		Size     uint64 `json:"size"`
+	}
+	ledgertest.WaitUntil(t, 30*time.Second, "the sealer signs a checkpoint of both events", func() bool {
+		return getJSON(t, base+"/audit/head", auditor, &head) == http.StatusOK && head.Size == 2
+	})
+	var key struct {
+		Key string `json:"key"`
+	}
+	getJSON(t, base+"/audit/key", "", &key)
+	var receipt map[string]any
+	if status := getJSON(t, fmt.Sprintf("%s/audit/proof?position=%d&size=2", base, head.Position-1), auditor, &receipt); status != http.StatusOK {
+		t.Fatalf("receipt = %d, want 200", status)
+	}
+
+	out, err := runVerify(t, "--receipt", writeFile(t, mustString(t, receipt)), "--key", key.Key)
+	if err != nil || !strings.HasPrefix(out, "valid: ") {
+		t.Fatalf("verify the receipt as served: %q, %v", out, err)
+	}
+	if out, err := runVerify(t, "--data-dir", dir); err != nil || !strings.HasPrefix(out, "intact: 2 events in 2 streams, 2 sealed") {
+		t.Fatalf("verify the served ledger: %q, %v", out, err)
+	}
+
+	other := audittest.Key(t).Verifier()
+	for name, change := range map[string]func(r map[string]any) string{
+		"StoredData": func(r map[string]any) string {
+			r["stored_data"] = base64.StdEncoding.EncodeToString([]byte(`{"engineer_notes":"forged"}`))
+			return key.Key
+		},
+		"EnvelopeData": func(r map[string]any) string {
+			r["event"].(map[string]any)["data"] = map[string]any{"engineer_notes": "forged"}
+			return key.Key
+		},
+		"Metadata": func(r map[string]any) string {
+			r["event"].(map[string]any)["metadata"] = map[string]any{"actor_id": "mallory"}
+			return key.Key
+		},
+		"LeafIndex": func(r map[string]any) string { r["leaf_index"] = 1; return key.Key },
+		"Proof":     func(r map[string]any) string { r["proof"] = []string{strings.Repeat("00", 32)}; return key.Key },
+		"OtherKey":  func(r map[string]any) string { return other },
+	} {
+		changed := map[string]any{}
+		if err := json.Unmarshal([]byte(mustString(t, receipt)), &changed); err != nil {
+			t.Fatal(err)
+		}
+		vkey := change(changed)
+		_, err := runVerify(t, "--receipt", writeFile(t, mustString(t, changed)), "--key", vkey)
+		if err == nil || exitCode(err) != 1 {
+			t.Errorf("%s: verify a changed receipt: %v, want exit 1", name, err)
+		}
+		t.Logf("%s: %v", name, err)
+	}
+}
+
+// mustString returns v in JSON.
+func mustString(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

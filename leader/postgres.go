@@ -48,6 +48,20 @@ type Config struct {
 	RetryInterval time.Duration
 }
 
+// IdleTransactionTimeout is the idle_in_transaction_session_timeout that
+// every PostgreSQL session of a process taking part in leadership must
+// have: three quarters of TTL - Margin. A leader frozen inside a transaction
+// (kill -STOP, a paused VM) keeps that transaction's row locks, so its
+// successor's first checkpoint move would wait on the frozen process for
+// as long as it stays frozen, and would then see the frozen transaction,
+// fenced before the freeze, commit after the successor took over. With this
+// timeout the server rolls the frozen transaction back, releasing its locks,
+// before the lease can pass on.
+func (c Config) IdleTransactionTimeout() time.Duration {
+	c = c.withDefaults()
+	return (c.TTL - c.Margin) * 3 / 4
+}
+
 func (c Config) withDefaults() Config {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strconv"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -62,6 +64,14 @@ func openPostgres(ctx context.Context, url string, maxConns int, logger *slog.Lo
 	if maxConns > 0 {
 		cfg.MaxConns = int32(maxConns)
 	}
+	leases := leader.Config{}
+	// A process frozen inside a transaction must not hold its locks past
+	// its lease (leader.Config.IdleTransactionTimeout). A URL may set a
+	// shorter timeout, never a longer one.
+	idle := leases.IdleTransactionTimeout()
+	if v, ok := cfg.ConnConfig.RuntimeParams[idleTimeoutParam]; !ok || !shorterThan(v, idle) {
+		cfg.ConnConfig.RuntimeParams[idleTimeoutParam] = strconv.FormatInt(idle.Milliseconds(), 10)
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to postgres: %w", err)
@@ -73,7 +83,7 @@ func openPostgres(ctx context.Context, url string, maxConns int, logger *slog.Lo
 		}
 		return nil, err
 	}
-	locker, err := leader.NewPostgres(pool, logger, leader.Config{})
+	locker, err := leader.NewPostgres(pool, logger, leases)
 	if err != nil {
 		pool.Close()
 		return nil, err
@@ -134,4 +144,15 @@ func openSQLite(ctx context.Context, dataDir string, logger *slog.Logger) (*back
 			}
 		},
 	}, nil
+}
+
+// idleTimeoutParam is PostgreSQL's setting that ends a session left idle
+// inside a transaction.
+const idleTimeoutParam = "idle_in_transaction_session_timeout"
+
+// shorterThan reports whether v, a timeout in milliseconds as PostgreSQL
+// takes it, is positive and shorter than d; 0 means no timeout.
+func shorterThan(v string, d time.Duration) bool {
+	ms, err := strconv.ParseInt(v, 10, 64)
+	return err == nil && ms > 0 && time.Duration(ms)*time.Millisecond < d
 }

@@ -18,6 +18,10 @@
 // A package using pgtest must run its tests through Main:
 //
 //	func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+//
+// A test that takes the database away (an outage, a restart) starts a
+// server of its own with StartServer instead, which it may stop and start
+// again.
 package pgtest
 
 import (
@@ -160,11 +164,15 @@ type server struct {
 	createSuffix string
 
 	// Only for a server that pgtest started.
-	dir     string
-	logPath string
-	cmd     *exec.Cmd
-	exited  chan struct{} // closed when cmd has exited
-	version int           // server_version_num, e.g. 150004
+	dir      string
+	logPath  string
+	postgres string              // the server program
+	args     []string            // its arguments but the port
+	cred     *syscall.Credential // whom it runs as; nil for this process's user
+	data     string              // the data directory
+	cmd      *exec.Cmd
+	exited   chan struct{} // closed when cmd has exited
+	version  int           // server_version_num, e.g. 150004
 }
 
 func start() (*server, error) {
@@ -257,8 +265,31 @@ func compareVersions(a, b string) int {
 }
 
 // startLocal initializes a cluster in a new temporary directory and starts
-// a server on it.
-func startLocal(bins binaries) (_ *server, err error) {
+// a server on it, with the settings (pairs of "-c", "name=value") added
+// to its command line.
+func startLocal(bins binaries, settings ...string) (*server, error) {
+	s, err := initLocal(bins)
+	if err != nil {
+		return nil, err
+	}
+	s.args = append(s.args, settings...)
+	for attempt := 1; ; attempt++ {
+		err := s.launch(0)
+		if err == nil {
+			return s, nil
+		}
+		// Another process may have taken the port between our probe and
+		// the server's bind: try another one.
+		if attempt == startAttempts || !errors.Is(err, errPortTaken) {
+			os.RemoveAll(s.dir)
+			return nil, s.withLog(err)
+		}
+	}
+}
+
+// initLocal initializes a cluster in a new temporary directory and returns
+// the server that launch starts on it.
+func initLocal(bins binaries) (_ *server, err error) {
 	cred, err := serverCredential()
 	if err != nil {
 		return nil, err
@@ -289,30 +320,18 @@ func startLocal(bins binaries) (_ *server, err error) {
 		return nil, fmt.Errorf("%s: %w\n--- initdb output (tail) ---\n%s", bins.initdb, err, tail(out))
 	}
 
-	s := &server{template: templateName, dir: dir, logPath: filepath.Join(dir, "postgres.log")}
 	args := []string{"-D", data, "-k", dir,
 		"-c", "listen_addresses=127.0.0.1",
 		"-c", "max_connections=300",
 		"-c", "shared_buffers=128MB",
 	}
-	fast := !durable()
-	if fast {
+	if !durable() {
 		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
 	}
-	for attempt := 1; ; attempt++ {
-		err := s.launch(bins.postgres, args, cred, data)
-		if err == nil {
-			if fast && s.version >= 150000 {
-				s.createSuffix = " STRATEGY FILE_COPY"
-			}
-			return s, nil
-		}
-		// Another process may have taken the port between our probe and
-		// the server's bind: try another one.
-		if attempt == startAttempts || !errors.Is(err, errPortTaken) {
-			return nil, s.withLog(err)
-		}
-	}
+	return &server{
+		template: templateName, dir: dir, logPath: filepath.Join(dir, "postgres.log"),
+		postgres: bins.postgres, args: args, cred: cred, data: data,
+	}, nil
 }
 
 // serverCredential returns whom to run the server as: PostgreSQL refuses to
@@ -351,28 +370,31 @@ func durable() bool {
 
 var errPortTaken = errors.New("port already in use")
 
-// launch starts postgres on a free port and waits until it accepts
-// connections. On failure the server is not running.
-func (s *server) launch(postgres string, args []string, cred *syscall.Credential, data string) error {
-	port, err := freePort()
-	if err != nil {
-		return err
+// launch starts postgres on port (a free one when port is 0) and waits
+// until it accepts connections. On failure the server is not running.
+func (s *server) launch(port int) error {
+	if port == 0 {
+		var err error
+		if port, err = freePort(); err != nil {
+			return err
+		}
 	}
-	logFile, err := os.Create(s.logPath)
+	// A restarted server appends to the log of its earlier runs.
+	logFile, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return fmt.Errorf("create server log: %w", err)
 	}
-	cmd := exec.Command(postgres, append([]string{"-p", strconv.Itoa(port)}, args...)...)
+	cmd := exec.Command(s.postgres, append([]string{"-p", strconv.Itoa(port)}, s.args...)...)
 	cmd.Dir = s.dir
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	// Pdeathsig kills the server if the test binary dies without stopping
 	// it (a panic, a test timeout); its backends notice and exit too.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred, Pdeathsig: syscall.SIGKILL}
 	err = cmd.Start()
 	logFile.Close() // the server has its own copy
 	if err != nil {
-		return fmt.Errorf("start %s: %w", postgres, err)
+		return fmt.Errorf("start %s: %w", s.postgres, err)
 	}
 	exited := make(chan struct{})
 	go func() {
@@ -388,7 +410,7 @@ func (s *server) launch(postgres string, args []string, cred *syscall.Credential
 		RawQuery: "sslmode=disable",
 	}
 
-	if err := s.waitReady(data); err != nil {
+	if err := s.waitReady(s.data); err != nil {
 		s.kill()
 		s.cmd, s.exited = nil, nil
 		return err
@@ -397,6 +419,9 @@ func (s *server) launch(postgres string, args []string, cred *syscall.Credential
 		s.kill()
 		s.cmd, s.exited = nil, nil
 		return err
+	}
+	if !durable() && s.version >= 150000 {
+		s.createSuffix = " STRATEGY FILE_COPY"
 	}
 	return nil
 }
@@ -485,17 +510,8 @@ func (s *server) stop() error {
 		}
 		cancel()
 	}
-	if s.db != nil {
-		s.db.Close()
-	}
-	if s.cmd != nil {
-		_ = s.cmd.Process.Signal(os.Interrupt) // fast shutdown
-		select {
-		case <-s.exited:
-		case <-time.After(stopTimeout):
-			s.kill()
-			errs = append(errs, fmt.Errorf("server did not stop within %v; killed it", stopTimeout))
-		}
+	if err := s.shutdown(); err != nil {
+		errs = append(errs, err)
 	}
 	if s.dir != "" {
 		if err := os.RemoveAll(s.dir); err != nil {
@@ -503,6 +519,34 @@ func (s *server) stop() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// shutdown closes the maintenance pool and stops the server pgtest
+// started with a fast shutdown, killing it if that takes too long.
+func (s *server) shutdown() error {
+	return s.shutdownWith(os.Interrupt)
+}
+
+// shutdownWith is shutdown with the signal sig: os.Interrupt asks for a
+// fast shutdown, syscall.SIGQUIT for an immediate one (no checkpoint:
+// the next start runs crash recovery).
+func (s *server) shutdownWith(sig os.Signal) error {
+	if s.db != nil {
+		s.db.Close()
+		s.db = nil
+	}
+	if s.cmd == nil {
+		return nil
+	}
+	defer func() { s.cmd, s.exited = nil, nil }()
+	_ = s.cmd.Process.Signal(sig)
+	select {
+	case <-s.exited:
+		return nil
+	case <-time.After(stopTimeout):
+		s.kill()
+		return fmt.Errorf("server did not stop within %v; killed it", stopTimeout)
+	}
 }
 
 // createTemplate creates the template database and migrates it.

@@ -184,3 +184,25 @@ func TestPool_ClosedAfterTheTest(t *testing.T) {
 		t.Error("the pool still answers after its test's cleanup")
 	}
 }
+
+func TestServer_StopOrCrashAndStartKeepData(t *testing.T) {
+	t.Parallel()
+	srv := pgtest.StartServer(t)
+	dbURL := srv.NewDatabase(t)
+	db := open(t, dbURL)
+	if _, err := db.ExecContext(t.Context(), "CREATE TABLE kept (n int); INSERT INTO kept VALUES (7)"); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+
+	for name, stop := range map[string]func(testing.TB){"Stop": srv.Stop, "Crash": srv.Crash} {
+		stop(t)
+		if err := db.PingContext(t.Context()); err == nil {
+			t.Fatalf("the server answers a ping after %s", name)
+		}
+		srv.Start(t)
+		var n int
+		if err := db.QueryRowContext(t.Context(), "SELECT n FROM kept").Scan(&n); err != nil || n != 7 {
+			t.Fatalf("after %s and Start, on the same URL: n = %d, %v; want 7", name, n, err)
+		}
+	}
+}

@@ -10,6 +10,7 @@
 //	ledgerd projections rebuild   rebuild the read models from the log
 //	ledgerd tail [flags]          print events from NATS as they arrive
 //	ledgerd replay [flags]        print a session's events, each with its state after it
+//	ledgerd verify [flags]        check that the stored log was not altered
 //	ledgerd audit key|keygen      print the checkpoints' public key, or make a signing key
 package main
 
@@ -67,6 +68,7 @@ commands:
   projections rebuild    rebuild the read models from the event log
   tail                   print ledger events from NATS as they arrive
   replay                 print a session's events, each with the session's state after it
+  verify                 check that the stored log was not altered (exit 0 intact, 1 not)
   audit key              print the public key that verifies the Merkle checkpoints
   audit keygen           print a new checkpoint signing key (for --audit-key-file)
 
@@ -97,6 +99,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return tailEvents(ctx, rest, stdout, stderr, logger)
 	case "replay":
 		return replay(ctx, rest, stdout, stderr, logger)
+	case "verify":
+		return verifyLog(ctx, rest, stdout, stderr, logger)
 	case "audit":
 		return auditCommand(ctx, rest, stdout, stderr)
 	case "-h", "-help", "--help", "help":

@@ -18,6 +18,7 @@ import (
 	"github.com/resolutionflow/ledgerd/domain"
 	"github.com/resolutionflow/ledgerd/eventcodec"
 	"github.com/resolutionflow/ledgerd/eventstore"
+	"github.com/resolutionflow/ledgerd/metrics"
 )
 
 // EventLog is what the handler needs from an event store.
@@ -77,14 +78,28 @@ type Trace struct {
 
 // Handler executes commands.
 type Handler struct {
-	log    EventLog
-	waiter Waiter
+	log     EventLog
+	waiter  Waiter
+	metrics *metrics.Metrics
+}
+
+// Option configures a Handler.
+type Option func(*Handler)
+
+// WithMetrics makes the handler count its commands, appends, conflicts
+// and retries in m.
+func WithMetrics(m *metrics.Metrics) Option {
+	return func(h *Handler) { h.metrics = m }
 }
 
 // NewHandler returns a handler appending to log and waiting on waiter (nil
 // for no waiting) before it reports success.
-func NewHandler(log EventLog, waiter Waiter) *Handler {
-	return &Handler{log: log, waiter: waiter}
+func NewHandler(log EventLog, waiter Waiter, opts ...Option) *Handler {
+	h := &Handler{log: log, waiter: waiter}
+	for _, o := range opts {
+		o(h)
+	}
+	return h
 }
 
 // Result is a command's outcome: the handoff it touched, as it now stands,
@@ -100,6 +115,48 @@ type Result struct {
 // Execute runs cmd on the session of the actor's account. It returns a
 // *domain.Error or *domain.ClaimedError for a rejected command.
 func (h *Handler) Execute(ctx context.Context, actor domain.Actor, session uuid.UUID, cmd domain.Command, trace Trace) (Result, error) {
+	res, err := h.execute(ctx, actor, session, cmd, trace)
+	h.metrics.Command(commandType(cmd), outcome(cmd, err))
+	return res, err
+}
+
+// commandType names cmd for the metrics.
+func commandType(cmd domain.Command) string {
+	switch c := cmd.(type) {
+	case domain.CreateHandoff:
+		return string(c.Intent)
+	case domain.ClaimHandoff:
+		return "claim"
+	case domain.WithdrawHandoff:
+		return "withdraw"
+	}
+	return "unknown"
+}
+
+// outcome classifies how cmd ended with err, for the metrics.
+func outcome(cmd domain.Command, err error) metrics.Outcome {
+	var claimed *domain.ClaimedError
+	var rule *domain.Error
+	switch {
+	case err == nil:
+		switch cmd.(type) {
+		case domain.ClaimHandoff:
+			return metrics.Claimed
+		case domain.WithdrawHandoff:
+			return metrics.Withdrawn
+		}
+		return metrics.Created
+	case errors.Is(err, ErrBusy):
+		return metrics.Busy
+	case errors.As(err, &claimed):
+		return metrics.RaceLost
+	case errors.As(err, &rule) && rule.Code != domain.EUNAVAILABLE && rule.Code != domain.EINTERNAL:
+		return metrics.Rejected
+	}
+	return metrics.Failed
+}
+
+func (h *Handler) execute(ctx context.Context, actor domain.Actor, session uuid.UUID, cmd domain.Command, trace Trace) (Result, error) {
 	stream := eventcodec.StreamName(actor.AccountID, session)
 	for attempt := 1; ; attempt++ {
 		state, snapshotAt, err := h.state(ctx, actor.AccountID, session, cmd, attempt)
@@ -116,7 +173,9 @@ func (h *Handler) Execute(ctx context.Context, actor domain.Actor, session uuid.
 		}
 		position, err := h.append(ctx, stream, eventstore.Exact(state.Version), events)
 		if errors.Is(err, eventstore.ErrConflict) {
+			h.metrics.Conflict()
 			if attempt < maxAttempts {
+				h.metrics.Retry()
 				continue
 			}
 			return Result{}, ErrBusy
@@ -124,6 +183,7 @@ func (h *Handler) Execute(ctx context.Context, actor domain.Actor, session uuid.
 		if err != nil {
 			return Result{}, fmt.Errorf("append to %s: %w", stream, err)
 		}
+		h.metrics.Appended()
 		for _, e := range decided {
 			state.Apply(e)
 		}

@@ -35,31 +35,46 @@ const TimeLayout = "2006-01-02T15:04:05.000000Z07:00"
 //
 // where uint64 is 8 bytes big-endian and field(x) is uint64(len(x)) || x.
 func HashEvent(prev Hash, e Event) Hash {
-	b := make([]byte, 0, len(HashDomain)+len(prev)+8+hashFieldsSize(e))
+	return sha256.Sum256(AppendHashInput(make([]byte, 0, hashInputSize(&e)), prev, &e))
+}
+
+// AppendHashInput appends to b the whole hash input of e following prev
+// (see HashEvent), for a caller that hashes many events with one buffer.
+func AppendHashInput(b []byte, prev Hash, e *Event) []byte {
 	b = append(b, HashDomain...)
 	b = append(b, prev[:]...)
 	b = binary.BigEndian.AppendUint64(b, uint64(e.Version))
-	return sha256.Sum256(AppendHashFields(b, e))
+	return appendHashFields(b, e)
 }
 
 // AppendHashFields appends to b the part of e's hash input that follows its
 // version (see HashEvent), for a store that completes the input itself,
 // such as an SQL statement that learns the previous hash and the version
 // as it inserts.
-func AppendHashFields(b []byte, e Event) []byte {
-	for _, f := range [...][]byte{[]byte(e.ID), []byte(e.Stream), []byte(e.Type), e.Data, e.RawMetadata, recordedAt(e)} {
-		b = binary.BigEndian.AppendUint64(b, uint64(len(f)))
-		b = append(b, f...)
-	}
+func AppendHashFields(b []byte, e Event) []byte { return appendHashFields(b, &e) }
+
+func appendHashFields(b []byte, e *Event) []byte {
+	b = appendField(b, e.ID)
+	b = appendField(b, e.Stream)
+	b = appendField(b, e.Type)
+	b = appendField(b, e.Data)
+	b = appendField(b, e.RawMetadata)
+	// The recorded time's length is known once it is formatted.
+	at := len(b)
+	b = binary.BigEndian.AppendUint64(b, 0)
+	b = e.RecordedAt.UTC().AppendFormat(b, TimeLayout)
+	binary.BigEndian.PutUint64(b[at:], uint64(len(b)-at-8))
 	return b
 }
 
-func hashFieldsSize(e Event) int {
-	return 6*8 + len(e.ID) + len(e.Stream) + len(e.Type) + len(e.Data) + len(e.RawMetadata) + len(TimeLayout)
+// appendField appends f's length, 8 bytes big-endian, and f.
+func appendField[T ~string | ~[]byte](b []byte, f T) []byte {
+	b = binary.BigEndian.AppendUint64(b, uint64(len(f)))
+	return append(b, f...)
 }
 
-func recordedAt(e Event) []byte {
-	return e.RecordedAt.UTC().AppendFormat(make([]byte, 0, len(TimeLayout)), TimeLayout)
+func hashInputSize(e *Event) int {
+	return len(HashDomain) + len(Hash{}) + 7*8 + len(e.ID) + len(e.Stream) + len(e.Type) + len(e.Data) + len(e.RawMetadata) + len(TimeLayout)
 }
 
 // RecordTime returns t as a store records it: in UTC, truncated to the

@@ -58,10 +58,7 @@ func mayAudit(next echo.HandlerFunc) echo.HandlerFunc {
 // sessionEvents answers GET /ai-sessions/:session_id/events: the session's
 // events in stream order; [] for a session of another account or none.
 func (s *server) sessionEvents(c echo.Context) error {
-	session, err := pathID(c, "session_id", errNoHistory)
-	if errors.Is(err, errNoHistory) {
-		return c.JSON(http.StatusOK, []eventstore.Event{})
-	}
+	session, err := pathID(c, "session_id")
 	if err != nil {
 		return err
 	}

@@ -64,25 +64,16 @@ func HandoffsJSON(hs []domain.Handoff) []HandoffJSON {
 	return out
 }
 
-// Answers for path ids that are not UUIDs: such an id names nothing that
-// can exist, so the POST routes answer it as an unknown id (404) and the
-// history with [].
-var (
-	errSessionNotFound = domain.Errorf(domain.ENOTFOUND, domain.MsgSessionNotFound)
-	errHandoffNotFound = domain.Errorf(domain.ENOTFOUND, domain.MsgHandoffNotFound)
-	errNoHistory       = errors.New("no history for an id that is not a UUID")
-)
-
 // pathID parses the path parameter param in any spelling uuid.Parse
 // accepts (upper case, braces, urn:uuid:), so that every spelling names
-// the same canonical id. It returns notUUID for an id that is not a UUID,
-// and refuses the nil UUID with 422: it is nobody's id, and the read models
-// store it as NULL.
-func pathID(c echo.Context, param string, notUUID error) (uuid.UUID, error) {
+// the same canonical id. An id that is not a UUID is 422 naming the
+// parameter, as the service the API replaces answered; so is the nil UUID:
+// it is nobody's id, and the read models store it as NULL.
+func pathID(c echo.Context, param string) (uuid.UUID, error) {
 	id, err := uuid.Parse(c.Param(param))
 	switch {
 	case err != nil:
-		return uuid.Nil, notUUID
+		return uuid.Nil, domain.Errorf(domain.EINVALID, "%s must be a UUID", param)
 	case id == uuid.Nil:
 		return uuid.Nil, domain.Errorf(domain.EINVALID, "%s must not be the nil UUID", param)
 	}
@@ -141,10 +132,7 @@ func (s *server) history(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	session, err := pathID(c, "session_id", errNoHistory)
-	if errors.Is(err, errNoHistory) {
-		return c.JSON(http.StatusOK, []HandoffJSON{})
-	}
+	session, err := pathID(c, "session_id")
 	if err != nil {
 		return err
 	}
@@ -170,7 +158,7 @@ func (s *server) history(c echo.Context) error {
 // createHandoff answers POST /ai-sessions/:session_id/handoff: park or
 // escalate.
 func (s *server) createHandoff(c echo.Context) error {
-	session, err := pathID(c, "session_id", errSessionNotFound)
+	session, err := pathID(c, "session_id")
 	if err != nil {
 		return err
 	}
@@ -196,7 +184,7 @@ func (s *server) claimHandoff(c echo.Context) error {
 	if !actor.Role.CanClaim() {
 		return domain.Errorf(domain.EFORBIDDEN, domain.MsgClaimRoleNeeded)
 	}
-	session, handoff, err := sessionAndHandoff(c, errHandoffNotFound)
+	session, handoff, err := sessionAndHandoff(c)
 	if err != nil {
 		return err
 	}
@@ -205,21 +193,20 @@ func (s *server) claimHandoff(c echo.Context) error {
 
 // withdrawHandoff answers POST .../handoffs/:handoff_id/withdraw.
 func (s *server) withdrawHandoff(c echo.Context) error {
-	session, handoff, err := sessionAndHandoff(c, errSessionNotFound)
+	session, handoff, err := sessionAndHandoff(c)
 	if err != nil {
 		return err
 	}
 	return s.execute(c, http.StatusOK, session, domain.WithdrawHandoff{Actor: actorOf(c), HandoffID: handoff, At: s.cmds.Now()})
 }
 
-// sessionAndHandoff parses the ids of the handoff routes; sessionNotUUID
-// is what the route answers for a session id that is not a UUID.
-func sessionAndHandoff(c echo.Context, sessionNotUUID error) (uuid.UUID, uuid.UUID, error) {
-	session, err := pathID(c, "session_id", sessionNotUUID)
+// sessionAndHandoff parses the ids of the handoff routes.
+func sessionAndHandoff(c echo.Context) (uuid.UUID, uuid.UUID, error) {
+	session, err := pathID(c, "session_id")
 	if err != nil {
 		return uuid.Nil, uuid.Nil, err
 	}
-	handoff, err := pathID(c, "handoff_id", errHandoffNotFound)
+	handoff, err := pathID(c, "handoff_id")
 	if err != nil {
 		return uuid.Nil, uuid.Nil, err
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
 
 	"github.com/resolutionflow/ledgerd/audit"
 	"github.com/resolutionflow/ledgerd/commands"
@@ -23,6 +24,7 @@ import (
 	"github.com/resolutionflow/ledgerd/httpapi"
 	"github.com/resolutionflow/ledgerd/idempotency"
 	"github.com/resolutionflow/ledgerd/internal/ledgertest"
+	"github.com/resolutionflow/ledgerd/metrics"
 	"github.com/resolutionflow/ledgerd/projections"
 )
 
@@ -43,6 +45,9 @@ type Backend struct {
 	StopProjector func()
 	// Audit keeps the Merkle tree over Log.
 	Audit audit.Store
+	// Metrics counts what Commands and the API do; the API serves it at
+	// /metrics.
+	Metrics *metrics.Metrics
 }
 
 // testReadWait bounds how long the tests' reads wait for the read model,
@@ -74,8 +79,10 @@ var testSecret = []byte("test-secret-of-the-rest-suite-0123456789")
 type apiServer struct {
 	URL     string
 	Backend Backend
-	client  *http.Client
-	logs    *ledgertest.Buffer
+	// echo is the API the server serves.
+	echo   *echo.Echo
+	client *http.Client
+	logs   *ledgertest.Buffer
 }
 
 // startServer serves the API over nb's backend, with extra readiness checks.
@@ -105,6 +112,9 @@ func serveBackend(tb testing.TB, b Backend, configure func(*httpapi.Config)) *ap
 		Checks:      b.Checks,
 		Logger:      slog.New(slog.NewTextHandler(logs, nil)),
 		Audit:       &httpapi.Audit{Prover: audit.NewProver(b.Audit), Verifier: testAuditKey.Verifier()},
+		Metrics:     b.Metrics,
+
+		ServeMetrics: b.Metrics != nil,
 	}
 	configure(&cfg)
 	e, err := httpapi.New(cfg)
@@ -118,7 +128,7 @@ func serveBackend(tb testing.TB, b Backend, configure func(*httpapi.Config)) *ap
 	tb.Cleanup(ts.Close)
 	transport := &http.Transport{MaxIdleConnsPerHost: 128}
 	tb.Cleanup(transport.CloseIdleConnections)
-	return &apiServer{URL: ts.URL, Backend: b, client: &http.Client{Transport: transport}, logs: logs}
+	return &apiServer{URL: ts.URL, Backend: b, echo: e, client: &http.Client{Transport: transport}, logs: logs}
 }
 
 // team is an account and a team of it.
@@ -179,11 +189,16 @@ type response struct {
 // request and would weigh on the benchmark.
 const requestTimeout = 30 * time.Second
 
-// send makes a request; safe from any goroutine.
+// send makes a request, and checks it and its answer against the OpenAPI
+// document (conforms); safe from any goroutine. A body is declared as JSON
+// unless the request says otherwise.
 func (s *apiServer) send(ctx context.Context, r request) (response, error) {
 	req, err := http.NewRequestWithContext(ctx, r.method, s.URL+r.path, strings.NewReader(r.body))
 	if err != nil {
 		return response{}, fmt.Errorf("new request: %w", err)
+	}
+	if r.body != "" {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	for name, values := range r.header {
 		req.Header[name] = values
@@ -200,7 +215,8 @@ func (s *apiServer) send(ctx context.Context, r request) (response, error) {
 	if err != nil {
 		return response{}, fmt.Errorf("%s %s: read body: %w", r.method, r.path, err)
 	}
-	return response{status: res.StatusCode, header: res.Header, body: body}, nil
+	got := response{status: res.StatusCode, header: res.Header, body: body}
+	return got, conforms(ctx, req, r.body, got)
 }
 
 // do makes a request and fails the test if it could not be made or its

@@ -53,7 +53,7 @@ func (s *server) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 			return err
 		}
 		if !reserved {
-			return replay(c, rec, hash)
+			return s.replay(c, rec, hash)
 		}
 		return s.runReserved(c, next, owner, key)
 	}
@@ -73,7 +73,7 @@ func requestHash(account uuid.UUID, method, path string, body []byte) string {
 }
 
 // replay answers a request whose key another request holds.
-func replay(c echo.Context, rec idempotency.Record, hash string) error {
+func (s *server) replay(c echo.Context, rec idempotency.Record, hash string) error {
 	switch {
 	case rec.RequestHash != hash:
 		return domain.Errorf(domain.EINVALID, msgKeyReused)
@@ -81,6 +81,7 @@ func replay(c echo.Context, rec idempotency.Record, hash string) error {
 		return domain.Errorf(domain.ECONFLICT, msgKeyInFlight)
 	}
 	c.Response().Header().Set(headerReplayed, "true")
+	s.metrics.Replay()
 	return c.Blob(rec.StatusCode, echo.MIMEApplicationJSON, rec.Response)
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net"
 	"net/http"
 	"runtime/debug"
@@ -109,7 +110,8 @@ func clientIP(trusted []*net.IPNet) echo.IPExtractor {
 }
 
 // logRequests writes the response of any error returned further down, so
-// that the status it logs is the one sent, and logs every request.
+// that the status it logs is the one sent, and logs and counts every
+// request.
 func (s *server) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		start := time.Now()
@@ -117,11 +119,13 @@ func (s *server) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
 			c.Error(err)
 		}
 		req, res := c.Request(), c.Response()
+		took := time.Since(start)
+		s.metrics.Request(req.Method, routeOf(c), res.Status, took)
 		attrs := []slog.Attr{
 			slog.String("method", req.Method),
 			slog.String("path", req.URL.Path),
 			slog.Int("status", res.Status),
-			slog.Duration("duration", time.Since(start)),
+			slog.Duration("duration", took),
 			slog.Int64("bytes", res.Size),
 			slog.String("request_id", requestIDOf(c)),
 		}
@@ -134,6 +138,18 @@ func (s *server) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
 		s.log.LogAttrs(req.Context(), slog.LevelInfo, "http request", attrs...)
 		return nil
 	}
+}
+
+// routeOf is the template of the route that c matched, such as
+// /ai-sessions/:session_id/handoffs (for a path no route serves, echo
+// gives the template of the nearest node of its tree, or none: then
+// "unmatched"). A metric's label never holds a path, whose ids would
+// multiply the series without bound.
+func routeOf(c echo.Context) string {
+	if route := c.Path(); route != "" {
+		return route
+	}
+	return "unmatched"
 }
 
 // recoverPanics turns a panic in a handler into an internal error, with
@@ -167,6 +183,24 @@ func limitBody(max int64) echo.MiddlewareFunc {
 			req.Body = http.MaxBytesReader(c.Response(), req.Body, max)
 			return next(c)
 		}
+	}
+}
+
+// requireJSON refuses with 415 a request whose body is not declared as
+// JSON: a body comes with Content-Type application/json (parameters such
+// as charset allowed). A request without a body, such as a claim, needs no
+// Content-Type.
+func requireJSON(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		req := c.Request()
+		if req.ContentLength == 0 {
+			return next(c)
+		}
+		media, _, err := mime.ParseMediaType(req.Header.Get(echo.HeaderContentType))
+		if err != nil || media != echo.MIMEApplicationJSON {
+			return echo.NewHTTPError(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+		}
+		return next(c)
 	}
 }
 

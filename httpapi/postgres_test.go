@@ -23,6 +23,7 @@ import (
 	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
 	"github.com/resolutionflow/ledgerd/leader"
+	"github.com/resolutionflow/ledgerd/metrics"
 	"github.com/resolutionflow/ledgerd/migrations"
 	"github.com/resolutionflow/ledgerd/projections"
 	"github.com/resolutionflow/ledgerd/projections/pgviews"
@@ -79,9 +80,11 @@ func postgresBackendWaiting(tb testing.TB, pool *pgxpool.Pool, readWait time.Dur
 	projector := projections.NewProjector(events, views, locker, events.Appended, logger)
 	stop := runInBackground(tb, projector.Run)
 
+	m := metrics.New()
 	return Backend{
 		Log:           events,
-		Commands:      commands.NewHandler(events, nil),
+		Commands:      commands.NewHandler(events, nil, commands.WithMetrics(m)),
+		Metrics:       m,
 		Queries:       projections.CaughtUp(views, events, projector, readWait),
 		StopProjector: stop,
 		Idempotency:   idempotency.NewPostgres(pool),

@@ -1,8 +1,10 @@
 // Package httpapi is the ledger's REST interface: the handoff routes of the
 // endpoints it replaces (create, history, claim, withdraw, queue), the
-// audit routes that read the event log, health and readiness probes,
-// bearer-token authentication, request ids and client addresses, request
-// logs and Idempotency-Key handling, on echo.
+// audit routes that read the event log, health and readiness probes, the
+// Prometheus metrics, its OpenAPI document (openapi.json, served at
+// /openapi.json), bearer-token authentication, request ids and client
+// addresses, request logs and metrics, and Idempotency-Key handling, on
+// echo.
 //
 // Handlers return errors; one error handler turns every error into a JSON
 // body {"detail": "..."} with the status that the table in errors.go gives
@@ -20,6 +22,7 @@ import (
 
 	"github.com/resolutionflow/ledgerd/commands"
 	"github.com/resolutionflow/ledgerd/idempotency"
+	"github.com/resolutionflow/ledgerd/metrics"
 	"github.com/resolutionflow/ledgerd/projections"
 )
 
@@ -62,6 +65,11 @@ type Config struct {
 	WriteTimeout time.Duration
 	// Audit, when not nil, serves the /audit routes.
 	Audit *Audit
+	// Metrics, when not nil, counts the requests and the idempotency
+	// replays.
+	Metrics *metrics.Metrics
+	// ServeMetrics serves Metrics at GET /metrics, without a token.
+	ServeMetrics bool
 }
 
 // Check is one readiness probe of /readyz.
@@ -87,6 +95,7 @@ type server struct {
 	tokens    *tokenVerifier
 	checks    []Check
 	audit     *Audit
+	metrics   *metrics.Metrics
 	log       *slog.Logger
 	// writeTimeout is Config.WriteTimeout.
 	writeTimeout time.Duration
@@ -106,6 +115,7 @@ func New(cfg Config) (*echo.Echo, error) {
 		tokens:    newTokenVerifier(cfg),
 		checks:    cfg.Checks,
 		audit:     cfg.Audit,
+		metrics:   cfg.Metrics,
 		log:       cfg.Logger,
 
 		writeTimeout: cfg.WriteTimeout,
@@ -126,14 +136,18 @@ func New(cfg Config) (*echo.Echo, error) {
 
 	e.GET("/healthz", healthz)
 	e.GET("/readyz", s.readyz)
+	if cfg.ServeMetrics {
+		e.GET("/metrics", echo.WrapHandler(cfg.Metrics.Handler()))
+	}
+	e.GET("/openapi.json", openAPI)
 
 	e.GET("/ai-sessions/queue", s.queue, s.authenticate)
 	e.GET("/ai-sessions/:session_id/handoffs", s.history, s.authenticate)
 	e.GET("/ai-sessions/:session_id/events", s.sessionEvents, s.authenticate, mayAudit)
 	e.GET("/events", s.accountEvents, s.authenticate, mayAudit)
-	e.POST("/ai-sessions/:session_id/handoff", s.createHandoff, s.authenticate, mayCommand, s.idempotent)
-	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/claim", s.claimHandoff, s.authenticate, mayCommand, s.idempotent)
-	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/withdraw", s.withdrawHandoff, s.authenticate, mayCommand, s.idempotent)
+	e.POST("/ai-sessions/:session_id/handoff", s.createHandoff, s.authenticate, mayCommand, requireJSON, s.idempotent)
+	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/claim", s.claimHandoff, s.authenticate, mayCommand, requireJSON, s.idempotent)
+	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/withdraw", s.withdrawHandoff, s.authenticate, mayCommand, requireJSON, s.idempotent)
 	if s.audit != nil {
 		s.routeAudit(e)
 	}
@@ -165,6 +179,9 @@ func (cfg Config) validate() error {
 	}
 	if cfg.MaxBodyBytes < 0 {
 		errs = append(errs, errors.New("httpapi: Config.MaxBodyBytes must not be negative"))
+	}
+	if cfg.ServeMetrics && cfg.Metrics == nil {
+		errs = append(errs, errors.New("httpapi: Config.ServeMetrics needs Metrics"))
 	}
 	if a := cfg.Audit; a != nil && (a.Prover == nil || a.Verifier == "") {
 		errs = append(errs, errors.New("httpapi: Config.Audit needs a Prover and a Verifier"))

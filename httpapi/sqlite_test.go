@@ -14,6 +14,7 @@ import (
 	"github.com/resolutionflow/ledgerd/idempotency"
 	"github.com/resolutionflow/ledgerd/internal/sqlitetest"
 	"github.com/resolutionflow/ledgerd/leader"
+	"github.com/resolutionflow/ledgerd/metrics"
 	"github.com/resolutionflow/ledgerd/projections"
 	"github.com/resolutionflow/ledgerd/projections/sqliteviews"
 )
@@ -43,9 +44,11 @@ func sqliteBackendWaiting(tb testing.TB, readWait time.Duration) Backend {
 	projector := projections.NewProjector(store, views, leader.NewLocal(), store.Appended, logger)
 	stop := runInBackground(tb, projector.Run)
 
+	m := metrics.New()
 	return Backend{
 		Log:           store,
-		Commands:      commands.NewHandler(store, nil),
+		Commands:      commands.NewHandler(store, nil, commands.WithMetrics(m)),
+		Metrics:       m,
 		Queries:       projections.CaughtUp(views, store, projector, readWait),
 		StopProjector: stop,
 		Audit:         sqliteaudit.New(store.DB(), store.ReadDB()),

@@ -50,6 +50,8 @@ func runSuite(t *testing.T, nb NewBackend) {
 		{"SessionNotFound", testSessionNotFound},
 		{"HandoffNotFound", testHandoffNotFound},
 		{"NilUUID", testNilUUID},
+		{"MalformedUUID", testMalformedUUID},
+		{"ContentType", testContentType},
 		{"UUIDSpellings", testUUIDSpellings},
 		{"Conflicts", testConflicts},
 		{"InvalidBodies", testInvalidBodies},
@@ -376,8 +378,6 @@ func testSessionNotFound(t *testing.T, nb NewBackend) {
 		{"CreateByNonHolder", as(t, mallory, http.MethodPost, createPath(h.SessionID), `{"intent":"escalate"}`)},
 		{"WithdrawByNonHolder", as(t, mallory, http.MethodPost, actionPath(h.SessionID, h.ID, "withdraw"), "")},
 		{"WithdrawOnUnknownSession", as(t, alice, http.MethodPost, actionPath(uuid.New(), h.ID, "withdraw"), "")},
-		{"CreateOnMalformedSession", as(t, alice, http.MethodPost, "/ai-sessions/not-a-uuid/handoff", `{"intent":"park"}`)},
-		{"WithdrawOnMalformedSession", as(t, alice, http.MethodPost, "/ai-sessions/not-a-uuid/handoffs/"+h.ID.String()+"/withdraw", "")},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -403,10 +403,7 @@ func testHandoffNotFound(t *testing.T, nb NewBackend) {
 		{"ThroughUnknownSession", as(t, bob, http.MethodPost, actionPath(uuid.New(), h.ID, "claim"), "")},
 		{"OtherAccountsHandoff", as(t, bob, http.MethodPost, actionPath(foreign.SessionID, foreign.ID, "claim"), "")},
 		{"OwnAccountHandoffByOtherAccount", as(t, other.user(domain.RoleOwner), http.MethodPost, actionPath(otherSession.SessionID, otherSession.ID, "claim"), "")},
-		{"MalformedHandoff", as(t, bob, http.MethodPost, historyPath(h.SessionID)+"/123/claim", "")},
-		{"MalformedSession", as(t, bob, http.MethodPost, "/ai-sessions/123/handoffs/"+h.ID.String()+"/claim", "")},
 		{"WithdrawUnknownHandoff", as(t, alice, http.MethodPost, actionPath(h.SessionID, uuid.New(), "withdraw"), "")},
-		{"WithdrawMalformedHandoff", as(t, alice, http.MethodPost, historyPath(h.SessionID)+"/x/withdraw", "")},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -449,6 +446,64 @@ func testNilUUID(t *testing.T, nb NewBackend) {
 	s.expectNoNewEvents(t, 1)
 	if q := s.queue(t, bob); len(q) != 1 || q[0].ID != h.ID {
 		t.Fatalf("queue after nil ids = %+v, want [%s]", q, h.ID)
+	}
+}
+
+// testMalformedUUID checks that an id in a path that is not a UUID is 422
+// naming the parameter on every route, as the service the API replaces
+// answered, and appends nothing.
+func testMalformedUUID(t *testing.T, nb NewBackend) {
+	s := startServer(t, nb)
+	tm := newTeam()
+	alice, bob := tm.user(domain.RoleEngineer), tm.user(domain.RoleAdmin)
+	h := s.escalate(t, alice, uuid.New())
+	const badSession, badHandoff = "session_id must be a UUID", "handoff_id must be a UUID"
+	cases := []struct {
+		name   string
+		r      request
+		detail string
+	}{
+		{"Create", as(t, alice, http.MethodPost, "/ai-sessions/not-a-uuid/handoff", `{"intent":"park"}`), badSession},
+		{"History", as(t, alice, http.MethodGet, "/ai-sessions/not-a-uuid/handoffs", ""), badSession},
+		{"HistoryPage", as(t, alice, http.MethodGet, "/ai-sessions/123/handoffs?limit=5", ""), badSession},
+		{"SessionEvents", as(t, bob, http.MethodGet, "/ai-sessions/not-a-uuid/events", ""), badSession},
+		{"ClaimBadSession", as(t, bob, http.MethodPost, "/ai-sessions/123/handoffs/"+h.ID.String()+"/claim", ""), badSession},
+		{"ClaimBadHandoff", as(t, bob, http.MethodPost, historyPath(h.SessionID)+"/123/claim", ""), badHandoff},
+		{"WithdrawBadSession", as(t, alice, http.MethodPost, "/ai-sessions/x/handoffs/"+h.ID.String()+"/withdraw", ""), badSession},
+		{"WithdrawBadHandoff", as(t, alice, http.MethodPost, historyPath(h.SessionID)+"/x/withdraw", ""), badHandoff},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s.expectError(t, tc.r, http.StatusUnprocessableEntity, tc.detail)
+		})
+	}
+	s.expectNoNewEvents(t, 1)
+}
+
+// testContentType checks that a POST with a body that is not declared as
+// JSON is 415 and appends nothing, while a claim or withdrawal without a
+// body needs no Content-Type.
+func testContentType(t *testing.T, nb NewBackend) {
+	s := startServer(t, nb)
+	tm := newTeam()
+	alice, bob := tm.user(domain.RoleEngineer), tm.user(domain.RoleAdmin)
+	h := s.escalate(t, alice, uuid.New())
+	const want = "Content-Type must be application/json"
+	for _, r := range []request{
+		as(t, alice, http.MethodPost, createPath(uuid.New()), `{"intent":"park"}`).with("Content-Type", "text/plain"),
+		as(t, alice, http.MethodPost, createPath(uuid.New()), `intent=park`).with("Content-Type", "application/x-www-form-urlencoded"),
+		as(t, alice, http.MethodPost, createPath(uuid.New()), `{"intent":"park"}`).with("Content-Type", "application/json;;"),
+		as(t, bob, http.MethodPost, actionPath(h.SessionID, h.ID, "claim"), `{}`).with("Content-Type", "text/plain"),
+		as(t, alice, http.MethodPost, actionPath(h.SessionID, h.ID, "withdraw"), `x`).with("Content-Type", "text/plain"),
+		as(t, alice, http.MethodPost, createPath(uuid.New()), `{"intent":"park"}`).with("Content-Type", "text/plain").with("Idempotency-Key", "k1"),
+	} {
+		s.expectError(t, r, http.StatusUnsupportedMediaType, want)
+	}
+	s.expectNoNewEvents(t, 1)
+	s.create(t, alice, uuid.New(), `{"intent":"park"}`) // send declares JSON
+	s.do(t, as(t, alice, http.MethodPost, createPath(uuid.New()), `{"intent":"park"}`).with("Content-Type", "application/json; charset=utf-8"), http.StatusCreated)
+	if claimed := s.claim(t, bob, h); claimed.Status != "claimed" { // no body, no Content-Type
+		t.Fatalf("claimed = %+v", claimed)
 	}
 }
 
@@ -571,7 +626,7 @@ func testHistoryScoped(t *testing.T, nb NewBackend) {
 	tm := newTeam()
 	h := s.escalate(t, tm.user(domain.RoleEngineer), uuid.New())
 	outsider := newTeam().user(domain.RoleOwner)
-	for _, path := range []string{historyPath(h.SessionID), historyPath(uuid.New()), "/ai-sessions/not-a-uuid/handoffs"} {
+	for _, path := range []string{historyPath(h.SessionID), historyPath(uuid.New())} {
 		res := s.do(t, as(t, outsider, http.MethodGet, path, ""), http.StatusOK)
 		if got := strings.TrimSpace(string(res.body)); got != "[]" {
 			t.Fatalf("GET %s by another account = %s, want []", path, got)
@@ -595,7 +650,7 @@ func testRouting(t *testing.T, nb NewBackend) {
 	s.expectError(t, request{method: http.MethodGet, path: "/nowhere"}, http.StatusNotFound, "Not Found")
 	s.expectError(t, as(t, alice, http.MethodGet, "/ai-sessions/"+uuid.NewString(), ""), http.StatusNotFound, "Not Found")
 	// "queue" in a session's place is an id that is not a UUID.
-	s.expectError(t, as(t, alice, http.MethodPost, "/ai-sessions/queue/handoff", `{"intent":"park"}`), http.StatusNotFound, "Session not found")
+	s.expectError(t, as(t, alice, http.MethodPost, "/ai-sessions/queue/handoff", `{"intent":"park"}`), http.StatusUnprocessableEntity, "session_id must be a UUID")
 }
 
 func testProbes(t *testing.T, nb NewBackend) {

@@ -40,20 +40,23 @@ func TestPublisher_EveryCheckpointInTheStream(t *testing.T) {
 	log.Add(30)
 	sealer := audit.NewSealer(&log, store, key, leader.NewLocal(), nil, pub, nil, audittest.Config())
 	stop := ledgertest.Go(context.Background(), t, "sealer", sealer.Run)
-	ledgertest.WaitUntil(t, 30*time.Second, "the sealer seals the log", func() bool {
-		c, _, err := store.Latest(t.Context())
-		return err == nil && c.Size == 30
-	})
-	stop()
-
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	stream, err := js.Stream(t.Context(), natswitness.DefaultStream)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The sealer publishes a checkpoint after it stores it, making the
+	// stream at its first publish: wait for the last checkpoint in the
+	// stream, not in the store.
+	var stream jetstream.Stream
+	ledgertest.WaitUntil(t, 30*time.Second, "the sealer publishes the checkpoint of the whole log", func() bool {
+		if stream, err = js.Stream(t.Context(), natswitness.DefaultStream); err != nil {
+			return false
+		}
+		m, err := stream.GetLastMsgForSubject(t.Context(), natswitness.Subject)
+		return err == nil && m.Header.Get(natswitness.HeaderTreeSize) == "30"
+	})
+	stop()
+
 	info, err := stream.Info(t.Context())
 	if err != nil {
 		t.Fatal(err)

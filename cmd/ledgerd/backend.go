@@ -14,6 +14,9 @@ import (
 	"github.com/resolutionflow/ledgerd/audit"
 	"github.com/resolutionflow/ledgerd/audit/pgaudit"
 	"github.com/resolutionflow/ledgerd/audit/sqliteaudit"
+	"github.com/resolutionflow/ledgerd/audit/verify"
+	"github.com/resolutionflow/ledgerd/audit/verify/pgverify"
+	"github.com/resolutionflow/ledgerd/audit/verify/sqliteverify"
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
 	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
@@ -44,8 +47,10 @@ type backend struct {
 	locker leader.Locker
 	checks []httpapi.Check
 	// pool is the PostgreSQL pool; nil for the embedded store.
-	pool  *pgxpool.Pool
-	close func()
+	pool *pgxpool.Pool
+	// verify checks the stored log (`ledgerd verify`).
+	verify func(ctx context.Context, opts verify.Options) (verify.Result, error)
+	close  func()
 }
 
 // openPostgres connects to PostgreSQL and applies pending migrations, if
@@ -93,7 +98,10 @@ func openPostgres(ctx context.Context, url string, maxConns int, logger *slog.Lo
 			{Name: "database", Func: pool.Ping},
 			{Name: "migrations", Func: func(ctx context.Context) error { return migrations.CheckPostgres(ctx, pool) }},
 		},
-		pool:  pool,
+		pool: pool,
+		verify: func(ctx context.Context, opts verify.Options) (verify.Result, error) {
+			return pgverify.Verify(ctx, pool, opts)
+		},
 		close: pool.Close,
 	}, nil
 }
@@ -127,6 +135,9 @@ func openSQLite(ctx context.Context, dataDir string, logger *slog.Logger) (*back
 			_, err := store.Head(ctx)
 			return err
 		}}},
+		verify: func(ctx context.Context, opts verify.Options) (verify.Result, error) {
+			return sqliteverify.Verify(ctx, store.ReadDB(), opts)
+		},
 		close: func() {
 			if err := store.Close(); err != nil {
 				logger.Error("close the embedded database", "err", err)

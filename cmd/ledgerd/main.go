@@ -10,6 +10,7 @@
 //	ledgerd projections rebuild   rebuild the read models from the log
 //	ledgerd tail [flags]          print events from NATS as they arrive
 //	ledgerd replay [flags]        print a session's events, each with its state after it
+//	ledgerd verify [flags]        check that the stored log was not altered
 //	ledgerd audit key|keygen      print the checkpoints' public key, or make a signing key
 //	ledgerd version               print the version, commit and Go version
 package main
@@ -70,6 +71,7 @@ commands:
   projections rebuild    rebuild the read models from the event log
   tail                   print ledger events from NATS as they arrive
   replay                 print a session's events, each with the session's state after it
+  verify                 check that the stored log was not altered (exit 0 intact, 1 not)
   audit key              print the public key that verifies the Merkle checkpoints
   audit keygen           print a new checkpoint signing key (for --audit-key-file)
   version                print the version, the commit and the Go version
@@ -111,6 +113,8 @@ func runCommand(ctx context.Context, cmd string, rest []string, stdout, stderr i
 		return tailEvents(ctx, rest, stdout, logger)
 	case "replay":
 		return replay(ctx, rest, stdout, logger)
+	case "verify":
+		return verifyLog(ctx, rest, stdout, stderr, logger)
 	case "audit":
 		return auditCommand(ctx, rest, stdout)
 	case "version":

@@ -81,6 +81,7 @@ func TestMigrate_RuntimeRole(t *testing.T) {
 	for i, want := range []string{"", "true"} {
 		req, _ := http.NewRequest(http.MethodPost, createURL, strings.NewReader(`{"intent":"escalate"}`))
 		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Idempotency-Key", "k")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {

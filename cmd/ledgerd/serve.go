@@ -106,6 +106,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	httpFlags := addHTTPFlags(f)
 	trustedProxies := f.string("trusted-proxies", "LEDGER_TRUSTED_PROXIES", "", "comma-separated CIDRs of the proxies whose X-Forwarded-For gives a command's client address; none by default")
 	auditKeyFile := addAuditKeyFlag(f)
+	metricsAddr := f.string("metrics-addr", "LEDGER_METRICS_ADDR", "", "when set, the address /metrics is served on instead of the API's")
 	if err := f.parse(args); err != nil {
 		return err
 	}
@@ -114,6 +115,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	}
 	if err := checkAddr("nats-listen", "LEDGER_NATS_LISTEN", *natsFlags.listen); err != nil {
 		return err
+	}
+	if *metricsAddr != "" {
+		if err := checkAddr("metrics-addr", "LEDGER_METRICS_ADDR", *metricsAddr); err != nil {
+			return err
+		}
 	}
 	proxies, err := parseCIDRs(*trustedProxies)
 	if err != nil {
@@ -173,9 +179,21 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	}
 	defer nc.Close()
 
+	m, err := newMetrics(b, r)
+	if err != nil {
+		return err
+	}
+	var metricsLn net.Listener
+	if *metricsAddr != "" {
+		if metricsLn, err = limits.listen(*metricsAddr); err != nil {
+			return fmt.Errorf("--metrics-addr: %w", err)
+		}
+		defer metricsLn.Close()
+	}
+
 	projector := projections.NewProjector(b.events, b.views, b.locker, b.events.Appended, logger)
 	api, err := httpapi.New(httpapi.Config{
-		Commands:    commands.NewHandler(b.events, nil),
+		Commands:    commands.NewHandler(b.events, nil, commands.WithMetrics(m)),
 		Queries:     projections.CaughtUp(b.views, b.events, projector, *readWait),
 		Events:      b.events,
 		Idempotency: b.idem,
@@ -192,6 +210,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 		TrustedProxies: proxies,
 		WriteTimeout:   limits.writeTimeout,
 		Audit:          &httpapi.Audit{Prover: audit.NewProver(b.audit), Verifier: auditKey.Verifier()},
+		Metrics:        m,
+		ServeMetrics:   metricsLn == nil,
 	})
 	if err != nil {
 		return err
@@ -221,9 +241,16 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	}()
 
 	srv := newHTTPServer(api, limits, logger)
-	served := make(chan error, 1)
+	served := make(chan error, 2)
 	go func() { served <- srv.serve(ln) }()
-	started := []any{"http", ln.Addr().String(), "nats", redact(target.url), "embedded_store", storage.embedded()}
+	metricsAt := ln.Addr().String()
+	if metricsLn != nil {
+		metricsSrv := newHTTPServer(metricsHandler(m), limits, logger)
+		go func() { served <- metricsSrv.serve(metricsLn) }()
+		defer metricsSrv.shutdown(*grace)
+		metricsAt = metricsLn.Addr().String()
+	}
+	started := []any{"http", ln.Addr().String(), "metrics", metricsAt, "nats", redact(target.url), "embedded_store", storage.embedded()}
 	if storage.embedded() || target.embedded {
 		dir, err := filepath.Abs(*storage.dataDir)
 		if err != nil {

@@ -15,6 +15,12 @@ const (
 	TypeHandoffWithdrawn = "HandoffWithdrawn"
 )
 
+// EventTypes returns every event type name, in the order of a handoff's
+// life.
+func EventTypes() []string {
+	return []string{TypeHandoffParked, TypeHandoffEscalated, TypeHandoffClaimed, TypeHandoffWithdrawn}
+}
+
 // Event is something that happened to a session, to one of its handoffs.
 type Event interface {
 	EventType() string

@@ -185,7 +185,7 @@ func (v *tokenVerifier) verify(header string) (domain.Actor, error) {
 	}
 	var claims tokenClaims
 	if _, err := v.parser.ParseWithClaims(raw, &claims, func(*jwt.Token) (any, error) { return v.secret, nil }); err != nil {
-		return domain.Actor{}, errInvalidToken
+		return domain.Actor{}, fmt.Errorf("%w: %w", errInvalidToken, err) // the cause is logged, not answered
 	}
 	// The signature holds: the payload is the one that was signed. Its
 	// names are checked before its claims, which encoding/json may have
@@ -206,7 +206,7 @@ func (v *tokenVerifier) verify(header string) (domain.Actor, error) {
 	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
 		return domain.Actor{}, unauthorized("Token not valid yet: its nbf or iat is in the future")
 	case err != nil:
-		return domain.Actor{}, errInvalidToken
+		return domain.Actor{}, fmt.Errorf("%w: %w", errInvalidToken, err)
 	}
 	if err := v.checkClaims(claims); err != nil {
 		return domain.Actor{}, err

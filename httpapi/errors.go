@@ -102,6 +102,9 @@ func (s *server) errorResponse(err error, c echo.Context) (int, any) {
 		s.log.WarnContext(ctx, "service unavailable",
 			"err", err, "method", c.Request().Method, "path", c.Request().URL.Path, "request_id", requestIDOf(c))
 		return status, errorBody{Detail: detail}
+	case status == http.StatusUnauthorized:
+		s.log.InfoContext(ctx, "request refused: not authenticated",
+			"reason", err.Error(), "method", c.Request().Method, "path", c.Request().URL.Path, "request_id", requestIDOf(c))
 	case status >= http.StatusInternalServerError:
 		s.log.ErrorContext(ctx, "internal error",
 			"err", err, "method", c.Request().Method, "path", c.Request().URL.Path, "request_id", requestIDOf(c))

@@ -290,6 +290,14 @@ func testUnauthorized(t *testing.T, nb NewBackend) {
 			}
 		})
 	}
+	// Each refusal is logged with its reason, which may say more than the
+	// answer: a bad signature is only an "Invalid token" to the client.
+	logs := s.logs.String()
+	for _, reason := range []string{"Missing bearer token", "Token expired", "Invalid token: token signature is invalid", "Token claim exp is required"} {
+		if !strings.Contains(logs, `msg="request refused: not authenticated" reason="`+reason) {
+			t.Fatalf("no log line of a 401 with reason %q; the log:\n%s", reason, logs)
+		}
+	}
 	good := bearer(t, jwt.SigningMethodHS256, testSecret, valid)
 	twice := request{method: http.MethodGet, path: "/ai-sessions/queue", header: http.Header{"Authorization": {good, good}}}
 	if got := detail(t, s.do(t, twice, http.StatusUnauthorized)); got != "Only one Authorization header is allowed" {

@@ -308,6 +308,7 @@ func (r *Relay) session(ctx context.Context, fence leader.Fence) (progressed boo
 	if err != nil {
 		return false, err
 	}
+	r.update(func(s *Status) { s.StreamProblem = "" })
 	end, err := r.end(ctx, stream)
 	if err != nil {
 		return false, err
@@ -430,8 +431,10 @@ func (r *Relay) walk(ctx context.Context, stream jetstream.Stream, state jetstre
 	var foreign []foreignMsg
 	for seq := state.LastSeq; seq > 0 && seq >= state.FirstSeq; seq-- {
 		if state.LastSeq-seq == maxWalk {
-			r.logger.ErrorContext(ctx, "the stream's last messages are not events of this log: it holds another ledger's events, "+
-				"or other clients published into it; publishing goes on after them", "examined", maxWalk, "last_seq", state.LastSeq)
+			r.streamProblem(ctx, "the stream's last messages are not events of this log: it holds another ledger's events "+
+				"(such as a data directory's left from the embedded mode), or other clients published into it; publishing goes on after them. "+
+				"To keep this ledger's events apart, give it a stream of its own (--nats-stream) or, for the embedded NATS server, a fresh data directory",
+				"examined", maxWalk, "last_seq", state.LastSeq)
 			return end, foreign, nil
 		}
 		msg, err := r.getMsg(ctx, stream, seq)
@@ -539,11 +542,20 @@ func (r *Relay) reconcile(ctx context.Context, fence leader.Fence, stream jetstr
 		r.logger.InfoContext(ctx, "checkpoint moved to the stream's last event, published before the relay stopped", "from", pos, "to", tipPos)
 		return tipPos, nil
 	case tip != "" && tipPos < pos, tip == "" && pos > 0 && stream.CachedInfo().State.LastSeq == 0:
-		r.logger.ErrorContext(ctx, "the stream lacks events the relay has published: it was deleted and made again, restored from an older copy, "+
-			"kept in memory across a restart, or is on another server; publishing goes on from the checkpoint",
+		r.streamProblem(ctx, "the stream lacks events the relay has published: it was deleted and made again, restored from an older copy, "+
+			"kept in memory across a restart, or is on another server; publishing goes on from the checkpoint. "+
+			"If another process publishes to another NATS server, give every process on the database the same --nats-url; "+
+			"subscribers can read the missing events from GET /events",
 			"stream_last_position", tipPos, "checkpoint", pos)
 	}
 	return pos, nil
+}
+
+// streamProblem logs at ERROR what is wrong with the stream and what to do
+// about it, and keeps it in Status.StreamProblem for /readyz.
+func (r *Relay) streamProblem(ctx context.Context, msg string, args ...any) {
+	r.logger.ErrorContext(ctx, msg, args...)
+	r.update(func(s *Status) { s.StreamProblem = msg })
 }
 
 // checkpoint moves the relay's checkpoint from `from` to `to`, fenced by the

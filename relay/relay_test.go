@@ -346,8 +346,11 @@ func TestRelay_SaysWhenTheStreamLacksPublishedEvents(t *testing.T) {
 			e.handoffs(1)
 			all := e.logEvents()
 			e.waitUntil("the relay publishes the new events", func() bool { return e.checkpoint() == all[len(all)-1].Position })
-			if !strings.Contains(logs.String(), "the stream lacks events the relay has published") {
-				t.Fatalf("the relay did not say the stream lacks published events; its log:\n%s", logs.String())
+			if !strings.Contains(logs.String(), "the stream lacks events the relay has published") || !strings.Contains(logs.String(), "the same --nats-url") {
+				t.Fatalf("the relay did not say the stream lacks published events, and what to do; its log:\n%s", logs.String())
+			}
+			if problem := r.Status().StreamProblem; !strings.Contains(problem, "the same --nats-url") {
+				t.Fatalf("Status().StreamProblem = %q, want it to say what to do", problem)
 			}
 			stream, err := e.js.Stream(t.Context(), relay.DefaultStream)
 			if err != nil {

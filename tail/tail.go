@@ -23,11 +23,13 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/resolutionflow/ledgerd/domain"
 	"github.com/resolutionflow/ledgerd/relay"
 )
 
@@ -48,8 +50,8 @@ func (f Filter) Subject() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if f.Type != "" && !relay.ValidToken(f.Type) {
-		return "", fmt.Errorf("event type %q: must be one subject token, such as HandoffClaimed", f.Type)
+	if types := domain.EventTypes(); f.Type != "" && !slices.Contains(types, f.Type) {
+		return "", fmt.Errorf("event type %q: not one of %s", f.Type, strings.Join(types, ", "))
 	}
 	return relay.Subject(account, session, f.Type), nil
 }

@@ -302,11 +302,13 @@ func TestRun_Filters(t *testing.T) {
 
 func TestFilter_RejectsBadTokens(t *testing.T) {
 	for name, f := range map[string]tail.Filter{
-		"Account":   {Account: "acme.*"},
-		"Session":   {Session: "not-a-uuid"},
-		"TypeDot":   {Type: "Handoff.Claimed"},
-		"TypeWild":  {Type: ">"},
-		"TypeSpace": {Type: "Handoff Claimed"},
+		"Account":     {Account: "acme.*"},
+		"Session":     {Session: "not-a-uuid"},
+		"TypeDot":     {Type: "Handoff.Claimed"},
+		"TypeWild":    {Type: ">"},
+		"TypeSpace":   {Type: "Handoff Claimed"},
+		"TypeUnknown": {Type: "HandoffClaim"},
+		"TypeCase":    {Type: "handoffclaimed"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if s, err := f.Subject(); err == nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"time"
 
@@ -18,8 +19,8 @@ import (
 
 // openBackend parses the storage flags of the subcommand name from args
 // and opens the backend they choose, applying pending migrations.
-func openBackend(ctx context.Context, name string, args []string, stderr io.Writer, logger *slog.Logger) (*backend, error) {
-	f := newFlags(name, stderr)
+func openBackend(ctx context.Context, name string, args []string, logger *slog.Logger) (*backend, error) {
+	f := newFlags(name)
 	storage := addStorageFlags(f)
 	if err := f.parse(args); err != nil {
 		return nil, err
@@ -29,8 +30,8 @@ func openBackend(ctx context.Context, name string, args []string, stderr io.Writ
 
 // migrate applies pending migrations (opening the backend does it) and,
 // with --runtime-role, grants that PostgreSQL role what serve needs.
-func migrate(ctx context.Context, args []string, stderr io.Writer, logger *slog.Logger) error {
-	f := newFlags("migrate", stderr)
+func migrate(ctx context.Context, args []string, logger *slog.Logger) error {
+	f := newFlags("migrate")
 	storage := addStorageFlags(f)
 	runtimeRole := f.string("runtime-role", "LEDGER_RUNTIME_ROLE", "", "PostgreSQL role that serve connects as: granted, after migrating, only what serve needs (SELECT and INSERT on events)")
 	if err := f.parse(args); err != nil {
@@ -57,8 +58,8 @@ func migrate(ctx context.Context, args []string, stderr io.Writer, logger *slog.
 
 // rebuild replays the whole log into fresh read models; events it cannot
 // apply are skipped, recorded and logged, as the projector does.
-func rebuild(ctx context.Context, args []string, stderr io.Writer, logger *slog.Logger) error {
-	b, err := openBackend(ctx, "projections rebuild", args, stderr, logger)
+func rebuild(ctx context.Context, args []string, logger *slog.Logger) error {
+	b, err := openBackend(ctx, "projections rebuild", args, logger)
 	if err != nil {
 		return err
 	}
@@ -80,9 +81,9 @@ func rebuild(ctx context.Context, args []string, stderr io.Writer, logger *slog.
 }
 
 // token prints a signed bearer token for development and scripts.
-func token(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	f := newFlags("token", stderr)
-	storage := addStorageFlags(f)
+func token(_ context.Context, args []string, stdout io.Writer) error {
+	f := newFlags("token")
+	dataDir := f.string("data-dir", "LEDGER_DATA_DIR", defaultDataDir, "data directory of a server in the embedded mode, whose secret signs the token without --jwt-secret")
 	secretFlag := addSecretFlags(f)
 	user := f.string("user", "", "", "user id (random when omitted)")
 	account := f.string("account", "", "", "account id (random when omitted)")
@@ -94,7 +95,7 @@ func token(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := f.parse(args); err != nil {
 		return err
 	}
-	secret, err := storage.secret(secretFlag)
+	secret, err := tokenSecret(secretFlag, *dataDir)
 	if err != nil {
 		return err
 	}
@@ -124,6 +125,20 @@ func token(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	_, err = fmt.Fprintln(stdout, signed)
 	return err
+}
+
+// tokenSecret returns the secret that signs a token: the one given by jwt,
+// else the one an embedded-mode server keeps in dataDir. Unlike serve, it
+// never makes one: a new secret would sign tokens no server accepts.
+func tokenSecret(jwt valueOrFile, dataDir string) (string, error) {
+	if secret, err := givenSecret(jwt); err != nil || secret != "" {
+		return secret, err
+	}
+	secret, err := readKeptSecret(dataDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("no JWT secret in --data-dir %s: start `ledgerd serve` there first (the embedded mode makes it), or give --jwt-secret-file (LEDGER_JWT_SECRET_FILE)", dataDir)
+	}
+	return secret, err
 }
 
 func parseOrNewID(s string) (uuid.UUID, error) {

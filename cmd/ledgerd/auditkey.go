@@ -23,7 +23,7 @@ const defaultAuditKeyName = "ledgerd"
 
 // addAuditKeyFlag adds --audit-key-file.
 func addAuditKeyFlag(f *flags) *string {
-	return f.string("audit-key-file", "LEDGER_AUDIT_KEY_FILE", "", "file holding the Ed25519 note signer key that signs the Merkle checkpoints (make one with `ledgerd audit keygen`); embedded mode: the one kept in --data-dir when empty")
+	return f.string("audit-key-file", "LEDGER_AUDIT_KEY_FILE", "", "file holding the Ed25519 note signer key that signs the Merkle checkpoints (make one with \"ledgerd audit keygen\"); embedded mode: the one kept in --data-dir when empty")
 }
 
 // auditKey returns the checkpoint signing key: the one in file, or in the
@@ -76,13 +76,13 @@ func loadOrCreateAuditKey(dataDir string) (*audit.Key, error) {
 
 // auditCommand runs `ledgerd audit key` (print the public verifier key)
 // and `ledgerd audit keygen` (print a new signer key).
-func auditCommand(_ context.Context, args []string, stdout, stderr io.Writer) error {
+func auditCommand(_ context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
 		return errors.New("usage: ledgerd audit key|keygen [flags]")
 	}
 	switch args[0] {
 	case "key":
-		f := newFlags("audit key", stderr)
+		f := newFlags("audit key")
 		storage := addStorageFlags(f)
 		keyFile := addAuditKeyFlag(f)
 		if err := f.parse(args[1:]); err != nil {
@@ -95,7 +95,7 @@ func auditCommand(_ context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintln(stdout, key.Verifier())
 		return nil
 	case "keygen":
-		f := newFlags("audit keygen", stderr)
+		f := newFlags("audit keygen")
 		name := f.string("name", "", defaultAuditKeyName, "the key's name, the checkpoints' origin line")
 		if err := f.parse(args[1:]); err != nil {
 			return err

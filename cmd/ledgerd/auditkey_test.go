@@ -88,7 +88,7 @@ func TestServe_SealsTheLog(t *testing.T) {
 	for name, args := range map[string]func(t *testing.T) []string{
 		"Embedded": func(t *testing.T) []string { return nil },
 		"Postgres": func(t *testing.T) []string {
-			return []string{"--database-url", pgtest.NewDatabase(t), "--audit-key-file", auditKeyFileFor(t)}
+			return []string{"--database-url", pgtest.NewDatabase(t), "--embedded-nats", "--audit-key-file", auditKeyFileFor(t)}
 		},
 	} {
 		t.Run(name, func(t *testing.T) {

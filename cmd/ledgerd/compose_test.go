@@ -67,7 +67,7 @@ func checkEnvironment(tb testing.TB, service string, env map[string]string, comm
 	var help bytes.Buffer
 	_ = run(context.Background(), append(command, "-h"), &help, &help)
 	for name := range env {
-		if !strings.Contains(help.String(), "(env "+name+")") {
+		if !strings.Contains(help.String(), "env "+name+",") {
 			tb.Errorf("compose gives %s %s, which `ledgerd %s` does not read", service, name, strings.Join(command, " "))
 		}
 	}

@@ -85,11 +85,11 @@ func TestServe_EmbeddedDataIsPrivate(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "data")
 			prepare(dir)
+			base, stop := startServe(t, "--data-dir", dir)
 			var out bytes.Buffer
 			if err := run(context.Background(), []string{"token", "--data-dir", dir}, &out, io.Discard); err != nil {
 				t.Fatalf("token: %v", err)
 			}
-			base, stop := startServe(t, "--data-dir", dir)
 			resp, err := post(t, fmt.Sprintf("%s/ai-sessions/%s/handoff", base, uuid.New()), strings.TrimSpace(out.String()), `{"intent":"escalate","engineer_notes":"private"}`)
 			if err != nil {
 				t.Fatalf("escalate: %v", err)

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -12,35 +14,51 @@ import (
 
 // flags is a subcommand's flag set whose flags fall back to environment
 // variables: a flag given on the command line wins, then the variable,
-// then the default.
+// then the default. Its help, -h or --help, spells each flag with two
+// dashes, with its variable and its built-in default.
 type flags struct {
 	*flag.FlagSet
-	errs []error
+	// env and defaults hold each flag's variable and built-in default
+	// (not the variable's value, which may be a secret), for the help.
+	env      map[string]string
+	defaults map[string]string
+	errs     []error
 }
 
-func newFlags(name string, stderr io.Writer) *flags {
+// newFlags returns the flag set of the subcommand name ("token",
+// "projections rebuild"). Parsing prints nothing: parse returns errors,
+// and the help as a *helpRequest.
+func newFlags(name string) *flags {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	return &flags{FlagSet: fs}
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	return &flags{FlagSet: fs, env: map[string]string{}, defaults: map[string]string{}}
 }
 
-func envUsage(usage, env string) string {
-	if env == "" {
-		return usage
-	}
-	return fmt.Sprintf("%s (env %s)", usage, env)
+// register records a flag's variable and built-in default for the help.
+func (f *flags) register(name, env, def string) {
+	f.env[name] = env
+	f.defaults[name] = def
 }
 
 func (f *flags) string(name, env, def, usage string) *string {
-	return f.String(name, fromEnv(f, env, def, func(v string) (string, error) { return v, nil }), envUsage(usage, env))
+	f.register(name, env, strconv.Quote(def))
+	return f.String(name, fromEnv(f, env, def, func(v string) (string, error) { return v, nil }), usage)
 }
 
 func (f *flags) int(name, env string, def int, usage string) *int {
-	return f.Int(name, fromEnv(f, env, def, strconv.Atoi), envUsage(usage, env))
+	f.register(name, env, strconv.Itoa(def))
+	return f.Int(name, fromEnv(f, env, def, strconv.Atoi), usage)
+}
+
+func (f *flags) bool(name, env string, def bool, usage string) *bool {
+	f.register(name, env, strconv.FormatBool(def))
+	return f.Bool(name, fromEnv(f, env, def, strconv.ParseBool), usage)
 }
 
 func (f *flags) duration(name, env string, def time.Duration, usage string) *time.Duration {
-	return f.Duration(name, fromEnv(f, env, def, time.ParseDuration), envUsage(usage, env))
+	f.register(name, env, def.String())
+	return f.Duration(name, fromEnv(f, env, def, time.ParseDuration), usage)
 }
 
 // fromEnv returns the default of a flag: the value of the variable env, if
@@ -58,16 +76,65 @@ func fromEnv[T any](f *flags, env string, def T, parseValue func(string) (T, err
 	return x
 }
 
-// parse parses args and reports any environment variable that did not parse.
+// helpRequest is the error parse returns for -h or --help: the command
+// prints Usage to standard output and exits 0.
+type helpRequest struct{ Usage string }
+
+func (h *helpRequest) Error() string { return "help requested" }
+
+// parse parses args and reports any environment variable that did not
+// parse. A flag that is unknown or whose value does not parse gives a
+// one-line *usageError naming it.
 func (f *flags) parse(args []string) error {
-	if err := f.Parse(args); err != nil {
-		return err
-	}
-	if len(f.errs) > 0 {
+	err := f.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return &helpRequest{Usage: f.usage()}
+	case err != nil:
+		// The flag package spells flags with one dash.
+		msg := strings.NewReplacer("for flag -", "for flag --", "not defined: -", "not defined: --").Replace(err.Error())
+		return usageErrorf("%s (see ledgerd %s -h)", msg, f.Name())
+	case len(f.errs) > 0:
 		return f.errs[0]
+	case f.NArg() > 0:
+		return usageErrorf("%s: unexpected arguments %q", f.Name(), f.Args())
 	}
-	if f.NArg() > 0 {
-		return fmt.Errorf("%s: unexpected arguments %q", f.Name(), f.Args())
+	return nil
+}
+
+// usage is the help of the subcommand: each flag as --name TYPE, then its
+// description, variable and built-in default.
+func (f *flags) usage() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "usage: ledgerd %s [flags]\n\nflags:\n", f.Name())
+	f.VisitAll(func(fl *flag.Flag) {
+		typ, usage := flag.UnquoteUsage(fl)
+		fmt.Fprintf(&b, "  --%s", fl.Name)
+		if typ != "" {
+			fmt.Fprintf(&b, " %s", typ)
+		}
+		fmt.Fprintf(&b, "\n      %s\n      ", usage)
+		if env := f.env[fl.Name]; env != "" {
+			fmt.Fprintf(&b, "env %s, ", env)
+		}
+		fmt.Fprintf(&b, "default %s\n", f.defaults[fl.Name])
+	})
+	return b.String()
+}
+
+// checkAddr refuses an address that is not host:port, naming its flag
+// and variable.
+func checkAddr(name, env, addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err == nil {
+		_, err = net.LookupPort("tcp", port)
+	}
+	var addrErr *net.AddrError
+	if errors.As(err, &addrErr) {
+		err = errors.New(addrErr.Err)
+	}
+	if err != nil {
+		return usageErrorf("--%s (%s) %q is not a host:port address: %v", name, env, addr, err)
 	}
 	return nil
 }

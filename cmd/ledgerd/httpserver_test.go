@@ -226,7 +226,7 @@ func TestHTTPFlags_RefuseUnboundedLimits(t *testing.T) {
 		{"--http-idle-timeout", "0s"},
 		{"--http-max-conns", "0"},
 	} {
-		f := newFlags("serve", io.Discard)
+		f := newFlags("serve")
 		h := addHTTPFlags(f)
 		if err := f.parse(args); err != nil {
 			t.Fatalf("parse %q: %v", args, err)

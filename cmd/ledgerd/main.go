@@ -12,6 +12,7 @@
 //	ledgerd replay [flags]        print a session's events, each with its state after it
 //	ledgerd verify [flags]        check that the stored log was not altered
 //	ledgerd audit key|keygen      print the checkpoints' public key, or make a signing key
+//	ledgerd version               print the version, commit and Go version
 package main
 
 import (
@@ -23,6 +24,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"syscall"
 )
 
@@ -71,38 +74,51 @@ commands:
   verify                 check that the stored log was not altered (exit 0 intact, 1 not)
   audit key              print the public key that verifies the Merkle checkpoints
   audit keygen           print a new checkpoint signing key (for --audit-key-file)
+  version                print the version, the commit and the Go version
 
 Run "ledgerd <command> -h" for the command's flags.
 `
 
-// run executes one ledgerd command; ctx ends on SIGINT or SIGTERM.
+// run executes one ledgerd command; ctx ends on SIGINT or SIGTERM. A
+// command's help (-h, --help) goes to stdout.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return flag.ErrHelp
 	}
-	logger := slog.New(slog.NewJSONHandler(stderr, nil))
+	logger := newLogger(stderr)
 	slog.SetDefault(logger)
-	switch cmd, rest := args[0], args[1:]; cmd {
+	err := runCommand(ctx, args[0], args[1:], stdout, stderr, logger)
+	var help *helpRequest
+	if errors.As(err, &help) {
+		_, err = fmt.Fprint(stdout, help.Usage)
+	}
+	return err
+}
+
+func runCommand(ctx context.Context, cmd string, rest []string, stdout, stderr io.Writer, logger *slog.Logger) error {
+	switch cmd {
 	case "serve":
 		return serve(ctx, rest, stderr, logger)
 	case "migrate":
-		return migrate(ctx, rest, stderr, logger)
+		return migrate(ctx, rest, logger)
 	case "token":
-		return token(ctx, rest, stdout, stderr)
+		return token(ctx, rest, stdout)
 	case "projections":
 		if len(rest) == 0 || rest[0] != "rebuild" {
 			return errors.New(`usage: ledgerd projections rebuild [flags]`)
 		}
-		return rebuild(ctx, rest[1:], stderr, logger)
+		return rebuild(ctx, rest[1:], logger)
 	case "tail":
-		return tailEvents(ctx, rest, stdout, stderr, logger)
+		return tailEvents(ctx, rest, stdout, logger)
 	case "replay":
-		return replay(ctx, rest, stdout, stderr, logger)
+		return replay(ctx, rest, stdout, logger)
 	case "verify":
 		return verifyLog(ctx, rest, stdout, stderr, logger)
 	case "audit":
-		return auditCommand(ctx, rest, stdout, stderr)
+		return auditCommand(ctx, rest, stdout)
+	case "version":
+		return printVersion(rest, stdout)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -110,4 +126,41 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", cmd)
 	}
+}
+
+// newLogger returns the JSON logger of the commands, which writes
+// durations as Go spells them ("1.2s") rather than in nanoseconds.
+func newLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Value.Kind() == slog.KindDuration {
+				a.Value = slog.StringValue(a.Value.Duration().String())
+			}
+			return a
+		},
+	}))
+}
+
+// printVersion is `ledgerd version`: the module version, the commit it was
+// built from and the Go version, from the binary's build information.
+func printVersion(args []string, stdout io.Writer) error {
+	if err := newFlags("version").parse(args); err != nil {
+		return err
+	}
+	version, commit, goVersion := "unknown", "unknown", runtime.Version()
+	if info, ok := debug.ReadBuildInfo(); ok {
+		version, goVersion = info.Main.Version, info.GoVersion
+		settings := map[string]string{}
+		for _, s := range info.Settings {
+			settings[s.Key] = s.Value
+		}
+		if rev := settings["vcs.revision"]; rev != "" {
+			commit = rev
+			if settings["vcs.modified"] == "true" {
+				commit += " (modified)"
+			}
+		}
+	}
+	_, err := fmt.Fprintf(stdout, "ledgerd %s\ncommit %s\n%s\n", version, commit, goVersion)
+	return err
 }

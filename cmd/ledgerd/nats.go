@@ -24,6 +24,7 @@ import (
 // natsFlags configure the relay to NATS JetStream.
 type natsFlags struct {
 	url             *string
+	embedded        *bool
 	auth            natsAuth
 	listen          *string
 	stream          *string
@@ -36,6 +37,7 @@ type natsFlags struct {
 func addNATSFlags(f *flags) natsFlags {
 	return natsFlags{
 		url:             f.string("nats-url", "NATS_URL", "", "NATS server URL the relay publishes to; when empty, an embedded NATS server runs"),
+		embedded:        f.bool("embedded-nats", "LEDGER_EMBEDDED_NATS", false, "with PostgreSQL and no --nats-url, run an embedded NATS server: for a single process only, which it enforces with a database lock"),
 		auth:            addNATSAuthFlags(f),
 		listen:          f.string("nats-listen", "LEDGER_NATS_LISTEN", embeddednats.DefaultListen, "address the embedded NATS server listens on"),
 		stream:          f.string("nats-stream", "LEDGER_NATS_STREAM", relay.DefaultStream, "JetStream stream the events go to"),
@@ -58,6 +60,21 @@ func (n natsFlags) config() (relay.Config, error) {
 		DuplicateWindow: *n.duplicateWindow,
 		MaxAge:          *n.maxAge,
 	}, nil
+}
+
+// checkMode refuses a NATS setting that could split the stream: with
+// PostgreSQL, several processes may share the database, and each must
+// publish to the same NATS server, so --nats-url is required unless
+// --embedded-nats says that this process runs alone.
+func (n natsFlags) checkMode(postgres bool) error {
+	switch {
+	case *n.url != "" && *n.embedded:
+		return errors.New("give --nats-url (NATS_URL) or --embedded-nats (LEDGER_EMBEDDED_NATS), not both")
+	case postgres && *n.url == "" && !*n.embedded:
+		return errors.New("--nats-url (NATS_URL) is required with PostgreSQL, the same for every process on the database; " +
+			"for a single process, --embedded-nats (LEDGER_EMBEDDED_NATS) runs an embedded NATS server instead")
+	}
+	return nil
 }
 
 // natsAuth are the credentials for a NATS server given by --nats-url;
@@ -178,14 +195,17 @@ func startRelay(target natsTarget, cfg relay.Config, b *backend, logger *slog.Lo
 			return fmt.Errorf("cannot publish to NATS since %s (backlog %d, foreign messages skipped %d): %v",
 				st.DegradedSince.UTC().Format(time.RFC3339), st.Backlog, st.Foreign, st.LastError)
 		}
+		if st.StreamProblem != "" {
+			return httpapi.Notice(st.StreamProblem)
+		}
 		return nil
 	}}
 	return r, nc, check, nil
 }
 
 // tailEvents is `ledgerd tail`: it prints the events on NATS as JSON lines.
-func tailEvents(ctx context.Context, args []string, stdout, stderr io.Writer, logger *slog.Logger) error {
-	f := newFlags("tail", stderr)
+func tailEvents(ctx context.Context, args []string, stdout io.Writer, logger *slog.Logger) error {
+	f := newFlags("tail")
 	urlFlag := f.string("nats-url", "NATS_URL", "", "NATS server URL; when empty, the embedded server's, with its credentials, from <data-dir>/"+embeddednats.URLFile)
 	auth := addNATSAuthFlags(f)
 	dataDir := f.string("data-dir", "LEDGER_DATA_DIR", defaultDataDir, "data directory of the embedded mode, whose NATS URL tail uses without --nats-url")

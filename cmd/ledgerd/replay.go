@@ -49,8 +49,8 @@ func stateOf(s *domain.Session) replayState {
 // replay prints the stream of a session, one JSON line per event with
 // the session's state folded up to it, for offline review; with --as-of,
 // only the events recorded up to that instant.
-func replay(ctx context.Context, args []string, stdout, stderr io.Writer, logger *slog.Logger) error {
-	f := newFlags("replay", stderr)
+func replay(ctx context.Context, args []string, stdout io.Writer, logger *slog.Logger) error {
+	f := newFlags("replay")
 	storage := addStorageFlags(f)
 	accountFlag := f.string("account", "", "", "the session's account id (required)")
 	sessionFlag := f.string("session", "", "", "the session id (required)")

@@ -40,23 +40,31 @@ func checkSecretLength(secret, source string) error {
 // linked into place, which fails if the file exists: when two processes
 // start at once, the one that loses reads the winner's secret, so both use
 // the same. A secret file that others may read is refused, and so is a
-// data directory that others may write (checkDataDir).
-func loadOrCreateSecret(dataDir string) (string, error) {
+// data directory that others may write (checkDataDir). created reports
+// that there was no secret before this call.
+func loadOrCreateSecret(dataDir string) (secret string, created bool, err error) {
+	secret, err = readKeptSecret(dataDir)
+	if !errors.Is(err, fs.ErrNotExist) {
+		return secret, false, err
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return "", false, fmt.Errorf("create data directory: %w", err)
+	}
+	path := filepath.Join(dataDir, secretFile)
+	if err := createSecret(path); err != nil {
+		return "", false, err
+	}
+	secret, err = readSecret(path)
+	return secret, err == nil, err
+}
+
+// readKeptSecret returns the JWT secret kept in dataDir; the error wraps
+// fs.ErrNotExist when there is none.
+func readKeptSecret(dataDir string) (string, error) {
 	if err := checkDataDir(dataDir); err != nil {
 		return "", err
 	}
-	path := filepath.Join(dataDir, secretFile)
-	secret, err := readSecret(path)
-	if !errors.Is(err, fs.ErrNotExist) {
-		return secret, err
-	}
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return "", fmt.Errorf("create data directory: %w", err)
-	}
-	if err := createSecret(path); err != nil {
-		return "", err
-	}
-	return readSecret(path)
+	return readSecret(filepath.Join(dataDir, secretFile))
 }
 
 // readSecret reads a secret file, refusing one that group or others may

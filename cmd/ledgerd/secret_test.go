@@ -11,7 +11,7 @@ import (
 
 func loadSecret(tb testing.TB, dir string) string {
 	tb.Helper()
-	secret, err := loadOrCreateSecret(dir)
+	secret, _, err := loadOrCreateSecret(dir)
 	if err != nil {
 		tb.Fatalf("loadOrCreateSecret: %v", err)
 	}
@@ -68,7 +68,7 @@ func TestLoadOrCreateSecret_RacingStartsAgree(t *testing.T) {
 		for i := range starts {
 			wg.Go(func() {
 				<-ready
-				secrets[i], errs[i] = loadOrCreateSecret(dir)
+				secrets[i], _, errs[i] = loadOrCreateSecret(dir)
 			})
 		}
 		close(ready)
@@ -115,7 +115,7 @@ func TestLoadOrCreateSecret_RefusesUnsafeFiles(t *testing.T) {
 			if err := os.Chmod(path, c.mode); err != nil {
 				t.Fatal(err)
 			}
-			if secret, err := loadOrCreateSecret(dir); err == nil {
+			if secret, _, err := loadOrCreateSecret(dir); err == nil {
 				t.Errorf("loaded %q from a file of mode %04o holding %q", secret, c.mode, c.content)
 			}
 		})

@@ -73,7 +73,7 @@ func TestSecretFiles_RefuseBadFilesAndBothForms(t *testing.T) {
 		{"ServeShortSecretFile", nil, []string{"serve", "--database-url", "postgres://127.0.0.1:1/none", "--jwt-secret-file", writeFile(t, "short\n")}, "at least 32 bytes"},
 		{"MigrateBothURLs", nil, []string{"migrate", "--database-url", "postgres://127.0.0.1:1/none", "--database-url-file", dbURL}, "not both"},
 		{"RebuildURLEnvAndFlag", map[string]string{"DATABASE_URL": "postgres://127.0.0.1:1/none"}, []string{"projections", "rebuild", "--database-url-file", dbURL}, "not both"},
-		{"ServeEmptyURLFile", nil, []string{"serve", "--database-url-file", writeFile(t, ""), "--jwt-secret", testSecret, "--audit-key-file", auditKeyFileFor(t)}, "is empty"},
+		{"ServeEmptyURLFile", nil, []string{"serve", "--database-url-file", writeFile(t, ""), "--embedded-nats", "--jwt-secret", testSecret, "--audit-key-file", auditKeyFileFor(t)}, "is empty"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -109,7 +109,7 @@ func TestCommands_OfferTheFileForms(t *testing.T) {
 		want []string
 	}{
 		{[]string{"serve"}, []string{"DATABASE_URL_FILE", "LEDGER_JWT_SECRET_FILE"}},
-		{[]string{"token"}, []string{"DATABASE_URL_FILE", "LEDGER_JWT_SECRET_FILE"}},
+		{[]string{"token"}, []string{"LEDGER_JWT_SECRET_FILE"}},
 		{[]string{"migrate"}, []string{"DATABASE_URL_FILE"}},
 		{[]string{"projections", "rebuild"}, []string{"DATABASE_URL_FILE"}},
 	} {
@@ -117,7 +117,7 @@ func TestCommands_OfferTheFileForms(t *testing.T) {
 		_ = run(context.Background(), append(c.args, "-h"), &help, &help)
 		for _, env := range c.want {
 			flag := "-" + strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(env, "LEDGER_"), "_", "-"))
-			if !strings.Contains(help.String(), flag) || !strings.Contains(help.String(), "(env "+env+")") {
+			if !strings.Contains(help.String(), flag) || !strings.Contains(help.String(), "env "+env+",") {
 				t.Errorf("%q does not take %s (env %s):\n%s", c.args, flag, env, help.String())
 			}
 		}
@@ -125,7 +125,7 @@ func TestCommands_OfferTheFileForms(t *testing.T) {
 }
 
 func TestPrintStartup_SuggestsTheSecretFile(t *testing.T) {
-	f := newFlags("serve", io.Discard)
+	f := newFlags("serve")
 	storage := addStorageFlags(f)
 	jwtSecret := addSecretFlags(f)
 	api := &net.TCPAddr{IP: net.IPv4zero, Port: 8080}

@@ -62,28 +62,37 @@ func addSecretFlags(f *flags) valueOrFile {
 	return f.valueOrFile("jwt-secret", "LEDGER_JWT_SECRET", "HS256 secret that signs bearer tokens, at least 32 bytes (embedded mode: the one kept in --data-dir when empty)")
 }
 
+// givenSecret returns the token-signing secret given by jwt, or "" when
+// none is.
+func givenSecret(jwt valueOrFile) (string, error) {
+	if !jwt.given() {
+		return "", nil
+	}
+	secret, err := jwt.get()
+	if err != nil {
+		return "", err
+	}
+	if err := checkSecretLength(secret, jwt.source()); err != nil {
+		return "", err
+	}
+	return secret, nil
+}
+
 // secret returns the token-signing secret: the flag's or its file's, or in
 // the embedded mode the one kept in the data directory (made on first
-// use).
-func (s storageFlags) secret(jwt valueOrFile) (string, error) {
-	switch {
-	case jwt.given():
-		secret, err := jwt.get()
-		if err != nil {
-			return "", err
-		}
-		if err := checkSecretLength(secret, jwt.source()); err != nil {
-			return "", err
-		}
-		return secret, nil
+// use, which generated reports).
+func (s storageFlags) secret(jwt valueOrFile) (secret string, generated bool, err error) {
+	switch secret, err := givenSecret(jwt); {
+	case err != nil || secret != "":
+		return secret, false, err
 	case s.embedded():
 		return loadOrCreateSecret(*s.dataDir)
 	}
-	return "", errors.New("--jwt-secret-file (LEDGER_JWT_SECRET_FILE) or --jwt-secret (LEDGER_JWT_SECRET) is required with PostgreSQL")
+	return "", false, errors.New("--jwt-secret-file (LEDGER_JWT_SECRET_FILE) or --jwt-secret (LEDGER_JWT_SECRET) is required with PostgreSQL")
 }
 
 func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Logger) error {
-	f := newFlags("serve", stderr)
+	f := newFlags("serve")
 	storage := addStorageFlags(f)
 	addr := f.string("http-addr", "LEDGER_HTTP_ADDR", ":8080", "address the REST API listens on")
 	secretFlag := addSecretFlags(f)
@@ -101,6 +110,17 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	if err := f.parse(args); err != nil {
 		return err
 	}
+	if err := checkAddr("http-addr", "LEDGER_HTTP_ADDR", *addr); err != nil {
+		return err
+	}
+	if err := checkAddr("nats-listen", "LEDGER_NATS_LISTEN", *natsFlags.listen); err != nil {
+		return err
+	}
+	if *metricsAddr != "" {
+		if err := checkAddr("metrics-addr", "LEDGER_METRICS_ADDR", *metricsAddr); err != nil {
+			return err
+		}
+	}
 	proxies, err := parseCIDRs(*trustedProxies)
 	if err != nil {
 		return fmt.Errorf("--trusted-proxies: %w", err)
@@ -115,7 +135,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	if err != nil {
 		return err
 	}
-	secret, err := storage.secret(secretFlag)
+	secret, secretGenerated, err := storage.secret(secretFlag)
 	if err != nil {
 		return err
 	}
@@ -125,6 +145,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	}
 	relayCfg, err := natsFlags.config()
 	if err != nil {
+		return err
+	}
+	if err := natsFlags.checkMode(!storage.embedded()); err != nil {
 		return err
 	}
 
@@ -138,6 +161,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 		return err
 	}
 	defer ln.Close()
+	if b.pool != nil && *natsFlags.url == "" {
+		release, err := holdEmbeddedNATSLock(ctx, b.pool)
+		if err != nil {
+			return err
+		}
+		defer release()
+	}
 	target, err := natsFlags.target(ctx, *storage.dataDir, logger)
 	if err != nil {
 		return err
@@ -220,7 +250,15 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 		defer metricsSrv.shutdown(*grace)
 		metricsAt = metricsLn.Addr().String()
 	}
-	logger.Info("ledgerd serving", "http", ln.Addr().String(), "metrics", metricsAt, "nats", redact(target.url), "embedded_store", storage.embedded())
+	started := []any{"http", ln.Addr().String(), "metrics", metricsAt, "nats", redact(target.url), "embedded_store", storage.embedded()}
+	if storage.embedded() || target.embedded {
+		dir, err := filepath.Abs(*storage.dataDir)
+		if err != nil {
+			return fmt.Errorf("data directory: %w", err)
+		}
+		started = append(started, "data_dir", dir, "jwt_secret_generated", secretGenerated)
+	}
+	logger.Info("ledgerd serving", started...)
 	if isTerminal(stderr) {
 		printStartup(stderr, ln.Addr(), target, storage, secretFlag)
 	}

@@ -21,10 +21,10 @@ import (
 // is not; with --receipt, it checks a saved receipt offline instead
 // (docs/audit-verify.md).
 func verifyLog(ctx context.Context, args []string, stdout, stderr io.Writer, logger *slog.Logger) error {
-	f := newFlags("verify", stderr)
+	f := newFlags("verify")
 	storage := addStorageFlags(f)
 	keyFile := addAuditKeyFlag(f)
-	keyFlag := f.string("key", "", "", "the ledger's public verifier key, as `ledgerd audit key` or GET /audit/key gave it (default: the one of --audit-key-file, or of the embedded key in --data-dir)")
+	keyFlag := f.string("key", "", "", "the ledger's public verifier key, as \"ledgerd audit key\" or GET /audit/key gave it (default: the one of --audit-key-file, or of the embedded key in --data-dir)")
 	headFlag := f.string("head", "", "", "also check the log is consistent with this root hash (hex), the hash of a GET /audit/head kept outside earlier")
 	checkpointFlag := f.string("checkpoint", "", "", "also check the log is consistent with the signed checkpoint in this `file` (a note, or a GET /audit/head answer), kept outside earlier")
 	receiptFlag := f.string("receipt", "", "", "check the receipt (a GET /audit/proof answer) in this `file` offline, with --key, and no database")

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/mod/modfile"
 
 	"github.com/resolutionflow/ledgerd/audit/natswitness"
 )
@@ -346,5 +348,48 @@ func TestDockerCompose_LeastPrivilege(t *testing.T) {
 	}
 	for _, secret := range postgres.Secrets {
 		read(secret)
+	}
+}
+
+// TestDeployment_ImagesArePinned checks that every image compose runs and
+// the Dockerfile builds from names a full version, that compose's NATS is
+// the nats-server release the tests embed, and that the build image's Go
+// is the one go.mod names.
+func TestDeployment_ImagesArePinned(t *testing.T) {
+	// A full version has three numbers; PostgreSQL's have two (15.14).
+	pinned := regexp.MustCompile(`^(postgres:\d+\.\d+|[a-z0-9./-]+:v?\d+\.\d+\.\d+)(-[a-z0-9]+)?$`)
+	c := readCompose(t)
+	for name, svc := range c.Services {
+		if svc.Image != "" && !pinned.MatchString(svc.Image) {
+			t.Errorf("compose service %s runs image %q, not pinned to a full version", name, svc.Image)
+		}
+	}
+	dockerfile, err := os.ReadFile("../../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(dockerfile), "\n") {
+		if fields := strings.Fields(line); len(fields) >= 2 && fields[0] == "FROM" && !pinned.MatchString(fields[1]) {
+			t.Errorf("Dockerfile builds FROM %q, not pinned to a full version", fields[1])
+		}
+	}
+
+	raw, err := os.ReadFile("../../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod, err := modfile.Parse("go.mod", raw, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "golang:" + mod.Go.Version + "-"; !strings.Contains(string(dockerfile), "FROM "+want) {
+		t.Errorf("the Dockerfile does not build with %s… (go.mod's Go)", want)
+	}
+	for _, r := range mod.Require {
+		if r.Mod.Path == "github.com/nats-io/nats-server/v2" {
+			if want := "nats:" + strings.TrimPrefix(r.Mod.Version, "v") + "-alpine"; c.Services["nats"].Image != want {
+				t.Errorf("compose runs NATS %q, want %q, the release the tests embed", c.Services["nats"].Image, want)
+			}
+		}
 	}
 }

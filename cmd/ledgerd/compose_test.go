@@ -393,3 +393,24 @@ func TestDeployment_ImagesArePinned(t *testing.T) {
 		}
 	}
 }
+
+// TestDockerignore_KeepsSecretsOutOfTheBuild checks that the image build,
+// which copies the whole directory, is sent no secret, no local data and
+// no repository history.
+func TestDockerignore_KeepsSecretsOutOfTheBuild(t *testing.T) {
+	raw, err := os.ReadFile("../../.dockerignore")
+	if err != nil {
+		t.Fatalf("read .dockerignore: %v", err)
+	}
+	var patterns []string
+	for _, line := range strings.Split(string(raw), "\n") {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+			patterns = append(patterns, strings.TrimSuffix(strings.TrimPrefix(line, "/"), "/"))
+		}
+	}
+	for _, want := range []string{".git", "secrets", "ledger-data"} {
+		if !slices.Contains(patterns, want) {
+			t.Errorf(".dockerignore does not keep %s out of the build (patterns %q)", want, patterns)
+		}
+	}
+}

@@ -83,7 +83,7 @@ func auditCommand(_ context.Context, args []string, stdout io.Writer) error {
 	switch args[0] {
 	case "key":
 		f := newFlags("audit key")
-		storage := addStorageFlags(f)
+		storage := addStoreLocationFlags(f)
 		keyFile := addAuditKeyFlag(f)
 		if err := f.parse(args[1:]); err != nil {
 			return err

@@ -73,6 +73,9 @@ func TestHelp_ListsEachCommandsFlags(t *testing.T) {
 			t.Errorf("token -h lacks %s", want)
 		}
 	}
+	if auditKey := help(t, "audit", "key"); strings.Contains(auditKey, "--database-max-conns") || !strings.Contains(auditKey, "--audit-key-file") {
+		t.Errorf("audit key -h lists a pool size it never opens, or lacks --audit-key-file:\n%s", auditKey)
+	}
 }
 
 // TestServe_RefusesBadValuesNamingTheFlag checks that a value that does not

@@ -31,10 +31,19 @@ type storageFlags struct {
 	dataDir     *string
 }
 
+// addStorageFlags adds the flags of a command that opens the store.
 func addStorageFlags(f *flags) storageFlags {
+	s := addStoreLocationFlags(f)
+	s.maxConns = f.int("database-max-conns", "LEDGER_DATABASE_MAX_CONNS", 32, "PostgreSQL connection pool size")
+	return s
+}
+
+// addStoreLocationFlags adds the flags that say which store a command is
+// about, for one that needs to know the mode or the data directory but
+// opens no database connection (it has no pool to size).
+func addStoreLocationFlags(f *flags) storageFlags {
 	return storageFlags{
 		databaseURL: f.valueOrFile("database-url", "DATABASE_URL", "PostgreSQL URL; when empty, the embedded store in --data-dir is used"),
-		maxConns:    f.int("database-max-conns", "LEDGER_DATABASE_MAX_CONNS", 32, "PostgreSQL connection pool size"),
 		dataDir:     f.string("data-dir", "LEDGER_DATA_DIR", defaultDataDir, "directory of the embedded mode's data"),
 	}
 }

@@ -78,6 +78,9 @@ func printList(ctx context.Context, l readList, args []string, stdout io.Writer,
 		*asJSON = !isTerminal(stdout)
 	}
 
+	if err := storage.requireLedger(); err != nil {
+		return err
+	}
 	b, err := storage.open(ctx, logger)
 	if err != nil {
 		return err

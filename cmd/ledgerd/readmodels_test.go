@@ -165,8 +165,9 @@ func ledgerdOutput(tb testing.TB, args ...string) []byte {
 }
 
 // TestQueueAndHistory_RefuseBadArguments checks that queue and history
-// refuse missing or malformed ids and limits with a one-line message
-// naming the flag and exit status 2, before they open any store.
+// refuse missing or malformed ids and limits, and a --data-dir without a
+// ledger, with a one-line message naming the flag and exit status 2,
+// before they open (or make) any store.
 func TestQueueAndHistory_RefuseBadArguments(t *testing.T) {
 	t.Parallel()
 	id := uuid.NewString()
@@ -186,6 +187,8 @@ func TestQueueAndHistory_RefuseBadArguments(t *testing.T) {
 		{[]string{"history", "--account", uuid.Nil.String(), "--session", id}, "--account must be a UUID other than the nil UUID"},
 		{[]string{"history", "--account", id, "--session", "s-1"}, `--session must be a UUID other than the nil UUID: "s-1"`},
 		{[]string{"history", "--account", id, "--team", id}, "--team"},
+		{[]string{"queue", "--account", id, "--team", id}, "no ledger in --data-dir"},
+		{[]string{"history", "--account", id, "--session", id}, "no ledger in --data-dir"},
 	} {
 		dir := filepath.Join(t.TempDir(), "data")
 		var stdout bytes.Buffer

@@ -10,6 +10,8 @@
 //	ledgerd projections rebuild   rebuild the read models from the log
 //	ledgerd tail [flags]          print events from NATS as they arrive
 //	ledgerd replay [flags]        print a session's events, each with its state after it
+//	ledgerd queue [flags]         print a team's queue from the read models
+//	ledgerd history [flags]       print a session's handoffs from the read models
 //	ledgerd verify [flags]        check that the stored log was not altered
 //	ledgerd audit key|keygen      print the checkpoints' public key, or make a signing key
 //	ledgerd version               print the version, commit and Go version
@@ -71,6 +73,8 @@ commands:
   projections rebuild    rebuild the read models from the event log
   tail                   print ledger events from NATS as they arrive
   replay                 print a session's events, each with the session's state after it
+  queue                  print a team's queue of open handoffs, read from the database
+  history                print a session's handoffs, newest first, read from the database
   verify                 check that the stored log was not altered (exit 0 intact, 1 not)
   audit key              print the public key that verifies the Merkle checkpoints
   audit keygen           print a new checkpoint signing key (for --audit-key-file)
@@ -113,6 +117,10 @@ func runCommand(ctx context.Context, cmd string, rest []string, stdout, stderr i
 		return tailEvents(ctx, rest, stdout, logger)
 	case "replay":
 		return replay(ctx, rest, stdout, logger)
+	case "queue":
+		return printList(ctx, queueList, rest, stdout, logger)
+	case "history":
+		return printList(ctx, historyList, rest, stdout, logger)
 	case "verify":
 		return verifyLog(ctx, rest, stdout, stderr, logger)
 	case "audit":

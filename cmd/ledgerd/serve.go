@@ -55,6 +55,18 @@ const defaultDataDir = "./ledger-data"
 // embedded reports whether the backend is the embedded SQLite store.
 func (s storageFlags) embedded() bool { return !s.databaseURL.given() }
 
+// requireLedger refuses, in the embedded mode, a --data-dir that holds no
+// ledger, which opening would make empty: for the commands that read one.
+func (s storageFlags) requireLedger() error {
+	if !s.embedded() {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(*s.dataDir, sqliteFile)); err != nil {
+		return usageErrorf("no ledger in --data-dir %s: %v", *s.dataDir, err)
+	}
+	return nil
+}
+
 func (s storageFlags) open(ctx context.Context, logger *slog.Logger) (*backend, error) {
 	if s.embedded() {
 		return openSQLite(ctx, *s.dataDir, logger)

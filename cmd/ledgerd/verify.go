@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/resolutionflow/ledgerd/audit/verify"
@@ -55,11 +54,9 @@ func verifyLog(ctx context.Context, args []string, stdout, stderr io.Writer, log
 		}
 		opts.Checkpoint = note
 	}
-	if storage.embedded() {
-		// Opening would make an empty ledger, which would verify.
-		if _, err := os.Stat(filepath.Join(*storage.dataDir, sqliteFile)); err != nil {
-			return usageErrorf("no ledger in --data-dir %s: %v", *storage.dataDir, err)
-		}
+	// Opening would make an empty ledger, which would verify.
+	if err := storage.requireLedger(); err != nil {
+		return err
 	}
 	if opts.Key == "" {
 		if !storage.embedded() && *keyFile == "" {

@@ -73,6 +73,9 @@ func replay(ctx context.Context, args []string, stdout io.Writer, logger *slog.L
 		}
 	}
 
+	if err := storage.requireLedger(); err != nil {
+		return err
+	}
 	b, err := storage.open(ctx, logger)
 	if err != nil {
 		return err

@@ -208,6 +208,7 @@ func TestReplay_RefusesBadArguments(t *testing.T) {
 		{[]string{"--account", id, "--session", uuid.Nil.String()}, "--session must be a UUID other than the nil UUID"},
 		{[]string{"--account", id, "--session", id, "--as-of", "yesterday"}, `--as-of must be an RFC 3339 time, such as 2026-01-02T15:04:05Z: "yesterday"`},
 		{[]string{"--account", id, "--session", id, "--as-of", "2026-01-02T15:04:05"}, "--as-of must be an RFC 3339 time"},
+		{[]string{"--account", id, "--session", id}, "no ledger in --data-dir"},
 	} {
 		dir := filepath.Join(t.TempDir(), "data")
 		var stdout bytes.Buffer

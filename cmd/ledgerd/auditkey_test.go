@@ -98,29 +98,8 @@ func TestServe_SealsTheLog(t *testing.T) {
 			account, team := uuid.NewString(), uuid.NewString()
 			engineer := mintToken(t, testSecret, "--account", account, "--team", team)
 			auditor := mintToken(t, testSecret, "--account", account, "--team", team, "--role", "auditor")
-			for range 2 {
-				resp, err := post(t, fmt.Sprintf("%s/ai-sessions/%s/handoff", base, uuid.New()), engineer, `{"intent":"park"}`)
-				if err != nil {
-					t.Fatal(err)
-				}
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusCreated {
-					t.Fatalf("park = %d, want 201", resp.StatusCode)
-				}
-			}
-			var head struct {
-				Position   int64  `json:"position"`
-				Size       uint64 `json:"size"`
-				Checkpoint string `json:"checkpoint"`
-			}
-			ledgertest.WaitUntil(t, 30*time.Second, "the sealer signs a checkpoint of both events", func() bool {
-				return getJSON(t, base+"/audit/head", auditor, &head) == http.StatusOK && head.Size == 2
-			})
-			var key struct {
-				Key string `json:"key"`
-			}
-			getJSON(t, base+"/audit/key", "", &key)
-			c, err := audit.OpenCheckpoint([]byte(head.Checkpoint), key.Key)
+			head, key := parkAndSeal(t, base, engineer, auditor, "", "")
+			c, err := audit.OpenCheckpoint([]byte(head.Checkpoint), key)
 			if err != nil {
 				t.Fatalf("the head does not verify with /audit/key: %v", err)
 			}
@@ -178,4 +157,38 @@ func getJSON(tb testing.TB, url, token string, v any) int {
 		tb.Fatalf("GET %s: decode: %v", url, err)
 	}
 	return resp.StatusCode
+}
+
+// sealedHead is the /audit/head answer.
+type sealedHead struct {
+	Position   int64  `json:"position"`
+	Size       uint64 `json:"size"`
+	Checkpoint string `json:"checkpoint"`
+}
+
+// parkAndSeal parks one handoff per note on a new session through the API at
+// base, as engineer, then waits until the sealer has signed a checkpoint of
+// them all. It returns that head, read as auditor, and the server's
+// verifier key from /audit/key.
+func parkAndSeal(t *testing.T, base, engineer, auditor string, notes ...string) (sealedHead, string) {
+	t.Helper()
+	for _, n := range notes {
+		resp, err := post(t, fmt.Sprintf("%s/ai-sessions/%s/handoff", base, uuid.New()), engineer, fmt.Sprintf(`{"intent": "park", "engineer_notes": %q}`, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			t.Fatalf("park = %d, want 201", resp.StatusCode)
+		}
+	}
+	var head sealedHead
+	ledgertest.WaitUntil(t, 30*time.Second, fmt.Sprintf("the sealer signs a checkpoint of %d events", len(notes)), func() bool {
+		return getJSON(t, base+"/audit/head", auditor, &head) == http.StatusOK && head.Size == uint64(len(notes))
+	})
+	var key struct {
+		Key string `json:"key"`
+	}
+	getJSON(t, base+"/audit/key", "", &key)
+	return head, key.Key
 }

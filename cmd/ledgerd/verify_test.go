@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -25,7 +24,6 @@ import (
 	"github.com/resolutionflow/ledgerd/audit/verify"
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
-	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
 	"github.com/resolutionflow/ledgerd/internal/sqlitetest"
 )
@@ -444,33 +442,13 @@ func TestVerify_Receipt(t *testing.T) {
 	account, team := uuid.NewString(), uuid.NewString()
 	engineer := mintToken(t, testSecret, "--account", account, "--team", team)
 	auditor := mintToken(t, testSecret, "--account", account, "--team", team, "--role", "auditor")
-	for _, notes := range []string{"first", "second"} {
-		resp, err := post(t, fmt.Sprintf("%s/ai-sessions/%s/handoff", base, uuid.New()), engineer, fmt.Sprintf(`{"intent": "park", "engineer_notes": %q}`, notes))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusCreated {
-			t.Fatalf("park = %d, want 201", resp.StatusCode)
-		}
-	}
-	var head struct {
-		Position int64  `json:"position"`
-		Size     uint64 `json:"size"`
-	}
-	ledgertest.WaitUntil(t, 30*time.Second, "the sealer signs a checkpoint of both events", func() bool {
-		return getJSON(t, base+"/audit/head", auditor, &head) == http.StatusOK && head.Size == 2
-	})
-	var key struct {
-		Key string `json:"key"`
-	}
-	getJSON(t, base+"/audit/key", "", &key)
+	head, key := parkAndSeal(t, base, engineer, auditor, "first", "second")
 	var receipt map[string]any
 	if status := getJSON(t, fmt.Sprintf("%s/audit/proof?position=%d&size=2", base, head.Position-1), auditor, &receipt); status != http.StatusOK {
 		t.Fatalf("receipt = %d, want 200", status)
 	}
 
-	out, err := runVerify(t, "--receipt", writeFile(t, mustString(t, receipt)), "--key", key.Key)
+	out, err := runVerify(t, "--receipt", writeFile(t, mustString(t, receipt)), "--key", key)
 	if err != nil || !strings.HasPrefix(out, "valid: ") {
 		t.Fatalf("verify the receipt as served: %q, %v", out, err)
 	}
@@ -482,18 +460,18 @@ func TestVerify_Receipt(t *testing.T) {
 	for name, change := range map[string]func(r map[string]any) string{
 		"StoredData": func(r map[string]any) string {
 			r["stored_data"] = base64.StdEncoding.EncodeToString([]byte(`{"engineer_notes":"forged"}`))
-			return key.Key
+			return key
 		},
 		"EnvelopeData": func(r map[string]any) string {
 			r["event"].(map[string]any)["data"] = map[string]any{"engineer_notes": "forged"}
-			return key.Key
+			return key
 		},
 		"Metadata": func(r map[string]any) string {
 			r["event"].(map[string]any)["metadata"] = map[string]any{"actor_id": "mallory"}
-			return key.Key
+			return key
 		},
-		"LeafIndex": func(r map[string]any) string { r["leaf_index"] = 1; return key.Key },
-		"Proof":     func(r map[string]any) string { r["proof"] = []string{strings.Repeat("00", 32)}; return key.Key },
+		"LeafIndex": func(r map[string]any) string { r["leaf_index"] = 1; return key },
+		"Proof":     func(r map[string]any) string { r["proof"] = []string{strings.Repeat("00", 32)}; return key },
 		"OtherKey":  func(r map[string]any) string { return other },
 	} {
 		changed := map[string]any{}

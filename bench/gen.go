@@ -1,0 +1,141 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/resolutionflow/ledgerd/domain"
+	"github.com/resolutionflow/ledgerd/eventcodec"
+	"github.com/resolutionflow/ledgerd/eventstore"
+)
+
+// session makes the events of one session that the domain would accept:
+// an escalation by the holder, a claim by the other user, an escalation by
+// the new holder, and so on, so that the projector applies every one.
+type session struct {
+	account, team, id uuid.UUID
+	stream            string
+	users             [2]uuid.UUID
+	version           int64
+	handoff           uuid.UUID
+}
+
+func newSession(account, team uuid.UUID, users [2]uuid.UUID) *session {
+	id := uuid.New()
+	return &session{account: account, team: team, id: id, stream: eventcodec.StreamName(account, id), users: users}
+}
+
+// next returns the session's next event, ready to append.
+func (s *session) next() (eventstore.NewEvent, error) {
+	at := time.Now().UTC().Truncate(time.Microsecond)
+	holder := s.users[(s.version/2)%2]
+	var e domain.Event
+	if s.version%2 == 0 {
+		s.handoff = uuid.New()
+		e = domain.HandoffEscalated{HandoffCreated: domain.HandoffCreated{
+			HandoffID: s.handoff, SessionID: s.id, AccountID: s.account, TeamID: s.team, CreatedBy: holder,
+			Notes: "customer VPN drops every 20 minutes; tried MTU 1400", Priority: domain.PriorityHigh, At: at,
+		}}
+	} else {
+		e = domain.HandoffClaimed{HandoffID: s.handoff, SessionID: s.id, ClaimedBy: s.users[(s.version/2+1)%2], Role: domain.RoleEngineer, At: at}
+	}
+	s.version++
+	typ, data, err := eventcodec.Encode(e)
+	if err != nil {
+		return eventstore.NewEvent{}, err
+	}
+	return eventstore.NewEvent{Type: typ, Data: data, Metadata: eventstore.Metadata{
+		ActorID: holder.String(), AccountID: s.account.String(), TeamID: s.team.String(), Role: string(domain.RoleEngineer),
+	}}, nil
+}
+
+// nextN returns the session's next n events.
+func (s *session) nextN(n int) ([]eventstore.NewEvent, error) {
+	events := make([]eventstore.NewEvent, n)
+	for i := range events {
+		var err error
+		if events[i], err = s.next(); err != nil {
+			return nil, err
+		}
+	}
+	return events, nil
+}
+
+// tenant is an account and a team with two users, whose sessions the
+// benchmark writes.
+type tenant struct {
+	account, team uuid.UUID
+	users         [2]uuid.UUID
+}
+
+func newTenant() tenant {
+	return tenant{account: uuid.New(), team: uuid.New(), users: [2]uuid.UUID{uuid.New(), uuid.New()}}
+}
+
+func (t tenant) session() *session { return newSession(t.account, t.team, t.users) }
+
+// Sizes of the generated log.
+const (
+	// genStreamEvents is how many events each generated session gets, in
+	// appends of genAppendEvents: a session with a long history, as a
+	// busy one has, written in few statements so that a million events
+	// take seconds rather than minutes.
+	genStreamEvents = 100
+	genAppendEvents = 50
+	// genWriters append the generated sessions at once.
+	genWriters = 8
+)
+
+// fill appends generated sessions of tn until the log holds at least
+// size events (counting from its head), from genWriters at a time, and
+// reports progress to p. Every other session ends on an open escalation,
+// so that the team's queue grows with the log.
+func fill(ctx context.Context, log Log, tn tenant, size int64, p *progress) error {
+	head, err := log.Head(ctx)
+	if err != nil {
+		return fmt.Errorf("read the head of the log: %w", err)
+	}
+	if head >= size {
+		return nil
+	}
+	var written atomic.Int64
+	written.Store(head)
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	p.start(fmt.Sprintf("generating a log of %d events", size))
+	for range genWriters {
+		wg.Go(func() {
+			for n := 0; written.Load() < size; n++ {
+				s := tn.session()
+				total := genStreamEvents - 1 + n%2 // odd, the first: ends on an escalation
+				for s.version < int64(total) {
+					events, err := s.nextN(min(genAppendEvents, total-int(s.version)))
+					if err == nil {
+						err = log.AppendQuick(ctx, s.stream, eventstore.Exact(s.version-int64(len(events))), events)
+					}
+					if err != nil {
+						mu.Lock()
+						errs = append(errs, fmt.Errorf("generate the log: %w", err))
+						mu.Unlock()
+						return
+					}
+					p.update(written.Add(int64(len(events))), size)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	p.done()
+	if len(errs) > 0 {
+		return errs[0]
+	}
+	return nil
+}

@@ -296,16 +296,17 @@ func (b pgBaseline) countRows(ctx context.Context) (int, error) {
 // one in dir, and makes sure no stream takes the ledger's subjects there
 // yet: the relay makes the scratch stream, removed by Close.
 func (t *Target) connectNATS(ctx context.Context, opts Options, dir string) error {
+	quiet := slog.New(atLeast{opts.Logger.Handler(), slog.LevelError})
 	url, natsOpts := opts.NATSURL, opts.NATSOptions
 	if url == "" {
-		ns, err := embeddednats.Start(ctx, embeddednats.Config{DataDir: filepath.Join(dir, "nats"), Listen: "127.0.0.1:0", Logger: opts.Logger})
+		ns, err := embeddednats.Start(ctx, embeddednats.Config{DataDir: filepath.Join(dir, "nats"), Listen: "127.0.0.1:0", Logger: quiet})
 		if err != nil {
 			return err
 		}
 		t.onClose(ns.Shutdown)
 		url, natsOpts = ns.ClientURL(), []nats.Option{ns.InProcess()}
 	}
-	nc, err := relay.Connect(url, "ledgerd bench", opts.Logger, natsOpts...)
+	nc, err := relay.Connect(url, "ledgerd bench", quiet, natsOpts...)
 	if err != nil {
 		return fmt.Errorf("connect to NATS: %w", err)
 	}
@@ -332,4 +333,25 @@ func (t *Target) connectNATS(ctx context.Context, opts Options, dir string) erro
 	})
 	t.NATS = nc
 	return nil
+}
+
+// atLeast passes on the records of h at level min or above: the NATS
+// server's and client's warnings about a scratch setup (plain-text
+// passwords of the embedded server, a disconnection at Close) are noise
+// beside the report.
+type atLeast struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h atLeast) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h atLeast) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return atLeast{h.Handler.WithAttrs(attrs), h.min}
+}
+
+func (h atLeast) WithGroup(name string) slog.Handler {
+	return atLeast{h.Handler.WithGroup(name), h.min}
 }

@@ -17,6 +17,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/internal/alternate"
+	"github.com/resolutionflow/ledgerd/leader"
 	"github.com/resolutionflow/ledgerd/projections"
 	"github.com/resolutionflow/ledgerd/relay"
 )
@@ -58,8 +60,21 @@ type Config struct {
 	// (with JWTSecret, its token secret), or nil to start one in this
 	// process on the scratch ledger.
 	REST *Remote
+	// Only, when not empty, limits the run to these groups of figures
+	// (Groups).
+	Only []string
 	// Logger receives the workers' logs; slog.Default() when nil.
 	Logger *slog.Logger
+}
+
+// Groups are the groups of figures Config.Only can choose: growth
+// (growth_*), read (read_all, rebuild), append, rest (rest_*, claim_race*)
+// and lag (publish_lag).
+var Groups = []string{"growth", "read", "append", "rest", "lag"}
+
+// runs reports whether the group of figures is to run.
+func (c Config) runs(group string) bool {
+	return len(c.Only) == 0 || slices.Contains(c.Only, group)
 }
 
 // Remote is a running ledgerd.
@@ -118,6 +133,11 @@ func (c Config) Validate() error {
 	case c.CatchUpTimeout <= 0:
 		return fmt.Errorf("catch-up timeout must be positive, got %s", c.CatchUpTimeout)
 	}
+	for _, g := range c.Only {
+		if !slices.Contains(Groups, g) {
+			return fmt.Errorf("no group of figures %q; the groups are %v", g, Groups)
+		}
+	}
 	for _, n := range append(append([]int{}, c.Writers...), c.Clients...) {
 		if n < 1 || n > 1024 {
 			return fmt.Errorf("writer and client counts must be from 1 to 1024, got %d", n)
@@ -175,10 +195,12 @@ func (r *runner) run(ctx context.Context) error {
 	defer r.pause()
 	// The growth figures come first, while the log is small; the log read
 	// and rebuilt is the one they grew.
-	if err := r.growth(ctx); err != nil {
-		return err
+	if r.cfg.runs("growth") {
+		if err := r.growth(ctx); err != nil {
+			return err
+		}
 	}
-	if !r.readDone {
+	if r.cfg.runs("read") && !r.readDone {
 		if err := fill(ctx, r.t.Log, r.filler, r.cfg.LogEvents, r.p); err != nil {
 			return err
 		}
@@ -186,21 +208,34 @@ func (r *runner) run(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := r.appends(ctx); err != nil {
-		return err
+	if r.cfg.runs("append") {
+		if err := r.appends(ctx); err != nil {
+			return err
+		}
+	}
+	if !r.cfg.runs("rest") && !r.cfg.runs("lag") {
+		return nil
 	}
 	// The REST figures and the publish lag run with the projector and the
 	// relay, as a server does.
+	if err := r.skipRelay(ctx); err != nil {
+		return err
+	}
 	if err := r.resume(ctx); err != nil {
 		return err
 	}
 	if err := r.catchUp(ctx); err != nil {
 		return err
 	}
-	if err := r.rest(ctx); err != nil {
-		return err
+	if r.cfg.runs("rest") {
+		if err := r.rest(ctx); err != nil {
+			return err
+		}
 	}
-	return r.publishLag(ctx)
+	if r.cfg.runs("lag") {
+		return r.publishLag(ctx)
+	}
+	return nil
 }
 
 // baselineOp is the plain single-row insert every append is compared
@@ -366,6 +401,61 @@ func rate(n int, d time.Duration) float64 {
 	return float64(n) / d.Seconds()
 }
 
+// rebuild brings the read models to the head of the log after a fill,
+// faster than the projector's catching up would.
+func (r *runner) rebuild(ctx context.Context) error {
+	r.p.start("rebuilding the read models")
+	if err := projections.Rebuild(ctx, r.t.Log, r.t.Views); err != nil {
+		return err
+	}
+	return nil
+}
+
+// skipRelay moves the relay's checkpoint to the head of the log, while the
+// relay is stopped: the generated history and the appends of the append
+// figures are not published. Publishing them would take the relay
+// minutes and measure nothing the publish lag needs; the relay publishes
+// what the REST figures and the lag figure write. The relay takes the
+// gap for a stream that lacks events it published, which it logs
+// (relayLogHandler drops that message).
+func (r *runner) skipRelay(ctx context.Context) error {
+	head, err := r.t.Log.Head(ctx)
+	if err != nil {
+		return fmt.Errorf("read the head of the log: %w", err)
+	}
+	cp, err := r.t.Views.Checkpoint(ctx, relay.Name)
+	if err != nil {
+		return fmt.Errorf("read the relay's checkpoint: %w", err)
+	}
+	if cp >= head {
+		return nil
+	}
+	noop := func(projections.Tx) error { return nil }
+	if err := r.t.Views.Update(ctx, leader.Fence{}, relay.Name, cp, head, noop); err != nil {
+		return fmt.Errorf("move the relay's checkpoint to %d: %w", head, err)
+	}
+	return nil
+}
+
+// relayLogHandler drops the relay's error about a stream that lacks
+// events, which skipRelay causes on purpose.
+type relayLogHandler struct{ slog.Handler }
+
+func (h relayLogHandler) Handle(ctx context.Context, rec slog.Record) error {
+	if strings.HasPrefix(rec.Message, "the stream lacks events") {
+		return nil
+	}
+	return h.Handler.Handle(ctx, rec)
+}
+
+func (h relayLogHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return relayLogHandler{h.Handler.WithAttrs(attrs)}
+}
+
+func (h relayLogHandler) WithGroup(name string) slog.Handler {
+	return relayLogHandler{h.Handler.WithGroup(name)}
+}
+
 // resume runs the projector and the relay, as a server does, until pause.
 // The append figures run without them, as the store's own benchmarks do.
 func (r *runner) resume(ctx context.Context) error {
@@ -373,7 +463,8 @@ func (r *runner) resume(ctx context.Context) error {
 		return nil
 	}
 	r.projector = projections.NewProjector(r.t.Log, r.t.Views, r.t.Locker, r.t.Log.Appended, r.cfg.Logger)
-	rl, err := relay.New(r.t.NATS, r.t.Log, r.t.Views, r.t.Locker, r.t.Log.Appended, r.cfg.Logger, relay.Config{Stream: r.t.Stream})
+	relayLogger := slog.New(relayLogHandler{r.cfg.Logger.Handler()})
+	rl, err := relay.New(r.t.NATS, r.t.Log, r.t.Views, r.t.Locker, r.t.Log.Appended, relayLogger, relay.Config{Stream: r.t.Stream})
 	if err != nil {
 		return err
 	}
@@ -447,10 +538,15 @@ func (r *runner) growth(ctx context.Context) error {
 		if err := fill(ctx, r.t.Log, r.filler, size, r.p); err != nil {
 			return err
 		}
-		if !r.readDone && size >= r.cfg.LogEvents {
+		if r.cfg.runs("read") && !r.readDone && size >= r.cfg.LogEvents {
 			if err := r.readAndRebuild(ctx); err != nil {
 				return err
 			}
+		} else if err := r.rebuild(ctx); err != nil {
+			return err
+		}
+		if err := r.skipRelay(ctx); err != nil {
+			return err
 		}
 		if err := r.resume(ctx); err != nil {
 			return err

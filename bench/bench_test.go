@@ -82,6 +82,33 @@ func TestRun_Embedded(t *testing.T) {
 	checkReport(t, report, "embedded", tiny())
 }
 
+// TestRun_Only runs one group of figures and checks that only its figures
+// are in the report.
+func TestRun_Only(t *testing.T) {
+	target, err := bench.Open(t.Context(), bench.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := tiny()
+	cfg.Only = []string{"append", "lag"}
+	report, err := bench.Run(t.Context(), target, cfg, nil)
+	target.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]int{}
+	for _, f := range report.Figures {
+		names[f.Name]++
+	}
+	if len(names) != 2 || names["append"] != 2*len(cfg.Writers) || names["publish_lag"] != 1 {
+		t.Fatalf("figures %v, want only append and publish_lag", names)
+	}
+	cfg.Only = []string{"nothing"}
+	if err := cfg.Validate(); err == nil {
+		t.Fatal("Validate took an unknown group")
+	}
+}
+
 // TestOpen_RefusesADatabaseWithALedger checks that a database holding a
 // ledger is refused unless ScratchOK, and that with it the ledger's own
 // tables are left as they were.

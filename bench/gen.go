@@ -83,10 +83,10 @@ func (t tenant) session() *session { return newSession(t.account, t.team, t.user
 const (
 	// genStreamEvents is how many events each generated session gets, in
 	// appends of genAppendEvents: a session with a long history, as a
-	// busy one has, written in few statements so that a million events
-	// take seconds rather than minutes.
+	// busy one has, written in one statement so that a million events
+	// take a minute or two rather than many.
 	genStreamEvents = 100
-	genAppendEvents = 50
+	genAppendEvents = 100
 	// genWriters append the generated sessions at once.
 	genWriters = 8
 )

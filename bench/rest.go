@@ -135,6 +135,26 @@ func (c *client) post(path, token, body string) (int, []byte, error) {
 
 func (c *client) close() { c.conn.Close() }
 
+// dialAll opens n connections; on an error it closes those it opened.
+func (a *api) dialAll(ctx context.Context, n int) ([]*client, error) {
+	conns := make([]*client, 0, n)
+	for range n {
+		c, err := a.dial(ctx)
+		if err != nil {
+			closeAll(conns)
+			return nil, err
+		}
+		conns = append(conns, c)
+	}
+	return conns, nil
+}
+
+func closeAll(conns []*client) {
+	for _, c := range conns {
+		c.close()
+	}
+}
+
 const escalateBody = `{"intent": "escalate", "engineer_notes": "customer VPN drops every 20 minutes; tried MTU 1400", "priority": "high"}`
 
 // escalate escalates a new session and returns the handoff's id.
@@ -208,19 +228,11 @@ func (r *runner) escalateClaim(ctx context.Context, a *api, clients int) error {
 	if err != nil {
 		return err
 	}
-	conns := make([]*client, clients)
-	defer func() {
-		for _, c := range conns {
-			if c != nil {
-				c.close()
-			}
-		}
-	}()
-	for i := range conns {
-		if conns[i], err = a.dial(ctx); err != nil {
-			return err
-		}
+	conns, err := a.dialAll(ctx, clients)
+	if err != nil {
+		return err
 	}
+	defer closeAll(conns)
 	escalates := make([][]time.Duration, clients)
 	claims := make([][]time.Duration, clients)
 	op := func(_ context.Context, w int) error {
@@ -291,19 +303,11 @@ func (r *runner) claimRace(ctx context.Context, a *api) error {
 	if err != nil {
 		return err
 	}
-	conns := make([]*client, r.cfg.Claimers+1)
-	defer func() {
-		for _, c := range conns {
-			if c != nil {
-				c.close()
-			}
-		}
-	}()
-	for i := range conns {
-		if conns[i], err = a.dial(ctx); err != nil {
-			return err
-		}
+	conns, err := a.dialAll(ctx, r.cfg.Claimers+1)
+	if err != nil {
+		return err
 	}
+	defer closeAll(conns)
 	var rounds, each []time.Duration
 	start := time.Now()
 	for round := range r.cfg.RaceRounds {

@@ -180,22 +180,31 @@ INSERT INTO baseline_scan (id, stream, data) SELECT i, 'scan-' || i, ? FROM s`, 
 }
 
 func (b sqliteBaseline) countRows(ctx context.Context) (int, error) {
-	rows, err := b.read.QueryContext(ctx, `SELECT id, stream, data FROM baseline_scan ORDER BY id`)
+	rows, err := b.read.QueryContext(ctx, scanQuery)
 	if err != nil {
 		return 0, err
 	}
 	defer rows.Close()
+	return countScanned(rows.Next, rows.Scan, rows.Err)
+}
+
+// scanQuery reads the scan table whole.
+const scanQuery = `SELECT id, stream, data FROM baseline_scan ORDER BY id`
+
+// countScanned decodes every row of a scanQuery, as a reader of the log
+// decodes its events, and returns how many there were.
+func countScanned(next func() bool, scan func(...any) error, done func() error) (int, error) {
 	n := 0
-	for rows.Next() {
+	for next() {
 		var id int64
 		var stream string
 		var data []byte
-		if err := rows.Scan(&id, &stream, &data); err != nil {
+		if err := scan(&id, &stream, &data); err != nil {
 			return n, err
 		}
 		n++
 	}
-	return n, rows.Err()
+	return n, done()
 }
 
 // schemaPrefix starts the name of every scratch schema.
@@ -274,22 +283,12 @@ func (b pgBaseline) fillScan(ctx context.Context, n int) error {
 }
 
 func (b pgBaseline) countRows(ctx context.Context) (int, error) {
-	rows, err := b.pool.Query(ctx, `SELECT id, stream, data FROM baseline_scan ORDER BY id`)
+	rows, err := b.pool.Query(ctx, scanQuery)
 	if err != nil {
 		return 0, err
 	}
 	defer rows.Close()
-	n := 0
-	for rows.Next() {
-		var id int64
-		var stream string
-		var data []byte
-		if err := rows.Scan(&id, &stream, &data); err != nil {
-			return n, err
-		}
-		n++
-	}
-	return n, rows.Err()
+	return countScanned(rows.Next, rows.Scan, rows.Err)
 }
 
 // connectNATS connects to the NATS server of opts, or starts an embedded

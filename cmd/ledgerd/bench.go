@@ -40,6 +40,7 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	growth := f.string("growth", "", joinInt64s(def.Growth), "comma-separated, increasing log sizes at which appends and reads are measured (--quick: "+joinInt64s(quick.Growth)+")")
 	growthReads := f.int("growth-reads", "", def.GrowthReads, "reads of the queue and of a history at each growth size (--quick: "+strconv.Itoa(quick.GrowthReads)+")")
 	catchUp := f.duration("catch-up-timeout", "", def.CatchUpTimeout, "longest wait for the projector and the relay to reach the head of the log")
+	only := f.string("only", "", "", "comma-separated groups of figures to run, of "+strings.Join(bench.Groups, ", ")+"; empty: all")
 	timeout := f.duration("timeout", "", time.Hour, "longest the whole run may take")
 	if err := f.parse(args); err != nil {
 		return err
@@ -84,6 +85,9 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	})
 	if parseErr != nil {
 		return parseErr
+	}
+	if *only != "" {
+		cfg.Only = strings.Split(*only, ",")
 	}
 	if err := cfg.Validate(); err != nil {
 		return usageErrorf("bench: %v", err)

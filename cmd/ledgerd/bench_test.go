@@ -109,6 +109,7 @@ func TestBench_RefusesALedgerAndBadFlags(t *testing.T) {
 		"ShrinkingGrowth":  {"--growth", "100,10"},
 		"URLWithoutSecret": {"--url", "http://127.0.0.1:1"},
 		"Unknown":          {"--no-such-flag"},
+		"UnknownGroup":     {"--only", "append,everything"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, code, logs := runBench(t, args...)

@@ -244,7 +244,7 @@ func (r *runner) baselineOp() alternate.Op {
 	prefix := ulid.Make().String()
 	var n atomic.Int64
 	return func(ctx context.Context, _ int) error {
-		return r.t.baseline.exec(ctx, alternate.BaselineInsert, prefix+"-"+strconv.FormatInt(n.Add(1), 10), alternate.BaselineEvent)
+		return r.t.db.exec(ctx, alternate.BaselineInsert, prefix+"-"+strconv.FormatInt(n.Add(1), 10), alternate.BaselineEvent)
 	}
 }
 
@@ -336,14 +336,14 @@ func (r *runner) readAndRebuild(ctx context.Context) error {
 		return fmt.Errorf("read the head of the log: %w", err)
 	}
 	r.p.start("reading the log")
-	if err := r.t.baseline.fillScan(ctx, int(head)); err != nil {
+	if err := r.t.db.fillScan(ctx, int(head)); err != nil {
 		return fmt.Errorf("fill the scan table: %w", err)
 	}
 	var readTime, scanTime time.Duration
 	var pages []time.Duration
 	for range readPasses {
 		start := time.Now()
-		n, err := r.t.baseline.countRows(ctx)
+		n, err := r.t.db.countRows(ctx)
 		if err != nil {
 			return fmt.Errorf("read the scan table: %w", err)
 		}
@@ -553,6 +553,9 @@ func (r *runner) growth(ctx context.Context) error {
 		}
 		if err := r.catchUp(ctx); err != nil {
 			return err
+		}
+		if err := r.t.db.tidy(ctx); err != nil {
+			return fmt.Errorf("vacuum the read models: %w", err)
 		}
 		head := r.head(ctx)
 		label := "events=" + strconv.FormatInt(size, 10)

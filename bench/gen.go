@@ -83,18 +83,20 @@ func (t tenant) session() *session { return newSession(t.account, t.team, t.user
 const (
 	// genStreamEvents is how many events each generated session gets, in
 	// appends of genAppendEvents: a session with a long history, as a
-	// busy one has, written in one statement so that a million events
-	// take a minute or two rather than many.
-	genStreamEvents = 100
-	genAppendEvents = 100
+	// busy one has (50 handoffs, the last one open), written in one
+	// statement so that a million events take a minute or two rather than
+	// many.
+	genStreamEvents = 99
+	genAppendEvents = 99
 	// genWriters append the generated sessions at once.
 	genWriters = 8
 )
 
 // fill appends generated sessions of tn until the log holds at least
 // size events (counting from its head), from genWriters at a time, and
-// reports progress to p. Every other session ends on an open escalation,
-// so that the team's queue grows with the log.
+// reports progress to p. Every session ends on an open escalation, so that
+// the team's queue grows with the log: at 10,000 events it is past the
+// first page of 100.
 func fill(ctx context.Context, log Log, tn tenant, size int64, p *progress) error {
 	head, err := log.Head(ctx)
 	if err != nil {
@@ -113,11 +115,10 @@ func fill(ctx context.Context, log Log, tn tenant, size int64, p *progress) erro
 	p.start(fmt.Sprintf("generating a log of %d events", size))
 	for range genWriters {
 		wg.Go(func() {
-			for n := 0; written.Load() < size; n++ {
+			for written.Load() < size {
 				s := tn.session()
-				total := genStreamEvents - 1 + n%2 // odd, the first: ends on an escalation
-				for s.version < int64(total) {
-					events, err := s.nextN(min(genAppendEvents, total-int(s.version)))
+				for s.version < genStreamEvents {
+					events, err := s.nextN(min(genAppendEvents, genStreamEvents-int(s.version)))
 					if err == nil {
 						err = log.AppendQuick(ctx, s.stream, eventstore.Exact(s.version-int64(len(events))), events)
 					}

@@ -65,12 +65,13 @@ type Target struct {
 	NATS   *nats.Conn
 	Stream string
 
-	baseline baseliner
-	cleanup  []func()
+	db      scratchDB
+	cleanup []func()
 }
 
-// baseliner runs the plain statements every figure is compared with.
-type baseliner interface {
+// scratchDB runs plain statements on the scratch ledger's database: the
+// baselines every figure is compared with, and its upkeep.
+type scratchDB interface {
 	// exec runs one statement with args.
 	exec(ctx context.Context, query string, args ...any) error
 	// countRows reads every row of the scan table and returns how many
@@ -78,6 +79,10 @@ type baseliner interface {
 	countRows(ctx context.Context) (int, error)
 	// fillScan fills the scan table with n rows.
 	fillScan(ctx context.Context, n int) error
+	// tidy vacuums and analyzes the read models, as autovacuum does in a
+	// running ledger after a bulk change, so that reads after a fill see
+	// the steady state and not the dead rows a rebuild leaves.
+	tidy(ctx context.Context) error
 }
 
 // Options say where the ledger under test lives.
@@ -159,7 +164,7 @@ func (t *Target) openSQLite(ctx context.Context, dir string) error {
 	t.Views = sqliteviews.New(store.DB(), store.ReadDB())
 	t.Idem = idempotency.NewSQLite(store.DB())
 	t.Locker = leader.NewLocal()
-	t.baseline = sqliteBaseline{write: store.DB(), read: store.ReadDB()}
+	t.db = sqliteBaseline{write: store.DB(), read: store.ReadDB()}
 	return nil
 }
 
@@ -170,6 +175,11 @@ type sqliteBaseline struct{ write, read *sql.DB }
 
 func (b sqliteBaseline) exec(ctx context.Context, query string, args ...any) error {
 	_, err := b.write.ExecContext(ctx, query, args...)
+	return err
+}
+
+func (b sqliteBaseline) tidy(ctx context.Context) error {
+	_, err := b.write.ExecContext(ctx, `ANALYZE`)
 	return err
 }
 
@@ -266,7 +276,7 @@ func (t *Target) openPostgres(ctx context.Context, opts Options) error {
 	t.Views = pgviews.New(pool)
 	t.Idem = idempotency.NewPostgres(pool)
 	t.Locker = locker
-	t.baseline = pgBaseline{pool}
+	t.db = pgBaseline{pool}
 	return nil
 }
 
@@ -274,6 +284,11 @@ type pgBaseline struct{ pool *pgxpool.Pool }
 
 func (b pgBaseline) exec(ctx context.Context, query string, args ...any) error {
 	_, err := b.pool.Exec(ctx, query, args...)
+	return err
+}
+
+func (b pgBaseline) tidy(ctx context.Context) error {
+	_, err := b.pool.Exec(ctx, `VACUUM (ANALYZE) handoffs`)
 	return err
 }
 

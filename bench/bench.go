@@ -532,7 +532,9 @@ func (r *runner) growth(ctx context.Context) error {
 		writers = r.cfg.Writers[len(r.cfg.Writers)-1]
 	}
 	tn := newTenant()
-	var firstQueue, firstHistory *Figure
+	if err := r.t.db.fillScan(ctx, scanPageRows); err != nil {
+		return fmt.Errorf("fill the scan table: %w", err)
+	}
 	for _, size := range r.cfg.Growth {
 		r.pause()
 		if err := fill(ctx, r.t.Log, r.filler, size, r.p); err != nil {
@@ -564,22 +566,17 @@ func (r *runner) growth(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		queue, err := r.reads(ctx, "growth_queue", label+" limit=100", head, func(ctx context.Context) error {
+		if err := r.reads(ctx, "growth_queue", label+" limit=100", head, func(ctx context.Context, _ int) error {
 			_, err := r.t.Views.Queue(ctx, r.filler.account, r.filler.team, projections.Page{Limit: 100})
 			return err
-		}, firstQueue)
-		if err != nil {
+		}); err != nil {
 			return err
 		}
-		history, err := r.reads(ctx, "growth_history", label+" limit=100", head, func(ctx context.Context) error {
+		if err := r.reads(ctx, "growth_history", label+" limit=100", head, func(ctx context.Context, _ int) error {
 			_, err := r.t.Views.History(ctx, r.filler.account, sessions[rand.IntN(len(sessions))], projections.Page{Limit: 100})
 			return err
-		}, firstHistory)
-		if err != nil {
+		}); err != nil {
 			return err
-		}
-		if firstQueue == nil {
-			firstQueue, firstHistory = &queue, &history
 		}
 		r.pause()
 		r.p.start(fmt.Sprintf("growth at %d events: append", head))
@@ -615,23 +612,22 @@ func (r *runner) sessionsOf(ctx context.Context) ([]uuid.UUID, error) {
 	return ids, nil
 }
 
-// reads times GrowthReads calls of read, one at a time, and adds the
-// figure; first, when not nil, is the figure of the first size, its
-// baseline.
-func (r *runner) reads(ctx context.Context, name, label string, head int64, read func(context.Context) error, first *Figure) (Figure, error) {
-	took, lat, err := alternate.Calls(ctx, 1, r.cfg.GrowthReads, func(ctx context.Context, _ int) error { return read(ctx) })
+// scanPageRows is how many rows the growth reads' baseline table holds.
+const scanPageRows = 1000
+
+// reads measures GrowthReads calls of read, one at a time, alternating
+// in slices with the baseline read of a page of a plain table, and adds
+// the figure.
+func (r *runner) reads(ctx context.Context, name, label string, head int64, read alternate.Op) error {
+	baseline := func(ctx context.Context, _ int) error { return r.t.db.readScanPage(ctx) }
+	res, err := alternate.Run(ctx, alternate.Config{Workers: 1, Calls: r.cfg.GrowthReads, SliceCalls: 50}, baseline, read, nil)
 	if err != nil {
-		return Figure{}, fmt.Errorf("%s %s: %w", name, label, err)
+		return fmt.Errorf("%s %s: %w", name, label, err)
 	}
-	f := Figure{Name: name, Case: label, Unit: "reads", Calls: len(lat), Rate: rate(len(lat), took), LogEvents: head}
-	f.latencies(lat)
-	if first != nil {
-		f.Baseline = "the same read at " + first.Case
-		f.BaselineRate = first.Rate
-		f.Ratio = f.Rate / first.Rate
-	}
+	f := Figure{Name: name, Case: label, Unit: "reads", Baseline: "SELECT of the first 100 rows of a scratch table by its primary key", LogEvents: head}
+	f.alternated(res)
 	r.add(f)
-	return f, nil
+	return nil
 }
 
 func containsInt(xs []int, x int) bool {

@@ -77,8 +77,12 @@ type scratchDB interface {
 	// countRows reads every row of the scan table and returns how many
 	// there were.
 	countRows(ctx context.Context) (int, error)
-	// fillScan fills the scan table with n rows.
+	// fillScan fills the scan table with n rows, in place of those it
+	// had.
 	fillScan(ctx context.Context, n int) error
+	// readScanPage reads the first 100 rows of the scan table, as a plain
+	// indexed read: the baseline of the growth reads.
+	readScanPage(ctx context.Context) error
 	// tidy vacuums and analyzes the read models, as autovacuum does in a
 	// running ledger after a bulk change, so that reads after a fill see
 	// the steady state and not the dead rows a rebuild leaves.
@@ -183,7 +187,20 @@ func (b sqliteBaseline) tidy(ctx context.Context) error {
 	return err
 }
 
+func (b sqliteBaseline) readScanPage(ctx context.Context) error {
+	rows, err := b.read.QueryContext(ctx, scanPageQuery)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	_, err = countScanned(rows.Next, rows.Scan, rows.Err)
+	return err
+}
+
 func (b sqliteBaseline) fillScan(ctx context.Context, n int) error {
+	if _, err := b.write.ExecContext(ctx, `DELETE FROM baseline_scan`); err != nil {
+		return err
+	}
 	_, err := b.write.ExecContext(ctx, `WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM s WHERE i < ?)
 INSERT INTO baseline_scan (id, stream, data) SELECT i, 'scan-' || i, ? FROM s`, n, alternate.BaselineEvent)
 	return err
@@ -198,8 +215,11 @@ func (b sqliteBaseline) countRows(ctx context.Context) (int, error) {
 	return countScanned(rows.Next, rows.Scan, rows.Err)
 }
 
-// scanQuery reads the scan table whole.
-const scanQuery = `SELECT id, stream, data FROM baseline_scan ORDER BY id`
+// scanQuery reads the scan table whole; scanPageQuery its first 100 rows.
+const (
+	scanQuery     = `SELECT id, stream, data FROM baseline_scan ORDER BY id`
+	scanPageQuery = scanQuery + ` LIMIT 100`
+)
 
 // countScanned decodes every row of a scanQuery, as a reader of the log
 // decodes its events, and returns how many there were.
@@ -292,7 +312,20 @@ func (b pgBaseline) tidy(ctx context.Context) error {
 	return err
 }
 
+func (b pgBaseline) readScanPage(ctx context.Context) error {
+	rows, err := b.pool.Query(ctx, scanPageQuery)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	_, err = countScanned(rows.Next, rows.Scan, rows.Err)
+	return err
+}
+
 func (b pgBaseline) fillScan(ctx context.Context, n int) error {
+	if _, err := b.pool.Exec(ctx, `DELETE FROM baseline_scan`); err != nil {
+		return err
+	}
 	_, err := b.pool.Exec(ctx, `INSERT INTO baseline_scan (id, stream, data) SELECT i, 'scan-' || i, $2 FROM generate_series(1, $1::bigint) i`, n, alternate.BaselineEvent)
 	return err
 }

@@ -528,7 +528,7 @@ func (r *runner) catchUp(ctx context.Context) error {
 // history, whose baseline is the first size's figure.
 func (r *runner) growth(ctx context.Context) error {
 	writers := 16
-	if !containsInt(r.cfg.Writers, writers) {
+	if !slices.Contains(r.cfg.Writers, writers) {
 		writers = r.cfg.Writers[len(r.cfg.Writers)-1]
 	}
 	tn := newTenant()
@@ -628,13 +628,4 @@ func (r *runner) reads(ctx context.Context, name, label string, head int64, read
 	f.alternated(res)
 	r.add(f)
 	return nil
-}
-
-func containsInt(xs []int, x int) bool {
-	for _, v := range xs {
-		if v == x {
-			return true
-		}
-	}
-	return false
 }

@@ -95,6 +95,7 @@ const (
 	MsgSessionNotFound  = "Session not found"
 	MsgHandoffNotFound  = "Handoff not found"
 	MsgClaimRoleNeeded  = "Engineer or admin access required"
+	MsgEraseRoleNeeded  = "Owner or admin access required"
 	MsgOpenHandoffExist = "Session already has an open handoff"
 	MsgHandoffWithdrawn = "Handoff already withdrawn"
 )

@@ -39,6 +39,11 @@ func (r Role) CanCommand() bool {
 	return r != RoleAuditor
 }
 
+// CanErase reports whether the role may erase a session's personal data.
+func (r Role) CanErase() bool {
+	return r == RoleAdmin || r == RoleOwner
+}
+
 // CanAudit reports whether the role may read the event log of its account
 // and the queue of every team of it.
 func (r Role) CanAudit() bool {
@@ -124,12 +129,14 @@ const MaxNotesLength = 10000
 
 // Handoff is one park or escalation of a session as folded from events.
 type Handoff struct {
-	ID          uuid.UUID
-	SessionID   uuid.UUID
-	AccountID   uuid.UUID
-	TeamID      uuid.UUID
-	Intent      Intent
-	Notes       string
+	ID        uuid.UUID
+	SessionID uuid.UUID
+	AccountID uuid.UUID
+	TeamID    uuid.UUID
+	Intent    Intent
+	Notes     string
+	// NotesErased says the notes were erased: Notes is empty.
+	NotesErased bool
 	Priority    Priority
 	Status      Status
 	CreatedBy   uuid.UUID

@@ -17,6 +17,9 @@ const (
 	RoleAdmin    Role = "admin"
 	RoleOwner    Role = "owner"
 	RoleAuditor  Role = "auditor"
+	// RoleOperator is whoever runs `ledgerd erase` on the server: it
+	// erases, and is never a token's role (ParseRole refuses it).
+	RoleOperator Role = "operator"
 )
 
 // ParseRole validates a role name.
@@ -41,7 +44,7 @@ func (r Role) CanCommand() bool {
 
 // CanErase reports whether the role may erase a session's personal data.
 func (r Role) CanErase() bool {
-	return r == RoleAdmin || r == RoleOwner
+	return r == RoleAdmin || r == RoleOwner || r == RoleOperator
 }
 
 // CanAudit reports whether the role may read the event log of its account

@@ -74,7 +74,7 @@ func TestMigrate_RuntimeRole(t *testing.T) {
 		}
 	}
 
-	base, stop := startServe(t, "--database-url", runtimeURL, "--embedded-nats", "--jwt-secret", testSecret, "--audit-key-file", auditKeyFileFor(t))
+	base, stop := startServe(t, "--database-url", runtimeURL, "--embedded-nats", "--jwt-secret", testSecret, "--audit-key-file", auditKeyFileFor(t), "--master-key-file", masterKeyFileFor(t))
 	token := mintToken(t, testSecret)
 	session := uuid.New()
 	createURL := fmt.Sprintf("%s/ai-sessions/%s/handoff", base, session)
@@ -179,7 +179,7 @@ func TestMigrate_RuntimeRole(t *testing.T) {
 	if err := execAs(t, adminURL, `DELETE FROM goose_db_version WHERE version_id = (SELECT max(version_id) FROM goose_db_version)`); err != nil {
 		t.Fatalf("forget the last migration: %v", err)
 	}
-	err = runLedgerd(t, "serve", "--database-url", runtimeURL, "--embedded-nats", "--jwt-secret", testSecret, "--audit-key-file", auditKeyFileFor(t), "--http-addr", freeAddr(t), "--data-dir", t.TempDir())
+	err = runLedgerd(t, "serve", "--database-url", runtimeURL, "--embedded-nats", "--jwt-secret", testSecret, "--audit-key-file", auditKeyFileFor(t), "--master-key-file", masterKeyFileFor(t), "--http-addr", freeAddr(t), "--data-dir", t.TempDir())
 	if err == nil || !strings.Contains(err.Error(), "run `ledgerd migrate` with the owner's --database-url first") {
 		t.Fatalf("serve as the runtime role with a migration pending = %v, want an error saying to migrate as the owner", err)
 	}

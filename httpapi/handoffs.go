@@ -44,14 +44,14 @@ type HandoffJSON struct {
 
 func toJSON(h domain.Handoff) HandoffJSON {
 	out := HandoffJSON{
-		ID:            h.ID,
-		SessionID:     h.SessionID,
-		Intent:        string(h.Intent),
-		NotesErased:   h.NotesErased,
-		Priority:      string(h.Priority),
-		Status:        string(h.Status),
-		CreatedBy:     h.CreatedBy,
-		CreatedAt:     h.CreatedAt.UTC(),
+		ID:          h.ID,
+		SessionID:   h.SessionID,
+		Intent:      string(h.Intent),
+		NotesErased: h.NotesErased,
+		Priority:    string(h.Priority),
+		Status:      string(h.Status),
+		CreatedBy:   h.CreatedBy,
+		CreatedAt:   h.CreatedAt.UTC(),
 	}
 	if !h.NotesErased {
 		notes := h.Notes

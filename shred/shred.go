@@ -249,45 +249,44 @@ func Seal(key DataKey, events []eventstore.NewEvent) ([]eventstore.NewEvent, err
 // it, or shown as erased otherwise (engineer_notes null, notes_erased
 // true, no client_ip). The stored bytes the hashes cover, RawMetadata,
 // PrevHash and Hash, are left as they are; Data becomes the opened JSON.
-// A value sealed under the stream's current key that does not decrypt,
-// or a key this keyring cannot unwrap, is an error.
-func (k *Keyring) Open(e eventstore.Event) (eventstore.Event, error) {
+//
+// Open never fails, so that no event stops the readers of the log: data
+// it cannot parse is left as it is (the readers skip it, as any event they
+// cannot decode), and a sealed value it cannot open, under a key this
+// keyring cannot unwrap or altered since it was sealed, is shown as
+// erased. `ledgerd verify` reports an altered event; a server refuses to
+// start with a master key that does not wrap the database's data keys.
+func (k *Keyring) Open(e eventstore.Event) eventstore.Event {
 	if e.Metadata.ClientIPSealed == "" && !eventcodec.HasNotes(e.Type) {
-		return e, nil
+		return e
 	}
 	var key *DataKey
 	if e.DataKey != nil {
-		dk, err := k.Unwrap(e.Stream, e.DataKey)
-		if err != nil {
-			return e, fmt.Errorf("open event %s: %w", e.ID, err)
+		if dk, err := k.Unwrap(e.Stream, e.DataKey); err == nil {
+			key = &dk
 		}
-		key = &dk
 	}
 	data, err := eventcodec.OpenNotes(e.Type, e.Data, func(sealed string) (string, bool, error) {
-		return key.open(fieldNotes, sealed)
+		notes, ok, err := key.open(fieldNotes, sealed)
+		return notes, ok && err == nil, nil
 	})
-	if err != nil {
-		return e, fmt.Errorf("open event %s: %w", e.ID, err)
+	if err == nil {
+		e.Data = data
 	}
-	e.Data = data
 	if sealed := e.Metadata.ClientIPSealed; sealed != "" {
-		ip, _, err := key.open(fieldClientIP, sealed)
-		if err != nil {
-			return e, fmt.Errorf("open event %s: %w", e.ID, err)
+		ip, ok, err := key.open(fieldClientIP, sealed)
+		if !ok || err != nil {
+			ip = ""
 		}
 		e.Metadata.ClientIP, e.Metadata.ClientIPSealed = ip, ""
 	}
-	return e, nil
+	return e
 }
 
-// OpenAll opens each of events (Open).
-func (k *Keyring) OpenAll(events []eventstore.Event) ([]eventstore.Event, error) {
+// OpenAll opens each of events (Open) in place and returns them.
+func (k *Keyring) OpenAll(events []eventstore.Event) []eventstore.Event {
 	for i := range events {
-		opened, err := k.Open(events[i])
-		if err != nil {
-			return nil, err
-		}
-		events[i] = opened
+		events[i] = k.Open(events[i])
 	}
-	return events, nil
+	return events
 }

@@ -55,5 +55,5 @@ func (s *Store) opened(events []eventstore.Event, err error) ([]eventstore.Event
 	if err != nil {
 		return nil, err
 	}
-	return s.keys.OpenAll(events)
+	return s.keys.OpenAll(events), nil
 }

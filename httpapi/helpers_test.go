@@ -36,7 +36,10 @@ type Backend struct {
 	// Log is the event log as readers see it: opened by testKeyring.
 	Log eventstore.Store
 	// Stored is the log as stored, its personal data sealed.
-	Stored      eventstore.Store
+	Stored eventstore.Store
+	// FindText returns the tables of the database that hold text, in any
+	// column.
+	FindText    func(tb testing.TB, text string) []string
 	Commands    *commands.Handler
 	Queries     projections.Queries
 	Idempotency idempotency.Store

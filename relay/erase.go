@@ -49,6 +49,9 @@ func (r *Relay) purgeErased(ctx context.Context, stream jetstream.Stream, e even
 	if err != nil {
 		return fmt.Errorf("erasure %s at %d: %w", e.ID, e.Position, err)
 	}
+	if r.beforePurge != nil {
+		r.beforePurge()
+	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.AckTimeout)
 	defer cancel()
 	subject := SubjectPrefix + "." + account.String() + "." + session.String() + ".>"

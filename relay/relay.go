@@ -172,6 +172,9 @@ type Relay struct {
 	// beforeCheckpoint, when set (by tests), runs after a batch has been
 	// acknowledged and before the checkpoint moves.
 	beforeCheckpoint func()
+	// beforePurge, when set (by tests), runs after an erasure has been
+	// published, before the purge of its session's messages.
+	beforePurge func()
 }
 
 // New returns a relay publishing log through the NATS connection nc (see

@@ -269,3 +269,104 @@ func findTextSQLite(tb testing.TB, db *sql.DB, text string) []string {
 	}
 	return found
 }
+
+// testEraseDuringBusyRun erases a session while other sessions take
+// handoffs and the erased session's holder keeps parking and withdrawing
+// in it: every other session's commands succeed and keep their notes; in
+// the erased session, every handoff created before the erasure shows its
+// notes erased, and no table of the database holds their text, while the
+// handoffs created after it (under a new key) show theirs.
+func testEraseDuringBusyRun(t *testing.T, nb NewBackend) {
+	s := startServer(t, nb)
+	tm := newTeam()
+	holder, owner := tm.user(domain.RoleEngineer), tm.user(domain.RoleOwner)
+	target := uuid.New()
+	s.create(t, holder, target, `{"intent": "park", "engineer_notes": "secret-first"}`)
+
+	const workers, rounds = 4, 6
+	ctx, stop := context.WithCancel(t.Context())
+	defer stop()
+	errs := make(chan error, workers+1)
+	for w := range workers {
+		go func() {
+			user := tm.user(domain.RoleEngineer)
+			for i := range rounds {
+				session := uuid.New()
+				notes := fmt.Sprintf("busy %d-%d", w, i)
+				res, err := s.send(ctx, as(t, user, http.MethodPost, createPath(session), `{"intent": "escalate", "engineer_notes": "`+notes+`"}`))
+				if err == nil && (res.status != http.StatusCreated || !strings.Contains(string(res.body), notes)) {
+					err = fmt.Errorf("create in a busy session: %d %s", res.status, res.body)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	// The erased session's holder parks and withdraws over and over.
+	go func() {
+		for i := 0; ctx.Err() == nil; i++ {
+			res, err := s.send(ctx, as(t, holder, http.MethodGet, historyPath(target), ""))
+			if err != nil {
+				break
+			}
+			var list []handoff
+			if json.Unmarshal(res.body, &list) != nil || len(list) == 0 {
+				continue
+			}
+			if list[0].Status == "open" {
+				s.send(ctx, as(t, holder, http.MethodPost, actionPath(target, list[0].ID, "withdraw"), ""))
+				continue
+			}
+			s.send(ctx, as(t, holder, http.MethodPost, createPath(target), fmt.Sprintf(`{"intent": "park", "engineer_notes": "secret-%d"}`, i)))
+		}
+		errs <- nil
+	}()
+	time.Sleep(50 * time.Millisecond)
+	s.do(t, as(t, owner, http.MethodPost, erasePath(target), `{"reason": "request during a busy run"}`), http.StatusOK)
+	for range workers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop()
+	<-errs
+
+	events := s.stream(t, tm.account, target)
+	var erasedAt time.Time
+	for _, e := range events {
+		if e.Type == domain.TypeSessionDataErased {
+			erasedAt = e.RecordedAt
+		}
+	}
+	if erasedAt.IsZero() {
+		t.Fatal("no SessionDataErased in the session")
+	}
+	var before []string
+	for _, h := range rawHandoffs(t, s.do(t, as(t, holder, http.MethodGet, historyPath(target), ""), http.StatusOK)) {
+		created, _ := time.Parse(time.RFC3339Nano, h["created_at"].(string))
+		switch {
+		case created.Before(erasedAt) && (h["engineer_notes"] != nil || h["notes_erased"] != true):
+			t.Fatalf("a handoff created before the erasure shows %v", h)
+		case created.After(erasedAt) && (h["engineer_notes"] == nil || h["notes_erased"] != nil):
+			t.Fatalf("a handoff created after the erasure shows %v", h)
+		case created.Before(erasedAt):
+			before = append(before, h["id"].(string))
+		}
+	}
+	if len(before) == 0 {
+		t.Fatal("no handoff before the erasure")
+	}
+	// The notes of the handoffs before the erasure, as the stored events
+	// name them: none is in the database any more.
+	if where := s.Backend.FindText(t, "secret-first"); len(where) > 0 {
+		t.Fatalf("the database holds the erased session's first notes, in %v", where)
+	}
+	for _, e := range events {
+		if e.RecordedAt.Before(erasedAt) && strings.Contains(string(e.Data), "secret-") {
+			t.Fatalf("an event before the erasure shows its notes: %s", e.Data)
+		}
+	}
+}

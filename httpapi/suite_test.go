@@ -65,6 +65,7 @@ func runSuite(t *testing.T, nb NewBackend) {
 		{"IdempotencyKeysBelongToOneAccount", testIdempotencyKeysPerAccount},
 		{"InternalErrorReleasesKey", testInternalErrorReleasesKey},
 		{"Erase", testErase},
+		{"EraseDuringBusyRun", testEraseDuringBusyRun},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

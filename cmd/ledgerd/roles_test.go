@@ -117,7 +117,7 @@ func TestMigrate_RuntimeRole(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatalf("serve as the runtime role: %v", err)
 	}
-	if err := runLedgerd(t, "projections", "rebuild", "--database-url", runtimeURL); err != nil {
+	if err := runLedgerd(t, "projections", "rebuild", "--database-url", runtimeURL, "--master-key-file", masterKeyFileFor(t)); err != nil {
 		t.Fatalf("rebuild as the runtime role: %v", err)
 	}
 	if _, err := idempotency.NewPostgres(pgtest.Pool(t, runtimeURL, 1)).Sweep(t.Context()); err != nil {

@@ -96,7 +96,7 @@ func TestMigrate_ReadsTheDatabaseURLFromAFile(t *testing.T) {
 		t.Fatalf("migrate --database-url-file: %v", err)
 	}
 	t.Setenv("DATABASE_URL_FILE", path)
-	if err := run(context.Background(), []string{"projections", "rebuild"}, io.Discard, io.Discard); err != nil {
+	if err := run(context.Background(), []string{"projections", "rebuild", "--master-key-file", masterKeyFileFor(t)}, io.Discard, io.Discard); err != nil {
 		t.Fatalf("projections rebuild with DATABASE_URL_FILE: %v", err)
 	}
 }

@@ -95,7 +95,6 @@ const (
 	MsgSessionNotFound  = "Session not found"
 	MsgHandoffNotFound  = "Handoff not found"
 	MsgClaimRoleNeeded  = "Engineer or admin access required"
-	MsgEraseRoleNeeded  = "Owner or admin access required"
 	MsgOpenHandoffExist = "Session already has an open handoff"
 	MsgHandoffWithdrawn = "Handoff already withdrawn"
 )
@@ -103,5 +102,6 @@ const (
 // Messages of the roles the ledger adds.
 const (
 	MsgReadOnlyRole    = "Auditor access is read-only"
+	MsgEraseRoleNeeded = "Owner or admin access required"
 	MsgAuditRoleNeeded = "Auditor, admin or owner access required"
 )

@@ -12,7 +12,8 @@
 //
 // where account and session are the UUIDs of the session stream
 // ("session:<account>:<session>") and EventType is the event's type name
-// (HandoffParked, HandoffEscalated, HandoffClaimed, HandoffWithdrawn).
+// (HandoffParked, HandoffEscalated, HandoffClaimed, HandoffWithdrawn,
+// SessionDataErased: see erase.go for what the relay does on an erasure).
 // Wildcards select a slice: handoff.<account>.> is one account,
 // handoff.*.<session>.* one session, handoff.*.*.HandoffClaimed one type.
 // The stream (default name LEDGER) captures handoff.>.

@@ -75,7 +75,8 @@ func TestMigrate_RuntimeRole(t *testing.T) {
 	}
 
 	base, stop := startServe(t, "--database-url", runtimeURL, "--embedded-nats", "--jwt-secret", testSecret, "--audit-key-file", auditKeyFileFor(t), "--master-key-file", masterKeyFileFor(t))
-	token := mintToken(t, testSecret)
+	account := uuid.NewString()
+	token := mintToken(t, testSecret, "--account", account, "--role", "owner")
 	session := uuid.New()
 	createURL := fmt.Sprintf("%s/ai-sessions/%s/handoff", base, session)
 	for i, want := range []string{"", "true"} {
@@ -105,7 +106,20 @@ func TestMigrate_RuntimeRole(t *testing.T) {
 	if err != nil || resp.StatusCode != http.StatusOK || len(history) != 1 {
 		t.Fatalf("history = %d, %d handoffs, %v; want 200 and the escalation", resp.StatusCode, len(history), err)
 	}
+	// An erasure deletes the session's data key and idempotency keys as
+	// the runtime role.
+	req, _ = http.NewRequest(http.MethodPost, fmt.Sprintf("%s/ai-sessions/%s/erase", base, session), strings.NewReader(`{"reason": "runtime role"}`))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	if resp, err = http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("erase as the runtime role = %v, %v; want 200", resp, err)
+	}
+	resp.Body.Close()
 	admin := pgtest.Pool(t, adminURL, 1)
+	var keys, responses int
+	if err := admin.QueryRow(t.Context(), `SELECT (SELECT count(*) FROM data_keys), (SELECT count(*) FROM idempotency_keys WHERE session_id IS NOT NULL)`).Scan(&keys, &responses); err != nil || keys != 0 || responses != 0 {
+		t.Fatalf("after the erasure: %d data keys, %d stored responses of the session, %v; want none", keys, responses, err)
+	}
 	ledgertest.WaitUntil(t, 30*time.Second, "the relay publishes the escalation", func() bool {
 		var pos int64
 		err := admin.QueryRow(t.Context(), `SELECT coalesce(max(position), 0) FROM checkpoints WHERE name = $1`, relay.Name).Scan(&pos)

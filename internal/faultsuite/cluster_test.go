@@ -101,7 +101,7 @@ func newCluster(t *testing.T) *cluster {
 	built := time.Since(start)
 	c.auditKey = c.makeAuditKey(t)
 	// Beside the audit key: the master key every process shares.
-	if err := os.WriteFile(filepath.Join(filepath.Dir(c.auditKey), "master-key"), []byte("6c65646765726420746573742d6d6173746572206b6579206f6e6c7920202020\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(filepath.Dir(c.auditKey), "master-key"), []byte(testMasterKey+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	c.pg, c.nats = pgtest.StartServer(t), natstest.Start(t)

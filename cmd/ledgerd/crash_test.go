@@ -26,10 +26,10 @@ import (
 	"github.com/resolutionflow/ledgerd/httpapi"
 	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/internal/sqlitetest"
-	"github.com/resolutionflow/ledgerd/shred"
 	"github.com/resolutionflow/ledgerd/projections"
 	"github.com/resolutionflow/ledgerd/projections/sqliteviews"
 	"github.com/resolutionflow/ledgerd/projections/storetest"
+	"github.com/resolutionflow/ledgerd/shred"
 )
 
 // Sizes of the crash test.

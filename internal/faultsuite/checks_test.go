@@ -17,11 +17,11 @@ import (
 	"github.com/resolutionflow/ledgerd/eventcodec"
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
-	"github.com/resolutionflow/ledgerd/shred"
 	"github.com/resolutionflow/ledgerd/projections"
 	"github.com/resolutionflow/ledgerd/projections/pgviews"
 	"github.com/resolutionflow/ledgerd/projections/storetest"
 	"github.com/resolutionflow/ledgerd/relay"
+	"github.com/resolutionflow/ledgerd/shred"
 )
 
 // Bounds of the checks.

@@ -201,7 +201,7 @@ func (r *runner) run(ctx context.Context) error {
 		}
 	}
 	if r.cfg.runs("read") && !r.readDone {
-		if err := fill(ctx, r.t.Log, r.filler, r.cfg.LogEvents, r.p); err != nil {
+		if err := fill(ctx, r.t, r.filler, r.cfg.LogEvents, r.p); err != nil {
 			return err
 		}
 		if err := r.readAndRebuild(ctx); err != nil {
@@ -250,8 +250,10 @@ func (r *runner) baselineOp() alternate.Op {
 
 const baselineInsert = "single-row INSERT into a scratch table with UNIQUE(stream, version), a new stream each"
 
-// appends measures the append, as the command handler makes it
-// (AppendQuick, one event), to new and to existing streams.
+// appends measures the append, as the command handler makes it (one
+// event, sealed under its session's data key, AppendKeyed without reading
+// back; a new session's key inserted by the same statement), to new and to
+// existing streams.
 func (r *runner) appends(ctx context.Context) error {
 	tn := newTenant()
 	for _, writers := range r.cfg.Writers {
@@ -284,7 +286,7 @@ func (r *runner) appendOp(ctx context.Context, tn tenant, writers int, kind stri
 			if err != nil {
 				return err
 			}
-			return r.t.Log.AppendQuick(ctx, s.stream, eventstore.NoStream, []eventstore.NewEvent{e})
+			return s.append(ctx, r.t, []eventstore.NewEvent{e})
 		}, nil
 	}
 	own := make([]*session, writers)
@@ -292,7 +294,7 @@ func (r *runner) appendOp(ctx context.Context, tn tenant, writers int, kind stri
 		own[w] = tn.session()
 		e, err := own[w].next()
 		if err == nil {
-			err = r.t.Log.AppendQuick(ctx, own[w].stream, eventstore.NoStream, []eventstore.NewEvent{e})
+			err = own[w].append(ctx, r.t, []eventstore.NewEvent{e})
 		}
 		if err != nil {
 			return nil, fmt.Errorf("create the existing streams: %w", err)
@@ -304,7 +306,7 @@ func (r *runner) appendOp(ctx context.Context, tn tenant, writers int, kind stri
 		if err != nil {
 			return err
 		}
-		return r.t.Log.AppendQuick(ctx, s.stream, eventstore.Exact(s.version-1), []eventstore.NewEvent{e})
+		return s.append(ctx, r.t, []eventstore.NewEvent{e})
 	}, nil
 }
 
@@ -328,7 +330,7 @@ const readPasses = 3
 // (ReadAll, in pages) alternating with a plain read of as many rows of a
 // scratch table, and rebuilds the read models from it.
 func (r *runner) readAndRebuild(ctx context.Context) error {
-	if err := fill(ctx, r.t.Log, r.filler, r.cfg.LogEvents, r.p); err != nil {
+	if err := fill(ctx, r.t, r.filler, r.cfg.LogEvents, r.p); err != nil {
 		return err
 	}
 	head, err := r.t.Log.Head(ctx)
@@ -537,7 +539,7 @@ func (r *runner) growth(ctx context.Context) error {
 	}
 	for _, size := range r.cfg.Growth {
 		r.pause()
-		if err := fill(ctx, r.t.Log, r.filler, size, r.p); err != nil {
+		if err := fill(ctx, r.t, r.filler, size, r.p); err != nil {
 			return err
 		}
 		if r.cfg.runs("read") && !r.readDone && size >= r.cfg.LogEvents {

@@ -12,6 +12,7 @@ import (
 	"github.com/resolutionflow/ledgerd/domain"
 	"github.com/resolutionflow/ledgerd/eventcodec"
 	"github.com/resolutionflow/ledgerd/eventstore"
+	"github.com/resolutionflow/ledgerd/shred"
 )
 
 // session makes the events of one session that the domain would accept:
@@ -23,6 +24,9 @@ type session struct {
 	users             [2]uuid.UUID
 	version           int64
 	handoff           uuid.UUID
+	// key is the session's data key, once its first append made it.
+	key   shred.DataKey
+	keyed bool
 }
 
 func newSession(account, team uuid.UUID, users [2]uuid.UUID) *session {
@@ -52,6 +56,31 @@ func (s *session) next() (eventstore.NewEvent, error) {
 	return eventstore.NewEvent{Type: typ, Data: data, Metadata: eventstore.Metadata{
 		ActorID: holder.String(), AccountID: s.account.String(), TeamID: s.team.String(), Role: string(domain.RoleEngineer),
 	}}, nil
+}
+
+// append appends the session's events made since its last append, sealed
+// under its data key as the command handler seals them: its first append
+// creates the key in the same statement, as a session's first handoff
+// does.
+func (s *session) append(ctx context.Context, t *Target, events []eventstore.NewEvent) error {
+	var change eventstore.KeyChange
+	key := s.key
+	if !s.keyed {
+		var err error
+		if key, change.Create, err = t.Keys.NewDataKey(s.stream); err != nil {
+			return err
+		}
+	}
+	sealed, err := shred.Seal(key, events)
+	if err != nil {
+		return err
+	}
+	expected := eventstore.Exact(s.version - int64(len(events)))
+	if _, err := t.Log.AppendKeyed(ctx, s.stream, expected, change, sealed, false); err != nil {
+		return err
+	}
+	s.key, s.keyed = key, true
+	return nil
 }
 
 // nextN returns the session's next n events.
@@ -97,8 +126,8 @@ const (
 // reports progress to p. Every session ends on an open escalation, so that
 // the team's queue grows with the log: at 10,000 events it is past the
 // first page of 100.
-func fill(ctx context.Context, log Log, tn tenant, size int64, p *progress) error {
-	head, err := log.Head(ctx)
+func fill(ctx context.Context, t *Target, tn tenant, size int64, p *progress) error {
+	head, err := t.Log.Head(ctx)
 	if err != nil {
 		return fmt.Errorf("read the head of the log: %w", err)
 	}
@@ -120,7 +149,7 @@ func fill(ctx context.Context, log Log, tn tenant, size int64, p *progress) erro
 				for s.version < genStreamEvents {
 					events, err := s.nextN(min(genAppendEvents, genStreamEvents-int(s.version)))
 					if err == nil {
-						err = log.AppendQuick(ctx, s.stream, eventstore.Exact(s.version-int64(len(events))), events)
+						err = s.append(ctx, t, events)
 					}
 					if err != nil {
 						mu.Lock()

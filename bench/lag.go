@@ -78,7 +78,7 @@ func (r *runner) publishLag(ctx context.Context) error {
 			return err
 		}
 		e.ID = ulid.Make().String()
-		if err := r.t.Log.AppendQuick(ctx, s.stream, eventstore.NoStream, []eventstore.NewEvent{e}); err != nil {
+		if err := s.append(ctx, r.t, []eventstore.NewEvent{e}); err != nil {
 			return err
 		}
 		now := time.Now()

@@ -48,7 +48,7 @@ func (r *runner) startAPI(ctx context.Context) (*api, func(), error) {
 	}
 	secret := []byte(uuid.NewString() + uuid.NewString())
 	h, err := httpapi.New(httpapi.Config{
-		Commands:    commands.NewHandler(r.t.Log, nil),
+		Commands:    commands.NewHandler(r.t.Log, nil, commands.WithKeyring(r.t.Keys)),
 		Queries:     projections.CaughtUp(r.t.Views, r.t.Log, r.projector, 2*time.Second),
 		Events:      r.t.Log,
 		Idempotency: r.t.Idem,

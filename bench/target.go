@@ -30,6 +30,7 @@ import (
 	"github.com/resolutionflow/ledgerd/projections/pgviews"
 	"github.com/resolutionflow/ledgerd/projections/sqliteviews"
 	"github.com/resolutionflow/ledgerd/relay"
+	"github.com/resolutionflow/ledgerd/shred"
 )
 
 // Log is the event log the benchmark appends to and reads: an event store
@@ -55,8 +56,13 @@ var ErrStreamTaken = errors.New("the NATS server already has a stream on the led
 // benchmark made.
 type Target struct {
 	// Mode is "postgres" or "embedded".
-	Mode   string
+	Mode string
+	// Log is the log as serve's readers see it, opened by Keys (the
+	// keyring of a master key made for the run); appends go to the store
+	// as they are, sealed by whoever appends, as the command handler
+	// seals them.
 	Log    Log
+	Keys   *shred.Keyring
 	Views  projections.Store
 	Idem   idempotency.Store
 	Locker leader.Locker
@@ -164,13 +170,41 @@ func (t *Target) openSQLite(ctx context.Context, dir string) error {
 		return fmt.Errorf("create the scan table: %w", err)
 	}
 	t.Mode = "embedded"
-	t.Log = store
+	if err := t.open(store); err != nil {
+		return err
+	}
 	t.Views = sqliteviews.New(store.DB(), store.ReadDB())
 	t.Idem = idempotency.NewSQLite(store.DB())
 	t.Locker = leader.NewLocal()
 	t.db = sqliteBaseline{write: store.DB(), read: store.ReadDB()}
 	return nil
 }
+
+// open makes t.Log: raw opened by the keyring of a new master key, as
+// serve opens its log.
+func (t *Target) open(raw Log) error {
+	text, err := shred.NewMasterKey()
+	if err != nil {
+		return err
+	}
+	master, err := shred.ParseMasterKey(text)
+	if err != nil {
+		return err
+	}
+	t.Keys = shred.NewKeyring(master)
+	t.Log = openedLog{Store: shred.NewStore(raw, t.Keys), raw: raw}
+	return nil
+}
+
+// openedLog is a log whose reads are opened by a keyring, with the raw
+// log's signal and head.
+type openedLog struct {
+	*shred.Store
+	raw Log
+}
+
+func (l openedLog) Appended() <-chan struct{}               { return l.raw.Appended() }
+func (l openedLog) Head(ctx context.Context) (int64, error) { return l.raw.Head(ctx) }
 
 // scanTable is the table read whole as the baseline of reading the log.
 const scanTable = `CREATE TABLE baseline_scan (id bigint PRIMARY KEY, stream text NOT NULL, data jsonb NOT NULL)`
@@ -292,7 +326,9 @@ func (t *Target) openPostgres(ctx context.Context, opts Options) error {
 		return err
 	}
 	t.Mode = "postgres"
-	t.Log = pgstore.New(pool)
+	if err := t.open(pgstore.New(pool)); err != nil {
+		return err
+	}
 	t.Views = pgviews.New(pool)
 	t.Idem = idempotency.NewPostgres(pool)
 	t.Locker = locker

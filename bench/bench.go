@@ -184,8 +184,6 @@ type runner struct {
 	readDone bool
 	// filler owns the generated sessions.
 	filler tenant
-	// longSessions are generated sessions whose history is read.
-	longSessions []uuid.UUID
 }
 
 func (r *runner) add(f Figure) { r.report.Figures = append(r.report.Figures, f) }

@@ -169,9 +169,10 @@ type Relay struct {
 	// the client forgets (nats.Conn.LastError) while it reconnects.
 	lostWith error
 
-	// beforeCheckpoint, when set (by tests), runs after a batch has been
-	// acknowledged and before the checkpoint moves.
-	beforeCheckpoint func()
+	// beforeCheckpoint, when set (by tests), runs after events have been
+	// acknowledged and before the checkpoint moves over them, to the
+	// position it is given.
+	beforeCheckpoint func(to int64)
 }
 
 // New returns a relay publishing log through the NATS connection nc (see
@@ -186,7 +187,7 @@ func New(nc *nats.Conn, log Log, checkpoints Checkpoints, locker leader.Locker, 
 		return nil, err
 	}
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(cfg.AckTimeout),
-		jetstream.WithPublishAsyncMaxPending(cfg.BatchSize))
+		jetstream.WithPublishAsyncMaxPending(window*cfg.BatchSize))
 	if err != nil {
 		return nil, fmt.Errorf("relay: jetstream: %w", err)
 	}
@@ -316,33 +317,89 @@ func (r *Relay) session(ctx context.Context, fence leader.Fence) (progressed boo
 	if pos, err = r.reconcile(ctx, fence, stream, pos, end.tip, end.tipPos); err != nil {
 		return false, err
 	}
-	expect := expected{seq: end.seq}
+	return r.pump(ctx, fence, pos, expected{seq: end.seq})
+}
+
+// window is how many batches the relay publishes ahead of their
+// acknowledgements: while JetStream stores one batch, the relay reads and
+// sends the next.
+const window = 4
+
+// checkpointEvery is how often the checkpoint moves while events keep
+// coming; it moves at once when the relay has published every event it
+// found, and when a publish fails.
+const checkpointEvery = 100 * time.Millisecond
+
+// pump publishes the log from position pos, the first event expecting
+// expect to be the stream's last message, until something fails. It
+// reports whether it moved the checkpoint.
+//
+// It reads and sends batches ahead of their acknowledgements, up to
+// window of them, each event expecting the one before it to be the
+// stream's last message (so JetStream refuses any that would land out of
+// order), and moves the checkpoint only over events JetStream has
+// acknowledged, every one before them acknowledged too: every
+// checkpointEvery while events keep coming, so that the database's commit
+// does not hold up publishing, and as soon as it has published every event
+// it found. When an event is refused, times out or cannot be sent, the
+// checkpoint moves up to the event before it and pump returns the error:
+// the next session publishes again from the first event not acknowledged
+// (JetStream drops the repeats of those that were stored after all, by
+// their Nats-Msg-Id; see reconcile for those stored before the relay
+// stopped).
+func (r *Relay) pump(ctx context.Context, fence leader.Fence, pos int64, expect expected) (progressed bool, err error) {
+	var inFlight []*batch
+	read, acked := pos, pos // the last event sent; the last acknowledged, with every one before it
+	var moved time.Time     // when the checkpoint last moved
 	for {
 		wake := r.wake()
-		events, err := r.log.ReadAll(ctx, pos, r.cfg.BatchSize)
-		if err != nil {
-			return progressed, fmt.Errorf("read log after %d: %w", pos, err)
-		}
-		r.seen(ctx, pos, events)
-		if len(events) == 0 {
-			r.recovered(ctx)
-			if !eventstore.Sleep(ctx, r.cfg.PollInterval, wake) {
-				return progressed, ctx.Err()
+		var caughtUp, idle bool
+		if len(inFlight) < window {
+			events, err := r.log.ReadAll(ctx, read, r.cfg.BatchSize)
+			if err != nil {
+				return progressed, fmt.Errorf("read log after %d: %w", read, err)
 			}
-			continue
+			r.seen(ctx, read, events)
+			caughtUp, idle = len(events) < r.cfg.BatchSize, len(events) == 0
+			if len(events) > 0 {
+				b := r.send(events, expect)
+				inFlight = append(inFlight, b)
+				last := events[len(events)-1]
+				read, expect = last.Position, expected{id: last.ID}
+				if b.sendErr == nil && !caughtUp && len(inFlight) < window {
+					continue // more to read: send it while JetStream stores this
+				}
+			}
 		}
-		acked, err := r.publish(ctx, events, expect)
-		if acked > 0 {
-			last := events[acked-1]
-			if cerr := r.checkpoint(ctx, fence, pos, last.Position); cerr != nil {
+		var newEvents <-chan struct{} // cuts the wait for acknowledgements short
+		if caughtUp {
+			newEvents = wake
+		}
+		err := r.await(ctx, inFlight, newEvents)
+		done, last, ok := acknowledged(inFlight)
+		if ok {
+			acked = last.Position
+		}
+		inFlight = inFlight[done:]
+		settled := idle && len(inFlight) == 0
+		if acked > pos && (err != nil || settled || time.Since(moved) >= checkpointEvery) {
+			if cerr := r.checkpoint(ctx, fence, pos, acked); cerr != nil {
 				return progressed, cerr
 			}
-			pos, expect, progressed = last.Position, expected{id: last.ID}, true
+			pos, moved, progressed = acked, time.Now(), true
 		}
 		if err != nil {
 			return progressed, err
 		}
-		r.recovered(ctx)
+		if ok { // published: whatever failed before works again
+			r.recovered(ctx)
+		}
+		if settled {
+			r.recovered(ctx)
+			if !eventstore.Sleep(ctx, r.cfg.PollInterval, wake) {
+				return progressed, ctx.Err()
+			}
+		}
 	}
 }
 
@@ -562,7 +619,7 @@ func (r *Relay) streamProblem(ctx context.Context, msg string, args ...any) {
 // relay's lease.
 func (r *Relay) checkpoint(ctx context.Context, fence leader.Fence, from, to int64) error {
 	if r.beforeCheckpoint != nil {
-		r.beforeCheckpoint()
+		r.beforeCheckpoint(to)
 	}
 	noop := func(projections.Tx) error { return nil }
 	if err := r.checkpoints.Update(ctx, fence, Name, from, to, noop); err != nil {

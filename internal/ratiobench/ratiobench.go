@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -80,7 +81,7 @@ func Run(b *testing.B, workers int, baseline, op Op, settle func(context.Context
 	b.ResetTimer()
 	for done := 0; done < b.N; {
 		n := min(sliceCalls, b.N-done)
-		busy, ok := machineBusy()
+		busy, ok := MachineBusy()
 		elapsed, _, err := run(ctx, workers, n, baseline)
 		if err != nil {
 			b.Fatalf("baseline: %v", err)
@@ -119,7 +120,7 @@ func Run(b *testing.B, workers int, baseline, op Op, settle func(context.Context
 // addBusy adds to *total the machine's busy time since `since` and returns
 // the busy time now; ok is false once either reading failed.
 func addBusy(total *time.Duration, since time.Duration, ok bool) (time.Duration, bool) {
-	now, nowOK := machineBusy()
+	now, nowOK := MachineBusy()
 	if !ok || !nowOK {
 		return now, false
 	}
@@ -130,11 +131,11 @@ func addBusy(total *time.Duration, since time.Duration, ok bool) (time.Duration,
 // clockTicks is Linux's USER_HZ, the unit of /proc/stat.
 const clockTicks = 100
 
-// machineBusy returns the processor time all of the machine's processors
+// MachineBusy returns the processor time all of the machine's processors
 // have spent working since boot (user, nice, system, irq and softirq in
 // the first line of /proc/stat; not idle, iowait or time stolen by a
 // hypervisor), and false where that cannot be read.
-func machineBusy() (time.Duration, bool) {
+func MachineBusy() (time.Duration, bool) {
 	raw, err := os.ReadFile("/proc/stat")
 	if err != nil {
 		return 0, false
@@ -186,4 +187,14 @@ func percentile(sorted []time.Duration, p float64) float64 {
 	}
 	d := sorted[int(p*float64(len(sorted)-1))]
 	return float64(d) / float64(time.Millisecond)
+}
+
+// ProcessCPU returns the processor time this process has spent, in user
+// and system mode, since it started.
+func ProcessCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -323,7 +323,7 @@ func (r *Relay) session(ctx context.Context, fence leader.Fence) (progressed boo
 // window is how many batches the relay publishes ahead of their
 // acknowledgements: while JetStream stores one batch, the relay reads and
 // sends the next.
-const window = 4
+const window = 2
 
 // checkpointEvery is how often the checkpoint moves while events keep
 // coming; it moves at once when the relay has published every event it

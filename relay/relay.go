@@ -320,10 +320,14 @@ func (r *Relay) session(ctx context.Context, fence leader.Fence) (progressed boo
 	return r.pump(ctx, fence, pos, expected{seq: end.seq})
 }
 
-// window is how many batches the relay publishes ahead of their
-// acknowledgements: while JetStream stores one batch, the relay reads and
-// sends the next.
-const window = 2
+// window is how many batches the relay has sent and not seen
+// acknowledged. It reads the next batch while JetStream stores the one in
+// flight, and sends it once that one is acknowledged. With two or four
+// batches in flight the relay drained no faster on this project's
+// machines, and a three-node cluster that lost the stream's leader under
+// that load often took more than 30 seconds to elect another (the
+// cluster test), where with one it takes a few.
+const window = 1
 
 // checkpointEvery is how often the checkpoint moves while events keep
 // coming; it moves at once when the relay has published every event it
@@ -334,27 +338,30 @@ const checkpointEvery = 100 * time.Millisecond
 // expect to be the stream's last message, until something fails. It
 // reports whether it moved the checkpoint.
 //
-// It reads and sends batches ahead of their acknowledgements, up to
-// window of them, each event expecting the one before it to be the
-// stream's last message (so JetStream refuses any that would land out of
-// order), and moves the checkpoint only over events JetStream has
-// acknowledged, every one before them acknowledged too: every
-// checkpointEvery while events keep coming, so that the database's commit
-// does not hold up publishing, and as soon as it has published every event
-// it found. When an event is refused, times out or cannot be sent, the
-// checkpoint moves up to the event before it and pump returns the error:
-// the next session publishes again from the first event not acknowledged
-// (JetStream drops the repeats of those that were stored after all, by
-// their Nats-Msg-Id; see reconcile for those stored before the relay
-// stopped).
+// It sends each batch without waiting for JetStream, each event expecting
+// the one before it to be the stream's last message (so JetStream refuses
+// any that would land out of order), reads the next batch from the log
+// while JetStream stores it, and moves the checkpoint only over events
+// JetStream has acknowledged, every one before them acknowledged too:
+// every checkpointEvery while events keep coming, so that the database's
+// commit does not hold up publishing, and as soon as it has published
+// every event it found. When an event is refused, times out or cannot be
+// sent, the checkpoint moves up to the event before it and pump returns
+// the error: the next session publishes again from the first event not
+// acknowledged (JetStream drops the repeats of those that were stored
+// after all, by their Nats-Msg-Id; see reconcile for those stored before
+// the relay stopped).
 func (r *Relay) pump(ctx context.Context, fence leader.Fence, pos int64, expect expected) (progressed bool, err error) {
-	var inFlight []*batch
-	read, acked := pos, pos // the last event sent; the last acknowledged, with every one before it
+	var (
+		inFlight []*batch
+		ahead    []eventstore.Event // read and not sent yet
+	)
+	read, acked := pos, pos // the last event read; the last acknowledged, with every one before it
 	var moved time.Time     // when the checkpoint last moved
 	for {
 		wake := r.wake()
 		var caughtUp, idle bool
-		if len(inFlight) < window {
+		if ahead == nil {
 			events, err := r.log.ReadAll(ctx, read, r.cfg.BatchSize)
 			if err != nil {
 				return progressed, fmt.Errorf("read log after %d: %w", read, err)
@@ -362,13 +369,15 @@ func (r *Relay) pump(ctx context.Context, fence leader.Fence, pos int64, expect 
 			r.seen(ctx, read, events)
 			caughtUp, idle = len(events) < r.cfg.BatchSize, len(events) == 0
 			if len(events) > 0 {
-				b := r.send(events, expect)
-				inFlight = append(inFlight, b)
-				last := events[len(events)-1]
-				read, expect = last.Position, expected{id: last.ID}
-				if b.sendErr == nil && !caughtUp && len(inFlight) < window {
-					continue // more to read: send it while JetStream stores this
-				}
+				ahead, read = events, events[len(events)-1].Position
+			}
+		}
+		if ahead != nil && len(inFlight) < window {
+			b := r.send(ahead, expect)
+			inFlight = append(inFlight, b)
+			expect, ahead = expected{id: b.events[len(b.events)-1].ID}, nil
+			if b.sendErr == nil && !caughtUp {
+				continue // read the next batch while JetStream stores this one
 			}
 		}
 		var newEvents <-chan struct{} // cuts the wait for acknowledgements short

@@ -219,10 +219,13 @@ var lagEscalates = flag.Int("lag.escalates", 4000, "escalates BenchmarkPublishLa
 // relay running as serve runs them. An event's lag is the time from its
 // recorded time (its append) to the time JetStream stored it (the
 // message's timestamp in the stream); it reports the lag's p50, p95, p99
-// and maximum, and the escalates' rate.
+// and maximum, the escalates' rate and their own latency (escalate-p50-ms,
+// escalate-p99-ms): an event's recorded time is taken before its append
+// commits, so the lag includes most of its escalate's latency.
 func BenchmarkPublishLag(b *testing.B) {
 	const workers = 16
-	var lags []time.Duration
+	var lags, appends []time.Duration
+	var mu sync.Mutex
 	var escalates int
 	var took time.Duration
 	for b.Loop() {
@@ -256,13 +259,21 @@ func BenchmarkPublishLag(b *testing.B) {
 		for w := range workers {
 			load.Go(func() {
 				actor := domain.Actor{UserID: uuid.New(), AccountID: account, TeamID: team, Role: domain.RoleEngineer}
+				var mine []time.Duration
+				defer func() {
+					mu.Lock()
+					appends = append(appends, mine...)
+					mu.Unlock()
+				}()
 				for next.Add(1) <= int64(*lagEscalates) {
+					t := time.Now()
 					cmd := domain.CreateHandoff{Actor: actor, HandoffID: uuid.New(), Intent: domain.IntentEscalate,
 						Notes: loggen.Notes, Priority: domain.PriorityHigh, At: handler.Now()}
 					if _, err := handler.Execute(ctx, actor, uuid.New(), cmd, commands.Trace{RequestID: "bench"}); err != nil {
 						errs[w] = err
 						return
 					}
+					mine = append(mine, time.Since(t))
 				}
 			})
 		}
@@ -283,11 +294,16 @@ func BenchmarkPublishLag(b *testing.B) {
 		escalates += *lagEscalates
 	}
 	slices.Sort(lags)
-	at := func(p float64) float64 { return float64(lags[int(p*float64(len(lags)-1))]) / float64(time.Millisecond) }
-	b.ReportMetric(at(0.50), "lag-p50-ms")
-	b.ReportMetric(at(0.95), "lag-p95-ms")
-	b.ReportMetric(at(0.99), "lag-p99-ms")
-	b.ReportMetric(at(1), "lag-max-ms")
+	slices.Sort(appends)
+	at := func(d []time.Duration, p float64) float64 {
+		return float64(d[int(p*float64(len(d)-1))]) / float64(time.Millisecond)
+	}
+	b.ReportMetric(at(lags, 0.50), "lag-p50-ms")
+	b.ReportMetric(at(lags, 0.95), "lag-p95-ms")
+	b.ReportMetric(at(lags, 0.99), "lag-p99-ms")
+	b.ReportMetric(at(lags, 1), "lag-max-ms")
+	b.ReportMetric(at(appends, 0.50), "escalate-p50-ms")
+	b.ReportMetric(at(appends, 0.99), "escalate-p99-ms")
 	b.ReportMetric(float64(escalates)/took.Seconds(), "escalates/s")
 }
 

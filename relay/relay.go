@@ -21,7 +21,9 @@
 //
 // The body is the JSON envelope of eventstore.Event, the same the audit API
 // returns: id, type, stream, version, position, recorded_at, data,
-// metadata. The headers repeat what a subscriber filters or orders on:
+// metadata, written by eventstore.Event.AppendJSON with the data and the
+// metadata as the log stores them. The headers repeat what a subscriber
+// filters or orders on:
 //
 //	Nats-Msg-Id            the event id (a ULID), used for de-duplication
 //	Ledger-Event-Type      the event type
@@ -37,9 +39,14 @@
 // that was rolled back is ever published (the log is read gap-safely). Each
 // event is stored in the JetStream stream once:
 //
-//   - The relay publishes a batch, waits for every acknowledgement, and only
-//     then moves its checkpoint (stored in the "checkpoints" table under
-//     Name). If it stops in between, the next leader starts by finding the
+//   - The relay sends a batch without waiting, reads the next batch from
+//     the log while JetStream stores it, and moves its checkpoint (stored
+//     in the "checkpoints" table under Name) only over events JetStream
+//     has acknowledged, with every event before them: every 100 ms while
+//     events keep coming, at once when it has published all it found or
+//     when a publish fails. A refused, timed-out or unsent event ends the
+//     session, and the next publishes again from the first event not
+//     acknowledged. If it stops before a move, the next leader starts by finding the
 //     stream's last event of this log: when that event (its
 //     Ledger-Position and Nats-Msg-Id) is in the log beyond the
 //     checkpoint, the checkpoint moves up to it, so the batch is not

@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -187,14 +186,4 @@ func percentile(sorted []time.Duration, p float64) float64 {
 	}
 	d := sorted[int(p*float64(len(sorted)-1))]
 	return float64(d) / float64(time.Millisecond)
-}
-
-// ProcessCPU returns the processor time this process has spent, in user
-// and system mode, since it started.
-func ProcessCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -6,17 +6,16 @@ import (
 )
 
 // AppendJSON appends e's envelope, the JSON object json.Marshal gives of
-// e, to b, built without reflection, with e.Data and the stored metadata
-// (e.RawMetadata, or e.Metadata encoded when that is empty) copied as
-// they are: both are valid JSON, since both stores refuse to hold
-// anything else (PostgreSQL's json columns, SQLite's json_valid checks).
-// The relay encodes every event it publishes with it.
+// e, to b, built without reflection: e.Data copied as it is (valid JSON:
+// both stores refuse to hold anything else, and opening sealed notes
+// writes JSON) and e.Metadata encoded by Metadata.AppendJSON, as readers
+// see it (opened: the stored bytes, RawMetadata, may hold the client
+// address sealed). The relay encodes every event it publishes with it.
 //
-// When e.RawMetadata is what the store wrote (Metadata.AppendJSON) and
-// e.Data is what json.Marshal writes (compact, HTML characters escaped), as
-// eventcodec.Encode writes it, the result is byte for byte what
-// json.Marshal gives; data or metadata stored in another form (events
-// written while those columns were jsonb) keep that form.
+// When e.Data is what json.Marshal writes (compact, HTML characters
+// escaped), as eventcodec.Encode writes it, the result is byte for byte
+// what json.Marshal gives; data stored in another form (events written
+// while the column was jsonb) keeps that form.
 func (e Event) AppendJSON(b []byte) []byte {
 	b = append(b, `{"id":`...)
 	b = appendJSONString(b, e.ID)
@@ -37,10 +36,6 @@ func (e Event) AppendJSON(b []byte) []byte {
 		b = append(b, e.Data...)
 	}
 	b = append(b, `,"metadata":`...)
-	if len(e.RawMetadata) == 0 {
-		b = e.Metadata.AppendJSON(b)
-	} else {
-		b = append(b, e.RawMetadata...)
-	}
+	b = e.Metadata.AppendJSON(b)
 	return append(b, '}')
 }

@@ -22,6 +22,7 @@ func (m Metadata) AppendJSON(b []byte) []byte {
 		{`"client_request_id":`, m.ClientRequestID},
 		{`"client_correlation_id":`, m.ClientCorrelationID},
 		{`"client_ip":`, m.ClientIP},
+		{`"client_ip_sealed":`, m.ClientIPSealed},
 	} {
 		if f.value == "" {
 			continue // omitempty
@@ -102,6 +103,8 @@ func decodeMetadata(b []byte, m *Metadata) bool {
 			field, bit = &out.ClientCorrelationID, 1<<8
 		case "client_ip":
 			field, bit = &out.ClientIP, 1<<9
+		case "client_ip_sealed":
+			field, bit = &out.ClientIPSealed, 1<<10
 		default:
 			return false
 		}

@@ -51,6 +51,7 @@ func TestParseMetadata(t *testing.T) {
 		`{}`,
 		`{"role":"viewer"}`,
 		`{"client_ip":"192.0.2.7","actor_id":"x"}`,
+		`{"role":"viewer","client_ip_sealed":"AAEC+/9="}`,
 		`{ "role": "viewer" }`,
 		`{"role":"viewer","role":"admin"}`,
 		`{"Role":"viewer"}`,

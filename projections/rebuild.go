@@ -112,18 +112,21 @@ const maxRebuildAttempts = 100
 
 // fold is the read model folded in memory from the log up to position to.
 type fold struct {
-	a       applier
-	to      int64
-	rows    []HandoffRow
-	index   map[uuid.UUID]int // handoff id -> its row in rows
-	skipped []Skipped
-	events  int
+	a     applier
+	to    int64
+	rows  []HandoffRow
+	index map[uuid.UUID]int // handoff id -> its row in rows
+	// sessions holds the rows of each session of each account, for
+	// erasures.
+	sessions map[[2]uuid.UUID][]int
+	skipped  []Skipped
+	events   int
 	// wrote is true once a write has reached AddHandoffs.
 	wrote bool
 }
 
 func newFold(a applier) *fold {
-	return &fold{a: a, index: map[uuid.UUID]int{}}
+	return &fold{a: a, index: map[uuid.UUID]int{}, sessions: map[[2]uuid.UUID][]int{}}
 }
 
 // readOn folds the log from where the fold stopped until a read finds no
@@ -195,7 +198,19 @@ func (t memTx) PutHandoff(_ context.Context, h domain.Handoff, position int64) e
 		return nil
 	}
 	t.f.index[h.ID] = len(t.f.rows)
+	key := [2]uuid.UUID{h.AccountID, h.SessionID}
+	t.f.sessions[key] = append(t.f.sessions[key], len(t.f.rows))
 	t.f.rows = append(t.f.rows, HandoffRow{h, position})
+	return nil
+}
+
+// EraseNotes erases the notes of the session's handoffs, as the stores'
+// EraseNotes does.
+func (t memTx) EraseNotes(_ context.Context, account, session uuid.UUID, position int64) error {
+	for _, i := range t.f.sessions[[2]uuid.UUID{account, session}] {
+		r := &t.f.rows[i]
+		r.Handoff.Notes, r.Handoff.NotesErased, r.Position = "", true, position
+	}
 	return nil
 }
 

@@ -12,7 +12,8 @@
 //
 // where account and session are the UUIDs of the session stream
 // ("session:<account>:<session>") and EventType is the event's type name
-// (HandoffParked, HandoffEscalated, HandoffClaimed, HandoffWithdrawn).
+// (HandoffParked, HandoffEscalated, HandoffClaimed, HandoffWithdrawn,
+// SessionDataErased: see erase.go for what the relay does on an erasure).
 // Wildcards select a slice: handoff.<account>.> is one account,
 // handoff.*.<session>.* one session, handoff.*.*.HandoffClaimed one type.
 // The stream (default name LEDGER) captures handoff.>.
@@ -21,9 +22,8 @@
 //
 // The body is the JSON envelope of eventstore.Event, the same the audit API
 // returns: id, type, stream, version, position, recorded_at, data,
-// metadata, written by eventstore.Event.AppendJSON with the data and the
-// metadata as the log stores them. The headers repeat what a subscriber
-// filters or orders on:
+// metadata, written by eventstore.Event.AppendJSON. The headers repeat
+// what a subscriber filters or orders on:
 //
 //	Nats-Msg-Id            the event id (a ULID), used for de-duplication
 //	Ledger-Event-Type      the event type
@@ -180,6 +180,9 @@ type Relay struct {
 	// acknowledged and before the checkpoint moves over them, to the
 	// position it is given.
 	beforeCheckpoint func(to int64)
+	// beforePurge, when set (by tests), runs after an erasure has been
+	// published, before the purge of its session's messages.
+	beforePurge func()
 }
 
 // New returns a relay publishing log through the NATS connection nc (see
@@ -321,10 +324,10 @@ func (r *Relay) session(ctx context.Context, fence leader.Fence) (progressed boo
 	if err != nil {
 		return false, err
 	}
-	if pos, err = r.reconcile(ctx, fence, stream, pos, end.tip, end.tipPos); err != nil {
+	if pos, err = r.reconcile(ctx, fence, stream, pos, end.tip, end.tipPos, end.erasure); err != nil {
 		return false, err
 	}
-	return r.pump(ctx, fence, pos, expected{seq: end.seq})
+	return r.pump(ctx, fence, stream, pos, expected{seq: end.seq})
 }
 
 // window is how many batches the relay has sent and not seen
@@ -358,7 +361,13 @@ const checkpointEvery = 100 * time.Millisecond
 // acknowledged (JetStream drops the repeats of those that were stored
 // after all, by their Nats-Msg-Id; see reconcile for those stored before
 // the relay stopped).
-func (r *Relay) pump(ctx context.Context, fence leader.Fence, pos int64, expect expected) (progressed bool, err error) {
+//
+// An erasure ends the batch it is in (erase.go): once JetStream has
+// acknowledged it, the session's earlier messages are purged, before
+// anything after it is sent and before the checkpoint passes it; when the
+// purge fails, the checkpoint stays before the erasure, so that the next
+// session purges again.
+func (r *Relay) pump(ctx context.Context, fence leader.Fence, stream jetstream.Stream, pos int64, expect expected) (progressed bool, err error) {
 	var (
 		inFlight []*batch
 		ahead    []eventstore.Event // read and not sent yet
@@ -380,10 +389,14 @@ func (r *Relay) pump(ctx context.Context, fence leader.Fence, pos int64, expect 
 			}
 		}
 		if ahead != nil && len(inFlight) < window {
-			b := r.send(ahead, expect)
+			part := ahead[:erasureEnd(ahead)]
+			b := r.send(part, expect)
 			inFlight = append(inFlight, b)
-			expect, ahead = expected{id: b.events[len(b.events)-1].ID}, nil
-			if b.sendErr == nil && !caughtUp {
+			expect, ahead = expected{id: part[len(part)-1].ID}, ahead[len(part):]
+			if len(ahead) == 0 {
+				ahead = nil
+			}
+			if b.sendErr == nil && !caughtUp && ahead == nil {
 				continue // read the next batch while JetStream stores this one
 			}
 		}
@@ -393,8 +406,23 @@ func (r *Relay) pump(ctx context.Context, fence leader.Fence, pos int64, expect 
 		}
 		err := r.await(ctx, inFlight, newEvents)
 		done, last, ok := acknowledged(inFlight)
+		for _, b := range inFlight[:done] {
+			erasure := b.events[len(b.events)-1]
+			if !isErasure(erasure) {
+				continue
+			}
+			if perr := r.purgeErased(ctx, stream, erasure); perr != nil {
+				// The checkpoint stays before the erasure.
+				err, ok = perr, len(b.events) > 1
+				if ok {
+					last = b.events[len(b.events)-2]
+				}
+				done = 0
+				break
+			}
+		}
 		if ok {
-			acked = last.Position
+			acked = max(acked, last.Position)
 		}
 		inFlight = inFlight[done:]
 		settled := idle && len(inFlight) == 0
@@ -474,6 +502,8 @@ type streamEnd struct {
 	// "" and 0 when there is none among the last maxWalk messages.
 	tip    string
 	tipPos int64
+	// erasure is the tip's event when it is a SessionDataErased.
+	erasure *eventstore.Event
 }
 
 // end finds the stream's last message that is an event of this log,
@@ -517,13 +547,15 @@ func (r *Relay) walk(ctx context.Context, stream jetstream.Stream, state jetstre
 		if err != nil {
 			return end, nil, err
 		}
-		ok, err := r.ours(ctx, msg)
+		event, ok, err := r.ours(ctx, msg)
 		if err != nil {
 			return end, nil, err
 		}
 		if ok {
-			end.tip = msg.Header.Get(jetstream.MsgIDHeader)
-			end.tipPos, _ = strconv.ParseInt(msg.Header.Get(HeaderPosition), 10, 64)
+			end.tip, end.tipPos = event.ID, event.Position
+			if isErasure(event) {
+				end.erasure = &event
+			}
 			return end, foreign, nil
 		}
 		foreign = append(foreign, foreignMsg{seq: seq, subject: msg.Subject,
@@ -550,21 +582,21 @@ func (r *Relay) getMsg(ctx context.Context, stream jetstream.Stream, seq uint64)
 // subject. A message that claims a position and an id the log does not
 // have together is foreign, so it can neither make the relay skip events
 // nor pass for an event not yet published.
-func (r *Relay) ours(ctx context.Context, msg *jetstream.RawStreamMsg) (bool, error) {
+func (r *Relay) ours(ctx context.Context, msg *jetstream.RawStreamMsg) (eventstore.Event, bool, error) {
 	id := msg.Header.Get(jetstream.MsgIDHeader)
 	pos, err := strconv.ParseInt(msg.Header.Get(HeaderPosition), 10, 64)
 	if id == "" || err != nil || pos < 1 {
-		return false, nil
+		return eventstore.Event{}, false, nil
 	}
 	events, err := r.log.ReadAll(ctx, pos-1, 1)
 	if err != nil {
-		return false, fmt.Errorf("read log at %d: %w", pos, err)
+		return eventstore.Event{}, false, fmt.Errorf("read log at %d: %w", pos, err)
 	}
 	if len(events) == 0 || events[0].Position != pos || events[0].ID != id {
-		return false, nil
+		return eventstore.Event{}, false, nil
 	}
 	want, err := message(events[0])
-	return err == nil && want.Subject == msg.Subject, nil
+	return events[0], err == nil && want.Subject == msg.Subject, nil
 }
 
 // countForeign logs and counts the foreign messages a session found at the
@@ -606,9 +638,19 @@ func (r *Relay) countForeign(ctx context.Context, lastSeq uint64, foreign []fore
 //     older copy, kept in memory across a restart, or is on another
 //     server). That is logged as an error, and publishing goes on from the
 //     checkpoint.
-func (r *Relay) reconcile(ctx context.Context, fence leader.Fence, stream jetstream.Stream, pos int64, tip string, tipPos int64) (int64, error) {
+//
+// tipErased is the tip's event when it is a SessionDataErased, nil
+// otherwise.
+func (r *Relay) reconcile(ctx context.Context, fence leader.Fence, stream jetstream.Stream, pos int64, tip string, tipPos int64, tipErased *eventstore.Event) (int64, error) {
 	switch {
 	case tipPos > pos:
+		if tipErased != nil {
+			// The relay stopped between storing an erasure and purging
+			// the session's messages before it: purge them now.
+			if err := r.purgeErased(ctx, stream, *tipErased); err != nil {
+				return pos, err
+			}
+		}
 		if err := r.checkpoint(ctx, fence, pos, tipPos); err != nil {
 			return pos, err
 		}

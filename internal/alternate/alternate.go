@@ -111,7 +111,7 @@ func Run(ctx context.Context, cfg Config, baseline, op Op, settle func(context.C
 		if cfg.Calls > 0 {
 			n = min(n, cfg.Calls-res.Calls)
 		}
-		busy, ok := machineBusy()
+		busy, ok := MachineBusy()
 		elapsed, lat, err := run(ctx, cfg.Workers, n, baseline)
 		if err != nil {
 			return res, fmt.Errorf("baseline: %w", err)
@@ -159,7 +159,7 @@ func Percentile(sorted []time.Duration, p float64) time.Duration {
 // addBusy adds to *total the machine's busy time since `since` and returns
 // the busy time now; ok is false once either reading failed.
 func addBusy(total *time.Duration, since time.Duration, ok bool) (time.Duration, bool) {
-	now, nowOK := machineBusy()
+	now, nowOK := MachineBusy()
 	if !ok || !nowOK {
 		return now, false
 	}
@@ -170,11 +170,11 @@ func addBusy(total *time.Duration, since time.Duration, ok bool) (time.Duration,
 // clockTicks is Linux's USER_HZ, the unit of /proc/stat.
 const clockTicks = 100
 
-// machineBusy returns the processor time all of the machine's processors
+// MachineBusy returns the processor time all of the machine's processors
 // have spent working since boot (user, nice, system, irq and softirq in
 // the first line of /proc/stat; not idle, iowait or time stolen by a
 // hypervisor), and false where that cannot be read.
-func machineBusy() (time.Duration, bool) {
+func MachineBusy() (time.Duration, bool) {
 	raw, err := os.ReadFile("/proc/stat")
 	if err != nil {
 		return 0, false

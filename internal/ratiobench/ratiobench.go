@@ -86,3 +86,8 @@ func Run(b *testing.B, workers int, baseline, op Op, settle func(context.Context
 
 // ms returns d in milliseconds.
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// MachineBusy returns the processor time all of the machine's processors
+// have spent working since boot, and false where that cannot be read
+// (alternate.MachineBusy).
+func MachineBusy() (time.Duration, bool) { return alternate.MachineBusy() }

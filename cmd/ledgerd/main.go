@@ -14,6 +14,7 @@
 //	ledgerd history [flags]       print a session's handoffs from the read models
 //	ledgerd verify [flags]        check that the stored log was not altered
 //	ledgerd audit key|keygen      print the checkpoints' public key, or make a signing key
+//	ledgerd bench [flags]         measure the ledger on a scratch ledger of its own
 //	ledgerd version               print the version, commit and Go version
 package main
 
@@ -80,6 +81,7 @@ commands:
   keys rotate            rewrap every data key with a new master key
   audit key              print the public key that verifies the Merkle checkpoints
   audit keygen           print a new checkpoint signing key (for --audit-key-file)
+  bench                  measure appends, REST, the claim race, reads, rebuild, publish lag and growth on a scratch ledger
   version                print the version, the commit and the Go version
 
 Run "ledgerd <command> -h" for the command's flags.
@@ -131,6 +133,8 @@ func runCommand(ctx context.Context, cmd string, rest []string, stdout, stderr i
 		return eraseSession(ctx, rest, stdout, logger)
 	case "keys":
 		return keysCommand(ctx, rest, stdout, logger)
+	case "bench":
+		return benchCommand(ctx, rest, stdout, stderr)
 	case "version":
 		return printVersion(rest, stdout)
 	case "-h", "-help", "--help", "help":

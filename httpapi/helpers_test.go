@@ -103,10 +103,15 @@ func startConfigured(tb testing.TB, nb NewBackend, configure func(*httpapi.Confi
 func serveBackend(tb testing.TB, b Backend, configure func(*httpapi.Config)) *apiServer {
 	tb.Helper()
 	logs := &ledgertest.Buffer{}
+	tail, ok := b.Log.(httpapi.LogTail)
+	if !ok {
+		tb.Fatalf("the backend's log %T has no Head and Appended", b.Log)
+	}
 	cfg := httpapi.Config{
 		Commands:    b.Commands,
 		Queries:     b.Queries,
 		Events:      b.Log,
+		Tail:        tail,
 		Idempotency: b.Idempotency,
 		JWTSecret:   testSecret,
 		Checks:      b.Checks,

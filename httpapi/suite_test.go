@@ -58,6 +58,8 @@ func runSuite(t *testing.T, nb NewBackend) {
 		{"HistoryIsScopedToAccount", testHistoryScoped},
 		{"Routing", testRouting},
 		{"Probes", testProbes},
+		{"QueueStream", testQueueStream},
+		{"QueueStreamRefusals", testQueueStreamRefusals},
 		{"PoisonEvent", testPoisonEvent},
 		{"RequestIDs", testRequestIDs},
 		{"IdempotentRetry", testIdempotentRetry},

@@ -11,6 +11,13 @@
   const statusRegion = document.getElementById('status');
   let page = new AbortController(); // aborted when the page changes
   let firstRoute = true;
+  let routeStart = 0; // when the page began: 0, the navigation's start, for the first
+
+  // loaded records, on main, how long the page took to show its data,
+  // from the navigation's start or the click that changed the page.
+  function loaded() {
+    main.dataset.loadMs = String(Math.round(performance.now() - routeStart));
+  }
 
   // ---- token ----------------------------------------------------------
 
@@ -57,10 +64,16 @@
 
   function mono(text) { return h('span', { className: 'mono' }, text); }
 
+  // when shows a time in the browser's time zone, as 2026-01-02 15:04:05
+  // (formatted by hand: the first toLocaleString of a page costs tens of
+  // milliseconds), with the exact RFC 3339 time as its title.
   function when(iso) {
     if (!iso) return '—';
     const d = new Date(iso);
-    return h('time', { dateTime: iso, title: iso }, isNaN(d) ? iso : d.toLocaleString());
+    if (isNaN(d)) return iso;
+    const p = (n) => String(n).padStart(2, '0');
+    const text = d.getFullYear() + '-' + p(d.getMonth() + 1) + '-' + p(d.getDate()) + ' ' + p(d.getHours()) + ':' + p(d.getMinutes()) + ':' + p(d.getSeconds());
+    return h('time', { dateTime: iso, title: iso }, text);
   }
 
   function message(kind, ...children) {
@@ -139,6 +152,8 @@
   function route() {
     page.abort();
     page = new AbortController();
+    routeStart = firstRoute ? 0 : performance.now();
+    delete main.dataset.loadMs;
     const signedIn = token() !== '';
     document.getElementById('nav').hidden = !signedIn;
     document.getElementById('sign-out').hidden = !signedIn;
@@ -347,9 +362,15 @@
       }
     }
 
+    // Loads that replace the list are numbered: one that answers after a
+    // later one has been shown is dropped.
+    let started = 0;
+    let shown = 0;
     async function load(path, replace) {
+      const gen = replace ? ++started : shown;
       const res = await api('GET', path, undefined, signal);
-      if (signal.aborted) return false;
+      if (signal.aborted || gen < shown) return false;
+      if (replace) shown = gen;
       if (!res.ok) {
         result.replaceChildren(message('error', detailOf(res)));
         caption.textContent = 'Could not load the queue.';
@@ -363,6 +384,7 @@
       append(res.data);
       model.next = res.next;
       setCaption();
+      if (replace && !main.dataset.loadMs) loaded();
       return true;
     }
 
@@ -383,13 +405,22 @@
       load(withAsOf('/ai-sessions/queue', asOf), true).catch(() => {});
       return;
     }
+    // The queue shows at once; once the stream is ready, it is loaded
+    // again, and the changes streamed meanwhile applied to it, so that
+    // no change between the two is missed.
+    model.buffer = [];
+    load('/ai-sessions/queue', true).catch(() => {});
     followQueue(signal, {
       ready: async () => {
         model.buffer = [];
+        const focused = document.activeElement && document.activeElement.closest && document.activeElement.closest('tr');
+        const focusedID = focused ? focused.dataset.handoffId : null;
         const ok = await load('/ai-sessions/queue', true).catch(() => false);
         const buffered = model.buffer || [];
         model.buffer = null;
         if (ok) for (const hf of buffered) apply(hf);
+        const again = focusedID && trs.get(focusedID);
+        if (again) (again.querySelector('button') || again.querySelector('a')).focus();
       },
       handoff: (hf) => {
         if (model.buffer) model.buffer.push(hf); else apply(hf);
@@ -549,22 +580,23 @@
       hmore.hidden = !next;
     }
     hmore.addEventListener('click', () => { if (next) loadHistory(next).catch(() => {}); });
-    loadHistory(withAsOf(sessionPath(id) + '/handoffs', asOf)).catch(() => {});
+    const history = loadHistory(withAsOf(sessionPath(id) + '/handoffs', asOf)).catch(() => {});
 
     // Timeline.
     const tout = h('div', { id: 'timeline-result' });
     main.append(h('h2', { id: 'timeline-heading' }, 'Event timeline'),
       h('p', { className: 'hint' }, 'Every event of the session in order, with the session’s state after it. Auditor, admin or owner.'),
       tout);
-    (async () => {
+    const events = (async () => {
       const res = await api('GET', sessionPath(id) + '/events', undefined, signal);
       if (signal.aborted) return;
       if (!res.ok) { tout.replaceChildren(message('error', detailOf(res))); return; }
       const cut = asOf ? Date.parse(asOf) : NaN;
-      const events = isNaN(cut) ? res.data : res.data.filter((e) => Date.parse(e.recorded_at) <= cut);
-      if (!events.length) { tout.replaceChildren(message('', 'No events' + (asOf ? ' at that moment.' : '.'))); return; }
-      tout.replaceChildren(timeline(events, res.data.length - events.length));
+      const shown = isNaN(cut) ? res.data : res.data.filter((e) => Date.parse(e.recorded_at) <= cut);
+      if (!shown.length) { tout.replaceChildren(message('', 'No events' + (asOf ? ' at that moment.' : '.'))); return; }
+      tout.replaceChildren(timeline(shown, res.data.length - shown.length));
     })().catch(() => {});
+    Promise.all([history, events]).then(() => { if (!signal.aborted) loaded(); });
   }
 
   // timeline renders events with the session's state after each, folded
@@ -640,7 +672,7 @@
     (async () => {
       const res = await api('GET', '/audit/head', undefined, signal);
       if (signal.aborted) return;
-      if (!res.ok) { headOut.replaceChildren(message('error', detailOf(res))); return; }
+      if (!res.ok) { headOut.replaceChildren(message('error', detailOf(res))); loaded(); return; }
       const d = res.data;
       const copied = h('span', { id: 'copy-result', role: 'status' });
       const copy = h('button', { type: 'button', id: 'copy-hash', className: 'secondary' }, 'Copy hash');
@@ -665,6 +697,7 @@
           h('dt', {}, 'Hash'), hashEl),
         h('p', {}, copy, copied),
         h('details', {}, h('summary', {}, 'Signed checkpoint'), h('pre', { id: 'head-checkpoint' }, d.checkpoint)));
+      loaded();
     })().catch(() => {});
 
     // Erasure.

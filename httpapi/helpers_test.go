@@ -32,7 +32,9 @@ import (
 // handler, read model (kept by a running projector and read through
 // projections.CaughtUp) and idempotency store, all on one fresh database.
 type Backend struct {
-	Log         eventstore.Store
+	Log eventstore.Store
+	// Tail is Log's head and append signal, for the queue stream.
+	Tail        httpapi.LogTail
 	Commands    *commands.Handler
 	Queries     projections.Queries
 	Idempotency idempotency.Store
@@ -103,15 +105,11 @@ func startConfigured(tb testing.TB, nb NewBackend, configure func(*httpapi.Confi
 func serveBackend(tb testing.TB, b Backend, configure func(*httpapi.Config)) *apiServer {
 	tb.Helper()
 	logs := &ledgertest.Buffer{}
-	tail, ok := b.Log.(httpapi.LogTail)
-	if !ok {
-		tb.Fatalf("the backend's log %T has no Head and Appended", b.Log)
-	}
 	cfg := httpapi.Config{
 		Commands:    b.Commands,
 		Queries:     b.Queries,
 		Events:      b.Log,
-		Tail:        tail,
+		Tail:        b.Tail,
 		Idempotency: b.Idempotency,
 		JWTSecret:   testSecret,
 		Checks:      b.Checks,

@@ -83,6 +83,7 @@ func postgresBackendWaiting(tb testing.TB, pool *pgxpool.Pool, readWait time.Dur
 	m := metrics.New()
 	return Backend{
 		Log:           events,
+		Tail:          events,
 		Commands:      commands.NewHandler(events, nil, commands.WithMetrics(m)),
 		Metrics:       m,
 		Queries:       projections.CaughtUp(views, events, projector, readWait),

@@ -47,6 +47,7 @@ func sqliteBackendWaiting(tb testing.TB, readWait time.Duration) Backend {
 	m := metrics.New()
 	return Backend{
 		Log:           store,
+		Tail:          store,
 		Commands:      commands.NewHandler(store, nil, commands.WithMetrics(m)),
 		Metrics:       m,
 		Queries:       projections.CaughtUp(views, store, projector, readWait),

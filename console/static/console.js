@@ -603,6 +603,8 @@
   // here from the events as the ledger folds them.
   function timeline(events, hidden) {
     const state = { holder: null, handoffs: new Map() };
+    // An erasure also takes the client addresses out of the metadata.
+    const erasedEver = events.some((e) => e.type === 'SessionDataErased');
     const body = h('tbody', { id: 'timeline-rows' });
     for (const e of events) {
       const d = e.data || {};
@@ -613,7 +615,7 @@
         case 'HandoffEscalated':
           state.handoffs.set(d.handoff_id, {
             intent: e.type === 'HandoffParked' ? 'park' : 'escalate',
-            priority: d.priority, status: 'open', notes: d.engineer_notes, erased: d.engineer_notes === null || d.notes_erased === true,
+            priority: d.priority, status: 'open', erased: false,
           });
           state.holder = d.created_by || state.holder;
           what = d.engineer_notes === null || d.notes_erased === true ? h('span', { className: 'erased' }, '(notes erased)') : d.engineer_notes;
@@ -649,7 +651,7 @@
         h('td', { 'data-label': 'Role' }, m.role || '—'),
         h('td', { 'data-label': 'When' }, when(e.recorded_at)),
         h('td', { 'data-label': 'Request id' }, m.request_id ? mono(m.request_id) : '—'),
-        h('td', { 'data-label': 'Client address' }, m.client_ip ? mono(m.client_ip) : '—'),
+        h('td', { 'data-label': 'Client address' }, m.client_ip ? mono(m.client_ip) : erasedEver ? h('span', { className: 'erased' }, '(erased)') : '—'),
         h('td', { 'data-label': 'State after' }, h('ul', {}, lines))));
     }
     return h('div', {},

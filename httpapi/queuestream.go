@@ -100,6 +100,7 @@ func (s *server) queueStream(c echo.Context) error {
 	}
 	quiet := time.Now()
 	auth := c.Request().Header.Get(echo.HeaderAuthorization)
+	teams := sessionTeams{}
 	for {
 		wake := s.tail.Appended()
 		if _, err := s.tokens.verify(auth); err != nil {
@@ -110,7 +111,7 @@ func (s *server) queueStream(c echo.Context) error {
 			return s.streamFail(c, out, err)
 		}
 		if len(events) > 0 {
-			changes, err := s.queueChanges(ctx, actor, events)
+			changes, err := s.queueChanges(ctx, actor, teams, events)
 			if err != nil {
 				return s.streamFail(c, out, err)
 			}
@@ -146,17 +147,39 @@ func (s *server) queueStream(c echo.Context) error {
 	}
 }
 
+// sessionTeams remembers, for a stream, the team of each session's newest
+// handoff, so that a stream skips the sessions of other teams without
+// reading them. It holds at most maxSessionTeams sessions, and forgets
+// them all when full.
+type sessionTeams map[uuid.UUID]uuid.UUID
+
+const maxSessionTeams = 10_000
+
+func (m sessionTeams) learn(session, team uuid.UUID) {
+	if len(m) >= maxSessionTeams {
+		clear(m)
+	}
+	m[session] = team
+}
+
 // queueChanges returns what events, a batch of an account's events in
 // position order, changed in actor's queue: for each session they touched,
 // the handoffs they touched and its newest one (the only one that can be
 // open), as the read models have them now, when they are of actor's team
 // (of any team for an auditor). Each comes with the position of the last
-// event of the batch that touched its session.
-func (s *server) queueChanges(ctx context.Context, actor domain.Actor, events []eventstore.Event) ([]streamHandoff, error) {
+// event of the batch that touched its session. A session whose newest
+// handoff is known, from teams or from a park or escalation in the batch,
+// to be another team's is skipped unread.
+func (s *server) queueChanges(ctx context.Context, actor domain.Actor, teams sessionTeams, events []eventstore.Event) ([]streamHandoff, error) {
 	type touch struct {
 		last     int64
 		handoffs map[uuid.UUID]bool
+		// read is whether the session may hold a handoff of actor's
+		// queue: a park or escalation of actor's team, or another event
+		// of a session not known to be another team's.
+		read bool
 	}
+	mine := func(team uuid.UUID) bool { return actor.Role == domain.RoleAuditor || team == actor.TeamID }
 	var order []uuid.UUID
 	touched := map[uuid.UUID]*touch{}
 	for _, e := range events {
@@ -173,17 +196,34 @@ func (s *server) queueChanges(ctx context.Context, actor domain.Actor, events []
 		t.last = e.Position
 		var ref struct {
 			HandoffID uuid.UUID `json:"handoff_id"`
+			TeamID    uuid.UUID `json:"team_id"`
 		}
-		if json.Unmarshal(e.Data, &ref) == nil && ref.HandoffID != uuid.Nil {
+		_ = json.Unmarshal(e.Data, &ref) // what it cannot tell, the read model does
+		if ref.HandoffID != uuid.Nil {
 			t.handoffs[ref.HandoffID] = true
 		}
+		if ref.TeamID != uuid.Nil { // a park or an escalation: the team of the session's newest handoff
+			t.read = t.read || mine(ref.TeamID)
+			teams.learn(session, ref.TeamID)
+			continue
+		}
+		// A claim, a withdrawal or an erasure changes the session's newest
+		// handoff, of the team last known.
+		team, known := teams[session]
+		t.read = t.read || !known || mine(team)
 	}
 	var out []streamHandoff
 	for _, session := range order {
 		t := touched[session]
+		if !t.read {
+			continue
+		}
 		hs, err := s.queries.History(ctx, actor.AccountID, session, projections.Page{Limit: streamProbe})
 		if err != nil {
 			return nil, err
+		}
+		if len(hs) > 0 {
+			teams.learn(session, hs[0].TeamID)
 		}
 		// Oldest first, so that a client applying them in order ends with
 		// the session's open handoff, if it has one.

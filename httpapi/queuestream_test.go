@@ -342,3 +342,28 @@ func TestQueueStream_EndsAtShutdown(t *testing.T) {
 		t.Fatal("the stream is still open 5 s after the shutdown began")
 	}
 }
+
+// testQueueStreamAcrossTeams follows a session whose handoff one team
+// escalated and an engineer of another team claimed and parked again: the
+// first team sees its handoff leave its queue and nothing of the park; the
+// other team sees only the park.
+func testQueueStreamAcrossTeams(t *testing.T, nb NewBackend) {
+	s := startServer(t, nb)
+	tm := newTeam()
+	alice, bob := tm.user(domain.RoleEngineer), tm.user(domain.RoleViewer)
+	other := team{account: tm.account, id: uuid.New()}
+	carol, dave := other.user(domain.RoleEngineer), other.user(domain.RoleViewer)
+	session := uuid.New()
+	escalated := s.escalate(t, alice, session)
+	bobs, daves := s.openQueueStream(t, bob), s.openQueueStream(t, dave)
+	claimed := s.claim(t, carol, escalated)
+	parked := s.create(t, carol, session, `{"intent":"park","engineer_notes":"mine now","priority":"low"}`)
+	bobs.expectChanges(t, 5*time.Second, claimed)
+	daves.expectChanges(t, 5*time.Second, parked)
+	// A change of another session shows next: nothing else came before it.
+	mine := s.escalate(t, alice, uuid.New())
+	bobs.expectChanges(t, 5*time.Second, mine)
+	withdrawn := decode[handoff](t, s.do(t, as(t, carol, http.MethodPost, actionPath(session, parked.ID, "withdraw"), ""), http.StatusOK))
+	daves.expectChanges(t, 5*time.Second, parked, withdrawn)
+	bobs.expectQuiet(t, 300*time.Millisecond)
+}

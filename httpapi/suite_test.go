@@ -60,6 +60,7 @@ func runSuite(t *testing.T, nb NewBackend) {
 		{"Probes", testProbes},
 		{"QueueStream", testQueueStream},
 		{"QueueStreamRefusals", testQueueStreamRefusals},
+		{"QueueStreamAcrossTeams", testQueueStreamAcrossTeams},
 		{"PoisonEvent", testPoisonEvent},
 		{"RequestIDs", testRequestIDs},
 		{"IdempotentRetry", testIdempotentRetry},

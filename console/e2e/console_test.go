@@ -581,7 +581,8 @@ func TestConsole(t *testing.T) {
 
 	t.Run("TimelineRefusedWithTheAPIsDetail", func(t *testing.T) {
 		bobs.open(t, "#/session/"+session.String())
-		bobs.do(t, "wait for the refusal", chromedp.WaitVisible(chromedp.CSS(`#timeline-result .msg.error`)))
+		bobs.do(t, "wait for the refusal and the handoffs", chromedp.WaitVisible(chromedp.CSS(`#timeline-result .msg.error`)),
+			chromedp.WaitVisible(chromedp.CSS(`#history-rows tr`)))
 		got := eval[string](t, bobs, "read the refusal", `document.querySelector('#timeline-result').textContent`)
 		if got != "Auditor, admin or owner access required" {
 			t.Fatalf("an engineer's timeline shows %q, want the API's detail", got)

@@ -19,12 +19,12 @@ import (
 	"github.com/resolutionflow/ledgerd/eventcodec"
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/metrics"
+	"github.com/resolutionflow/ledgerd/shred"
 )
 
 // EventLog is what the handler needs from an event store.
 type EventLog interface {
-	Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) ([]eventstore.Event, error)
-	AppendQuick(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) error
+	AppendKeyed(ctx context.Context, stream string, expected eventstore.ExpectedVersion, key eventstore.KeyChange, events []eventstore.NewEvent, readBack bool) ([]eventstore.Event, error)
 	ReadStreamAfter(ctx context.Context, stream string, after int64) ([]eventstore.Event, error)
 	Snapshot(ctx context.Context, stream string) (eventstore.Snapshot, bool, error)
 	SaveSnapshot(ctx context.Context, s eventstore.Snapshot) error
@@ -81,6 +81,7 @@ type Handler struct {
 	log     EventLog
 	waiter  Waiter
 	metrics *metrics.Metrics
+	keys    *shred.Keyring
 }
 
 // Option configures a Handler.
@@ -90,6 +91,15 @@ type Option func(*Handler)
 // and retries in m.
 func WithMetrics(m *metrics.Metrics) Option {
 	return func(h *Handler) { h.metrics = m }
+}
+
+// WithKeyring makes the handler seal the personal data of the events it
+// appends (shred.Seal) under each session's data key, creating the key with
+// the session's first event, or its first after an erasure, in the same
+// append. The log must then be read opened (shred.Store). Without one,
+// events are appended as the domain decided them.
+func WithKeyring(k *shred.Keyring) Option {
+	return func(h *Handler) { h.keys = k }
 }
 
 // NewHandler returns a handler appending to log and waiting on waiter (nil
@@ -129,6 +139,8 @@ func commandType(cmd domain.Command) string {
 		return "claim"
 	case domain.WithdrawHandoff:
 		return "withdraw"
+	case domain.EraseSessionData:
+		return "erase"
 	}
 	return "unknown"
 }
@@ -144,6 +156,8 @@ func outcome(cmd domain.Command, err error) metrics.Outcome {
 			return metrics.Claimed
 		case domain.WithdrawHandoff:
 			return metrics.Withdrawn
+		case domain.EraseSessionData:
+			return metrics.Erased
 		}
 		return metrics.Created
 	case errors.Is(err, ErrBusy):
@@ -159,7 +173,7 @@ func outcome(cmd domain.Command, err error) metrics.Outcome {
 func (h *Handler) execute(ctx context.Context, actor domain.Actor, session uuid.UUID, cmd domain.Command, trace Trace) (Result, error) {
 	stream := eventcodec.StreamName(actor.AccountID, session)
 	for attempt := 1; ; attempt++ {
-		state, snapshotAt, err := h.state(ctx, actor.AccountID, session, cmd, attempt)
+		state, snapshotAt, key, err := h.state(ctx, actor.AccountID, session, cmd, attempt)
 		if err != nil {
 			return Result{}, err
 		}
@@ -171,7 +185,11 @@ func (h *Handler) execute(ctx context.Context, actor domain.Actor, session uuid.
 		if err != nil {
 			return Result{}, err
 		}
-		position, err := h.append(ctx, stream, eventstore.Exact(state.Version), events)
+		events, change, err := h.seal(stream, key, events)
+		if err != nil {
+			return Result{}, err
+		}
+		position, err := h.append(ctx, stream, eventstore.Exact(state.Version), change, events)
 		if errors.Is(err, eventstore.ErrConflict) {
 			h.metrics.Conflict()
 			if attempt < maxAttempts {
@@ -201,15 +219,36 @@ func (h *Handler) execute(ctx context.Context, actor domain.Actor, session uuid.
 
 // append appends events and returns the position of the last one when the
 // handler waits for the read models, which needs it; otherwise it returns 0.
-func (h *Handler) append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) (int64, error) {
-	if h.waiter == nil {
-		return 0, h.log.AppendQuick(ctx, stream, expected, events)
-	}
-	recorded, err := h.log.Append(ctx, stream, expected, events)
-	if err != nil {
+func (h *Handler) append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, key eventstore.KeyChange, events []eventstore.NewEvent) (int64, error) {
+	recorded, err := h.log.AppendKeyed(ctx, stream, expected, key, events, h.waiter != nil)
+	if err != nil || h.waiter == nil {
 		return 0, err
 	}
 	return recorded[len(recorded)-1].Position, nil
+}
+
+// seal seals the personal data of events under the stream's data key,
+// stored as key (as loaded with the stream; nil for none), and returns
+// them with the key change to append with them: a new key when the stream
+// has none (its first events, or its first since an erasure). Without a
+// keyring it returns events as they are.
+func (h *Handler) seal(stream string, key *eventstore.DataKey, events []eventstore.NewEvent) ([]eventstore.NewEvent, eventstore.KeyChange, error) {
+	if h.keys == nil {
+		return events, eventstore.KeyChange{}, nil
+	}
+	var change eventstore.KeyChange
+	var dk shred.DataKey
+	var err error
+	if key != nil {
+		dk, err = h.keys.Unwrap(stream, key)
+	} else {
+		dk, change.Create, err = h.keys.NewDataKey(stream)
+	}
+	if err != nil {
+		return nil, change, err
+	}
+	sealed, err := shred.Seal(dk, events)
+	return sealed, change, err
 }
 
 // state returns the state to decide on and the version of the snapshot it
@@ -219,9 +258,12 @@ func (h *Handler) append(ctx context.Context, stream string, expected eventstore
 // stream exists, that append conflicts and the next attempt loads it.
 // Every rule that rejects a creation on the empty state rejects it on any
 // state, so the shortcut never gives a wrong answer.
-func (h *Handler) state(ctx context.Context, account, session uuid.UUID, cmd domain.Command, attempt int) (*domain.Session, int64, error) {
+//
+// It also returns the stream's data key as read with its events (nil for
+// none).
+func (h *Handler) state(ctx context.Context, account, session uuid.UUID, cmd domain.Command, attempt int) (*domain.Session, int64, *eventstore.DataKey, error) {
 	if _, creates := cmd.(domain.CreateHandoff); creates && attempt == 1 {
-		return domain.NewSession(account, session), 0, nil
+		return domain.NewSession(account, session), 0, nil, nil
 	}
 	return h.current(ctx, account, session)
 }
@@ -237,42 +279,42 @@ var errUnusableSnapshot = errors.New("unusable snapshot")
 // not decodable) it logs a warning and folds the whole stream, so a bad
 // snapshot costs time, never a wrong decision; the next snapshot saved
 // replaces it.
-func (h *Handler) current(ctx context.Context, account, session uuid.UUID) (*domain.Session, int64, error) {
+func (h *Handler) current(ctx context.Context, account, session uuid.UUID) (*domain.Session, int64, *eventstore.DataKey, error) {
 	stream := eventcodec.StreamName(account, session)
 	snap, found, err := h.log.Snapshot(ctx, stream)
 	if err != nil {
-		return nil, 0, fmt.Errorf("load %s: %w", stream, err)
+		return nil, 0, nil, fmt.Errorf("load %s: %w", stream, err)
 	}
 	if found {
-		state, err := h.fromSnapshot(ctx, account, session, snap)
+		state, key, err := h.fromSnapshot(ctx, account, session, snap)
 		if err == nil {
-			return state, snap.Version, nil
+			return state, snap.Version, key, nil
 		}
 		if !errors.Is(err, errUnusableSnapshot) {
-			return nil, 0, err
+			return nil, 0, nil, err
 		}
 		slog.WarnContext(ctx, "snapshot not used: folding the whole stream", "stream", stream, "version", snap.Version, "err", err)
 	}
-	state, err := h.Load(ctx, account, session)
-	return state, 0, err
+	state, key, err := h.load(ctx, account, session)
+	return state, 0, key, err
 }
 
 // fromSnapshot returns the state of snap with the events after it folded
 // in. It reads the stream from snap's own version, to check that the event
 // there is the one snap was made after.
-func (h *Handler) fromSnapshot(ctx context.Context, account, session uuid.UUID, snap eventstore.Snapshot) (*domain.Session, error) {
+func (h *Handler) fromSnapshot(ctx context.Context, account, session uuid.UUID, snap eventstore.Snapshot) (*domain.Session, *eventstore.DataKey, error) {
 	recorded, err := h.log.ReadStreamAfter(ctx, snap.Stream, snap.Version-1)
 	if err != nil {
-		return nil, fmt.Errorf("load %s after version %d: %w", snap.Stream, snap.Version-1, err)
+		return nil, nil, fmt.Errorf("load %s after version %d: %w", snap.Stream, snap.Version-1, err)
 	}
 	if len(recorded) == 0 || recorded[0].Version != snap.Version || recorded[0].ID != snap.EventID {
-		return nil, fmt.Errorf("%w: the stream has no event %s at version %d", errUnusableSnapshot, snap.EventID, snap.Version)
+		return nil, nil, fmt.Errorf("%w: the stream has no event %s at version %d", errUnusableSnapshot, snap.EventID, snap.Version)
 	}
 	state, err := eventcodec.DecodeSnapshot(snap.Data, account, session, snap.Version)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errUnusableSnapshot, err)
+		return nil, nil, fmt.Errorf("%w: %w", errUnusableSnapshot, err)
 	}
-	return state, fold(state, snap.Stream, recorded[1:])
+	return state, recorded[0].DataKey, fold(state, snap.Stream, recorded[1:])
 }
 
 // saveSnapshot stores state, which the event with id lastID brought to its
@@ -309,13 +351,23 @@ func (h *Handler) Now() time.Time { return time.Now().UTC().Truncate(time.Micros
 // Load returns the state of a session of an account folded from its whole
 // stream, without a snapshot: every handoff in it has its notes.
 func (h *Handler) Load(ctx context.Context, account, session uuid.UUID) (*domain.Session, error) {
+	state, _, err := h.load(ctx, account, session)
+	return state, err
+}
+
+// load is Load, and returns the stream's data key as read with it.
+func (h *Handler) load(ctx context.Context, account, session uuid.UUID) (*domain.Session, *eventstore.DataKey, error) {
 	stream := eventcodec.StreamName(account, session)
 	recorded, err := h.log.ReadStreamAfter(ctx, stream, 0)
 	if err != nil {
-		return nil, fmt.Errorf("load %s: %w", stream, err)
+		return nil, nil, fmt.Errorf("load %s: %w", stream, err)
 	}
 	state := domain.NewSession(account, session)
-	return state, fold(state, stream, recorded)
+	var key *eventstore.DataKey
+	if len(recorded) > 0 {
+		key = recorded[0].DataKey
+	}
+	return state, key, fold(state, stream, recorded)
 }
 
 // fold applies recorded events of stream to state.

@@ -46,7 +46,10 @@ func (s *server) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		c.Request().Body = io.NopCloser(bytes.NewReader(body))
 		actor := actorOf(c)
-		owner := idempotency.Owner{Account: actor.AccountID, User: actor.UserID}
+		// The route's session, if it names one: an erasure of the session
+		// deletes the response.
+		session, _ := uuid.Parse(c.Param("session_id"))
+		owner := idempotency.Owner{Account: actor.AccountID, User: actor.UserID, Session: session}
 		hash := requestHash(actor.AccountID, c.Request().Method, c.Request().URL.Path, body)
 		rec, reserved, err := s.idem.Reserve(c.Request().Context(), owner, key, hash)
 		if err != nil {

@@ -67,6 +67,8 @@ func runSuite(t *testing.T, nb NewBackend) {
 		{"IdempotencyKeyMisuse", testIdempotencyKeyMisuse},
 		{"IdempotencyKeysBelongToOneAccount", testIdempotencyKeysPerAccount},
 		{"InternalErrorReleasesKey", testInternalErrorReleasesKey},
+		{"Erase", testErase},
+		{"EraseDuringBusyRun", testEraseDuringBusyRun},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -41,6 +41,10 @@ const (
 type Owner struct {
 	Account uuid.UUID
 	User    uuid.UUID
+	// Session is the session the request's route names, uuid.Nil for
+	// none. It is not part of the key: it is stored with the response,
+	// so that erasing the session deletes it (DeleteSession).
+	Session uuid.UUID
 }
 
 // Record is what a store knows about a key.
@@ -71,6 +75,11 @@ type Store interface {
 	// Release gives up a reservation that has no response, so a retry with
 	// the same key runs anew.
 	Release(ctx context.Context, owner Owner, key string) error
+	// DeleteSession deletes every key whose stored response is of a
+	// session of an account (Owner.Session), whoever owns it, and returns
+	// how many it deleted: erasing a session's personal data erases the
+	// responses that repeat it.
+	DeleteSession(ctx context.Context, account, session uuid.UUID) (int64, error)
 	// Sweep deletes every key older than TTL and returns how many it
 	// deleted. Any number of processes may sweep at once.
 	Sweep(ctx context.Context) (int64, error)

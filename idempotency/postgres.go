@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -65,12 +66,28 @@ func (s *postgresStore) Reserve(ctx context.Context, owner Owner, key, requestHa
 
 func (s *postgresStore) Complete(ctx context.Context, owner Owner, key string, status int, body []byte) error {
 	_, err := s.pool.Exec(ctx, `
-UPDATE idempotency_keys SET status_code = $4, response = $5
-WHERE account_id = $1 AND user_id = $2 AND key = $3 AND status_code IS NULL`, owner.Account, owner.User, key, status, body)
+UPDATE idempotency_keys SET status_code = $4, response = $5, session_id = $6
+WHERE account_id = $1 AND user_id = $2 AND key = $3 AND status_code IS NULL`, owner.Account, owner.User, key, status, body, nullUUID(owner.Session))
 	if err != nil {
 		return pgerr.Classify(fmt.Errorf("store idempotent response: %w", err))
 	}
 	return nil
+}
+
+// nullUUID is u as a query argument, NULL for uuid.Nil.
+func nullUUID(u uuid.UUID) *uuid.UUID {
+	if u == uuid.Nil {
+		return nil
+	}
+	return &u
+}
+
+func (s *postgresStore) DeleteSession(ctx context.Context, account, session uuid.UUID) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE account_id = $1 AND session_id = $2`, account, session)
+	if err != nil {
+		return 0, pgerr.Classify(fmt.Errorf("delete the idempotency keys of session %s: %w", session, err))
+	}
+	return tag.RowsAffected(), nil
 }
 
 func (s *postgresStore) Sweep(ctx context.Context) (int64, error) {

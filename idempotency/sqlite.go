@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
 )
 
@@ -72,12 +74,25 @@ func (s *sqliteStore) Reserve(ctx context.Context, owner Owner, key, requestHash
 
 func (s *sqliteStore) Complete(ctx context.Context, owner Owner, key string, status int, body []byte) error {
 	_, err := s.db.ExecContext(ctx, `
-UPDATE idempotency_keys SET status_code = ?, response = ?
-WHERE account_id = ? AND user_id = ? AND key = ? AND status_code IS NULL`, status, body, owner.Account.String(), owner.User.String(), key)
+UPDATE idempotency_keys SET status_code = ?, response = ?, session_id = ?
+WHERE account_id = ? AND user_id = ? AND key = ? AND status_code IS NULL`, status, body, nullSession(owner.Session), owner.Account.String(), owner.User.String(), key)
 	if err != nil {
 		return sqlitestore.Classify(fmt.Errorf("store idempotent response: %w", err))
 	}
 	return nil
+}
+
+// nullSession is a session id as stored: NULL for uuid.Nil.
+func nullSession(u uuid.UUID) sql.NullString {
+	return sql.NullString{String: u.String(), Valid: u != uuid.Nil}
+}
+
+func (s *sqliteStore) DeleteSession(ctx context.Context, account, session uuid.UUID) (int64, error) {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM idempotency_keys WHERE account_id = ? AND session_id = ?`, account.String(), session.String())
+	if err != nil {
+		return 0, sqlitestore.Classify(fmt.Errorf("delete the idempotency keys of session %s: %w", session, err))
+	}
+	return res.RowsAffected()
 }
 
 func (s *sqliteStore) Sweep(ctx context.Context) (int64, error) {

@@ -41,11 +41,6 @@ const (
 	reloadBound = time.Second
 )
 
-// eraseRouteLanded says whether the server has POST
-// /ai-sessions/{session_id}/erase (issue 15): the erasure test runs in full
-// when it does.
-const eraseRouteLanded = false
-
 // scriptNote is a note made to run script if the console ever put notes
 // in the page as HTML.
 const scriptNote = `<b>bold</b><script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2"> & "quoted"`
@@ -641,21 +636,6 @@ func TestConsole(t *testing.T) {
 	})
 
 	t.Run("EraseAsAdmin", func(t *testing.T) {
-		if !eraseRouteLanded {
-			// Until POST /ai-sessions/{session_id}/erase is served, the
-			// console shows the API's refusal; this fails once the route
-			// is there, to have eraseRouteLanded set.
-			bobs.open(t, "#/audit?session="+session.String())
-			bobs.do(t, "try to erase", chromedp.SetValue(chromedp.CSS(`#erase-reason`), "customer asked"),
-				chromedp.Click(chromedp.CSS(`#erase-start`)), chromedp.Click(chromedp.CSS(`#erase-confirm-button`)),
-				chromedp.WaitVisible(chromedp.CSS(`#erase-result [data-outcome]`)))
-			got := eval[string](t, bobs, "read the outcome", `document.querySelector('#erase-result').textContent`)
-			if got != "Not Found" {
-				t.Fatalf("eraseRouteLanded is false, but the erasure answered %q: set eraseRouteLanded", got)
-			}
-			t.Log("the server has no erase route yet: checked only that the console shows the API's answer; set eraseRouteLanded when POST /ai-sessions/{session_id}/erase lands")
-			return
-		}
 		// An engineer is refused, with the API's detail.
 		bobs.open(t, "#/audit?session="+session.String())
 		bobs.do(t, "bob asks to erase", chromedp.SetValue(chromedp.CSS(`#erase-reason`), "customer asked"),

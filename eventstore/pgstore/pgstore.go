@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -111,6 +112,37 @@ const (
 // stream violates.
 const uniqueStreamVersion = "events_stream_version_key"
 
+// uniqueDataKey is the constraint an append creating a stream's data key
+// violates when another append created one first.
+const uniqueDataKey = "data_keys_pkey"
+
+// keyCTE returns an append statement, sql with its arguments args, with
+// the key change as a data-modifying CTE of the same statement, so that
+// the key row and the events are written together in one round trip, and
+// the arguments it needs after args. stream is the statement's expression
+// for the stream name and when is the condition under which the statement
+// appends its events: a key is created or destroyed only then. A key
+// created for a stream that has one already violates uniqueDataKey, which
+// the append reports as a conflict. With no change it returns sql as it is.
+func keyCTE(sql string, key eventstore.KeyChange, stream, when string, args []any) (string, []any) {
+	var cte string
+	switch {
+	case key.Create != nil:
+		n := len(args)
+		cte = fmt.Sprintf(`data_key AS (INSERT INTO data_keys (stream_id, key_id, wrapped, master_key_id) SELECT %s, $%d::text, $%d::bytea, $%d::text WHERE %s)`,
+			stream, n+1, n+2, n+3, when)
+		args = append(args, key.Create.ID, key.Create.Wrapped, key.Create.MasterKeyID)
+	case key.Destroy:
+		cte = fmt.Sprintf(`data_key AS (DELETE FROM data_keys WHERE stream_id = %s AND (%s))`, stream, when)
+	default:
+		return sql, args
+	}
+	if rest, ok := strings.CutPrefix(sql, "\nWITH RECURSIVE "); ok {
+		return "\nWITH RECURSIVE " + cte + ", " + rest, args
+	}
+	return "\nWITH " + cte + sql, args
+}
+
 // maxAnyRetries bounds how often an append expecting Any is retried after
 // losing a race; each retry means another append to the stream succeeded.
 const maxAnyRetries = 20
@@ -126,31 +158,35 @@ func anyBackoff(attempt int) time.Duration {
 
 // Append implements eventstore.Store.
 func (s *Store) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) ([]eventstore.Event, error) {
+	return s.AppendKeyed(ctx, stream, expected, eventstore.KeyChange{}, events, true)
+}
+
+// AppendQuick implements eventstore.Store.
+func (s *Store) AppendQuick(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) error {
+	_, err := s.AppendKeyed(ctx, stream, expected, eventstore.KeyChange{}, events, false)
+	return err
+}
+
+// AppendKeyed implements eventstore.Store: the key change is one more
+// data-modifying CTE of the append's statement (keyCTE), so it costs no
+// round trip.
+func (s *Store) AppendKeyed(ctx context.Context, stream string, expected eventstore.ExpectedVersion, key eventstore.KeyChange, events []eventstore.NewEvent, readBack bool) ([]eventstore.Event, error) {
 	recorded, err := eventstore.Prepare(stream, expected, events)
 	if err != nil || len(recorded) == 0 {
 		return nil, err
 	}
-	if err := s.append(ctx, expected, recorded, true); err != nil {
+	if err := s.append(ctx, expected, key, recorded, readBack); err != nil {
 		return nil, err
 	}
 	return recorded, nil
 }
 
-// AppendQuick implements eventstore.Store.
-func (s *Store) AppendQuick(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) error {
-	recorded, err := eventstore.Prepare(stream, expected, events)
-	if err != nil || len(recorded) == 0 {
-		return err
-	}
-	return s.append(ctx, expected, recorded, false)
-}
-
 // append inserts events, all of one stream, retrying an append expecting
 // Any that lost a race, and wakes this process's tailing readers. With
 // readBack it fills in the versions, positions and hashes the events got.
-func (s *Store) append(ctx context.Context, expected eventstore.ExpectedVersion, events []eventstore.Event, readBack bool) error {
+func (s *Store) append(ctx context.Context, expected eventstore.ExpectedVersion, key eventstore.KeyChange, events []eventstore.Event, readBack bool) error {
 	for attempt := 0; ; attempt++ {
-		err := s.insert(ctx, expected, events, readBack)
+		err := s.insert(ctx, expected, key, events, readBack)
 		if errors.Is(err, eventstore.ErrConflict) && expected == eventstore.Any && attempt < maxAnyRetries {
 			if !eventstore.Sleep(ctx, anyBackoff(attempt), nil) {
 				return fmt.Errorf("append to stream %q: %w", events[0].Stream, ctx.Err())
@@ -166,7 +202,7 @@ func (s *Store) append(ctx context.Context, expected eventstore.ExpectedVersion,
 }
 
 // insert runs one append statement, the events recorded now; see append.
-func (s *Store) insert(ctx context.Context, expected eventstore.ExpectedVersion, events []eventstore.Event, readBack bool) error {
+func (s *Store) insert(ctx context.Context, expected eventstore.ExpectedVersion, key eventstore.KeyChange, events []eventstore.Event, readBack bool) error {
 	stream := events[0].Stream
 	now := eventstore.RecordTime(time.Now())
 	for i := range events {
@@ -178,14 +214,14 @@ func (s *Store) insert(ctx context.Context, expected eventstore.ExpectedVersion,
 	)
 	switch {
 	case expected == eventstore.NoStream && len(events) == 1:
-		n, err = s.insertFirst(ctx, &events[0], readBack)
+		n, err = s.insertFirst(ctx, key, &events[0], readBack)
 	case expected > eventstore.NoStream && len(events) == 1:
-		n, err = s.insertNext(ctx, expected, &events[0], readBack)
+		n, err = s.insertNext(ctx, expected, key, &events[0], readBack)
 	default:
-		n, err = s.insertMany(ctx, expected, events, readBack)
+		n, err = s.insertMany(ctx, expected, key, events, readBack)
 	}
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == uniqueStreamVersion {
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" && (pgErr.ConstraintName == uniqueStreamVersion || pgErr.ConstraintName == uniqueDataKey) {
 		return &eventstore.ConflictError{Stream: stream, Expected: expected}
 	}
 	if err != nil {
@@ -200,27 +236,31 @@ func (s *Store) insert(ctx context.Context, expected eventstore.ExpectedVersion,
 
 // insertFirst runs appendFirstSQL and returns 1, the number of events it
 // inserted.
-func (s *Store) insertFirst(ctx context.Context, e *eventstore.Event, readBack bool) (int, error) {
+func (s *Store) insertFirst(ctx context.Context, key eventstore.KeyChange, e *eventstore.Event, readBack bool) (int, error) {
 	e.Version, e.PrevHash = 1, eventstore.Hash{}
 	e.Hash = eventstore.HashEvent(e.PrevHash, *e)
 	args := []any{e.ID, e.Stream, e.Type, []byte(e.Data), []byte(e.RawMetadata), e.RecordedAt, e.PrevHash[:], e.Hash[:]}
+	// A stream that exists makes the INSERT fail, and the key change with it.
+	sql, args := keyCTE(appendFirstSQL, key, "$2", "true", args)
 	if !readBack {
-		_, err := s.pool.Exec(ctx, appendFirstSQL, args...)
+		_, err := s.pool.Exec(ctx, sql, args...)
 		return 1, err
 	}
-	return 1, s.pool.QueryRow(ctx, appendFirstSQL+returningFirst, args...).Scan(&e.Position)
+	return 1, s.pool.QueryRow(ctx, sql+returningFirst, args...).Scan(&e.Position)
 }
 
 // insertNext runs appendNextSQL and returns how many events it inserted:
 // 1, or 0 when the stream has no event at the expected version.
-func (s *Store) insertNext(ctx context.Context, expected eventstore.ExpectedVersion, e *eventstore.Event, readBack bool) (int, error) {
+func (s *Store) insertNext(ctx context.Context, expected eventstore.ExpectedVersion, key eventstore.KeyChange, e *eventstore.Event, readBack bool) (int, error) {
 	e.Version = int64(expected) + 1
 	args := []any{e.ID, e.Stream, int64(expected), e.Type, []byte(e.Data), []byte(e.RawMetadata), e.RecordedAt, eventstore.AppendHashFields(nil, *e)}
+	sql, args := keyCTE(appendNextSQL, key, "$2::text",
+		"EXISTS (SELECT 1 FROM events WHERE stream = $2::text AND version = $3::bigint)", args)
 	if !readBack {
-		tag, err := s.pool.Exec(ctx, appendNextSQL, args...)
+		tag, err := s.pool.Exec(ctx, sql, args...)
 		return int(tag.RowsAffected()), err
 	}
-	err := s.pool.QueryRow(ctx, appendNextSQL+returningNext, args...).Scan(&e.Position, &e.PrevHash, &e.Hash)
+	err := s.pool.QueryRow(ctx, sql+returningNext, args...).Scan(&e.Position, &e.PrevHash, &e.Hash)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, nil
 	}
@@ -229,7 +269,7 @@ func (s *Store) insertNext(ctx context.Context, expected eventstore.ExpectedVers
 
 // insertMany runs appendSQL and returns how many events it inserted: all of
 // them, or none when it found the stream at another version than expected.
-func (s *Store) insertMany(ctx context.Context, expected eventstore.ExpectedVersion, events []eventstore.Event, readBack bool) (int, error) {
+func (s *Store) insertMany(ctx context.Context, expected eventstore.ExpectedVersion, key eventstore.KeyChange, events []eventstore.Event, readBack bool) (int, error) {
 	ids := make([]string, len(events))
 	types := make([]string, len(events))
 	data := make([][]byte, len(events))
@@ -240,11 +280,12 @@ func (s *Store) insertMany(ctx context.Context, expected eventstore.ExpectedVers
 		fields[i] = eventstore.AppendHashFields(nil, e)
 	}
 	args := []any{events[0].Stream, ids, types, data, metas, fields, events[0].RecordedAt, int64(expected)}
+	sql, args := keyCTE(appendSQL, key, "$1", "$8::bigint < 0 OR (SELECT v FROM cur) = $8::bigint", args)
 	if !readBack {
-		tag, err := s.pool.Exec(ctx, appendSQL, args...)
+		tag, err := s.pool.Exec(ctx, sql, args...)
 		return int(tag.RowsAffected()), err
 	}
-	rows, _ := s.pool.Query(ctx, appendSQL+returningAll, args...)
+	rows, _ := s.pool.Query(ctx, sql+returningAll, args...)
 	n := 0
 	for rows.Next() {
 		e := &events[n]
@@ -257,7 +298,12 @@ func (s *Store) insertMany(ctx context.Context, expected eventstore.ExpectedVers
 	return n, rows.Err()
 }
 
-const selectEvent = `SELECT position, id, stream, version, type, data, metadata, recorded_at, prev_hash, hash FROM events `
+// selectEvent reads events with their stream's data key, if it has one:
+// one lookup of the key's primary key per event (OFFSET 0 keeps the
+// planner from turning the lateral subquery into a join that could scan
+// every key), so a read's cost still follows the events it reads.
+const selectEvent = `SELECT position, id, stream, version, type, data, metadata, recorded_at, prev_hash, hash, key_id, wrapped, master_key_id
+FROM events LEFT JOIN LATERAL (SELECT key_id, wrapped, master_key_id FROM data_keys WHERE stream_id = stream OFFSET 0) AS data_key ON true `
 
 // ReadStream implements eventstore.Store.
 func (s *Store) ReadStream(ctx context.Context, stream string) ([]eventstore.Event, error) {
@@ -475,13 +521,18 @@ const writersWhere = `WHERE locktype = 'relation' AND mode = 'RowExclusiveLock'
 func collectEvents(rows pgx.Rows) ([]eventstore.Event, error) {
 	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (eventstore.Event, error) {
 		var (
-			e          eventstore.Event
-			data, meta []byte
+			e               eventstore.Event
+			data, meta      []byte
+			keyID, masterID *string
+			wrapped         []byte
 		)
 		// Scanned as bytes: into a json.RawMessage, pgx would run the
 		// JSON decoder over data the database has already checked.
-		if err := row.Scan(&e.Position, &e.ID, &e.Stream, &e.Version, &e.Type, &data, &meta, &e.RecordedAt, &e.PrevHash, &e.Hash); err != nil {
+		if err := row.Scan(&e.Position, &e.ID, &e.Stream, &e.Version, &e.Type, &data, &meta, &e.RecordedAt, &e.PrevHash, &e.Hash, &keyID, &wrapped, &masterID); err != nil {
 			return e, err
+		}
+		if keyID != nil {
+			e.DataKey = &eventstore.DataKey{ID: *keyID, Wrapped: wrapped, MasterKeyID: *masterID}
 		}
 		e.Data, e.RawMetadata, e.RecordedAt = data, meta, e.RecordedAt.UTC()
 		if err := json.Unmarshal(meta, &e.Metadata); err != nil {

@@ -181,12 +181,19 @@ func (s *Store) Appended() <-chan struct{} { return s.appended.Wait() }
 
 // Append implements eventstore.Store.
 func (s *Store) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) ([]eventstore.Event, error) {
+	return s.AppendKeyed(ctx, stream, expected, eventstore.KeyChange{}, events, true)
+}
+
+// AppendKeyed implements eventstore.Store: the key change is made in the
+// append's transaction (changeKey). SQLite learns each event's position
+// as it inserts it, so readBack changes nothing.
+func (s *Store) AppendKeyed(ctx context.Context, stream string, expected eventstore.ExpectedVersion, key eventstore.KeyChange, events []eventstore.NewEvent, _ bool) ([]eventstore.Event, error) {
 	// Prepared before the write transaction, which other writers wait for.
 	recorded, err := eventstore.Prepare(stream, expected, events)
 	if err != nil || len(recorded) == 0 {
 		return nil, err
 	}
-	if err := s.insertAll(ctx, expected, recorded); err != nil {
+	if err := s.insertAll(ctx, expected, key, recorded); err != nil {
 		return nil, Classify(err)
 	}
 	s.appended.Notify()
@@ -204,7 +211,7 @@ func (s *Store) AppendQuick(ctx context.Context, stream string, expected eventst
 // in their versions, positions, times and hashes. The transaction holds the
 // file's write lock from its start, so the hash it reads as the previous
 // one stays the stream's last until it commits.
-func (s *Store) insertAll(ctx context.Context, expected eventstore.ExpectedVersion, events []eventstore.Event) error {
+func (s *Store) insertAll(ctx context.Context, expected eventstore.ExpectedVersion, key eventstore.KeyChange, events []eventstore.Event) error {
 	stream := events[0].Stream
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
@@ -229,8 +236,33 @@ func (s *Store) insertAll(ctx context.Context, expected eventstore.ExpectedVersi
 		}
 		prev = e.Hash
 	}
+	if err := changeKey(ctx, tx, stream, expected, key); err != nil {
+		return err
+	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("append to stream %q: commit: %w", stream, err)
+	}
+	return nil
+}
+
+// changeKey makes an append's key change in its transaction, after its
+// events: a key created for a stream that has one already is a conflict
+// (another append made it first), and nothing is written.
+func changeKey(ctx context.Context, tx *sql.Tx, stream string, expected eventstore.ExpectedVersion, key eventstore.KeyChange) error {
+	var err error
+	switch {
+	case key.Create != nil:
+		_, err = tx.ExecContext(ctx, `INSERT INTO data_keys (stream_id, key_id, wrapped, master_key_id) VALUES (?, ?, ?, ?)`,
+			stream, key.Create.ID, key.Create.Wrapped, key.Create.MasterKeyID)
+		var sqliteErr *sqlite.Error
+		if errors.As(err, &sqliteErr) && (sqliteErr.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY || sqliteErr.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE) {
+			return &eventstore.ConflictError{Stream: stream, Expected: expected}
+		}
+	case key.Destroy:
+		_, err = tx.ExecContext(ctx, `DELETE FROM data_keys WHERE stream_id = ?`, stream)
+	}
+	if err != nil {
+		return fmt.Errorf("append to stream %q: change its data key: %w", stream, err)
 	}
 	return nil
 }
@@ -296,7 +328,9 @@ func hasVersion(ctx context.Context, tx *sql.Tx, stream string, v int64) (bool, 
 	return found, nil
 }
 
-const selectEvent = `SELECT position, id, stream, version, type, data, metadata, recorded_at, prev_hash, hash FROM events `
+// selectEvent reads events with their stream's data key, if it has one.
+const selectEvent = `SELECT position, id, stream, version, type, data, metadata, recorded_at, prev_hash, hash, key_id, wrapped, master_key_id
+FROM events LEFT JOIN data_keys ON stream_id = stream `
 
 // ReadStream implements eventstore.Store.
 func (s *Store) ReadStream(ctx context.Context, stream string) ([]eventstore.Event, error) {
@@ -395,9 +429,14 @@ func scanEvent(rows *sql.Rows) (eventstore.Event, error) {
 	var (
 		e                eventstore.Event
 		data, meta, when string
+		keyID, masterID  sql.NullString
+		wrapped          []byte
 	)
-	if err := rows.Scan(&e.Position, &e.ID, &e.Stream, &e.Version, &e.Type, &data, &meta, &when, &e.PrevHash, &e.Hash); err != nil {
+	if err := rows.Scan(&e.Position, &e.ID, &e.Stream, &e.Version, &e.Type, &data, &meta, &when, &e.PrevHash, &e.Hash, &keyID, &wrapped, &masterID); err != nil {
 		return e, err
+	}
+	if keyID.Valid {
+		e.DataKey = &eventstore.DataKey{ID: keyID.String, Wrapped: wrapped, MasterKeyID: masterID.String}
 	}
 	e.Data, e.RawMetadata = json.RawMessage(data), json.RawMessage(meta)
 	if err := json.Unmarshal([]byte(meta), &e.Metadata); err != nil {

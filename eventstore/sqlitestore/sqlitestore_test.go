@@ -65,6 +65,10 @@ func (p *twoStores) AppendQuick(ctx context.Context, stream string, expected eve
 	return p.next().AppendQuick(ctx, stream, expected, events)
 }
 
+func (p *twoStores) AppendKeyed(ctx context.Context, stream string, expected eventstore.ExpectedVersion, key eventstore.KeyChange, events []eventstore.NewEvent, readBack bool) ([]eventstore.Event, error) {
+	return p.next().AppendKeyed(ctx, stream, expected, key, events, readBack)
+}
+
 func (p *twoStores) ReadStream(ctx context.Context, stream string) ([]eventstore.Event, error) {
 	return p.next().ReadStream(ctx, stream)
 }

@@ -56,6 +56,7 @@ func run(t *testing.T, open func(t *testing.T) eventstore.Store) {
 		{"StoresBytesAsGiven", testStoresBytesAsGiven},
 		{"ReadAccount", testReadAccount},
 		{"TailingReadAccountSkipsNothing", testTailingReadAccount},
+		{"DataKeys", testDataKeys},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.test(t, open(t)) })

@@ -105,14 +105,14 @@ func token(_ context.Context, args []string, stdout io.Writer) error {
 	if actor.Role, err = domain.ParseRole(*role); err != nil {
 		return fmt.Errorf("--role: %w", err)
 	}
-	for _, id := range []struct {
-		flag  string
-		value string
-		into  *uuid.UUID
-	}{{"user", *user, &actor.UserID}, {"account", *account, &actor.AccountID}, {"team", *team, &actor.TeamID}} {
-		if *id.into, err = parseOrNewID(id.value); err != nil {
-			return fmt.Errorf("--%s: %w", id.flag, err)
-		}
+	if actor.UserID, err = parseOrNewID(*user); err != nil {
+		return fmt.Errorf("--user: %w", err)
+	}
+	if actor.AccountID, err = parseOrNewID(*account); err != nil {
+		return fmt.Errorf("--account: %w", err)
+	}
+	if actor.TeamID, err = parseOrNewID(*team); err != nil {
+		return fmt.Errorf("--team: %w", err)
 	}
 	var opts []httpapi.TokenOption
 	if *issuer != "" {
@@ -143,6 +143,7 @@ func tokenSecret(jwt valueOrFile, dataDir string) (string, error) {
 	return secret, err
 }
 
+// parseOrNewID parses the id s, or makes a random one when s is empty.
 func parseOrNewID(s string) (uuid.UUID, error) {
 	if s == "" {
 		return uuid.New(), nil

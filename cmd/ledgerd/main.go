@@ -7,6 +7,7 @@
 //	ledgerd serve                 run the service
 //	ledgerd migrate               apply database migrations and exit
 //	ledgerd token [flags]         print a signed token for development
+//	ledgerd console [flags]       print a link that opens the web console signed in
 //	ledgerd projections rebuild   rebuild the read models from the log
 //	ledgerd tail [flags]          print events from NATS as they arrive
 //	ledgerd replay [flags]        print a session's events, each with its state after it
@@ -71,6 +72,7 @@ commands:
   serve                  run the service
   migrate                apply database migrations and exit
   token                  print a signed bearer token (development, scripts)
+  console                print a link that opens the web console signed in (development)
   projections rebuild    rebuild the read models from the event log
   tail                   print ledger events from NATS as they arrive
   replay                 print a session's events, each with the session's state after it
@@ -112,6 +114,8 @@ func runCommand(ctx context.Context, cmd string, rest []string, stdout, stderr i
 		return migrate(ctx, rest, logger)
 	case "token":
 		return token(ctx, rest, stdout)
+	case "console":
+		return consoleCommand(ctx, rest, stdout, stderr)
 	case "projections":
 		if len(rest) == 0 || rest[0] != "rebuild" {
 			return errors.New(`usage: ledgerd projections rebuild [flags]`)

@@ -118,6 +118,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/resolutionflow/ledgerd/eventstore"
+	"github.com/resolutionflow/ledgerd/internal/poll"
 	"github.com/resolutionflow/ledgerd/leader"
 	"github.com/resolutionflow/ledgerd/projections"
 )
@@ -168,7 +169,7 @@ type Relay struct {
 
 	// reconnected is notified each time the connection to NATS is made
 	// again, to cut a backoff short.
-	reconnected eventstore.Signal
+	reconnected poll.Signal
 
 	mu    sync.Mutex
 	stats stats
@@ -291,7 +292,7 @@ func (r *Relay) lead(ctx context.Context, fence leader.Fence) {
 			backoff = r.cfg.MinBackoff
 		}
 		r.fail(ctx, err, backoff)
-		if !eventstore.Sleep(ctx, backoff, reconnected) {
+		if !poll.Sleep(ctx, backoff, reconnected) {
 			return
 		}
 		select {
@@ -440,7 +441,7 @@ func (r *Relay) pump(ctx context.Context, fence leader.Fence, stream jetstream.S
 		}
 		if settled {
 			r.recovered(ctx)
-			if !eventstore.Sleep(ctx, r.cfg.PollInterval, wake) {
+			if !poll.Sleep(ctx, r.cfg.PollInterval, wake) {
 				return progressed, ctx.Err()
 			}
 		}

@@ -26,12 +26,13 @@ import (
 
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/internal/pgerr"
+	"github.com/resolutionflow/ledgerd/internal/poll"
 )
 
 // Store is an eventstore.Store on a PostgreSQL pool.
 type Store struct {
 	pool     *pgxpool.Pool
-	appended eventstore.Signal
+	appended poll.Signal
 }
 
 var _ eventstore.Store = (*Store)(nil)
@@ -187,7 +188,7 @@ func (s *Store) append(ctx context.Context, expected eventstore.ExpectedVersion,
 	for attempt := 0; ; attempt++ {
 		err := s.insert(ctx, expected, key, events, readBack)
 		if errors.Is(err, eventstore.ErrConflict) && expected == eventstore.Any && attempt < maxAnyRetries {
-			if !eventstore.Sleep(ctx, anyBackoff(attempt), nil) {
+			if !poll.Sleep(ctx, anyBackoff(attempt), nil) {
 				return fmt.Errorf("append to stream %q: %w", events[0].Stream, ctx.Err())
 			}
 			continue
@@ -498,7 +499,7 @@ func (s *Store) settledHead(ctx context.Context) (int64, error) {
 func (s *Store) settle(ctx context.Context, last int64, writers []string) (int64, error) {
 	wait := 200 * time.Microsecond
 	for len(writers) > 0 {
-		if !eventstore.Sleep(ctx, wait, nil) {
+		if !poll.Sleep(ctx, wait, nil) {
 			return 0, fmt.Errorf("wait for %d writers below position %d: %w", len(writers), last, ctx.Err())
 		}
 		wait = min(2*wait, 20*time.Millisecond)

@@ -41,6 +41,7 @@ import (
 
 	"github.com/resolutionflow/ledgerd/domain"
 	"github.com/resolutionflow/ledgerd/eventstore"
+	"github.com/resolutionflow/ledgerd/internal/poll"
 	"github.com/resolutionflow/ledgerd/migrations"
 )
 
@@ -74,7 +75,7 @@ type Store struct {
 	write    *sql.DB
 	read     *sql.DB
 	insert   *sql.Stmt
-	appended eventstore.Signal
+	appended poll.Signal
 }
 
 var _ eventstore.Store = (*Store)(nil)

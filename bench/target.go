@@ -25,6 +25,7 @@ import (
 	"github.com/resolutionflow/ledgerd/idempotency"
 	"github.com/resolutionflow/ledgerd/internal/alternate"
 	"github.com/resolutionflow/ledgerd/leader"
+	"github.com/resolutionflow/ledgerd/leader/pgleader"
 	"github.com/resolutionflow/ledgerd/migrations"
 	"github.com/resolutionflow/ledgerd/projections"
 	"github.com/resolutionflow/ledgerd/projections/pgviews"
@@ -321,7 +322,7 @@ func (t *Target) openPostgres(ctx context.Context, opts Options) error {
 			return fmt.Errorf("create the baseline tables: %w", err)
 		}
 	}
-	locker, err := leader.NewPostgres(pool, opts.Logger, leader.Config{})
+	locker, err := pgleader.New(pool, opts.Logger, pgleader.Config{})
 	if err != nil {
 		return err
 	}

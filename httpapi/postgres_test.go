@@ -22,7 +22,7 @@ import (
 	"github.com/resolutionflow/ledgerd/idempotency"
 	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
-	"github.com/resolutionflow/ledgerd/leader"
+	"github.com/resolutionflow/ledgerd/leader/pgleader"
 	"github.com/resolutionflow/ledgerd/metrics"
 	"github.com/resolutionflow/ledgerd/migrations"
 	"github.com/resolutionflow/ledgerd/projections"
@@ -76,7 +76,7 @@ func postgresBackendWaiting(tb testing.TB, pool *pgxpool.Pool, readWait time.Dur
 	// Serve's wiring: the personal data sealed, every reader opened.
 	events := shred.NewStore(stored, testKeyring)
 	views := pgviews.New(pool)
-	locker, err := leader.NewPostgres(pool, logger, leader.Config{})
+	locker, err := pgleader.New(pool, logger, pgleader.Config{})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
 	"github.com/resolutionflow/ledgerd/leader"
+	"github.com/resolutionflow/ledgerd/leader/pgleader"
 	"github.com/resolutionflow/ledgerd/projections"
 	"github.com/resolutionflow/ledgerd/projections/pgviews"
 )
@@ -85,7 +86,7 @@ func TestStallCheck_Postgres(t *testing.T) {
 	}
 
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	locker, err := leader.NewPostgres(pool, logger, leader.Config{})
+	locker, err := pgleader.New(pool, logger, pgleader.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

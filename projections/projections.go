@@ -54,7 +54,7 @@ type Store interface {
 	// ErrStaleCheckpoint, when the checkpoint is not at `from`, which makes a
 	// second projector that wrongly runs at the same time harmless, and
 	// with an error matching leader.ErrDeposed when fence is checked and
-	// no longer valid as the transaction ends (see leader.CheckFence), so
+	// no longer valid as the transaction ends (see pgleader.CheckFence), so
 	// that a leader that lost its lease cannot move the checkpoint after
 	// its successor took over. A store that cannot check fences (SQLite,
 	// whose one process leads alone) refuses a checked one. When fn fails,

@@ -28,6 +28,7 @@ import (
 	"github.com/resolutionflow/ledgerd/internal/natstest"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
 	"github.com/resolutionflow/ledgerd/leader"
+	"github.com/resolutionflow/ledgerd/leader/pgleader"
 	"github.com/resolutionflow/ledgerd/projections/pgviews"
 	"github.com/resolutionflow/ledgerd/relay"
 )
@@ -108,7 +109,7 @@ func (e *env) newPool() *pgxpool.Pool {
 // process would have.
 func (e *env) newLocker() leader.Locker {
 	e.t.Helper()
-	l, err := leader.NewPostgres(e.newPool(), e.logger, leader.Config{})
+	l, err := pgleader.New(e.newPool(), e.logger, pgleader.Config{})
 	if err != nil {
 		e.t.Fatal(err)
 	}

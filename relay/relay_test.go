@@ -21,6 +21,7 @@ import (
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/leader"
+	"github.com/resolutionflow/ledgerd/leader/pgleader"
 	"github.com/resolutionflow/ledgerd/relay"
 )
 
@@ -463,12 +464,12 @@ func TestRelay_DeposedRelayCannotMoveTheCheckpoint(t *testing.T) {
 
 	// The first relay renews too seldom to notice the loss by itself, and
 	// the successor keeps its lease however slow the machine.
-	slow := leader.Config{TTL: time.Minute, RenewInterval: 30 * time.Second}
-	unaware, err := leader.NewPostgres(e.newPool(), e.logger, slow)
+	slow := pgleader.Config{TTL: time.Minute, RenewInterval: 30 * time.Second}
+	unaware, err := pgleader.New(e.newPool(), e.logger, slow)
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := leader.NewPostgres(e.newPool(), e.logger, slow)
+	other, err := pgleader.New(e.newPool(), e.logger, slow)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/resolutionflow/ledgerd/httpapi"
 	"github.com/resolutionflow/ledgerd/idempotency"
 	"github.com/resolutionflow/ledgerd/leader"
+	"github.com/resolutionflow/ledgerd/leader/pgleader"
 	"github.com/resolutionflow/ledgerd/migrations"
 	"github.com/resolutionflow/ledgerd/projections"
 	"github.com/resolutionflow/ledgerd/projections/pgviews"
@@ -74,9 +75,9 @@ func openPostgres(ctx context.Context, url string, maxConns int, logger *slog.Lo
 	if maxConns > 0 {
 		cfg.MaxConns = int32(maxConns)
 	}
-	leases := leader.Config{}
+	leases := pgleader.Config{}
 	// A process frozen inside a transaction must not hold its locks past
-	// its lease (leader.Config.IdleTransactionTimeout). A URL may set a
+	// its lease (pgleader.Config.IdleTransactionTimeout). A URL may set a
 	// shorter timeout, never a longer one.
 	idle := leases.IdleTransactionTimeout()
 	if v, ok := cfg.ConnConfig.RuntimeParams[idleTimeoutParam]; !ok || !shorterThan(v, idle) {
@@ -93,7 +94,7 @@ func openPostgres(ctx context.Context, url string, maxConns int, logger *slog.Lo
 		}
 		return nil, err
 	}
-	locker, err := leader.NewPostgres(pool, logger, leases)
+	locker, err := pgleader.New(pool, logger, leases)
 	if err != nil {
 		pool.Close()
 		return nil, err

@@ -17,6 +17,7 @@ import (
 	"github.com/resolutionflow/ledgerd/domain"
 	"github.com/resolutionflow/ledgerd/internal/pgerr"
 	"github.com/resolutionflow/ledgerd/leader"
+	"github.com/resolutionflow/ledgerd/leader/pgleader"
 	"github.com/resolutionflow/ledgerd/projections"
 )
 
@@ -179,7 +180,7 @@ func (s *Store) Update(ctx context.Context, fence leader.Fence, name string, fro
 		if err := stx.flush(ctx); err != nil {
 			return err
 		}
-		if err := leader.CheckFence(ctx, tx, fence); err != nil {
+		if err := pgleader.CheckFence(ctx, tx, fence); err != nil {
 			return fmt.Errorf("move checkpoint %q from %d to %d: %w", name, from, to, err)
 		}
 		return nil

@@ -1,4 +1,4 @@
-package leader_test
+package pgleader_test
 
 import (
 	"context"
@@ -19,6 +19,7 @@ import (
 	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
 	"github.com/resolutionflow/ledgerd/leader"
+	"github.com/resolutionflow/ledgerd/leader/pgleader"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
@@ -32,16 +33,16 @@ const slack = 2 * time.Second
 
 // quick are timings for tests that take a lease many times; they keep the
 // default TTL.
-var quick = leader.Config{RetryInterval: 5 * time.Millisecond}
+var quick = pgleader.Config{RetryInterval: 5 * time.Millisecond}
 
 // newPostgres returns a PostgreSQL locker on a pool of its own, as another
 // process would have, named process in pg_stat_activity.
-func newPostgres(tb testing.TB, url, process string, cfg leader.Config) leader.Locker {
+func newPostgres(tb testing.TB, url, process string, cfg pgleader.Config) *pgleader.Locker {
 	tb.Helper()
 	pool := pgtest.Pool(tb, url, 0, func(c *pgxpool.Config) {
 		c.ConnConfig.RuntimeParams["application_name"] = process
 	})
-	l, err := leader.NewPostgres(pool, slog.Default().With("process", process), cfg)
+	l, err := pgleader.New(pool, slog.Default().With("process", process), cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -255,10 +256,10 @@ func TestLocker_MutualExclusion(t *testing.T) {
 // before l's first Acquire. frozen is closed when a renewal is first held
 // up; thaw lets the renewals go on, and must be called before the frozen
 // lease is released.
-func freezeRenewals(l leader.Locker) (frozen <-chan struct{}, thaw func()) {
+func freezeRenewals(l *pgleader.Locker) (frozen <-chan struct{}, thaw func()) {
 	stopped, thawed := make(chan struct{}), make(chan struct{})
 	once := sync.OnceFunc(func() { close(stopped) })
-	leader.SetBeforeRenew(l, func() {
+	pgleader.SetBeforeRenew(l, func() {
 		once()
 		<-thawed
 	})
@@ -273,8 +274,8 @@ func freezeRenewals(l leader.Locker) (frozen <-chan struct{}, thaw func()) {
 func TestPostgres_FrozenHolderIsReplaced(t *testing.T) {
 	t.Parallel()
 	url := pgtest.NewDatabase(t)
-	a := newPostgres(t, url, "a", leader.Config{})
-	b := newPostgres(t, url, "b", leader.Config{})
+	a := newPostgres(t, url, "a", pgleader.Config{})
+	b := newPostgres(t, url, "b", pgleader.Config{})
 	frozen, thaw := freezeRenewals(a)
 
 	leaseA, err := a.Acquire(t.Context(), "projector")
@@ -290,7 +291,7 @@ func TestPostgres_FrozenHolderIsReplaced(t *testing.T) {
 		t.Fatal("the holder never tried to renew")
 	}
 	frozenAt := time.Now()
-	bound := leader.DefaultTTL + leader.DefaultRetryInterval
+	bound := pgleader.DefaultTTL + pgleader.DefaultRetryInterval
 	select {
 	case got := <-pending:
 		if got.err != nil {
@@ -319,7 +320,7 @@ func TestPostgres_CutOffHolderStopsBeforeTakeover(t *testing.T) {
 	t.Parallel()
 	url := pgtest.NewDatabase(t)
 	admin := pgtest.Pool(t, url, 1)
-	cfg := leader.Config{TTL: time.Second, RenewInterval: 200 * time.Millisecond, Margin: 300 * time.Millisecond, RetryInterval: 50 * time.Millisecond}
+	cfg := pgleader.Config{TTL: time.Second, RenewInterval: 200 * time.Millisecond, Margin: 300 * time.Millisecond, RetryInterval: 50 * time.Millisecond}
 	var offline [2]atomic.Bool
 	lockers := make([]leader.Locker, 2)
 	for i := range lockers {
@@ -333,7 +334,7 @@ func TestPostgres_CutOffHolderStopsBeforeTakeover(t *testing.T) {
 				return nil
 			}
 		})
-		l, err := leader.NewPostgres(pool, slog.Default().With("process", name), cfg)
+		l, err := pgleader.New(pool, slog.Default().With("process", name), cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -369,7 +370,7 @@ func TestPostgres_HolderTakesItsLeaseBack(t *testing.T) {
 	admin := pgtest.Pool(t, url, 1)
 	// The holder steps down 2s after its last renewal; the lease expires
 	// 8s later.
-	cfg := leader.Config{TTL: 10 * time.Second, Margin: 8 * time.Second, RenewInterval: 500 * time.Millisecond, RetryInterval: 50 * time.Millisecond}
+	cfg := pgleader.Config{TTL: 10 * time.Second, Margin: 8 * time.Second, RenewInterval: 500 * time.Millisecond, RetryInterval: 50 * time.Millisecond}
 	var offline atomic.Bool
 	pool := pgtest.Pool(t, url, 0, func(c *pgxpool.Config) {
 		c.ConnConfig.RuntimeParams["application_name"] = "a"
@@ -380,7 +381,7 @@ func TestPostgres_HolderTakesItsLeaseBack(t *testing.T) {
 			return nil
 		}
 	})
-	a, err := leader.NewPostgres(pool, slog.Default(), cfg)
+	a, err := pgleader.New(pool, slog.Default(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -395,7 +396,7 @@ func TestPostgres_HolderTakesItsLeaseBack(t *testing.T) {
 	offline.Store(false)
 	again := mustAcquire(t, a, "relay")
 	assertWaiting(t, pending)
-	if err := leader.CheckFence(t.Context(), admin, again.Fence()); err != nil {
+	if err := pgleader.CheckFence(t.Context(), admin, again.Fence()); err != nil {
 		t.Fatalf("fence of the lease taken back: %v", err)
 	}
 }
@@ -442,7 +443,7 @@ func TestPostgres_CancelledAcquireLeavesTheLeaseFree(t *testing.T) {
 		t.Fatalf("cancelled Acquire: %v, want context canceled", got.err)
 	}
 	// Well within the TTL a lease taken for nobody would last.
-	bctx, bcancel := context.WithTimeout(t.Context(), leader.DefaultTTL/3)
+	bctx, bcancel := context.WithTimeout(t.Context(), pgleader.DefaultTTL/3)
 	defer bcancel()
 	lease, err := b.Acquire(bctx, "relay")
 	if err != nil {
@@ -471,7 +472,7 @@ func TestPostgres_CheckFence(t *testing.T) {
 	admin := pgtest.Pool(t, url, 1)
 	a := newPostgres(t, url, "a", quick)
 	b := newPostgres(t, url, "b", quick)
-	check := func(f leader.Fence) error { return leader.CheckFence(t.Context(), admin, f) }
+	check := func(f leader.Fence) error { return pgleader.CheckFence(t.Context(), admin, f) }
 
 	if err := check(leader.Fence{}); err != nil {
 		t.Fatalf("unchecked fence: %v", err)
@@ -497,12 +498,12 @@ func TestPostgres_CheckFence(t *testing.T) {
 }
 
 func TestNewPostgres_RefusesInconsistentTimings(t *testing.T) {
-	for _, cfg := range []leader.Config{
+	for _, cfg := range []pgleader.Config{
 		{TTL: time.Second, Margin: time.Second},
 		{TTL: 2 * time.Second, Margin: time.Second, RenewInterval: time.Second},
 		{RetryInterval: -time.Second},
 	} {
-		if _, err := leader.NewPostgres(nil, nil, cfg); err == nil {
+		if _, err := pgleader.New(nil, nil, cfg); err == nil {
 			t.Errorf("NewPostgres with %+v succeeded", cfg)
 		}
 	}

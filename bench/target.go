@@ -19,6 +19,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/resolutionflow/ledgerd/embeddednats"
+	"github.com/resolutionflow/ledgerd/eventcodec"
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
 	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
@@ -401,7 +402,7 @@ func (t *Target) connectNATS(ctx context.Context, opts Options, dir string) erro
 	}
 	lookCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	name, err := js.StreamNameBySubject(lookCtx, relay.SubjectPrefix+".>")
+	name, err := js.StreamNameBySubject(lookCtx, eventcodec.SubjectPrefix+".>")
 	switch {
 	case err == nil:
 		return fmt.Errorf("%w (stream %s): give a NATS server or account of the benchmark's own", ErrStreamTaken, name)

@@ -114,7 +114,7 @@ func BenchmarkDrain(b *testing.B) {
 			b.Fatalf("the relay published %d events (%d duplicates), want %d", st.Published, st.Duplicates, len(events))
 		}
 		drained += len(events)
-		for _, name := range []string{relay.DefaultStream, baselineStream} {
+		for _, name := range []string{eventcodec.DefaultNATSStream, baselineStream} {
 			if err := js.DeleteStream(ctx, name); err != nil {
 				b.Fatal(err)
 			}
@@ -163,12 +163,12 @@ func baselineMessages(tb testing.TB, events []eventstore.Event) []*nats.Msg {
 		}
 		m := nats.NewMsg("baseline." + a.String() + "." + s.String() + "." + e.Type)
 		m.Data = body
-		m.Header.Set(relay.HeaderEventType, e.Type)
-		m.Header.Set(relay.HeaderStream, e.Stream)
-		m.Header.Set(relay.HeaderStreamVersion, strconv.FormatInt(e.Version, 10))
-		m.Header.Set(relay.HeaderPosition, strconv.FormatInt(e.Position, 10))
-		m.Header.Set(relay.HeaderAccount, a.String())
-		m.Header.Set(relay.HeaderSession, s.String())
+		m.Header.Set(eventcodec.HeaderEventType, e.Type)
+		m.Header.Set(eventcodec.HeaderStream, e.Stream)
+		m.Header.Set(eventcodec.HeaderStreamVersion, strconv.FormatInt(e.Version, 10))
+		m.Header.Set(eventcodec.HeaderPosition, strconv.FormatInt(e.Position, 10))
+		m.Header.Set(eventcodec.HeaderAccount, a.String())
+		m.Header.Set(eventcodec.HeaderSession, s.String())
 		m.Header.Set(jetstream.MsgIDHeader, e.ID)
 		if i > 0 {
 			m.Header.Set(jetstream.ExpectedLastMsgIDHeader, events[i-1].ID)
@@ -322,7 +322,7 @@ func streamLags(tb testing.TB, natsURL string, n int) []time.Duration {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	c, err := js.OrderedConsumer(ctx, relay.DefaultStream, jetstream.OrderedConsumerConfig{})
+	c, err := js.OrderedConsumer(ctx, eventcodec.DefaultNATSStream, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -259,7 +259,7 @@ func (e *env) assertStream(want []eventstore.Event) {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(e.t.Context(), waitLimit)
 	defer cancel()
-	stream, err := e.js.Stream(ctx, relay.DefaultStream)
+	stream, err := e.js.Stream(ctx, eventcodec.DefaultNATSStream)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -270,7 +270,7 @@ func (e *env) assertStream(want []eventstore.Event) {
 	if info.State.Msgs != uint64(len(want)) {
 		var positions []string
 		for _, m := range e.fetchAll(ctx, stream, int(info.State.Msgs)) {
-			positions = append(positions, m.Headers().Get(relay.HeaderPosition))
+			positions = append(positions, m.Headers().Get(eventcodec.HeaderPosition))
 		}
 		e.t.Fatalf("stream holds %d messages, want %d (one per committed event); their positions: %v", info.State.Msgs, len(want), positions)
 	}
@@ -294,7 +294,7 @@ func (e *env) assertStreamAmong(want []eventstore.Event, foreign int) {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(e.t.Context(), waitLimit)
 	defer cancel()
-	stream, err := e.js.Stream(ctx, relay.DefaultStream)
+	stream, err := e.js.Stream(ctx, eventcodec.DefaultNATSStream)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -352,17 +352,17 @@ func checkMessage(tb testing.TB, m jetstream.Msg, want eventstore.Event) {
 		tb.Fatal(err)
 	}
 	account, session := a.String(), s.String()
-	if s := relay.Subject(account, session, want.Type); m.Subject() != s {
+	if s := eventcodec.Subject(account, session, want.Type); m.Subject() != s {
 		tb.Errorf("event %d: subject %q, want %q", want.Position, m.Subject(), s)
 	}
 	wantHeaders := map[string]string{
-		jetstream.MsgIDHeader:     want.ID,
-		relay.HeaderEventType:     want.Type,
-		relay.HeaderStream:        want.Stream,
-		relay.HeaderStreamVersion: strconv.FormatInt(want.Version, 10),
-		relay.HeaderPosition:      strconv.FormatInt(want.Position, 10),
-		relay.HeaderAccount:       account,
-		relay.HeaderSession:       session,
+		jetstream.MsgIDHeader:          want.ID,
+		eventcodec.HeaderEventType:     want.Type,
+		eventcodec.HeaderStream:        want.Stream,
+		eventcodec.HeaderStreamVersion: strconv.FormatInt(want.Version, 10),
+		eventcodec.HeaderPosition:      strconv.FormatInt(want.Position, 10),
+		eventcodec.HeaderAccount:       account,
+		eventcodec.HeaderSession:       session,
 	}
 	for k, v := range wantHeaders {
 		if got := m.Headers().Get(k); got != v {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/resolutionflow/ledgerd/commands"
 	"github.com/resolutionflow/ledgerd/domain"
+	"github.com/resolutionflow/ledgerd/eventcodec"
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/leader"
 	"github.com/resolutionflow/ledgerd/relay"
@@ -105,7 +106,7 @@ func (e *erasureEnv) assertPurged(erased uuid.UUID, secret string) {
 	}
 	ctx, cancel := context.WithTimeout(e.t.Context(), waitLimit)
 	defer cancel()
-	stream, err := e.js.Stream(ctx, relay.DefaultStream)
+	stream, err := e.js.Stream(ctx, eventcodec.DefaultNATSStream)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -126,7 +127,7 @@ func (e *erasureEnv) assertPurged(erased uuid.UUID, secret string) {
 		if strings.Contains(string(m.Data()), secret) {
 			e.t.Fatalf("message %s still holds personal data of the erased session: %s", m.Subject(), m.Data())
 		}
-		if got := m.Headers().Get(relay.HeaderPosition); got != strconv.FormatInt(want[i].Position, 10) {
+		if got := m.Headers().Get(eventcodec.HeaderPosition); got != strconv.FormatInt(want[i].Position, 10) {
 			e.t.Fatalf("message %d is of position %s, want %d", i, got, want[i].Position)
 		}
 		i++

@@ -117,6 +117,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/resolutionflow/ledgerd/eventcodec"
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/internal/poll"
 	"github.com/resolutionflow/ledgerd/leader"
@@ -560,7 +561,7 @@ func (r *Relay) walk(ctx context.Context, stream jetstream.Stream, state jetstre
 			return end, foreign, nil
 		}
 		foreign = append(foreign, foreignMsg{seq: seq, subject: msg.Subject,
-			id: msg.Header.Get(jetstream.MsgIDHeader), position: msg.Header.Get(HeaderPosition)})
+			id: msg.Header.Get(jetstream.MsgIDHeader), position: msg.Header.Get(eventcodec.HeaderPosition)})
 	}
 	return end, foreign, nil
 }
@@ -585,7 +586,7 @@ func (r *Relay) getMsg(ctx context.Context, stream jetstream.Stream, seq uint64)
 // nor pass for an event not yet published.
 func (r *Relay) ours(ctx context.Context, msg *jetstream.RawStreamMsg) (eventstore.Event, bool, error) {
 	id := msg.Header.Get(jetstream.MsgIDHeader)
-	pos, err := strconv.ParseInt(msg.Header.Get(HeaderPosition), 10, 64)
+	pos, err := strconv.ParseInt(msg.Header.Get(eventcodec.HeaderPosition), 10, 64)
 	if id == "" || err != nil || pos < 1 {
 		return eventstore.Event{}, false, nil
 	}

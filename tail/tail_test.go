@@ -173,7 +173,7 @@ func (l *ledger) tail(opts tail.Options) *subscriber {
 func (l *ledger) tailNew(opts tail.Options) *subscriber {
 	l.t.Helper()
 	js, _ := l.js()
-	stream, err := js.Stream(l.t.Context(), relay.DefaultStream)
+	stream, err := js.Stream(l.t.Context(), eventcodec.DefaultNATSStream)
 	if err != nil {
 		l.t.Fatal(err)
 	}
@@ -385,7 +385,7 @@ func TestRun_DurableResumesWhereItStopped(t *testing.T) {
 	sub := l.tail(opts)
 	sub.expect(first)
 	js, _ := l.js()
-	consumer, err := js.Consumer(t.Context(), relay.DefaultStream, "audit")
+	consumer, err := js.Consumer(t.Context(), eventcodec.DefaultNATSStream, "audit")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,8 +14,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/resolutionflow/ledgerd/eventcodec"
 	"github.com/resolutionflow/ledgerd/projections"
-	"github.com/resolutionflow/ledgerd/relay"
 )
 
 var long = flag.Bool("faults.long", false, "run every fault several rounds, under a longer load, with longer outages")
@@ -337,9 +337,9 @@ func restartNATS(t *testing.T, c *cluster, cfg config, _ *load) {
 func (c *cluster) lastSeq(ctx context.Context) (uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	stream, err := c.js.Stream(ctx, relay.DefaultStream)
+	stream, err := c.js.Stream(ctx, eventcodec.DefaultNATSStream)
 	if err != nil {
-		return 0, fmt.Errorf("stream %s: %w", relay.DefaultStream, err)
+		return 0, fmt.Errorf("stream %s: %w", eventcodec.DefaultNATSStream, err)
 	}
 	info, err := stream.Info(ctx)
 	if err != nil {

@@ -464,7 +464,7 @@ func (r *runner) resume(ctx context.Context) error {
 	}
 	r.projector = projections.NewProjector(r.t.Log, r.t.Views, r.t.Locker, r.t.Log.Appended, r.cfg.Logger)
 	relayLogger := slog.New(relayLogHandler{r.cfg.Logger.Handler()})
-	rl, err := relay.New(r.t.NATS, r.t.Log, r.t.Views, r.t.Locker, r.t.Log.Appended, relayLogger, relay.Config{Stream: r.t.Stream})
+	rl, err := relay.New(relay.Deps{NATS: r.t.NATS, Log: r.t.Log, Checkpoints: r.t.Views, Locker: r.t.Locker, Wake: r.t.Log.Appended, Logger: relayLogger}, relay.Config{Stream: r.t.Stream})
 	if err != nil {
 		return err
 	}

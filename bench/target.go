@@ -194,19 +194,9 @@ func (t *Target) open(raw Log) error {
 		return err
 	}
 	t.Keys = shred.NewKeyring(master)
-	t.Log = openedLog{Store: shred.NewStore(raw, t.Keys), raw: raw}
+	t.Log = shred.NewOpenedLog(raw, t.Keys)
 	return nil
 }
-
-// openedLog is a log whose reads are opened by a keyring, with the raw
-// log's signal and head.
-type openedLog struct {
-	*shred.Store
-	raw Log
-}
-
-func (l openedLog) Appended() <-chan struct{}               { return l.raw.Appended() }
-func (l openedLog) Head(ctx context.Context) (int64, error) { return l.raw.Head(ctx) }
 
 // scanTable is the table read whole as the baseline of reading the log.
 const scanTable = `CREATE TABLE baseline_scan (id bigint PRIMARY KEY, stream text NOT NULL, data jsonb NOT NULL)`

@@ -60,6 +60,10 @@ type Store interface {
 	// whose one process leads alone) refuses a checked one. When fn fails,
 	// nothing changes and Update returns fn's error.
 	Update(ctx context.Context, fence leader.Fence, name string, from, to int64, fn func(Tx) error) error
+	// Move moves the named checkpoint as Update does, changing nothing
+	// else: for a checkpoint that stands for work done elsewhere, such as
+	// the relay's.
+	Move(ctx context.Context, fence leader.Fence, name string, from, to int64) error
 	// Skips summarises the events the named projector skipped, as
 	// recorded by Tx.Skip.
 	Skips(ctx context.Context, name string) (Skips, error)

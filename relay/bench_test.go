@@ -88,7 +88,7 @@ func BenchmarkDrain(b *testing.B) {
 			b.Fatal(err)
 		}
 		store := pgstore.New(pool)
-		r, err := relay.New(rnc, store, pgviews.New(pool), leader.NewLocal(), store.Appended, slog.New(slog.DiscardHandler), relay.Config{})
+		r, err := relay.New(relay.Deps{NATS: rnc, Log: store, Checkpoints: pgviews.New(pool), Locker: leader.NewLocal(), Wake: store.Appended, Logger: slog.New(slog.DiscardHandler)}, relay.Config{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -241,7 +241,7 @@ func BenchmarkPublishLag(b *testing.B) {
 		}
 		locker := leader.NewLocal()
 		quiet := slog.New(slog.DiscardHandler)
-		r, err := relay.New(nc, store, views, locker, store.Appended, quiet, relay.Config{})
+		r, err := relay.New(relay.Deps{NATS: nc, Log: store, Checkpoints: views, Locker: locker, Wake: store.Appended, Logger: quiet}, relay.Config{})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -139,7 +139,7 @@ func (e *env) newRelayWith(locker leader.Locker, cfg relay.Config, logger *slog.
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(nc.Close)
-	r, err := relay.New(nc, e.store, e.views, locker, e.store.Appended, logger, cfg)
+	r, err := relay.New(relay.Deps{NATS: nc, Log: e.store, Checkpoints: e.views, Locker: locker, Wake: e.store.Appended, Logger: logger}, cfg)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -23,7 +23,7 @@ import (
 // relay reads the log opened, as serve wires them.
 type erasureEnv struct {
 	*env
-	opened  *shred.Store
+	opened  shred.OpenedLog
 	handler *commands.Handler
 	team    uuid.UUID
 }
@@ -40,7 +40,7 @@ func newErasureEnv(t *testing.T) *erasureEnv {
 	}
 	keys := shred.NewKeyring(m)
 	e := newEnv(t)
-	opened := shred.NewStore(e.store, keys)
+	opened := shred.NewOpenedLog(e.store, keys)
 	return &erasureEnv{env: e, opened: opened, handler: commands.NewHandler(opened, nil, commands.WithKeyring(keys)), team: uuid.New()}
 }
 
@@ -51,7 +51,7 @@ func (e *erasureEnv) newRelay(cfg relay.Config) *relay.Relay {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(nc.Close)
-	r, err := relay.New(nc, e.opened, e.views, leader.NewLocal(), e.store.Appended, e.logger, cfg)
+	r, err := relay.New(relay.Deps{NATS: nc, Log: e.opened, Checkpoints: e.views, Locker: leader.NewLocal(), Wake: e.opened.Appended, Logger: e.logger}, cfg)
 	if err != nil {
 		e.t.Fatal(err)
 	}

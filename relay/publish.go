@@ -50,7 +50,7 @@ func envelopeSize(e eventstore.Event) int {
 
 // expected is what the stream's last message must be when the next event
 // lands, so that JetStream refuses an event that would not follow the one
-// before it: the previous event, by its id, or at the start of a session
+// before it: the previous event, by its id, or at the start of a round
 // the stream's last sequence, whatever message holds it (0: a stream that
 // has never held a message, when nothing is expected).
 type expected struct {

@@ -389,7 +389,7 @@ func TestRelay_SaysWhenTheStreamLacksPublishedEvents(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(nc.Close)
-			r, err := relay.New(nc, e.store, e.views, leader.NewLocal(), e.store.Appended, slog.New(slog.NewTextHandler(&logs, nil)), testConfig())
+			r, err := relay.New(relay.Deps{NATS: nc, Log: e.store, Checkpoints: e.views, Locker: leader.NewLocal(), Wake: e.store.Appended, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, testConfig())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -522,7 +522,7 @@ func TestNew_RejectsInvalidConfig(t *testing.T) {
 		"BackoffsReversed":  {MinBackoff: time.Minute, MaxBackoff: time.Second},
 	} {
 		t.Run(name, func(t *testing.T) {
-			if _, err := relay.New(nil, nil, nil, nil, nil, nil, cfg); err == nil {
+			if _, err := relay.New(relay.Deps{}, cfg); err == nil {
 				t.Fatal("New accepted an invalid config")
 			}
 		})

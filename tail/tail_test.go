@@ -56,7 +56,7 @@ func newLedger(t *testing.T) *ledger {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	r, err := relay.New(nc, l.store, l.views, leader.NewLocal(), l.store.Appended, logger, relay.Config{PollInterval: 50 * time.Millisecond})
+	r, err := relay.New(relay.Deps{NATS: nc, Log: l.store, Checkpoints: l.views, Locker: leader.NewLocal(), Wake: l.store.Appended, Logger: logger}, relay.Config{PollInterval: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -173,17 +173,7 @@ func shorterThan(v string, d time.Duration) bool {
 	return err == nil && ms > 0 && time.Duration(ms)*time.Millisecond < d
 }
 
-// openedLog is the log with its reads opened by a keyring, and the raw
-// log's signal and head.
-type openedLog struct {
-	*shred.Store
-	raw eventLog
-}
-
-func (l openedLog) Appended() <-chan struct{}               { return l.raw.Appended() }
-func (l openedLog) Head(ctx context.Context) (int64, error) { return l.raw.Head(ctx) }
-
 // withKeys makes b's readers see the log opened by keys.
 func (b *backend) withKeys(keys *shred.Keyring) {
-	b.events = openedLog{Store: shred.NewStore(b.raw, keys), raw: b.raw}
+	b.events = shred.NewOpenedLog(b.raw, keys)
 }

@@ -185,7 +185,7 @@ func startRelay(target natsTarget, cfg relay.Config, b *backend, logger *slog.Lo
 	if err != nil {
 		return nil, nil, httpapi.Check{}, fmt.Errorf("connect to NATS at %s: %w", redact(target.url), err)
 	}
-	r, err := relay.New(nc, b.events, b.views, b.locker, b.events.Appended, logger, cfg)
+	r, err := relay.New(relay.Deps{NATS: nc, Log: b.events, Checkpoints: b.views, Locker: b.locker, Wake: b.events.Appended, Logger: logger}, cfg)
 	if err != nil {
 		nc.Close()
 		return nil, nil, httpapi.Check{}, err

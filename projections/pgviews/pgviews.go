@@ -187,6 +187,11 @@ func (s *Store) Update(ctx context.Context, fence leader.Fence, name string, fro
 	})
 }
 
+// Move implements projections.Store.
+func (s *Store) Move(ctx context.Context, fence leader.Fence, name string, from, to int64) error {
+	return s.Update(ctx, fence, name, from, to, func(projections.Tx) error { return nil })
+}
+
 // moveCheckpoint sets the checkpoint to `to` if it is at `from`, and returns
 // the number of rows changed: 0 when it was not.
 func moveCheckpoint(ctx context.Context, tx pgx.Tx, name string, from, to int64) (int64, error) {

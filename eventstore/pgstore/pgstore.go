@@ -285,6 +285,7 @@ func (s *Store) insertMany(ctx context.Context, expected eventstore.ExpectedVers
 		tag, err := s.pool.Exec(ctx, sql, args...)
 		return int(tag.RowsAffected()), err
 	}
+	// rows.Err reports the query's error, after rows.Next returns false.
 	rows, _ := s.pool.Query(ctx, sql+returningAll, args...)
 	n := 0
 	for rows.Next() {
@@ -312,6 +313,7 @@ func (s *Store) ReadStream(ctx context.Context, stream string) ([]eventstore.Eve
 
 // ReadStreamAfter implements eventstore.Store.
 func (s *Store) ReadStreamAfter(ctx context.Context, stream string, after int64) ([]eventstore.Event, error) {
+	// collectEvents (pgx.CollectRows) reports the query's error.
 	rows, _ := s.pool.Query(ctx, selectEvent+`WHERE stream = $1 AND version > $2 ORDER BY version`, stream, after)
 	events, err := collectEvents(rows)
 	if err != nil {
@@ -400,6 +402,7 @@ func (s *Store) ReadAccount(ctx context.Context, account uuid.UUID, after int64,
 	if head <= after {
 		return nil, nil
 	}
+	// collectEvents (pgx.CollectRows) reports the query's error.
 	rows, _ := s.pool.Query(ctx, readAccountSQL, account.String(), after, head, limit)
 	events, err := collectEvents(rows)
 	if err != nil {
@@ -410,6 +413,7 @@ func (s *Store) ReadAccount(ctx context.Context, account uuid.UUID, after int64,
 
 // readRange reads up to limit events with positions in (after, upTo].
 func (s *Store) readRange(ctx context.Context, after, upTo int64, limit int) ([]eventstore.Event, error) {
+	// collectEvents (pgx.CollectRows) reports the query's error.
 	rows, _ := s.pool.Query(ctx, selectEvent+`WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3`, after, upTo, limit)
 	events, err := collectEvents(rows)
 	if err != nil {
@@ -503,6 +507,7 @@ func (s *Store) settle(ctx context.Context, last int64, writers []string) (int64
 			return 0, fmt.Errorf("wait for %d writers below position %d: %w", len(writers), last, ctx.Err())
 		}
 		wait = min(2*wait, 20*time.Millisecond)
+		// pgx.CollectRows reports the query's error.
 		rows, _ := s.pool.Query(ctx, `SELECT virtualtransaction FROM pg_locks `+writersWhere+` AND virtualtransaction = ANY($1)`, writers)
 		var err error
 		if writers, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {

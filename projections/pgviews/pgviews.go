@@ -70,6 +70,7 @@ func (s *Store) Queue(ctx context.Context, account, team uuid.UUID, page project
 		query = queueSQL + queueAfterSQL + queueOrderSQL
 		args = append(args, c.Class, c.CreatedAt, pgUUID(c.ID))
 	}
+	// pgx.CollectRows reports the query's error.
 	rows, _ := s.pool.Query(ctx, query, args...)
 	handoffs, err := pgx.CollectRows(rows, scanHandoff)
 	if err != nil {
@@ -85,6 +86,7 @@ func (s *Store) AccountQueue(ctx context.Context, account uuid.UUID, page projec
 		query = accountQueueSQL + accountQueueAfterSQL + accountQueueOrderSQL
 		args = append(args, c.Class, c.CreatedAt, pgUUID(c.ID))
 	}
+	// pgx.CollectRows reports the query's error.
 	rows, _ := s.pool.Query(ctx, query, args...)
 	handoffs, err := pgx.CollectRows(rows, scanHandoff)
 	if err != nil {
@@ -100,6 +102,7 @@ func (s *Store) History(ctx context.Context, account, session uuid.UUID, page pr
 		query = historySQL + historyAfterSQL + historyOrderSQL
 		args = append(args, c.CreatedAt, pgUUID(c.ID))
 	}
+	// pgx.CollectRows reports the query's error.
 	rows, _ := s.pool.Query(ctx, query, args...)
 	handoffs, err := pgx.CollectRows(rows, scanHandoff)
 	if err != nil {
@@ -132,6 +135,7 @@ ORDER BY position`
 
 // Skips implements projections.Store.
 func (s *Store) Skips(ctx context.Context, name string) (projections.Skips, error) {
+	// pgx.CollectRows reports the query's error.
 	rows, _ := s.pool.Query(ctx, skipsSQL, name)
 	var sum projections.Skips
 	ends, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (projections.Skipped, error) {
@@ -231,6 +235,7 @@ func (t *storeTx) Handoff(ctx context.Context, id uuid.UUID) (domain.Handoff, bo
 	if i, ok := t.index[id]; ok {
 		return t.pending[i].h, true, nil
 	}
+	// pgx.CollectExactlyOneRow reports the query's error.
 	rows, _ := t.tx.Query(ctx, `SELECT `+handoffColumns+` FROM handoffs WHERE id = $1`, pgUUID(id))
 	h, err := pgx.CollectExactlyOneRow(rows, scanHandoff)
 	if errors.Is(err, pgx.ErrNoRows) {

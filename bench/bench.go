@@ -430,8 +430,7 @@ func (r *runner) skipRelay(ctx context.Context) error {
 	if cp >= head {
 		return nil
 	}
-	noop := func(projections.Tx) error { return nil }
-	if err := r.t.Views.Update(ctx, leader.Fence{}, relay.Name, cp, head, noop); err != nil {
+	if err := r.t.Views.Move(ctx, leader.Fence{}, relay.Name, cp, head); err != nil {
 		return fmt.Errorf("move the relay's checkpoint to %d: %w", head, err)
 	}
 	return nil

@@ -107,7 +107,7 @@ func moveRelay(tb testing.TB, views *pgviews.Store, events *pgstore.Store) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if err := views.Update(ctx, leader.Fence{}, relayCheckpoint, from, head, func(projections.Tx) error { return nil }); err != nil {
+	if err := views.Move(ctx, leader.Fence{}, relayCheckpoint, from, head); err != nil {
 		tb.Fatal(err)
 	}
 }

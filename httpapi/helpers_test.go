@@ -113,7 +113,7 @@ type apiServer struct {
 // startServer serves the API over nb's backend, with extra readiness checks.
 func startServer(tb testing.TB, nb NewBackend, checks ...httpapi.Check) *apiServer {
 	tb.Helper()
-	return startConfigured(tb, nb, func(cfg *httpapi.Config) { cfg.Checks = append(cfg.Checks, checks...) })
+	return serveBackend(tb, nb(tb), func(cfg *httpapi.Config) { cfg.Checks = append(cfg.Checks, checks...) })
 }
 
 // startConfigured serves the API over nb's backend, with the configuration

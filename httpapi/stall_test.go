@@ -43,7 +43,7 @@ func TestStallCheck_Postgres(t *testing.T) {
 	const after = 200 * time.Millisecond
 	pool := pgtest.NewPool(t, poolSize)
 	events, views := pgstore.New(pool), pgviews.New(pool)
-	s := startServer(t, func(tb testing.TB) Backend { return postgresBackendOn(tb, pool) },
+	s := startServer(t, func(tb testing.TB) Backend { return postgresBackend(tb, postgresOptions{Pool: pool}) },
 		httpapi.StallCheck("projector", projections.NewStallWatch(views, events, projections.HandoffsProjector, after)),
 		httpapi.StallCheck("relay", projections.NewStallWatch(views, events, relayCheckpoint, after)))
 	alice := newTeam().user(domain.RoleEngineer)

@@ -20,7 +20,6 @@ import (
 
 	"github.com/resolutionflow/ledgerd/embeddednats"
 	"github.com/resolutionflow/ledgerd/eventcodec"
-	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
 	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
 	"github.com/resolutionflow/ledgerd/idempotency"
@@ -37,11 +36,7 @@ import (
 
 // Log is the event log the benchmark appends to and reads: an event store
 // that signals its appends and tells where its committed end is.
-type Log interface {
-	eventstore.Store
-	Appended() <-chan struct{}
-	Head(ctx context.Context) (int64, error)
-}
+type Log = shred.Log
 
 // ErrHoldsLedger is matched (errors.Is) by the error of OpenPostgres when
 // the database already holds a ledger and Options.ScratchOK is not set.

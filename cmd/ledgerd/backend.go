@@ -17,7 +17,6 @@ import (
 	"github.com/resolutionflow/ledgerd/audit/verify"
 	"github.com/resolutionflow/ledgerd/audit/verify/pgverify"
 	"github.com/resolutionflow/ledgerd/audit/verify/sqliteverify"
-	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
 	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
 	"github.com/resolutionflow/ledgerd/httpapi"
@@ -33,23 +32,15 @@ import (
 	"github.com/resolutionflow/ledgerd/shred/sqlitekeys"
 )
 
-// eventLog is an event store that signals the appends made through it and
-// tells where its committed end is.
-type eventLog interface {
-	eventstore.Store
-	Appended() <-chan struct{}
-	Head(ctx context.Context) (int64, error)
-}
-
 // backend is the storage the ledger runs on: the event log, the read
 // models, the idempotency keys and the leadership leases.
 type backend struct {
 	// events is the log as readers see it: opened (shred.Store) once
 	// withKeys has given it the master key, the stored bytes before.
-	events eventLog
+	events shred.Log
 	// raw is the log as stored, for what checks hashes or builds the
 	// Merkle tree.
-	raw eventLog
+	raw shred.Log
 	// keys is the table of data keys.
 	keys   shred.KeyStore
 	views  projections.Store

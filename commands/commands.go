@@ -23,8 +23,8 @@ import (
 
 // EventLog is what the handler needs from an event store.
 type EventLog interface {
-	Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) ([]eventstore.Event, error)
-	AppendQuick(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) error
+	Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent, opts ...eventstore.AppendOption) ([]eventstore.Event, error)
+	AppendQuick(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent, opts ...eventstore.AppendOption) error
 	ReadStreamAfter(ctx context.Context, stream string, after int64) ([]eventstore.Event, error)
 	Snapshot(ctx context.Context, stream string) (eventstore.Snapshot, bool, error)
 	SaveSnapshot(ctx context.Context, s eventstore.Snapshot) error

@@ -11,5 +11,5 @@ func (q *Queue[T]) Queued() int {
 func (q *Queue[T]) Writing() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.writing
+	return q.writing > 0
 }

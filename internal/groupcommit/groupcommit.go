@@ -23,10 +23,15 @@ type Queue[T any] struct {
 	Write func(ctx context.Context, items []T) []error
 	// MaxItems bounds a batch; 0 means 256.
 	MaxItems int
+	// Writers is how many batches may be written at once; 0 means 1. More
+	// than one lets a batch be written while another waits for its commit,
+	// and keeps the writes from falling behind on a machine so busy that
+	// one writer at a time gets too small a share of it.
+	Writers int
 
 	mu      sync.Mutex
 	queue   []*waiter[T]
-	writing bool
+	writing int
 }
 
 type waiter[T any] struct {
@@ -44,8 +49,8 @@ type waiter[T any] struct {
 func (q *Queue[T]) Do(ctx context.Context, item T) error {
 	w := &waiter[T]{item: item, wake: make(chan struct{}, 1)}
 	q.mu.Lock()
-	if !q.writing {
-		q.writing = true
+	if q.writing < cmpOr(q.Writers, 1) {
+		q.writing++
 		q.queue = append(q.queue, w)
 		batch := q.take()
 		q.mu.Unlock()
@@ -98,7 +103,7 @@ func (q *Queue[T]) lead(ctx context.Context, batch []*waiter[T]) {
 		next = q.queue[0]
 		next.batch = q.take()
 	} else {
-		q.writing = false
+		q.writing--
 	}
 	q.mu.Unlock()
 	if next != nil {

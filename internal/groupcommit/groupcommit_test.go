@@ -98,15 +98,21 @@ func TestQueueCancelWhileQueued(t *testing.T) {
 }
 
 // TestQueueConcurrent runs many callers and checks every item is written
-// exactly once and that no two batches are written at once.
+// exactly once and that no more batches than Writers are written at once.
 func TestQueueConcurrent(t *testing.T) {
+	for _, writers := range []int{1, 3} {
+		t.Run(fmt.Sprintf("writers=%d", writers), func(t *testing.T) { testQueueConcurrent(t, writers) })
+	}
+}
+
+func testQueueConcurrent(t *testing.T, writers int) {
 	var (
 		seen   sync.Map
 		active atomic.Int32
 		bad    atomic.Bool
 	)
-	q := &groupcommit.Queue[int]{MaxItems: 7, Write: func(_ context.Context, items []int) []error {
-		if active.Add(1) != 1 || len(items) > 7 {
+	q := &groupcommit.Queue[int]{MaxItems: 7, Writers: writers, Write: func(_ context.Context, items []int) []error {
+		if active.Add(1) > int32(writers) || len(items) > 7 {
 			bad.Store(true)
 		}
 		for _, it := range items {

@@ -112,10 +112,35 @@ type Result struct {
 	Position int64
 }
 
+// Answerer returns the answer a request stores under its Idempotency-Key
+// for a command's result (see WithAnswer).
+type Answerer func(Result) (eventstore.Answer, error)
+
+// ExecuteOption adds to one command.
+type ExecuteOption func(*execution)
+
+type execution struct {
+	answer Answerer
+}
+
+// WithAnswer makes the command write answer(result) in the same
+// transaction as its events (eventstore.WithAnswer), so that the request's
+// stored answer and the events it reports are committed together. The
+// result it is given is the one Execute returns but for Position. When the
+// answer's key is taken, nothing is appended and Execute returns an error
+// matching eventstore.ErrAnswerTaken.
+func WithAnswer(answer Answerer) ExecuteOption {
+	return func(e *execution) { e.answer = answer }
+}
+
 // Execute runs cmd on the session of the actor's account. It returns a
 // *domain.Error or *domain.ClaimedError for a rejected command.
-func (h *Handler) Execute(ctx context.Context, actor domain.Actor, session uuid.UUID, cmd domain.Command, trace Trace) (Result, error) {
-	res, err := h.execute(ctx, actor, session, cmd, trace)
+func (h *Handler) Execute(ctx context.Context, actor domain.Actor, session uuid.UUID, cmd domain.Command, trace Trace, opts ...ExecuteOption) (Result, error) {
+	var x execution
+	for _, o := range opts {
+		o(&x)
+	}
+	res, err := h.execute(ctx, actor, session, cmd, trace, x)
 	h.metrics.Command(commandType(cmd), outcome(cmd, err))
 	return res, err
 }
@@ -156,10 +181,10 @@ func outcome(cmd domain.Command, err error) metrics.Outcome {
 	return metrics.Failed
 }
 
-func (h *Handler) execute(ctx context.Context, actor domain.Actor, session uuid.UUID, cmd domain.Command, trace Trace) (Result, error) {
+func (h *Handler) execute(ctx context.Context, actor domain.Actor, session uuid.UUID, cmd domain.Command, trace Trace, x execution) (Result, error) {
 	stream := eventcodec.StreamName(actor.AccountID, session)
 	for attempt := 1; ; attempt++ {
-		state, snapshotAt, err := h.state(ctx, actor.AccountID, session, cmd, attempt)
+		state, snapshotAt, tip, err := h.state(ctx, actor.AccountID, session, cmd, attempt)
 		if err != nil {
 			return Result{}, err
 		}
@@ -171,7 +196,29 @@ func (h *Handler) execute(ctx context.Context, actor domain.Actor, session uuid.
 		if err != nil {
 			return Result{}, err
 		}
-		position, err := h.append(ctx, stream, eventstore.Exact(state.Version), events)
+		expected := eventstore.Exact(state.Version)
+		var opts []eventstore.AppendOption
+		if state.Version > 0 {
+			// The stream was just read: its last event's hash chains the
+			// new events in Go, and the store checks it is still the last.
+			opts = append(opts, eventstore.AfterHash(tip))
+		}
+		// The state after the command: a conflict reloads it anyway.
+		for _, e := range decided {
+			state.Apply(e)
+		}
+		var res Result
+		if hd, ok := state.Handoff(decided[len(decided)-1].Handoff()); ok {
+			res.Handoff = *hd
+		}
+		if x.answer != nil {
+			answer, err := x.answer(res)
+			if err != nil {
+				return Result{}, err
+			}
+			opts = append(opts, eventstore.WithAnswer(answer))
+		}
+		position, err := h.append(ctx, stream, expected, events, opts)
 		if errors.Is(err, eventstore.ErrConflict) {
 			h.metrics.Conflict()
 			if attempt < maxAttempts {
@@ -184,16 +231,10 @@ func (h *Handler) execute(ctx context.Context, actor domain.Actor, session uuid.
 			return Result{}, fmt.Errorf("append to %s: %w", stream, err)
 		}
 		h.metrics.Appended()
-		for _, e := range decided {
-			state.Apply(e)
-		}
 		if state.Version-snapshotAt >= SnapshotEvery {
 			h.saveSnapshot(ctx, stream, state, events[len(events)-1].ID)
 		}
-		res := Result{Position: position}
-		if hd, ok := state.Handoff(decided[len(decided)-1].Handoff()); ok {
-			res.Handoff = *hd
-		}
+		res.Position = position
 		h.waitForReadModels(ctx, res.Position)
 		return res, nil
 	}
@@ -201,27 +242,28 @@ func (h *Handler) execute(ctx context.Context, actor domain.Actor, session uuid.
 
 // append appends events and returns the position of the last one when the
 // handler waits for the read models, which needs it; otherwise it returns 0.
-func (h *Handler) append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) (int64, error) {
+func (h *Handler) append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent, opts []eventstore.AppendOption) (int64, error) {
 	if h.waiter == nil {
-		return 0, h.log.AppendQuick(ctx, stream, expected, events)
+		return 0, h.log.AppendQuick(ctx, stream, expected, events, opts...)
 	}
-	recorded, err := h.log.Append(ctx, stream, expected, events)
+	recorded, err := h.log.Append(ctx, stream, expected, events, opts...)
 	if err != nil {
 		return 0, err
 	}
 	return recorded[len(recorded)-1].Position, nil
 }
 
-// state returns the state to decide on and the version of the snapshot it
-// was loaded from (0 for none). A handoff is most often the first of its
+// state returns the state to decide on, the version of the snapshot it
+// was loaded from (0 for none) and the hash of the stream's last event (the
+// zero hash for an empty stream). A handoff is most often the first of its
 // session, so the first attempt at creating one decides on the empty state
 // and appends expecting no stream, which saves reading the stream; if the
 // stream exists, that append conflicts and the next attempt loads it.
 // Every rule that rejects a creation on the empty state rejects it on any
 // state, so the shortcut never gives a wrong answer.
-func (h *Handler) state(ctx context.Context, account, session uuid.UUID, cmd domain.Command, attempt int) (*domain.Session, int64, error) {
+func (h *Handler) state(ctx context.Context, account, session uuid.UUID, cmd domain.Command, attempt int) (*domain.Session, int64, eventstore.Hash, error) {
 	if _, creates := cmd.(domain.CreateHandoff); creates && attempt == 1 {
-		return domain.NewSession(account, session), 0, nil
+		return domain.NewSession(account, session), 0, eventstore.Hash{}, nil
 	}
 	return h.current(ctx, account, session)
 }
@@ -230,49 +272,52 @@ func (h *Handler) state(ctx context.Context, account, session uuid.UUID, cmd dom
 // that does not fit its stream.
 var errUnusableSnapshot = errors.New("unusable snapshot")
 
-// current returns the state of a session and the version of the snapshot
-// it was loaded from: the stored snapshot and the events after it. With no
+// current returns the state of a session, the version of the snapshot it
+// was loaded from and its stream's last event's hash: the stored snapshot
+// and the events after it. With no
 // snapshot it folds the whole stream, and returns 0. Snapshots are a
 // cache: with one that is unusable (not made from this stream as it is, or
 // not decodable) it logs a warning and folds the whole stream, so a bad
 // snapshot costs time, never a wrong decision; the next snapshot saved
 // replaces it.
-func (h *Handler) current(ctx context.Context, account, session uuid.UUID) (*domain.Session, int64, error) {
+func (h *Handler) current(ctx context.Context, account, session uuid.UUID) (*domain.Session, int64, eventstore.Hash, error) {
 	stream := eventcodec.StreamName(account, session)
 	snap, found, err := h.log.Snapshot(ctx, stream)
 	if err != nil {
-		return nil, 0, fmt.Errorf("load %s: %w", stream, err)
+		return nil, 0, eventstore.Hash{}, fmt.Errorf("load %s: %w", stream, err)
 	}
 	if found {
-		state, err := h.fromSnapshot(ctx, account, session, snap)
+		state, tip, err := h.fromSnapshot(ctx, account, session, snap)
 		if err == nil {
-			return state, snap.Version, nil
+			return state, snap.Version, tip, nil
 		}
 		if !errors.Is(err, errUnusableSnapshot) {
-			return nil, 0, err
+			return nil, 0, eventstore.Hash{}, err
 		}
 		slog.WarnContext(ctx, "snapshot not used: folding the whole stream", "stream", stream, "version", snap.Version, "err", err)
 	}
-	state, err := h.Load(ctx, account, session)
-	return state, 0, err
+	state, tip, err := h.load(ctx, account, session)
+	return state, 0, tip, err
 }
 
 // fromSnapshot returns the state of snap with the events after it folded
-// in. It reads the stream from snap's own version, to check that the event
-// there is the one snap was made after.
-func (h *Handler) fromSnapshot(ctx context.Context, account, session uuid.UUID, snap eventstore.Snapshot) (*domain.Session, error) {
+// in, and the hash of the stream's last event. It reads the stream from
+// snap's own version, to check that the event there is the one snap was
+// made after; that read always holds the last event, so the snapshot need
+// not carry a hash.
+func (h *Handler) fromSnapshot(ctx context.Context, account, session uuid.UUID, snap eventstore.Snapshot) (*domain.Session, eventstore.Hash, error) {
 	recorded, err := h.log.ReadStreamAfter(ctx, snap.Stream, snap.Version-1)
 	if err != nil {
-		return nil, fmt.Errorf("load %s after version %d: %w", snap.Stream, snap.Version-1, err)
+		return nil, eventstore.Hash{}, fmt.Errorf("load %s after version %d: %w", snap.Stream, snap.Version-1, err)
 	}
 	if len(recorded) == 0 || recorded[0].Version != snap.Version || recorded[0].ID != snap.EventID {
-		return nil, fmt.Errorf("%w: the stream has no event %s at version %d", errUnusableSnapshot, snap.EventID, snap.Version)
+		return nil, eventstore.Hash{}, fmt.Errorf("%w: the stream has no event %s at version %d", errUnusableSnapshot, snap.EventID, snap.Version)
 	}
 	state, err := eventcodec.DecodeSnapshot(snap.Data, account, session, snap.Version)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errUnusableSnapshot, err)
+		return nil, eventstore.Hash{}, fmt.Errorf("%w: %w", errUnusableSnapshot, err)
 	}
-	return state, fold(state, snap.Stream, recorded[1:])
+	return state, recorded[len(recorded)-1].Hash, fold(state, snap.Stream, recorded[1:])
 }
 
 // saveSnapshot stores state, which the event with id lastID brought to its
@@ -309,13 +354,24 @@ func (h *Handler) Now() time.Time { return time.Now().UTC().Truncate(time.Micros
 // Load returns the state of a session of an account folded from its whole
 // stream, without a snapshot: every handoff in it has its notes.
 func (h *Handler) Load(ctx context.Context, account, session uuid.UUID) (*domain.Session, error) {
+	state, _, err := h.load(ctx, account, session)
+	return state, err
+}
+
+// load is Load that also returns the hash of the stream's last event (the
+// zero hash for an empty stream).
+func (h *Handler) load(ctx context.Context, account, session uuid.UUID) (*domain.Session, eventstore.Hash, error) {
 	stream := eventcodec.StreamName(account, session)
 	recorded, err := h.log.ReadStreamAfter(ctx, stream, 0)
 	if err != nil {
-		return nil, fmt.Errorf("load %s: %w", stream, err)
+		return nil, eventstore.Hash{}, fmt.Errorf("load %s: %w", stream, err)
+	}
+	var tip eventstore.Hash
+	if len(recorded) > 0 {
+		tip = recorded[len(recorded)-1].Hash
 	}
 	state := domain.NewSession(account, session)
-	return state, fold(state, stream, recorded)
+	return state, tip, fold(state, stream, recorded)
 }
 
 // fold applies recorded events of stream to state.

@@ -401,24 +401,28 @@ func insertMany(ctx context.Context, q querier, expected eventstore.ExpectedVers
 
 // writeBatch writes a batch of appends for the queue (groupcommit) and
 // returns each one's error. One append alone, without an answer, is
-// written by its own statement as before. Several go in one transaction:
-// batchSQL inserts the rows of all of them and says which went in. An
-// append none of whose rows went in, or part of them (a version or an event
-// id taken, by another process or by an append of the same batch), or
-// whose answer's key is held, is left to its caller to write alone
-// (errAlone), which finds its exact error; the others commit together.
-// When some append went in only in part, or without its answer, the
-// transaction is rolled back and the batch written again without it. A
-// statement that fails as a whole (such as data that is not JSON) leaves
-// every append of the batch to its caller.
+// written by its own statement as before. Otherwise one transaction:
+// batchSQL inserts the rows of all of them and says which went in. When
+// an append did not go in whole (a version or an event id taken, by
+// another process or by an append of the same batch) or its answer's key
+// is held, the transaction is rolled back and the batch written again
+// without it; it is left to its caller to write alone (errAlone), which
+// finds its exact error. A statement that fails as a whole (such as data
+// that is not JSON) leaves every append of the batch to its caller, but
+// for a database out of reach, which fails them all.
 func (s *Store) writeBatch(ctx context.Context, batch []*request) []error {
 	errs := make([]error, len(batch))
 	if len(batch) == 1 && batch[0].opts.Answer == nil {
 		errs[0] = s.insert(ctx, batch[0])
 		return errs
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), batchTimeout)
-	defer cancel()
+	// batch[0] is the caller's own append: the others' callers wait for
+	// the batch whether or not it still does.
+	if len(batch) > 1 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), batchTimeout)
+		defer cancel()
+	}
 	live := make([]int, len(batch))
 	for i := range live {
 		live[i] = i
@@ -426,8 +430,13 @@ func (s *Store) writeBatch(ctx context.Context, batch []*request) []error {
 	for len(live) > 0 {
 		left, committed, err := s.tryBatch(ctx, batch, live)
 		if err != nil {
+			// A database out of reach fails the batch; any other error is
+			// one append's (data that is not JSON, say), found alone.
+			if !pgerr.Unavailable(err) && ctx.Err() == nil {
+				err = errAlone
+			}
 			for _, i := range live {
-				errs[i] = errAlone
+				errs[i] = err
 			}
 			return errs
 		}
@@ -444,11 +453,10 @@ func (s *Store) writeBatch(ctx context.Context, batch []*request) []error {
 }
 
 // tryBatch writes the appends batch[i], i in live, with one statement in
-// one transaction. It returns the appends it left out and whether it
-// committed: it commits when every append went in whole or not at all,
-// and leaves out those that did not go in; otherwise it rolls back and
-// leaves out those that went in only in part or without their answer, and
-// those that did not go in.
+// one transaction. It commits only when every append went in whole, with
+// its answer; otherwise it rolls back, so that nothing of a losing append
+// is committed (not even rows a trigger added), and returns the appends
+// that did not go in whole, for writeBatch to leave out.
 func (s *Store) tryBatch(ctx context.Context, batch []*request, live []int) (left []int, committed bool, err error) {
 	now := eventstore.RecordTime(time.Now())
 	var (
@@ -515,22 +523,25 @@ func (s *Store) tryBatch(ctx context.Context, batch []*request, live []int) (lef
 		args = append(args, accounts, users, keys, requestHashes, statuses, bodies, firstIDs, ttls, pendings)
 	}
 
-	// When every append is one event without an answer, none can go in
-	// in part, and the statement commits on its own.
-	var (
-		q  querier = s.pool
-		tx pgx.Tx
-	)
-	if withAnswers || rows > len(live) {
-		if tx, err = s.pool.Begin(ctx); err != nil {
-			return nil, false, pgerr.Classify(fmt.Errorf("append a batch: begin: %w", err))
-		}
-		defer tx.Rollback(ctx) //nolint:errcheck // a no-op after Commit
-		q = tx
+	// BEGIN goes with the statement, one round trip; COMMIT or ROLLBACK
+	// is the second. A connection released inside the transaction, after
+	// an error, is closed by the pool, which rolls it back.
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, false, pgerr.Classify(fmt.Errorf("append a batch: %w", err))
+	}
+	defer conn.Release()
+	pipe := &pgx.Batch{}
+	pipe.Queue("BEGIN")
+	pipe.Queue(query, args...)
+	br := conn.SendBatch(ctx, pipe)
+	defer br.Close()
+	if _, err := br.Exec(); err != nil {
+		return nil, false, pgerr.Classify(fmt.Errorf("append a batch: begin: %w", err))
 	}
 	inserted := make(map[int]int, len(live))
 	answered := make(map[int]bool, len(answerOf))
-	res, _ := q.Query(ctx, query, args...)
+	res, _ := br.Query()
 	for res.Next() {
 		var (
 			id, stream, key   pgtype.Text
@@ -563,25 +574,23 @@ func (s *Store) tryBatch(ctx context.Context, batch []*request, live []int) (lef
 	if err := res.Err(); err != nil {
 		return nil, false, pgerr.Classify(fmt.Errorf("append a batch: %w", err))
 	}
-	whole := true
+	if err := br.Close(); err != nil {
+		return nil, false, pgerr.Classify(fmt.Errorf("append a batch: %w", err))
+	}
 	for _, i := range live {
 		r := batch[i]
-		n, answerOK := inserted[i], r.opts.Answer == nil || answered[i]
-		switch {
-		case n == 0 && !answered[i]:
+		if inserted[i] < len(r.events) || r.opts.Answer != nil && !answered[i] {
 			left = append(left, i)
-		case n < len(r.events) || !answerOK:
-			left = append(left, i)
-			whole = false
 		}
 	}
-	if !whole {
+	if len(left) > 0 {
+		if _, err := conn.Exec(ctx, "ROLLBACK"); err != nil {
+			return nil, false, pgerr.Classify(fmt.Errorf("append a batch: roll back: %w", err))
+		}
 		return left, false, nil
 	}
-	if tx != nil {
-		if err := tx.Commit(ctx); err != nil {
-			return nil, false, pgerr.Classify(fmt.Errorf("append a batch: commit: %w", err))
-		}
+	if _, err := conn.Exec(ctx, "COMMIT"); err != nil {
+		return nil, false, pgerr.Classify(fmt.Errorf("append a batch: commit: %w", err))
 	}
 	s.batched.Add(int64(len(live) - len(left)))
 	return left, true, nil

@@ -610,4 +610,4 @@ type answerKey struct {
 
 // batchWriters is how many batches one Store writes at once: while one
 // waits for its commit, the next can be written.
-const batchWriters = 2
+const batchWriters = 8

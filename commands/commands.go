@@ -19,12 +19,12 @@ import (
 	"github.com/resolutionflow/ledgerd/eventcodec"
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/metrics"
+	"github.com/resolutionflow/ledgerd/shred"
 )
 
 // EventLog is what the handler needs from an event store.
 type EventLog interface {
-	Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent, opts ...eventstore.AppendOption) ([]eventstore.Event, error)
-	AppendQuick(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent, opts ...eventstore.AppendOption) error
+	AppendKeyed(ctx context.Context, stream string, expected eventstore.ExpectedVersion, key eventstore.KeyChange, events []eventstore.NewEvent, readBack bool, opts ...eventstore.AppendOption) ([]eventstore.Event, error)
 	ReadStreamAfter(ctx context.Context, stream string, after int64) ([]eventstore.Event, error)
 	Snapshot(ctx context.Context, stream string) (eventstore.Snapshot, bool, error)
 	SaveSnapshot(ctx context.Context, s eventstore.Snapshot) error
@@ -81,6 +81,7 @@ type Handler struct {
 	log     EventLog
 	waiter  Waiter
 	metrics *metrics.Metrics
+	keys    *shred.Keyring
 }
 
 // Option configures a Handler.
@@ -90,6 +91,15 @@ type Option func(*Handler)
 // and retries in m.
 func WithMetrics(m *metrics.Metrics) Option {
 	return func(h *Handler) { h.metrics = m }
+}
+
+// WithKeyring makes the handler seal the personal data of the events it
+// appends (shred.Seal) under each session's data key, creating the key with
+// the session's first event, or its first after an erasure, in the same
+// append. The log must then be read opened (shred.Store). Without one,
+// events are appended as the domain decided them.
+func WithKeyring(k *shred.Keyring) Option {
+	return func(h *Handler) { h.keys = k }
 }
 
 // NewHandler returns a handler appending to log and waiting on waiter (nil
@@ -154,6 +164,8 @@ func commandType(cmd domain.Command) string {
 		return "claim"
 	case domain.WithdrawHandoff:
 		return "withdraw"
+	case domain.EraseSessionData:
+		return "erase"
 	}
 	return "unknown"
 }
@@ -169,6 +181,8 @@ func outcome(cmd domain.Command, err error) metrics.Outcome {
 			return metrics.Claimed
 		case domain.WithdrawHandoff:
 			return metrics.Withdrawn
+		case domain.EraseSessionData:
+			return metrics.Erased
 		}
 		return metrics.Created
 	case errors.Is(err, ErrBusy):
@@ -196,12 +210,16 @@ func (h *Handler) execute(ctx context.Context, actor domain.Actor, session uuid.
 		if err != nil {
 			return Result{}, err
 		}
+		events, change, err := h.seal(stream, tip.key, events)
+		if err != nil {
+			return Result{}, err
+		}
 		expected := eventstore.Exact(state.Version)
 		var opts []eventstore.AppendOption
 		if state.Version > 0 {
 			// The stream was just read: its last event's hash chains the
 			// new events in Go, and the store checks it is still the last.
-			opts = append(opts, eventstore.AfterHash(tip))
+			opts = append(opts, eventstore.AfterHash(tip.hash))
 		}
 		// The state after the command: a conflict reloads it anyway.
 		for _, e := range decided {
@@ -218,7 +236,7 @@ func (h *Handler) execute(ctx context.Context, actor domain.Actor, session uuid.
 			}
 			opts = append(opts, eventstore.WithAnswer(answer))
 		}
-		position, err := h.append(ctx, stream, expected, events, opts)
+		position, err := h.append(ctx, stream, expected, change, events, opts...)
 		if errors.Is(err, eventstore.ErrConflict) {
 			h.metrics.Conflict()
 			if attempt < maxAttempts {
@@ -242,49 +260,89 @@ func (h *Handler) execute(ctx context.Context, actor domain.Actor, session uuid.
 
 // append appends events and returns the position of the last one when the
 // handler waits for the read models, which needs it; otherwise it returns 0.
-func (h *Handler) append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent, opts []eventstore.AppendOption) (int64, error) {
-	if h.waiter == nil {
-		return 0, h.log.AppendQuick(ctx, stream, expected, events, opts...)
-	}
-	recorded, err := h.log.Append(ctx, stream, expected, events, opts...)
-	if err != nil {
+func (h *Handler) append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, key eventstore.KeyChange, events []eventstore.NewEvent, opts ...eventstore.AppendOption) (int64, error) {
+	recorded, err := h.log.AppendKeyed(ctx, stream, expected, key, events, h.waiter != nil, opts...)
+	if err != nil || h.waiter == nil {
 		return 0, err
 	}
 	return recorded[len(recorded)-1].Position, nil
 }
 
-// state returns the state to decide on, the version of the snapshot it
-// was loaded from (0 for none) and the hash of the stream's last event (the
-// zero hash for an empty stream). A handoff is most often the first of its
+// seal seals the personal data of events under the stream's data key,
+// stored as key (as loaded with the stream; nil for none), and returns
+// them with the key change to append with them: a new key when the stream
+// has none (its first events, or its first since an erasure). Without a
+// keyring it returns events as they are.
+func (h *Handler) seal(stream string, key *eventstore.DataKey, events []eventstore.NewEvent) ([]eventstore.NewEvent, eventstore.KeyChange, error) {
+	if h.keys == nil {
+		return events, eventstore.KeyChange{}, nil
+	}
+	var change eventstore.KeyChange
+	var dk shred.DataKey
+	var err error
+	if key != nil {
+		dk, err = h.keys.Unwrap(stream, key)
+	} else {
+		dk, change.Create, err = h.keys.NewDataKey(stream)
+	}
+	if err != nil {
+		return nil, change, err
+	}
+	sealed, err := shred.Seal(dk, events)
+	return sealed, change, err
+}
+
+// state returns the state to decide on and the version of the snapshot it
+// was loaded from (0 for none). A handoff is most often the first of its
 // session, so the first attempt at creating one decides on the empty state
 // and appends expecting no stream, which saves reading the stream; if the
 // stream exists, that append conflicts and the next attempt loads it.
 // Every rule that rejects a creation on the empty state rejects it on any
 // state, so the shortcut never gives a wrong answer.
-func (h *Handler) state(ctx context.Context, account, session uuid.UUID, cmd domain.Command, attempt int) (*domain.Session, int64, eventstore.Hash, error) {
+//
+// It also returns what it read of the stream's end (streamTip).
+func (h *Handler) state(ctx context.Context, account, session uuid.UUID, cmd domain.Command, attempt int) (*domain.Session, int64, streamTip, error) {
 	if _, creates := cmd.(domain.CreateHandoff); creates && attempt == 1 {
-		return domain.NewSession(account, session), 0, eventstore.Hash{}, nil
+		return domain.NewSession(account, session), 0, streamTip{}, nil
 	}
 	return h.current(ctx, account, session)
+}
+
+// streamTip is what a load read of its stream's end: the stream's data key
+// as read with its events (nil for none), and the hash of its last event
+// (the zero hash for an empty stream), which chains the next append
+// (eventstore.AfterHash). A load always reads the last event, from the
+// snapshot's own event onwards or from the start, so a snapshot carries no
+// hash.
+type streamTip struct {
+	key  *eventstore.DataKey
+	hash eventstore.Hash
+}
+
+// tipOf returns the tip of recorded, a stream's events up to its last.
+func tipOf(recorded []eventstore.Event) streamTip {
+	if len(recorded) == 0 {
+		return streamTip{}
+	}
+	return streamTip{key: recorded[0].DataKey, hash: recorded[len(recorded)-1].Hash}
 }
 
 // errUnusableSnapshot is matched by fromSnapshot's error for a snapshot
 // that does not fit its stream.
 var errUnusableSnapshot = errors.New("unusable snapshot")
 
-// current returns the state of a session, the version of the snapshot it
-// was loaded from and its stream's last event's hash: the stored snapshot
-// and the events after it. With no
+// current returns the state of a session and the version of the snapshot
+// it was loaded from: the stored snapshot and the events after it. With no
 // snapshot it folds the whole stream, and returns 0. Snapshots are a
 // cache: with one that is unusable (not made from this stream as it is, or
 // not decodable) it logs a warning and folds the whole stream, so a bad
 // snapshot costs time, never a wrong decision; the next snapshot saved
 // replaces it.
-func (h *Handler) current(ctx context.Context, account, session uuid.UUID) (*domain.Session, int64, eventstore.Hash, error) {
+func (h *Handler) current(ctx context.Context, account, session uuid.UUID) (*domain.Session, int64, streamTip, error) {
 	stream := eventcodec.StreamName(account, session)
 	snap, found, err := h.log.Snapshot(ctx, stream)
 	if err != nil {
-		return nil, 0, eventstore.Hash{}, fmt.Errorf("load %s: %w", stream, err)
+		return nil, 0, streamTip{}, fmt.Errorf("load %s: %w", stream, err)
 	}
 	if found {
 		state, tip, err := h.fromSnapshot(ctx, account, session, snap)
@@ -292,7 +350,7 @@ func (h *Handler) current(ctx context.Context, account, session uuid.UUID) (*dom
 			return state, snap.Version, tip, nil
 		}
 		if !errors.Is(err, errUnusableSnapshot) {
-			return nil, 0, eventstore.Hash{}, err
+			return nil, 0, streamTip{}, err
 		}
 		slog.WarnContext(ctx, "snapshot not used: folding the whole stream", "stream", stream, "version", snap.Version, "err", err)
 	}
@@ -301,23 +359,21 @@ func (h *Handler) current(ctx context.Context, account, session uuid.UUID) (*dom
 }
 
 // fromSnapshot returns the state of snap with the events after it folded
-// in, and the hash of the stream's last event. It reads the stream from
-// snap's own version, to check that the event there is the one snap was
-// made after; that read always holds the last event, so the snapshot need
-// not carry a hash.
-func (h *Handler) fromSnapshot(ctx context.Context, account, session uuid.UUID, snap eventstore.Snapshot) (*domain.Session, eventstore.Hash, error) {
+// in. It reads the stream from snap's own version, to check that the event
+// there is the one snap was made after.
+func (h *Handler) fromSnapshot(ctx context.Context, account, session uuid.UUID, snap eventstore.Snapshot) (*domain.Session, streamTip, error) {
 	recorded, err := h.log.ReadStreamAfter(ctx, snap.Stream, snap.Version-1)
 	if err != nil {
-		return nil, eventstore.Hash{}, fmt.Errorf("load %s after version %d: %w", snap.Stream, snap.Version-1, err)
+		return nil, streamTip{}, fmt.Errorf("load %s after version %d: %w", snap.Stream, snap.Version-1, err)
 	}
 	if len(recorded) == 0 || recorded[0].Version != snap.Version || recorded[0].ID != snap.EventID {
-		return nil, eventstore.Hash{}, fmt.Errorf("%w: the stream has no event %s at version %d", errUnusableSnapshot, snap.EventID, snap.Version)
+		return nil, streamTip{}, fmt.Errorf("%w: the stream has no event %s at version %d", errUnusableSnapshot, snap.EventID, snap.Version)
 	}
 	state, err := eventcodec.DecodeSnapshot(snap.Data, account, session, snap.Version)
 	if err != nil {
-		return nil, eventstore.Hash{}, fmt.Errorf("%w: %w", errUnusableSnapshot, err)
+		return nil, streamTip{}, fmt.Errorf("%w: %w", errUnusableSnapshot, err)
 	}
-	return state, recorded[len(recorded)-1].Hash, fold(state, snap.Stream, recorded[1:])
+	return state, tipOf(recorded), fold(state, snap.Stream, recorded[1:])
 }
 
 // saveSnapshot stores state, which the event with id lastID brought to its
@@ -358,20 +414,15 @@ func (h *Handler) Load(ctx context.Context, account, session uuid.UUID) (*domain
 	return state, err
 }
 
-// load is Load that also returns the hash of the stream's last event (the
-// zero hash for an empty stream).
-func (h *Handler) load(ctx context.Context, account, session uuid.UUID) (*domain.Session, eventstore.Hash, error) {
+// load is Load, and returns what it read of the stream's end.
+func (h *Handler) load(ctx context.Context, account, session uuid.UUID) (*domain.Session, streamTip, error) {
 	stream := eventcodec.StreamName(account, session)
 	recorded, err := h.log.ReadStreamAfter(ctx, stream, 0)
 	if err != nil {
-		return nil, eventstore.Hash{}, fmt.Errorf("load %s: %w", stream, err)
-	}
-	var tip eventstore.Hash
-	if len(recorded) > 0 {
-		tip = recorded[len(recorded)-1].Hash
+		return nil, streamTip{}, fmt.Errorf("load %s: %w", stream, err)
 	}
 	state := domain.NewSession(account, session)
-	return state, tip, fold(state, stream, recorded)
+	return state, tipOf(recorded), fold(state, stream, recorded)
 }
 
 // fold applies recorded events of stream to state.

@@ -2,7 +2,9 @@
 # Makes the secrets that docker-compose.yml hands to its services as Docker
 # secrets, in the directory given (default ./secrets), keeping any that
 # exist: the superuser's password, the passwords of the two ledger roles,
-# their database URLs, the JWT secret, and the key that signs the Merkle
+# their database URLs, the JWT secret, the master key that wraps the data
+# keys of the sessions' personal data (keep a copy of it apart from the
+# database's backups: docs/data-protection.md), and the key that signs the Merkle
 # checkpoints (made by `ledgerd audit keygen`, with Go when it is installed,
 # else in the image the Dockerfile builds).
 #
@@ -31,6 +33,7 @@ make postgres-password "$(random)"
 make ledger-owner-password "$(random)"
 make ledger-runtime-password "$(random)"
 make jwt-secret "$(random)"
+make master-key "$(random)"
 if [ ! -e "$dir/audit-key" ]; then
 	if command -v go >/dev/null 2>&1; then
 		make audit-key "$(go run ./cmd/ledgerd audit keygen)"

@@ -37,9 +37,21 @@ type WithdrawHandoff struct {
 	At        time.Time
 }
 
-func (CreateHandoff) isCommand()   {}
-func (ClaimHandoff) isCommand()    {}
-func (WithdrawHandoff) isCommand() {}
+// EraseSessionData erases the personal data of a session: its notes and
+// client addresses.
+type EraseSessionData struct {
+	Actor  Actor
+	Reason string
+	At     time.Time
+}
+
+// MaxReasonLength bounds an erasure's reason, in bytes.
+const MaxReasonLength = 1000
+
+func (EraseSessionData) isCommand() {}
+func (CreateHandoff) isCommand()    {}
+func (ClaimHandoff) isCommand()     {}
+func (WithdrawHandoff) isCommand()  {}
 
 // Decide returns the events a command produces on the given state, or the
 // domain error that rejects it. It has no side effects.
@@ -51,6 +63,8 @@ func Decide(s *Session, cmd Command) ([]Event, error) {
 		return decideClaim(s, c)
 	case WithdrawHandoff:
 		return decideWithdraw(s, c)
+	case EraseSessionData:
+		return decideErase(s, c)
 	}
 	return nil, Errorf(EINTERNAL, "unknown command %T", cmd)
 }
@@ -135,6 +149,31 @@ func decideWithdraw(s *Session, c WithdrawHandoff) ([]Event, error) {
 		SessionID:   s.ID,
 		WithdrawnBy: c.Actor.UserID,
 		At:          c.At,
+	}}, nil
+}
+
+// decideErase erases a session of the actor's account: an owner or admin
+// may; others get EFORBIDDEN, and a session the account does not have
+// ENOTFOUND. The reason says why, without personal data: it is kept in
+// the log for good.
+func decideErase(s *Session, c EraseSessionData) ([]Event, error) {
+	if !c.Actor.Role.CanErase() {
+		return nil, Errorf(EFORBIDDEN, MsgEraseRoleNeeded)
+	}
+	if c.Actor.AccountID != s.AccountID || s.Version == 0 {
+		return nil, Errorf(ENOTFOUND, MsgSessionNotFound)
+	}
+	reason := strings.TrimSpace(c.Reason)
+	if reason == "" || len(c.Reason) > MaxReasonLength || !utf8.ValidString(c.Reason) || strings.ContainsRune(c.Reason, 0) {
+		return nil, Errorf(EINVALID, "reason must be non-empty text of at most %d bytes, without NUL characters", MaxReasonLength)
+	}
+	return []Event{SessionDataErased{
+		SessionID: s.ID,
+		AccountID: s.AccountID,
+		ErasedBy:  c.Actor.UserID,
+		Role:      c.Actor.Role,
+		Reason:    c.Reason,
+		At:        c.At,
 	}}, nil
 }
 

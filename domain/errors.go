@@ -102,5 +102,6 @@ const (
 // Messages of the roles the ledger adds.
 const (
 	MsgReadOnlyRole    = "Auditor access is read-only"
+	MsgEraseRoleNeeded = "Owner or admin access required"
 	MsgAuditRoleNeeded = "Auditor, admin or owner access required"
 )

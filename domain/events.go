@@ -9,16 +9,17 @@ import (
 // Event type names. They are part of the public contract: they are stored,
 // published and matched by downstream systems.
 const (
-	TypeHandoffParked    = "HandoffParked"
-	TypeHandoffEscalated = "HandoffEscalated"
-	TypeHandoffClaimed   = "HandoffClaimed"
-	TypeHandoffWithdrawn = "HandoffWithdrawn"
+	TypeHandoffParked     = "HandoffParked"
+	TypeHandoffEscalated  = "HandoffEscalated"
+	TypeHandoffClaimed    = "HandoffClaimed"
+	TypeHandoffWithdrawn  = "HandoffWithdrawn"
+	TypeSessionDataErased = "SessionDataErased"
 )
 
 // EventTypes returns every event type name, in the order of a handoff's
 // life.
 func EventTypes() []string {
-	return []string{TypeHandoffParked, TypeHandoffEscalated, TypeHandoffClaimed, TypeHandoffWithdrawn}
+	return []string{TypeHandoffParked, TypeHandoffEscalated, TypeHandoffClaimed, TypeHandoffWithdrawn, TypeSessionDataErased}
 }
 
 // Event is something that happened to a session, to one of its handoffs.
@@ -36,8 +37,11 @@ type HandoffCreated struct {
 	TeamID    uuid.UUID
 	CreatedBy uuid.UUID
 	Notes     string
-	Priority  Priority
-	At        time.Time
+	// NotesErased says the notes were erased (SessionDataErased) before
+	// the event was read: Notes is then empty.
+	NotesErased bool
+	Priority    Priority
+	At          time.Time
 }
 
 // HandoffParked: the holder handed the session back to the team queue.
@@ -63,10 +67,27 @@ type HandoffWithdrawn struct {
 	At          time.Time
 }
 
-func (HandoffParked) EventType() string    { return TypeHandoffParked }
-func (HandoffEscalated) EventType() string { return TypeHandoffEscalated }
-func (HandoffClaimed) EventType() string   { return TypeHandoffClaimed }
-func (HandoffWithdrawn) EventType() string { return TypeHandoffWithdrawn }
+// SessionDataErased: the session's personal data (the notes and client
+// addresses its events hold) was erased on request; the events stay, their
+// personal data unreadable. It holds no personal data itself.
+type SessionDataErased struct {
+	SessionID uuid.UUID
+	AccountID uuid.UUID
+	ErasedBy  uuid.UUID
+	Role      Role
+	Reason    string
+	At        time.Time
+}
+
+func (HandoffParked) EventType() string     { return TypeHandoffParked }
+func (SessionDataErased) EventType() string { return TypeSessionDataErased }
+
+// Handoff returns uuid.Nil: the erasure concerns every handoff of the
+// session.
+func (SessionDataErased) Handoff() uuid.UUID { return uuid.Nil }
+func (HandoffEscalated) EventType() string   { return TypeHandoffEscalated }
+func (HandoffClaimed) EventType() string     { return TypeHandoffClaimed }
+func (HandoffWithdrawn) EventType() string   { return TypeHandoffWithdrawn }
 
 func (e HandoffCreated) Handoff() uuid.UUID   { return e.HandoffID }
 func (e HandoffClaimed) Handoff() uuid.UUID   { return e.HandoffID }

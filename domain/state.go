@@ -57,7 +57,22 @@ func (s *Session) Apply(e Event) {
 		if h, ok := s.Handoff(e.HandoffID); ok {
 			h.Status, h.WithdrawnAt = StatusWithdrawn, e.At
 		}
+	case SessionDataErased:
+		for i := range s.Handoffs {
+			s.Handoffs[i].Notes, s.Handoffs[i].NotesErased = "", true
+		}
 	}
+}
+
+// Erased reports whether every handoff of the session has its notes
+// erased, as after a SessionDataErased with no handoff since.
+func (s *Session) Erased() bool {
+	for _, h := range s.Handoffs {
+		if !h.NotesErased {
+			return false
+		}
+	}
+	return len(s.Handoffs) > 0
 }
 
 func (s *Session) create(intent Intent, e HandoffCreated) {
@@ -65,15 +80,16 @@ func (s *Session) create(intent Intent, e HandoffCreated) {
 		s.Holder = e.CreatedBy
 	}
 	s.Handoffs = append(s.Handoffs, Handoff{
-		ID:        e.HandoffID,
-		SessionID: e.SessionID,
-		AccountID: e.AccountID,
-		TeamID:    e.TeamID,
-		Intent:    intent,
-		Notes:     e.Notes,
-		Priority:  e.Priority,
-		Status:    StatusOpen,
-		CreatedBy: e.CreatedBy,
-		CreatedAt: e.At,
+		ID:          e.HandoffID,
+		SessionID:   e.SessionID,
+		AccountID:   e.AccountID,
+		TeamID:      e.TeamID,
+		Intent:      intent,
+		Notes:       e.Notes,
+		NotesErased: e.NotesErased,
+		Priority:    e.Priority,
+		Status:      StatusOpen,
+		CreatedBy:   e.CreatedBy,
+		CreatedAt:   e.At,
 	})
 }

@@ -17,6 +17,9 @@ const (
 	RoleAdmin    Role = "admin"
 	RoleOwner    Role = "owner"
 	RoleAuditor  Role = "auditor"
+	// RoleOperator is whoever runs `ledgerd erase` on the server: it
+	// erases, and is never a token's role (ParseRole refuses it).
+	RoleOperator Role = "operator"
 )
 
 // ParseRole validates a role name.
@@ -37,6 +40,11 @@ func (r Role) CanClaim() bool {
 // role but the auditor's, which only reads.
 func (r Role) CanCommand() bool {
 	return r != RoleAuditor
+}
+
+// CanErase reports whether the role may erase a session's personal data.
+func (r Role) CanErase() bool {
+	return r == RoleAdmin || r == RoleOwner || r == RoleOperator
 }
 
 // CanAudit reports whether the role may read the event log of its account
@@ -124,12 +132,14 @@ const MaxNotesLength = 10000
 
 // Handoff is one park or escalation of a session as folded from events.
 type Handoff struct {
-	ID          uuid.UUID
-	SessionID   uuid.UUID
-	AccountID   uuid.UUID
-	TeamID      uuid.UUID
-	Intent      Intent
-	Notes       string
+	ID        uuid.UUID
+	SessionID uuid.UUID
+	AccountID uuid.UUID
+	TeamID    uuid.UUID
+	Intent    Intent
+	Notes     string
+	// NotesErased says the notes were erased: Notes is empty.
+	NotesErased bool
 	Priority    Priority
 	Status      Status
 	CreatedBy   uuid.UUID

@@ -40,14 +40,31 @@ func ParseStreamName(stream string) (account, session uuid.UUID, err error) {
 	return account, session, nil
 }
 
+// created is the data of HandoffParked and HandoffEscalated. The log
+// stores the notes sealed (NotesSealed, engineer_notes null: see
+// SealNotes); a reader that holds the stream's data key shows them as
+// engineer_notes, as before they were sealed, and one whose key was
+// erased shows engineer_notes null and notes_erased true (OpenNotes).
 type created struct {
-	HandoffID uuid.UUID `json:"handoff_id"`
+	HandoffID   uuid.UUID `json:"handoff_id"`
+	SessionID   uuid.UUID `json:"session_id"`
+	AccountID   uuid.UUID `json:"account_id"`
+	TeamID      uuid.UUID `json:"team_id"`
+	CreatedBy   uuid.UUID `json:"created_by"`
+	Notes       *string   `json:"engineer_notes"`
+	NotesSealed string    `json:"engineer_notes_sealed,omitempty"`
+	NotesErased bool      `json:"notes_erased,omitempty"`
+	Priority    string    `json:"priority"`
+	At          time.Time `json:"at"`
+}
+
+// erased is the data of SessionDataErased.
+type erased struct {
 	SessionID uuid.UUID `json:"session_id"`
 	AccountID uuid.UUID `json:"account_id"`
-	TeamID    uuid.UUID `json:"team_id"`
-	CreatedBy uuid.UUID `json:"created_by"`
-	Notes     string    `json:"engineer_notes"`
-	Priority  string    `json:"priority"`
+	ErasedBy  uuid.UUID `json:"erased_by"`
+	Role      string    `json:"role"`
+	Reason    string    `json:"reason"`
 	At        time.Time `json:"at"`
 }
 
@@ -67,14 +84,28 @@ type withdrawn struct {
 }
 
 func fromCreated(c domain.HandoffCreated) created {
-	return created{c.HandoffID, c.SessionID, c.AccountID, c.TeamID, c.CreatedBy, c.Notes, string(c.Priority), c.At.UTC()}
+	v := created{HandoffID: c.HandoffID, SessionID: c.SessionID, AccountID: c.AccountID, TeamID: c.TeamID,
+		CreatedBy: c.CreatedBy, NotesErased: c.NotesErased, Priority: string(c.Priority), At: c.At.UTC()}
+	if !c.NotesErased {
+		v.Notes = &c.Notes
+	}
+	return v
 }
 
+// domain returns the event; notes still sealed (a reader without the
+// stream's key) are shown as erased, since they cannot be read.
 func (c created) domain() domain.HandoffCreated {
-	return domain.HandoffCreated{
+	h := domain.HandoffCreated{
 		HandoffID: c.HandoffID, SessionID: c.SessionID, AccountID: c.AccountID, TeamID: c.TeamID,
-		CreatedBy: c.CreatedBy, Notes: c.Notes, Priority: domain.Priority(c.Priority), At: c.At.UTC(),
+		CreatedBy: c.CreatedBy, Priority: domain.Priority(c.Priority), At: c.At.UTC(),
 	}
+	switch {
+	case c.Notes != nil && c.NotesSealed == "":
+		h.Notes = *c.Notes
+	case c.NotesErased || c.NotesSealed != "":
+		h.NotesErased = true
+	}
+	return h
 }
 
 // Encode returns an event's type name and JSON data.
@@ -89,6 +120,8 @@ func Encode(e domain.Event) (string, []byte, error) {
 		v = claimed{e.HandoffID, e.SessionID, e.ClaimedBy, string(e.Role), e.At.UTC()}
 	case domain.HandoffWithdrawn:
 		v = withdrawn{e.HandoffID, e.SessionID, e.WithdrawnBy, e.At.UTC()}
+	case domain.SessionDataErased:
+		v = erased{e.SessionID, e.AccountID, e.ErasedBy, string(e.Role), e.Reason, e.At.UTC()}
 	default:
 		return "", nil, fmt.Errorf("encode event: unknown type %T", e)
 	}
@@ -128,6 +161,68 @@ func Decode(eventType string, data []byte) (domain.Event, error) {
 			return nil, fmt.Errorf("decode %s: %w", eventType, err)
 		}
 		return domain.HandoffWithdrawn{HandoffID: w.HandoffID, SessionID: w.SessionID, WithdrawnBy: w.WithdrawnBy, At: w.At.UTC()}, nil
+	case domain.TypeSessionDataErased:
+		var e erased
+		if err := json.Unmarshal(data, &e); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", eventType, err)
+		}
+		return domain.SessionDataErased{SessionID: e.SessionID, AccountID: e.AccountID, ErasedBy: e.ErasedBy,
+			Role: domain.Role(e.Role), Reason: e.Reason, At: e.At.UTC()}, nil
 	}
 	return nil, fmt.Errorf("decode event %q: %w", eventType, ErrUnknownType)
+}
+
+// HasNotes reports whether events of eventType hold engineer notes.
+func HasNotes(eventType string) bool {
+	return eventType == domain.TypeHandoffParked || eventType == domain.TypeHandoffEscalated
+}
+
+// SealNotes returns the data of an event of eventType with its notes
+// replaced by seal(notes), stored as engineer_notes_sealed with
+// engineer_notes null; data of a type without notes is returned as it is.
+func SealNotes(eventType string, data []byte, seal func(notes string) (string, error)) ([]byte, error) {
+	if !HasNotes(eventType) {
+		return data, nil
+	}
+	var c created
+	if err := json.Unmarshal(data, &c); err != nil {
+		return nil, fmt.Errorf("seal notes of %s: %w", eventType, err)
+	}
+	if c.Notes == nil || c.NotesSealed != "" {
+		return data, nil // nothing to seal
+	}
+	sealed, err := seal(*c.Notes)
+	if err != nil {
+		return nil, err
+	}
+	c.Notes, c.NotesSealed = nil, sealed
+	return json.Marshal(c)
+}
+
+// OpenNotes returns the data of an event of eventType as readers see it:
+// sealed notes are replaced by open(sealed) as engineer_notes, or, when
+// open reports them erased (ok false), by engineer_notes null and
+// notes_erased true. Data without sealed notes is returned as it is.
+func OpenNotes(eventType string, data []byte, open func(sealed string) (notes string, ok bool, err error)) ([]byte, error) {
+	if !HasNotes(eventType) {
+		return data, nil
+	}
+	var c created
+	if err := json.Unmarshal(data, &c); err != nil {
+		return nil, fmt.Errorf("open notes of %s: %w", eventType, err)
+	}
+	if c.NotesSealed == "" {
+		return data, nil
+	}
+	notes, ok, err := open(c.NotesSealed)
+	if err != nil {
+		return nil, err
+	}
+	c.NotesSealed = ""
+	if ok {
+		c.Notes = &notes
+	} else {
+		c.Notes, c.NotesErased = nil, true
+	}
+	return json.Marshal(c)
 }

@@ -36,6 +36,7 @@ type snapshotHandoff struct {
 	TeamID      uuid.UUID `json:"team_id"`
 	Intent      string    `json:"intent"`
 	Notes       string    `json:"engineer_notes,omitempty"`
+	NotesErased bool      `json:"notes_erased,omitempty"`
 	Priority    string    `json:"priority"`
 	Status      string    `json:"status"`
 	CreatedBy   uuid.UUID `json:"created_by"`
@@ -59,7 +60,7 @@ func EncodeSnapshot(s *domain.Session) ([]byte, error) {
 	for i, h := range s.Handoffs {
 		sh := snapshotHandoff{
 			ID: h.ID, SessionID: h.SessionID, AccountID: h.AccountID, TeamID: h.TeamID,
-			Intent: string(h.Intent), Priority: string(h.Priority), Status: string(h.Status),
+			Intent: string(h.Intent), NotesErased: h.NotesErased, Priority: string(h.Priority), Status: string(h.Status),
 			CreatedBy: h.CreatedBy, CreatedAt: h.CreatedAt.UTC(),
 			ClaimedBy: h.ClaimedBy, ClaimedAt: h.ClaimedAt.UTC(), WithdrawnAt: h.WithdrawnAt.UTC(),
 		}
@@ -93,7 +94,7 @@ func DecodeSnapshot(data []byte, account, session uuid.UUID, version int64) (*do
 	for i, h := range snap.Handoffs {
 		s.Handoffs[i] = domain.Handoff{
 			ID: h.ID, SessionID: h.SessionID, AccountID: h.AccountID, TeamID: h.TeamID,
-			Intent: domain.Intent(h.Intent), Notes: h.Notes, Priority: domain.Priority(h.Priority), Status: domain.Status(h.Status),
+			Intent: domain.Intent(h.Intent), Notes: h.Notes, NotesErased: h.NotesErased, Priority: domain.Priority(h.Priority), Status: domain.Status(h.Status),
 			CreatedBy: h.CreatedBy, CreatedAt: h.CreatedAt.UTC(),
 			ClaimedBy: h.ClaimedBy, ClaimedAt: h.ClaimedAt.UTC(), WithdrawnAt: h.WithdrawnAt.UTC(),
 		}

@@ -59,6 +59,10 @@ type Metadata struct {
 	ClientRequestID     string `json:"client_request_id,omitempty"`
 	ClientCorrelationID string `json:"client_correlation_id,omitempty"`
 	ClientIP            string `json:"client_ip,omitempty"`
+	// ClientIPSealed is ClientIP encrypted under the stream's data key,
+	// as the log stores it (see package shred); readers that hold the key
+	// show ClientIP in its place.
+	ClientIPSealed string `json:"client_ip_sealed,omitempty"`
 }
 
 // NewEvent is an event to append. ID is a ULID; the store makes one when it
@@ -125,6 +129,36 @@ type Event struct {
 	PrevHash Hash `json:"-"`
 	// Hash is HashEvent(PrevHash, the event), as stored.
 	Hash Hash `json:"-"`
+	// DataKey is the data key of the event's stream as the store held it
+	// when it read the event, wrapped by the master key; nil when the
+	// stream has none (never had one, or it was erased). It is not part
+	// of the event, nor of its hash.
+	DataKey *DataKey `json:"-"`
+}
+
+// DataKey is a stream's data key as stored: the key that encrypts the
+// personal data of the stream's events, wrapped by a master key (see
+// package shred). Destroying it makes that data unreadable for ever.
+type DataKey struct {
+	// ID names the key; every value it encrypted names it too, so a value
+	// sealed under a destroyed key is never mistaken for one of a newer
+	// key of the same stream.
+	ID string
+	// Wrapped is the key encrypted by the master key MasterKeyID.
+	Wrapped     []byte
+	MasterKeyID string
+}
+
+// KeyChange is what an append does to its stream's data key, in the same
+// statement or transaction as its events, so that the key and the events
+// it encrypts are written, or not, together.
+type KeyChange struct {
+	// Create, when set, is the stream's new data key: the append inserts
+	// it, and fails with a *ConflictError when the stream has a key
+	// already (another append made one first).
+	Create *DataKey
+	// Destroy deletes the stream's data key, if it has one.
+	Destroy bool
 }
 
 // ErrConflict is matched (errors.Is) by every *ConflictError.
@@ -174,8 +208,14 @@ type Store interface {
 	// happened, such as the command handler: on PostgreSQL it spares the
 	// INSERT a RETURNING clause, about a tenth of the cost of an append.
 	AppendQuick(ctx context.Context, stream string, expected ExpectedVersion, events []NewEvent, opts ...AppendOption) error
+	// AppendKeyed appends as Append does and makes the key change in the
+	// same statement (PostgreSQL) or transaction (SQLite), all or none.
+	// With readBack false it does not read back positions and times, as
+	// AppendQuick.
+	AppendKeyed(ctx context.Context, stream string, expected ExpectedVersion, key KeyChange, events []NewEvent, readBack bool, opts ...AppendOption) ([]Event, error)
 	// ReadStream returns a stream's events in version order; none for a
-	// stream that does not exist.
+	// stream that does not exist. Every read of events fills in
+	// Event.DataKey in the same query.
 	ReadStream(ctx context.Context, stream string) ([]Event, error)
 	// ReadStreamAfter returns the events of a stream with a version
 	// greater than after, in version order.

@@ -22,6 +22,7 @@ func (m Metadata) AppendJSON(b []byte) []byte {
 		{`"client_request_id":`, m.ClientRequestID},
 		{`"client_correlation_id":`, m.ClientCorrelationID},
 		{`"client_ip":`, m.ClientIP},
+		{`"client_ip_sealed":`, m.ClientIPSealed},
 	} {
 		if f.value == "" {
 			continue // omitempty

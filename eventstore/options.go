@@ -47,9 +47,13 @@ func AfterHash(h Hash) AppendOption {
 // request appended, so that the events and the answer that reports them
 // are durable together, in one commit.
 type Answer struct {
-	Account     uuid.UUID
-	User        uuid.UUID
-	Key         string
+	Account uuid.UUID
+	User    uuid.UUID
+	Key     string
+	// Session is the session the request's route names (uuid.Nil for
+	// none), stored with the answer so that erasing the session deletes
+	// it.
+	Session     uuid.UUID
 	RequestHash string
 	Status      int
 	Body        []byte

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,12 +28,15 @@ import (
 
 // HandoffJSON is a handoff on the wire, as the REST API and `ledgerd
 // replay` show it. Times are RFC 3339 in UTC; the claim fields are null
-// until the handoff is claimed.
+// until the handoff is claimed. A handoff whose notes were erased
+// (POST /ai-sessions/{session_id}/erase) has engineer_notes null and
+// notes_erased true; notes_erased is absent otherwise.
 type HandoffJSON struct {
 	ID            uuid.UUID  `json:"id"`
 	SessionID     uuid.UUID  `json:"session_id"`
 	Intent        string     `json:"intent"`
-	EngineerNotes string     `json:"engineer_notes"`
+	EngineerNotes *string    `json:"engineer_notes"`
+	NotesErased   bool       `json:"notes_erased,omitempty"`
 	Priority      string     `json:"priority"`
 	Status        string     `json:"status"`
 	CreatedBy     uuid.UUID  `json:"created_by"`
@@ -43,14 +47,18 @@ type HandoffJSON struct {
 
 func toJSON(h domain.Handoff) HandoffJSON {
 	out := HandoffJSON{
-		ID:            h.ID,
-		SessionID:     h.SessionID,
-		Intent:        string(h.Intent),
-		EngineerNotes: h.Notes,
-		Priority:      string(h.Priority),
-		Status:        string(h.Status),
-		CreatedBy:     h.CreatedBy,
-		CreatedAt:     h.CreatedAt.UTC(),
+		ID:          h.ID,
+		SessionID:   h.SessionID,
+		Intent:      string(h.Intent),
+		NotesErased: h.NotesErased,
+		Priority:    string(h.Priority),
+		Status:      string(h.Status),
+		CreatedBy:   h.CreatedBy,
+		CreatedAt:   h.CreatedAt.UTC(),
+	}
+	if !h.NotesErased {
+		notes := h.Notes
+		out.EngineerNotes = &notes
 	}
 	if h.ClaimedBy != uuid.Nil {
 		by, at := h.ClaimedBy, h.ClaimedAt.UTC()
@@ -202,6 +210,54 @@ func (s *server) withdrawHandoff(c echo.Context) error {
 		return err
 	}
 	return s.execute(c, http.StatusOK, session, domain.WithdrawHandoff{Actor: actorOf(c), HandoffID: handoff, At: s.cmds.Now()})
+}
+
+// eraseResponse answers an erasure.
+type eraseResponse struct {
+	SessionID   uuid.UUID `json:"session_id"`
+	NotesErased bool      `json:"notes_erased"`
+}
+
+// eraseSession answers POST /ai-sessions/:session_id/erase: an owner or
+// admin erases the session's personal data (commands.Handler.Erase), and
+// the stored Idempotency-Key responses of the session with it. Erasing
+// again is 200 too, and changes nothing.
+func (s *server) eraseSession(c echo.Context) error {
+	actor := actorOf(c)
+	// The role first, as for a claim: others get 403 whatever the ids.
+	if !actor.Role.CanErase() {
+		return domain.Errorf(domain.EFORBIDDEN, domain.MsgEraseRoleNeeded)
+	}
+	session, err := pathID(c, "session_id")
+	if err != nil {
+		return err
+	}
+	body, err := readBody(c)
+	if err != nil {
+		return err
+	}
+	fields, err := decodeObject(body)
+	if err != nil {
+		return err
+	}
+	for _, name := range slices.Sorted(maps.Keys(fields)) {
+		if name != "reason" {
+			return domain.Errorf(domain.EINVALID, "unknown field %q", name)
+		}
+	}
+	var reason string
+	if err := stringField(fields, "reason", &reason); err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	if _, err := s.cmds.Erase(ctx, actor, session, reason, traceOf(c)); err != nil {
+		return err
+	}
+	// The erasure has happened: its copies go even if the client left.
+	if _, err := s.idem.DeleteSession(context.WithoutCancel(ctx), actor.AccountID, session); err != nil {
+		return fmt.Errorf("erase session %s: %w", session, err)
+	}
+	return c.JSON(http.StatusOK, eraseResponse{SessionID: session, NotesErased: true})
 }
 
 // sessionAndHandoff parses the ids of the handoff routes.

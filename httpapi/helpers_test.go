@@ -26,13 +26,20 @@ import (
 	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/metrics"
 	"github.com/resolutionflow/ledgerd/projections"
+	"github.com/resolutionflow/ledgerd/shred"
 )
 
 // Backend is the storage a REST test runs on: a real event log, command
 // handler, read model (kept by a running projector and read through
 // projections.CaughtUp) and idempotency store, all on one fresh database.
 type Backend struct {
-	Log         eventstore.Store
+	// Log is the event log as readers see it: opened by testKeyring.
+	Log eventstore.Store
+	// Stored is the log as stored, its personal data sealed.
+	Stored eventstore.Store
+	// FindText returns the tables of the database that hold text, in any
+	// column.
+	FindText    func(tb testing.TB, text string) []string
 	Commands    *commands.Handler
 	Queries     projections.Queries
 	Idempotency idempotency.Store
@@ -70,6 +77,21 @@ func mustAuditKey() *audit.Key {
 		panic(err)
 	}
 	return k
+}
+
+// testKeyring seals the personal data of the tests' events.
+var testKeyring = mustKeyring()
+
+func mustKeyring() *shred.Keyring {
+	text, err := shred.NewMasterKey()
+	if err != nil {
+		panic(err)
+	}
+	m, err := shred.ParseMasterKey(text)
+	if err != nil {
+		panic(err)
+	}
+	return shred.NewKeyring(m)
 }
 
 // testSecret signs the tokens of the tests.
@@ -111,7 +133,7 @@ func serveBackend(tb testing.TB, b Backend, configure func(*httpapi.Config)) *ap
 		JWTSecret:   testSecret,
 		Checks:      b.Checks,
 		Logger:      slog.New(slog.NewTextHandler(logs, nil)),
-		Audit:       &httpapi.Audit{Prover: audit.NewProver(b.Audit), Verifier: testAuditKey.Verifier()},
+		Audit:       &httpapi.Audit{Prover: audit.NewProver(b.Audit), Verifier: testAuditKey.Verifier(), Stored: b.Stored},
 		Metrics:     b.Metrics,
 
 		ServeMetrics: b.Metrics != nil,
@@ -241,6 +263,7 @@ type handoff struct {
 	SessionID     uuid.UUID  `json:"session_id"`
 	Intent        string     `json:"intent"`
 	EngineerNotes string     `json:"engineer_notes"`
+	NotesErased   bool       `json:"notes_erased,omitempty"`
 	Priority      string     `json:"priority"`
 	Status        string     `json:"status"`
 	CreatedBy     uuid.UUID  `json:"created_by"`

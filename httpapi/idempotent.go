@@ -52,8 +52,11 @@ func (s *server) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		c.Request().Body = io.NopCloser(bytes.NewReader(body))
 		actor := actorOf(c)
+		// The route's session, if it names one: an erasure of the session
+		// deletes the response.
+		session, _ := uuid.Parse(c.Param("session_id"))
 		k := &keyed{
-			owner: idempotency.Owner{Account: actor.AccountID, User: actor.UserID},
+			owner: idempotency.Owner{Account: actor.AccountID, User: actor.UserID, Session: session},
 			key:   key,
 			hash:  requestHash(actor.AccountID, c.Request().Method, c.Request().URL.Path, body),
 		}

@@ -12,13 +12,16 @@ import (
 	"github.com/resolutionflow/ledgerd/eventstore"
 )
 
-// Audit is what the /audit routes need besides Config.Events, which reads
-// the event a receipt is for.
+// Audit is what the /audit routes need.
 type Audit struct {
 	// Prover answers heads and proofs from the Merkle tree.
 	Prover *audit.Prover
 	// Verifier is the public key that checks the checkpoints' signatures.
 	Verifier string
+	// Stored reads the event a receipt is for as the store holds it, its
+	// personal data sealed (package shred): a receipt proves the stored
+	// bytes, and its envelope shows them. Config.Events when nil.
+	Stored EventLog
 }
 
 // routeAudit adds the /audit routes.
@@ -90,7 +93,11 @@ func (s *server) auditProof(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	events, err := s.events.ReadAccount(ctx, actorOf(c).AccountID, position-1, 1)
+	log := s.events
+	if s.audit.Stored != nil {
+		log = s.audit.Stored
+	}
+	events, err := log.ReadAccount(ctx, actorOf(c).AccountID, position-1, 1)
 	if err != nil {
 		return err
 	}

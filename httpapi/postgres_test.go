@@ -27,6 +27,7 @@ import (
 	"github.com/resolutionflow/ledgerd/migrations"
 	"github.com/resolutionflow/ledgerd/projections"
 	"github.com/resolutionflow/ledgerd/projections/pgviews"
+	"github.com/resolutionflow/ledgerd/shred"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
@@ -71,21 +72,25 @@ func postgresBackendWaiting(tb testing.TB, pool *pgxpool.Pool, readWait time.Dur
 	tb.Helper()
 
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	events := pgstore.New(pool)
+	stored := pgstore.New(pool)
+	// Serve's wiring: the personal data sealed, every reader opened.
+	events := shred.NewStore(stored, testKeyring)
 	views := pgviews.New(pool)
 	locker, err := leader.NewPostgres(pool, logger, leader.Config{})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	projector := projections.NewProjector(events, views, locker, events.Appended, logger)
+	projector := projections.NewProjector(events, views, locker, stored.Appended, logger)
 	stop := runInBackground(tb, projector.Run)
 
 	m := metrics.New()
 	return Backend{
 		Log:           events,
-		Commands:      commands.NewHandler(events, nil, commands.WithMetrics(m)),
+		Stored:        stored,
+		FindText:      func(tb testing.TB, text string) []string { return findTextPostgres(tb, pool, text) },
+		Commands:      commands.NewHandler(events, nil, commands.WithMetrics(m), commands.WithKeyring(testKeyring)),
 		Metrics:       m,
-		Queries:       projections.CaughtUp(views, events, projector, readWait),
+		Queries:       projections.CaughtUp(views, stored, projector, readWait),
 		StopProjector: stop,
 		Idempotency:   idempotency.NewPostgres(pool),
 		Audit:         pgaudit.New(pool),

@@ -148,6 +148,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	e.POST("/ai-sessions/:session_id/handoff", s.createHandoff, s.authenticate, mayCommand, requireJSON, s.idempotent)
 	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/claim", s.claimHandoff, s.authenticate, mayCommand, requireJSON, s.idempotent)
 	e.POST("/ai-sessions/:session_id/handoffs/:handoff_id/withdraw", s.withdrawHandoff, s.authenticate, mayCommand, requireJSON, s.idempotent)
+	e.POST("/ai-sessions/:session_id/erase", s.eraseSession, s.authenticate, mayCommand, requireJSON, s.idempotent)
 	if s.audit != nil {
 		s.routeAudit(e)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/resolutionflow/ledgerd/metrics"
 	"github.com/resolutionflow/ledgerd/projections"
 	"github.com/resolutionflow/ledgerd/projections/sqliteviews"
+	"github.com/resolutionflow/ledgerd/shred"
 )
 
 func TestREST_SQLite(t *testing.T) { runSuite(t, newSQLiteBackend) }
@@ -38,16 +39,20 @@ func newSQLiteBackend(tb testing.TB) Backend {
 func sqliteBackendWaiting(tb testing.TB, readWait time.Duration) Backend {
 	tb.Helper()
 	store := sqlitetest.Open(tb)
+	// Serve's wiring: the personal data sealed, every reader opened.
+	opened := shred.NewStore(store, testKeyring)
 
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	views := sqliteviews.New(store.DB(), store.ReadDB())
-	projector := projections.NewProjector(store, views, leader.NewLocal(), store.Appended, logger)
+	projector := projections.NewProjector(opened, views, leader.NewLocal(), store.Appended, logger)
 	stop := runInBackground(tb, projector.Run)
 
 	m := metrics.New()
 	return Backend{
-		Log:           store,
-		Commands:      commands.NewHandler(store, nil, commands.WithMetrics(m)),
+		Log:           opened,
+		Stored:        store,
+		FindText:      func(tb testing.TB, text string) []string { return findTextSQLite(tb, store.DB(), text) },
+		Commands:      commands.NewHandler(opened, nil, commands.WithMetrics(m), commands.WithKeyring(testKeyring)),
 		Metrics:       m,
 		Queries:       projections.CaughtUp(views, store, projector, readWait),
 		StopProjector: stop,

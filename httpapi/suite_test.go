@@ -66,6 +66,8 @@ func runSuite(t *testing.T, nb NewBackend) {
 		{"IdempotencyKeysBelongToOneAccount", testIdempotencyKeysPerAccount},
 		{"IdempotentRequestsAtOnce", testIdempotentRequestsAtOnce},
 		{"InternalErrorReleasesKey", testInternalErrorReleasesKey},
+		{"Erase", testErase},
+		{"EraseDuringBusyRun", testEraseDuringBusyRun},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

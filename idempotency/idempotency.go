@@ -46,6 +46,10 @@ const (
 type Owner struct {
 	Account uuid.UUID
 	User    uuid.UUID
+	// Session is the session the request's route names, uuid.Nil for
+	// none. It is not part of the key: it is stored with the response,
+	// so that erasing the session deletes it (DeleteSession).
+	Session uuid.UUID
 }
 
 // Record is what a store knows about a key.
@@ -85,6 +89,11 @@ type Store interface {
 	// = true when it stored it; otherwise the record of the request that
 	// holds the key.
 	Save(ctx context.Context, owner Owner, key, requestHash string, status int, body []byte) (rec Record, saved bool, err error)
+	// DeleteSession deletes every key whose stored response is of a
+	// session of an account (Owner.Session), whoever owns it, and returns
+	// how many it deleted: erasing a session's personal data erases the
+	// responses that repeat it.
+	DeleteSession(ctx context.Context, account, session uuid.UUID) (int64, error)
 	// Sweep deletes every key older than TTL and returns how many it
 	// deleted. Any number of processes may sweep at once.
 	Sweep(ctx context.Context) (int64, error)
@@ -94,7 +103,7 @@ type Store interface {
 // to write with its events (eventstore.WithAnswer).
 func Answer(owner Owner, key, requestHash string, status int, body []byte) eventstore.Answer {
 	return eventstore.Answer{
-		Account: owner.Account, User: owner.User, Key: key, RequestHash: requestHash,
+		Account: owner.Account, User: owner.User, Session: owner.Session, Key: key, RequestHash: requestHash,
 		Status: status, Body: body, TTL: TTL, PendingTimeout: PendingTimeout,
 	}
 }

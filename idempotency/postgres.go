@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -65,12 +66,28 @@ func (s *postgresStore) Reserve(ctx context.Context, owner Owner, key, requestHa
 
 func (s *postgresStore) Complete(ctx context.Context, owner Owner, key string, status int, body []byte) error {
 	_, err := s.pool.Exec(ctx, `
-UPDATE idempotency_keys SET status_code = $4, response = $5
-WHERE account_id = $1 AND user_id = $2 AND key = $3 AND status_code IS NULL`, owner.Account, owner.User, key, status, body)
+UPDATE idempotency_keys SET status_code = $4, response = $5, session_id = $6
+WHERE account_id = $1 AND user_id = $2 AND key = $3 AND status_code IS NULL`, owner.Account, owner.User, key, status, body, nullUUID(owner.Session))
 	if err != nil {
 		return pgerr.Classify(fmt.Errorf("store idempotent response: %w", err))
 	}
 	return nil
+}
+
+// nullUUID is u as a query argument, NULL for uuid.Nil.
+func nullUUID(u uuid.UUID) *uuid.UUID {
+	if u == uuid.Nil {
+		return nil
+	}
+	return &u
+}
+
+func (s *postgresStore) DeleteSession(ctx context.Context, account, session uuid.UUID) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE account_id = $1 AND session_id = $2`, account, session)
+	if err != nil {
+		return 0, pgerr.Classify(fmt.Errorf("delete the idempotency keys of session %s: %w", session, err))
+	}
+	return tag.RowsAffected(), nil
 }
 
 func (s *postgresStore) Sweep(ctx context.Context) (int64, error) {
@@ -93,9 +110,10 @@ DELETE FROM idempotency_keys WHERE account_id = $1 AND user_id = $2 AND key = $3
 // saveSQL stores an answer as reserveSQL reserves a key: it returns a row
 // only when it stored it.
 const saveSQL = `
-INSERT INTO idempotency_keys AS k (account_id, user_id, key, request_hash, status_code, response) VALUES ($1, $2, $3, $4, $7, $8)
+INSERT INTO idempotency_keys AS k (account_id, user_id, key, request_hash, status_code, response, session_id) VALUES ($1, $2, $3, $4, $7, $8, $9)
 ON CONFLICT (account_id, user_id, key) DO UPDATE
-    SET request_hash = EXCLUDED.request_hash, status_code = EXCLUDED.status_code, response = EXCLUDED.response, created_at = now()
+    SET request_hash = EXCLUDED.request_hash, status_code = EXCLUDED.status_code, response = EXCLUDED.response,
+        session_id = EXCLUDED.session_id, created_at = now()
     WHERE k.created_at < now() - make_interval(secs => $5)
        OR (k.status_code IS NULL AND k.created_at < now() - make_interval(secs => $6))
 RETURNING true`
@@ -120,7 +138,7 @@ func (s *postgresStore) Lookup(ctx context.Context, owner Owner, key string) (Re
 func (s *postgresStore) Save(ctx context.Context, owner Owner, key, requestHash string, status int, body []byte) (Record, bool, error) {
 	for range reserveAttempts {
 		var saved bool
-		err := s.pool.QueryRow(ctx, saveSQL, owner.Account, owner.User, key, requestHash, TTL.Seconds(), PendingTimeout.Seconds(), status, body).Scan(&saved)
+		err := s.pool.QueryRow(ctx, saveSQL, owner.Account, owner.User, key, requestHash, TTL.Seconds(), PendingTimeout.Seconds(), status, body, nullUUID(owner.Session)).Scan(&saved)
 		if err == nil {
 			return Record{RequestHash: requestHash, StatusCode: status, Response: body}, true, nil
 		}

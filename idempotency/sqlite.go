@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
 )
 
@@ -72,12 +74,25 @@ func (s *sqliteStore) Reserve(ctx context.Context, owner Owner, key, requestHash
 
 func (s *sqliteStore) Complete(ctx context.Context, owner Owner, key string, status int, body []byte) error {
 	_, err := s.db.ExecContext(ctx, `
-UPDATE idempotency_keys SET status_code = ?, response = ?
-WHERE account_id = ? AND user_id = ? AND key = ? AND status_code IS NULL`, status, body, owner.Account.String(), owner.User.String(), key)
+UPDATE idempotency_keys SET status_code = ?, response = ?, session_id = ?
+WHERE account_id = ? AND user_id = ? AND key = ? AND status_code IS NULL`, status, body, nullSession(owner.Session), owner.Account.String(), owner.User.String(), key)
 	if err != nil {
 		return sqlitestore.Classify(fmt.Errorf("store idempotent response: %w", err))
 	}
 	return nil
+}
+
+// nullSession is a session id as stored: NULL for uuid.Nil.
+func nullSession(u uuid.UUID) sql.NullString {
+	return sql.NullString{String: u.String(), Valid: u != uuid.Nil}
+}
+
+func (s *sqliteStore) DeleteSession(ctx context.Context, account, session uuid.UUID) (int64, error) {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM idempotency_keys WHERE account_id = ? AND session_id = ?`, account.String(), session.String())
+	if err != nil {
+		return 0, sqlitestore.Classify(fmt.Errorf("delete the idempotency keys of session %s: %w", session, err))
+	}
+	return res.RowsAffected()
 }
 
 func (s *sqliteStore) Sweep(ctx context.Context) (int64, error) {
@@ -120,9 +135,10 @@ func (s *sqliteStore) Lookup(ctx context.Context, owner Owner, key string) (Reco
 // sqliteSaveSQL stores an answer as sqliteReserveSQL reserves a key: it
 // returns a row only when it stored it.
 const sqliteSaveSQL = `
-INSERT INTO idempotency_keys AS k (account_id, user_id, key, request_hash, created_at, status_code, response) VALUES (?1, ?2, ?3, ?4, ?5, ?8, ?9)
+INSERT INTO idempotency_keys AS k (account_id, user_id, key, request_hash, created_at, status_code, response, session_id) VALUES (?1, ?2, ?3, ?4, ?5, ?8, ?9, ?10)
 ON CONFLICT (account_id, user_id, key) DO UPDATE
-    SET request_hash = excluded.request_hash, status_code = excluded.status_code, response = excluded.response, created_at = excluded.created_at
+    SET request_hash = excluded.request_hash, status_code = excluded.status_code, response = excluded.response,
+        session_id = excluded.session_id, created_at = excluded.created_at
     WHERE k.created_at < ?6 OR (k.status_code IS NULL AND k.created_at < ?7)
 RETURNING 1`
 
@@ -135,7 +151,7 @@ func (s *sqliteStore) Save(ctx context.Context, owner Owner, key, requestHash st
 	defer tx.Rollback() // a no-op after Commit
 	var one int
 	err = tx.QueryRowContext(ctx, sqliteSaveSQL, owner.Account.String(), owner.User.String(), key, requestHash, now.Format(sqlitestore.TimeLayout),
-		now.Add(-TTL).Format(sqlitestore.TimeLayout), now.Add(-PendingTimeout).Format(sqlitestore.TimeLayout), status, body).Scan(&one)
+		now.Add(-TTL).Format(sqlitestore.TimeLayout), now.Add(-PendingTimeout).Format(sqlitestore.TimeLayout), status, body, nullSession(owner.Session)).Scan(&one)
 	rec := Record{RequestHash: requestHash, StatusCode: status, Response: body}
 	saved := err == nil
 	switch {

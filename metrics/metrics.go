@@ -26,6 +26,8 @@ const (
 	Claimed Outcome = "claimed"
 	// Withdrawn: a withdraw appended its event.
 	Withdrawn Outcome = "withdrawn"
+	// Erased: an erasure destroyed a session's data key and appended its event.
+	Erased Outcome = "erased"
 	// RaceLost: a claim (or withdraw) found the handoff already claimed.
 	RaceLost Outcome = "race_lost"
 	// Rejected: a rule of the domain refused the command.

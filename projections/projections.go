@@ -91,6 +91,9 @@ type Tx interface {
 	// PutHandoff inserts or replaces a handoff; position is that of the
 	// last event applied to it.
 	PutHandoff(ctx context.Context, h domain.Handoff, position int64) error
+	// EraseNotes erases the notes of every handoff of a session of an
+	// account (SessionDataErased at position): empty, and NotesErased.
+	EraseNotes(ctx context.Context, account, session uuid.UUID, position int64) error
 	// Attempt runs fn, which changes the read models through this Tx, so
 	// that it succeeds or fails on its own: fn's changes are written (and
 	// may be refused by the store) before Attempt returns. When fn fails,

@@ -416,6 +416,9 @@ func (a applier) apply(ctx context.Context, tx Tx, e eventstore.Event) error {
 	if err != nil {
 		return err
 	}
+	if erased, ok := decoded.(domain.SessionDataErased); ok {
+		return tx.EraseNotes(ctx, erased.AccountID, erased.SessionID, e.Position)
+	}
 	var session domain.Session
 	if id, ok := changedHandoff(decoded); ok {
 		row, found, err := tx.Handoff(ctx, id)

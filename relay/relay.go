@@ -12,7 +12,8 @@
 //
 // where account and session are the UUIDs of the session stream
 // ("session:<account>:<session>") and EventType is the event's type name
-// (HandoffParked, HandoffEscalated, HandoffClaimed, HandoffWithdrawn).
+// (HandoffParked, HandoffEscalated, HandoffClaimed, HandoffWithdrawn,
+// SessionDataErased: see erase.go for what the relay does on an erasure).
 // Wildcards select a slice: handoff.<account>.> is one account,
 // handoff.*.<session>.* one session, handoff.*.*.HandoffClaimed one type.
 // The stream (default name LEDGER) captures handoff.>.
@@ -172,6 +173,9 @@ type Relay struct {
 	// beforeCheckpoint, when set (by tests), runs after a batch has been
 	// acknowledged and before the checkpoint moves.
 	beforeCheckpoint func()
+	// beforePurge, when set (by tests), runs after an erasure has been
+	// published, before the purge of its session's messages.
+	beforePurge func()
 }
 
 // New returns a relay publishing log through the NATS connection nc (see
@@ -313,7 +317,7 @@ func (r *Relay) session(ctx context.Context, fence leader.Fence) (progressed boo
 	if err != nil {
 		return false, err
 	}
-	if pos, err = r.reconcile(ctx, fence, stream, pos, end.tip, end.tipPos); err != nil {
+	if pos, err = r.reconcile(ctx, fence, stream, pos, end.tip, end.tipPos, end.erasure); err != nil {
 		return false, err
 	}
 	expect := expected{seq: end.seq}
@@ -331,16 +335,29 @@ func (r *Relay) session(ctx context.Context, fence leader.Fence) (progressed boo
 			}
 			continue
 		}
-		acked, err := r.publish(ctx, events, expect)
-		if acked > 0 {
-			last := events[acked-1]
-			if cerr := r.checkpoint(ctx, fence, pos, last.Position); cerr != nil {
-				return progressed, cerr
+		for len(events) > 0 {
+			// An erasure ends a part of the batch: the session's messages
+			// are purged once it is stored, before anything after it is
+			// published or the checkpoint passes it.
+			part := events[:erasureEnd(events)]
+			events = events[len(part):]
+			acked, err := r.publish(ctx, part, expect)
+			if err == nil && isErasure(part[len(part)-1]) {
+				err = r.purgeErased(ctx, stream, part[len(part)-1])
+				if err != nil {
+					acked-- // the checkpoint stays before the erasure, so the next session purges again
+				}
 			}
-			pos, expect, progressed = last.Position, expected{id: last.ID}, true
-		}
-		if err != nil {
-			return progressed, err
+			if acked > 0 {
+				last := part[acked-1]
+				if cerr := r.checkpoint(ctx, fence, pos, last.Position); cerr != nil {
+					return progressed, cerr
+				}
+				pos, expect, progressed = last.Position, expected{id: last.ID}, true
+			}
+			if err != nil {
+				return progressed, err
+			}
 		}
 		r.recovered(ctx)
 	}
@@ -401,6 +418,8 @@ type streamEnd struct {
 	// "" and 0 when there is none among the last maxWalk messages.
 	tip    string
 	tipPos int64
+	// erasure is the tip's event when it is a SessionDataErased.
+	erasure *eventstore.Event
 }
 
 // end finds the stream's last message that is an event of this log,
@@ -444,13 +463,15 @@ func (r *Relay) walk(ctx context.Context, stream jetstream.Stream, state jetstre
 		if err != nil {
 			return end, nil, err
 		}
-		ok, err := r.ours(ctx, msg)
+		event, ok, err := r.ours(ctx, msg)
 		if err != nil {
 			return end, nil, err
 		}
 		if ok {
-			end.tip = msg.Header.Get(jetstream.MsgIDHeader)
-			end.tipPos, _ = strconv.ParseInt(msg.Header.Get(HeaderPosition), 10, 64)
+			end.tip, end.tipPos = event.ID, event.Position
+			if isErasure(event) {
+				end.erasure = &event
+			}
 			return end, foreign, nil
 		}
 		foreign = append(foreign, foreignMsg{seq: seq, subject: msg.Subject,
@@ -477,21 +498,21 @@ func (r *Relay) getMsg(ctx context.Context, stream jetstream.Stream, seq uint64)
 // subject. A message that claims a position and an id the log does not
 // have together is foreign, so it can neither make the relay skip events
 // nor pass for an event not yet published.
-func (r *Relay) ours(ctx context.Context, msg *jetstream.RawStreamMsg) (bool, error) {
+func (r *Relay) ours(ctx context.Context, msg *jetstream.RawStreamMsg) (eventstore.Event, bool, error) {
 	id := msg.Header.Get(jetstream.MsgIDHeader)
 	pos, err := strconv.ParseInt(msg.Header.Get(HeaderPosition), 10, 64)
 	if id == "" || err != nil || pos < 1 {
-		return false, nil
+		return eventstore.Event{}, false, nil
 	}
 	events, err := r.log.ReadAll(ctx, pos-1, 1)
 	if err != nil {
-		return false, fmt.Errorf("read log at %d: %w", pos, err)
+		return eventstore.Event{}, false, fmt.Errorf("read log at %d: %w", pos, err)
 	}
 	if len(events) == 0 || events[0].Position != pos || events[0].ID != id {
-		return false, nil
+		return eventstore.Event{}, false, nil
 	}
 	want, err := message(events[0])
-	return err == nil && want.Subject == msg.Subject, nil
+	return events[0], err == nil && want.Subject == msg.Subject, nil
 }
 
 // countForeign logs and counts the foreign messages a session found at the
@@ -533,9 +554,19 @@ func (r *Relay) countForeign(ctx context.Context, lastSeq uint64, foreign []fore
 //     older copy, kept in memory across a restart, or is on another
 //     server). That is logged as an error, and publishing goes on from the
 //     checkpoint.
-func (r *Relay) reconcile(ctx context.Context, fence leader.Fence, stream jetstream.Stream, pos int64, tip string, tipPos int64) (int64, error) {
+//
+// tipErased is the tip's event when it is a SessionDataErased, nil
+// otherwise.
+func (r *Relay) reconcile(ctx context.Context, fence leader.Fence, stream jetstream.Stream, pos int64, tip string, tipPos int64, tipErased *eventstore.Event) (int64, error) {
 	switch {
 	case tipPos > pos:
+		if tipErased != nil {
+			// The relay stopped between storing an erasure and purging
+			// the session's messages before it: purge them now.
+			if err := r.purgeErased(ctx, stream, *tipErased); err != nil {
+				return pos, err
+			}
+		}
 		if err := r.checkpoint(ctx, fence, pos, tipPos); err != nil {
 			return pos, err
 		}

@@ -321,6 +321,12 @@ func TestFilter_RejectsBadTokens(t *testing.T) {
 	if want := "handoff." + account.String() + ".*.*"; err != nil || got != want {
 		t.Fatalf("Subject() = %q, %v; want %q", got, err, want)
 	}
+	// Erasures are an event type like the others: an operator watches
+	// them with --type SessionDataErased.
+	got, err = tail.Filter{Type: "SessionDataErased"}.Subject()
+	if want := "handoff.*.*.SessionDataErased"; err != nil || got != want {
+		t.Fatalf("Subject() of erasures = %q, %v; want %q", got, err, want)
+	}
 }
 
 func TestRun_StartPositions(t *testing.T) {

@@ -24,6 +24,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -419,4 +420,50 @@ func deleted(ctx context.Context, log Log, index uint64) error {
 		return &Failure{Reason: fmt.Sprintf("leaf %d is missing from the tree", index)}
 	}
 	return &Failure{Position: leaf.Position, Reason: fmt.Sprintf("the event of leaf %d is not in the log: it was deleted", leaf.Index)}
+}
+
+// RowScanner is one row a store's query returns, as *sql.Row and pgx.Row are.
+type RowScanner interface{ Scan(dest ...any) error }
+
+// The queries behind Log.LeafFrom and Log.CheckpointBeyond, for both
+// stores (SQLite takes `$1` as the first argument too).
+const (
+	LeafFromSQL         = `SELECT leaf_index, position, hash FROM merkle_leaves WHERE leaf_index >= $1 ORDER BY leaf_index LIMIT 1`
+	CheckpointBeyondSQL = `SELECT size, position, root, note FROM merkle_checkpoints WHERE size > $1 ORDER BY size LIMIT 1`
+)
+
+// ScanLeaf reads the answer of LeafFromSQL for index, as Log.LeafFrom
+// returns it.
+func ScanLeaf(row RowScanner, index uint64) (audit.StoredLeaf, bool, error) {
+	var (
+		l     audit.StoredLeaf
+		found int64
+	)
+	err := row.Scan(&found, &l.Position, &l.Hash)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return l, false, nil
+	case err != nil:
+		return l, false, fmt.Errorf("read the leaves from %d: %w", index, err)
+	}
+	l.Index = uint64(found)
+	return l, true, nil
+}
+
+// ScanCheckpoint reads the answer of CheckpointBeyondSQL for size, as
+// Log.CheckpointBeyond returns it.
+func ScanCheckpoint(row RowScanner, size uint64) (StoredCheckpoint, bool, error) {
+	var (
+		c     StoredCheckpoint
+		found int64
+	)
+	err := row.Scan(&found, &c.Position, &c.Root, &c.Note)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return c, false, nil
+	case err != nil:
+		return c, false, fmt.Errorf("read the checkpoints beyond %d: %w", size, err)
+	}
+	c.Size = uint64(found)
+	return c, true, nil
 }

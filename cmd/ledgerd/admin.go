@@ -22,10 +22,12 @@ import (
 func openBackend(ctx context.Context, name string, args []string, logger *slog.Logger) (*backend, error) {
 	f := newFlags(name)
 	storage := addStorageFlags(f)
+	masterKeyFile := addMasterKeyFlag(f)
 	if err := f.parse(args); err != nil {
 		return nil, err
 	}
-	return storage.open(ctx, logger)
+	b, _, err := storage.openKeyed(ctx, *masterKeyFile, logger)
+	return b, err
 }
 
 // migrate applies pending migrations (opening the backend does it) and,

@@ -88,7 +88,7 @@ func TestServe_SealsTheLog(t *testing.T) {
 	for name, args := range map[string]func(t *testing.T) []string{
 		"Embedded": func(t *testing.T) []string { return nil },
 		"Postgres": func(t *testing.T) []string {
-			return []string{"--database-url", pgtest.NewDatabase(t), "--embedded-nats", "--audit-key-file", auditKeyFileFor(t)}
+			return []string{"--database-url", pgtest.NewDatabase(t), "--embedded-nats", "--audit-key-file", auditKeyFileFor(t), "--master-key-file", masterKeyFileFor(t)}
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -191,4 +191,19 @@ func parkAndSeal(t *testing.T, base, engineer, auditor string, notes ...string) 
 	}
 	getJSON(t, base+"/audit/key", "", &key)
 	return head, key.Key
+}
+
+// testMasterKey is the master key of the tests' servers on PostgreSQL:
+// every process of a test must be given the same one.
+const testMasterKey = "6c65646765726420746573742d6d6173746572206b6579206f6e6c7920202020"
+
+// masterKeyFileFor writes testMasterKey to a private file and returns its
+// path, for --master-key-file.
+func masterKeyFileFor(tb testing.TB) string {
+	tb.Helper()
+	path := filepath.Join(tb.TempDir(), "master-key")
+	if err := os.WriteFile(path, []byte(testMasterKey+"\n"), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return path
 }

@@ -27,6 +27,9 @@ import (
 	"github.com/resolutionflow/ledgerd/projections"
 	"github.com/resolutionflow/ledgerd/projections/pgviews"
 	"github.com/resolutionflow/ledgerd/projections/sqliteviews"
+	"github.com/resolutionflow/ledgerd/shred"
+	"github.com/resolutionflow/ledgerd/shred/pgkeys"
+	"github.com/resolutionflow/ledgerd/shred/sqlitekeys"
 )
 
 // eventLog is an event store that signals the appends made through it and
@@ -40,7 +43,14 @@ type eventLog interface {
 // backend is the storage the ledger runs on: the event log, the read
 // models, the idempotency keys and the leadership leases.
 type backend struct {
+	// events is the log as readers see it: opened (shred.Store) once
+	// withKeys has given it the master key, the stored bytes before.
 	events eventLog
+	// raw is the log as stored, for what checks hashes or builds the
+	// Merkle tree.
+	raw eventLog
+	// keys is the table of data keys.
+	keys   shred.KeyStore
 	views  projections.Store
 	idem   idempotency.Store
 	audit  audit.Store
@@ -88,8 +98,11 @@ func openPostgres(ctx context.Context, url string, maxConns int, logger *slog.Lo
 		pool.Close()
 		return nil, err
 	}
+	store := pgstore.New(pool)
 	return &backend{
-		events: pgstore.New(pool),
+		events: store,
+		raw:    store,
+		keys:   pgkeys.New(pool),
 		views:  pgviews.New(pool),
 		idem:   idempotency.NewPostgres(pool),
 		audit:  pgaudit.New(pool),
@@ -125,6 +138,8 @@ func openSQLite(ctx context.Context, dataDir string, logger *slog.Logger) (*back
 	}
 	return &backend{
 		events: store,
+		raw:    store,
+		keys:   sqlitekeys.New(store.DB()),
 		views:  sqliteviews.New(store.DB(), store.ReadDB()),
 		idem:   idempotency.NewSQLite(store.DB()),
 		audit:  sqliteaudit.New(store.DB(), store.ReadDB()),
@@ -155,4 +170,19 @@ const idleTimeoutParam = "idle_in_transaction_session_timeout"
 func shorterThan(v string, d time.Duration) bool {
 	ms, err := strconv.ParseInt(v, 10, 64)
 	return err == nil && ms > 0 && time.Duration(ms)*time.Millisecond < d
+}
+
+// openedLog is the log with its reads opened by a keyring, and the raw
+// log's signal and head.
+type openedLog struct {
+	*shred.Store
+	raw eventLog
+}
+
+func (l openedLog) Appended() <-chan struct{}               { return l.raw.Appended() }
+func (l openedLog) Head(ctx context.Context) (int64, error) { return l.raw.Head(ctx) }
+
+// withKeys makes b's readers see the log opened by keys.
+func (b *backend) withKeys(keys *shred.Keyring) {
+	b.events = openedLog{Store: shred.NewStore(b.raw, keys), raw: b.raw}
 }

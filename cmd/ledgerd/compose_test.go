@@ -108,7 +108,7 @@ func TestDockerCompose_RunsTheProductionStack(t *testing.T) {
 	}
 
 	checkEnvironment(t, "ledgerd", ledgerd.Environment, "serve")
-	for _, required := range []string{"DATABASE_URL_FILE", "NATS_URL", "LEDGER_JWT_SECRET_FILE", "LEDGER_AUDIT_KEY_FILE"} {
+	for _, required := range []string{"DATABASE_URL_FILE", "NATS_URL", "LEDGER_JWT_SECRET_FILE", "LEDGER_AUDIT_KEY_FILE", "LEDGER_MASTER_KEY_FILE"} {
 		if _, ok := ledgerd.Environment[required]; !ok {
 			t.Errorf("compose does not give ledgerd %s", required)
 		}

@@ -29,6 +29,7 @@ import (
 	"github.com/resolutionflow/ledgerd/projections"
 	"github.com/resolutionflow/ledgerd/projections/sqliteviews"
 	"github.com/resolutionflow/ledgerd/projections/storetest"
+	"github.com/resolutionflow/ledgerd/shred"
 )
 
 // Sizes of the crash test.
@@ -71,7 +72,7 @@ func TestServe_EmbeddedSurvivesKill(t *testing.T) {
 	checkHistories(t, c, sessions)
 	store := sqlitetest.OpenAt(t, filepath.Join(dataDir, sqliteFile))
 	checkLog(t, store, sessions)
-	checkReadModels(t, store, c, sessions)
+	checkReadModels(t, store, dataDir, c, sessions)
 	c.stop(t)
 	checkRebuild(t, bin, dataDir, store)
 }
@@ -443,11 +444,20 @@ func describeEvent(tb testing.TB, e eventstore.Event) (string, uuid.UUID) {
 // head of the log, then checks that each session's history, in the read
 // model and through the API, is the session folded from its stream, and
 // that the read model holds no other handoffs.
-func checkReadModels(tb testing.TB, store *sqlitestore.Store, c *child, sessions []*sessionLog) {
+func checkReadModels(tb testing.TB, store *sqlitestore.Store, dataDir string, c *child, sessions []*sessionLog) {
 	tb.Helper()
 	views := sqliteviews.New(store.DB(), store.ReadDB())
 	waitForCheckpoint(tb, store, views)
-	loader := commands.NewHandler(store, nil)
+	// The log as the service reads it: opened by its master key.
+	text, err := os.ReadFile(filepath.Join(dataDir, masterKeyFile))
+	if err != nil {
+		tb.Fatalf("read the master key: %v", err)
+	}
+	master, err := shred.ParseMasterKey(string(text))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	loader := commands.NewHandler(shred.NewStore(store, shred.NewKeyring(master)), nil)
 	total := 0
 	for _, s := range sessions {
 		state, err := loader.Load(tb.Context(), s.actor.AccountID, s.session)

@@ -76,6 +76,8 @@ commands:
   queue                  print a team's queue of open handoffs, read from the database
   history                print a session's handoffs, newest first, read from the database
   verify                 check that the stored log was not altered (exit 0 intact, 1 not)
+  erase                  erase a session's personal data (its notes and client addresses) on request
+  keys rotate            rewrap every data key with a new master key
   audit key              print the public key that verifies the Merkle checkpoints
   audit keygen           print a new checkpoint signing key (for --audit-key-file)
   version                print the version, the commit and the Go version
@@ -125,6 +127,10 @@ func runCommand(ctx context.Context, cmd string, rest []string, stdout, stderr i
 		return verifyLog(ctx, rest, stdout, stderr, logger)
 	case "audit":
 		return auditCommand(ctx, rest, stdout)
+	case "erase":
+		return eraseSession(ctx, rest, stdout, logger)
+	case "keys":
+		return keysCommand(ctx, rest, stdout, logger)
 	case "version":
 		return printVersion(rest, stdout)
 	case "-h", "-help", "--help", "help":

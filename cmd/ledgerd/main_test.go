@@ -107,7 +107,7 @@ func post(tb testing.TB, url, token, body string) (*http.Response, error) {
 // still completes with 201 and that serve then exits cleanly.
 func TestServe_FinishesInFlightRequestsOnShutdown(t *testing.T) {
 	dbURL := pgtest.NewDatabase(t)
-	base, stop := startServe(t, "--database-url", dbURL, "--embedded-nats", "--jwt-secret", testSecret, "--audit-key-file", auditKeyFileFor(t))
+	base, stop := startServe(t, "--database-url", dbURL, "--embedded-nats", "--jwt-secret", testSecret, "--audit-key-file", auditKeyFileFor(t), "--master-key-file", masterKeyFileFor(t))
 	token := mintToken(t, testSecret)
 
 	ctx := context.Background()

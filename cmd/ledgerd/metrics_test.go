@@ -67,7 +67,7 @@ func TestServe_MetricsAddrMovesMetrics(t *testing.T) {
 // TestServe_MetricsOfThePostgresPool checks that serve on PostgreSQL
 // reports its pool's statistics.
 func TestServe_MetricsOfThePostgresPool(t *testing.T) {
-	base, _ := startServe(t, "--database-url", pgtest.NewDatabase(t), "--embedded-nats", "--jwt-secret", testSecret, "--audit-key-file", auditKeyFileFor(t))
+	base, _ := startServe(t, "--database-url", pgtest.NewDatabase(t), "--embedded-nats", "--jwt-secret", testSecret, "--audit-key-file", auditKeyFileFor(t), "--master-key-file", masterKeyFileFor(t))
 	_, body := scrape(t, base+"/metrics")
 	for _, series := range []string{`ledger_db_pool_connections{state="idle"}`, "ledger_db_pool_max_connections 32", "ledger_db_pool_acquires_total "} {
 		if !strings.Contains(body, series) {

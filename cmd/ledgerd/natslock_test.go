@@ -15,7 +15,7 @@ import (
 // stopped.
 func TestServe_PostgresNeedsOneNATSServer(t *testing.T) {
 	unreachable := []string{"serve", "--database-url", "postgres://127.0.0.1:1/none", "--http-addr", freeAddr(t),
-		"--jwt-secret", testSecret, "--audit-key-file", auditKeyFileFor(t)}
+		"--jwt-secret", testSecret, "--audit-key-file", auditKeyFileFor(t), "--master-key-file", masterKeyFileFor(t)}
 	for name, c := range map[string]struct {
 		args []string
 		want string
@@ -31,7 +31,7 @@ func TestServe_PostgresNeedsOneNATSServer(t *testing.T) {
 
 	dbURL := pgtest.NewDatabase(t)
 	auditKey := auditKeyFileFor(t)
-	args := []string{"--database-url", dbURL, "--jwt-secret", testSecret, "--audit-key-file", auditKey}
+	args := []string{"--database-url", dbURL, "--jwt-secret", testSecret, "--audit-key-file", auditKey, "--master-key-file", masterKeyFileFor(t)}
 	_, stop := startServe(t, append(args, "--embedded-nats")...)
 
 	t.Setenv("LEDGER_EMBEDDED_NATS", "true")

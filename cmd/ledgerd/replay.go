@@ -55,6 +55,7 @@ func replay(ctx context.Context, args []string, stdout io.Writer, logger *slog.L
 	accountFlag := f.string("account", "", "", "the session's account id (required)")
 	sessionFlag := f.string("session", "", "", "the session id (required)")
 	asOfFlag := f.string("as-of", "", "", "print only the events recorded at or before this RFC 3339 time")
+	masterKeyFile := addMasterKeyFlag(f)
 	if err := f.parse(args); err != nil {
 		return err
 	}
@@ -76,7 +77,7 @@ func replay(ctx context.Context, args []string, stdout io.Writer, logger *slog.L
 	if err := storage.requireLedger(); err != nil {
 		return err
 	}
-	b, err := storage.open(ctx, logger)
+	b, _, err := storage.openKeyed(ctx, *masterKeyFile, logger)
 	if err != nil {
 		return err
 	}

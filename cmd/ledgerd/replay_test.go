@@ -30,7 +30,7 @@ import (
 func TestReplay_Postgres(t *testing.T) {
 	t.Parallel()
 	url := pgtest.NewDatabase(t)
-	testReplay(t, pgstore.New(pgtest.Pool(t, url, 2)), "--database-url", url)
+	testReplay(t, pgstore.New(pgtest.Pool(t, url, 2)), "--database-url", url, "--master-key-file", masterKeyFileFor(t))
 }
 
 func TestReplay_SQLite(t *testing.T) {

@@ -74,8 +74,9 @@ func TestMigrate_RuntimeRole(t *testing.T) {
 		}
 	}
 
-	base, stop := startServe(t, "--database-url", runtimeURL, "--embedded-nats", "--jwt-secret", testSecret, "--audit-key-file", auditKeyFileFor(t))
-	token := mintToken(t, testSecret)
+	base, stop := startServe(t, "--database-url", runtimeURL, "--embedded-nats", "--jwt-secret", testSecret, "--audit-key-file", auditKeyFileFor(t), "--master-key-file", masterKeyFileFor(t))
+	account := uuid.NewString()
+	token := mintToken(t, testSecret, "--account", account, "--role", "owner")
 	session := uuid.New()
 	createURL := fmt.Sprintf("%s/ai-sessions/%s/handoff", base, session)
 	for i, want := range []string{"", "true"} {
@@ -105,7 +106,20 @@ func TestMigrate_RuntimeRole(t *testing.T) {
 	if err != nil || resp.StatusCode != http.StatusOK || len(history) != 1 {
 		t.Fatalf("history = %d, %d handoffs, %v; want 200 and the escalation", resp.StatusCode, len(history), err)
 	}
+	// An erasure deletes the session's data key and idempotency keys as
+	// the runtime role.
+	req, _ = http.NewRequest(http.MethodPost, fmt.Sprintf("%s/ai-sessions/%s/erase", base, session), strings.NewReader(`{"reason": "runtime role"}`))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	if resp, err = http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("erase as the runtime role = %v, %v; want 200", resp, err)
+	}
+	resp.Body.Close()
 	admin := pgtest.Pool(t, adminURL, 1)
+	var keys, responses int
+	if err := admin.QueryRow(t.Context(), `SELECT (SELECT count(*) FROM data_keys), (SELECT count(*) FROM idempotency_keys WHERE session_id IS NOT NULL)`).Scan(&keys, &responses); err != nil || keys != 0 || responses != 0 {
+		t.Fatalf("after the erasure: %d data keys, %d stored responses of the session, %v; want none", keys, responses, err)
+	}
 	ledgertest.WaitUntil(t, 30*time.Second, "the relay publishes the escalation", func() bool {
 		var pos int64
 		err := admin.QueryRow(t.Context(), `SELECT coalesce(max(position), 0) FROM checkpoints WHERE name = $1`, relay.Name).Scan(&pos)
@@ -117,7 +131,7 @@ func TestMigrate_RuntimeRole(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatalf("serve as the runtime role: %v", err)
 	}
-	if err := runLedgerd(t, "projections", "rebuild", "--database-url", runtimeURL); err != nil {
+	if err := runLedgerd(t, "projections", "rebuild", "--database-url", runtimeURL, "--master-key-file", masterKeyFileFor(t)); err != nil {
 		t.Fatalf("rebuild as the runtime role: %v", err)
 	}
 	if _, err := idempotency.NewPostgres(pgtest.Pool(t, runtimeURL, 1)).Sweep(t.Context()); err != nil {
@@ -179,7 +193,7 @@ func TestMigrate_RuntimeRole(t *testing.T) {
 	if err := execAs(t, adminURL, `DELETE FROM goose_db_version WHERE version_id = (SELECT max(version_id) FROM goose_db_version)`); err != nil {
 		t.Fatalf("forget the last migration: %v", err)
 	}
-	err = runLedgerd(t, "serve", "--database-url", runtimeURL, "--embedded-nats", "--jwt-secret", testSecret, "--audit-key-file", auditKeyFileFor(t), "--http-addr", freeAddr(t), "--data-dir", t.TempDir())
+	err = runLedgerd(t, "serve", "--database-url", runtimeURL, "--embedded-nats", "--jwt-secret", testSecret, "--audit-key-file", auditKeyFileFor(t), "--master-key-file", masterKeyFileFor(t), "--http-addr", freeAddr(t), "--data-dir", t.TempDir())
 	if err == nil || !strings.Contains(err.Error(), "run `ledgerd migrate` with the owner's --database-url first") {
 		t.Fatalf("serve as the runtime role with a migration pending = %v, want an error saying to migrate as the owner", err)
 	}

@@ -73,7 +73,7 @@ func TestSecretFiles_RefuseBadFilesAndBothForms(t *testing.T) {
 		{"ServeShortSecretFile", nil, []string{"serve", "--database-url", "postgres://127.0.0.1:1/none", "--jwt-secret-file", writeFile(t, "short\n")}, "at least 32 bytes"},
 		{"MigrateBothURLs", nil, []string{"migrate", "--database-url", "postgres://127.0.0.1:1/none", "--database-url-file", dbURL}, "not both"},
 		{"RebuildURLEnvAndFlag", map[string]string{"DATABASE_URL": "postgres://127.0.0.1:1/none"}, []string{"projections", "rebuild", "--database-url-file", dbURL}, "not both"},
-		{"ServeEmptyURLFile", nil, []string{"serve", "--database-url-file", writeFile(t, ""), "--embedded-nats", "--jwt-secret", testSecret, "--audit-key-file", auditKeyFileFor(t)}, "is empty"},
+		{"ServeEmptyURLFile", nil, []string{"serve", "--database-url-file", writeFile(t, ""), "--embedded-nats", "--jwt-secret", testSecret, "--audit-key-file", auditKeyFileFor(t), "--master-key-file", masterKeyFileFor(t)}, "is empty"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -96,7 +96,7 @@ func TestMigrate_ReadsTheDatabaseURLFromAFile(t *testing.T) {
 		t.Fatalf("migrate --database-url-file: %v", err)
 	}
 	t.Setenv("DATABASE_URL_FILE", path)
-	if err := run(context.Background(), []string{"projections", "rebuild"}, io.Discard, io.Discard); err != nil {
+	if err := run(context.Background(), []string{"projections", "rebuild", "--master-key-file", masterKeyFileFor(t)}, io.Discard, io.Discard); err != nil {
 		t.Fatalf("projections rebuild with DATABASE_URL_FILE: %v", err)
 	}
 }

@@ -127,6 +127,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	httpFlags := addHTTPFlags(f)
 	trustedProxies := f.string("trusted-proxies", "LEDGER_TRUSTED_PROXIES", "", "comma-separated CIDRs of the proxies whose X-Forwarded-For gives a command's client address; none by default")
 	auditKeyFile := addAuditKeyFlag(f)
+	masterKeyFile := addMasterKeyFlag(f)
 	metricsAddr := f.string("metrics-addr", "LEDGER_METRICS_ADDR", "", "when set, the address /metrics is served on instead of the API's")
 	if err := f.parse(args); err != nil {
 		return err
@@ -172,7 +173,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 		return err
 	}
 
-	b, err := storage.open(ctx, logger)
+	b, keys, err := storage.openKeyed(ctx, *masterKeyFile, logger)
 	if err != nil {
 		return err
 	}
@@ -214,7 +215,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 
 	projector := projections.NewProjector(b.events, b.views, b.locker, b.events.Appended, logger)
 	api, err := httpapi.New(httpapi.Config{
-		Commands:    commands.NewHandler(b.events, nil, commands.WithMetrics(m)),
+		Commands:    commands.NewHandler(b.events, nil, commands.WithMetrics(m), commands.WithKeyring(keys)),
 		Queries:     projections.CaughtUp(b.views, b.events, projector, *readWait),
 		Events:      b.events,
 		Idempotency: b.idem,
@@ -230,7 +231,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 
 		TrustedProxies: proxies,
 		WriteTimeout:   limits.writeTimeout,
-		Audit:          &httpapi.Audit{Prover: audit.NewProver(b.audit), Verifier: auditKey.Verifier()},
+		Audit:          &httpapi.Audit{Prover: audit.NewProver(b.audit), Verifier: auditKey.Verifier(), Stored: b.raw},
 		Metrics:        m,
 		ServeMetrics:   metricsLn == nil,
 	})
@@ -242,7 +243,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	if err != nil {
 		return err
 	}
-	sealer := audit.NewSealer(audit.EventLeaves{Log: b.events}, b.audit, auditKey, b.locker, b.events.Appended, witness, logger, audit.SealerConfig{})
+	sealer := audit.NewSealer(audit.EventLeaves{Log: b.raw}, b.audit, auditKey, b.locker, b.events.Appended, witness, logger, audit.SealerConfig{})
 
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	var running sync.WaitGroup

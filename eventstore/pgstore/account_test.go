@@ -86,7 +86,7 @@ FROM generate_series(1, 20000) AS i`)
 		t.Fatalf("explain: %v", err)
 	}
 	text := strings.Join(plan, "\n")
-	if !strings.Contains(text, "events_account") || strings.Contains(text, "Seq Scan") {
+	if !strings.Contains(text, "events_account") || strings.Contains(text, "Seq Scan on events") {
 		t.Fatalf("plan of ReadAccount does not scan events_account:\n%s", text)
 	}
 	events, err := store.ReadAccount(ctx, account, 0, 100)

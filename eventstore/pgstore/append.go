@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -116,34 +118,82 @@ WITH r AS MATERIALIZED (
     RETURNING id, stream, version, position, prev_hash, hash
 )`
 
-// batchEventsSQL returns the rows batchSQL inserted.
-const batchEventsSQL = batchSQL + `
-SELECT id, stream, version, position, prev_hash, hash, NULL::uuid, NULL::uuid, NULL::text FROM ins`
-
-// batchAnswersSQL also writes the answers of the appends that carry one
-// (eventstore.WithAnswer), each only when its append's first event went in,
-// and taking over a key only as idempotency's reservation does (expired,
-// or reserved without an answer for too long). It returns the events' rows
-// and then the answers' keys.
-const batchAnswersSQL = batchSQL + `, k AS (
-    INSERT INTO idempotency_keys AS k (account_id, user_id, key, request_hash, status_code, response)
-    SELECT a.account_id, a.user_id, a.key, a.request_hash, a.status_code, a.response
-    FROM unnest($12::uuid[], $13::uuid[], $14::text[], $15::text[], $16::int[], $17::bytea[], $18::text[], $19::float8[], $20::float8[])
-        AS a(account_id, user_id, key, request_hash, status_code, response, event_id, ttl, pending)
+// batchAnswersCTE, added to batchSQL, also writes the answers of the
+// appends that carry one (eventstore.WithAnswer), each only when its
+// append's first event went in, and taking over a key only as
+// idempotency's reservation does (expired, or reserved without an answer
+// for too long). Its parameters are $12 to $21.
+const batchAnswersCTE = `, k AS (
+    INSERT INTO idempotency_keys AS k (account_id, user_id, key, request_hash, status_code, response, session_id)
+    SELECT a.account_id, a.user_id, a.key, a.request_hash, a.status_code, a.response, a.session_id
+    FROM unnest($12::uuid[], $13::uuid[], $14::text[], $15::text[], $16::int[], $17::bytea[], $18::text[], $19::float8[], $20::float8[], $21::uuid[])
+        AS a(account_id, user_id, key, request_hash, status_code, response, event_id, ttl, pending, session_id)
     WHERE a.event_id IN (SELECT id FROM ins)
     ON CONFLICT (account_id, user_id, key) DO UPDATE
-        SET request_hash = EXCLUDED.request_hash, status_code = EXCLUDED.status_code, response = EXCLUDED.response, created_at = now()
+        SET request_hash = EXCLUDED.request_hash, status_code = EXCLUDED.status_code, response = EXCLUDED.response,
+            session_id = EXCLUDED.session_id, created_at = now()
         WHERE k.created_at < now() - make_interval(secs => (SELECT max(ttl) FROM unnest($19::float8[]) ttl))
            OR (k.status_code IS NULL AND k.created_at < now() - make_interval(secs => (SELECT max(p) FROM unnest($20::float8[]) p)))
     RETURNING account_id, user_id, key
+)`
+
+// batchKeysCTE, added to batchSQL, creates the data keys of the appends
+// that make one (eventstore.KeyChange.Create), each only when its
+// append's first event went in; a key the stream has already is left out
+// (and its append with it). Its parameters start at $n.
+func batchKeysCTE(n int) string {
+	return fmt.Sprintf(`, dk AS (
+    INSERT INTO data_keys (stream_id, key_id, wrapped, master_key_id)
+    SELECT d.stream, d.key_id, d.wrapped, d.master_key_id
+    FROM unnest($%d::text[], $%d::text[], $%d::bytea[], $%d::text[], $%d::text[]) AS d(stream, key_id, wrapped, master_key_id, event_id)
+    WHERE d.event_id IN (SELECT id FROM ins)
+    ON CONFLICT DO NOTHING
+    RETURNING stream_id
+)`, n, n+1, n+2, n+3, n+4)
+}
+
+// The rows a batch statement returns: the events that went in, the
+// answers' keys and the streams given a data key.
+const (
+	batchSelectEvents  = "\nSELECT id, stream, version, position, prev_hash, hash, NULL::uuid, NULL::uuid, NULL::text FROM ins"
+	batchSelectAnswers = "\nUNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, account_id, user_id, key FROM k"
+	batchSelectKeys    = "\nUNION ALL SELECT NULL, stream_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM dk"
 )
-SELECT id, stream, version, position, prev_hash, hash, NULL::uuid, NULL::uuid, NULL::text FROM ins
-UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, account_id, user_id, key FROM k`
 
 // uniqueStreamVersion is the constraint a concurrent append to the same
 // stream violates.
 const uniqueStreamVersion = "events_stream_version_key"
+
+// uniqueDataKey is the constraint an append creating a stream's data key
+// violates when another append created one first.
+const uniqueDataKey = "data_keys_pkey"
+
+// keyCTE returns an append statement, sql with its arguments args, with
+// the key change as a data-modifying CTE of the same statement, so that
+// the key row and the events are written together in one round trip, and
+// the arguments it needs after args. stream is the statement's expression
+// for the stream name and when is the condition under which the statement
+// appends its events: a key is created or destroyed only then. A key
+// created for a stream that has one already violates uniqueDataKey, which
+// the append reports as a conflict. With no change it returns sql as it is.
+func keyCTE(sql string, key eventstore.KeyChange, stream, when string, args []any) (string, []any) {
+	var cte string
+	switch {
+	case key.Create != nil:
+		n := len(args)
+		cte = fmt.Sprintf(`data_key AS (INSERT INTO data_keys (stream_id, key_id, wrapped, master_key_id) SELECT %s, $%d::text, $%d::bytea, $%d::text WHERE %s)`,
+			stream, n+1, n+2, n+3, when)
+		args = append(args, key.Create.ID, key.Create.Wrapped, key.Create.MasterKeyID)
+	case key.Destroy:
+		cte = fmt.Sprintf(`data_key AS (DELETE FROM data_keys WHERE stream_id = %s AND (%s))`, stream, when)
+	default:
+		return sql, args
+	}
+	if rest, ok := strings.CutPrefix(sql, "\nWITH RECURSIVE "); ok {
+		return "\nWITH RECURSIVE " + cte + ", " + rest, args
+	}
+	return "\nWITH " + cte + sql, args
+}
 
 // maxAnyRetries bounds how often an append expecting Any is retried after
 // losing a race; each retry means another append to the stream succeeded.
@@ -165,6 +215,7 @@ const batchTimeout = 30 * time.Second
 // request is one append on its way through the batch queue.
 type request struct {
 	expected eventstore.ExpectedVersion
+	key      eventstore.KeyChange
 	events   []eventstore.Event
 	opts     eventstore.AppendOptions
 	readBack bool
@@ -177,23 +228,27 @@ var errAlone = errors.New("append not written by its batch")
 
 // Append implements eventstore.Store.
 func (s *Store) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent, opts ...eventstore.AppendOption) ([]eventstore.Event, error) {
-	recorded, err := eventstore.Prepare(stream, expected, events)
-	if err != nil || len(recorded) == 0 {
-		return nil, err
-	}
-	if err := s.append(ctx, &request{expected: expected, events: recorded, opts: eventstore.Options(opts), readBack: true}); err != nil {
-		return nil, err
-	}
-	return recorded, nil
+	return s.AppendKeyed(ctx, stream, expected, eventstore.KeyChange{}, events, true, opts...)
 }
 
 // AppendQuick implements eventstore.Store.
 func (s *Store) AppendQuick(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent, opts ...eventstore.AppendOption) error {
+	_, err := s.AppendKeyed(ctx, stream, expected, eventstore.KeyChange{}, events, false, opts...)
+	return err
+}
+
+// AppendKeyed implements eventstore.Store: the key change is one more
+// data-modifying CTE of the append's statement (keyCTE), or of its batch's
+// (batchKeysCTE), so it costs no round trip.
+func (s *Store) AppendKeyed(ctx context.Context, stream string, expected eventstore.ExpectedVersion, key eventstore.KeyChange, events []eventstore.NewEvent, readBack bool, opts ...eventstore.AppendOption) ([]eventstore.Event, error) {
 	recorded, err := eventstore.Prepare(stream, expected, events)
 	if err != nil || len(recorded) == 0 {
-		return err
+		return nil, err
 	}
-	return s.append(ctx, &request{expected: expected, events: recorded, opts: eventstore.Options(opts)})
+	if err := s.append(ctx, &request{expected: expected, key: key, events: recorded, opts: eventstore.Options(opts), readBack: readBack}); err != nil {
+		return nil, err
+	}
+	return recorded, nil
 }
 
 // append writes r: in a batch when it can go in one, and alone when it
@@ -218,11 +273,14 @@ func (s *Store) append(ctx context.Context, r *request) error {
 	return nil
 }
 
-// batchable reports whether batchSQL can write r: every event's version is
+// batchable reports whether batchSQL can write r: it destroys no data key
+// (a rare erasure, written alone), every event's version is
 // known beforehand, and every hash is either computed in Go or, for a
 // single event after an exact version, from the predecessor it reads.
 func batchable(r *request) bool {
 	switch {
+	case r.key.Destroy:
+		return false
 	case r.expected == eventstore.NoStream:
 		return true
 	case r.expected > eventstore.NoStream:
@@ -270,16 +328,16 @@ func (s *Store) insert(ctx context.Context, r *request) error {
 	)
 	switch {
 	case r.expected == eventstore.NoStream && len(r.events) == 1:
-		n, err = insertFirst(ctx, q, &r.events[0], r.readBack)
+		n, err = insertFirst(ctx, q, r.key, &r.events[0], r.readBack)
 	case r.expected > eventstore.NoStream && len(r.events) == 1 && r.opts.PrevHash != nil:
-		n, err = insertAfter(ctx, q, r.expected, *r.opts.PrevHash, &r.events[0], r.readBack)
+		n, err = insertAfter(ctx, q, r.expected, *r.opts.PrevHash, r.key, &r.events[0], r.readBack)
 	case r.expected > eventstore.NoStream && len(r.events) == 1:
-		n, err = insertNext(ctx, q, r.expected, &r.events[0], r.readBack)
+		n, err = insertNext(ctx, q, r.expected, r.key, &r.events[0], r.readBack)
 	default:
-		n, err = insertMany(ctx, q, r.expected, r.events, r.readBack)
+		n, err = insertMany(ctx, q, r.expected, r.key, r.events, r.readBack)
 	}
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == uniqueStreamVersion {
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" && (pgErr.ConstraintName == uniqueStreamVersion || pgErr.ConstraintName == uniqueDataKey) {
 		return &eventstore.ConflictError{Stream: stream, Expected: r.expected}
 	}
 	if err != nil {
@@ -293,7 +351,7 @@ func (s *Store) insert(ctx context.Context, r *request) error {
 		return nil
 	}
 	a := r.opts.Answer
-	rows, _ := tx.Query(ctx, answerSQL, a.Account, a.User, a.Key, a.RequestHash, a.Status, a.Body, a.TTL.Seconds(), a.PendingTimeout.Seconds())
+	rows, _ := tx.Query(ctx, answerSQL, a.Account, a.User, a.Key, a.RequestHash, a.Status, a.Body, a.TTL.Seconds(), a.PendingTimeout.Seconds(), pgtype.UUID{Bytes: a.Session, Valid: a.Session != uuid.Nil})
 	stored, err := pgx.CollectRows(rows, pgx.RowTo[bool])
 	if err != nil {
 		return pgerr.Classify(fmt.Errorf("append to stream %q: store answer: %w", stream, err))
@@ -307,11 +365,12 @@ func (s *Store) insert(ctx context.Context, r *request) error {
 	return nil
 }
 
-// answerSQL stores an append's answer, as batchAnswersSQL does.
+// answerSQL stores an append's answer, as batchAnswersCTE does.
 const answerSQL = `
-INSERT INTO idempotency_keys AS k (account_id, user_id, key, request_hash, status_code, response) VALUES ($1, $2, $3, $4, $5, $6)
+INSERT INTO idempotency_keys AS k (account_id, user_id, key, request_hash, status_code, response, session_id) VALUES ($1, $2, $3, $4, $5, $6, $9)
 ON CONFLICT (account_id, user_id, key) DO UPDATE
-    SET request_hash = EXCLUDED.request_hash, status_code = EXCLUDED.status_code, response = EXCLUDED.response, created_at = now()
+    SET request_hash = EXCLUDED.request_hash, status_code = EXCLUDED.status_code, response = EXCLUDED.response,
+        session_id = EXCLUDED.session_id, created_at = now()
     WHERE k.created_at < now() - make_interval(secs => $7) OR (k.status_code IS NULL AND k.created_at < now() - make_interval(secs => $8))
 RETURNING true`
 
@@ -324,29 +383,33 @@ type querier interface {
 
 // insertFirst runs appendFirstSQL and returns 1, the number of events it
 // inserted.
-func insertFirst(ctx context.Context, q querier, e *eventstore.Event, readBack bool) (int, error) {
+func insertFirst(ctx context.Context, q querier, key eventstore.KeyChange, e *eventstore.Event, readBack bool) (int, error) {
 	e.Version, e.PrevHash = 1, eventstore.Hash{}
 	e.Hash = eventstore.HashEvent(e.PrevHash, *e)
 	args := []any{e.ID, e.Stream, e.Type, []byte(e.Data), []byte(e.RawMetadata), e.RecordedAt, e.PrevHash[:], e.Hash[:]}
+	// A stream that exists makes the INSERT fail, and the key change with it.
+	sql, args := keyCTE(appendFirstSQL, key, "$2", "true", args)
 	if !readBack {
-		_, err := q.Exec(ctx, appendFirstSQL, args...)
+		_, err := q.Exec(ctx, sql, args...)
 		return 1, err
 	}
-	return 1, q.QueryRow(ctx, appendFirstSQL+returningFirst, args...).Scan(&e.Position)
+	return 1, q.QueryRow(ctx, sql+returningFirst, args...).Scan(&e.Position)
 }
 
 // insertAfter runs appendAfterSQL and returns how many events it
 // inserted: 1, or 0 when the stream has no event with hash prev at the
 // expected version.
-func insertAfter(ctx context.Context, q querier, expected eventstore.ExpectedVersion, prev eventstore.Hash, e *eventstore.Event, readBack bool) (int, error) {
+func insertAfter(ctx context.Context, q querier, expected eventstore.ExpectedVersion, prev eventstore.Hash, key eventstore.KeyChange, e *eventstore.Event, readBack bool) (int, error) {
 	e.Version, e.PrevHash = int64(expected)+1, prev
 	e.Hash = eventstore.HashEvent(prev, *e)
 	args := []any{e.ID, e.Stream, int64(expected), e.Type, []byte(e.Data), []byte(e.RawMetadata), e.RecordedAt, e.PrevHash[:], e.Hash[:]}
+	sql, args := keyCTE(appendAfterSQL, key, "$2::text",
+		"EXISTS (SELECT 1 FROM events WHERE stream = $2::text AND version = $3::bigint AND hash = $8::bytea)", args)
 	if !readBack {
-		tag, err := q.Exec(ctx, appendAfterSQL, args...)
+		tag, err := q.Exec(ctx, sql, args...)
 		return int(tag.RowsAffected()), err
 	}
-	err := q.QueryRow(ctx, appendAfterSQL+returningFirst, args...).Scan(&e.Position)
+	err := q.QueryRow(ctx, sql+returningFirst, args...).Scan(&e.Position)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, nil
 	}
@@ -355,14 +418,16 @@ func insertAfter(ctx context.Context, q querier, expected eventstore.ExpectedVer
 
 // insertNext runs appendNextSQL and returns how many events it inserted:
 // 1, or 0 when the stream has no event at the expected version.
-func insertNext(ctx context.Context, q querier, expected eventstore.ExpectedVersion, e *eventstore.Event, readBack bool) (int, error) {
+func insertNext(ctx context.Context, q querier, expected eventstore.ExpectedVersion, key eventstore.KeyChange, e *eventstore.Event, readBack bool) (int, error) {
 	e.Version = int64(expected) + 1
 	args := []any{e.ID, e.Stream, int64(expected), e.Type, []byte(e.Data), []byte(e.RawMetadata), e.RecordedAt, eventstore.AppendHashFields(nil, *e)}
+	sql, args := keyCTE(appendNextSQL, key, "$2::text",
+		"EXISTS (SELECT 1 FROM events WHERE stream = $2::text AND version = $3::bigint)", args)
 	if !readBack {
-		tag, err := q.Exec(ctx, appendNextSQL, args...)
+		tag, err := q.Exec(ctx, sql, args...)
 		return int(tag.RowsAffected()), err
 	}
-	err := q.QueryRow(ctx, appendNextSQL+returningNext, args...).Scan(&e.Position, &e.PrevHash, &e.Hash)
+	err := q.QueryRow(ctx, sql+returningNext, args...).Scan(&e.Position, &e.PrevHash, &e.Hash)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, nil
 	}
@@ -371,7 +436,7 @@ func insertNext(ctx context.Context, q querier, expected eventstore.ExpectedVers
 
 // insertMany runs appendSQL and returns how many events it inserted: all of
 // them, or none when it found the stream at another version than expected.
-func insertMany(ctx context.Context, q querier, expected eventstore.ExpectedVersion, events []eventstore.Event, readBack bool) (int, error) {
+func insertMany(ctx context.Context, q querier, expected eventstore.ExpectedVersion, key eventstore.KeyChange, events []eventstore.Event, readBack bool) (int, error) {
 	ids := make([]string, len(events))
 	types := make([]string, len(events))
 	data := make([][]byte, len(events))
@@ -382,11 +447,12 @@ func insertMany(ctx context.Context, q querier, expected eventstore.ExpectedVers
 		fields[i] = eventstore.AppendHashFields(nil, e)
 	}
 	args := []any{events[0].Stream, ids, types, data, metas, fields, events[0].RecordedAt, int64(expected)}
+	sql, args := keyCTE(appendSQL, key, "$1", "$8::bigint < 0 OR (SELECT v FROM cur) = $8::bigint", args)
 	if !readBack {
-		tag, err := q.Exec(ctx, appendSQL, args...)
+		tag, err := q.Exec(ctx, sql, args...)
 		return int(tag.RowsAffected()), err
 	}
-	rows, _ := q.Query(ctx, appendSQL+returningAll, args...)
+	rows, _ := q.Query(ctx, sql+returningAll, args...)
 	n := 0
 	for rows.Next() {
 		e := &events[n]
@@ -460,12 +526,13 @@ func (s *Store) writeBatch(ctx context.Context, batch []*request) []error {
 func (s *Store) tryBatch(ctx context.Context, batch []*request, live []int) (left []int, committed bool, err error) {
 	now := eventstore.RecordTime(time.Now())
 	var (
-		rows        int
-		withAnswers bool
+		rows                  int
+		withAnswers, withKeys bool
 	)
 	for _, i := range live {
 		rows += len(batch[i].events)
 		withAnswers = withAnswers || batch[i].opts.Answer != nil
+		withKeys = withKeys || batch[i].key.Create != nil
 	}
 	var (
 		ids, streams, types  = make([]string, 0, rows), make([]string, 0, rows), make([]string, 0, rows)
@@ -482,7 +549,13 @@ func (s *Store) tryBatch(ctx context.Context, batch []*request, live []int) (lef
 		statuses                      []int32
 		bodies                        [][]byte
 		ttls, pendings                []float64
+		sessions                      []pgtype.UUID
 		answerOf                      = map[answerKey]int{}
+	)
+	var (
+		keyStreams, keyIDs, masterIDs, keyFirstIDs []string
+		wrapped                                    [][]byte
+		keyOf                                      = map[string][]int{}
 	)
 	for _, i := range live {
 		r := batch[i]
@@ -513,15 +586,27 @@ func (s *Store) tryBatch(ctx context.Context, batch []*request, live []int) (lef
 			keys, requestHashes, firstIDs = append(keys, a.Key), append(requestHashes, a.RequestHash), append(firstIDs, r.events[0].ID)
 			statuses, bodies = append(statuses, int32(a.Status)), append(bodies, a.Body)
 			ttls, pendings = append(ttls, a.TTL.Seconds()), append(pendings, a.PendingTimeout.Seconds())
+			sessions = append(sessions, pgtype.UUID{Bytes: a.Session, Valid: a.Session != uuid.Nil})
 			answerOf[answerKey{pgtype.UUID{Bytes: a.Account, Valid: true}, pgtype.UUID{Bytes: a.User, Valid: true}, a.Key}] = i
+		}
+		if k := r.key.Create; k != nil {
+			stream := r.events[0].Stream
+			keyStreams, keyIDs, wrapped = append(keyStreams, stream), append(keyIDs, k.ID), append(wrapped, k.Wrapped)
+			masterIDs, keyFirstIDs = append(masterIDs, k.MasterKeyID), append(keyFirstIDs, r.events[0].ID)
+			keyOf[stream] = append(keyOf[stream], i)
 		}
 	}
 	args := []any{ids, streams, versions, types, data, metas, prevs, hashes, field, follows, now}
-	query := batchEventsSQL
+	query, selects := batchSQL, batchSelectEvents
 	if withAnswers {
-		query = batchAnswersSQL
-		args = append(args, accounts, users, keys, requestHashes, statuses, bodies, firstIDs, ttls, pendings)
+		query, selects = query+batchAnswersCTE, selects+batchSelectAnswers
+		args = append(args, accounts, users, keys, requestHashes, statuses, bodies, firstIDs, ttls, pendings, sessions)
 	}
+	if withKeys {
+		query, selects = query+batchKeysCTE(len(args)+1), selects+batchSelectKeys
+		args = append(args, keyStreams, keyIDs, wrapped, masterIDs, keyFirstIDs)
+	}
+	query += selects
 
 	// BEGIN goes with the statement, one round trip; COMMIT or ROLLBACK
 	// is the second. A connection released inside the transaction, after
@@ -541,6 +626,7 @@ func (s *Store) tryBatch(ctx context.Context, batch []*request, live []int) (lef
 	}
 	inserted := make(map[int]int, len(live))
 	answered := make(map[int]bool, len(answerOf))
+	keyed := make(map[int]bool, len(keyOf))
 	res, _ := br.Query()
 	for res.Next() {
 		var (
@@ -553,7 +639,13 @@ func (s *Store) tryBatch(ctx context.Context, batch []*request, live []int) (lef
 			res.Close()
 			return nil, false, fmt.Errorf("append a batch: %w", err)
 		}
-		if !id.Valid {
+		switch {
+		case !id.Valid && stream.Valid:
+			for _, i := range keyOf[stream.String] {
+				keyed[i] = true
+			}
+			continue
+		case !id.Valid:
 			if i, ok := answerOf[answerKey{account, user, key.String}]; ok {
 				answered[i] = true
 			}
@@ -579,7 +671,7 @@ func (s *Store) tryBatch(ctx context.Context, batch []*request, live []int) (lef
 	}
 	for _, i := range live {
 		r := batch[i]
-		if inserted[i] < len(r.events) || r.opts.Answer != nil && !answered[i] {
+		if inserted[i] < len(r.events) || r.opts.Answer != nil && !answered[i] || r.key.Create != nil && !keyed[i] {
 			left = append(left, i)
 		}
 	}

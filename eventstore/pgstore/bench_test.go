@@ -16,6 +16,10 @@ import (
 // benchData, the appended event's data, is the baseline's row payload.
 var benchData = []byte(ratiobench.BaselineEvent)
 
+// benchWrapped is the size of a wrapped data key: a nonce, 32 bytes and
+// a tag.
+var benchWrapped = make([]byte, 12+32+16)
+
 var benchMeta = eventstore.Metadata{
 	ActorID: "9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d", AccountID: "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
 	TeamID: "2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e", Role: "engineer", RequestID: "01JDJ0000000000000000000",
@@ -32,7 +36,10 @@ var benchMeta = eventstore.Metadata{
 // the positions the events got; and AppendQuick after the last event of a
 // stream ("chained", each writer on a stream of its own), giving the hash
 // of the event it follows (eventstore.AfterHash) as the command handler
-// does, and reading back the new event's.
+// does, and reading back the new event's. "quick-keyed" is "quick" with
+// the session's new data key inserted by the same statement, as the
+// command handler appends a session's first handoff (issue 15): its ratio
+// beside "quick"'s is the key's cost.
 func BenchmarkAppend(b *testing.B) {
 	pool := openPool(b)
 	baseline := ratiobench.PostgresBaseline(b, pool)
@@ -52,6 +59,11 @@ func BenchmarkAppend(b *testing.B) {
 	}{
 		{"quick", func(ctx context.Context, _ int) error {
 			return store.AppendQuick(ctx, newStream(), eventstore.NoStream, newEvents())
+		}},
+		{"quick-keyed", func(ctx context.Context, _ int) error {
+			key := eventstore.KeyChange{Create: &eventstore.DataKey{ID: "0123456789abcdef", Wrapped: benchWrapped, MasterKeyID: "fedcba9876543210"}}
+			_, err := store.AppendKeyed(ctx, newStream(), eventstore.NoStream, key, newEvents(), false)
+			return err
 		}},
 		{"read-back", func(ctx context.Context, _ int) error {
 			_, err := store.Append(ctx, newStream(), eventstore.NoStream, newEvents())

@@ -55,7 +55,12 @@ func New(pool *pgxpool.Pool) *Store {
 // Store; appends by other processes are not signalled.
 func (s *Store) Appended() <-chan struct{} { return s.appended.Wait() }
 
-const selectEvent = `SELECT position, id, stream, version, type, data, metadata, recorded_at, prev_hash, hash FROM events `
+// selectEvent reads events with their stream's data key, if it has one:
+// one lookup of the key's primary key per event (OFFSET 0 keeps the
+// planner from turning the lateral subquery into a join that could scan
+// every key), so a read's cost still follows the events it reads.
+const selectEvent = `SELECT position, id, stream, version, type, data, metadata, recorded_at, prev_hash, hash, key_id, wrapped, master_key_id
+FROM events LEFT JOIN LATERAL (SELECT key_id, wrapped, master_key_id FROM data_keys WHERE stream_id = stream OFFSET 0) AS data_key ON true `
 
 // ReadStream implements eventstore.Store.
 func (s *Store) ReadStream(ctx context.Context, stream string) ([]eventstore.Event, error) {
@@ -273,13 +278,18 @@ const writersWhere = `WHERE locktype = 'relation' AND mode = 'RowExclusiveLock'
 func collectEvents(rows pgx.Rows) ([]eventstore.Event, error) {
 	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (eventstore.Event, error) {
 		var (
-			e          eventstore.Event
-			data, meta []byte
+			e               eventstore.Event
+			data, meta      []byte
+			keyID, masterID *string
+			wrapped         []byte
 		)
 		// Scanned as bytes: into a json.RawMessage, pgx would run the
 		// JSON decoder over data the database has already checked.
-		if err := row.Scan(&e.Position, &e.ID, &e.Stream, &e.Version, &e.Type, &data, &meta, &e.RecordedAt, &e.PrevHash, &e.Hash); err != nil {
+		if err := row.Scan(&e.Position, &e.ID, &e.Stream, &e.Version, &e.Type, &data, &meta, &e.RecordedAt, &e.PrevHash, &e.Hash, &keyID, &wrapped, &masterID); err != nil {
 			return e, err
+		}
+		if keyID != nil {
+			e.DataKey = &eventstore.DataKey{ID: *keyID, Wrapped: wrapped, MasterKeyID: *masterID}
 		}
 		e.Data, e.RawMetadata, e.RecordedAt = data, meta, e.RecordedAt.UTC()
 		if err := json.Unmarshal(meta, &e.Metadata); err != nil {

@@ -193,12 +193,19 @@ func (s *Store) Appended() <-chan struct{} { return s.appended.Wait() }
 
 // Append implements eventstore.Store.
 func (s *Store) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent, opts ...eventstore.AppendOption) ([]eventstore.Event, error) {
+	return s.AppendKeyed(ctx, stream, expected, eventstore.KeyChange{}, events, true, opts...)
+}
+
+// AppendKeyed implements eventstore.Store: the key change is made in the
+// append's transaction (changeKey). SQLite learns each event's position
+// as it inserts it, so readBack changes nothing.
+func (s *Store) AppendKeyed(ctx context.Context, stream string, expected eventstore.ExpectedVersion, key eventstore.KeyChange, events []eventstore.NewEvent, _ bool, opts ...eventstore.AppendOption) ([]eventstore.Event, error) {
 	// Prepared before the write transaction, which other writers wait for.
 	recorded, err := eventstore.Prepare(stream, expected, events)
 	if err != nil || len(recorded) == 0 {
 		return nil, err
 	}
-	if err := s.batches.Do(ctx, &request{expected: expected, events: recorded, opts: eventstore.Options(opts)}); err != nil {
+	if err := s.batches.Do(ctx, &request{expected: expected, key: key, events: recorded, opts: eventstore.Options(opts)}); err != nil {
 		return nil, Classify(err)
 	}
 	s.appended.Notify()
@@ -215,6 +222,7 @@ func (s *Store) AppendQuick(ctx context.Context, stream string, expected eventst
 // request is one append on its way through the batch queue.
 type request struct {
 	expected eventstore.ExpectedVersion
+	key      eventstore.KeyChange
 	events   []eventstore.Event
 	opts     eventstore.AppendOptions
 }
@@ -285,8 +293,8 @@ func (s *Store) writeBatch(ctx context.Context, batch []*request) []error {
 const batchTimeout = 30 * time.Second
 
 // insertAll writes the events of r, all of one stream, in tx and fills in
-// their versions, positions, times and hashes, and writes r's answer if it
-// has one. The transaction holds the file's write lock from its start, so
+// their versions, positions, times and hashes, makes its key change and
+// writes its answer if it has one. The transaction holds the file's write lock from its start, so
 // the hash it reads as the previous one stays the stream's last until it
 // commits.
 func (s *Store) insertAll(ctx context.Context, tx *sql.Tx, insert *sql.Stmt, now time.Time, r *request) error {
@@ -309,6 +317,9 @@ func (s *Store) insertAll(ctx context.Context, tx *sql.Tx, insert *sql.Stmt, now
 		}
 		prev = e.Hash
 	}
+	if err := changeKey(ctx, tx, stream, r.expected, r.key); err != nil {
+		return err
+	}
 	if a := r.opts.Answer; a != nil {
 		return insertAnswer(ctx, tx, now, stream, a)
 	}
@@ -321,17 +332,41 @@ func (s *Store) insertAll(ctx context.Context, tx *sql.Tx, insert *sql.Stmt, now
 func insertAnswer(ctx context.Context, tx *sql.Tx, now time.Time, stream string, a *eventstore.Answer) error {
 	var one int
 	err := tx.QueryRowContext(ctx, `
-INSERT INTO idempotency_keys AS k (account_id, user_id, key, request_hash, status_code, response, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+INSERT INTO idempotency_keys AS k (account_id, user_id, key, request_hash, status_code, response, created_at, session_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?10)
 ON CONFLICT (account_id, user_id, key) DO UPDATE
-    SET request_hash = excluded.request_hash, status_code = excluded.status_code, response = excluded.response, created_at = excluded.created_at
+    SET request_hash = excluded.request_hash, status_code = excluded.status_code, response = excluded.response,
+        session_id = excluded.session_id, created_at = excluded.created_at
     WHERE k.created_at < ?8 OR (k.status_code IS NULL AND k.created_at < ?9)
 RETURNING 1`, a.Account.String(), a.User.String(), a.Key, a.RequestHash, a.Status, a.Body, now.Format(TimeLayout),
-		now.Add(-a.TTL).Format(TimeLayout), now.Add(-a.PendingTimeout).Format(TimeLayout)).Scan(&one)
+		now.Add(-a.TTL).Format(TimeLayout), now.Add(-a.PendingTimeout).Format(TimeLayout),
+		sql.NullString{String: a.Session.String(), Valid: a.Session != uuid.Nil}).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("append to stream %q: %w", stream, eventstore.ErrAnswerTaken)
 	}
 	if err != nil {
 		return fmt.Errorf("append to stream %q: store answer: %w", stream, err)
+	}
+	return nil
+}
+
+// changeKey makes an append's key change in its transaction, after its
+// events: a key created for a stream that has one already is a conflict
+// (another append made it first), and nothing is written.
+func changeKey(ctx context.Context, tx *sql.Tx, stream string, expected eventstore.ExpectedVersion, key eventstore.KeyChange) error {
+	var err error
+	switch {
+	case key.Create != nil:
+		_, err = tx.ExecContext(ctx, `INSERT INTO data_keys (stream_id, key_id, wrapped, master_key_id) VALUES (?, ?, ?, ?)`,
+			stream, key.Create.ID, key.Create.Wrapped, key.Create.MasterKeyID)
+		var sqliteErr *sqlite.Error
+		if errors.As(err, &sqliteErr) && (sqliteErr.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY || sqliteErr.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE) {
+			return &eventstore.ConflictError{Stream: stream, Expected: expected}
+		}
+	case key.Destroy:
+		_, err = tx.ExecContext(ctx, `DELETE FROM data_keys WHERE stream_id = ?`, stream)
+	}
+	if err != nil {
+		return fmt.Errorf("append to stream %q: change its data key: %w", stream, err)
 	}
 	return nil
 }
@@ -397,7 +432,9 @@ func hasVersion(ctx context.Context, tx *sql.Tx, stream string, v int64) (bool, 
 	return found, nil
 }
 
-const selectEvent = `SELECT position, id, stream, version, type, data, metadata, recorded_at, prev_hash, hash FROM events `
+// selectEvent reads events with their stream's data key, if it has one.
+const selectEvent = `SELECT position, id, stream, version, type, data, metadata, recorded_at, prev_hash, hash, key_id, wrapped, master_key_id
+FROM events LEFT JOIN data_keys ON stream_id = stream `
 
 // ReadStream implements eventstore.Store.
 func (s *Store) ReadStream(ctx context.Context, stream string) ([]eventstore.Event, error) {
@@ -496,9 +533,14 @@ func scanEvent(rows *sql.Rows) (eventstore.Event, error) {
 	var (
 		e                eventstore.Event
 		data, meta, when string
+		keyID, masterID  sql.NullString
+		wrapped          []byte
 	)
-	if err := rows.Scan(&e.Position, &e.ID, &e.Stream, &e.Version, &e.Type, &data, &meta, &when, &e.PrevHash, &e.Hash); err != nil {
+	if err := rows.Scan(&e.Position, &e.ID, &e.Stream, &e.Version, &e.Type, &data, &meta, &when, &e.PrevHash, &e.Hash, &keyID, &wrapped, &masterID); err != nil {
 		return e, err
+	}
+	if keyID.Valid {
+		e.DataKey = &eventstore.DataKey{ID: keyID.String, Wrapped: wrapped, MasterKeyID: masterID.String}
 	}
 	e.Data, e.RawMetadata = json.RawMessage(data), json.RawMessage(meta)
 	if err := json.Unmarshal([]byte(meta), &e.Metadata); err != nil {

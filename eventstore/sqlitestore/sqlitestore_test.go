@@ -88,6 +88,10 @@ func (p *twoStores) AppendQuick(ctx context.Context, stream string, expected eve
 	return p.next().AppendQuick(ctx, stream, expected, events, opts...)
 }
 
+func (p *twoStores) AppendKeyed(ctx context.Context, stream string, expected eventstore.ExpectedVersion, key eventstore.KeyChange, events []eventstore.NewEvent, readBack bool, opts ...eventstore.AppendOption) ([]eventstore.Event, error) {
+	return p.next().AppendKeyed(ctx, stream, expected, key, events, readBack, opts...)
+}
+
 func (p *twoStores) ReadStream(ctx context.Context, stream string) ([]eventstore.Event, error) {
 	return p.next().ReadStream(ctx, stream)
 }

@@ -20,8 +20,8 @@ const batchRounds = 12
 // which writes concurrent appends together (group commit) puts in one
 // batch: appends to new streams of their own, which must all succeed;
 // appends racing for the first versions of one stream, one or two events
-// each, of which exactly one wins whole and the others get the typed
-// conflict; two appends giving the same event id, of which one fails with
+// each and each creating the stream's data key, of which exactly one wins
+// whole, with its key, and the others get the typed conflict; two appends giving the same event id, of which one fails with
 // an error that is not a conflict; an append whose data is not JSON; and
 // appends after the last event of a stream with and without the previous
 // hash (eventstore.AfterHash), one of them given a wrong hash. No append
@@ -47,9 +47,12 @@ func testBatchWithConflictingRows(t *testing.T, s eventstore.Store) {
 				return s.Append(ctx, stream, eventstore.NoStream, newEvents("Own", 1+i%2))
 			}})
 		}
+		// Each contested append also creates the stream's data key in the
+		// same write: only the winner's may be left.
 		for i := range 4 {
+			key := eventstore.KeyChange{Create: &eventstore.DataKey{ID: fmt.Sprintf("key-%d-%d", round, i), Wrapped: []byte{byte(i)}, MasterKeyID: "master"}}
 			ops = append(ops, op{"contested", func() ([]eventstore.Event, error) {
-				return s.Append(ctx, contested, eventstore.NoStream, newEvents("Contested", 1+i%2))
+				return s.AppendKeyed(ctx, contested, eventstore.NoStream, key, newEvents("Contested", 1+i%2), true)
 			}})
 		}
 		for i := range 2 {
@@ -93,7 +96,14 @@ func testBatchWithConflictingRows(t *testing.T, s eventstore.Store) {
 					continue
 				}
 				contestedWins++
-				assertSameEvents(t, "contested stream", mustReadStream(t, s, contested), r.events)
+				stored := mustReadStream(t, s, contested)
+				if want := fmt.Sprintf("key-%d-%d", round, w-6); len(stored) == 0 || stored[0].DataKey == nil || stored[0].DataKey.ID != want {
+					t.Errorf("round %d: contested stream's data key = %+v, want the winner's %s", round, stored[0].DataKey, want)
+				}
+				for i := range stored {
+					stored[i].DataKey = nil
+				}
+				assertSameEvents(t, "contested stream", stored, r.events)
 			case "shared-id":
 				if r.err == nil {
 					sharedWins++

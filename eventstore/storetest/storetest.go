@@ -57,6 +57,7 @@ func run(t *testing.T, open func(t *testing.T) eventstore.Store) {
 		{"ReadAccount", testReadAccount},
 		{"TailingReadAccountSkipsNothing", testTailingReadAccount},
 		{"BatchWithConflictingRows", testBatchWithConflictingRows},
+		{"DataKeys", testDataKeys},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.test(t, open(t)) })

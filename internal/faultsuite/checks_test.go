@@ -21,6 +21,7 @@ import (
 	"github.com/resolutionflow/ledgerd/projections/pgviews"
 	"github.com/resolutionflow/ledgerd/projections/storetest"
 	"github.com/resolutionflow/ledgerd/relay"
+	"github.com/resolutionflow/ledgerd/shred"
 )
 
 // Bounds of the checks.
@@ -153,7 +154,8 @@ func poll(limit time.Duration, cond func() (bool, error)) bool {
 // readLog returns the whole log in position order.
 func (c *cluster) readLog(t *testing.T) []eventstore.Event {
 	t.Helper()
-	store := pgstore.New(c.pool)
+	// The log as the processes read it: opened by their master key.
+	store := shred.NewStore(pgstore.New(c.pool), testKeyring(t))
 	var all []eventstore.Event
 	for {
 		after := int64(0)
@@ -301,7 +303,7 @@ func (c *cluster) stream(ctx context.Context, t *testing.T) jetstream.Stream {
 // (as commands load it), and no other handoffs.
 func (c *cluster) checkReadModels(t *testing.T, events []eventstore.Event) {
 	t.Helper()
-	loader := commands.NewHandler(pgstore.New(c.pool), nil)
+	loader := commands.NewHandler(shred.NewStore(pgstore.New(c.pool), testKeyring(t)), nil)
 	views := pgviews.New(c.pool)
 	streams := map[string]bool{}
 	total := 0
@@ -342,4 +344,17 @@ func (c *cluster) checkReadModels(t *testing.T, events []eventstore.Event) {
 
 func describe(hs []domain.Handoff) string {
 	return fmt.Sprintf("%+v", hs)
+}
+
+// testMasterKey is the master key every process of the cluster is given.
+const testMasterKey = "6c65646765726420746573742d6d6173746572206b6579206f6e6c7920202020"
+
+// testKeyring opens the log as the processes do.
+func testKeyring(t *testing.T) *shred.Keyring {
+	t.Helper()
+	m, err := shred.ParseMasterKey(testMasterKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return shred.NewKeyring(m)
 }

@@ -100,6 +100,10 @@ func newCluster(t *testing.T) *cluster {
 	c := &cluster{bin: buildLedgerd(t), logDir: t.TempDir(), sent: map[string]bool{}}
 	built := time.Since(start)
 	c.auditKey = c.makeAuditKey(t)
+	// Beside the audit key: the master key every process shares.
+	if err := os.WriteFile(filepath.Join(filepath.Dir(c.auditKey), "master-key"), []byte(testMasterKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	c.pg, c.nats = pgtest.StartServer(t), natstest.Start(t)
 	c.dbURL = c.pg.NewDatabase(t)
 	c.pool = pgtest.Pool(t, c.dbURL, 4)
@@ -208,7 +212,7 @@ func (c *cluster) env(extra ...string) []string {
 		}
 	}
 	env = append(env, "DATABASE_URL="+c.dbURL, "NATS_URL="+c.nats.URL(), "LEDGER_JWT_SECRET="+jwtSecret,
-		"LEDGER_AUDIT_KEY_FILE="+c.auditKey)
+		"LEDGER_AUDIT_KEY_FILE="+c.auditKey, "LEDGER_MASTER_KEY_FILE="+filepath.Join(filepath.Dir(c.auditKey), "master-key"))
 	return append(env, extra...)
 }
 

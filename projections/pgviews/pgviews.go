@@ -33,7 +33,7 @@ func New(pool *pgxpool.Pool) *Store {
 }
 
 const handoffColumns = `id, account_id, team_id, session_id, intent, engineer_notes, priority,
-	status, created_by, created_at, claimed_by, claimed_at, withdrawn_at`
+	status, created_by, created_at, claimed_by, claimed_at, withdrawn_at, notes_erased`
 
 // Pages are keyset pages served by an index each: the queue's order is
 // that of the partial index handoffs_queue, whose queue_class column is
@@ -255,13 +255,13 @@ func (t *storeTx) PutHandoff(ctx context.Context, h domain.Handoff, position int
 const putHandoffsSQL = `INSERT INTO handoffs (` + handoffColumns + `, priority_rank, position)
 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[],
 	$8::text[], $9::uuid[], $10::timestamptz[], $11::uuid[], $12::timestamptz[], $13::timestamptz[],
-	$14::integer[], $15::bigint[])
+	$14::boolean[], $15::integer[], $16::bigint[])
 ON CONFLICT (id) DO UPDATE SET
 	account_id = EXCLUDED.account_id, team_id = EXCLUDED.team_id, session_id = EXCLUDED.session_id,
 	intent = EXCLUDED.intent, engineer_notes = EXCLUDED.engineer_notes, priority = EXCLUDED.priority,
 	status = EXCLUDED.status, created_by = EXCLUDED.created_by, created_at = EXCLUDED.created_at,
 	claimed_by = EXCLUDED.claimed_by, claimed_at = EXCLUDED.claimed_at, withdrawn_at = EXCLUDED.withdrawn_at,
-	priority_rank = EXCLUDED.priority_rank, position = EXCLUDED.position`
+	notes_erased = EXCLUDED.notes_erased, priority_rank = EXCLUDED.priority_rank, position = EXCLUDED.position`
 
 // flush writes the rows held back.
 func (t *storeTx) flush(ctx context.Context) error {
@@ -273,20 +273,33 @@ func (t *storeTx) flush(ctx context.Context) error {
 	intents, notes, priorities, statuses := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	creators, claimers := make([]pgtype.UUID, n), make([]pgtype.UUID, n)
 	created, claimed, withdrawn := make([]pgtype.Timestamptz, n), make([]pgtype.Timestamptz, n), make([]pgtype.Timestamptz, n)
-	ranks, positions := make([]int32, n), make([]int64, n)
+	ranks, positions, erased := make([]int32, n), make([]int64, n), make([]bool, n)
 	for i, r := range t.pending {
 		h := r.h
 		ids[i], accounts[i], teams[i], sessions[i] = pgUUID(h.ID), pgUUID(h.AccountID), pgUUID(h.TeamID), pgUUID(h.SessionID)
 		intents[i], notes[i], priorities[i], statuses[i] = string(h.Intent), h.Notes, string(h.Priority), string(h.Status)
 		creators[i], claimers[i] = pgUUID(h.CreatedBy), pgNullUUID(h.ClaimedBy)
 		created[i], claimed[i], withdrawn[i] = pgTime(h.CreatedAt), pgTime(h.ClaimedAt), pgTime(h.WithdrawnAt)
-		ranks[i], positions[i] = int32(h.Priority.Rank()), r.position
+		ranks[i], positions[i], erased[i] = int32(h.Priority.Rank()), r.position, h.NotesErased
 	}
 	_, err := t.tx.Exec(ctx, putHandoffsSQL, ids, accounts, teams, sessions, intents, notes, priorities,
-		statuses, creators, created, claimers, claimed, withdrawn, ranks, positions)
+		statuses, creators, created, claimers, claimed, withdrawn, erased, ranks, positions)
 	t.discard()
 	if err != nil {
 		return fmt.Errorf("store %d handoffs: %w", n, err)
+	}
+	return nil
+}
+
+// EraseNotes implements projections.Tx, after writing the rows held back.
+func (t *storeTx) EraseNotes(ctx context.Context, account, session uuid.UUID, position int64) error {
+	if err := t.flush(ctx); err != nil {
+		return err
+	}
+	_, err := t.tx.Exec(ctx, `UPDATE handoffs SET engineer_notes = '', notes_erased = true, position = $3
+WHERE account_id = $1 AND session_id = $2`, pgUUID(account), pgUUID(session), position)
+	if err != nil {
+		return fmt.Errorf("erase the notes of session %s: %w", session, err)
 	}
 	return nil
 }
@@ -353,7 +366,7 @@ func scanHandoff(row pgx.CollectableRow) (domain.Handoff, error) {
 		claimedAt, withdrawnAt   *time.Time
 	)
 	err := row.Scan(&h.ID, &h.AccountID, &h.TeamID, &h.SessionID, &intent, &h.Notes, &priority,
-		&status, &h.CreatedBy, &createdAt, &claimedBy, &claimedAt, &withdrawnAt)
+		&status, &h.CreatedBy, &createdAt, &claimedBy, &claimedAt, &withdrawnAt, &h.NotesErased)
 	if err != nil {
 		return h, err
 	}

@@ -44,7 +44,7 @@ func New(write, read *sql.DB) *Store {
 }
 
 const handoffColumns = `id, account_id, team_id, session_id, intent, engineer_notes, priority,
-	status, created_by, created_at, claimed_by, claimed_at, withdrawn_at`
+	status, created_by, created_at, claimed_by, claimed_at, withdrawn_at, notes_erased`
 
 // Pages are keyset pages served by an index each, as on PostgreSQL: the
 // queue's order is that of the partial index handoffs_queue, whose
@@ -249,21 +249,31 @@ func (t *storeTx) Handoff(ctx context.Context, id uuid.UUID) (domain.Handoff, bo
 }
 
 const putHandoffSQL = `INSERT INTO handoffs (` + handoffColumns + `, priority_rank, position)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
 	account_id = excluded.account_id, team_id = excluded.team_id, session_id = excluded.session_id,
 	intent = excluded.intent, engineer_notes = excluded.engineer_notes, priority = excluded.priority,
 	status = excluded.status, created_by = excluded.created_by, created_at = excluded.created_at,
 	claimed_by = excluded.claimed_by, claimed_at = excluded.claimed_at, withdrawn_at = excluded.withdrawn_at,
-	priority_rank = excluded.priority_rank, position = excluded.position`
+	notes_erased = excluded.notes_erased, priority_rank = excluded.priority_rank, position = excluded.position`
 
 func (t *storeTx) PutHandoff(ctx context.Context, h domain.Handoff, position int64) error {
 	_, err := t.tx.ExecContext(ctx, putHandoffSQL,
 		h.ID.String(), h.AccountID.String(), h.TeamID.String(), h.SessionID.String(), string(h.Intent), h.Notes, string(h.Priority),
 		string(h.Status), h.CreatedBy.String(), formatTime(h.CreatedAt), nullUUID(h.ClaimedBy), nullTime(h.ClaimedAt), nullTime(h.WithdrawnAt),
-		h.Priority.Rank(), position)
+		h.NotesErased, h.Priority.Rank(), position)
 	if err != nil {
 		return fmt.Errorf("store handoff %s: %w", h.ID, err)
+	}
+	return nil
+}
+
+// EraseNotes implements projections.Tx.
+func (t *storeTx) EraseNotes(ctx context.Context, account, session uuid.UUID, position int64) error {
+	_, err := t.tx.ExecContext(ctx, `UPDATE handoffs SET engineer_notes = '', notes_erased = 1, position = ?
+WHERE account_id = ? AND session_id = ?`, position, account.String(), session.String())
+	if err != nil {
+		return fmt.Errorf("erase the notes of session %s: %w", session, err)
 	}
 	return nil
 }
@@ -336,7 +346,7 @@ func scanHandoff(rows *sql.Rows) (domain.Handoff, error) {
 		claimedAt, withdrawnAt            sql.NullString
 	)
 	err := rows.Scan(&h.ID, &h.AccountID, &h.TeamID, &h.SessionID, &intent, &h.Notes, &priority,
-		&status, &h.CreatedBy, &created, &claimedBy, &claimedAt, &withdrawnAt)
+		&status, &h.CreatedBy, &created, &claimedBy, &claimedAt, &withdrawnAt, &h.NotesErased)
 	if err != nil {
 		return h, err
 	}

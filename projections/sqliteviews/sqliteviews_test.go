@@ -144,7 +144,7 @@ func TestRebuild_YieldsIdenticalTables(t *testing.T) {
 		UPDATE handoffs SET engineer_notes = 'tampered', status = 'open' WHERE id = (SELECT max(id) FROM handoffs);
 		INSERT INTO handoffs SELECT '00000000-0000-4000-8000-000000000000', account_id, team_id, session_id, intent,
 			'no event made this', priority, priority_rank, status, created_by, created_at, claimed_by, claimed_at,
-			withdrawn_at, position
+			withdrawn_at, position, notes_erased
 		FROM handoffs LIMIT 1`)
 	if err != nil {
 		t.Fatalf("damage the read model: %v", err)

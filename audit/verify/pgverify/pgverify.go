@@ -6,7 +6,6 @@ package pgverify
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"time"
 
@@ -217,36 +216,10 @@ func decode(v [][]byte, r *verify.Row, cp *verify.StoredCheckpoint) error {
 
 // LeafFrom implements verify.Log.
 func (s snapshot) LeafFrom(ctx context.Context, index uint64) (audit.StoredLeaf, bool, error) {
-	var (
-		l     audit.StoredLeaf
-		found int64
-	)
-	err := s.tx.QueryRow(ctx, `SELECT leaf_index, position, hash FROM merkle_leaves WHERE leaf_index >= $1 ORDER BY leaf_index LIMIT 1`, int64(index)).
-		Scan(&found, &l.Position, &l.Hash)
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		return l, false, nil
-	case err != nil:
-		return l, false, fmt.Errorf("read the leaves from %d: %w", index, err)
-	}
-	l.Index = uint64(found)
-	return l, true, nil
+	return verify.ScanLeaf(s.tx.QueryRow(ctx, verify.LeafFromSQL, int64(index)), index)
 }
 
 // CheckpointBeyond implements verify.Log.
 func (s snapshot) CheckpointBeyond(ctx context.Context, size uint64) (verify.StoredCheckpoint, bool, error) {
-	var (
-		c     verify.StoredCheckpoint
-		found int64
-	)
-	err := s.tx.QueryRow(ctx, `SELECT size, position, root, note FROM merkle_checkpoints WHERE size > $1 ORDER BY size LIMIT 1`, int64(size)).
-		Scan(&found, &c.Position, &c.Root, &c.Note)
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		return c, false, nil
-	case err != nil:
-		return c, false, fmt.Errorf("read the checkpoints beyond %d: %w", size, err)
-	}
-	c.Size = uint64(found)
-	return c, true, nil
+	return verify.ScanCheckpoint(s.tx.QueryRow(ctx, verify.CheckpointBeyondSQL, int64(size)), size)
 }

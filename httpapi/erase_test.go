@@ -334,6 +334,9 @@ func testEraseDuringBusyRun(t *testing.T, nb NewBackend) {
 	stop()
 	<-errs
 
+	// The history first: every handoff it shows is then in the stream
+	// read after it (a request cancelled by stop may still commit).
+	history := rawHandoffs(t, s.do(t, as(t, holder, http.MethodGet, historyPath(target), ""), http.StatusOK))
 	events := s.stream(t, tm.account, target)
 	var erasedAt time.Time
 	// Whether each handoff was created before the erasure, by the order
@@ -358,7 +361,7 @@ func testEraseDuringBusyRun(t *testing.T, nb NewBackend) {
 		t.Fatal("no SessionDataErased in the session")
 	}
 	var before []string
-	for _, h := range rawHandoffs(t, s.do(t, as(t, holder, http.MethodGet, historyPath(target), ""), http.StatusOK)) {
+	for _, h := range history {
 		wasBefore, known := createdBefore[h["id"].(string)]
 		switch {
 		case !known:

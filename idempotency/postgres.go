@@ -106,3 +106,52 @@ DELETE FROM idempotency_keys WHERE account_id = $1 AND user_id = $2 AND key = $3
 	}
 	return nil
 }
+
+// saveSQL stores an answer as reserveSQL reserves a key: it returns a row
+// only when it stored it.
+const saveSQL = `
+INSERT INTO idempotency_keys AS k (account_id, user_id, key, request_hash, status_code, response, session_id) VALUES ($1, $2, $3, $4, $7, $8, $9)
+ON CONFLICT (account_id, user_id, key) DO UPDATE
+    SET request_hash = EXCLUDED.request_hash, status_code = EXCLUDED.status_code, response = EXCLUDED.response,
+        session_id = EXCLUDED.session_id, created_at = now()
+    WHERE k.created_at < now() - make_interval(secs => $5)
+       OR (k.status_code IS NULL AND k.created_at < now() - make_interval(secs => $6))
+RETURNING true`
+
+// lookupSQL reads a key that no new request may take over.
+const lookupSQL = selectSQL + `
+    AND created_at >= now() - make_interval(secs => $4)
+    AND (status_code IS NOT NULL OR created_at >= now() - make_interval(secs => $5))`
+
+func (s *postgresStore) Lookup(ctx context.Context, owner Owner, key string) (Record, bool, error) {
+	var rec Record
+	err := s.pool.QueryRow(ctx, lookupSQL, owner.Account, owner.User, key, TTL.Seconds(), PendingTimeout.Seconds()).Scan(&rec.RequestHash, &rec.StatusCode, &rec.Response)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Record{}, false, nil
+	}
+	if err != nil {
+		return Record{}, false, pgerr.Classify(fmt.Errorf("look up idempotency key: %w", err))
+	}
+	return rec, true, nil
+}
+
+func (s *postgresStore) Save(ctx context.Context, owner Owner, key, requestHash string, status int, body []byte) (Record, bool, error) {
+	for range reserveAttempts {
+		var saved bool
+		err := s.pool.QueryRow(ctx, saveSQL, owner.Account, owner.User, key, requestHash, TTL.Seconds(), PendingTimeout.Seconds(), status, body, nullUUID(owner.Session)).Scan(&saved)
+		if err == nil {
+			return Record{RequestHash: requestHash, StatusCode: status, Response: body}, true, nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return Record{}, false, pgerr.Classify(fmt.Errorf("store idempotent answer: %w", err))
+		}
+		rec, found, err := s.Lookup(ctx, owner, key)
+		if err != nil {
+			return Record{}, false, err
+		}
+		if found {
+			return rec, false, nil
+		}
+	}
+	return Record{}, false, fmt.Errorf("store idempotent answer: key released and taken %d times in a row", reserveAttempts)
+}

@@ -116,3 +116,55 @@ DELETE FROM idempotency_keys WHERE account_id = ? AND user_id = ? AND key = ? AN
 	}
 	return nil
 }
+
+func (s *sqliteStore) Lookup(ctx context.Context, owner Owner, key string) (Record, bool, error) {
+	now := time.Now().UTC()
+	var rec Record
+	err := s.db.QueryRowContext(ctx, sqliteSelectSQL+` AND created_at >= ? AND (status_code IS NOT NULL OR created_at >= ?)`,
+		owner.Account.String(), owner.User.String(), key,
+		now.Add(-TTL).Format(sqlitestore.TimeLayout), now.Add(-PendingTimeout).Format(sqlitestore.TimeLayout)).Scan(&rec.RequestHash, &rec.StatusCode, &rec.Response)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Record{}, false, nil
+	}
+	if err != nil {
+		return Record{}, false, sqlitestore.Classify(fmt.Errorf("look up idempotency key: %w", err))
+	}
+	return rec, true, nil
+}
+
+// sqliteSaveSQL stores an answer as sqliteReserveSQL reserves a key: it
+// returns a row only when it stored it.
+const sqliteSaveSQL = `
+INSERT INTO idempotency_keys AS k (account_id, user_id, key, request_hash, created_at, status_code, response, session_id) VALUES (?1, ?2, ?3, ?4, ?5, ?8, ?9, ?10)
+ON CONFLICT (account_id, user_id, key) DO UPDATE
+    SET request_hash = excluded.request_hash, status_code = excluded.status_code, response = excluded.response,
+        session_id = excluded.session_id, created_at = excluded.created_at
+    WHERE k.created_at < ?6 OR (k.status_code IS NULL AND k.created_at < ?7)
+RETURNING 1`
+
+func (s *sqliteStore) Save(ctx context.Context, owner Owner, key, requestHash string, status int, body []byte) (Record, bool, error) {
+	now := time.Now().UTC()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return Record{}, false, sqlitestore.Classify(fmt.Errorf("store idempotent answer: begin: %w", err))
+	}
+	defer tx.Rollback() // a no-op after Commit
+	var one int
+	err = tx.QueryRowContext(ctx, sqliteSaveSQL, owner.Account.String(), owner.User.String(), key, requestHash, now.Format(sqlitestore.TimeLayout),
+		now.Add(-TTL).Format(sqlitestore.TimeLayout), now.Add(-PendingTimeout).Format(sqlitestore.TimeLayout), status, body, nullSession(owner.Session)).Scan(&one)
+	rec := Record{RequestHash: requestHash, StatusCode: status, Response: body}
+	saved := err == nil
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		err = tx.QueryRowContext(ctx, sqliteSelectSQL, owner.Account.String(), owner.User.String(), key).Scan(&rec.RequestHash, &rec.StatusCode, &rec.Response)
+		if err != nil {
+			return Record{}, false, sqlitestore.Classify(fmt.Errorf("read idempotency key: %w", err))
+		}
+	case err != nil:
+		return Record{}, false, sqlitestore.Classify(fmt.Errorf("store idempotent answer: %w", err))
+	}
+	if err := tx.Commit(); err != nil {
+		return Record{}, false, sqlitestore.Classify(fmt.Errorf("store idempotent answer: commit: %w", err))
+	}
+	return rec, saved, nil
+}

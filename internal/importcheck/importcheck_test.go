@@ -8,6 +8,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	// The packages checked, linked into the test so that its cached
+	// result goes stale whenever one of them, or what it imports, changes.
+	_ "github.com/resolutionflow/ledgerd/domain"
+	_ "github.com/resolutionflow/ledgerd/relay"
+	_ "github.com/resolutionflow/ledgerd/tail"
 )
 
 const module = "github.com/resolutionflow/ledgerd/"

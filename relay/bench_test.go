@@ -313,15 +313,7 @@ func BenchmarkPublishLag(b *testing.B) {
 func streamLags(tb testing.TB, natsURL string, n int) []time.Duration {
 	tb.Helper()
 	ctx := tb.Context()
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	js := natstest.JetStream(tb, natsURL)
 	c, err := js.OrderedConsumer(ctx, eventcodec.DefaultNATSStream, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		tb.Fatal(err)

@@ -88,14 +88,7 @@ func newEnvOn(t *testing.T, natsURL string) *env {
 	pool := e.newPool()
 	e.store, e.views = pgstore.New(pool), pgviews.New(pool)
 	e.handler = commands.NewHandler(e.store, nil)
-	nc, err := nats.Connect(natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
-	if err != nil {
-		t.Fatalf("connect test client: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	if e.js, err = jetstream.New(nc); err != nil {
-		t.Fatal(err)
-	}
+	e.js = natstest.JetStream(t, natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
 	return e
 }
 

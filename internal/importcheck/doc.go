@@ -4,7 +4,8 @@
 // the build's tests, naming the chain of imports that brought it in.
 //
 //   - domain links no pgx, echo, NATS, SQLite or goose: it is pure Go.
-//   - relay and tail link no database driver: a subscriber needs only the
-//     event codec, and the relay reaches the log and its checkpoints
-//     through ports.
+//   - The ports (eventstore, projections, leader, shred, audit) link no
+//     database driver: their adapters are sub-packages.
+//   - commands, relay and tail link no database driver: they reach the
+//     stores through ports, and a subscriber needs only the event codec.
 package importcheck

@@ -11,8 +11,14 @@ import (
 
 	// The packages checked, linked into the test so that its cached
 	// result goes stale whenever one of them, or what it imports, changes.
+	_ "github.com/resolutionflow/ledgerd/audit"
+	_ "github.com/resolutionflow/ledgerd/commands"
 	_ "github.com/resolutionflow/ledgerd/domain"
+	_ "github.com/resolutionflow/ledgerd/eventstore"
+	_ "github.com/resolutionflow/ledgerd/leader"
+	_ "github.com/resolutionflow/ledgerd/projections"
 	_ "github.com/resolutionflow/ledgerd/relay"
+	_ "github.com/resolutionflow/ledgerd/shred"
 	_ "github.com/resolutionflow/ledgerd/tail"
 )
 

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,15 +17,13 @@ import (
 	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
 	"github.com/resolutionflow/ledgerd/leader"
+	"github.com/resolutionflow/ledgerd/leader/lockertest"
 	"github.com/resolutionflow/ledgerd/leader/pgleader"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
-// takeover bounds how long a waiting locker may take to get a freed lease.
-const takeover = 5 * time.Second
-
-// slack is what a takeover may take beyond its documented bound on a busy
+// slack is what a lockertest.Takeover may take beyond its documented bound on a busy
 // test machine.
 const slack = 2 * time.Second
 
@@ -49,206 +45,13 @@ func newPostgres(tb testing.TB, url, process string, cfg pgleader.Config) *pglea
 	return l
 }
 
-// implementations returns, for each Locker, a function that makes two
-// lockers standing for two processes sharing one database.
-func implementations() map[string]func(tb testing.TB) (a, b leader.Locker) {
-	return map[string]func(tb testing.TB) (a, b leader.Locker){
-		"Postgres": func(tb testing.TB) (a, b leader.Locker) {
-			url := pgtest.NewDatabase(tb)
-			return newPostgres(tb, url, "a", quick), newPostgres(tb, url, "b", quick)
-		},
-		"Local": func(tb testing.TB) (a, b leader.Locker) {
-			l := leader.NewLocal()
-			return l, l
-		},
-	}
-}
-
-// forEachLocker runs test in parallel subtests, one per Locker, in
-// parallel with other tests.
-func forEachLocker(t *testing.T, test func(t *testing.T, a, b leader.Locker)) {
-	t.Parallel()
-	for name, open := range implementations() {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			a, b := open(t)
-			test(t, a, b)
-		})
-	}
-}
-
-// acquisition is the outcome of an Acquire running in the background.
-type acquisition struct {
-	lease *leader.Lease
-	err   error
-}
-
-// acquireAsync starts Acquire and returns a channel that yields its outcome.
-func acquireAsync(ctx context.Context, l leader.Locker, name string) <-chan acquisition {
-	out := make(chan acquisition, 1)
-	go func() {
-		lease, err := l.Acquire(ctx, name)
-		out <- acquisition{lease, err}
-	}()
-	return out
-}
-
-func mustAcquire(tb testing.TB, l leader.Locker, name string) *leader.Lease {
-	tb.Helper()
-	return awaitAcquired(tb, acquireAsync(tb.Context(), l, name))
-}
-
-// awaitAcquired waits for a background Acquire to succeed.
-func awaitAcquired(tb testing.TB, pending <-chan acquisition) *leader.Lease {
-	tb.Helper()
-	select {
-	case a := <-pending:
-		if a.err != nil {
-			tb.Fatalf("acquire: %v", a.err)
-		}
-		tb.Cleanup(a.lease.Release)
-		return a.lease
-	case <-time.After(takeover):
-		tb.Fatalf("lease not acquired within %v", takeover)
-	}
-	panic("unreachable")
-}
-
-// awaitLost waits for a lease's context to be cancelled.
-func awaitLost(tb testing.TB, lease *leader.Lease) {
-	tb.Helper()
-	select {
-	case <-lease.Context().Done():
-	case <-time.After(takeover):
-		tb.Fatalf("lease context still live %v after leadership was lost", takeover)
-	}
-}
-
-// assertWaiting checks that a background Acquire has not returned.
-func assertWaiting(tb testing.TB, pending <-chan acquisition) {
-	tb.Helper()
-	select {
-	case a := <-pending:
-		if a.err == nil {
-			a.lease.Release()
-		}
-		tb.Fatalf("second locker got the lease while the first held it (err %v)", a.err)
-	default:
-	}
-}
-
-func TestLocker_SecondWaitsUntilRelease(t *testing.T) {
-	forEachLocker(t, func(t *testing.T, a, b leader.Locker) {
-		leaseA := mustAcquire(t, a, "projector")
-
-		// While A holds, B's Acquire must wait until its context ends.
-		ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond)
-		defer cancel()
-		if _, err := b.Acquire(ctx, "projector"); !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("second Acquire while held: err = %v, want deadline exceeded", err)
-		}
-
-		pending := acquireAsync(t.Context(), b, "projector")
-		assertWaiting(t, pending)
-		leaseA.Release()
-		awaitLost(t, leaseA)
-		leaseB := awaitAcquired(t, pending)
-		if err := leaseB.Context().Err(); err != nil {
-			t.Fatalf("B's lease context is done right after acquiring: %v", err)
-		}
-	})
-}
-
-func TestLocker_NamesAreIndependent(t *testing.T) {
-	forEachLocker(t, func(t *testing.T, a, b leader.Locker) {
-		mustAcquire(t, a, "projector")
-		mustAcquire(t, b, "relay")
-	})
-}
-
-func TestLocker_ContextEndReleases(t *testing.T) {
-	forEachLocker(t, func(t *testing.T, a, b leader.Locker) {
-		ctx, cancel := context.WithCancel(t.Context())
-		leaseA, err := a.Acquire(ctx, "projector")
-		if err != nil {
-			t.Fatalf("acquire: %v", err)
-		}
-		defer leaseA.Release()
-		pending := acquireAsync(t.Context(), b, "projector")
-		assertWaiting(t, pending)
-		cancel()
-		awaitLost(t, leaseA)
-		awaitAcquired(t, pending)
-	})
-}
-
-func TestLocker_ReleaseTwiceIsHarmless(t *testing.T) {
-	forEachLocker(t, func(t *testing.T, a, b leader.Locker) {
-		lease := mustAcquire(t, a, "projector")
-		lease.Release()
-		lease.Release()
-		mustAcquire(t, b, "projector")
-	})
-}
-
-// TestLocker_MutualExclusion has contenders of two lockers (two processes,
-// each with two goroutines) take the lease in turn, many times, and fails
-// if two ever hold it at once or a PostgreSQL lease's token does not grow
-// with each new holder.
-func TestLocker_MutualExclusion(t *testing.T) {
-	forEachLocker(t, func(t *testing.T, a, b leader.Locker) {
-		const rounds = 50
-		var (
-			holders, overlaps atomic.Int64
-			mu                sync.Mutex
-			tokens            []int64 // in the order the lease was held
-			wg                sync.WaitGroup
-			errs              = make(chan error, 4)
-		)
-		for _, l := range []leader.Locker{a, b, a, b} {
-			wg.Go(func() {
-				for range rounds {
-					// The lease lasts no longer than the context it was
-					// acquired with, so cancel only after releasing.
-					ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-					lease, err := l.Acquire(ctx, "projector")
-					if err != nil {
-						cancel()
-						errs <- err
-						return
-					}
-					if holders.Add(1) > 1 {
-						overlaps.Add(1)
-					}
-					mu.Lock()
-					tokens = append(tokens, lease.Fence().Token)
-					mu.Unlock()
-					runtime.Gosched() // let another contender in, if the lease would
-					holders.Add(-1)
-					lease.Release()
-					cancel()
-				}
-			})
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Errorf("contender: %v", err)
-		}
-		if overlaps.Load() != 0 {
-			t.Errorf("the lease was held twice at once %d times", overlaps.Load())
-		}
-		if len(tokens) != 4*rounds {
-			t.Errorf("acquired %d times, want %d", len(tokens), 4*rounds)
-		}
-		if strings.HasSuffix(t.Name(), "/Postgres") {
-			for i := 1; i < len(tokens); i++ {
-				if tokens[i] != tokens[i-1]+1 {
-					t.Fatalf("holder %d got token %d after %d, want each new holder one more", i, tokens[i], tokens[i-1])
-				}
-			}
-		}
-	})
+// TestLocker runs the conformance suite on two PostgreSQL lockers standing
+// for two processes sharing one database.
+func TestLocker(t *testing.T) {
+	lockertest.Run(t, func(tb testing.TB) (a, b leader.Locker) {
+		url := pgtest.NewDatabase(tb)
+		return newPostgres(tb, url, "a", quick), newPostgres(tb, url, "b", quick)
+	}, true)
 }
 
 // freezeRenewals makes l's holders stop renewing their leases from their
@@ -284,28 +87,28 @@ func TestPostgres_FrozenHolderIsReplaced(t *testing.T) {
 	}
 	defer leaseA.Release()
 	defer thaw()
-	pending := acquireAsync(t.Context(), b, "projector")
+	pending := lockertest.AcquireAsync(t.Context(), b, "projector")
 	select {
 	case <-frozen:
-	case <-time.After(takeover):
+	case <-time.After(lockertest.Takeover):
 		t.Fatal("the holder never tried to renew")
 	}
 	frozenAt := time.Now()
 	bound := pgleader.DefaultTTL + pgleader.DefaultRetryInterval
 	select {
 	case got := <-pending:
-		if got.err != nil {
-			t.Fatalf("acquire: %v", got.err)
+		if got.Err != nil {
+			t.Fatalf("acquire: %v", got.Err)
 		}
-		defer got.lease.Release()
+		defer got.Lease.Release()
 		if leaseA.Context().Err() == nil {
 			t.Fatal("the successor acquired while the frozen holder's lease context was still live")
 		}
 		if took := time.Since(frozenAt); took > bound+slack {
 			t.Errorf("the successor took over %v after the freeze, want at most %v", took, bound)
 		}
-		if want := leaseA.Fence().Token + 1; got.lease.Fence().Token != want {
-			t.Errorf("successor's token = %d, want %d", got.lease.Fence().Token, want)
+		if want := leaseA.Fence().Token + 1; got.Lease.Fence().Token != want {
+			t.Errorf("successor's token = %d, want %d", got.Lease.Fence().Token, want)
 		}
 	case <-time.After(bound + slack):
 		t.Fatalf("the frozen holder was not replaced within %v", bound+slack)
@@ -341,13 +144,13 @@ func TestPostgres_CutOffHolderStopsBeforeTakeover(t *testing.T) {
 		lockers[i] = l
 	}
 
-	holder := mustAcquire(t, lockers[0], "relay")
+	holder := lockertest.MustAcquire(t, lockers[0], "relay")
 	for round := range 4 {
 		from, to := round%2, 1-round%2
-		pending := acquireAsync(t.Context(), lockers[to], "relay")
+		pending := lockertest.AcquireAsync(t.Context(), lockers[to], "relay")
 		offline[from].Store(true)
 		terminate(t, admin, fmt.Sprintf("p%d", from))
-		successor := awaitAcquired(t, pending)
+		successor := lockertest.AwaitAcquired(t, pending)
 		if holder.Context().Err() == nil {
 			t.Fatalf("round %d: the successor acquired while the cut-off holder's lease context was still live", round)
 		}
@@ -387,15 +190,15 @@ func TestPostgres_HolderTakesItsLeaseBack(t *testing.T) {
 	}
 	b := newPostgres(t, url, "b", cfg)
 
-	first := mustAcquire(t, a, "relay")
-	pending := acquireAsync(t.Context(), b, "relay")
+	first := lockertest.MustAcquire(t, a, "relay")
+	pending := lockertest.AcquireAsync(t.Context(), b, "relay")
 	offline.Store(true)
 	terminate(t, admin, "a")
-	awaitLost(t, first)
+	lockertest.AwaitLost(t, first)
 	first.Release()
 	offline.Store(false)
-	again := mustAcquire(t, a, "relay")
-	assertWaiting(t, pending)
+	again := lockertest.MustAcquire(t, a, "relay")
+	lockertest.AssertWaiting(t, pending)
 	if err := pgleader.CheckFence(t.Context(), admin, again.Fence()); err != nil {
 		t.Fatalf("fence of the lease taken back: %v", err)
 	}
@@ -411,7 +214,7 @@ func TestPostgres_CancelledAcquireLeavesTheLeaseFree(t *testing.T) {
 	admin := pgtest.Pool(t, url, 2)
 	a := newPostgres(t, url, "a", quick)
 	b := newPostgres(t, url, "b", quick)
-	mustAcquire(t, b, "relay").Release() // the lease's row exists, free
+	lockertest.MustAcquire(t, b, "relay").Release() // the lease's row exists, free
 
 	tx, err := admin.Begin(t.Context())
 	if err != nil {
@@ -422,8 +225,8 @@ func TestPostgres_CancelledAcquireLeavesTheLeaseFree(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
-	pending := acquireAsync(ctx, a, "relay")
-	ledgertest.WaitUntil(t, takeover, "a's take waits for the row lock", func() bool {
+	pending := lockertest.AcquireAsync(ctx, a, "relay")
+	ledgertest.WaitUntil(t, lockertest.Takeover, "a's take waits for the row lock", func() bool {
 		var waiting int
 		err := admin.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity
 			WHERE application_name = 'a' AND datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting)
@@ -436,11 +239,11 @@ func TestPostgres_CancelledAcquireLeavesTheLeaseFree(t *testing.T) {
 	if err := tx.Commit(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if got := <-pending; !errors.Is(got.err, context.Canceled) {
-		if got.err == nil {
-			got.lease.Release()
+	if got := <-pending; !errors.Is(got.Err, context.Canceled) {
+		if got.Err == nil {
+			got.Lease.Release()
 		}
-		t.Fatalf("cancelled Acquire: %v, want context canceled", got.err)
+		t.Fatalf("cancelled Acquire: %v, want context canceled", got.Err)
 	}
 	// Well within the TTL a lease taken for nobody would last.
 	bctx, bcancel := context.WithTimeout(t.Context(), pgleader.DefaultTTL/3)
@@ -480,7 +283,7 @@ func TestPostgres_CheckFence(t *testing.T) {
 	if err := check(leader.Fence{Name: "projector", Token: 1}); !errors.Is(err, leader.ErrDeposed) {
 		t.Fatalf("fence of a lease never taken: %v, want ErrDeposed", err)
 	}
-	leaseA := mustAcquire(t, a, "projector")
+	leaseA := lockertest.MustAcquire(t, a, "projector")
 	if err := check(leaseA.Fence()); err != nil {
 		t.Fatalf("fence of the held lease: %v", err)
 	}
@@ -488,7 +291,7 @@ func TestPostgres_CheckFence(t *testing.T) {
 	if err := check(leaseA.Fence()); !errors.Is(err, leader.ErrDeposed) {
 		t.Fatalf("fence of a released lease: %v, want ErrDeposed", err)
 	}
-	leaseB := mustAcquire(t, b, "projector")
+	leaseB := lockertest.MustAcquire(t, b, "projector")
 	if err := check(leaseA.Fence()); !errors.Is(err, leader.ErrDeposed) {
 		t.Fatalf("fence of the holder before: %v, want ErrDeposed", err)
 	}

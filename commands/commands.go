@@ -82,6 +82,7 @@ type Handler struct {
 	waiter  Waiter
 	metrics *metrics.Metrics
 	keys    *shred.Keyring
+	clock   func() time.Time
 }
 
 // Option configures a Handler.
@@ -102,10 +103,16 @@ func WithKeyring(k *shred.Keyring) Option {
 	return func(h *Handler) { h.keys = k }
 }
 
+// WithClock makes the handler read the time of its commands (Now) from
+// clock instead of SystemClock.
+func WithClock(clock func() time.Time) Option {
+	return func(h *Handler) { h.clock = clock }
+}
+
 // NewHandler returns a handler appending to log and waiting on waiter (nil
 // for no waiting) before it reports success.
 func NewHandler(log EventLog, waiter Waiter, opts ...Option) *Handler {
-	h := &Handler{log: log, waiter: waiter}
+	h := &Handler{log: log, waiter: waiter, clock: SystemClock}
 	for _, o := range opts {
 		o(h)
 	}
@@ -115,7 +122,7 @@ func NewHandler(log EventLog, waiter Waiter, opts ...Option) *Handler {
 // Result is a command's outcome: the handoff it touched, as it now stands,
 // and, from a handler that waits for the read models, the position of the
 // last event appended. A handler that does not wait has no use for the
-// position and appends without reading it back (EventLog.AppendQuick);
+// position and appends without reading it back (EventLog.AppendNoReadBack);
 // Position is then 0.
 type Result struct {
 	Handoff  domain.Handoff
@@ -403,9 +410,13 @@ func (h *Handler) waitForReadModels(ctx context.Context, position int64) {
 	}
 }
 
-// Now returns the handler's clock reading, in UTC and to the microsecond,
-// the precision both stores keep.
-func (h *Handler) Now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
+// SystemClock is the time now, in UTC and to the microsecond, the
+// precision both stores keep.
+func SystemClock() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
+
+// Now returns the handler's clock reading (WithClock; SystemClock by
+// default).
+func (h *Handler) Now() time.Time { return h.clock() }
 
 // Load returns the state of a session of an account folded from its whole
 // stream, without a snapshot: every handoff in it has its notes.

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/oklog/ulid/v2"
 )
 
 // ExpectedVersion is what an append expects the stream's version to be.
@@ -77,33 +76,6 @@ type NewEvent struct {
 // ErrInvalidEventID is matched (errors.Is) by the error of an append given
 // an event id that is not a ULID.
 var ErrInvalidEventID = errors.New("event id is not a ULID")
-
-// Prepare is what every store does before it writes an append of events
-// to stream expecting expected. It refuses an expected version below Any
-// (ErrInvalidExpectedVersion) and returns the events as the store records
-// them, before it gives them versions, positions, times and hashes, with
-// their metadata encoded (Metadata.AppendJSON) in RawMetadata. Each event gets a new ULID when it has no id and
-// keeps its id, in the ULID's canonical form, when it has one; an id that
-// is not a ULID is an error matching ErrInvalidEventID.
-func Prepare(stream string, expected ExpectedVersion, events []NewEvent) ([]Event, error) {
-	if expected < Any {
-		return nil, fmt.Errorf("%w: %d", ErrInvalidExpectedVersion, int64(expected))
-	}
-	recorded := make([]Event, len(events))
-	for i, e := range events {
-		recorded[i] = Event{Type: e.Type, Stream: stream, Data: e.Data, Metadata: e.Metadata, RawMetadata: e.Metadata.AppendJSON(nil)}
-		if e.ID == "" {
-			recorded[i].ID = ulid.Make().String()
-			continue
-		}
-		id, err := ulid.ParseStrict(e.ID)
-		if err != nil {
-			return nil, fmt.Errorf("event %d of stream %q: %w: %q", i, stream, ErrInvalidEventID, e.ID)
-		}
-		recorded[i].ID = id.String()
-	}
-	return recorded, nil
-}
 
 // Event is a recorded event. It is also the envelope the audit API and the
 // NATS relay publish, so its JSON form is part of the public contract.
@@ -202,16 +174,14 @@ type Store interface {
 	// together, in one transaction (group commit); each still succeeds or
 	// fails alone. opts add to the append (AfterHash, WithAnswer).
 	Append(ctx context.Context, stream string, expected ExpectedVersion, events []NewEvent, opts ...AppendOption) ([]Event, error)
-	// AppendQuick appends as Append does, all or none and with the same
-	// conflicts, but does not read back the positions and times the store
-	// gave the events. It is for callers that need only know the append
-	// happened, such as the command handler: on PostgreSQL it spares the
-	// INSERT a RETURNING clause, about a tenth of the cost of an append.
-	AppendQuick(ctx context.Context, stream string, expected ExpectedVersion, events []NewEvent, opts ...AppendOption) error
+	// AppendNoReadBack appends as Append does, all or none and with the
+	// same conflicts, and returns only whether the append happened: not the
+	// events as recorded (their positions and times), for callers that need
+	// nothing more, such as the command handler.
+	AppendNoReadBack(ctx context.Context, stream string, expected ExpectedVersion, events []NewEvent, opts ...AppendOption) error
 	// AppendKeyed appends as Append does and makes the key change in the
 	// same statement (PostgreSQL) or transaction (SQLite), all or none.
-	// With readBack false it does not read back positions and times, as
-	// AppendQuick.
+	// With readBack false it returns no events, as AppendNoReadBack.
 	AppendKeyed(ctx context.Context, stream string, expected ExpectedVersion, key KeyChange, events []NewEvent, readBack bool, opts ...AppendOption) ([]Event, error)
 	// ReadStream returns a stream's events in version order; none for a
 	// stream that does not exist. Every read of events fills in

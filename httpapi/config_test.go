@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/resolutionflow/ledgerd/domain"
 	"github.com/resolutionflow/ledgerd/httpapi"
 )
@@ -28,5 +30,18 @@ func TestSignToken_RejectsEmptySecretAndTTL(t *testing.T) {
 	}
 	if _, err := httpapi.SignToken(testSecret, actor, 0); err == nil {
 		t.Error("SignToken accepted a zero ttl")
+	}
+}
+
+// TestConfig_ClockStampsCommands gives the API a clock of its own: every
+// command's handoff carries its readings, not the wall clock's.
+func TestConfig_ClockStampsCommands(t *testing.T) {
+	at := time.Date(2031, 5, 4, 3, 2, 1, 123456000, time.UTC)
+	s := startConfigured(t, newSQLiteBackend, func(cfg *httpapi.Config) { cfg.Clock = func() time.Time { return at } })
+	tm := newTeam()
+	h := s.escalate(t, tm.user(domain.RoleEngineer), uuid.New())
+	claimed := s.claim(t, tm.user(domain.RoleAdmin), h)
+	if !h.CreatedAt.Equal(at) || claimed.ClaimedAt == nil || !claimed.ClaimedAt.Equal(at) {
+		t.Fatalf("created_at %v, claimed_at %v; want both %v", h.CreatedAt, claimed.ClaimedAt, at)
 	}
 }

@@ -184,7 +184,7 @@ func (s *server) createHandoff(c echo.Context) error {
 		Intent:    req.intent,
 		Notes:     req.notes,
 		Priority:  req.priority,
-		At:        s.cmds.Now(),
+		At:        s.clock(),
 	})
 }
 
@@ -200,7 +200,7 @@ func (s *server) claimHandoff(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.execute(c, http.StatusOK, session, domain.ClaimHandoff{Actor: actor, HandoffID: handoff, At: s.cmds.Now()})
+	return s.execute(c, http.StatusOK, session, domain.ClaimHandoff{Actor: actor, HandoffID: handoff, At: s.clock()})
 }
 
 // withdrawHandoff answers POST .../handoffs/:handoff_id/withdraw.
@@ -209,7 +209,7 @@ func (s *server) withdrawHandoff(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.execute(c, http.StatusOK, session, domain.WithdrawHandoff{Actor: actorOf(c), HandoffID: handoff, At: s.cmds.Now()})
+	return s.execute(c, http.StatusOK, session, domain.WithdrawHandoff{Actor: actorOf(c), HandoffID: handoff, At: s.clock()})
 }
 
 // eraseResponse answers an erasure.

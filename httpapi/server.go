@@ -33,6 +33,9 @@ const DefaultMaxBodyBytes = 64 << 10
 type Config struct {
 	// Commands runs park, escalate, claim and withdraw.
 	Commands *commands.Handler
+	// Clock gives the time stamped on every command; nil for
+	// commands.SystemClock.
+	Clock func() time.Time
 	// Queries reads the queue and the history.
 	Queries projections.Queries
 	// Events reads the event log for the audit routes and the queue
@@ -96,6 +99,7 @@ type Check struct {
 // server holds the dependencies of the handlers.
 type server struct {
 	cmds    *commands.Handler
+	clock   func() time.Time
 	queries projections.Queries
 	events  EventLog
 	tail    LogTail
@@ -119,6 +123,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	}
 	s := &server{
 		cmds:      cfg.Commands,
+		clock:     cfg.Clock,
 		queries:   cfg.Queries,
 		events:    cfg.Events,
 		tail:      cfg.Tail,
@@ -132,6 +137,9 @@ func New(cfg Config) (*echo.Echo, error) {
 		log:       cfg.Logger,
 
 		writeTimeout: cfg.WriteTimeout,
+	}
+	if s.clock == nil {
+		s.clock = commands.SystemClock
 	}
 	if s.log == nil {
 		s.log = slog.Default()

@@ -15,12 +15,13 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/resolutionflow/ledgerd/eventstore"
+	"github.com/resolutionflow/ledgerd/eventstore/internal/prepare"
 	"github.com/resolutionflow/ledgerd/internal/pgerr"
 	"github.com/resolutionflow/ledgerd/internal/poll"
 )
 
 // The statements of an append written alone, each run as it is by
-// AppendQuick and with a RETURNING clause by Append. The caller gives each
+// AppendNoReadBack and with a RETURNING clause by Append. The caller gives each
 // event's recorded time and either its hash or the part of its hash input
 // that follows the version (eventstore.AppendHashFields).
 //
@@ -232,8 +233,8 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 	return s.AppendKeyed(ctx, stream, expected, eventstore.KeyChange{}, events, true, opts...)
 }
 
-// AppendQuick implements eventstore.Store.
-func (s *Store) AppendQuick(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent, opts ...eventstore.AppendOption) error {
+// AppendNoReadBack implements eventstore.Store.
+func (s *Store) AppendNoReadBack(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent, opts ...eventstore.AppendOption) error {
 	_, err := s.AppendKeyed(ctx, stream, expected, eventstore.KeyChange{}, events, false, opts...)
 	return err
 }
@@ -242,7 +243,7 @@ func (s *Store) AppendQuick(ctx context.Context, stream string, expected eventst
 // data-modifying CTE of the append's statement (keyCTE), or of its batch's
 // (batchKeysCTE), so it costs no round trip.
 func (s *Store) AppendKeyed(ctx context.Context, stream string, expected eventstore.ExpectedVersion, key eventstore.KeyChange, events []eventstore.NewEvent, readBack bool, opts ...eventstore.AppendOption) ([]eventstore.Event, error) {
-	recorded, err := eventstore.Prepare(stream, expected, events)
+	recorded, err := prepare.Events(stream, expected, events)
 	if err != nil || len(recorded) == 0 {
 		return nil, err
 	}

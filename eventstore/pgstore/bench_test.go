@@ -31,9 +31,9 @@ var benchMeta = eventstore.Metadata{
 // from 16 writers. The two run in alternating slices and the baseline-ratio
 // metric is the append's throughput over the baseline's (the target at 16
 // writers is at least 0.8). It measures three forms of the append:
-// AppendQuick to a new stream, which the command handler uses for a
+// AppendNoReadBack to a new stream, which the command handler uses for a
 // session's first handoff; Append to a new stream, which also reads back
-// the positions the events got; and AppendQuick after the last event of a
+// the positions the events got; and AppendNoReadBack after the last event of a
 // stream ("chained", each writer on a stream of its own), giving the hash
 // of the event it follows (eventstore.AfterHash) as the command handler
 // does, and reading back the new event's. "quick-keyed" is "quick" with
@@ -58,7 +58,7 @@ func BenchmarkAppend(b *testing.B) {
 		op   ratiobench.Op
 	}{
 		{"quick", func(ctx context.Context, _ int) error {
-			return store.AppendQuick(ctx, newStream(), eventstore.NoStream, newEvents())
+			return store.AppendNoReadBack(ctx, newStream(), eventstore.NoStream, newEvents())
 		}},
 		{"quick-keyed", func(ctx context.Context, _ int) error {
 			key := eventstore.KeyChange{Create: &eventstore.DataKey{ID: "0123456789abcdef", Wrapped: benchWrapped, MasterKeyID: "fedcba9876543210"}}

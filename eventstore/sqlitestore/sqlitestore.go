@@ -47,6 +47,7 @@ import (
 
 	"github.com/resolutionflow/ledgerd/domain"
 	"github.com/resolutionflow/ledgerd/eventstore"
+	"github.com/resolutionflow/ledgerd/eventstore/internal/prepare"
 	"github.com/resolutionflow/ledgerd/internal/groupcommit"
 	"github.com/resolutionflow/ledgerd/internal/poll"
 	"github.com/resolutionflow/ledgerd/migrations"
@@ -202,7 +203,7 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 // as it inserts it, so readBack changes nothing.
 func (s *Store) AppendKeyed(ctx context.Context, stream string, expected eventstore.ExpectedVersion, key eventstore.KeyChange, events []eventstore.NewEvent, _ bool, opts ...eventstore.AppendOption) ([]eventstore.Event, error) {
 	// Prepared before the write transaction, which other writers wait for.
-	recorded, err := eventstore.Prepare(stream, expected, events)
+	recorded, err := prepare.Events(stream, expected, events)
 	if err != nil || len(recorded) == 0 {
 		return nil, err
 	}
@@ -213,9 +214,9 @@ func (s *Store) AppendKeyed(ctx context.Context, stream string, expected eventst
 	return recorded, nil
 }
 
-// AppendQuick implements eventstore.Store. SQLite learns each event's
+// AppendNoReadBack implements eventstore.Store. SQLite learns each event's
 // position as it inserts it, so it is Append without the result.
-func (s *Store) AppendQuick(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent, opts ...eventstore.AppendOption) error {
+func (s *Store) AppendNoReadBack(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent, opts ...eventstore.AppendOption) error {
 	_, err := s.Append(ctx, stream, expected, events, opts...)
 	return err
 }

@@ -84,8 +84,8 @@ func (p *twoStores) Append(ctx context.Context, stream string, expected eventsto
 	return p.next().Append(ctx, stream, expected, events, opts...)
 }
 
-func (p *twoStores) AppendQuick(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent, opts ...eventstore.AppendOption) error {
-	return p.next().AppendQuick(ctx, stream, expected, events, opts...)
+func (p *twoStores) AppendNoReadBack(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent, opts ...eventstore.AppendOption) error {
+	return p.next().AppendNoReadBack(ctx, stream, expected, events, opts...)
 }
 
 func (p *twoStores) AppendKeyed(ctx context.Context, stream string, expected eventstore.ExpectedVersion, key eventstore.KeyChange, events []eventstore.NewEvent, readBack bool, opts ...eventstore.AppendOption) ([]eventstore.Event, error) {

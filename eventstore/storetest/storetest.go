@@ -24,11 +24,11 @@ import (
 )
 
 // Run runs the conformance suite twice: on the store's Append, then on its
-// AppendQuick, through quickAppends. open must return a new, empty store
+// AppendNoReadBack, through quickAppends. open must return a new, empty store
 // each time it is called, closed when its test ends.
 func Run(t *testing.T, open func(t *testing.T) eventstore.Store) {
 	t.Run("Append", func(t *testing.T) { run(t, open) })
-	t.Run("AppendQuick", func(t *testing.T) {
+	t.Run("AppendNoReadBack", func(t *testing.T) {
 		run(t, func(t *testing.T) eventstore.Store { return quickAppends{open(t)} })
 	})
 }
@@ -64,15 +64,15 @@ func run(t *testing.T, open func(t *testing.T) eventstore.Store) {
 	}
 }
 
-// quickAppends is a store whose Append goes through AppendQuick, so that
-// the suite checks AppendQuick does all Append does. The events it returns
+// quickAppends is a store whose Append goes through AppendNoReadBack, so that
+// the suite checks AppendNoReadBack does all Append does. The events it returns
 // are read back from their stream: by version when the append expected
 // one, and by id when it expected Any (it gives each such event an id).
 type quickAppends struct{ eventstore.Store }
 
 func (q quickAppends) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent, opts ...eventstore.AppendOption) ([]eventstore.Event, error) {
 	if len(events) == 0 {
-		return nil, q.AppendQuick(ctx, stream, expected, events, opts...)
+		return nil, q.AppendNoReadBack(ctx, stream, expected, events, opts...)
 	}
 	if expected == eventstore.Any {
 		events = slices.Clone(events)
@@ -82,7 +82,7 @@ func (q quickAppends) Append(ctx context.Context, stream string, expected events
 			}
 		}
 	}
-	if err := q.AppendQuick(ctx, stream, expected, events, opts...); err != nil {
+	if err := q.AppendNoReadBack(ctx, stream, expected, events, opts...); err != nil {
 		return nil, err
 	}
 	all, err := q.ReadStream(ctx, stream)

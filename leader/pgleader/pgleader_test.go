@@ -300,14 +300,14 @@ func TestPostgres_CheckFence(t *testing.T) {
 	}
 }
 
-func TestNewPostgres_RefusesInconsistentTimings(t *testing.T) {
+func TestNew_RefusesInconsistentTimings(t *testing.T) {
 	for _, cfg := range []pgleader.Config{
 		{TTL: time.Second, Margin: time.Second},
 		{TTL: 2 * time.Second, Margin: time.Second, RenewInterval: time.Second},
 		{RetryInterval: -time.Second},
 	} {
 		if _, err := pgleader.New(nil, nil, cfg); err == nil {
-			t.Errorf("NewPostgres with %+v succeeded", cfg)
+			t.Errorf("New with %+v succeeded", cfg)
 		}
 	}
 }

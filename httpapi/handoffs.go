@@ -286,8 +286,7 @@ type createRequest struct {
 	priority domain.Priority
 }
 
-// createFields are the fields a create body may have, in the order
-// decodeCreate checks them.
+// createFields are the fields a create body may have.
 var createFields = []string{"intent", "engineer_notes", "priority"}
 
 // decodeCreate reads a create body (see parseCreate).
@@ -314,10 +313,14 @@ func parseCreate(body []byte) (createRequest, error) {
 		}
 	}
 	var intent, notes, priority string
-	for i, dst := range []*string{&intent, &notes, &priority} {
-		if err := stringField(fields, createFields[i], dst); err != nil {
-			return createRequest{}, err
-		}
+	if err := stringField(fields, "intent", &intent); err != nil {
+		return createRequest{}, err
+	}
+	if err := stringField(fields, "engineer_notes", &notes); err != nil {
+		return createRequest{}, err
+	}
+	if err := stringField(fields, "priority", &priority); err != nil {
+		return createRequest{}, err
 	}
 	req := createRequest{notes: notes}
 	if req.intent, err = domain.ParseIntent(intent); err != nil {

@@ -64,7 +64,7 @@ func (s *server) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 
 // validKey accepts 1 to idempotency.MaxKeyLength printable ASCII
 // characters, spaces included: the characters of a structured-field string.
-func validKey(key string) bool { return asciiToken(key, idempotency.MaxKeyLength, ' ') }
+func validKey(key string) bool { return asciiToken(key, idempotency.MaxKeyLength, true) }
 
 // requestHash identifies a request for its Idempotency-Key: the account it
 // acts in, its method, path and body.

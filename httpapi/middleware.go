@@ -55,17 +55,17 @@ func requestID(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 // validTraceID accepts 1 to maxTraceIDLength visible ASCII characters.
-func validTraceID(id string) bool { return asciiToken(id, maxTraceIDLength, '!') }
+func validTraceID(id string) bool { return asciiToken(id, maxTraceIDLength, false) }
 
-// asciiToken reports whether s has 1 to max characters, each an ASCII
-// character from lowest to '~': '!' for visible characters only, ' ' to
-// allow spaces too.
-func asciiToken(s string, max int, lowest byte) bool {
+// asciiToken reports whether s has 1 to max characters, each a visible
+// ASCII character ('!' to '~'), or a space when allowSpace is set.
+func asciiToken(s string, max int, allowSpace bool) bool {
 	if s == "" || len(s) > max {
 		return false
 	}
 	for i := range len(s) {
-		if s[i] < lowest || s[i] > '~' {
+		visible := s[i] >= '!' && s[i] <= '~'
+		if !visible && !(allowSpace && s[i] == ' ') {
 			return false
 		}
 	}

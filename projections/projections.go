@@ -115,4 +115,16 @@ type Tx interface {
 	// Reset deletes every read-model row and every skipped event's record,
 	// for a rebuild from position 0.
 	Reset(ctx context.Context) error
+	// AddHandoffs writes, in bulk, handoffs that are not stored (after
+	// Reset, for a rebuild), each with the position of the last event
+	// applied to it; no two of them may have the same id. A row the store
+	// refuses fails the whole call.
+	AddHandoffs(ctx context.Context, rows []HandoffRow) error
+}
+
+// HandoffRow is a handoff as the read model stores it: with the position
+// of the last event applied to it.
+type HandoffRow struct {
+	Handoff  domain.Handoff
+	Position int64
 }

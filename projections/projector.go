@@ -240,35 +240,24 @@ func (p *Projector) wakeup() <-chan struct{} {
 	return p.wake()
 }
 
-// Rebuild replays the whole log into fresh read models and sets the
-// checkpoint to the end of the log, all in one Store.Update transaction:
-// readers see the old tables until it commits, never empty ones. It can run
-// while a projector runs. The rebuild moves the checkpoint from where it
-// found it, as a projector does, so the checkpoint never goes back and no
-// applied event is wiped without being replayed: when a projector commits a
-// batch between the rebuild's reading of the checkpoint and its taking of
-// it, the rebuild reads again and replays further; once it holds the
-// checkpoint, the projector's next batch waits, finds the checkpoint moved,
-// and carries on from the rebuild's end. A rebuild is no leader: its move
-// is not fenced, the compare-and-set alone orders it with the projector's.
-func Rebuild(ctx context.Context, log Log, store Store) error {
+// replay is the rebuild event by event, for a log with an event whose
+// row the store refuses: it replays the whole log inside the Update's
+// transaction, each batch in one Tx.Attempt and a batch that fails again
+// one event at a time (applyEach), as the projector applies it, so that
+// the events skipped are exactly the projector's.
+func replay(ctx context.Context, log Log, store Store, logger *slog.Logger) error {
 	var err error
 	for range maxRebuildAttempts {
-		if err = rebuildOnce(ctx, log, store); !errors.Is(err, ErrStaleCheckpoint) {
+		if err = replayOnce(ctx, log, store, logger); !errors.Is(err, ErrStaleCheckpoint) {
 			return err
 		}
 	}
 	return fmt.Errorf("rebuild: the checkpoint kept moving: %w", err)
 }
 
-// maxRebuildAttempts bounds how often Rebuild starts again because a
-// projector moved the checkpoint first; each attempt costs a read of the
-// log's tail before the replay.
-const maxRebuildAttempts = 100
-
-// rebuildOnce rebuilds from the checkpoint it reads, failing with
-// ErrStaleCheckpoint when the checkpoint moves before the rebuild takes it.
-func rebuildOnce(ctx context.Context, log Log, store Store) error {
+// replayOnce replays from the checkpoint it reads, failing with
+// ErrStaleCheckpoint when the checkpoint moves before it takes it.
+func replayOnce(ctx context.Context, log Log, store Store, logger *slog.Logger) error {
 	applied, err := store.Checkpoint(ctx, HandoffsProjector)
 	if err != nil {
 		return fmt.Errorf("rebuild: read checkpoint: %w", err)
@@ -277,7 +266,7 @@ func rebuildOnce(ctx context.Context, log Log, store Store) error {
 	if err != nil {
 		return fmt.Errorf("rebuild: %w", err)
 	}
-	a := applier{logger: slog.Default().With("projector", HandoffsProjector), seal: store.SealNotes}
+	a := applier{logger: logger, seal: store.SealNotes}
 	var skipped []Skipped
 	err = store.Update(ctx, leader.Fence{}, HandoffsProjector, applied, to, func(tx Tx) error {
 		if err := tx.Reset(ctx); err != nil {

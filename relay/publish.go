@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -42,7 +41,10 @@ func Subject(account, session, eventType string) string {
 	return strings.Join(tokens, ".")
 }
 
-// message returns the message that publishes e.
+// message returns the message that publishes e, its body e's envelope
+// (eventstore.Event.AppendJSON) with e's data and stored metadata as they
+// are. The headers are set in the map directly: each name is already in
+// its canonical form, which nats.Header.Set would work out again each time.
 func message(e eventstore.Event) (*nats.Msg, error) {
 	account, session, err := eventcodec.ParseStreamName(e.Stream)
 	if err != nil {
@@ -51,19 +53,27 @@ func message(e eventstore.Event) (*nats.Msg, error) {
 	if !ValidToken(e.Type) {
 		return nil, fmt.Errorf("event %s at %d: type %q cannot be a subject token", e.ID, e.Position, e.Type)
 	}
-	body, err := json.Marshal(e)
-	if err != nil {
-		return nil, fmt.Errorf("encode event %s: %w", e.ID, err)
-	}
-	m := nats.NewMsg(Subject(account.String(), session.String(), e.Type))
-	m.Data = body
-	m.Header.Set(HeaderEventType, e.Type)
-	m.Header.Set(HeaderStream, e.Stream)
-	m.Header.Set(HeaderStreamVersion, strconv.FormatInt(e.Version, 10))
-	m.Header.Set(HeaderPosition, strconv.FormatInt(e.Position, 10))
-	m.Header.Set(HeaderAccount, account.String())
-	m.Header.Set(HeaderSession, session.String())
-	return m, nil
+	a, s := account.String(), session.String()
+	return &nats.Msg{
+		Subject: Subject(a, s, e.Type),
+		Data:    e.AppendJSON(make([]byte, 0, envelopeSize(e))),
+		Header: nats.Header{
+			HeaderEventType:       {e.Type},
+			HeaderStream:          {e.Stream},
+			HeaderStreamVersion:   {strconv.FormatInt(e.Version, 10)},
+			HeaderPosition:        {strconv.FormatInt(e.Position, 10)},
+			HeaderAccount:         {a},
+			HeaderSession:         {s},
+			jetstream.MsgIDHeader: {e.ID},
+		},
+	}, nil
+}
+
+// envelopeSize is about the size of e's envelope, enough for it unless its
+// strings need escaping.
+func envelopeSize(e eventstore.Event) int {
+	const fixed = len(`{"id":"","type":"","stream":"","version":,"position":,"recorded_at":"","data":,"metadata":}`) + 2*20 + len(time.RFC3339Nano)
+	return fixed + len(e.ID) + len(e.Type) + len(e.Stream) + len(e.Data) + len(e.RawMetadata) + 16
 }
 
 // ValidToken reports whether s can be one token of a subject, such as an
@@ -82,44 +92,107 @@ type expected struct {
 	seq uint64
 }
 
-// options returns the publish options that expect x.
-func (x expected) options() []jetstream.PublishOpt {
+// setHeaders sets on m the headers that make JetStream store it in stream
+// only if x is its last message.
+func (x expected) setHeaders(m *nats.Msg, stream string) {
+	m.Header[jetstream.ExpectedStreamHeader] = []string{stream}
 	switch {
 	case x.id != "":
-		return []jetstream.PublishOpt{jetstream.WithExpectLastMsgID(x.id)}
+		m.Header[jetstream.ExpectedLastMsgIDHeader] = []string{x.id}
 	case x.seq > 0:
-		return []jetstream.PublishOpt{jetstream.WithExpectLastSequence(x.seq)}
+		m.Header[jetstream.ExpectedLastSeqHeader] = []string{strconv.FormatUint(x.seq, 10)}
+	}
+}
+
+// batch is events published together and not yet recorded by the
+// checkpoint: the futures of their acknowledgements, in order.
+type batch struct {
+	events  []eventstore.Event
+	futures []jetstream.PubAckFuture
+	// acked counts the leading futures acknowledged so far.
+	acked int
+	// sendErr is why events[len(futures)] could not be sent, which
+	// stopped the batch short; nil when every event was sent.
+	sendErr error
+}
+
+// send publishes events in order without waiting for JetStream, the first
+// expecting prev and each other the one before it to be the stream's last
+// message. A send that fails stops the batch: the events after it are not
+// sent.
+func (r *Relay) send(events []eventstore.Event, prev expected) *batch {
+	b := &batch{events: events, futures: make([]jetstream.PubAckFuture, 0, len(events))}
+	for _, e := range events {
+		f, err := r.publishAsync(e, prev)
+		if err != nil {
+			b.sendErr = err
+			break
+		}
+		b.futures = append(b.futures, f)
+		prev = expected{id: e.ID}
+	}
+	return b
+}
+
+// done reports whether every event of b was sent and acknowledged.
+func (b *batch) done() bool { return b.sendErr == nil && b.acked == len(b.events) }
+
+// await collects acknowledgements of the batches in window, oldest first:
+// it waits for the acknowledgements of the first batch, then takes those
+// of the later batches that have arrived already, and stops at the first
+// that has not. A signal on stop (nil: none) ends the wait early. It
+// returns the error of the first event not acknowledged (refused, timed
+// out, or not sent), if any; the events before it are acknowledged.
+func (r *Relay) await(ctx context.Context, window []*batch, stop <-chan struct{}) error {
+	for i, b := range window {
+		for b.acked < len(b.futures) {
+			f, e := b.futures[b.acked], b.events[b.acked]
+			var ack *jetstream.PubAck
+			var err error
+			if i == 0 {
+				select {
+				case ack = <-f.Ok():
+				case err = <-f.Err():
+				case <-stop:
+					return nil
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			} else {
+				select {
+				case ack = <-f.Ok():
+				case err = <-f.Err():
+				default:
+					return nil // later batches are collected next time
+				}
+			}
+			if err != nil {
+				return fmt.Errorf("publish event %s at %d: %w", e.ID, e.Position, err)
+			}
+			r.acked(ack.Duplicate, time.Since(e.RecordedAt))
+			b.acked++
+		}
+		if b.sendErr != nil {
+			return b.sendErr
+		}
 	}
 	return nil
 }
 
-// publish publishes events in order, the first expecting prev and each
-// other the one before it to be the stream's last message, and waits for
-// the acknowledgements. It returns how many leading events JetStream
-// acknowledged, and the error that stopped the others.
-func (r *Relay) publish(ctx context.Context, events []eventstore.Event, prev expected) (int, error) {
-	futures := make([]jetstream.PubAckFuture, 0, len(events))
-	var sendErr error
-	for _, e := range events {
-		f, err := r.publishAsync(e, prev)
-		if err != nil {
-			sendErr = err
+// acknowledged returns how many leading batches of window are wholly
+// acknowledged and the last event of the window's acknowledged prefix; ok
+// is false when no event is acknowledged.
+func acknowledged(window []*batch) (done int, last eventstore.Event, ok bool) {
+	for _, b := range window {
+		if b.acked > 0 {
+			last, ok = b.events[b.acked-1], true
+		}
+		if !b.done() {
 			break
 		}
-		futures = append(futures, f)
-		prev = expected{id: e.ID}
+		done++
 	}
-	for i, f := range futures {
-		select {
-		case ack := <-f.Ok():
-			r.acked(ack.Duplicate, time.Since(events[i].RecordedAt))
-		case err := <-f.Err():
-			return i, fmt.Errorf("publish event %s at %d: %w", events[i].ID, events[i].Position, err)
-		case <-ctx.Done():
-			return i, ctx.Err()
-		}
-	}
-	return len(futures), sendErr
+	return done, last, ok
 }
 
 // publishAsync sends one event, expecting prev to be the stream's last
@@ -129,8 +202,8 @@ func (r *Relay) publishAsync(e eventstore.Event, prev expected) (jetstream.PubAc
 	if err != nil {
 		return nil, err
 	}
-	opts := append([]jetstream.PublishOpt{jetstream.WithMsgID(e.ID), jetstream.WithExpectStream(r.cfg.Stream)}, prev.options()...)
-	f, err := r.js.PublishMsgAsync(m, opts...)
+	prev.setHeaders(m, r.cfg.Stream)
+	f, err := r.js.PublishMsgAsync(m)
 	if err != nil {
 		return nil, fmt.Errorf("publish event %s at %d: %w", e.ID, e.Position, err)
 	}

@@ -90,6 +90,7 @@ func (s *Store) Hashes(ctx context.Context, ids []compact.NodeID) ([][]byte, err
 	for i, id := range ids {
 		levels[i], indexes[i] = int16(id.Level), int64(id.Index)
 	}
+	// pgx.CollectRows reports the query's error.
 	rows, _ := s.pool.Query(ctx, hashesSQL, levels, indexes)
 	hashes, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
 	if err != nil {

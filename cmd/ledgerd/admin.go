@@ -59,15 +59,31 @@ func migrate(ctx context.Context, args []string, logger *slog.Logger) error {
 }
 
 // rebuild replays the whole log into fresh read models; events it cannot
-// apply are skipped, recorded and logged, as the projector does.
-func rebuild(ctx context.Context, args []string, logger *slog.Logger) error {
+// apply are skipped, recorded and logged, as the projector does. On a
+// terminal, a progress line on stderr says how far it has got.
+func rebuild(ctx context.Context, args []string, stderr io.Writer, logger *slog.Logger) error {
 	b, err := openBackend(ctx, "projections rebuild", args, logger)
 	if err != nil {
 		return err
 	}
 	defer b.close()
 	start := time.Now()
-	if err := projections.Rebuild(ctx, b.events, b.views); err != nil {
+	var progress func(projections.RebuildProgress)
+	if isTerminal(stderr) {
+		var last time.Time
+		progress = func(p projections.RebuildProgress) {
+			if !p.Writing && time.Since(last) < 200*time.Millisecond {
+				return
+			}
+			last = time.Now()
+			fmt.Fprint(stderr, "\r\033[K"+rebuildProgressLine(p, last))
+		}
+	}
+	err = projections.RebuildWithProgress(ctx, b.events, b.views, progress)
+	if progress != nil {
+		fmt.Fprintln(stderr)
+	}
+	if err != nil {
 		return err
 	}
 	pos, err := b.views.Checkpoint(ctx, projections.HandoffsProjector)
@@ -80,6 +96,22 @@ func rebuild(ctx context.Context, args []string, logger *slog.Logger) error {
 	}
 	logger.Info("read models rebuilt", "position", pos, "skipped_events", skips.Count, "took", time.Since(start).String())
 	return nil
+}
+
+// rebuildProgressLine is a rebuild's progress as one line: the events read, the
+// share of the log they are when its head is known, and the rate.
+func rebuildProgressLine(p projections.RebuildProgress, now time.Time) string {
+	line := fmt.Sprintf("rebuild: %d events read, position %d", p.Events, p.Position)
+	if p.Head > 0 {
+		line += fmt.Sprintf(" of %d (%d%%)", p.Head, min(100, p.Position*100/p.Head))
+	}
+	if secs := now.Sub(p.Started).Seconds(); secs > 0 {
+		line += fmt.Sprintf(", %.0f events/s", float64(p.Events)/secs)
+	}
+	if p.Writing {
+		line += "; writing the read models"
+	}
+	return line
 }
 
 // token prints a signed bearer token for development and scripts.
@@ -105,14 +137,14 @@ func token(_ context.Context, args []string, stdout io.Writer) error {
 	if actor.Role, err = domain.ParseRole(*role); err != nil {
 		return fmt.Errorf("--role: %w", err)
 	}
-	for _, id := range []struct {
-		flag  string
-		value string
-		into  *uuid.UUID
-	}{{"user", *user, &actor.UserID}, {"account", *account, &actor.AccountID}, {"team", *team, &actor.TeamID}} {
-		if *id.into, err = parseOrNewID(id.value); err != nil {
-			return fmt.Errorf("--%s: %w", id.flag, err)
-		}
+	if actor.UserID, err = parseOrNewID(*user); err != nil {
+		return fmt.Errorf("--user: %w", err)
+	}
+	if actor.AccountID, err = parseOrNewID(*account); err != nil {
+		return fmt.Errorf("--account: %w", err)
+	}
+	if actor.TeamID, err = parseOrNewID(*team); err != nil {
+		return fmt.Errorf("--team: %w", err)
 	}
 	var opts []httpapi.TokenOption
 	if *issuer != "" {
@@ -143,6 +175,7 @@ func tokenSecret(jwt valueOrFile, dataDir string) (string, error) {
 	return secret, err
 }
 
+// parseOrNewID parses the id s, or makes a random one when s is empty.
 func parseOrNewID(s string) (uuid.UUID, error) {
 	if s == "" {
 		return uuid.New(), nil

@@ -114,7 +114,7 @@ func runCommand(ctx context.Context, cmd string, rest []string, stdout, stderr i
 		if len(rest) == 0 || rest[0] != "rebuild" {
 			return errors.New(`usage: ledgerd projections rebuild [flags]`)
 		}
-		return rebuild(ctx, rest[1:], logger)
+		return rebuild(ctx, rest[1:], stderr, logger)
 	case "tail":
 		return tailEvents(ctx, rest, stdout, logger)
 	case "replay":

@@ -12,7 +12,6 @@ package pgstore
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -535,7 +534,8 @@ func collectEvents(rows pgx.Rows) ([]eventstore.Event, error) {
 			e.DataKey = &eventstore.DataKey{ID: *keyID, Wrapped: wrapped, MasterKeyID: *masterID}
 		}
 		e.Data, e.RawMetadata, e.RecordedAt = data, meta, e.RecordedAt.UTC()
-		if err := json.Unmarshal(meta, &e.Metadata); err != nil {
+		var err error
+		if e.Metadata, err = eventstore.ParseMetadata(meta); err != nil {
 			return e, fmt.Errorf("decode metadata of event %s: %w", e.ID, err)
 		}
 		return e, nil

@@ -439,7 +439,8 @@ func scanEvent(rows *sql.Rows) (eventstore.Event, error) {
 		e.DataKey = &eventstore.DataKey{ID: keyID.String, Wrapped: wrapped, MasterKeyID: masterID.String}
 	}
 	e.Data, e.RawMetadata = json.RawMessage(data), json.RawMessage(meta)
-	if err := json.Unmarshal([]byte(meta), &e.Metadata); err != nil {
+	var err error
+	if e.Metadata, err = eventstore.ParseMetadata(e.RawMetadata); err != nil {
 		return e, fmt.Errorf("decode metadata of event %s: %w", e.ID, err)
 	}
 	at, err := time.Parse(TimeLayout, when)

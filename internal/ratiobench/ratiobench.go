@@ -80,7 +80,7 @@ func Run(b *testing.B, workers int, baseline, op Op, settle func(context.Context
 	b.ResetTimer()
 	for done := 0; done < b.N; {
 		n := min(sliceCalls, b.N-done)
-		busy, ok := machineBusy()
+		busy, ok := MachineBusy()
 		elapsed, _, err := run(ctx, workers, n, baseline)
 		if err != nil {
 			b.Fatalf("baseline: %v", err)
@@ -119,7 +119,7 @@ func Run(b *testing.B, workers int, baseline, op Op, settle func(context.Context
 // addBusy adds to *total the machine's busy time since `since` and returns
 // the busy time now; ok is false once either reading failed.
 func addBusy(total *time.Duration, since time.Duration, ok bool) (time.Duration, bool) {
-	now, nowOK := machineBusy()
+	now, nowOK := MachineBusy()
 	if !ok || !nowOK {
 		return now, false
 	}
@@ -130,11 +130,11 @@ func addBusy(total *time.Duration, since time.Duration, ok bool) (time.Duration,
 // clockTicks is Linux's USER_HZ, the unit of /proc/stat.
 const clockTicks = 100
 
-// machineBusy returns the processor time all of the machine's processors
+// MachineBusy returns the processor time all of the machine's processors
 // have spent working since boot (user, nice, system, irq and softirq in
 // the first line of /proc/stat; not idle, iowait or time stolen by a
 // hypervisor), and false where that cannot be read.
-func machineBusy() (time.Duration, bool) {
+func MachineBusy() (time.Duration, bool) {
 	raw, err := os.ReadFile("/proc/stat")
 	if err != nil {
 		return 0, false

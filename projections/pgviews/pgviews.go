@@ -369,6 +369,32 @@ func (t *storeTx) Attempt(ctx context.Context, fn func() error) (failed, err err
 	return nil, nil
 }
 
+// addColumns are the columns AddHandoffs copies; queue_class is generated.
+var addColumns = []string{"id", "account_id", "team_id", "session_id", "intent", "engineer_notes", "priority",
+	"status", "created_by", "created_at", "claimed_by", "claimed_at", "withdrawn_at", "notes_erased", "priority_rank", "position"}
+
+// AddHandoffs copies rows into the handoffs table with COPY, after the
+// rows held back.
+func (t *storeTx) AddHandoffs(ctx context.Context, rows []projections.HandoffRow) error {
+	if err := t.flush(ctx); err != nil {
+		return err
+	}
+	values := make([]any, len(addColumns))
+	_, err := t.tx.CopyFrom(ctx, pgx.Identifier{"handoffs"}, addColumns, pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
+		h := rows[i].Handoff
+		values[0], values[1], values[2], values[3] = pgUUID(h.ID), pgUUID(h.AccountID), pgUUID(h.TeamID), pgUUID(h.SessionID)
+		values[4], values[5], values[6], values[7] = string(h.Intent), h.Notes, string(h.Priority), string(h.Status)
+		values[8], values[9], values[10] = pgUUID(h.CreatedBy), pgTime(h.CreatedAt), pgNullUUID(h.ClaimedBy)
+		values[11], values[12], values[13] = pgTime(h.ClaimedAt), pgTime(h.WithdrawnAt), h.NotesErased
+		values[14], values[15] = int32(h.Priority.Rank()), rows[i].Position
+		return values, nil
+	}))
+	if err != nil {
+		return fmt.Errorf("copy %d handoffs: %w", len(rows), err)
+	}
+	return nil
+}
+
 const skipSQL = `INSERT INTO projection_skipped (projector, position, event_id, type, error, skipped_at)
 VALUES ($1, $2, $3, $4, $5, $6)`
 

@@ -18,6 +18,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -294,6 +295,54 @@ func (t *storeTx) PutHandoff(ctx context.Context, h domain.Handoff, position int
 		h.NotesErased, h.Priority.Rank(), position)
 	if err != nil {
 		return fmt.Errorf("store handoff %s: %w", h.ID, err)
+	}
+	return nil
+}
+
+// addChunk is how many rows one INSERT of AddHandoffs writes.
+const addChunk = 100
+
+// addHandoffsSQL returns the INSERT of n handoff rows.
+func addHandoffsSQL(n int) string {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO handoffs (` + handoffColumns + `, priority_rank, position) VALUES `)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(`(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	}
+	return b.String()
+}
+
+// AddHandoffs writes rows with multi-row INSERTs of addChunk rows.
+func (t *storeTx) AddHandoffs(ctx context.Context, rows []projections.HandoffRow) error {
+	var full *sql.Stmt
+	args := make([]any, 0, 16*addChunk)
+	for start := 0; start < len(rows); start += addChunk {
+		chunk := rows[start:min(start+addChunk, len(rows))]
+		args = args[:0]
+		for _, r := range chunk {
+			h := r.Handoff
+			args = append(args, h.ID.String(), h.AccountID.String(), h.TeamID.String(), h.SessionID.String(), string(h.Intent), h.Notes, string(h.Priority),
+				string(h.Status), h.CreatedBy.String(), formatTime(h.CreatedAt), nullUUID(h.ClaimedBy), nullTime(h.ClaimedAt), nullTime(h.WithdrawnAt),
+				h.NotesErased, h.Priority.Rank(), r.Position)
+		}
+		var err error
+		if len(chunk) == addChunk {
+			if full == nil {
+				if full, err = t.tx.PrepareContext(ctx, addHandoffsSQL(addChunk)); err != nil {
+					return fmt.Errorf("prepare the insert of handoffs: %w", err)
+				}
+				defer full.Close()
+			}
+			_, err = full.ExecContext(ctx, args...)
+		} else {
+			_, err = t.tx.ExecContext(ctx, addHandoffsSQL(len(chunk)), args...)
+		}
+		if err != nil {
+			return fmt.Errorf("store handoffs %d to %d of %d: %w", start+1, start+len(chunk), len(rows), err)
+		}
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -40,6 +41,7 @@ func Run(t *testing.T, open func(tb testing.TB) projections.Store) {
 		"Tx_LargeBatch":                     testTxLargeBatch,
 		"PutHandoff_Replaces":               testPutReplaces,
 		"PutHandoff_KeepsNilUUIDs":          testPutNilUUIDs,
+		"AddHandoffs_StoresWhatPutStores":   testAddHandoffs,
 		"Queue_OrdersEscalationsFirst":      testQueueOrder,
 		"Queue_OnlyOpenOfAccountAndTeam":    testQueueScope,
 		"History_NewestFirst":               testHistoryOrder,
@@ -388,6 +390,79 @@ func testPutNilUUIDs(t *testing.T, s projections.Store) {
 	put(t, s, c)
 	wantHandoffs(t, "history after the claim", history(t, s, uuid.Nil, uuid.Nil), []domain.Handoff{c})
 	wantHandoffs(t, "queue after the claim", queue(t, s, nobody), nil)
+}
+
+// testAddHandoffs writes, after a Reset, handoffs in bulk, many more than
+// one statement of them: open, claimed and withdrawn ones, one with nil
+// ids, notes with quotes, tabs and non-ASCII text. The queue and the
+// history must answer them as PutHandoff's, and a duplicate id must fail
+// the whole write and leave the store as it was.
+func testAddHandoffs(t *testing.T, s projections.Store) {
+	sc := newScope()
+	old := sc.handoff(domain.IntentPark, domain.PriorityLow, base)
+	put(t, s, old)
+	var rows []projections.HandoffRow
+	session := uuid.New()
+	for i := range 250 {
+		h := sc.handoff(domain.IntentEscalate, domain.PriorityUrgent, base.Add(time.Duration(i)*time.Second))
+		h.SessionID, h.Notes = session, fmt.Sprintf("notes %d: \"quoted\"\tcafé ✓", i)
+		switch i % 3 {
+		case 1:
+			h = claimed(h, base.Add(time.Hour))
+		case 2:
+			h = withdrawn(h, base.Add(time.Hour))
+		}
+		rows = append(rows, projections.HandoffRow{Handoff: h, Position: int64(i + 2)})
+	}
+	nobody := scope{uuid.Nil, uuid.Nil}
+	nilIDs := nobody.handoff(domain.IntentPark, domain.PriorityNormal, base)
+	nilIDs.ID, nilIDs.SessionID, nilIDs.CreatedBy = uuid.Nil, uuid.Nil, uuid.Nil
+	rows = append(rows, projections.HandoffRow{Handoff: nilIDs, Position: 300})
+
+	from := Checkpoint(t, s)
+	dup := append(slices.Clone(rows), rows[7])
+	err := s.Update(t.Context(), leader.Fence{}, name, from, 300, func(tx projections.Tx) error {
+		if err := tx.Reset(t.Context()); err != nil {
+			return err
+		}
+		return tx.AddHandoffs(t.Context(), dup)
+	})
+	if err == nil {
+		t.Fatal("AddHandoffs of a duplicate id succeeded")
+	}
+	wantCheckpoint(t, s, from)
+	wantHandoffs(t, "history after the failed write", history(t, s, sc.account, old.SessionID), []domain.Handoff{old})
+
+	err = s.Update(t.Context(), leader.Fence{}, name, from, 300, func(tx projections.Tx) error {
+		if err := tx.Reset(t.Context()); err != nil {
+			return err
+		}
+		return tx.AddHandoffs(t.Context(), rows)
+	})
+	if err != nil {
+		t.Fatalf("update: %v", err)
+	}
+	wantHandoffs(t, "history of the reset handoff", history(t, s, sc.account, old.SessionID), nil)
+	var open, all []domain.Handoff
+	for _, r := range slices.Backward(rows[:250]) { // the history is newest first
+		all = append(all, r.Handoff)
+	}
+	for _, r := range rows[:250] { // the queue, oldest first
+		if r.Handoff.Status == domain.StatusOpen {
+			open = append(open, r.Handoff)
+		}
+	}
+	got, err := s.History(t.Context(), sc.account, session, projections.Page{Limit: projections.MaxPageSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantHandoffs(t, "history", got, all)
+	gotQueue, err := s.Queue(t.Context(), sc.account, sc.team, projections.Page{Limit: projections.MaxPageSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantHandoffs(t, "queue", gotQueue, open)
+	wantHandoffs(t, "history of nil ids", history(t, s, uuid.Nil, uuid.Nil), []domain.Handoff{nilIDs})
 }
 
 func testQueueOrder(t *testing.T, s projections.Store) {

@@ -22,6 +22,7 @@ func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 
 // MasterKeyIDs implements shred.KeyStore.
 func (s *Store) MasterKeyIDs(ctx context.Context) (map[string]int64, error) {
+	// pgx.ForEachRow reports the query's error.
 	rows, _ := s.pool.Query(ctx, `SELECT master_key_id, count(*) FROM data_keys GROUP BY master_key_id`)
 	ids := map[string]int64{}
 	var (
@@ -41,6 +42,7 @@ func (s *Store) MasterKeyIDs(ctx context.Context) (map[string]int64, error) {
 func (s *Store) Rewrap(ctx context.Context, from string, rewrap func(string, *eventstore.DataKey) (*eventstore.DataKey, error)) (int64, error) {
 	var n int64
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// pgx.ForEachRow reports the query's error.
 		rows, _ := tx.Query(ctx, `SELECT stream_id, key_id, wrapped, master_key_id FROM data_keys WHERE master_key_id = $1 FOR UPDATE`, from)
 		type row struct {
 			stream string

@@ -64,8 +64,8 @@ const (
 // keyJoin is the FROM clause of a page: the handoffs, each with its
 // session's data key, if any (one per stream, found by data_keys' primary
 // key).
-var keyJoin = ` FROM handoffs AS h LEFT JOIN data_keys AS k ON k.stream_id = (` +
-	eventcodec.StreamNameSQL("h.account_id::text", "h.session_id::text") + `) COLLATE "C"`
+var keyJoin = ` FROM handoffs AS h LEFT JOIN LATERAL (SELECT key_id, wrapped, master_key_id FROM data_keys
+	WHERE stream_id = (` + eventcodec.StreamNameSQL("h.account_id::text", "h.session_id::text") + `) COLLATE "C") AS k ON true`
 
 // Pages are keyset pages served by an index each: the queue's order is
 // that of the partial index handoffs_queue, whose queue_class column is

@@ -39,7 +39,10 @@ type Backend struct {
 	Stored eventstore.Store
 	// FindText returns the tables of the database that hold text, in any
 	// column.
-	FindText    func(tb testing.TB, text string) []string
+	FindText func(tb testing.TB, text string) []string
+	// Tail is the stored log's head and append signal, for the queue
+	// stream.
+	Tail        httpapi.LogTail
 	Commands    *commands.Handler
 	Queries     projections.Queries
 	Idempotency idempotency.Store
@@ -129,6 +132,7 @@ func serveBackend(tb testing.TB, b Backend, configure func(*httpapi.Config)) *ap
 		Commands:    b.Commands,
 		Queries:     b.Queries,
 		Events:      b.Log,
+		Tail:        b.Tail,
 		Idempotency: b.Idempotency,
 		JWTSecret:   testSecret,
 		Checks:      b.Checks,

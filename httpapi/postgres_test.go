@@ -87,6 +87,7 @@ func postgresBackendWaiting(tb testing.TB, pool *pgxpool.Pool, readWait time.Dur
 	return Backend{
 		Log:           events,
 		Stored:        stored,
+		Tail:          stored,
 		FindText:      func(tb testing.TB, text string) []string { return findTextPostgres(tb, pool, text) },
 		Commands:      commands.NewHandler(events, nil, commands.WithMetrics(m), commands.WithKeyring(testKeyring)),
 		Metrics:       m,

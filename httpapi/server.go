@@ -35,8 +35,17 @@ type Config struct {
 	Commands *commands.Handler
 	// Queries reads the queue and the history.
 	Queries projections.Queries
-	// Events reads the event log for the audit routes.
+	// Events reads the event log for the audit routes and the queue
+	// stream.
 	Events EventLog
+	// Tail tells the queue stream where the log ends and wakes it at
+	// appends made in this process; appends made elsewhere it finds by
+	// polling.
+	Tail LogTail
+	// Closing, when not nil, is closed when the server begins to shut
+	// down: the open queue streams end then, so that they do not hold the
+	// shutdown up.
+	Closing <-chan struct{}
 	// Idempotency keeps the responses of POSTs sent with an
 	// Idempotency-Key.
 	Idempotency idempotency.Store
@@ -89,6 +98,8 @@ type server struct {
 	cmds    *commands.Handler
 	queries projections.Queries
 	events  EventLog
+	tail    LogTail
+	closing <-chan struct{}
 	idem    idempotency.Store
 	// cursorKey signs page cursors (newCursorKey).
 	cursorKey []byte
@@ -110,6 +121,8 @@ func New(cfg Config) (*echo.Echo, error) {
 		cmds:      cfg.Commands,
 		queries:   cfg.Queries,
 		events:    cfg.Events,
+		tail:      cfg.Tail,
+		closing:   cfg.Closing,
 		idem:      cfg.Idempotency,
 		cursorKey: newCursorKey(cfg.JWTSecret),
 		tokens:    newTokenVerifier(cfg),
@@ -142,6 +155,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	e.GET("/openapi.json", openAPI)
 
 	e.GET("/ai-sessions/queue", s.queue, s.authenticate)
+	e.GET("/ai-sessions/queue/stream", s.queueStream, s.authenticate)
 	e.GET("/ai-sessions/:session_id/handoffs", s.history, s.authenticate)
 	e.GET("/ai-sessions/:session_id/events", s.sessionEvents, s.authenticate, mayAudit)
 	e.GET("/events", s.accountEvents, s.authenticate, mayAudit)
@@ -165,6 +179,9 @@ func (cfg Config) validate() error {
 	}
 	if cfg.Events == nil {
 		errs = append(errs, errors.New("httpapi: Config.Events is required"))
+	}
+	if cfg.Tail == nil {
+		errs = append(errs, errors.New("httpapi: Config.Tail is required"))
 	}
 	if cfg.Idempotency == nil {
 		errs = append(errs, errors.New("httpapi: Config.Idempotency is required"))

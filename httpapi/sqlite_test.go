@@ -51,6 +51,7 @@ func sqliteBackendWaiting(tb testing.TB, readWait time.Duration) Backend {
 	return Backend{
 		Log:           opened,
 		Stored:        store,
+		Tail:          store,
 		FindText:      func(tb testing.TB, text string) []string { return findTextSQLite(tb, store.DB(), text) },
 		Commands:      commands.NewHandler(opened, nil, commands.WithMetrics(m), commands.WithKeyring(testKeyring)),
 		Metrics:       m,

@@ -7,6 +7,7 @@
 //	ledgerd serve                 run the service
 //	ledgerd migrate               apply database migrations and exit
 //	ledgerd token [flags]         print a signed token for development
+//	ledgerd console [flags]       print a link that opens the web console signed in
 //	ledgerd projections rebuild   rebuild the read models from the log
 //	ledgerd tail [flags]          print events from NATS as they arrive
 //	ledgerd replay [flags]        print a session's events, each with its state after it
@@ -14,6 +15,7 @@
 //	ledgerd history [flags]       print a session's handoffs from the read models
 //	ledgerd verify [flags]        check that the stored log was not altered
 //	ledgerd audit key|keygen      print the checkpoints' public key, or make a signing key
+//	ledgerd bench [flags]         measure the ledger on a scratch ledger of its own
 //	ledgerd version               print the version, commit and Go version
 package main
 
@@ -70,6 +72,7 @@ commands:
   serve                  run the service
   migrate                apply database migrations and exit
   token                  print a signed bearer token (development, scripts)
+  console                print a link that opens the web console signed in (development)
   projections rebuild    rebuild the read models from the event log
   tail                   print ledger events from NATS as they arrive
   replay                 print a session's events, each with the session's state after it
@@ -80,6 +83,7 @@ commands:
   keys rotate            rewrap every data key with a new master key
   audit key              print the public key that verifies the Merkle checkpoints
   audit keygen           print a new checkpoint signing key (for --audit-key-file)
+  bench                  measure appends, REST, the claim race, reads, rebuild, publish lag and growth on a scratch ledger
   version                print the version, the commit and the Go version
 
 Run "ledgerd <command> -h" for the command's flags.
@@ -110,6 +114,8 @@ func runCommand(ctx context.Context, cmd string, rest []string, stdout, stderr i
 		return migrate(ctx, rest, logger)
 	case "token":
 		return token(ctx, rest, stdout)
+	case "console":
+		return consoleCommand(ctx, rest, stdout, stderr)
 	case "projections":
 		if len(rest) == 0 || rest[0] != "rebuild" {
 			return errors.New(`usage: ledgerd projections rebuild [flags]`)
@@ -131,6 +137,8 @@ func runCommand(ctx context.Context, cmd string, rest []string, stdout, stderr i
 		return eraseSession(ctx, rest, stdout, logger)
 	case "keys":
 		return keysCommand(ctx, rest, stdout, logger)
+	case "bench":
+		return benchCommand(ctx, rest, stdout, stderr)
 	case "version":
 		return printVersion(rest, stdout)
 	case "-h", "-help", "--help", "help":

@@ -90,7 +90,7 @@ func testQueueAndHistory(t *testing.T, storage ...string) {
 		t.Fatalf("build the read models: %v", err)
 	}
 
-	api, err := httpapi.New(httpapi.Config{Commands: h, Queries: b.views, Events: b.events, Idempotency: b.idem, JWTSecret: []byte(testSecret)})
+	api, err := httpapi.New(httpapi.Config{Commands: h, Queries: b.views, Events: b.events, Tail: b.events, Idempotency: b.idem, JWTSecret: []byte(testSecret)})
 	if err != nil {
 		t.Fatalf("httpapi.New: %v", err)
 	}

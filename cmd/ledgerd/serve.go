@@ -214,10 +214,15 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	}
 
 	projector := projections.NewProjector(b.events, b.views, b.locker, b.events.Appended, logger)
+	// closing is closed when the HTTP server begins to shut down, which
+	// ends the queue streams.
+	closing := make(chan struct{})
 	api, err := httpapi.New(httpapi.Config{
 		Commands:    commands.NewHandler(b.events, nil, commands.WithMetrics(m), commands.WithKeyring(keys)),
 		Queries:     projections.CaughtUp(b.views, b.events, projector, *readWait),
 		Events:      b.events,
+		Tail:        b.events,
+		Closing:     closing,
 		Idempotency: b.idem,
 		JWTSecret:   []byte(secret),
 		JWTMaxTTL:   *jwtMaxTTL,
@@ -262,7 +267,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 		running.Wait()
 	}()
 
-	srv := newHTTPServer(api, limits, logger)
+	srv := newHTTPServer(withConsole(api), limits, logger)
+	srv.srv.RegisterOnShutdown(func() { close(closing) })
 	served := make(chan error, 2)
 	go func() { served <- srv.serve(ln) }()
 	metricsAt := ln.Addr().String()

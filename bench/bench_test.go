@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -23,9 +24,11 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
-// tiny is a run of a few seconds: every figure, tiny sizes.
-func tiny() bench.Config {
+// tiny is a run of a few seconds: every figure, tiny sizes, logging
+// through tb.
+func tiny(tb testing.TB) bench.Config {
 	return bench.Config{
+		Logger:         slog.New(slog.NewTextHandler(tb.Output(), nil)),
 		Duration:       100 * time.Millisecond,
 		Writers:        []int{1, 4},
 		Clients:        []int{4},
@@ -49,13 +52,13 @@ func TestRun_Postgres(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	report, err := bench.Run(t.Context(), target, tiny(), nil)
+	report, err := bench.Run(t.Context(), target, tiny(t), nil)
 	stream := target.Stream
 	target.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkReport(t, report, "postgres", tiny())
+	checkReport(t, report, "postgres", tiny(t))
 
 	pool := pgtest.Pool(t, dbURL, 2)
 	var schemas int
@@ -74,12 +77,12 @@ func TestRun_Embedded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	report, err := bench.Run(t.Context(), target, tiny(), nil)
+	report, err := bench.Run(t.Context(), target, tiny(t), nil)
 	target.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkReport(t, report, "embedded", tiny())
+	checkReport(t, report, "embedded", tiny(t))
 }
 
 // TestRun_Only runs one group of figures and checks that only its figures
@@ -89,7 +92,7 @@ func TestRun_Only(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := tiny()
+	cfg := tiny(t)
 	cfg.Only = []string{"append", "lag"}
 	report, err := bench.Run(t.Context(), target, cfg, nil)
 	target.Close()

@@ -51,6 +51,7 @@ func (r *runner) startAPI(ctx context.Context) (*api, func(), error) {
 		Commands:    commands.NewHandler(r.t.Log, nil, commands.WithKeyring(r.t.Keys)),
 		Queries:     projections.CaughtUp(r.t.Views, r.t.Log, r.projector, 2*time.Second),
 		Events:      r.t.Log,
+		Tail:        r.t.Log,
 		Idempotency: r.t.Idem,
 		JWTSecret:   secret,
 		Logger:      r.cfg.Logger,

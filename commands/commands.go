@@ -25,7 +25,7 @@ import (
 
 // EventLog is what the handler needs from an event store.
 type EventLog interface {
-	AppendKeyed(ctx context.Context, stream string, expected eventstore.ExpectedVersion, key eventstore.KeyChange, events []eventstore.NewEvent, readBack bool) ([]eventstore.Event, error)
+	AppendKeyed(ctx context.Context, stream string, expected eventstore.ExpectedVersion, key eventstore.KeyChange, events []eventstore.NewEvent, readBack bool, opts ...eventstore.AppendOption) ([]eventstore.Event, error)
 	ReadStreamAfter(ctx context.Context, stream string, after int64) ([]eventstore.Event, error)
 	Snapshot(ctx context.Context, stream string) (eventstore.Snapshot, bool, error)
 	SaveSnapshot(ctx context.Context, s eventstore.Snapshot) error
@@ -123,10 +123,35 @@ type Result struct {
 	Position int64
 }
 
+// Answerer returns the answer a request stores under its Idempotency-Key
+// for a command's result (see WithAnswer).
+type Answerer func(Result) (eventstore.Answer, error)
+
+// ExecuteOption adds to one command.
+type ExecuteOption func(*execution)
+
+type execution struct {
+	answer Answerer
+}
+
+// WithAnswer makes the command write answer(result) in the same
+// transaction as its events (eventstore.WithAnswer), so that the request's
+// stored answer and the events it reports are committed together. The
+// result it is given is the one Execute returns but for Position. When the
+// answer's key is taken, nothing is appended and Execute returns an error
+// matching eventstore.ErrAnswerTaken.
+func WithAnswer(answer Answerer) ExecuteOption {
+	return func(e *execution) { e.answer = answer }
+}
+
 // Execute runs cmd on the session of the actor's account. It returns a
 // *domain.Error or *domain.ClaimedError for a rejected command.
-func (h *Handler) Execute(ctx context.Context, actor domain.Actor, session uuid.UUID, cmd domain.Command, trace Trace) (Result, error) {
-	res, err := h.execute(ctx, actor, session, cmd, trace)
+func (h *Handler) Execute(ctx context.Context, actor domain.Actor, session uuid.UUID, cmd domain.Command, trace Trace, opts ...ExecuteOption) (Result, error) {
+	var x execution
+	for _, o := range opts {
+		o(&x)
+	}
+	res, err := h.execute(ctx, actor, session, cmd, trace, x)
 	h.metrics.Command(commandType(cmd), outcome(cmd, err))
 	return res, err
 }
@@ -171,10 +196,10 @@ func outcome(cmd domain.Command, err error) metrics.Outcome {
 	return metrics.Failed
 }
 
-func (h *Handler) execute(ctx context.Context, actor domain.Actor, session uuid.UUID, cmd domain.Command, trace Trace) (Result, error) {
+func (h *Handler) execute(ctx context.Context, actor domain.Actor, session uuid.UUID, cmd domain.Command, trace Trace, x execution) (Result, error) {
 	stream := eventcodec.StreamName(actor.AccountID, session)
 	for attempt := 1; ; attempt++ {
-		state, snapshotAt, key, err := h.state(ctx, actor.AccountID, session, cmd, attempt)
+		state, snapshotAt, tip, err := h.state(ctx, actor.AccountID, session, cmd, attempt)
 		if err != nil {
 			return Result{}, err
 		}
@@ -186,11 +211,43 @@ func (h *Handler) execute(ctx context.Context, actor domain.Actor, session uuid.
 		if err != nil {
 			return Result{}, err
 		}
-		events, change, err := h.seal(stream, key, events)
+		events, change, err := h.seal(stream, tip.key, events)
 		if err != nil {
 			return Result{}, err
 		}
-		position, err := h.append(ctx, stream, eventstore.Exact(state.Version), change, events)
+		// The stream's data key as stored after this append.
+		key := tip.key
+		if change.Create != nil {
+			key = change.Create
+		}
+		expected := eventstore.Exact(state.Version)
+		var opts []eventstore.AppendOption
+		if state.Version > 0 {
+			// The stream was just read: its last event's hash chains the
+			// new events in Go, and the store checks it is still the last.
+			opts = append(opts, eventstore.AfterHash(tip.hash))
+		}
+		// The state after the command: a conflict reloads it anyway.
+		for _, e := range decided {
+			state.Apply(e)
+		}
+		var res Result
+		if hd, ok := state.Handoff(decided[len(decided)-1].Handoff()); ok {
+			res.Handoff = *hd
+		}
+		if x.answer != nil {
+			answer, err := x.answer(res)
+			if err != nil {
+				return Result{}, err
+			}
+			// The stored answer repeats the notes: sealed under the
+			// session's key, as the events hold them.
+			if answer.Body, err = h.keys.SealAnswer(stream, key, answer.Body); err != nil {
+				return Result{}, err
+			}
+			opts = append(opts, eventstore.WithAnswer(answer))
+		}
+		position, err := h.append(ctx, stream, expected, change, events, opts...)
 		if errors.Is(err, eventstore.ErrConflict) {
 			h.metrics.Conflict()
 			if attempt < maxAttempts {
@@ -203,19 +260,10 @@ func (h *Handler) execute(ctx context.Context, actor domain.Actor, session uuid.
 			return Result{}, fmt.Errorf("append to %s: %w", stream, err)
 		}
 		h.metrics.Appended()
-		for _, e := range decided {
-			state.Apply(e)
-		}
 		if state.Version-snapshotAt >= SnapshotEvery {
-			if change.Create != nil {
-				key = change.Create
-			}
 			h.saveSnapshot(ctx, stream, state, events[len(events)-1].ID, key)
 		}
-		res := Result{Position: position}
-		if hd, ok := state.Handoff(decided[len(decided)-1].Handoff()); ok {
-			res.Handoff = *hd
-		}
+		res.Position = position
 		h.waitForReadModels(ctx, res.Position)
 		return res, nil
 	}
@@ -223,8 +271,8 @@ func (h *Handler) execute(ctx context.Context, actor domain.Actor, session uuid.
 
 // append appends events and returns the position of the last one when the
 // handler waits for the read models, which needs it; otherwise it returns 0.
-func (h *Handler) append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, key eventstore.KeyChange, events []eventstore.NewEvent) (int64, error) {
-	recorded, err := h.log.AppendKeyed(ctx, stream, expected, key, events, h.waiter != nil)
+func (h *Handler) append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, key eventstore.KeyChange, events []eventstore.NewEvent, opts ...eventstore.AppendOption) (int64, error) {
+	recorded, err := h.log.AppendKeyed(ctx, stream, expected, key, events, h.waiter != nil, opts...)
 	if err != nil || h.waiter == nil {
 		return 0, err
 	}
@@ -263,13 +311,31 @@ func (h *Handler) seal(stream string, key *eventstore.DataKey, events []eventsto
 // Every rule that rejects a creation on the empty state rejects it on any
 // state, so the shortcut never gives a wrong answer.
 //
-// It also returns the stream's data key as read with its events (nil for
-// none).
-func (h *Handler) state(ctx context.Context, account, session uuid.UUID, cmd domain.Command, attempt int) (*domain.Session, int64, *eventstore.DataKey, error) {
+// It also returns what it read of the stream's end (streamTip).
+func (h *Handler) state(ctx context.Context, account, session uuid.UUID, cmd domain.Command, attempt int) (*domain.Session, int64, streamTip, error) {
 	if _, creates := cmd.(domain.CreateHandoff); creates && attempt == 1 {
-		return domain.NewSession(account, session), 0, nil, nil
+		return domain.NewSession(account, session), 0, streamTip{}, nil
 	}
 	return h.current(ctx, account, session)
+}
+
+// streamTip is what a load read of its stream's end: the stream's data key
+// as read with its events (nil for none), and the hash of its last event
+// (the zero hash for an empty stream), which chains the next append
+// (eventstore.AfterHash). A load always reads the last event, from the
+// snapshot's own event onwards or from the start, so a snapshot carries no
+// hash.
+type streamTip struct {
+	key  *eventstore.DataKey
+	hash eventstore.Hash
+}
+
+// tipOf returns the tip of recorded, a stream's events up to its last.
+func tipOf(recorded []eventstore.Event) streamTip {
+	if len(recorded) == 0 {
+		return streamTip{}
+	}
+	return streamTip{key: recorded[0].DataKey, hash: recorded[len(recorded)-1].Hash}
 }
 
 // errUnusableSnapshot is matched by fromSnapshot's error for a snapshot
@@ -283,43 +349,43 @@ var errUnusableSnapshot = errors.New("unusable snapshot")
 // not decodable) it logs a warning and folds the whole stream, so a bad
 // snapshot costs time, never a wrong decision; the next snapshot saved
 // replaces it.
-func (h *Handler) current(ctx context.Context, account, session uuid.UUID) (*domain.Session, int64, *eventstore.DataKey, error) {
+func (h *Handler) current(ctx context.Context, account, session uuid.UUID) (*domain.Session, int64, streamTip, error) {
 	stream := eventcodec.StreamName(account, session)
 	snap, found, err := h.log.Snapshot(ctx, stream)
 	if err != nil {
-		return nil, 0, nil, fmt.Errorf("load %s: %w", stream, err)
+		return nil, 0, streamTip{}, fmt.Errorf("load %s: %w", stream, err)
 	}
 	if found {
-		state, key, err := h.fromSnapshot(ctx, account, session, snap)
+		state, tip, err := h.fromSnapshot(ctx, account, session, snap)
 		if err == nil {
-			return state, snap.Version, key, nil
+			return state, snap.Version, tip, nil
 		}
 		if !errors.Is(err, errUnusableSnapshot) {
-			return nil, 0, nil, err
+			return nil, 0, streamTip{}, err
 		}
 		slog.WarnContext(ctx, "snapshot not used: folding the whole stream", "stream", stream, "version", snap.Version, "err", err)
 	}
-	state, key, err := h.load(ctx, account, session)
-	return state, 0, key, err
+	state, tip, err := h.load(ctx, account, session)
+	return state, 0, tip, err
 }
 
 // fromSnapshot returns the state of snap with the events after it folded
 // in. It reads the stream from snap's own version, to check that the event
 // there is the one snap was made after.
-func (h *Handler) fromSnapshot(ctx context.Context, account, session uuid.UUID, snap eventstore.Snapshot) (*domain.Session, *eventstore.DataKey, error) {
+func (h *Handler) fromSnapshot(ctx context.Context, account, session uuid.UUID, snap eventstore.Snapshot) (*domain.Session, streamTip, error) {
 	recorded, err := h.log.ReadStreamAfter(ctx, snap.Stream, snap.Version-1)
 	if err != nil {
-		return nil, nil, fmt.Errorf("load %s after version %d: %w", snap.Stream, snap.Version-1, err)
+		return nil, streamTip{}, fmt.Errorf("load %s after version %d: %w", snap.Stream, snap.Version-1, err)
 	}
 	if len(recorded) == 0 || recorded[0].Version != snap.Version || recorded[0].ID != snap.EventID {
-		return nil, nil, fmt.Errorf("%w: the stream has no event %s at version %d", errUnusableSnapshot, snap.EventID, snap.Version)
+		return nil, streamTip{}, fmt.Errorf("%w: the stream has no event %s at version %d", errUnusableSnapshot, snap.EventID, snap.Version)
 	}
 	state, err := eventcodec.DecodeSnapshot(snap.Data, account, session, snap.Version)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", errUnusableSnapshot, err)
+		return nil, streamTip{}, fmt.Errorf("%w: %w", errUnusableSnapshot, err)
 	}
 	h.openSnapshot(snap.Stream, recorded[0].DataKey, state)
-	return state, recorded[0].DataKey, fold(state, snap.Stream, recorded[1:])
+	return state, tipOf(recorded), fold(state, snap.Stream, recorded[1:])
 }
 
 // sealSnapshot returns a copy of state whose open handoffs' notes are
@@ -398,19 +464,15 @@ func (h *Handler) Load(ctx context.Context, account, session uuid.UUID) (*domain
 	return state, err
 }
 
-// load is Load, and returns the stream's data key as read with it.
-func (h *Handler) load(ctx context.Context, account, session uuid.UUID) (*domain.Session, *eventstore.DataKey, error) {
+// load is Load, and returns what it read of the stream's end.
+func (h *Handler) load(ctx context.Context, account, session uuid.UUID) (*domain.Session, streamTip, error) {
 	stream := eventcodec.StreamName(account, session)
 	recorded, err := h.log.ReadStreamAfter(ctx, stream, 0)
 	if err != nil {
-		return nil, nil, fmt.Errorf("load %s: %w", stream, err)
+		return nil, streamTip{}, fmt.Errorf("load %s: %w", stream, err)
 	}
 	state := domain.NewSession(account, session)
-	var key *eventstore.DataKey
-	if len(recorded) > 0 {
-		key = recorded[0].DataKey
-	}
-	return state, key, fold(state, stream, recorded)
+	return state, tipOf(recorded), fold(state, stream, recorded)
 }
 
 // fold applies recorded events of stream to state.

@@ -44,7 +44,7 @@ func (h *Handler) erase(ctx context.Context, actor domain.Actor, session uuid.UU
 	stream := eventcodec.StreamName(actor.AccountID, session)
 	cmd := domain.EraseSessionData{Actor: actor, Reason: reason, At: h.Now()}
 	for attempt := 1; ; attempt++ {
-		state, _, key, err := h.current(ctx, actor.AccountID, session)
+		state, _, tip, err := h.current(ctx, actor.AccountID, session)
 		if err != nil {
 			return Erasure{}, err
 		}
@@ -52,7 +52,7 @@ func (h *Handler) erase(ctx context.Context, actor domain.Actor, session uuid.UU
 		if err != nil {
 			return Erasure{}, err
 		}
-		if key == nil && state.Erased() {
+		if tip.key == nil && state.Erased() {
 			// Nothing readable is left; the snapshot may still be one
 			// taken before the erasure, if saving it failed then.
 			return Erasure{}, h.saveErasedSnapshot(ctx, stream, state)

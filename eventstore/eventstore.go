@@ -197,18 +197,22 @@ type Store interface {
 	// and returns them as recorded. It returns a *ConflictError when the
 	// stream is not at the expected version, including when a concurrent
 	// append to the same stream won.
-	Append(ctx context.Context, stream string, expected ExpectedVersion, events []NewEvent) ([]Event, error)
+	//
+	// Appends that arrive while the store writes others are written
+	// together, in one transaction (group commit); each still succeeds or
+	// fails alone. opts add to the append (AfterHash, WithAnswer).
+	Append(ctx context.Context, stream string, expected ExpectedVersion, events []NewEvent, opts ...AppendOption) ([]Event, error)
 	// AppendQuick appends as Append does, all or none and with the same
 	// conflicts, but does not read back the positions and times the store
 	// gave the events. It is for callers that need only know the append
 	// happened, such as the command handler: on PostgreSQL it spares the
 	// INSERT a RETURNING clause, about a tenth of the cost of an append.
-	AppendQuick(ctx context.Context, stream string, expected ExpectedVersion, events []NewEvent) error
+	AppendQuick(ctx context.Context, stream string, expected ExpectedVersion, events []NewEvent, opts ...AppendOption) error
 	// AppendKeyed appends as Append does and makes the key change in the
 	// same statement (PostgreSQL) or transaction (SQLite), all or none.
 	// With readBack false it does not read back positions and times, as
 	// AppendQuick.
-	AppendKeyed(ctx context.Context, stream string, expected ExpectedVersion, key KeyChange, events []NewEvent, readBack bool) ([]Event, error)
+	AppendKeyed(ctx context.Context, stream string, expected ExpectedVersion, key KeyChange, events []NewEvent, readBack bool, opts ...AppendOption) ([]Event, error)
 	// ReadStream returns a stream's events in version order; none for a
 	// stream that does not exist. Every read of events fills in
 	// Event.DataKey in the same query.

@@ -19,7 +19,10 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/resolutionflow/ledgerd/asof"
+	"github.com/resolutionflow/ledgerd/commands"
 	"github.com/resolutionflow/ledgerd/domain"
+	"github.com/resolutionflow/ledgerd/eventstore"
+	"github.com/resolutionflow/ledgerd/idempotency"
 	"github.com/resolutionflow/ledgerd/projections"
 )
 
@@ -270,13 +273,32 @@ func sessionAndHandoff(c echo.Context) (uuid.UUID, uuid.UUID, error) {
 	return session, handoff, nil
 }
 
-// execute runs a command and answers with the handoff it touched.
+// execute runs a command and answers with the handoff it touched. A
+// request with a new Idempotency-Key stores that answer in the same
+// transaction as the command's events, and sends the very bytes it stored.
 func (s *server) execute(c echo.Context, status int, session uuid.UUID, cmd domain.Command) error {
-	res, err := s.cmds.Execute(c.Request().Context(), actorOf(c), session, cmd, traceOf(c))
-	if err != nil {
+	k := keyedOf(c)
+	if k == nil {
+		res, err := s.cmds.Execute(c.Request().Context(), actorOf(c), session, cmd, traceOf(c))
+		if err != nil {
+			return err
+		}
+		return c.JSON(status, toJSON(res.Handoff))
+	}
+	var body []byte
+	answer := func(res commands.Result) (eventstore.Answer, error) {
+		b, err := json.Marshal(toJSON(res.Handoff))
+		if err != nil {
+			return eventstore.Answer{}, fmt.Errorf("encode answer: %w", err)
+		}
+		body = append(b, '\n')
+		return idempotency.Answer(k.owner, k.key, k.hash, status, body), nil
+	}
+	if _, err := s.cmds.Execute(c.Request().Context(), actorOf(c), session, cmd, traceOf(c), commands.WithAnswer(answer)); err != nil {
 		return err
 	}
-	return c.JSON(status, toJSON(res.Handoff))
+	k.stored = true
+	return c.Blob(status, echo.MIMEApplicationJSON, body)
 }
 
 // createRequest is a checked create body.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"io"
 	"net/http"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/resolutionflow/ledgerd/domain"
+	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/idempotency"
 )
 
@@ -23,13 +25,17 @@ const (
 )
 
 // idempotent makes a POST with an Idempotency-Key run at most once per
-// account, user and key: the first request reserves the key and stores its response; a
-// retry of the same request gets that response again, with the header
-// Idempotent-Replayed: true. The same key with another method, path or
-// body is 422; the same request while the first still runs is 409. 5xx
-// responses, answers that ask for a retry (Retry-After) and requests whose
-// client went away are not stored, so a retry after one runs again. Must
-// run after authenticate.
+// account, user and key: the first request runs and its answer is stored
+// with the key; a retry of the same request gets that answer again, with
+// the header Idempotent-Replayed: true. The same key with another method,
+// path or body is 422; the same request while a reservation of the key
+// (Reserve, the older protocol) is pending is 409. A command stores its
+// answer in the same transaction as its events (see execute); another
+// answer is stored after the handler ran. Either store fails when another
+// request with the key stored its answer first, and the request then
+// answers with that one. 5xx responses, answers that ask for a retry
+// (Retry-After) and requests whose client went away are not stored, so a
+// retry after one runs again. Must run after authenticate.
 func (s *server) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		values := c.Request().Header.Values(headerIdempotencyKey)
@@ -49,17 +55,39 @@ func (s *server) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 		// The route's session, if it names one: an erasure of the session
 		// deletes the response.
 		session, _ := uuid.Parse(c.Param("session_id"))
-		owner := idempotency.Owner{Account: actor.AccountID, User: actor.UserID, Session: session}
-		hash := requestHash(actor.AccountID, c.Request().Method, c.Request().URL.Path, body)
-		rec, reserved, err := s.idem.Reserve(c.Request().Context(), owner, key, hash)
+		k := &keyed{
+			owner: idempotency.Owner{Account: actor.AccountID, User: actor.UserID, Session: session},
+			key:   key,
+			hash:  requestHash(actor.AccountID, c.Request().Method, c.Request().URL.Path, body),
+		}
+		rec, found, err := s.idem.Lookup(c.Request().Context(), k.owner, key)
 		if err != nil {
 			return err
 		}
-		if !reserved {
-			return s.replay(c, rec, hash)
+		if found {
+			return s.replay(c, rec, k.hash)
 		}
-		return s.runReserved(c, next, owner, key)
+		return s.runKeyed(c, next, k)
 	}
+}
+
+// keyed is a request with an Idempotency-Key that no request holds yet.
+type keyed struct {
+	owner idempotency.Owner
+	key   string
+	hash  string
+	// stored is set by a command that stored its answer with its events.
+	stored bool
+}
+
+// ctxKeyed holds a request's *keyed for the handlers.
+const ctxKeyed = "ledgerd.keyed"
+
+// keyedOf returns the request's *keyed, nil for a request without a new
+// Idempotency-Key.
+func keyedOf(c echo.Context) *keyed {
+	k, _ := c.Get(ctxKeyed).(*keyed)
+	return k
 }
 
 // validKey accepts 1 to idempotency.MaxKeyLength printable ASCII
@@ -88,49 +116,69 @@ func (s *server) replay(c echo.Context, rec idempotency.Record, hash string) err
 	return c.Blob(rec.StatusCode, echo.MIMEApplicationJSON, rec.Response)
 }
 
-// runReserved runs the request that holds the key, writes its response
-// (errors included) and stores it; on a 5xx, an answer with Retry-After, a
-// failure to store or a panic it releases the key instead.
-func (s *server) runReserved(c echo.Context, next echo.HandlerFunc, owner idempotency.Owner, key string) error {
-	// The key must be stored or released even when the client is gone.
+// runKeyed runs a request whose key no request holds. Its response is
+// held back until its answer is stored, so that a request that lost the
+// key to another one answers as that one did instead.
+func (s *server) runKeyed(c echo.Context, next echo.HandlerFunc, k *keyed) error {
+	// The answer must be stored even when the client is gone.
 	ctx := context.WithoutCancel(c.Request().Context())
-	stored := false
-	defer func() {
-		if stored {
-			return
-		}
-		if err := s.idem.Release(ctx, owner, key); err != nil {
-			s.log.ErrorContext(ctx, "release idempotency key", "err", err, "request_id", requestIDOf(c))
-		}
-	}()
-	rec := &recorder{ResponseWriter: c.Response().Writer}
-	c.Response().Writer = rec
-	if err := next(c); err != nil {
+	res := c.Response()
+	held := &heldResponse{ResponseWriter: res.Writer}
+	res.Writer = held
+	c.Set(ctxKeyed, k)
+	err := next(c)
+	if errors.Is(err, eventstore.ErrAnswerTaken) {
+		// Another request with the key committed its command first;
+		// this one appended nothing.
+		res.Writer = held.ResponseWriter
+		return s.replayTaken(c, ctx, k)
+	}
+	if err != nil {
 		c.Error(err)
 	}
-	status := c.Response().Status
-	if status >= http.StatusInternalServerError || status == statusClientClosedRequest ||
-		c.Response().Header().Get(echo.HeaderRetryAfter) != "" {
-		return nil
+	res.Writer = held.ResponseWriter
+	status := res.Status
+	storable := status < http.StatusInternalServerError && status != statusClientClosedRequest &&
+		res.Header().Get(echo.HeaderRetryAfter) == ""
+	if !k.stored && storable {
+		rec, saved, err := s.idem.Save(ctx, k.owner, k.key, k.hash, status, held.body.Bytes())
+		switch {
+		case err != nil:
+			s.log.ErrorContext(ctx, "store idempotent response", "err", err, "request_id", requestIDOf(c))
+		case !saved:
+			res.Committed, res.Size = false, 0
+			return s.replay(c, rec, k.hash)
+		}
 	}
-	if err := s.idem.Complete(ctx, owner, key, status, rec.body.Bytes()); err != nil {
-		s.log.ErrorContext(ctx, "store idempotent response", "err", err, "request_id", requestIDOf(c))
-		return nil
-	}
-	stored = true
-	return nil
+	held.ResponseWriter.WriteHeader(status)
+	_, err = held.ResponseWriter.Write(held.body.Bytes())
+	return err
 }
 
-// recorder keeps a copy of the response body it passes on.
-type recorder struct {
+// replayTaken answers a request whose command found its key taken by
+// another request.
+func (s *server) replayTaken(c echo.Context, ctx context.Context, k *keyed) error {
+	c.Response().Committed, c.Response().Size = false, 0
+	rec, found, err := s.idem.Lookup(ctx, k.owner, k.key)
+	if err != nil {
+		return err
+	}
+	if !found {
+		return domain.Errorf(domain.ECONFLICT, msgKeyInFlight)
+	}
+	return s.replay(c, rec, k.hash)
+}
+
+// heldResponse holds a response back: the headers go to the real writer's
+// map, the status and body wait in it until runKeyed writes them.
+type heldResponse struct {
 	http.ResponseWriter
 	body bytes.Buffer
 }
 
-func (r *recorder) Write(b []byte) (int, error) {
-	r.body.Write(b)
-	return r.ResponseWriter.Write(b)
-}
+func (r *heldResponse) WriteHeader(int) {}
+
+func (r *heldResponse) Write(b []byte) (int, error) { return r.body.Write(b) }
 
 // Unwrap lets http.ResponseController reach the connection's writer.
-func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+func (r *heldResponse) Unwrap() http.ResponseWriter { return r.ResponseWriter }

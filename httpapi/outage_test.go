@@ -92,8 +92,9 @@ func (s *apiServer) untilAvailable(tb testing.TB, r request) response {
 // TestCommittedCommandRetry_Postgres breaks the database connection of a
 // command right after its append committed, so the client gets a 503 for
 // a command that took effect, and checks that retrying it is safe: a blind
-// retry gets 409 and appends nothing, and so does a retry with the same
-// Idempotency-Key, which the 503 released.
+// retry gets 409 and appends nothing. A command with an Idempotency-Key
+// commits its events and its stored answer together, so the same break
+// leaves nothing committed, and the retry with the key runs it once.
 func TestCommittedCommandRetry_Postgres(t *testing.T) {
 	proxy := pgtest.NewProxy(t, pgtest.NewDatabase(t))
 	s := startServer(t, func(tb testing.TB) Backend { return postgresBackendOn(tb, pgtest.Pool(tb, proxy.URL, poolSize)) })
@@ -103,22 +104,36 @@ func TestCommittedCommandRetry_Postgres(t *testing.T) {
 
 	// The session id is in the append's parameters (its stream name), and
 	// in no statement a create runs before it.
-	create := withKey(as(t, alice, http.MethodPost, createPath(session), `{"intent":"escalate"}`), "create-1")
+	blind := as(t, alice, http.MethodPost, createPath(session), `{"intent":"escalate"}`)
 	proxy.CutAfter([]byte(session.String()))
-	s.expectError(t, create, http.StatusServiceUnavailable, msgDatabaseUnavailable)
+	s.expectError(t, blind, http.StatusServiceUnavailable, msgDatabaseUnavailable)
 	if n := len(s.stream(t, tm.account, session)); n != 1 {
 		t.Fatalf("after the broken create the stream has %d events, want 1: the append committed", n)
 	}
-	s.expectError(t, create, http.StatusConflict, domain.MsgOpenHandoffExist)
-	s.expectError(t, as(t, alice, http.MethodPost, createPath(session), `{"intent":"escalate"}`), http.StatusConflict, domain.MsgOpenHandoffExist)
+	s.expectError(t, blind, http.StatusConflict, domain.MsgOpenHandoffExist)
+	s.expectError(t, withKey(blind, "create-1"), http.StatusConflict, domain.MsgOpenHandoffExist)
+
+	keyed := uuid.New()
+	create := withKey(as(t, alice, http.MethodPost, createPath(keyed), `{"intent":"escalate"}`), "create-2")
+	proxy.CutAfter([]byte(keyed.String()))
+	s.expectError(t, create, http.StatusServiceUnavailable, msgDatabaseUnavailable)
+	if n := len(s.stream(t, tm.account, keyed)); n != 0 {
+		t.Fatalf("after the broken keyed create the stream has %d events, want none: its transaction never committed", n)
+	}
+	if res := s.do(t, create, http.StatusCreated); res.header.Get("Idempotent-Replayed") != "" {
+		t.Fatal("the retry of a create that never committed was a replay")
+	}
+	if res := s.do(t, create, http.StatusCreated); res.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatal("the second retry of the keyed create was not a replay")
+	}
 
 	// The handoff id is in the claim's appended event, and in no statement
 	// a claim runs before its append.
 	h := s.history(t, alice, session)[0]
-	claim := withKey(as(t, bob, http.MethodPost, actionPath(session, h.ID, "claim"), ""), "claim-1")
+	claim := as(t, bob, http.MethodPost, actionPath(session, h.ID, "claim"), "")
 	proxy.CutAfter([]byte(h.ID.String()))
 	s.expectError(t, claim, http.StatusServiceUnavailable, msgDatabaseUnavailable)
-	for _, retry := range []request{claim, as(t, bob, http.MethodPost, actionPath(session, h.ID, "claim"), "")} {
+	for _, retry := range []request{claim, withKey(claim, "claim-1")} {
 		got := decode[struct {
 			Detail    string    `json:"detail"`
 			ClaimedBy uuid.UUID `json:"claimed_by"`

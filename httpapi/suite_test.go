@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -66,6 +67,7 @@ func runSuite(t *testing.T, nb NewBackend) {
 		{"IdempotentRetry", testIdempotentRetry},
 		{"IdempotencyKeyMisuse", testIdempotencyKeyMisuse},
 		{"IdempotencyKeysBelongToOneAccount", testIdempotencyKeysPerAccount},
+		{"IdempotentRequestsAtOnce", testIdempotentRequestsAtOnce},
 		{"InternalErrorReleasesKey", testInternalErrorReleasesKey},
 		{"Erase", testErase},
 		{"EraseDuringBusyRun", testEraseDuringBusyRun},
@@ -814,6 +816,56 @@ func testIdempotencyKeysPerAccount(t *testing.T, nb NewBackend) {
 	again := s.do(t, withKey(as(t, inB, http.MethodPost, createPath(session), body), "k"), http.StatusCreated)
 	if string(again.body) != string(second.body) || again.header.Get("Idempotent-Replayed") != "true" {
 		t.Fatalf("account B's retry = %s, want its own response %s again", again.body, second.body)
+	}
+}
+
+// testIdempotentRequestsAtOnce sends the same escalate with the same key
+// many times at once, and then a claim the same way. A command stores its
+// answer in the transaction of its events, so the requests that lose the
+// key to the first answer as it did: every one gets the same answer, one
+// of them not replayed, and the session holds one escalation and one
+// claim.
+func testIdempotentRequestsAtOnce(t *testing.T, nb NewBackend) {
+	s := startServer(t, nb)
+	tm := newTeam()
+	alice, bob := tm.user(domain.RoleEngineer), tm.user(domain.RoleAdmin)
+	session := uuid.New()
+	atOnce := func(r request, want int) response {
+		t.Helper()
+		const n = 8
+		results := make([]response, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+				defer cancel()
+				results[i], errs[i] = s.send(ctx, r)
+			})
+		}
+		wg.Wait()
+		ran := 0
+		for i, res := range results {
+			if errs[i] != nil {
+				t.Fatalf("request %d: %v", i, errs[i])
+			}
+			if res.status != want || string(res.body) != string(results[0].body) {
+				t.Fatalf("request %d: status %d body %s, want %d and the same answer as request 0 (%s)", i, res.status, res.body, want, results[0].body)
+			}
+			if res.header.Get("Idempotent-Replayed") == "" {
+				ran++
+			}
+		}
+		if ran != 1 {
+			t.Fatalf("%d of %d requests ran, want 1 and the others replayed", ran, n)
+		}
+		return results[0]
+	}
+	created := decode[handoff](t, atOnce(withKey(as(t, alice, http.MethodPost, createPath(session), `{"intent":"escalate"}`), "at-once"), http.StatusCreated))
+	atOnce(withKey(as(t, bob, http.MethodPost, actionPath(session, created.ID, "claim"), ""), "claim-at-once"), http.StatusOK)
+	want := []string{domain.TypeHandoffEscalated, domain.TypeHandoffClaimed}
+	if got := types(s.stream(t, tm.account, session)); !slices.Equal(got, want) {
+		t.Fatalf("stream = %v, want %v", got, want)
 	}
 }
 

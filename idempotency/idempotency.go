@@ -3,9 +3,14 @@
 // response again instead of running the command twice.
 //
 // A key belongs to one user of one account (an Owner): the same user id
-// with the same key in another account is another key. The first request with a key reserves it
-// (Reserve), runs, and then stores its response (Complete) or, when it failed
-// on the server's side, gives the key up again (Release) so a retry can run.
+// with the same key in another account is another key. A request with a
+// key not seen yet (Lookup) runs, and a command stores its answer in the
+// same transaction as its events (Answer, eventstore.WithAnswer); an
+// answer no append carried, such as a rejection, is stored on its own
+// (Save). Either store fails when another request took the key meanwhile,
+// and the request then answers with that one's answer. Reserve, Complete
+// and Release are the older protocol of three commits: reserve the key,
+// run, then store the answer or give the key up.
 // Keys expire TTL after they were reserved; an expired key is treated as
 // never seen, and Sweep, which a serving process runs every SweepInterval
 // (RunSweeps), deletes it. A reservation whose request died without
@@ -75,6 +80,15 @@ type Store interface {
 	// Release gives up a reservation that has no response, so a retry with
 	// the same key runs anew.
 	Release(ctx context.Context, owner Owner, key string) error
+	// Lookup returns the record of owner's key; found is false when there
+	// is none, or only one that a new request may take over (expired, or a
+	// reservation older than PendingTimeout).
+	Lookup(ctx context.Context, owner Owner, key string) (rec Record, found bool, err error)
+	// Save stores a request's answer under owner's key unless another
+	// request holds the key, as an append's answer does. It returns saved
+	// = true when it stored it; otherwise the record of the request that
+	// holds the key.
+	Save(ctx context.Context, owner Owner, key, requestHash string, status int, body []byte) (rec Record, saved bool, err error)
 	// DeleteSession deletes every key whose stored response is of a
 	// session of an account (Owner.Session), whoever owns it, and returns
 	// how many it deleted: erasing a session's personal data erases the
@@ -83,6 +97,15 @@ type Store interface {
 	// Sweep deletes every key older than TTL and returns how many it
 	// deleted. Any number of processes may sweep at once.
 	Sweep(ctx context.Context) (int64, error)
+}
+
+// Answer returns the answer of a request with owner's key, for an append
+// to write with its events (eventstore.WithAnswer).
+func Answer(owner Owner, key, requestHash string, status int, body []byte) eventstore.Answer {
+	return eventstore.Answer{
+		Account: owner.Account, User: owner.User, Session: owner.Session, Key: key, RequestHash: requestHash,
+		Status: status, Body: body, TTL: TTL, PendingTimeout: PendingTimeout,
+	}
 }
 
 // RunSweeps calls s.Sweep now and then every interval until ctx ends, then

@@ -60,30 +60,15 @@ func (s *postgresStore) Reserve(ctx context.Context, owner Owner, key, requestHa
 		if !errors.Is(err, pgx.ErrNoRows) {
 			return Record{}, false, pgerr.Classify(fmt.Errorf("reserve idempotency key: %w", err))
 		}
-		var (
-			rec     Record
-			session *uuid.UUID
-			dk      storedKey
-		)
-		err = s.pool.QueryRow(ctx, selectSQL, owner.Account, owner.User, key).Scan(&rec.RequestHash, &rec.StatusCode, &rec.Response,
-			&session, &dk.id, &dk.wrapped, &dk.masterKeyID)
-		if errors.Is(err, pgx.ErrNoRows) {
-			continue
-		}
+		// Held by another request; a key whose answer was erased is
+		// dropped (read), and taken on the next attempt.
+		rec, found, err := s.read(ctx, owner, key, selectSQL, owner.Account, owner.User, key)
 		if err != nil {
 			return Record{}, false, pgerr.Classify(fmt.Errorf("read idempotency key: %w", err))
 		}
-		body, ok := s.opts.openAnswer(owner.Account, orNil(session), dk.key(), rec.Response)
-		if !ok {
-			// Its session was erased: the answer is gone, and the key
-			// with it.
-			if _, err := s.pool.Exec(ctx, dropUnreadableSQL, owner.Account, owner.User, key, rec.Response); err != nil {
-				return Record{}, false, pgerr.Classify(fmt.Errorf("drop an erased idempotency key: %w", err))
-			}
-			continue
+		if found {
+			return rec, false, nil
 		}
-		rec.Response = body
-		return rec, false, nil
 	}
 	return Record{}, false, fmt.Errorf("reserve idempotency key: released and taken %d times in a row", reserveAttempts)
 }
@@ -156,4 +141,80 @@ DELETE FROM idempotency_keys WHERE account_id = $1 AND user_id = $2 AND key = $3
 		return pgerr.Classify(fmt.Errorf("release idempotency key: %w", err))
 	}
 	return nil
+}
+
+// saveSQL stores an answer as reserveSQL reserves a key: it returns a row
+// only when it stored it.
+const saveSQL = `
+INSERT INTO idempotency_keys AS k (account_id, user_id, key, request_hash, status_code, response, session_id) VALUES ($1, $2, $3, $4, $7, $8, $9)
+ON CONFLICT (account_id, user_id, key) DO UPDATE
+    SET request_hash = EXCLUDED.request_hash, status_code = EXCLUDED.status_code, response = EXCLUDED.response,
+        session_id = EXCLUDED.session_id, created_at = now()
+    WHERE k.created_at < now() - make_interval(secs => $5)
+       OR (k.status_code IS NULL AND k.created_at < now() - make_interval(secs => $6))
+RETURNING true`
+
+// lookupSQL reads a key that no new request may take over.
+var lookupSQL = selectSQL + `
+    AND i.created_at >= now() - make_interval(secs => $4)
+    AND (i.status_code IS NOT NULL OR i.created_at >= now() - make_interval(secs => $5))`
+
+func (s *postgresStore) Lookup(ctx context.Context, owner Owner, key string) (Record, bool, error) {
+	rec, found, err := s.read(ctx, owner, key, lookupSQL, owner.Account, owner.User, key, TTL.Seconds(), PendingTimeout.Seconds())
+	if err != nil {
+		return Record{}, false, pgerr.Classify(fmt.Errorf("look up idempotency key: %w", err))
+	}
+	return rec, found, nil
+}
+
+// read runs query, a selectSQL for owner's key, and returns the record
+// with its answer opened; found is false when there is none, or when its
+// answer can no longer be opened (its session was erased): the key is then
+// deleted, as the erasure does.
+func (s *postgresStore) read(ctx context.Context, owner Owner, key, query string, args ...any) (rec Record, found bool, err error) {
+	var (
+		session *uuid.UUID
+		dk      storedKey
+	)
+	err = s.pool.QueryRow(ctx, query, args...).Scan(&rec.RequestHash, &rec.StatusCode, &rec.Response, &session, &dk.id, &dk.wrapped, &dk.masterKeyID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Record{}, false, nil
+	}
+	if err != nil {
+		return Record{}, false, err
+	}
+	body, ok := s.opts.openAnswer(owner.Account, orNil(session), dk.key(), rec.Response)
+	if !ok {
+		if _, err := s.pool.Exec(ctx, dropUnreadableSQL, owner.Account, owner.User, key, rec.Response); err != nil {
+			return Record{}, false, fmt.Errorf("drop an erased idempotency key: %w", err)
+		}
+		return Record{}, false, nil
+	}
+	rec.Response = body
+	return rec, true, nil
+}
+
+func (s *postgresStore) Save(ctx context.Context, owner Owner, key, requestHash string, status int, body []byte) (Record, bool, error) {
+	stored, err := s.sealAnswer(ctx, owner, body)
+	if err != nil {
+		return Record{}, false, err
+	}
+	for range reserveAttempts {
+		var saved bool
+		err := s.pool.QueryRow(ctx, saveSQL, owner.Account, owner.User, key, requestHash, TTL.Seconds(), PendingTimeout.Seconds(), status, stored, nullUUID(owner.Session)).Scan(&saved)
+		if err == nil {
+			return Record{RequestHash: requestHash, StatusCode: status, Response: body}, true, nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return Record{}, false, pgerr.Classify(fmt.Errorf("store idempotent answer: %w", err))
+		}
+		rec, found, err := s.Lookup(ctx, owner, key)
+		if err != nil {
+			return Record{}, false, err
+		}
+		if found {
+			return rec, false, nil
+		}
+	}
+	return Record{}, false, fmt.Errorf("store idempotent answer: key released and taken %d times in a row", reserveAttempts)
 }

@@ -52,6 +52,19 @@ func testSealedAnswers(t *testing.T, b backend) {
 		t.Fatalf("replay = %+v (reserved %v), want the answer opened", rec, ok)
 	}
 
+	if rec, found, err := b.sealed.Lookup(t.Context(), owner, "k"); err != nil || !found || string(rec.Response) != secret {
+		t.Fatalf("Lookup = %+v, %v, %v; want the answer opened", rec, found, err)
+	}
+	if _, saved, err := b.sealed.Save(t.Context(), owner, "saved", "h", 422, []byte(secret)); err != nil || !saved {
+		t.Fatalf("Save = %v, %v", saved, err)
+	}
+	if raw := b.stored(t, owner, "saved"); bytes.Contains(raw, []byte("Jane Roe")) {
+		t.Fatalf("a saved answer is stored as %q, want it sealed", raw)
+	}
+	if rec, found, err := b.sealed.Lookup(t.Context(), owner, "saved"); err != nil || !found || string(rec.Response) != secret || rec.StatusCode != 422 {
+		t.Fatalf("Lookup of a saved answer = %+v, %v, %v", rec, found, err)
+	}
+
 	// No session, or a session without a key: stored as it is.
 	plain := newOwner()
 	otherSession := newOwner()
@@ -67,8 +80,11 @@ func testSealedAnswers(t *testing.T, b backend) {
 		}
 	}
 
-	// The session's key destroyed: the answer is gone with it.
+	// The session's key destroyed: the answers are gone with it.
 	b.dropKey(t, stream)
+	if rec, found, err := b.sealed.Lookup(t.Context(), owner, "saved"); err != nil || found {
+		t.Fatalf("after the key was destroyed, Lookup = %+v, %v, %v; want none", rec, found, err)
+	}
 	rec, ok = reserve(t, b.sealed, owner, "k", "h2")
 	if !ok || len(rec.Response) != 0 {
 		t.Fatalf("after the key was destroyed, Reserve = %+v (reserved %v), want the key taken anew", rec, ok)

@@ -67,7 +67,7 @@ func (s *sqliteStore) Reserve(ctx context.Context, owner Owner, key, requestHash
 		// Held by another request: read its record in the same transaction,
 		// which no release can slip between.
 		var ok bool
-		rec, ok, err = s.read(ctx, tx, owner, key)
+		rec, ok, err = s.read(ctx, tx, owner, key, sqliteSelectSQL, owner.Account.String(), owner.User.String(), key)
 		if err == nil && !ok {
 			// Its session was erased: the answer is gone, and the key
 			// with it; take the key.
@@ -88,15 +88,21 @@ func (s *sqliteStore) Reserve(ctx context.Context, owner Owner, key, requestHash
 	return rec, reserved, nil
 }
 
-// read returns the record of owner's key in tx, its answer opened; ok is
-// false when the answer cannot be opened (its session was erased).
-func (s *sqliteStore) read(ctx context.Context, tx *sql.Tx, owner Owner, key string) (rec Record, ok bool, err error) {
+// rowQuerier is the write handle or one of its transactions.
+type rowQuerier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// read runs query, a sqliteSelectSQL for owner's key, on q and returns the
+// record with its answer opened; ok is false when the answer cannot be
+// opened (its session was erased).
+func (s *sqliteStore) read(ctx context.Context, q rowQuerier, owner Owner, key, query string, args ...any) (rec Record, ok bool, err error) {
 	var (
 		session    uuid.NullUUID
 		id, master sql.NullString
 		wrapped    []byte
 	)
-	err = tx.QueryRowContext(ctx, sqliteSelectSQL, owner.Account.String(), owner.User.String(), key).Scan(&rec.RequestHash, &rec.StatusCode, &rec.Response,
+	err = q.QueryRowContext(ctx, query, args...).Scan(&rec.RequestHash, &rec.StatusCode, &rec.Response,
 		&session, &id, &wrapped, &master)
 	if err != nil {
 		return Record{}, false, fmt.Errorf("read idempotency key: %w", err)
@@ -109,26 +115,34 @@ func (s *sqliteStore) read(ctx context.Context, tx *sql.Tx, owner Owner, key str
 	return rec, ok, nil
 }
 
-func (s *sqliteStore) Complete(ctx context.Context, owner Owner, key string, status int, body []byte) error {
-	if s.opts.keys != nil && owner.Session != uuid.Nil {
-		var (
-			id, master sql.NullString
-			wrapped    []byte
-		)
-		err := s.db.QueryRowContext(ctx, `SELECT key_id, wrapped, master_key_id FROM data_keys WHERE stream_id = ?`,
-			eventcodec.StreamName(owner.Account, owner.Session)).Scan(&id, &wrapped, &master)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return sqlitestore.Classify(fmt.Errorf("read the data key of an idempotent response: %w", err))
-		}
-		var dk storedKey
-		if id.Valid && master.Valid {
-			dk = storedKey{id: &id.String, wrapped: wrapped, masterKeyID: &master.String}
-		}
-		if body, err = s.opts.sealAnswer(owner, dk.key(), body); err != nil {
-			return err
-		}
+// sealAnswer returns body as stored for owner's request: sealed under its
+// session's data key, read first, when the store seals answers.
+func (s *sqliteStore) sealAnswer(ctx context.Context, owner Owner, body []byte) ([]byte, error) {
+	if s.opts.keys == nil || owner.Session == uuid.Nil {
+		return body, nil
 	}
-	_, err := s.db.ExecContext(ctx, `
+	var (
+		id, master sql.NullString
+		wrapped    []byte
+	)
+	err := s.db.QueryRowContext(ctx, `SELECT key_id, wrapped, master_key_id FROM data_keys WHERE stream_id = ?`,
+		eventcodec.StreamName(owner.Account, owner.Session)).Scan(&id, &wrapped, &master)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, sqlitestore.Classify(fmt.Errorf("read the data key of an idempotent response: %w", err))
+	}
+	var dk storedKey
+	if id.Valid && master.Valid {
+		dk = storedKey{id: &id.String, wrapped: wrapped, masterKeyID: &master.String}
+	}
+	return s.opts.sealAnswer(owner, dk.key(), body)
+}
+
+func (s *sqliteStore) Complete(ctx context.Context, owner Owner, key string, status int, body []byte) error {
+	body, err := s.sealAnswer(ctx, owner, body)
+	if err != nil {
+		return err
+	}
+	_, err = s.db.ExecContext(ctx, `
 UPDATE idempotency_keys SET status_code = ?, response = ?, session_id = ?
 WHERE account_id = ? AND user_id = ? AND key = ? AND status_code IS NULL`, status, body, nullSession(owner.Session), owner.Account.String(), owner.User.String(), key)
 	if err != nil {
@@ -170,4 +184,75 @@ DELETE FROM idempotency_keys WHERE account_id = ? AND user_id = ? AND key = ? AN
 		return sqlitestore.Classify(fmt.Errorf("release idempotency key: %w", err))
 	}
 	return nil
+}
+
+func (s *sqliteStore) Lookup(ctx context.Context, owner Owner, key string) (Record, bool, error) {
+	now := time.Now().UTC()
+	rec, ok, err := s.read(ctx, s.db, owner, key, sqliteSelectSQL+` AND i.created_at >= ? AND (i.status_code IS NOT NULL OR i.created_at >= ?)`,
+		owner.Account.String(), owner.User.String(), key,
+		now.Add(-TTL).Format(sqlitestore.TimeLayout), now.Add(-PendingTimeout).Format(sqlitestore.TimeLayout))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Record{}, false, nil
+	}
+	if err != nil {
+		return Record{}, false, sqlitestore.Classify(fmt.Errorf("look up idempotency key: %w", err))
+	}
+	if !ok {
+		// Its session was erased: the answer is gone, and the key with it.
+		_, err := s.db.ExecContext(ctx, `DELETE FROM idempotency_keys WHERE account_id = ? AND user_id = ? AND key = ? AND response = ?`,
+			owner.Account.String(), owner.User.String(), key, rec.Response)
+		if err != nil {
+			return Record{}, false, sqlitestore.Classify(fmt.Errorf("drop an erased idempotency key: %w", err))
+		}
+		return Record{}, false, nil
+	}
+	return rec, true, nil
+}
+
+// sqliteSaveSQL stores an answer as sqliteReserveSQL reserves a key: it
+// returns a row only when it stored it.
+const sqliteSaveSQL = `
+INSERT INTO idempotency_keys AS k (account_id, user_id, key, request_hash, created_at, status_code, response, session_id) VALUES (?1, ?2, ?3, ?4, ?5, ?8, ?9, ?10)
+ON CONFLICT (account_id, user_id, key) DO UPDATE
+    SET request_hash = excluded.request_hash, status_code = excluded.status_code, response = excluded.response,
+        session_id = excluded.session_id, created_at = excluded.created_at
+    WHERE k.created_at < ?6 OR (k.status_code IS NULL AND k.created_at < ?7)
+RETURNING 1`
+
+func (s *sqliteStore) Save(ctx context.Context, owner Owner, key, requestHash string, status int, body []byte) (Record, bool, error) {
+	stored, err := s.sealAnswer(ctx, owner, body)
+	if err != nil {
+		return Record{}, false, err
+	}
+	now := time.Now().UTC()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return Record{}, false, sqlitestore.Classify(fmt.Errorf("store idempotent answer: begin: %w", err))
+	}
+	defer tx.Rollback() // a no-op after Commit
+	var one int
+	err = tx.QueryRowContext(ctx, sqliteSaveSQL, owner.Account.String(), owner.User.String(), key, requestHash, now.Format(sqlitestore.TimeLayout),
+		now.Add(-TTL).Format(sqlitestore.TimeLayout), now.Add(-PendingTimeout).Format(sqlitestore.TimeLayout), status, stored, nullSession(owner.Session)).Scan(&one)
+	rec := Record{RequestHash: requestHash, StatusCode: status, Response: body}
+	saved := err == nil
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		// Held by another request. An answer that can no longer be opened
+		// (its session was erased) answers as a request in progress does;
+		// the next lookup drops it.
+		var ok bool
+		rec, ok, err = s.read(ctx, tx, owner, key, sqliteSelectSQL, owner.Account.String(), owner.User.String(), key)
+		if err != nil {
+			return Record{}, false, sqlitestore.Classify(fmt.Errorf("read idempotency key: %w", err))
+		}
+		if !ok {
+			rec = Record{RequestHash: requestHash}
+		}
+	case err != nil:
+		return Record{}, false, sqlitestore.Classify(fmt.Errorf("store idempotent answer: %w", err))
+	}
+	if err := tx.Commit(); err != nil {
+		return Record{}, false, sqlitestore.Classify(fmt.Errorf("store idempotent answer: commit: %w", err))
+	}
+	return rec, saved, nil
 }

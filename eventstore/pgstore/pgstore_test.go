@@ -3,6 +3,7 @@ package pgstore_test
 import (
 	"context"
 	"os"
+	"sync"
 	"testing"
 
 	"github.com/resolutionflow/ledgerd/eventstore"
@@ -13,9 +14,30 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
-// TestConformance runs the event store conformance suite on PostgreSQL.
+// TestConformance runs the event store conformance suite on PostgreSQL,
+// and checks that its concurrent appends were written in batches, some of
+// which left an append out (a conflict, an event id taken).
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) eventstore.Store { return pgstore.New(openPool(t)) })
+	var (
+		mu     sync.Mutex
+		stores []*pgstore.Store
+	)
+	storetest.Run(t, func(t *testing.T) eventstore.Store {
+		s := pgstore.New(openPool(t))
+		mu.Lock()
+		defer mu.Unlock()
+		stores = append(stores, s)
+		return s
+	})
+	var batched, leftOut int64
+	for _, s := range stores {
+		b, l := s.Batched()
+		batched, leftOut = batched+b, leftOut+l
+	}
+	t.Logf("%d appends written in batches, %d left out of theirs", batched, leftOut)
+	if batched == 0 || leftOut == 0 {
+		t.Errorf("%d appends written in batches, %d left out of a batch; want some of each", batched, leftOut)
+	}
 }
 
 func TestConformance_Immutability(t *testing.T) {

@@ -13,7 +13,12 @@
 // AUTOINCREMENT key only after every earlier writer has finished, so
 // positions become visible in order and ReadAll is gap-safe as it stands.
 //
-// An append checks its expected version in its own transaction. For an
+// Appends that arrive while another is written wait for it and are then
+// written together, in one transaction with one commit (group commit, see
+// writeBatch): with one writer, the commit's sync of the file is most of an
+// append's cost, and a batch pays it once.
+//
+// An append checks its expected version in its transaction. For an
 // exact version v it checks that the stream reaches v and then inserts
 // versions v+1, v+2, ...: if the stream is already beyond v, the insert
 // is refused (by the events_insert_only_new trigger, or UNIQUE(stream,
@@ -33,6 +38,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -41,6 +47,7 @@ import (
 
 	"github.com/resolutionflow/ledgerd/domain"
 	"github.com/resolutionflow/ledgerd/eventstore"
+	"github.com/resolutionflow/ledgerd/internal/groupcommit"
 	"github.com/resolutionflow/ledgerd/migrations"
 )
 
@@ -75,6 +82,10 @@ type Store struct {
 	read     *sql.DB
 	insert   *sql.Stmt
 	appended eventstore.Signal
+	batches  groupcommit.Queue[*request]
+	// batched counts the appends written in a batch with others, and
+	// failedInBatch those of them that failed while the others committed.
+	batched, failedInBatch atomic.Int64
 }
 
 var _ eventstore.Store = (*Store)(nil)
@@ -88,6 +99,7 @@ func Open(ctx context.Context, path string) (_ *Store, err error) {
 		return nil, fmt.Errorf("open event store %s: %w", path, err)
 	}
 	s := &Store{}
+	s.batches.Write = s.writeBatch
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, s.Close())
@@ -180,20 +192,20 @@ func (s *Store) ReadDB() *sql.DB { return s.read }
 func (s *Store) Appended() <-chan struct{} { return s.appended.Wait() }
 
 // Append implements eventstore.Store.
-func (s *Store) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) ([]eventstore.Event, error) {
-	return s.AppendKeyed(ctx, stream, expected, eventstore.KeyChange{}, events, true)
+func (s *Store) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent, opts ...eventstore.AppendOption) ([]eventstore.Event, error) {
+	return s.AppendKeyed(ctx, stream, expected, eventstore.KeyChange{}, events, true, opts...)
 }
 
 // AppendKeyed implements eventstore.Store: the key change is made in the
 // append's transaction (changeKey). SQLite learns each event's position
 // as it inserts it, so readBack changes nothing.
-func (s *Store) AppendKeyed(ctx context.Context, stream string, expected eventstore.ExpectedVersion, key eventstore.KeyChange, events []eventstore.NewEvent, _ bool) ([]eventstore.Event, error) {
+func (s *Store) AppendKeyed(ctx context.Context, stream string, expected eventstore.ExpectedVersion, key eventstore.KeyChange, events []eventstore.NewEvent, _ bool, opts ...eventstore.AppendOption) ([]eventstore.Event, error) {
 	// Prepared before the write transaction, which other writers wait for.
 	recorded, err := eventstore.Prepare(stream, expected, events)
 	if err != nil || len(recorded) == 0 {
 		return nil, err
 	}
-	if err := s.insertAll(ctx, expected, key, recorded); err != nil {
+	if err := s.batches.Do(ctx, &request{expected: expected, key: key, events: recorded, opts: eventstore.Options(opts)}); err != nil {
 		return nil, Classify(err)
 	}
 	s.appended.Notify()
@@ -202,45 +214,137 @@ func (s *Store) AppendKeyed(ctx context.Context, stream string, expected eventst
 
 // AppendQuick implements eventstore.Store. SQLite learns each event's
 // position as it inserts it, so it is Append without the result.
-func (s *Store) AppendQuick(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) error {
-	_, err := s.Append(ctx, stream, expected, events)
+func (s *Store) AppendQuick(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent, opts ...eventstore.AppendOption) error {
+	_, err := s.Append(ctx, stream, expected, events, opts...)
 	return err
 }
 
-// insertAll writes events, all of one stream, in one transaction and fills
-// in their versions, positions, times and hashes. The transaction holds the
-// file's write lock from its start, so the hash it reads as the previous
-// one stays the stream's last until it commits.
-func (s *Store) insertAll(ctx context.Context, expected eventstore.ExpectedVersion, key eventstore.KeyChange, events []eventstore.Event) error {
-	stream := events[0].Stream
+// request is one append on its way through the batch queue.
+type request struct {
+	expected eventstore.ExpectedVersion
+	key      eventstore.KeyChange
+	events   []eventstore.Event
+	opts     eventstore.AppendOptions
+}
+
+// writeBatch writes a batch of appends (groupcommit) in one transaction
+// with one commit, the only sync of the file the batch costs: the appends
+// that arrived while the previous batch was written. Each append runs
+// inside a savepoint, which a failed one rolls back to, so it fails alone,
+// with its own error, and the others commit. When the commit fails, every
+// append of the batch fails with it.
+func (s *Store) writeBatch(ctx context.Context, batch []*request) []error {
+	errs := make([]error, len(batch))
+	fail := func(err error) []error {
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	// The batch is written for callers that may still wait when the one
+	// writing it has gone.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), batchTimeout)
+	defer cancel()
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("append to stream %q: %w", stream, err)
+		return fail(fmt.Errorf("append: begin: %w", err))
 	}
 	defer tx.Rollback() // a no-op after Commit
-	base, prev, err := baseVersion(ctx, tx, stream, expected)
+	// Taken under the write lock, so times follow positions.
+	now := eventstore.RecordTime(time.Now())
+	insert := tx.StmtContext(ctx, s.insert)
+	alone := len(batch) == 1
+	for i, r := range batch {
+		if alone {
+			errs[i] = s.insertAll(ctx, tx, insert, now, r)
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `SAVEPOINT append`); err != nil {
+			return fail(fmt.Errorf("append: savepoint: %w", err))
+		}
+		errs[i] = s.insertAll(ctx, tx, insert, now, r)
+		if errs[i] != nil {
+			if _, err := tx.ExecContext(ctx, `ROLLBACK TO append`); err != nil {
+				return fail(fmt.Errorf("append: roll back to savepoint: %w", err))
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `RELEASE append`); err != nil {
+			return fail(fmt.Errorf("append: release savepoint: %w", err))
+		}
+	}
+	if alone && errs[0] != nil {
+		return errs
+	}
+	if err := tx.Commit(); err != nil {
+		return fail(fmt.Errorf("append: commit: %w", err))
+	}
+	if !alone {
+		s.batched.Add(int64(len(batch)))
+		for _, err := range errs {
+			if err != nil {
+				s.failedInBatch.Add(1)
+			}
+		}
+	}
+	return errs
+}
+
+// batchTimeout bounds the writing of a batch.
+const batchTimeout = 30 * time.Second
+
+// insertAll writes the events of r, all of one stream, in tx and fills in
+// their versions, positions, times and hashes, makes its key change and
+// writes its answer if it has one. The transaction holds the file's write lock from its start, so
+// the hash it reads as the previous one stays the stream's last until it
+// commits.
+func (s *Store) insertAll(ctx context.Context, tx *sql.Tx, insert *sql.Stmt, now time.Time, r *request) error {
+	stream, events := r.events[0].Stream, r.events
+	base, prev, err := baseVersion(ctx, tx, stream, r.expected)
 	if err != nil {
 		return err
 	}
-	// Taken under the write lock, so times follow positions.
-	now := eventstore.RecordTime(time.Now())
+	if p := r.opts.PrevHash; p != nil && r.expected > eventstore.NoStream && *p != prev {
+		return &eventstore.ConflictError{Stream: stream, Expected: r.expected}
+	}
 	recordedAt := now.Format(TimeLayout)
-	insert := tx.StmtContext(ctx, s.insert)
 	for i := range events {
 		e := &events[i]
 		e.Version, e.RecordedAt, e.PrevHash = base+int64(i)+1, now, prev
 		e.Hash = eventstore.HashEvent(prev, *e)
 		err := insert.QueryRowContext(ctx, e.ID, stream, e.Version, e.Type, string(e.Data), string(e.RawMetadata), recordedAt, e.PrevHash[:], e.Hash[:]).Scan(&e.Position)
 		if err != nil {
-			return insertError(ctx, tx, expected, e, err)
+			return insertError(ctx, tx, r.expected, e, err)
 		}
 		prev = e.Hash
 	}
-	if err := changeKey(ctx, tx, stream, expected, key); err != nil {
+	if err := changeKey(ctx, tx, stream, r.expected, r.key); err != nil {
 		return err
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("append to stream %q: commit: %w", stream, err)
+	if a := r.opts.Answer; a != nil {
+		return insertAnswer(ctx, tx, now, stream, a)
+	}
+	return nil
+}
+
+// insertAnswer writes an append's answer (eventstore.WithAnswer), taking
+// over a key only as idempotency's reservation does: expired, or reserved
+// without an answer for too long.
+func insertAnswer(ctx context.Context, tx *sql.Tx, now time.Time, stream string, a *eventstore.Answer) error {
+	var one int
+	err := tx.QueryRowContext(ctx, `
+INSERT INTO idempotency_keys AS k (account_id, user_id, key, request_hash, status_code, response, created_at, session_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?10)
+ON CONFLICT (account_id, user_id, key) DO UPDATE
+    SET request_hash = excluded.request_hash, status_code = excluded.status_code, response = excluded.response,
+        session_id = excluded.session_id, created_at = excluded.created_at
+    WHERE k.created_at < ?8 OR (k.status_code IS NULL AND k.created_at < ?9)
+RETURNING 1`, a.Account.String(), a.User.String(), a.Key, a.RequestHash, a.Status, a.Body, now.Format(TimeLayout),
+		now.Add(-a.TTL).Format(TimeLayout), now.Add(-a.PendingTimeout).Format(TimeLayout),
+		sql.NullString{String: a.Session.String(), Valid: a.Session != uuid.Nil}).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("append to stream %q: %w", stream, eventstore.ErrAnswerTaken)
+	}
+	if err != nil {
+		return fmt.Errorf("append to stream %q: store answer: %w", stream, err)
 	}
 	return nil
 }

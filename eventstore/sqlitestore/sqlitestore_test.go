@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -35,8 +36,30 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// TestConformance runs the conformance suite, and checks that its
+// concurrent appends were written in batches, in some of which an append
+// failed alone.
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) eventstore.Store { return sqlitetest.Open(t) })
+	var (
+		mu     sync.Mutex
+		stores []*sqlitestore.Store
+	)
+	storetest.Run(t, func(t *testing.T) eventstore.Store {
+		s := sqlitetest.Open(t)
+		mu.Lock()
+		defer mu.Unlock()
+		stores = append(stores, s)
+		return s
+	})
+	var batched, failed int64
+	for _, s := range stores {
+		b, f := s.Batched()
+		batched, failed = batched+b, failed+f
+	}
+	t.Logf("%d appends written in batches, %d of them failed alone", batched, failed)
+	if batched == 0 || failed == 0 {
+		t.Errorf("%d appends written in batches, %d of them failed alone; want some of each", batched, failed)
+	}
 }
 
 // TestConformance_TwoStoresOnOneFile runs the suite on two stores open on
@@ -57,16 +80,16 @@ type twoStores struct {
 
 func (p *twoStores) next() eventstore.Store { return p.stores[p.calls.Add(1)%2] }
 
-func (p *twoStores) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) ([]eventstore.Event, error) {
-	return p.next().Append(ctx, stream, expected, events)
+func (p *twoStores) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent, opts ...eventstore.AppendOption) ([]eventstore.Event, error) {
+	return p.next().Append(ctx, stream, expected, events, opts...)
 }
 
-func (p *twoStores) AppendQuick(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) error {
-	return p.next().AppendQuick(ctx, stream, expected, events)
+func (p *twoStores) AppendQuick(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent, opts ...eventstore.AppendOption) error {
+	return p.next().AppendQuick(ctx, stream, expected, events, opts...)
 }
 
-func (p *twoStores) AppendKeyed(ctx context.Context, stream string, expected eventstore.ExpectedVersion, key eventstore.KeyChange, events []eventstore.NewEvent, readBack bool) ([]eventstore.Event, error) {
-	return p.next().AppendKeyed(ctx, stream, expected, key, events, readBack)
+func (p *twoStores) AppendKeyed(ctx context.Context, stream string, expected eventstore.ExpectedVersion, key eventstore.KeyChange, events []eventstore.NewEvent, readBack bool, opts ...eventstore.AppendOption) ([]eventstore.Event, error) {
+	return p.next().AppendKeyed(ctx, stream, expected, key, events, readBack, opts...)
 }
 
 func (p *twoStores) ReadStream(ctx context.Context, stream string) ([]eventstore.Event, error) {

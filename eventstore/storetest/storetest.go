@@ -56,6 +56,7 @@ func run(t *testing.T, open func(t *testing.T) eventstore.Store) {
 		{"StoresBytesAsGiven", testStoresBytesAsGiven},
 		{"ReadAccount", testReadAccount},
 		{"TailingReadAccountSkipsNothing", testTailingReadAccount},
+		{"BatchWithConflictingRows", testBatchWithConflictingRows},
 		{"DataKeys", testDataKeys},
 	}
 	for _, c := range cases {
@@ -69,9 +70,9 @@ func run(t *testing.T, open func(t *testing.T) eventstore.Store) {
 // one, and by id when it expected Any (it gives each such event an id).
 type quickAppends struct{ eventstore.Store }
 
-func (q quickAppends) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent) ([]eventstore.Event, error) {
+func (q quickAppends) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.NewEvent, opts ...eventstore.AppendOption) ([]eventstore.Event, error) {
 	if len(events) == 0 {
-		return nil, q.AppendQuick(ctx, stream, expected, events)
+		return nil, q.AppendQuick(ctx, stream, expected, events, opts...)
 	}
 	if expected == eventstore.Any {
 		events = slices.Clone(events)
@@ -81,7 +82,7 @@ func (q quickAppends) Append(ctx context.Context, stream string, expected events
 			}
 		}
 	}
-	if err := q.AppendQuick(ctx, stream, expected, events); err != nil {
+	if err := q.AppendQuick(ctx, stream, expected, events, opts...); err != nil {
 		return nil, err
 	}
 	all, err := q.ReadStream(ctx, stream)

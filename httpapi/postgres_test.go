@@ -75,7 +75,7 @@ func postgresBackendWaiting(tb testing.TB, pool *pgxpool.Pool, readWait time.Dur
 	stored := pgstore.New(pool)
 	// Serve's wiring: the personal data sealed, every reader opened.
 	events := shred.NewStore(stored, testKeyring)
-	views := pgviews.New(pool)
+	views := pgviews.New(pool).WithKeys(testKeyring)
 	locker, err := leader.NewPostgres(pool, logger, leader.Config{})
 	if err != nil {
 		tb.Fatal(err)
@@ -93,7 +93,7 @@ func postgresBackendWaiting(tb testing.TB, pool *pgxpool.Pool, readWait time.Dur
 		Metrics:       m,
 		Queries:       projections.CaughtUp(views, stored, projector, readWait),
 		StopProjector: stop,
-		Idempotency:   idempotency.NewPostgres(pool),
+		Idempotency:   idempotency.NewPostgres(pool, idempotency.SealedBy(testKeyring)),
 		Audit:         pgaudit.New(pool),
 		Checks:        append(postgresChecks(pool), httpapi.SkippedEventsCheck(views, projections.HandoffsProjector)),
 		FailAppends: func(tb testing.TB) func() {

@@ -56,6 +56,9 @@ type backend struct {
 	audit  audit.Store
 	locker leader.Locker
 	checks []httpapi.Check
+	// sealed returns the read models and the idempotency keys that keep
+	// notes sealed by keys (withKeys).
+	sealed func(keys *shred.Keyring) (projections.Store, idempotency.Store)
 	// pool is the PostgreSQL pool; nil for the embedded store.
 	pool *pgxpool.Pool
 	// verify checks the stored log (`ledgerd verify`).
@@ -98,12 +101,15 @@ func openPostgres(ctx context.Context, url string, maxConns int, logger *slog.Lo
 		pool.Close()
 		return nil, err
 	}
-	store := pgstore.New(pool)
+	store, views := pgstore.New(pool), pgviews.New(pool)
 	return &backend{
 		events: store,
 		raw:    store,
 		keys:   pgkeys.New(pool),
-		views:  pgviews.New(pool),
+		views:  views,
+		sealed: func(keys *shred.Keyring) (projections.Store, idempotency.Store) {
+			return views.WithKeys(keys), idempotency.NewPostgres(pool, idempotency.SealedBy(keys))
+		},
 		idem:   idempotency.NewPostgres(pool),
 		audit:  pgaudit.New(pool),
 		locker: locker,
@@ -136,11 +142,15 @@ func openSQLite(ctx context.Context, dataDir string, logger *slog.Logger) (*back
 	if err != nil {
 		return nil, err
 	}
+	views := sqliteviews.New(store.DB(), store.ReadDB())
 	return &backend{
 		events: store,
 		raw:    store,
 		keys:   sqlitekeys.New(store.DB()),
-		views:  sqliteviews.New(store.DB(), store.ReadDB()),
+		views:  views,
+		sealed: func(keys *shred.Keyring) (projections.Store, idempotency.Store) {
+			return views.WithKeys(keys), idempotency.NewSQLite(store.DB(), idempotency.SealedBy(keys))
+		},
 		idem:   idempotency.NewSQLite(store.DB()),
 		audit:  sqliteaudit.New(store.DB(), store.ReadDB()),
 		locker: leader.NewLocal(),
@@ -182,7 +192,9 @@ type openedLog struct {
 func (l openedLog) Appended() <-chan struct{}               { return l.raw.Appended() }
 func (l openedLog) Head(ctx context.Context) (int64, error) { return l.raw.Head(ctx) }
 
-// withKeys makes b's readers see the log opened by keys.
+// withKeys makes b's readers see the log opened by keys, and its read
+// models and idempotency keys keep notes sealed by keys.
 func (b *backend) withKeys(keys *shred.Keyring) {
 	b.events = openedLog{Store: shred.NewStore(b.raw, keys), raw: b.raw}
+	b.views, b.idem = b.sealed(keys)
 }

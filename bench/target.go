@@ -170,8 +170,8 @@ func (t *Target) openSQLite(ctx context.Context, dir string) error {
 	if err := t.open(store); err != nil {
 		return err
 	}
-	t.Views = sqliteviews.New(store.DB(), store.ReadDB())
-	t.Idem = idempotency.NewSQLite(store.DB())
+	t.Views = sqliteviews.New(store.DB(), store.ReadDB()).WithKeys(t.Keys)
+	t.Idem = idempotency.NewSQLite(store.DB(), idempotency.SealedBy(t.Keys))
 	t.Locker = leader.NewLocal()
 	t.db = sqliteBaseline{write: store.DB(), read: store.ReadDB()}
 	return nil
@@ -316,8 +316,8 @@ func (t *Target) openPostgres(ctx context.Context, opts Options) error {
 	if err := t.open(pgstore.New(pool)); err != nil {
 		return err
 	}
-	t.Views = pgviews.New(pool)
-	t.Idem = idempotency.NewPostgres(pool)
+	t.Views = pgviews.New(pool).WithKeys(t.Keys)
+	t.Idem = idempotency.NewPostgres(pool, idempotency.SealedBy(t.Keys))
 	t.Locker = locker
 	t.db = pgBaseline{pool}
 	return nil

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -221,6 +222,11 @@ func (h *Handler) execute(ctx context.Context, actor domain.Actor, session uuid.
 		if err != nil {
 			return Result{}, err
 		}
+		// The stream's data key as stored after this append.
+		key := tip.key
+		if change.Create != nil {
+			key = change.Create
+		}
 		expected := eventstore.Exact(state.Version)
 		var opts []eventstore.AppendOption
 		if state.Version > 0 {
@@ -241,6 +247,11 @@ func (h *Handler) execute(ctx context.Context, actor domain.Actor, session uuid.
 			if err != nil {
 				return Result{}, err
 			}
+			// The stored answer repeats the notes: sealed under the
+			// session's key, as the events hold them.
+			if answer.Body, err = h.keys.SealAnswer(stream, key, answer.Body); err != nil {
+				return Result{}, err
+			}
 			opts = append(opts, eventstore.WithAnswer(answer))
 		}
 		position, err := h.append(ctx, stream, expected, change, events, opts...)
@@ -257,7 +268,7 @@ func (h *Handler) execute(ctx context.Context, actor domain.Actor, session uuid.
 		}
 		h.metrics.Appended()
 		if state.Version-snapshotAt >= SnapshotEvery {
-			h.saveSnapshot(ctx, stream, state, events[len(events)-1].ID)
+			h.saveSnapshot(ctx, stream, state, events[len(events)-1].ID, key)
 		}
 		res.Position = position
 		h.waitForReadModels(ctx, res.Position)
@@ -380,14 +391,53 @@ func (h *Handler) fromSnapshot(ctx context.Context, account, session uuid.UUID, 
 	if err != nil {
 		return nil, streamTip{}, fmt.Errorf("%w: %w", errUnusableSnapshot, err)
 	}
+	h.openSnapshot(snap.Stream, recorded[0].DataKey, state)
 	return state, tipOf(recorded), fold(state, snap.Stream, recorded[1:])
+}
+
+// sealSnapshot returns a copy of state whose open handoffs' notes are
+// sealed under the stream's data key, stored as key (nil for none), as
+// the read model keeps them (shred.Keyring.SealNotes): a snapshot holds
+// the open handoff's notes, and a dump of the database must not show
+// them.
+func (h *Handler) sealSnapshot(stream string, key *eventstore.DataKey, state *domain.Session) (*domain.Session, error) {
+	sealed := *state
+	sealed.Handoffs = slices.Clone(state.Handoffs)
+	for i, hd := range sealed.Handoffs {
+		if hd.Status != domain.StatusOpen || hd.Notes == "" {
+			continue
+		}
+		notes, err := h.keys.SealNotes(stream, key, hd.Notes)
+		if err != nil {
+			return nil, err
+		}
+		sealed.Handoffs[i].Notes = notes
+	}
+	return &sealed, nil
+}
+
+// openSnapshot opens, in place, the notes of a state decoded from a
+// snapshot (sealSnapshot) with the stream's data key as read with it:
+// erased when the key is gone.
+func (h *Handler) openSnapshot(stream string, key *eventstore.DataKey, state *domain.Session) {
+	for i, hd := range state.Handoffs {
+		notes, erased := h.keys.OpenNotes(stream, key, hd.Notes)
+		if erased {
+			notes, state.Handoffs[i].NotesErased = "", true
+		}
+		state.Handoffs[i].Notes = notes
+	}
 }
 
 // saveSnapshot stores state, which the event with id lastID brought to its
 // version. A snapshot that cannot be saved is logged: the command has
 // happened, and the next one saves it again.
-func (h *Handler) saveSnapshot(ctx context.Context, stream string, state *domain.Session, lastID string) {
-	data, err := eventcodec.EncodeSnapshot(state)
+func (h *Handler) saveSnapshot(ctx context.Context, stream string, state *domain.Session, lastID string, key *eventstore.DataKey) {
+	sealed, err := h.sealSnapshot(stream, key, state)
+	var data []byte
+	if err == nil {
+		data, err = eventcodec.EncodeSnapshot(sealed)
+	}
 	if err == nil {
 		err = h.log.SaveSnapshot(ctx, eventstore.Snapshot{Stream: stream, Version: state.Version, EventID: lastID, Data: data})
 	}

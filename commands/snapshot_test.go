@@ -2,6 +2,7 @@ package commands_test
 
 import (
 	"context"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/resolutionflow/ledgerd/domain"
 	"github.com/resolutionflow/ledgerd/eventcodec"
 	"github.com/resolutionflow/ledgerd/eventstore"
+	"github.com/resolutionflow/ledgerd/shred"
 )
 
 // countingLog is a real event store that counts the events its stream
@@ -191,4 +193,67 @@ func TestExecute_ConcurrentClaimsOnASnapshotLoadedSession(t *testing.T) {
 			t.Errorf("snapshot after the race: version %d (found %v, %v), want the winning claim's, version %d", snap.Version, found, err, len(events))
 		}
 	})
+}
+
+// TestExecute_SnapshotHoldsSealedNotes checks that a snapshot holds its
+// open handoff's notes sealed under the session's data key, never in
+// plaintext, and that a command decided on it answers with the notes as
+// they were.
+func TestExecute_SnapshotHoldsSealedNotes(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f *fixture) {
+		keys := testKeyring(t)
+		h := commands.NewHandler(shred.NewStore(f.log, keys), nil, commands.WithKeyring(keys))
+		tm := newTeam()
+		engineer, admin := tm.user(domain.RoleEngineer), tm.user(domain.RoleAdmin)
+		session := uuid.New()
+		// A snapshot is saved by the command that takes the stream
+		// SnapshotEvery past the last one. The erasure (one event, which
+		// saves a snapshot) between an escalation and its withdrawal puts
+		// creations on even versions, so that the creation at version
+		// SnapshotEvery+2 saves the next one, its handoff open.
+		first := create(engineer, domain.IntentEscalate, domain.PriorityHigh, at(0))
+		execute(t, h, engineer, session, first)
+		if _, err := h.Erase(t.Context(), admin, session, "test", commands.Trace{}); err != nil {
+			t.Fatal(err)
+		}
+		execute(t, h, engineer, session, withdraw(engineer, first.HandoffID, at(1)))
+		users := [2]domain.Actor{engineer, admin}
+		const rounds = (commands.SnapshotEvery - 2) / 2
+		for i := range rounds {
+			holder, claimer := users[i%2], users[(i+1)%2]
+			made := create(holder, domain.IntentEscalate, domain.PriorityHigh, at(2+2*i))
+			execute(t, h, holder, session, made)
+			execute(t, h, claimer, session, claim(claimer, made.HandoffID, at(3+2*i)))
+		}
+		const notes = "Jane Roe's VPN, host vpn-7"
+		holder, claimer := users[rounds%2], users[(rounds+1)%2]
+		last := create(holder, domain.IntentEscalate, domain.PriorityHigh, at(1000))
+		last.Notes = notes
+		execute(t, h, holder, session, last)
+		snap, found, err := f.log.Snapshot(t.Context(), eventcodec.StreamName(tm.account, session))
+		if err != nil || !found || snap.Version != commands.SnapshotEvery+2 {
+			t.Fatalf("snapshot = version %d, found %v, %v; want one at version %d", snap.Version, found, err, commands.SnapshotEvery+2)
+		}
+		if strings.Contains(string(snap.Data), "Jane Roe") || !strings.Contains(string(snap.Data), "sealed:") {
+			t.Fatalf("the snapshot holds the open handoff's notes unsealed: %s", snap.Data)
+		}
+		res := execute(t, h, claimer, session, claim(claimer, last.HandoffID, at(1001)))
+		if res.Handoff.Notes != notes || res.Handoff.NotesErased {
+			t.Fatalf("a claim decided on the snapshot answered %+v, want the notes", res.Handoff)
+		}
+	})
+}
+
+// testKeyring returns a keyring of a new master key.
+func testKeyring(tb testing.TB) *shred.Keyring {
+	tb.Helper()
+	text, err := shred.NewMasterKey()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	m, err := shred.ParseMasterKey(text)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return shred.NewKeyring(m)
 }

@@ -18,6 +18,14 @@ import (
 // streamPrefix starts the name of every session stream.
 const streamPrefix = "session:"
 
+// StreamNameSQL is StreamName as an SQL expression of the columns that
+// hold the account and the session (of type uuid on PostgreSQL, lower-case
+// text on SQLite, which both concatenate as uuid.UUID.String does), for
+// a join on the stream name.
+func StreamNameSQL(account, session string) string {
+	return "'" + streamPrefix + "' || " + account + " || ':' || " + session
+}
+
 // StreamName is the stream of one session of one account. The account is
 // part of the name, so two accounts using the same session id never share a
 // stream.

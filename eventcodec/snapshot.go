@@ -14,7 +14,10 @@ import (
 // snapshotFormat is the version of the snapshot encoding. A snapshot of
 // another format is refused, and its reader folds the stream instead: bump
 // it whenever the encoding, or what domain.Session.Apply folds, changes.
-const snapshotFormat = 1
+//
+// Format 2 holds the open handoffs' notes in the form the command handler
+// gives them, sealed under the session's data key (see commands).
+const snapshotFormat = 2
 
 // ErrSnapshot is matched (errors.Is) by DecodeSnapshot's error for data
 // that is not a snapshot of this format of the given session.

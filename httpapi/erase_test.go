@@ -1,11 +1,13 @@
 package httpapi_test
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -69,7 +71,11 @@ func testErase(t *testing.T, nb NewBackend) {
 		t.Fatalf("created %+v, want the notes in plaintext", first)
 	}
 	s.do(t, as(t, admin, http.MethodPost, actionPath(session, first.ID, "claim"), "").with("Idempotency-Key", "claim-it"), http.StatusOK)
-	s.create(t, engineer, kept, `{"intent": "park", "engineer_notes": "keep these notes"}`)
+	// Another session, its notes kept: sent with an Idempotency-Key, so
+	// that a stored answer holds them too.
+	const keptNotes = "keep these notes"
+	keptCreate := as(t, engineer, http.MethodPost, createPath(kept), `{"intent": "park", "engineer_notes": "`+keptNotes+`"}`).with("Idempotency-Key", "keep-me")
+	keptFirst := s.do(t, keptCreate, http.StatusCreated)
 	beforeErase := time.Now()
 	stored, err := s.Backend.Stored.ReadStream(t.Context(), eventcodec.StreamName(tm.account, session))
 	if err != nil || len(stored) != 2 || stored[0].DataKey == nil {
@@ -134,16 +140,29 @@ func testErase(t *testing.T, nb NewBackend) {
 			t.Fatal(err)
 		}
 	}
-	// The scan finds what is there: another session's notes, in the read
-	// model.
-	if where := s.Backend.FindText(t, "keep these notes"); len(where) == 0 {
-		t.Fatal("the scan of the database does not find another session's notes in the read model")
+	// The scan finds what is there in plaintext: the erasure's reason, in
+	// the log.
+	if where := s.Backend.FindText(t, "GDPR art. 17 request #42"); len(where) == 0 {
+		t.Fatal("the scan of the database does not find the erasure's reason in the log")
 	}
 	if where := s.Backend.FindText(t, secret); len(where) > 0 {
 		t.Fatalf("the database still holds the erased notes, in %v", where)
 	}
-	if h := s.history(t, engineer, kept); len(h) != 1 || h[0].EngineerNotes != "keep these notes" || h[0].NotesErased {
+	// Another session's notes are in no table in plaintext either (the
+	// events, the read model and the stored answer hold them sealed), and
+	// every view shows them as before.
+	if where := s.Backend.FindText(t, keptNotes); len(where) > 0 {
+		t.Fatalf("the database holds a session's notes in plaintext, in %v", where)
+	}
+	if h := s.history(t, engineer, kept); len(h) != 1 || h[0].EngineerNotes != keptNotes || h[0].NotesErased {
 		t.Fatalf("another session's history = %+v, want its notes", h)
+	}
+	if q := s.queue(t, engineer); !slices.ContainsFunc(q, func(h handoff) bool { return h.SessionID == kept && h.EngineerNotes == keptNotes }) {
+		t.Fatalf("the queue = %+v, want another session's handoff with its notes", q)
+	}
+	replayed := s.do(t, keptCreate, http.StatusCreated)
+	if replayed.header.Get("Idempotent-Replayed") != "true" || !bytes.Equal(replayed.body, keptFirst.body) {
+		t.Fatalf("the replay of another session's create answered %s (%v), want the first answer %s", replayed.body, replayed.header, keptFirst.body)
 	}
 	checkChain(t, s.Backend.Stored, tm.account, session)
 

@@ -76,7 +76,7 @@ func postgresBackend(tb testing.TB, o postgresOptions) Backend {
 	stored := pgstore.New(pool)
 	// Serve's wiring: the personal data sealed, every reader opened.
 	events := shred.NewStore(stored, testKeyring)
-	views := pgviews.New(pool)
+	views := pgviews.New(pool).WithKeys(testKeyring)
 	locker, err := pgleader.New(pool, logger, pgleader.Config{})
 	if err != nil {
 		tb.Fatal(err)
@@ -94,7 +94,7 @@ func postgresBackend(tb testing.TB, o postgresOptions) Backend {
 		Metrics:       m,
 		Queries:       projections.CaughtUp(views, stored, projector, readWait),
 		StopProjector: stop,
-		Idempotency:   idempotency.NewPostgres(pool),
+		Idempotency:   idempotency.NewPostgres(pool, idempotency.SealedBy(testKeyring)),
 		Audit:         pgaudit.New(pool),
 		Checks:        append(postgresChecks(pool), httpapi.SkippedEventsCheck(views, projections.HandoffsProjector)),
 		FailAppends: func(tb testing.TB) func() {

@@ -43,7 +43,7 @@ func sqliteBackendWaiting(tb testing.TB, readWait time.Duration) Backend {
 	opened := shred.NewStore(store, testKeyring)
 
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	views := sqliteviews.New(store.DB(), store.ReadDB())
+	views := sqliteviews.New(store.DB(), store.ReadDB()).WithKeys(testKeyring)
 	projector := projections.NewProjector(opened, views, leader.NewLocal(), store.Appended, logger)
 	stop := runInBackground(tb, projector.Run)
 
@@ -58,7 +58,7 @@ func sqliteBackendWaiting(tb testing.TB, readWait time.Duration) Backend {
 		Queries:       projections.CaughtUp(views, store, projector, readWait),
 		StopProjector: stop,
 		Audit:         sqliteaudit.New(store.DB(), store.ReadDB()),
-		Idempotency:   idempotency.NewSQLite(store.DB()),
+		Idempotency:   idempotency.NewSQLite(store.DB(), idempotency.SealedBy(testKeyring)),
 		Checks: []httpapi.Check{{Name: "database", Func: func(ctx context.Context) error {
 			_, err := store.Head(ctx)
 			return err

@@ -9,17 +9,19 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/resolutionflow/ledgerd/eventcodec"
 	"github.com/resolutionflow/ledgerd/internal/pgerr"
 )
 
 // postgresStore keeps keys in the idempotency_keys table.
 type postgresStore struct {
 	pool *pgxpool.Pool
+	opts options
 }
 
 // NewPostgres returns a Store on a migrated PostgreSQL database.
-func NewPostgres(pool *pgxpool.Pool) Store {
-	return &postgresStore{pool: pool}
+func NewPostgres(pool *pgxpool.Pool, opts ...Option) Store {
+	return &postgresStore{pool: pool, opts: newOptions(opts)}
 }
 
 // reserveSQL inserts the key, or takes over a row that has expired or whose
@@ -33,9 +35,16 @@ ON CONFLICT (account_id, user_id, key) DO UPDATE
        OR (k.status_code IS NULL AND k.created_at < now() - make_interval(secs => $6))
 RETURNING true`
 
-const selectSQL = `
-SELECT request_hash, coalesce(status_code, 0), coalesce(response, '')
-FROM idempotency_keys WHERE account_id = $1 AND user_id = $2 AND key = $3`
+// selectSQL reads a key's record with its session's data key, if any, to
+// open its answer with.
+var selectSQL = `
+SELECT i.request_hash, coalesce(i.status_code, 0), coalesce(i.response, ''), i.session_id, d.key_id, d.wrapped, d.master_key_id
+FROM idempotency_keys AS i LEFT JOIN data_keys AS d ON d.stream_id = (` + eventcodec.StreamNameSQL("i.account_id::text", "i.session_id::text") + `) COLLATE "C"
+WHERE i.account_id = $1 AND i.user_id = $2 AND i.key = $3`
+
+// dropUnreadableSQL deletes a key whose stored answer can no longer be
+// opened (its session was erased), as the erasure does.
+const dropUnreadableSQL = `DELETE FROM idempotency_keys WHERE account_id = $1 AND user_id = $2 AND key = $3 AND response = $4`
 
 // reserveAttempts bounds the loop in Reserve: it repeats only when the
 // holder released the key between the insert and the select.
@@ -51,27 +60,54 @@ func (s *postgresStore) Reserve(ctx context.Context, owner Owner, key, requestHa
 		if !errors.Is(err, pgx.ErrNoRows) {
 			return Record{}, false, pgerr.Classify(fmt.Errorf("reserve idempotency key: %w", err))
 		}
-		var rec Record
-		err = s.pool.QueryRow(ctx, selectSQL, owner.Account, owner.User, key).Scan(&rec.RequestHash, &rec.StatusCode, &rec.Response)
-		if errors.Is(err, pgx.ErrNoRows) {
-			continue
-		}
+		// Held by another request; a key whose answer was erased is
+		// dropped (read), and taken on the next attempt.
+		rec, found, err := s.read(ctx, owner, key, selectSQL, owner.Account, owner.User, key)
 		if err != nil {
 			return Record{}, false, pgerr.Classify(fmt.Errorf("read idempotency key: %w", err))
 		}
-		return rec, false, nil
+		if found {
+			return rec, false, nil
+		}
 	}
 	return Record{}, false, fmt.Errorf("reserve idempotency key: released and taken %d times in a row", reserveAttempts)
 }
 
 func (s *postgresStore) Complete(ctx context.Context, owner Owner, key string, status int, body []byte) error {
-	_, err := s.pool.Exec(ctx, `
+	body, err := s.sealAnswer(ctx, owner, body)
+	if err != nil {
+		return err
+	}
+	_, err = s.pool.Exec(ctx, `
 UPDATE idempotency_keys SET status_code = $4, response = $5, session_id = $6
 WHERE account_id = $1 AND user_id = $2 AND key = $3 AND status_code IS NULL`, owner.Account, owner.User, key, status, body, nullUUID(owner.Session))
 	if err != nil {
 		return pgerr.Classify(fmt.Errorf("store idempotent response: %w", err))
 	}
 	return nil
+}
+
+// sealAnswer returns body as stored for owner's request: sealed under its
+// session's data key, read first, when the store seals answers.
+func (s *postgresStore) sealAnswer(ctx context.Context, owner Owner, body []byte) ([]byte, error) {
+	if s.opts.keys == nil || owner.Session == uuid.Nil {
+		return body, nil
+	}
+	var dk storedKey
+	err := s.pool.QueryRow(ctx, `SELECT key_id, wrapped, master_key_id FROM data_keys WHERE stream_id = $1`,
+		eventcodec.StreamName(owner.Account, owner.Session)).Scan(&dk.id, &dk.wrapped, &dk.masterKeyID)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return nil, pgerr.Classify(fmt.Errorf("read the data key of an idempotent response: %w", err))
+	}
+	return s.opts.sealAnswer(owner, dk.key(), body)
+}
+
+// orNil is a nullable session id read: uuid.Nil for NULL.
+func orNil(u *uuid.UUID) uuid.UUID {
+	if u == nil {
+		return uuid.Nil
+	}
+	return *u
 }
 
 // nullUUID is u as a query argument, NULL for uuid.Nil.
@@ -119,26 +155,53 @@ ON CONFLICT (account_id, user_id, key) DO UPDATE
 RETURNING true`
 
 // lookupSQL reads a key that no new request may take over.
-const lookupSQL = selectSQL + `
-    AND created_at >= now() - make_interval(secs => $4)
-    AND (status_code IS NOT NULL OR created_at >= now() - make_interval(secs => $5))`
+var lookupSQL = selectSQL + `
+    AND i.created_at >= now() - make_interval(secs => $4)
+    AND (i.status_code IS NOT NULL OR i.created_at >= now() - make_interval(secs => $5))`
 
 func (s *postgresStore) Lookup(ctx context.Context, owner Owner, key string) (Record, bool, error) {
-	var rec Record
-	err := s.pool.QueryRow(ctx, lookupSQL, owner.Account, owner.User, key, TTL.Seconds(), PendingTimeout.Seconds()).Scan(&rec.RequestHash, &rec.StatusCode, &rec.Response)
+	rec, found, err := s.read(ctx, owner, key, lookupSQL, owner.Account, owner.User, key, TTL.Seconds(), PendingTimeout.Seconds())
+	if err != nil {
+		return Record{}, false, pgerr.Classify(fmt.Errorf("look up idempotency key: %w", err))
+	}
+	return rec, found, nil
+}
+
+// read runs query, a selectSQL for owner's key, and returns the record
+// with its answer opened; found is false when there is none, or when its
+// answer can no longer be opened (its session was erased): the key is then
+// deleted, as the erasure does.
+func (s *postgresStore) read(ctx context.Context, owner Owner, key, query string, args ...any) (rec Record, found bool, err error) {
+	var (
+		session *uuid.UUID
+		dk      storedKey
+	)
+	err = s.pool.QueryRow(ctx, query, args...).Scan(&rec.RequestHash, &rec.StatusCode, &rec.Response, &session, &dk.id, &dk.wrapped, &dk.masterKeyID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Record{}, false, nil
 	}
 	if err != nil {
-		return Record{}, false, pgerr.Classify(fmt.Errorf("look up idempotency key: %w", err))
+		return Record{}, false, err
 	}
+	body, ok := s.opts.openAnswer(owner.Account, orNil(session), dk.key(), rec.Response)
+	if !ok {
+		if _, err := s.pool.Exec(ctx, dropUnreadableSQL, owner.Account, owner.User, key, rec.Response); err != nil {
+			return Record{}, false, fmt.Errorf("drop an erased idempotency key: %w", err)
+		}
+		return Record{}, false, nil
+	}
+	rec.Response = body
 	return rec, true, nil
 }
 
 func (s *postgresStore) Save(ctx context.Context, owner Owner, key, requestHash string, status int, body []byte) (Record, bool, error) {
+	stored, err := s.sealAnswer(ctx, owner, body)
+	if err != nil {
+		return Record{}, false, err
+	}
 	for range reserveAttempts {
 		var saved bool
-		err := s.pool.QueryRow(ctx, saveSQL, owner.Account, owner.User, key, requestHash, TTL.Seconds(), PendingTimeout.Seconds(), status, body, nullUUID(owner.Session)).Scan(&saved)
+		err := s.pool.QueryRow(ctx, saveSQL, owner.Account, owner.User, key, requestHash, TTL.Seconds(), PendingTimeout.Seconds(), status, stored, nullUUID(owner.Session)).Scan(&saved)
 		if err == nil {
 			return Record{RequestHash: requestHash, StatusCode: status, Response: body}, true, nil
 		}

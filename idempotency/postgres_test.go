@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/idempotency"
 	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
@@ -26,6 +27,13 @@ type backend struct {
 	age func(tb testing.TB, owner idempotency.Owner, key string, d time.Duration)
 	// count returns how many keys the store holds.
 	count func(tb testing.TB) int
+	// sealed is a store on the same database that seals answers by
+	// testKeyring; putKey and dropKey write and delete a stream's data
+	// key, and stored reads a key's answer as stored.
+	sealed  idempotency.Store
+	putKey  func(tb testing.TB, stream string, key *eventstore.DataKey)
+	dropKey func(tb testing.TB, stream string)
+	stored  func(tb testing.TB, owner idempotency.Owner, key string) []byte
 }
 
 func newPostgres(tb testing.TB) backend {
@@ -35,8 +43,29 @@ func newPostgres(tb testing.TB) backend {
 		tb.Fatalf("open pool: %v", err)
 	}
 	tb.Cleanup(pool.Close)
+	exec := func(tb testing.TB, query string, args ...any) {
+		tb.Helper()
+		if _, err := pool.Exec(context.Background(), query, args...); err != nil {
+			tb.Fatalf("%s: %v", query, err)
+		}
+	}
 	return backend{
-		store: idempotency.NewPostgres(pool),
+		store:  idempotency.NewPostgres(pool),
+		sealed: idempotency.NewPostgres(pool, idempotency.SealedBy(testKeyring)),
+		putKey: func(tb testing.TB, stream string, key *eventstore.DataKey) {
+			exec(tb, `INSERT INTO data_keys (stream_id, key_id, wrapped, master_key_id) VALUES ($1, $2, $3, $4)`, stream, key.ID, key.Wrapped, key.MasterKeyID)
+		},
+		dropKey: func(tb testing.TB, stream string) { exec(tb, `DELETE FROM data_keys WHERE stream_id = $1`, stream) },
+		stored: func(tb testing.TB, owner idempotency.Owner, key string) []byte {
+			tb.Helper()
+			var body []byte
+			err := pool.QueryRow(context.Background(), `SELECT response FROM idempotency_keys WHERE account_id = $1 AND user_id = $2 AND key = $3`,
+				owner.Account, owner.User, key).Scan(&body)
+			if err != nil {
+				tb.Fatalf("read stored answer: %v", err)
+			}
+			return body
+		},
 		age: func(tb testing.TB, owner idempotency.Owner, key string, d time.Duration) {
 			tb.Helper()
 			_, err := pool.Exec(context.Background(),
@@ -77,6 +106,7 @@ func testStore(t *testing.T, open func(testing.TB) backend) {
 		{"OneOfManyConcurrentReservesWins", testConcurrentReserve},
 		{"SweepDeletesExpiredKeys", testSweep},
 		{"RunSweepsSweepsAgain", testRunSweeps},
+		{"SealedAnswers", testSealedAnswers},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

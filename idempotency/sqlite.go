@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/resolutionflow/ledgerd/eventcodec"
 	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
 )
 
@@ -16,15 +17,16 @@ import (
 // SQLite file. Times are text in the file's fixed-width UTC form, so they
 // compare as text.
 type sqliteStore struct {
-	db *sql.DB
+	db   *sql.DB
+	opts options
 }
 
 // NewSQLite returns a Store on the embedded SQLite file through db, the
 // file's write handle (sqlitestore.Store.DB): its transactions begin
 // IMMEDIATE, so a reservation checks and takes a key under the file's write
 // lock and two reservations of one key never both succeed.
-func NewSQLite(db *sql.DB) Store {
-	return &sqliteStore{db: db}
+func NewSQLite(db *sql.DB, opts ...Option) Store {
+	return &sqliteStore{db: db, opts: newOptions(opts)}
 }
 
 // sqliteReserveSQL inserts the key, or takes over a row that has expired
@@ -37,9 +39,12 @@ ON CONFLICT (account_id, user_id, key) DO UPDATE
     WHERE k.created_at < ?6 OR (k.status_code IS NULL AND k.created_at < ?7)
 RETURNING 1`
 
-const sqliteSelectSQL = `
-SELECT request_hash, coalesce(status_code, 0), coalesce(response, x'')
-FROM idempotency_keys WHERE account_id = ? AND user_id = ? AND key = ?`
+// sqliteSelectSQL reads a key's record with its session's data key, if
+// any, to open its answer with.
+var sqliteSelectSQL = `
+SELECT i.request_hash, coalesce(i.status_code, 0), coalesce(i.response, x''), i.session_id, d.key_id, d.wrapped, d.master_key_id
+FROM idempotency_keys AS i LEFT JOIN data_keys AS d ON d.stream_id = ` + eventcodec.StreamNameSQL("i.account_id", "i.session_id") + `
+WHERE i.account_id = ? AND i.user_id = ? AND i.key = ?`
 
 func (s *sqliteStore) Reserve(ctx context.Context, owner Owner, key, requestHash string) (Record, bool, error) {
 	now := time.Now().UTC()
@@ -53,17 +58,28 @@ func (s *sqliteStore) Reserve(ctx context.Context, owner Owner, key, requestHash
 	defer tx.Rollback() // a no-op after Commit
 	rec := Record{RequestHash: requestHash}
 	var one int
-	err = tx.QueryRowContext(ctx, sqliteReserveSQL, owner.Account.String(), owner.User.String(), key, requestHash, now.Format(sqlitestore.TimeLayout), expired, abandoned).Scan(&one)
+	reserve := func() error {
+		return tx.QueryRowContext(ctx, sqliteReserveSQL, owner.Account.String(), owner.User.String(), key, requestHash, now.Format(sqlitestore.TimeLayout), expired, abandoned).Scan(&one)
+	}
+	err = reserve()
 	reserved := err == nil
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
+	if errors.Is(err, sql.ErrNoRows) {
 		// Held by another request: read its record in the same transaction,
 		// which no release can slip between.
-		err = tx.QueryRowContext(ctx, sqliteSelectSQL, owner.Account.String(), owner.User.String(), key).Scan(&rec.RequestHash, &rec.StatusCode, &rec.Response)
-		if err != nil {
-			return Record{}, false, fmt.Errorf("read idempotency key: %w", err)
+		var ok bool
+		rec, ok, err = s.read(ctx, tx, owner, key, sqliteSelectSQL, owner.Account.String(), owner.User.String(), key)
+		if err == nil && !ok {
+			// Its session was erased: the answer is gone, and the key
+			// with it; take the key.
+			_, err = tx.ExecContext(ctx, `DELETE FROM idempotency_keys WHERE account_id = ? AND user_id = ? AND key = ?`,
+				owner.Account.String(), owner.User.String(), key)
+			if err == nil {
+				rec, err = Record{RequestHash: requestHash}, reserve()
+				reserved = err == nil
+			}
 		}
-	case err != nil:
+	}
+	if err != nil {
 		return Record{}, false, sqlitestore.Classify(fmt.Errorf("reserve idempotency key: %w", err))
 	}
 	if err := tx.Commit(); err != nil {
@@ -72,8 +88,61 @@ func (s *sqliteStore) Reserve(ctx context.Context, owner Owner, key, requestHash
 	return rec, reserved, nil
 }
 
+// rowQuerier is the write handle or one of its transactions.
+type rowQuerier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// read runs query, a sqliteSelectSQL for owner's key, on q and returns the
+// record with its answer opened; ok is false when the answer cannot be
+// opened (its session was erased).
+func (s *sqliteStore) read(ctx context.Context, q rowQuerier, owner Owner, key, query string, args ...any) (rec Record, ok bool, err error) {
+	var (
+		session    uuid.NullUUID
+		id, master sql.NullString
+		wrapped    []byte
+	)
+	err = q.QueryRowContext(ctx, query, args...).Scan(&rec.RequestHash, &rec.StatusCode, &rec.Response,
+		&session, &id, &wrapped, &master)
+	if err != nil {
+		return Record{}, false, fmt.Errorf("read idempotency key: %w", err)
+	}
+	var dk storedKey
+	if id.Valid && master.Valid {
+		dk = storedKey{id: &id.String, wrapped: wrapped, masterKeyID: &master.String}
+	}
+	rec.Response, ok = s.opts.openAnswer(owner.Account, session.UUID, dk.key(), rec.Response)
+	return rec, ok, nil
+}
+
+// sealAnswer returns body as stored for owner's request: sealed under its
+// session's data key, read first, when the store seals answers.
+func (s *sqliteStore) sealAnswer(ctx context.Context, owner Owner, body []byte) ([]byte, error) {
+	if s.opts.keys == nil || owner.Session == uuid.Nil {
+		return body, nil
+	}
+	var (
+		id, master sql.NullString
+		wrapped    []byte
+	)
+	err := s.db.QueryRowContext(ctx, `SELECT key_id, wrapped, master_key_id FROM data_keys WHERE stream_id = ?`,
+		eventcodec.StreamName(owner.Account, owner.Session)).Scan(&id, &wrapped, &master)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, sqlitestore.Classify(fmt.Errorf("read the data key of an idempotent response: %w", err))
+	}
+	var dk storedKey
+	if id.Valid && master.Valid {
+		dk = storedKey{id: &id.String, wrapped: wrapped, masterKeyID: &master.String}
+	}
+	return s.opts.sealAnswer(owner, dk.key(), body)
+}
+
 func (s *sqliteStore) Complete(ctx context.Context, owner Owner, key string, status int, body []byte) error {
-	_, err := s.db.ExecContext(ctx, `
+	body, err := s.sealAnswer(ctx, owner, body)
+	if err != nil {
+		return err
+	}
+	_, err = s.db.ExecContext(ctx, `
 UPDATE idempotency_keys SET status_code = ?, response = ?, session_id = ?
 WHERE account_id = ? AND user_id = ? AND key = ? AND status_code IS NULL`, status, body, nullSession(owner.Session), owner.Account.String(), owner.User.String(), key)
 	if err != nil {
@@ -119,15 +188,23 @@ DELETE FROM idempotency_keys WHERE account_id = ? AND user_id = ? AND key = ? AN
 
 func (s *sqliteStore) Lookup(ctx context.Context, owner Owner, key string) (Record, bool, error) {
 	now := time.Now().UTC()
-	var rec Record
-	err := s.db.QueryRowContext(ctx, sqliteSelectSQL+` AND created_at >= ? AND (status_code IS NOT NULL OR created_at >= ?)`,
+	rec, ok, err := s.read(ctx, s.db, owner, key, sqliteSelectSQL+` AND i.created_at >= ? AND (i.status_code IS NOT NULL OR i.created_at >= ?)`,
 		owner.Account.String(), owner.User.String(), key,
-		now.Add(-TTL).Format(sqlitestore.TimeLayout), now.Add(-PendingTimeout).Format(sqlitestore.TimeLayout)).Scan(&rec.RequestHash, &rec.StatusCode, &rec.Response)
+		now.Add(-TTL).Format(sqlitestore.TimeLayout), now.Add(-PendingTimeout).Format(sqlitestore.TimeLayout))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Record{}, false, nil
 	}
 	if err != nil {
 		return Record{}, false, sqlitestore.Classify(fmt.Errorf("look up idempotency key: %w", err))
+	}
+	if !ok {
+		// Its session was erased: the answer is gone, and the key with it.
+		_, err := s.db.ExecContext(ctx, `DELETE FROM idempotency_keys WHERE account_id = ? AND user_id = ? AND key = ? AND response = ?`,
+			owner.Account.String(), owner.User.String(), key, rec.Response)
+		if err != nil {
+			return Record{}, false, sqlitestore.Classify(fmt.Errorf("drop an erased idempotency key: %w", err))
+		}
+		return Record{}, false, nil
 	}
 	return rec, true, nil
 }
@@ -143,6 +220,10 @@ ON CONFLICT (account_id, user_id, key) DO UPDATE
 RETURNING 1`
 
 func (s *sqliteStore) Save(ctx context.Context, owner Owner, key, requestHash string, status int, body []byte) (Record, bool, error) {
+	stored, err := s.sealAnswer(ctx, owner, body)
+	if err != nil {
+		return Record{}, false, err
+	}
 	now := time.Now().UTC()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -151,14 +232,21 @@ func (s *sqliteStore) Save(ctx context.Context, owner Owner, key, requestHash st
 	defer tx.Rollback() // a no-op after Commit
 	var one int
 	err = tx.QueryRowContext(ctx, sqliteSaveSQL, owner.Account.String(), owner.User.String(), key, requestHash, now.Format(sqlitestore.TimeLayout),
-		now.Add(-TTL).Format(sqlitestore.TimeLayout), now.Add(-PendingTimeout).Format(sqlitestore.TimeLayout), status, body, nullSession(owner.Session)).Scan(&one)
+		now.Add(-TTL).Format(sqlitestore.TimeLayout), now.Add(-PendingTimeout).Format(sqlitestore.TimeLayout), status, stored, nullSession(owner.Session)).Scan(&one)
 	rec := Record{RequestHash: requestHash, StatusCode: status, Response: body}
 	saved := err == nil
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		err = tx.QueryRowContext(ctx, sqliteSelectSQL, owner.Account.String(), owner.User.String(), key).Scan(&rec.RequestHash, &rec.StatusCode, &rec.Response)
+		// Held by another request. An answer that can no longer be opened
+		// (its session was erased) answers as a request in progress does;
+		// the next lookup drops it.
+		var ok bool
+		rec, ok, err = s.read(ctx, tx, owner, key, sqliteSelectSQL, owner.Account.String(), owner.User.String(), key)
 		if err != nil {
 			return Record{}, false, sqlitestore.Classify(fmt.Errorf("read idempotency key: %w", err))
+		}
+		if !ok {
+			rec = Record{RequestHash: requestHash}
 		}
 	case err != nil:
 		return Record{}, false, sqlitestore.Classify(fmt.Errorf("store idempotent answer: %w", err))

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
 	"github.com/resolutionflow/ledgerd/idempotency"
 )
@@ -28,8 +29,29 @@ func newSQLite(tb testing.TB) backend {
 		}
 	})
 	db := s.DB()
+	exec := func(tb testing.TB, query string, args ...any) {
+		tb.Helper()
+		if _, err := db.ExecContext(context.Background(), query, args...); err != nil {
+			tb.Fatalf("%s: %v", query, err)
+		}
+	}
 	return backend{
-		store: idempotency.NewSQLite(db),
+		store:  idempotency.NewSQLite(db),
+		sealed: idempotency.NewSQLite(db, idempotency.SealedBy(testKeyring)),
+		putKey: func(tb testing.TB, stream string, key *eventstore.DataKey) {
+			exec(tb, `INSERT INTO data_keys (stream_id, key_id, wrapped, master_key_id) VALUES (?, ?, ?, ?)`, stream, key.ID, key.Wrapped, key.MasterKeyID)
+		},
+		dropKey: func(tb testing.TB, stream string) { exec(tb, `DELETE FROM data_keys WHERE stream_id = ?`, stream) },
+		stored: func(tb testing.TB, owner idempotency.Owner, key string) []byte {
+			tb.Helper()
+			var body []byte
+			err := db.QueryRowContext(context.Background(), `SELECT response FROM idempotency_keys WHERE account_id = ? AND user_id = ? AND key = ?`,
+				owner.Account.String(), owner.User.String(), key).Scan(&body)
+			if err != nil {
+				tb.Fatalf("read stored answer: %v", err)
+			}
+			return body
+		},
 		age: func(tb testing.TB, owner idempotency.Owner, key string, d time.Duration) {
 			tb.Helper()
 			ctx := context.Background()

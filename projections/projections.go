@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/resolutionflow/ledgerd/domain"
+	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/leader"
 )
 
@@ -67,6 +68,13 @@ type Store interface {
 	// Skips summarises the events the named projector skipped, as
 	// recorded by Tx.Skip.
 	Skips(ctx context.Context, name string) (Skips, error)
+	// SealNotes returns the notes of a handoff of a session stream as the
+	// store keeps them (Tx.PutHandoff takes them so): sealed under the
+	// stream's data key, stored as key, as read with the event the notes
+	// come from (nil for none; see shred.Keyring.SealNotes). The Queries
+	// return them opened with the key read in the same query, or erased
+	// once the key is gone.
+	SealNotes(stream string, key *eventstore.DataKey, notes string) (string, error)
 }
 
 // Skipped is an event a projector could not apply and passed over.
@@ -90,10 +98,11 @@ type Skips struct {
 
 // Tx changes the read models inside Store.Update.
 type Tx interface {
-	// Handoff returns the stored handoff with the given id, if any.
+	// Handoff returns the stored handoff with the given id, if any, with
+	// its notes as stored (Store.SealNotes).
 	Handoff(ctx context.Context, id uuid.UUID) (domain.Handoff, bool, error)
-	// PutHandoff inserts or replaces a handoff; position is that of the
-	// last event applied to it.
+	// PutHandoff inserts or replaces a handoff, its notes as stored
+	// (Store.SealNotes); position is that of the last event applied to it.
 	PutHandoff(ctx context.Context, h domain.Handoff, position int64) error
 	// EraseNotes erases the notes of every handoff of a session of an
 	// account (SessionDataErased at position): empty, and NotesErased.

@@ -69,7 +69,7 @@ func NewProjector(log Log, store Store, locker leader.Locker, wake func() <-chan
 		logger = slog.Default()
 	}
 	logger = logger.With("projector", HandoffsProjector)
-	return &Projector{log: log, store: store, locker: locker, wake: wake, logger: logger, applier: applier{logger}}
+	return &Projector{log: log, store: store, locker: locker, wake: wake, logger: logger, applier: applier{logger: logger, seal: store.SealNotes}}
 }
 
 // Run applies the log to the read model until ctx ends, then returns nil.
@@ -267,7 +267,7 @@ func replayOnce(ctx context.Context, log Log, store Store, logger *slog.Logger) 
 	if err != nil {
 		return fmt.Errorf("rebuild: %w", err)
 	}
-	a := applier{logger}
+	a := applier{logger: logger, seal: store.SealNotes}
 	var skipped []Skipped
 	err = store.Update(ctx, leader.Fence{}, HandoffsProjector, applied, to, func(tx Tx) error {
 		if err := tx.Reset(ctx); err != nil {
@@ -302,6 +302,9 @@ func lastPosition(ctx context.Context, log Log, from int64) (int64, error) {
 // applier applies events to the read model.
 type applier struct {
 	logger *slog.Logger
+	// seal is Store.SealNotes: the notes of a new handoff are stored
+	// sealed under its session's key.
+	seal func(stream string, key *eventstore.DataKey, notes string) (string, error)
 }
 
 // replay applies every event of the log up to position to, and returns
@@ -410,7 +413,8 @@ func (a applier) apply(ctx context.Context, tx Tx, e eventstore.Event) error {
 		return tx.EraseNotes(ctx, erased.AccountID, erased.SessionID, e.Position)
 	}
 	var session domain.Session
-	if id, ok := changedHandoff(decoded); ok {
+	id, changes := changedHandoff(decoded)
+	if changes {
 		row, found, err := tx.Handoff(ctx, id)
 		if err != nil {
 			return fmt.Errorf("load handoff %s: %w", id, err)
@@ -424,7 +428,15 @@ func (a applier) apply(ctx context.Context, tx Tx, e eventstore.Event) error {
 	if len(session.Handoffs) != 1 {
 		return fmt.Errorf("event made %d handoff rows, want 1", len(session.Handoffs))
 	}
-	return tx.PutHandoff(ctx, session.Handoffs[0], e.Position)
+	h := session.Handoffs[0]
+	if !changes && h.Notes != "" {
+		// A new handoff, its notes in plaintext from the opened event
+		// (a changed one keeps its notes as stored).
+		if h.Notes, err = a.seal(e.Stream, e.DataKey, h.Notes); err != nil {
+			return err
+		}
+	}
+	return tx.PutHandoff(ctx, h, e.Position)
 }
 
 // changedHandoff returns the id of the existing handoff an event changes;

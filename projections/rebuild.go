@@ -63,7 +63,7 @@ func Rebuild(ctx context.Context, log Log, store Store) error {
 // page of the log it reads and once it starts writing.
 func RebuildWithProgress(ctx context.Context, log Log, store Store, progress func(RebuildProgress)) error {
 	logger := slog.Default().With("projector", HandoffsProjector)
-	f := newFold(applier{logger})
+	f := newFold(applier{logger: logger, seal: store.SealNotes})
 	report := func(RebuildProgress) {}
 	if progress != nil {
 		report = progress

@@ -26,6 +26,8 @@ import (
 	"fmt"
 	"strings"
 
+	lru "github.com/hashicorp/golang-lru/v2"
+
 	"github.com/resolutionflow/ledgerd/eventcodec"
 	"github.com/resolutionflow/ledgerd/eventstore"
 )
@@ -70,11 +72,25 @@ func (m MasterKey) ID() string { return m.id }
 type Keyring struct {
 	master MasterKey
 	wrap   cipher.AEAD
+	// cache holds the data keys Unwrap returned, by stream, key id
+	// and wrapped bytes: a key is unwrapped once however many events and
+	// rows of its stream are read, and only from the very row that was
+	// unwrapped before (a destroyed key is no longer read with the rows,
+	// so the cache never opens what the database no longer holds a key
+	// for).
+	cache *lru.Cache[string, DataKey]
 }
+
+// unwrappedKeys bounds the keyring's cache of unwrapped data keys.
+const unwrappedKeys = 4096
 
 // NewKeyring returns a keyring of the master key m.
 func NewKeyring(m MasterKey) *Keyring {
-	return &Keyring{master: m, wrap: newGCM(m.key[:])}
+	cache, err := lru.New[string, DataKey](unwrappedKeys)
+	if err != nil {
+		panic(err) // only for a size that is not positive
+	}
+	return &Keyring{master: m, wrap: newGCM(m.key[:]), cache: cache}
 }
 
 // MasterKeyID is the ID of the keyring's master key.
@@ -134,13 +150,24 @@ func wrapAAD(stream, id string) []byte {
 	return []byte("ledgerd data key\x00" + stream + "\x00" + id)
 }
 
-// Unwrap returns the data key of stream from its stored form.
+// Unwrap returns the data key of stream from its stored form. Keys are
+// cached (a bounded LRU): reading a stream's key again costs a lookup.
 func (k *Keyring) Unwrap(stream string, stored *eventstore.DataKey) (DataKey, error) {
+	if stored.MasterKeyID != k.master.id {
+		_, err := k.unwrapKey(stream, stored)
+		return DataKey{}, err
+	}
+	id := stream + "\x00" + stored.ID + "\x00" + string(stored.Wrapped)
+	if dk, ok := k.cache.Get(id); ok {
+		return dk, nil
+	}
 	key, err := k.unwrapKey(stream, stored)
 	if err != nil {
 		return DataKey{}, err
 	}
-	return DataKey{stream: stream, id: stored.ID, aead: newGCM(key)}, nil
+	dk := DataKey{stream: stream, id: stored.ID, aead: newGCM(key)}
+	k.cache.Add(id, dk)
+	return dk, nil
 }
 
 func (k *Keyring) unwrapKey(stream string, stored *eventstore.DataKey) ([]byte, error) {

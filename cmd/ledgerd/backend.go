@@ -48,6 +48,9 @@ type backend struct {
 	audit  audit.Store
 	locker leader.Locker
 	checks []httpapi.Check
+	// sealed returns the read models and the idempotency keys that keep
+	// notes sealed by keys (withKeys).
+	sealed func(keys *shred.Keyring) (projections.Store, idempotency.Store)
 	// pool is the PostgreSQL pool; nil for the embedded store.
 	pool *pgxpool.Pool
 	// verify checks the stored log (`ledgerd verify`).
@@ -90,12 +93,15 @@ func openPostgres(ctx context.Context, url string, maxConns int, logger *slog.Lo
 		pool.Close()
 		return nil, err
 	}
-	store := pgstore.New(pool)
+	store, views := pgstore.New(pool), pgviews.New(pool)
 	return &backend{
 		events: store,
 		raw:    store,
 		keys:   pgkeys.New(pool),
-		views:  pgviews.New(pool),
+		views:  views,
+		sealed: func(keys *shred.Keyring) (projections.Store, idempotency.Store) {
+			return views.WithKeys(keys), idempotency.NewPostgres(pool, idempotency.SealedBy(keys))
+		},
 		idem:   idempotency.NewPostgres(pool),
 		audit:  pgaudit.New(pool),
 		locker: locker,
@@ -128,11 +134,15 @@ func openSQLite(ctx context.Context, dataDir string, logger *slog.Logger) (*back
 	if err != nil {
 		return nil, err
 	}
+	views := sqliteviews.New(store.DB(), store.ReadDB())
 	return &backend{
 		events: store,
 		raw:    store,
 		keys:   sqlitekeys.New(store.DB()),
-		views:  sqliteviews.New(store.DB(), store.ReadDB()),
+		views:  views,
+		sealed: func(keys *shred.Keyring) (projections.Store, idempotency.Store) {
+			return views.WithKeys(keys), idempotency.NewSQLite(store.DB(), idempotency.SealedBy(keys))
+		},
 		idem:   idempotency.NewSQLite(store.DB()),
 		audit:  sqliteaudit.New(store.DB(), store.ReadDB()),
 		locker: leader.NewLocal(),
@@ -164,7 +174,9 @@ func shorterThan(v string, d time.Duration) bool {
 	return err == nil && ms > 0 && time.Duration(ms)*time.Millisecond < d
 }
 
-// withKeys makes b's readers see the log opened by keys.
+// withKeys makes b's readers see the log opened by keys, and its read
+// models and idempotency keys keep notes sealed by keys.
 func (b *backend) withKeys(keys *shred.Keyring) {
 	b.events = shred.NewOpenedLog(b.raw, keys)
+	b.views, b.idem = b.sealed(keys)
 }

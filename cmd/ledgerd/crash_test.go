@@ -1,6 +1,7 @@
 package main
 
 import (
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -446,18 +447,12 @@ func describeEvent(tb testing.TB, e eventstore.Event) (string, uuid.UUID) {
 // that the read model holds no other handoffs.
 func checkReadModels(tb testing.TB, store *sqlitestore.Store, dataDir string, c *child, sessions []*sessionLog) {
 	tb.Helper()
-	views := sqliteviews.New(store.DB(), store.ReadDB())
+	// The log and the read model as the service reads them: opened by its
+	// master key.
+	keys := dataDirKeyring(tb, dataDir)
+	views := sqliteviews.New(store.DB(), store.ReadDB()).WithKeys(keys)
 	waitForCheckpoint(tb, store, views)
-	// The log as the service reads it: opened by its master key.
-	text, err := os.ReadFile(filepath.Join(dataDir, masterKeyFile))
-	if err != nil {
-		tb.Fatalf("read the master key: %v", err)
-	}
-	master, err := shred.ParseMasterKey(string(text))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	loader := commands.NewHandler(shred.NewStore(store, shred.NewKeyring(master)), nil)
+	loader := commands.NewHandler(shred.NewStore(store, keys), nil)
 	total := 0
 	for _, s := range sessions {
 		state, err := loader.Load(tb.Context(), s.actor.AccountID, s.session)
@@ -508,31 +503,76 @@ func waitForCheckpoint(tb testing.TB, store *sqlitestore.Store, views projection
 
 // checkRebuild runs `ledgerd projections rebuild` on the stopped service's
 // data directory: the read model must come out identical.
+// dataDirKeyring returns the keyring of the master key kept in dataDir.
+func dataDirKeyring(tb testing.TB, dataDir string) *shred.Keyring {
+	tb.Helper()
+	text, err := os.ReadFile(filepath.Join(dataDir, masterKeyFile))
+	if err != nil {
+		tb.Fatalf("read the master key: %v", err)
+	}
+	master, err := shred.ParseMasterKey(string(text))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return shred.NewKeyring(master)
+}
+
 func checkRebuild(tb testing.TB, bin, dataDir string, store *sqlitestore.Store) {
 	tb.Helper()
-	before := dumpReadModel(tb, store)
+	keys := dataDirKeyring(tb, dataDir)
+	before := dumpReadModel(tb, store, keys)
 	rebuild := exec.CommandContext(tb.Context(), bin, "projections", "rebuild")
 	rebuild.Env = childEnv(dataDir)
 	if out, err := rebuild.CombinedOutput(); err != nil {
 		tb.Fatalf("ledgerd projections rebuild: %v\n%s", err, out)
 	}
-	if after := dumpReadModel(tb, store); after != before {
+	if after := dumpReadModel(tb, store, keys); after != before {
 		tb.Errorf("rebuilt read model differs from the one the service built\nrebuilt: %s\nserved:  %s", after, before)
 	}
 }
 
 // dumpReadModel returns every column of every handoffs row, ordered by id,
-// and the checkpoints.
-func dumpReadModel(tb testing.TB, store *sqlitestore.Store) string {
+// and the checkpoints; the notes, sealed with a nonce of their own each
+// time, as keys opens them (each row's notes must be sealed).
+func dumpReadModel(tb testing.TB, store *sqlitestore.Store, keys *shred.Keyring) string {
 	tb.Helper()
 	var dump string
 	err := store.ReadDB().QueryRowContext(tb.Context(), `SELECT json_array(
-		(SELECT coalesce(json_group_array(json_array(id, account_id, team_id, session_id, intent, engineer_notes,
+		(SELECT coalesce(json_group_array(json_array(id, account_id, team_id, session_id, intent,
 			priority, priority_rank, status, created_by, created_at, claimed_by, claimed_at, withdrawn_at, position)), '[]')
 		FROM (SELECT * FROM handoffs ORDER BY id)),
 		(SELECT json_group_object(name, position) FROM checkpoints))`).Scan(&dump)
 	if err != nil {
 		tb.Fatalf("dump read model: %v", err)
+	}
+	rows, err := store.ReadDB().QueryContext(tb.Context(), `SELECT h.account_id, h.session_id, h.engineer_notes, k.key_id, k.wrapped, k.master_key_id
+		FROM handoffs AS h LEFT JOIN data_keys AS k ON k.stream_id = 'session:' || h.account_id || ':' || h.session_id ORDER BY h.id`)
+	if err != nil {
+		tb.Fatalf("dump read model's notes: %v", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			account, session uuid.UUID
+			notes            string
+			keyID, masterID  sql.NullString
+			wrapped          []byte
+		)
+		if err := rows.Scan(&account, &session, &notes, &keyID, &wrapped, &masterID); err != nil {
+			tb.Fatalf("dump read model's notes: %v", err)
+		}
+		if notes != "" && !strings.HasPrefix(notes, "sealed:") {
+			tb.Errorf("a row of session %s holds its notes unsealed: %q", session, notes)
+		}
+		var key *eventstore.DataKey
+		if keyID.Valid {
+			key = &eventstore.DataKey{ID: keyID.String, Wrapped: wrapped, MasterKeyID: masterID.String}
+		}
+		opened, erased := keys.OpenNotes(eventcodec.StreamName(account, session), key, notes)
+		dump += fmt.Sprintf("\n%q %v", opened, erased)
+	}
+	if err := rows.Err(); err != nil {
+		tb.Fatalf("dump read model's notes: %v", err)
 	}
 	return dump
 }

@@ -93,7 +93,7 @@ func testErase(t *testing.T, l tamperable) {
 	if _, err := ledgerdRun(t, append([]string{"projections", "rebuild"}, keyArgs...)...); err != nil {
 		t.Fatalf("projections rebuild after the erasure: %v", err)
 	}
-	history, err := ledgerdRun(t, append([]string{"history", "--account", account.String(), "--session", erased.String()}, store...)...)
+	history, err := ledgerdRun(t, append([]string{"history", "--account", account.String(), "--session", erased.String()}, keyArgs...)...)
 	if err != nil || strings.Contains(history, secret) || !strings.Contains(history, `"notes_erased":true`) {
 		t.Fatalf("history after the erasure and a rebuild = %q, %v", history, err)
 	}

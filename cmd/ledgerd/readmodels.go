@@ -54,6 +54,7 @@ var (
 func printList(ctx context.Context, l readList, args []string, stdout io.Writer, logger *slog.Logger) error {
 	f := newFlags(l.name)
 	storage := addStorageFlags(f)
+	masterKeyFile := addMasterKeyFlag(f)
 	accountFlag := f.string("account", "", "", "the account id (required)")
 	scopeFlag := f.string(l.scopeFlag, "", "", l.scopeUsage)
 	limit := f.int("limit", "", 0, "print at most this many handoffs (0: all of them)")
@@ -81,7 +82,8 @@ func printList(ctx context.Context, l readList, args []string, stdout io.Writer,
 	if err := storage.requireLedger(); err != nil {
 		return err
 	}
-	b, err := storage.open(ctx, logger)
+	// The rows' notes are sealed: they are read opened by the master key.
+	b, _, err := storage.openKeyed(ctx, *masterKeyFile, logger)
 	if err != nil {
 		return err
 	}

@@ -43,8 +43,7 @@ func TestQueueAndHistory_SQLite(t *testing.T) {
 // --limit cuts the list, and that the table shows each handoff.
 func testQueueAndHistory(t *testing.T, storage ...string) {
 	ctx := t.Context()
-	// The master key only opens the log; the commands under test read the
-	// read models.
+	// The master key opens the log and the read models' notes.
 	openArgs := storage
 	if storage[0] == "--database-url" {
 		openArgs = append(slices.Clone(storage), "--master-key-file", masterKeyFileFor(t))
@@ -138,7 +137,7 @@ func testQueueAndHistory(t *testing.T, storage ...string) {
 		"history": {"--account", account.String(), "--session", "{" + session.String() + "}"},
 	}
 	for cmd, want := range rest {
-		args := append(append([]string{cmd}, ids[cmd]...), storage...)
+		args := append(append([]string{cmd}, ids[cmd]...), openArgs...)
 		if got := ledgerdOutput(t, args...); !bytes.Equal(got, append(mustJSON(t, want), '\n')) {
 			t.Errorf("ledgerd %s printed\n%.300s...\nwant what the REST API lists\n%.300s...", cmd, got, mustJSON(t, want))
 		}
@@ -156,7 +155,7 @@ func testQueueAndHistory(t *testing.T, storage ...string) {
 			t.Errorf("ledgerd %s --json=false does not escape the notes' control characters", cmd)
 		}
 	}
-	if table := string(ledgerdOutput(t, append(append([]string{"history"}, ids["history"]...), append(storage, "--json=false")...)...)); !strings.Contains(table, claimed.ClaimedBy.String()) {
+	if table := string(ledgerdOutput(t, append(append([]string{"history"}, ids["history"]...), append(slices.Clone(openArgs), "--json=false")...)...)); !strings.Contains(table, claimed.ClaimedBy.String()) {
 		t.Errorf("the history table does not show who claimed a handoff:\n%.500s", table)
 	}
 }

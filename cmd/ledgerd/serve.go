@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"github.com/resolutionflow/ledgerd/embeddednats"
 	"github.com/resolutionflow/ledgerd/httpapi"
 	"github.com/resolutionflow/ledgerd/idempotency"
+	"github.com/resolutionflow/ledgerd/metrics"
 	"github.com/resolutionflow/ledgerd/projections"
 	"github.com/resolutionflow/ledgerd/relay"
 )
@@ -112,7 +114,37 @@ func (s storageFlags) secret(jwt valueOrFile) (secret string, generated bool, er
 	return "", false, errors.New("--jwt-secret-file (LEDGER_JWT_SECRET_FILE) or --jwt-secret (LEDGER_JWT_SECRET) is required with PostgreSQL")
 }
 
+// serve runs the service until ctx ends: it reads its configuration,
+// builds the application and runs it.
 func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Logger) error {
+	cfg, err := parseServe(args)
+	if err != nil {
+		return err
+	}
+	a, err := buildApp(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	return a.run(ctx, stderr)
+}
+
+// serveConfig is serve's configuration, from its flags, checked.
+type serveConfig struct {
+	storage                     storageFlags
+	addr, metricsAddr           string
+	jwt                         valueOrFile
+	jwtMaxTTL                   time.Duration
+	jwtIssuer, jwtAudience      string
+	nats                        natsFlags
+	grace, readWait, stallAfter time.Duration
+	limits                      httpLimits
+	proxies                     []*net.IPNet
+	auditKeyFile, masterKeyFile string
+}
+
+// parseServe reads serve's flags and checks them.
+func parseServe(args []string) (serveConfig, error) {
 	f := newFlags("serve")
 	storage := addStorageFlags(f)
 	addr := f.string("http-addr", "LEDGER_HTTP_ADDR", ":8080", "address the REST API listens on")
@@ -130,132 +162,176 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 	masterKeyFile := addMasterKeyFlag(f)
 	metricsAddr := f.string("metrics-addr", "LEDGER_METRICS_ADDR", "", "when set, the address /metrics is served on instead of the API's")
 	if err := f.parse(args); err != nil {
-		return err
+		return serveConfig{}, err
 	}
-	if err := checkAddr("http-addr", "LEDGER_HTTP_ADDR", *addr); err != nil {
-		return err
+	cfg := serveConfig{
+		storage: storage, addr: *addr, metricsAddr: *metricsAddr, jwt: secretFlag,
+		jwtMaxTTL: *jwtMaxTTL, jwtIssuer: *jwtIssuer, jwtAudience: *jwtAudience,
+		nats: natsFlags, grace: *grace, readWait: *readWait, stallAfter: *stallAfter,
+		auditKeyFile: *auditKeyFile, masterKeyFile: *masterKeyFile,
+	}
+	if err := checkAddr("http-addr", "LEDGER_HTTP_ADDR", cfg.addr); err != nil {
+		return cfg, err
 	}
 	if err := checkAddr("nats-listen", "LEDGER_NATS_LISTEN", *natsFlags.listen); err != nil {
-		return err
+		return cfg, err
 	}
-	if *metricsAddr != "" {
-		if err := checkAddr("metrics-addr", "LEDGER_METRICS_ADDR", *metricsAddr); err != nil {
-			return err
+	if cfg.metricsAddr != "" {
+		if err := checkAddr("metrics-addr", "LEDGER_METRICS_ADDR", cfg.metricsAddr); err != nil {
+			return cfg, err
 		}
 	}
-	proxies, err := parseCIDRs(*trustedProxies)
-	if err != nil {
-		return fmt.Errorf("--trusted-proxies: %w", err)
+	var err error
+	if cfg.proxies, err = parseCIDRs(*trustedProxies); err != nil {
+		return cfg, fmt.Errorf("--trusted-proxies: %w", err)
 	}
-	if *readWait <= 0 {
-		return fmt.Errorf("--read-wait-timeout must be positive, got %s", *readWait)
+	if cfg.readWait <= 0 {
+		return cfg, fmt.Errorf("--read-wait-timeout must be positive, got %s", cfg.readWait)
 	}
-	if *stallAfter <= 0 {
-		return fmt.Errorf("--stall-after must be positive, got %s", *stallAfter)
+	if cfg.stallAfter <= 0 {
+		return cfg, fmt.Errorf("--stall-after must be positive, got %s", cfg.stallAfter)
 	}
-	limits, err := httpFlags.limits()
-	if err != nil {
-		return err
+	if cfg.limits, err = httpFlags.limits(); err != nil {
+		return cfg, err
 	}
-	secret, secretGenerated, err := storage.secret(secretFlag)
-	if err != nil {
-		return err
-	}
-	auditKey, err := storage.auditKey(*auditKeyFile)
-	if err != nil {
-		return err
-	}
-	relayCfg, err := natsFlags.config()
-	if err != nil {
-		return err
-	}
-	if err := natsFlags.checkMode(!storage.embedded()); err != nil {
-		return err
-	}
+	return cfg, nil
+}
 
-	b, keys, err := storage.openKeyed(ctx, *masterKeyFile, logger)
-	if err != nil {
-		return err
+// app is the running service's parts: the store, the listeners, the
+// NATS connection, the background workers and the API.
+type app struct {
+	cfg             serveConfig
+	logger          *slog.Logger
+	secretGenerated bool
+	ln, metricsLn   net.Listener
+	target          natsTarget
+	api             http.Handler
+	metrics         *metrics.Metrics
+	workers         []func(context.Context) error
+	// closing is closed when the HTTP server begins to shut down, which
+	// ends the queue streams.
+	closing chan struct{}
+	// closers undo the building, last first.
+	closers []func()
+}
+
+// close releases what buildApp took, in the reverse order.
+func (a *app) close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		a.closers[i]()
 	}
-	defer b.close()
-	ln, err := limits.listen(*addr)
+}
+
+// buildApp opens the store, the listeners and NATS, and builds the
+// workers and the API, not started. On an error, what it took is
+// released.
+func buildApp(ctx context.Context, cfg serveConfig, logger *slog.Logger) (_ *app, err error) {
+	a := &app{cfg: cfg, logger: logger, closing: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			a.close()
+		}
+	}()
+	secret, generated, err := cfg.storage.secret(cfg.jwt)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer ln.Close()
-	if b.pool != nil && *natsFlags.url == "" {
+	a.secretGenerated = generated
+	auditKey, err := cfg.storage.auditKey(cfg.auditKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	relayCfg, err := cfg.nats.config()
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.nats.checkMode(!cfg.storage.embedded()); err != nil {
+		return nil, err
+	}
+	b, keys, err := cfg.storage.openKeyed(ctx, cfg.masterKeyFile, logger)
+	if err != nil {
+		return nil, err
+	}
+	a.closers = append(a.closers, b.close)
+	if a.ln, err = cfg.limits.listen(cfg.addr); err != nil {
+		return nil, err
+	}
+	a.closers = append(a.closers, func() { a.ln.Close() })
+	if b.pool != nil && *cfg.nats.url == "" {
 		release, err := holdEmbeddedNATSLock(ctx, b.pool)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		defer release()
+		a.closers = append(a.closers, release)
 	}
-	target, err := natsFlags.target(ctx, *storage.dataDir, logger)
+	if a.target, err = cfg.nats.target(ctx, *cfg.storage.dataDir, logger); err != nil {
+		return nil, err
+	}
+	a.closers = append(a.closers, a.target.stop)
+	r, nc, relayCheck, err := startRelay(a.target, relayCfg, b, logger)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer target.stop()
-	r, nc, relayCheck, err := startRelay(target, relayCfg, b, logger)
-	if err != nil {
-		return err
+	a.closers = append(a.closers, nc.Close)
+	if a.metrics, err = newMetrics(b, r); err != nil {
+		return nil, err
 	}
-	defer nc.Close()
-
-	m, err := newMetrics(b, r)
-	if err != nil {
-		return err
-	}
-	var metricsLn net.Listener
-	if *metricsAddr != "" {
-		if metricsLn, err = limits.listen(*metricsAddr); err != nil {
-			return fmt.Errorf("--metrics-addr: %w", err)
+	if cfg.metricsAddr != "" {
+		if a.metricsLn, err = cfg.limits.listen(cfg.metricsAddr); err != nil {
+			return nil, fmt.Errorf("--metrics-addr: %w", err)
 		}
-		defer metricsLn.Close()
+		a.closers = append(a.closers, func() { a.metricsLn.Close() })
 	}
 
 	projector := projections.NewProjector(b.events, b.views, b.locker, b.events.Appended, logger)
-	// closing is closed when the HTTP server begins to shut down, which
-	// ends the queue streams.
-	closing := make(chan struct{})
 	api, err := httpapi.New(httpapi.Config{
-		Commands:    commands.NewHandler(b.events, nil, commands.WithMetrics(m), commands.WithKeyring(keys)),
-		Queries:     projections.CaughtUp(b.views, b.events, projector, *readWait),
+		Commands:    commands.NewHandler(b.events, nil, commands.WithMetrics(a.metrics), commands.WithKeyring(keys)),
+		Queries:     projections.CaughtUp(b.views, b.events, projector, cfg.readWait),
 		Events:      b.events,
 		Tail:        b.events,
-		Closing:     closing,
+		Closing:     a.closing,
 		Idempotency: b.idem,
 		JWTSecret:   []byte(secret),
-		JWTMaxTTL:   *jwtMaxTTL,
-		JWTIssuer:   *jwtIssuer,
-		JWTAudience: *jwtAudience,
+		JWTMaxTTL:   cfg.jwtMaxTTL,
+		JWTIssuer:   cfg.jwtIssuer,
+		JWTAudience: cfg.jwtAudience,
 		Checks: append(b.checks, relayCheck,
 			httpapi.SkippedEventsCheck(b.views, projections.HandoffsProjector),
-			httpapi.StallCheck("projector", projections.NewStallWatch(b.views, b.events, projections.HandoffsProjector, *stallAfter)),
-			httpapi.StallCheck("relay", projections.NewStallWatch(b.views, b.events, relay.Name, *stallAfter))),
+			httpapi.StallCheck("projector", projections.NewStallWatch(b.views, b.events, projections.HandoffsProjector, cfg.stallAfter)),
+			httpapi.StallCheck("relay", projections.NewStallWatch(b.views, b.events, relay.Name, cfg.stallAfter))),
 		Logger: logger,
 
-		TrustedProxies: proxies,
-		WriteTimeout:   limits.writeTimeout,
+		TrustedProxies: cfg.proxies,
+		WriteTimeout:   cfg.limits.writeTimeout,
 		Audit:          &httpapi.Audit{Prover: audit.NewProver(b.audit), Verifier: auditKey.Verifier(), Stored: b.raw},
-		Metrics:        m,
-		ServeMetrics:   metricsLn == nil,
+		Metrics:        a.metrics,
+		ServeMetrics:   a.metricsLn == nil,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
+	a.api = withConsole(api)
 
 	witness, err := natswitness.New(nc, natswitness.DefaultStream, relayCfg.Storage, relayCfg.Replicas)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	sealer := audit.NewSealer(audit.EventLeaves{Log: b.raw}, b.audit, auditKey, b.locker, b.events.Appended, witness, logger, audit.SealerConfig{})
-
-	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
-	var running sync.WaitGroup
 	sweeps := func(ctx context.Context) error {
 		return idempotency.RunSweeps(ctx, b.idem, idempotency.SweepInterval, logger)
 	}
-	for _, work := range []func(context.Context) error{projector.Run, r.Run, sweeps, sealer.Run} {
+	a.workers = []func(context.Context) error{projector.Run, r.Run, sweeps, sealer.Run}
+	return a, nil
+}
+
+// run starts the workers and serves the API (and the metrics, on their
+// own address) until ctx ends, then shuts down within the grace period:
+// in-flight requests finish, the workers stop.
+func (a *app) run(ctx context.Context, stderr io.Writer) error {
+	cfg, logger := a.cfg, a.logger
+	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	var running sync.WaitGroup
+	for _, work := range a.workers {
 		running.Go(func() {
 			if err := work(workCtx); err != nil {
 				logger.Error("background worker stopped", "err", err)
@@ -267,28 +343,28 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 		running.Wait()
 	}()
 
-	srv := newHTTPServer(withConsole(api), limits, logger)
-	srv.srv.RegisterOnShutdown(func() { close(closing) })
+	srv := newHTTPServer(a.api, cfg.limits, logger)
+	srv.srv.RegisterOnShutdown(func() { close(a.closing) })
 	served := make(chan error, 2)
-	go func() { served <- srv.serve(ln) }()
-	metricsAt := ln.Addr().String()
-	if metricsLn != nil {
-		metricsSrv := newHTTPServer(metricsHandler(m), limits, logger)
-		go func() { served <- metricsSrv.serve(metricsLn) }()
-		defer metricsSrv.shutdown(*grace)
-		metricsAt = metricsLn.Addr().String()
+	go func() { served <- srv.serve(a.ln) }()
+	metricsAt := a.ln.Addr().String()
+	if a.metricsLn != nil {
+		metricsSrv := newHTTPServer(metricsHandler(a.metrics), cfg.limits, logger)
+		go func() { served <- metricsSrv.serve(a.metricsLn) }()
+		defer metricsSrv.shutdown(cfg.grace)
+		metricsAt = a.metricsLn.Addr().String()
 	}
-	started := []any{"http", ln.Addr().String(), "metrics", metricsAt, "nats", redact(target.url), "embedded_store", storage.embedded()}
-	if storage.embedded() || target.embedded {
-		dir, err := filepath.Abs(*storage.dataDir)
+	started := []any{"http", a.ln.Addr().String(), "metrics", metricsAt, "nats", redact(a.target.url), "embedded_store", cfg.storage.embedded()}
+	if cfg.storage.embedded() || a.target.embedded {
+		dir, err := filepath.Abs(*cfg.storage.dataDir)
 		if err != nil {
 			return fmt.Errorf("data directory: %w", err)
 		}
-		started = append(started, "data_dir", dir, "jwt_secret_generated", secretGenerated)
+		started = append(started, "data_dir", dir, "jwt_secret_generated", a.secretGenerated)
 	}
 	logger.Info("ledgerd serving", started...)
 	if isTerminal(stderr) {
-		printStartup(stderr, ln.Addr(), target, storage, secretFlag)
+		printStartup(stderr, a.ln.Addr(), a.target, cfg.storage, cfg.jwt)
 	}
 
 	select {
@@ -296,8 +372,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer, logger *slog.Lo
 		return fmt.Errorf("serve HTTP: %w", err)
 	case <-ctx.Done():
 	}
-	logger.Info("shutting down: finishing in-flight requests", "timeout", grace.String())
-	srv.shutdown(*grace)
+	logger.Info("shutting down: finishing in-flight requests", "timeout", cfg.grace.String())
+	srv.shutdown(cfg.grace)
 	logger.Info("ledgerd stopped")
 	return nil
 }

@@ -303,7 +303,7 @@ func (c *cluster) stream(ctx context.Context, t *testing.T) jetstream.Stream {
 func (c *cluster) checkReadModels(t *testing.T, events []eventstore.Event) {
 	t.Helper()
 	loader := commands.NewHandler(shred.NewStore(pgstore.New(c.pool), testKeyring(t)), nil)
-	views := pgviews.New(c.pool)
+	views := pgviews.New(c.pool).WithKeys(testKeyring(t))
 	streams := map[string]bool{}
 	total := 0
 	l := &limited{t: t, what: "read model"}

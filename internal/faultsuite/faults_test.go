@@ -12,9 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/resolutionflow/ledgerd/eventcodec"
+	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/projections"
 )
 
@@ -415,15 +417,41 @@ func (c *cluster) checkRebuild(t *testing.T) {
 
 // dumpReadModel returns every handoffs row, the projector's checkpoint and
 // the skipped events, as JSON.
+//
+// The notes, sealed with a nonce of their own each time they are written,
+// are dumped as the master key opens them.
 func (c *cluster) dumpReadModel(t *testing.T) string {
 	t.Helper()
 	var dump string
 	err := c.pool.QueryRow(t.Context(), `SELECT json_build_array(
-		(SELECT coalesce(json_agg(h ORDER BY h.id), '[]') FROM handoffs h),
+		(SELECT coalesce(json_agg(to_jsonb(h) - 'engineer_notes' ORDER BY h.id), '[]') FROM handoffs h),
 		(SELECT position FROM checkpoints WHERE name = $1),
 		(SELECT count(*) FROM projection_skipped))::text`, projections.HandoffsProjector).Scan(&dump)
 	if err != nil {
 		t.Fatalf("dump the read model: %v", err)
+	}
+	keys := testKeyring(t)
+	// pgx.ForEachRow reports the query's error.
+	rows, _ := c.pool.Query(t.Context(), `SELECT h.account_id, h.session_id, h.engineer_notes, k.key_id, k.wrapped, k.master_key_id
+FROM handoffs AS h LEFT JOIN data_keys AS k ON k.stream_id = ('session:' || h.account_id::text || ':' || h.session_id::text) COLLATE "C"
+ORDER BY h.id`)
+	var (
+		account, session uuid.UUID
+		notes            string
+		keyID, masterID  *string
+		wrapped          []byte
+	)
+	_, err = pgx.ForEachRow(rows, []any{&account, &session, &notes, &keyID, &wrapped, &masterID}, func() error {
+		var key *eventstore.DataKey
+		if keyID != nil && masterID != nil {
+			key = &eventstore.DataKey{ID: *keyID, Wrapped: wrapped, MasterKeyID: *masterID}
+		}
+		opened, erased := keys.OpenNotes(eventcodec.StreamName(account, session), key, notes)
+		dump += fmt.Sprintf("\n%q %v", opened, erased)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("dump the read model's notes: %v", err)
 	}
 	return dump
 }

@@ -15,26 +15,58 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/resolutionflow/ledgerd/domain"
+	"github.com/resolutionflow/ledgerd/eventcodec"
+	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/internal/pgerr"
 	"github.com/resolutionflow/ledgerd/leader"
 	"github.com/resolutionflow/ledgerd/leader/pgleader"
 	"github.com/resolutionflow/ledgerd/projections"
+	"github.com/resolutionflow/ledgerd/shred"
 )
 
 // Store is a projections.Store on a PostgreSQL pool of a migrated database.
 type Store struct {
 	pool *pgxpool.Pool
+	// keys seals and opens the rows' notes; nil keeps them in plaintext.
+	keys *shred.Keyring
 }
 
 var _ projections.Store = (*Store)(nil)
 
-// New returns a store on pool.
+// New returns a store on pool that keeps notes in plaintext.
 func New(pool *pgxpool.Pool) *Store {
 	return &Store{pool: pool}
 }
 
+// WithKeys returns a store on s's pool that keeps the notes of the rows it
+// writes sealed under their session's data key, and opens them as it
+// reads them (see docs/data-protection.md).
+func (s *Store) WithKeys(keys *shred.Keyring) *Store {
+	return &Store{pool: s.pool, keys: keys}
+}
+
+// SealNotes implements projections.Store.
+func (s *Store) SealNotes(stream string, key *eventstore.DataKey, notes string) (string, error) {
+	return s.keys.SealNotes(stream, key, notes)
+}
+
 const handoffColumns = `id, account_id, team_id, session_id, intent, engineer_notes, priority,
 	status, created_by, created_at, claimed_by, claimed_at, withdrawn_at, notes_erased`
+
+// readColumns are a page's columns: the handoff's, then its session's
+// data key, joined by stream name (keyJoin), so that a page's notes are
+// opened without another round trip.
+const (
+	readColumns = `h.id, h.account_id, h.team_id, h.session_id, h.intent, h.engineer_notes, h.priority,
+	h.status, h.created_by, h.created_at, h.claimed_by, h.claimed_at, h.withdrawn_at, h.notes_erased,
+	k.key_id, k.wrapped, k.master_key_id`
+)
+
+// keyJoin is the FROM clause of a page: the handoffs, each with its
+// session's data key, if any (one per stream, found by data_keys' primary
+// key).
+var keyJoin = ` FROM handoffs AS h LEFT JOIN LATERAL (SELECT key_id, wrapped, master_key_id FROM data_keys
+	WHERE stream_id = (` + eventcodec.StreamNameSQL("h.account_id::text", "h.session_id::text") + `) COLLATE "C") AS k ON true`
 
 // Pages are keyset pages served by an index each: the queue's order is
 // that of the partial index handoffs_queue, whose queue_class column is
@@ -42,25 +74,25 @@ const handoffColumns = `id, account_id, team_id, session_id, intent, engineer_no
 // history's is that of handoffs_history read backwards. A page after a
 // cursor starts with a row comparison against the cursor, which the index
 // scan starts from, so a late page costs what the first does.
-const (
-	queueSQL = `SELECT ` + handoffColumns + ` FROM handoffs
-WHERE account_id = $1 AND team_id = $2 AND status = 'open'`
-	queueAfterSQL = ` AND (queue_class, created_at, id) > ($4, $5, $6)`
-	queueOrderSQL = ` ORDER BY queue_class, created_at, id LIMIT $3`
+var (
+	queueSQL = `SELECT ` + readColumns + keyJoin + `
+WHERE h.account_id = $1 AND h.team_id = $2 AND h.status = 'open'`
+	queueAfterSQL = ` AND (h.queue_class, h.created_at, h.id) > ($4, $5, $6)`
+	queueOrderSQL = ` ORDER BY h.queue_class, h.created_at, h.id LIMIT $3`
 
 	// The account's queue is read through handoffs_queue too, whose
 	// first column is the account: the account's open handoffs of every
 	// team, sorted. Open handoffs are at most one per session, so the
 	// sort is bounded by the account's open sessions.
-	accountQueueSQL = `SELECT ` + handoffColumns + ` FROM handoffs
-WHERE account_id = $1 AND status = 'open'`
-	accountQueueAfterSQL = ` AND (queue_class, created_at, id) > ($3, $4, $5)`
-	accountQueueOrderSQL = ` ORDER BY queue_class, created_at, id LIMIT $2`
+	accountQueueSQL = `SELECT ` + readColumns + keyJoin + `
+WHERE h.account_id = $1 AND h.status = 'open'`
+	accountQueueAfterSQL = ` AND (h.queue_class, h.created_at, h.id) > ($3, $4, $5)`
+	accountQueueOrderSQL = ` ORDER BY h.queue_class, h.created_at, h.id LIMIT $2`
 
-	historySQL = `SELECT ` + handoffColumns + ` FROM handoffs
-WHERE account_id = $1 AND session_id = $2`
-	historyAfterSQL = ` AND (created_at, id) < ($4, $5)`
-	historyOrderSQL = ` ORDER BY created_at DESC, id DESC LIMIT $3`
+	historySQL = `SELECT ` + readColumns + keyJoin + `
+WHERE h.account_id = $1 AND h.session_id = $2`
+	historyAfterSQL = ` AND (h.created_at, h.id) < ($4, $5)`
+	historyOrderSQL = ` ORDER BY h.created_at DESC, h.id DESC LIMIT $3`
 )
 
 // Queue implements projections.Queries.
@@ -72,7 +104,7 @@ func (s *Store) Queue(ctx context.Context, account, team uuid.UUID, page project
 	}
 	// pgx.CollectRows reports the query's error.
 	rows, _ := s.pool.Query(ctx, query, args...)
-	handoffs, err := pgx.CollectRows(rows, scanHandoff)
+	handoffs, err := pgx.CollectRows(rows, s.scanOpened)
 	if err != nil {
 		return nil, pgerr.Classify(fmt.Errorf("read queue of team %s: %w", team, err))
 	}
@@ -88,7 +120,7 @@ func (s *Store) AccountQueue(ctx context.Context, account uuid.UUID, page projec
 	}
 	// pgx.CollectRows reports the query's error.
 	rows, _ := s.pool.Query(ctx, query, args...)
-	handoffs, err := pgx.CollectRows(rows, scanHandoff)
+	handoffs, err := pgx.CollectRows(rows, s.scanOpened)
 	if err != nil {
 		return nil, pgerr.Classify(fmt.Errorf("read queue of account %s: %w", account, err))
 	}
@@ -104,7 +136,7 @@ func (s *Store) History(ctx context.Context, account, session uuid.UUID, page pr
 	}
 	// pgx.CollectRows reports the query's error.
 	rows, _ := s.pool.Query(ctx, query, args...)
-	handoffs, err := pgx.CollectRows(rows, scanHandoff)
+	handoffs, err := pgx.CollectRows(rows, s.scanOpened)
 	if err != nil {
 		return nil, pgerr.Classify(fmt.Errorf("read history of session %s: %w", session, err))
 	}
@@ -394,7 +426,29 @@ func (t *storeTx) Reset(ctx context.Context) error {
 	return nil
 }
 
+// scanOpened scans a row of readColumns: a handoff with its notes opened
+// by its session's data key read with it (shred.Keyring.OpenHandoff).
+func (s *Store) scanOpened(row pgx.CollectableRow) (domain.Handoff, error) {
+	var keyID, masterKeyID *string
+	var wrapped []byte
+	h, err := scanColumns(row, &keyID, &wrapped, &masterKeyID)
+	if err != nil {
+		return h, err
+	}
+	var key *eventstore.DataKey
+	if keyID != nil && masterKeyID != nil {
+		key = &eventstore.DataKey{ID: *keyID, Wrapped: wrapped, MasterKeyID: *masterKeyID}
+	}
+	return s.keys.OpenHandoff(h, key), nil
+}
+
+// scanHandoff scans a row of handoffColumns, its notes as stored.
 func scanHandoff(row pgx.CollectableRow) (domain.Handoff, error) {
+	return scanColumns(row)
+}
+
+// scanColumns scans a handoff's columns, then more.
+func scanColumns(row pgx.CollectableRow, more ...any) (domain.Handoff, error) {
 	var (
 		h                        domain.Handoff
 		intent, priority, status string
@@ -402,8 +456,8 @@ func scanHandoff(row pgx.CollectableRow) (domain.Handoff, error) {
 		createdAt                time.Time
 		claimedAt, withdrawnAt   *time.Time
 	)
-	err := row.Scan(&h.ID, &h.AccountID, &h.TeamID, &h.SessionID, &intent, &h.Notes, &priority,
-		&status, &h.CreatedBy, &createdAt, &claimedBy, &claimedAt, &withdrawnAt, &h.NotesErased)
+	err := row.Scan(append([]any{&h.ID, &h.AccountID, &h.TeamID, &h.SessionID, &intent, &h.Notes, &priority,
+		&status, &h.CreatedBy, &createdAt, &claimedBy, &claimedAt, &withdrawnAt, &h.NotesErased}, more...)...)
 	if err != nil {
 		return h, err
 	}

@@ -9,18 +9,20 @@ import (
 
 // TestPages_ReadByIndexRange checks that a page after a cursor is one range
 // search of its list's index, started at the cursor, with no sort: a late
-// page costs what the first does.
+// page costs what the first does; each row's data key is one search of
+// data_keys' primary key.
 func TestPages_ReadByIndexRange(t *testing.T) {
+	const keySearch = "SEARCH k USING INDEX sqlite_autoindex_data_keys_1 (stream_id=?) LEFT-JOIN"
 	db := sqlitetest.Open(t).ReadDB()
 	for _, c := range []struct {
 		query, want string
 		args        []any
 	}{
 		{queueSQL + queueAfterSQL + queueOrderSQL,
-			"SEARCH handoffs USING INDEX handoffs_queue (account_id=? AND team_id=? AND (queue_class,created_at,id)>(?,?,?))",
+			"SEARCH h USING INDEX handoffs_queue (account_id=? AND team_id=? AND (queue_class,created_at,id)>(?,?,?))\n" + keySearch,
 			[]any{"a", "t", 1, "2025", "i", 10}},
 		{historySQL + historyAfterSQL + historyOrderSQL,
-			"SEARCH handoffs USING INDEX handoffs_history (account_id=? AND session_id=? AND (created_at,id)<(?,?))",
+			"SEARCH h USING INDEX handoffs_history (account_id=? AND session_id=? AND (created_at,id)<(?,?))\n" + keySearch,
 			[]any{"a", "s", "2025", "i", 10}},
 	} {
 		rows, err := db.QueryContext(t.Context(), `EXPLAIN QUERY PLAN `+c.query, c.args...)

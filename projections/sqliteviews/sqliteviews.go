@@ -24,15 +24,20 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/resolutionflow/ledgerd/domain"
+	"github.com/resolutionflow/ledgerd/eventcodec"
+	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
 	"github.com/resolutionflow/ledgerd/leader"
 	"github.com/resolutionflow/ledgerd/projections"
+	"github.com/resolutionflow/ledgerd/shred"
 )
 
 // Store is a projections.Store on a migrated SQLite file.
 type Store struct {
 	write *sql.DB
 	read  *sql.DB
+	// keys seals and opens the rows' notes; nil keeps them in plaintext.
+	keys *shred.Keyring
 }
 
 var _ projections.Store = (*Store)(nil)
@@ -44,8 +49,33 @@ func New(write, read *sql.DB) *Store {
 	return &Store{write: write, read: read}
 }
 
+// WithKeys returns a store on s's file that keeps the notes of the rows it
+// writes sealed under their session's data key, and opens them as it
+// reads them (see docs/data-protection.md).
+func (s *Store) WithKeys(keys *shred.Keyring) *Store {
+	return &Store{write: s.write, read: s.read, keys: keys}
+}
+
+// SealNotes implements projections.Store.
+func (s *Store) SealNotes(stream string, key *eventstore.DataKey, notes string) (string, error) {
+	return s.keys.SealNotes(stream, key, notes)
+}
+
 const handoffColumns = `id, account_id, team_id, session_id, intent, engineer_notes, priority,
 	status, created_by, created_at, claimed_by, claimed_at, withdrawn_at, notes_erased`
+
+// readColumns are a page's columns: the handoff's, then its session's
+// data key, joined by stream name (keyJoin), so that a page's notes are
+// opened without another query.
+const readColumns = `h.id, h.account_id, h.team_id, h.session_id, h.intent, h.engineer_notes, h.priority,
+	h.status, h.created_by, h.created_at, h.claimed_by, h.claimed_at, h.withdrawn_at, h.notes_erased,
+	k.key_id, k.wrapped, k.master_key_id`
+
+// keyJoin is the FROM clause of a page: the handoffs, each with its
+// session's data key, if any (one per stream, found by data_keys' primary
+// key).
+var keyJoin = ` FROM handoffs AS h LEFT JOIN data_keys AS k ON k.stream_id = ` +
+	eventcodec.StreamNameSQL("h.account_id", "h.session_id")
 
 // Pages are keyset pages served by an index each, as on PostgreSQL: the
 // queue's order is that of the partial index handoffs_queue, whose
@@ -54,20 +84,20 @@ const handoffColumns = `id, account_id, team_id, session_id, intent, engineer_no
 // backwards. Ids and times are text of fixed form (lower-case UUIDs,
 // fixed-width UTC times), so they sort as the UUIDs and times of
 // PostgreSQL do.
-const (
-	queueSQL = `SELECT ` + handoffColumns + ` FROM handoffs
-WHERE account_id = ? AND team_id = ? AND status = 'open'`
-	queueAfterSQL = ` AND (queue_class, created_at, id) > (?, ?, ?)`
-	queueOrderSQL = ` ORDER BY queue_class, created_at, id LIMIT ?`
+var (
+	queueSQL = `SELECT ` + readColumns + keyJoin + `
+WHERE h.account_id = ? AND h.team_id = ? AND h.status = 'open'`
+	queueAfterSQL = ` AND (h.queue_class, h.created_at, h.id) > (?, ?, ?)`
+	queueOrderSQL = ` ORDER BY h.queue_class, h.created_at, h.id LIMIT ?`
 
 	// The account's queue: see pgviews.
-	accountQueueSQL = `SELECT ` + handoffColumns + ` FROM handoffs
-WHERE account_id = ? AND status = 'open'`
+	accountQueueSQL = `SELECT ` + readColumns + keyJoin + `
+WHERE h.account_id = ? AND h.status = 'open'`
 
-	historySQL = `SELECT ` + handoffColumns + ` FROM handoffs
-WHERE account_id = ? AND session_id = ?`
-	historyAfterSQL = ` AND (created_at, id) < (?, ?)`
-	historyOrderSQL = ` ORDER BY created_at DESC, id DESC LIMIT ?`
+	historySQL = `SELECT ` + readColumns + keyJoin + `
+WHERE h.account_id = ? AND h.session_id = ?`
+	historyAfterSQL = ` AND (h.created_at, h.id) < (?, ?)`
+	historyOrderSQL = ` ORDER BY h.created_at DESC, h.id DESC LIMIT ?`
 )
 
 // Queue implements projections.Queries.
@@ -77,7 +107,7 @@ func (s *Store) Queue(ctx context.Context, account, team uuid.UUID, page project
 		query = queueSQL + queueAfterSQL + queueOrderSQL
 		args = append(args, c.Class, formatTime(c.CreatedAt), c.ID.String())
 	}
-	handoffs, err := queryHandoffs(ctx, s.read, query, append(args, page.Limit)...)
+	handoffs, err := s.queryOpened(ctx, query, append(args, page.Limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("read queue of team %s: %w", team, err)
 	}
@@ -91,7 +121,7 @@ func (s *Store) AccountQueue(ctx context.Context, account uuid.UUID, page projec
 		query = accountQueueSQL + queueAfterSQL + queueOrderSQL
 		args = append(args, c.Class, formatTime(c.CreatedAt), c.ID.String())
 	}
-	handoffs, err := queryHandoffs(ctx, s.read, query, append(args, page.Limit)...)
+	handoffs, err := s.queryOpened(ctx, query, append(args, page.Limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("read queue of account %s: %w", account, err)
 	}
@@ -105,7 +135,7 @@ func (s *Store) History(ctx context.Context, account, session uuid.UUID, page pr
 		query = historySQL + historyAfterSQL + historyOrderSQL
 		args = append(args, formatTime(c.CreatedAt), c.ID.String())
 	}
-	handoffs, err := queryHandoffs(ctx, s.read, query, append(args, page.Limit)...)
+	handoffs, err := s.queryOpened(ctx, query, append(args, page.Limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("read history of session %s: %w", session, err)
 	}
@@ -392,15 +422,42 @@ func queryHandoffs(ctx context.Context, q querier, query string, args ...any) ([
 	return handoffs, rows.Err()
 }
 
-func scanHandoff(rows *sql.Rows) (domain.Handoff, error) {
+// queryOpened runs a query of readColumns on the read pool: handoffs with
+// their notes opened by their session's data key read with them
+// (shred.Keyring.OpenHandoff).
+func (s *Store) queryOpened(ctx context.Context, query string, args ...any) ([]domain.Handoff, error) {
+	rows, err := s.read.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var handoffs []domain.Handoff
+	for rows.Next() {
+		var keyID, masterKeyID sql.NullString
+		var wrapped []byte
+		h, err := scanHandoff(rows, &keyID, &wrapped, &masterKeyID)
+		if err != nil {
+			return nil, err
+		}
+		var key *eventstore.DataKey
+		if keyID.Valid && masterKeyID.Valid {
+			key = &eventstore.DataKey{ID: keyID.String, Wrapped: wrapped, MasterKeyID: masterKeyID.String}
+		}
+		handoffs = append(handoffs, s.keys.OpenHandoff(h, key))
+	}
+	return handoffs, rows.Err()
+}
+
+// scanHandoff scans a handoff's columns, its notes as stored, then more.
+func scanHandoff(rows *sql.Rows, more ...any) (domain.Handoff, error) {
 	var (
 		h                                 domain.Handoff
 		intent, priority, status, created string
 		claimedBy                         uuid.NullUUID
 		claimedAt, withdrawnAt            sql.NullString
 	)
-	err := rows.Scan(&h.ID, &h.AccountID, &h.TeamID, &h.SessionID, &intent, &h.Notes, &priority,
-		&status, &h.CreatedBy, &created, &claimedBy, &claimedAt, &withdrawnAt, &h.NotesErased)
+	err := rows.Scan(append([]any{&h.ID, &h.AccountID, &h.TeamID, &h.SessionID, &intent, &h.Notes, &priority,
+		&status, &h.CreatedBy, &created, &claimedBy, &claimedAt, &withdrawnAt, &h.NotesErased}, more...)...)
 	if err != nil {
 		return h, err
 	}

@@ -23,6 +23,8 @@ import (
 	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
 	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
 	"github.com/resolutionflow/ledgerd/idempotency"
+	"github.com/resolutionflow/ledgerd/idempotency/pgidem"
+	"github.com/resolutionflow/ledgerd/idempotency/sqliteidem"
 	"github.com/resolutionflow/ledgerd/internal/alternate"
 	"github.com/resolutionflow/ledgerd/leader"
 	"github.com/resolutionflow/ledgerd/leader/pgleader"
@@ -171,7 +173,7 @@ func (t *Target) openSQLite(ctx context.Context, dir string) error {
 		return err
 	}
 	t.Views = sqliteviews.New(store.DB(), store.ReadDB()).WithKeys(t.Keys)
-	t.Idem = idempotency.NewSQLite(store.DB(), idempotency.SealedBy(t.Keys))
+	t.Idem = sqliteidem.New(store.DB(), idempotency.SealedBy(t.Keys))
 	t.Locker = leader.NewLocal()
 	t.db = sqliteBaseline{write: store.DB(), read: store.ReadDB()}
 	return nil
@@ -317,7 +319,7 @@ func (t *Target) openPostgres(ctx context.Context, opts Options) error {
 		return err
 	}
 	t.Views = pgviews.New(pool).WithKeys(t.Keys)
-	t.Idem = idempotency.NewPostgres(pool, idempotency.SealedBy(t.Keys))
+	t.Idem = pgidem.New(pool, idempotency.SealedBy(t.Keys))
 	t.Locker = locker
 	t.db = pgBaseline{pool}
 	return nil

@@ -20,6 +20,7 @@ import (
 	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
 	"github.com/resolutionflow/ledgerd/httpapi"
 	"github.com/resolutionflow/ledgerd/idempotency"
+	"github.com/resolutionflow/ledgerd/idempotency/pgidem"
 	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
 	"github.com/resolutionflow/ledgerd/leader/pgleader"
@@ -94,7 +95,7 @@ func postgresBackend(tb testing.TB, o postgresOptions) Backend {
 		Metrics:       m,
 		Queries:       projections.CaughtUp(views, stored, projector, readWait),
 		StopProjector: stop,
-		Idempotency:   idempotency.NewPostgres(pool, idempotency.SealedBy(testKeyring)),
+		Idempotency:   pgidem.New(pool, idempotency.SealedBy(testKeyring)),
 		Audit:         pgaudit.New(pool),
 		Checks:        append(postgresChecks(pool), httpapi.SkippedEventsCheck(views, projections.HandoffsProjector)),
 		FailAppends: func(tb testing.TB) func() {

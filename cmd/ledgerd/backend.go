@@ -21,6 +21,8 @@ import (
 	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
 	"github.com/resolutionflow/ledgerd/httpapi"
 	"github.com/resolutionflow/ledgerd/idempotency"
+	"github.com/resolutionflow/ledgerd/idempotency/pgidem"
+	"github.com/resolutionflow/ledgerd/idempotency/sqliteidem"
 	"github.com/resolutionflow/ledgerd/leader"
 	"github.com/resolutionflow/ledgerd/leader/pgleader"
 	"github.com/resolutionflow/ledgerd/migrations"
@@ -100,9 +102,9 @@ func openPostgres(ctx context.Context, url string, maxConns int, logger *slog.Lo
 		keys:   pgkeys.New(pool),
 		views:  views,
 		sealed: func(keys *shred.Keyring) (projections.Store, idempotency.Store) {
-			return views.WithKeys(keys), idempotency.NewPostgres(pool, idempotency.SealedBy(keys))
+			return views.WithKeys(keys), pgidem.New(pool, idempotency.SealedBy(keys))
 		},
-		idem:   idempotency.NewPostgres(pool),
+		idem:   pgidem.New(pool),
 		audit:  pgaudit.New(pool),
 		locker: locker,
 		checks: []httpapi.Check{
@@ -141,9 +143,9 @@ func openSQLite(ctx context.Context, dataDir string, logger *slog.Logger) (*back
 		keys:   sqlitekeys.New(store.DB()),
 		views:  views,
 		sealed: func(keys *shred.Keyring) (projections.Store, idempotency.Store) {
-			return views.WithKeys(keys), idempotency.NewSQLite(store.DB(), idempotency.SealedBy(keys))
+			return views.WithKeys(keys), sqliteidem.New(store.DB(), idempotency.SealedBy(keys))
 		},
-		idem:   idempotency.NewSQLite(store.DB()),
+		idem:   sqliteidem.New(store.DB()),
 		audit:  sqliteaudit.New(store.DB(), store.ReadDB()),
 		locker: leader.NewLocal(),
 		// Opening applied the migrations; reading the head of the log

@@ -4,8 +4,9 @@
 // the build's tests, naming the chain of imports that brought it in.
 //
 //   - domain links no pgx, echo, NATS, SQLite or goose: it is pure Go.
-//   - The ports (eventstore, projections, leader, shred, audit) link no
-//     database driver: their adapters are sub-packages.
-//   - commands, relay and tail link no database driver: they reach the
-//     stores through ports, and a subscriber needs only the event codec.
+//   - The ports (eventstore, projections, idempotency, leader, shred,
+//     audit) link no database driver: their adapters are sub-packages.
+//   - httpapi, commands, relay and tail link no database driver: they
+//     reach the stores through ports, and a subscriber needs only the
+//     event codec.
 package importcheck

@@ -15,6 +15,8 @@ import (
 	_ "github.com/resolutionflow/ledgerd/commands"
 	_ "github.com/resolutionflow/ledgerd/domain"
 	_ "github.com/resolutionflow/ledgerd/eventstore"
+	_ "github.com/resolutionflow/ledgerd/httpapi"
+	_ "github.com/resolutionflow/ledgerd/idempotency"
 	_ "github.com/resolutionflow/ledgerd/leader"
 	_ "github.com/resolutionflow/ledgerd/projections"
 	_ "github.com/resolutionflow/ledgerd/relay"

@@ -86,15 +86,11 @@ func mustAuditKey() *audit.Key {
 var testKeyring = mustKeyring()
 
 func mustKeyring() *shred.Keyring {
-	text, err := shred.NewMasterKey()
+	keys, err := shred.NewScratchKeyring()
 	if err != nil {
 		panic(err)
 	}
-	m, err := shred.ParseMasterKey(text)
-	if err != nil {
-		panic(err)
-	}
-	return shred.NewKeyring(m)
+	return keys
 }
 
 // testSecret signs the tokens of the tests.

@@ -30,15 +30,10 @@ type erasureEnv struct {
 
 func newErasureEnv(t *testing.T) *erasureEnv {
 	t.Helper()
-	text, err := shred.NewMasterKey()
+	keys, err := shred.NewScratchKeyring()
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := shred.ParseMasterKey(text)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys := shred.NewKeyring(m)
 	e := newEnv(t)
 	opened := shred.NewOpenedLog(e.store, keys)
 	return &erasureEnv{env: e, opened: opened, handler: commands.NewHandler(opened, nil, commands.WithKeyring(keys)), team: uuid.New()}

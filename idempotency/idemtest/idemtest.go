@@ -282,15 +282,11 @@ func testConcurrentReserve(t *testing.T, b Backend) {
 
 // Keyring seals the answers of the sealing stores (Backend.Sealed).
 var Keyring = func() *shred.Keyring {
-	text, err := shred.NewMasterKey()
+	keys, err := shred.NewScratchKeyring()
 	if err != nil {
 		panic(err)
 	}
-	m, err := shred.ParseMasterKey(text)
-	if err != nil {
-		panic(err)
-	}
-	return shred.NewKeyring(m)
+	return keys
 }()
 
 // testSealedAnswers checks that a store that seals answers stores the

@@ -703,7 +703,3 @@ type answerKey struct {
 	account, user pgtype.UUID
 	key           string
 }
-
-// batchWriters is how many batches one Store writes at once: while one
-// waits for its commit, the next can be written.
-const batchWriters = 8

@@ -23,7 +23,9 @@ func TestConformance(t *testing.T) {
 		stores []*pgstore.Store
 	)
 	storetest.Run(t, func(t *testing.T) eventstore.Store {
-		s := pgstore.New(openPool(t))
+		// A pool smaller than the suite's concurrent appends, so that
+		// some find every connection writing and go in a batch.
+		s := pgstore.New(pgtest.NewPool(t, 4))
 		mu.Lock()
 		defer mu.Unlock()
 		stores = append(stores, s)

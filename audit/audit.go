@@ -95,7 +95,7 @@ type Checkpoint struct {
 // they complete and the checkpoint of the tree they make.
 type Seal struct {
 	// Fence is the sealer's leadership; the store checks it in the seal's
-	// transaction (leader.CheckFence), so a deposed sealer seals nothing.
+	// transaction (pgleader.CheckFence), so a deposed sealer seals nothing.
 	Fence      leader.Fence
 	Leaves     []StoredLeaf
 	Nodes      []Node

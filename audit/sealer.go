@@ -11,6 +11,7 @@ import (
 	"github.com/transparency-dev/merkle/compact"
 
 	"github.com/resolutionflow/ledgerd/eventstore"
+	"github.com/resolutionflow/ledgerd/internal/poll"
 	"github.com/resolutionflow/ledgerd/leader"
 )
 
@@ -122,7 +123,7 @@ func (s *Sealer) Run(ctx context.Context) error {
 			s.logger.WarnContext(ctx, "sealer deposed: its lease expired or passed to another process", "err", err)
 		case err != nil:
 			s.logger.ErrorContext(ctx, "sealer failed, retrying", "err", err, "retry_in", s.cfg.RetryDelay)
-			if !eventstore.Sleep(ctx, s.cfg.RetryDelay, nil) {
+			if !poll.Sleep(ctx, s.cfg.RetryDelay, nil) {
 				return nil
 			}
 		default:
@@ -182,7 +183,7 @@ func (s *Sealer) lead(ctx context.Context, fence leader.Fence) error {
 			return stopped(ctx, fmt.Errorf("read the log after %d: %w", t.last.Position, err))
 		}
 		if len(leaves) == 0 {
-			if !eventstore.Sleep(ctx, s.cfg.PollInterval, wake) {
+			if !poll.Sleep(ctx, s.cfg.PollInterval, wake) {
 				return nil
 			}
 			continue
@@ -190,7 +191,7 @@ func (s *Sealer) lead(ctx context.Context, fence leader.Fence) error {
 		// A batch that is not full waits for the interval since the last
 		// checkpoint, and gathers what else arrives meanwhile.
 		if wait := t.last.Time.Add(s.cfg.Interval).Sub(s.now()); len(leaves) < s.cfg.BatchSize && wait > 0 {
-			if !eventstore.Sleep(ctx, wait, nil) {
+			if !poll.Sleep(ctx, wait, nil) {
 				return nil
 			}
 			continue

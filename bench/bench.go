@@ -430,8 +430,7 @@ func (r *runner) skipRelay(ctx context.Context) error {
 	if cp >= head {
 		return nil
 	}
-	noop := func(projections.Tx) error { return nil }
-	if err := r.t.Views.Update(ctx, leader.Fence{}, relay.Name, cp, head, noop); err != nil {
+	if err := r.t.Views.Move(ctx, leader.Fence{}, relay.Name, cp, head); err != nil {
 		return fmt.Errorf("move the relay's checkpoint to %d: %w", head, err)
 	}
 	return nil
@@ -464,7 +463,7 @@ func (r *runner) resume(ctx context.Context) error {
 	}
 	r.projector = projections.NewProjector(r.t.Log, r.t.Views, r.t.Locker, r.t.Log.Appended, r.cfg.Logger)
 	relayLogger := slog.New(relayLogHandler{r.cfg.Logger.Handler()})
-	rl, err := relay.New(r.t.NATS, r.t.Log, r.t.Views, r.t.Locker, r.t.Log.Appended, relayLogger, relay.Config{Stream: r.t.Stream})
+	rl, err := relay.New(relay.Deps{NATS: r.t.NATS, Log: r.t.Log, Checkpoints: r.t.Views, Locker: r.t.Locker, Wake: r.t.Log.Appended, Logger: relayLogger}, relay.Config{Stream: r.t.Stream})
 	if err != nil {
 		return err
 	}

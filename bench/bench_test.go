@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/resolutionflow/ledgerd/bench"
@@ -147,19 +146,11 @@ func TestOpen_RefusesADatabaseWithALedger(t *testing.T) {
 // the ledger's subjects is refused: the run's events would go into it.
 func TestOpen_RefusesATakenStream(t *testing.T) {
 	ns := natstest.Start(t)
-	nc, err := nats.Connect(ns.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, ns.URL())
 	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "HANDOFFS", Subjects: []string{"handoff.>"}}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = bench.Open(t.Context(), bench.Options{NATSURL: ns.URL()})
+	_, err := bench.Open(t.Context(), bench.Options{NATSURL: ns.URL()})
 	if !errors.Is(err, bench.ErrStreamTaken) {
 		t.Fatalf("Open on a NATS server with a ledger stream: %v, want ErrStreamTaken", err)
 	}
@@ -176,15 +167,7 @@ func countSchemas(tb testing.TB, pool *pgxpool.Pool) int {
 
 func checkNoStream(tb testing.TB, url, stream string) {
 	tb.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	js := natstest.JetStream(tb, url)
 	ctx, cancel := context.WithTimeout(tb.Context(), 5*time.Second)
 	defer cancel()
 	if _, err := js.Stream(ctx, stream); !errors.Is(err, jetstream.ErrStreamNotFound) {

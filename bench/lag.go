@@ -11,9 +11,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
 
+	"github.com/resolutionflow/ledgerd/eventcodec"
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/internal/alternate"
-	"github.com/resolutionflow/ledgerd/relay"
 )
 
 // lagWriters append the events whose publish lag is measured.
@@ -35,7 +35,7 @@ func (r *runner) publishLag(ctx context.Context) error {
 	setup, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	cons, err := js.OrderedConsumer(setup, r.t.Stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{relay.Subject(tn.account.String(), "", "")},
+		FilterSubjects: []string{eventcodec.Subject(tn.account.String(), "", "")},
 	})
 	if err != nil {
 		return fmt.Errorf("subscribe to %s: %w", r.t.Stream, err)

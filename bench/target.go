@@ -19,12 +19,15 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/resolutionflow/ledgerd/embeddednats"
-	"github.com/resolutionflow/ledgerd/eventstore"
+	"github.com/resolutionflow/ledgerd/eventcodec"
 	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
 	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
 	"github.com/resolutionflow/ledgerd/idempotency"
+	"github.com/resolutionflow/ledgerd/idempotency/pgidem"
+	"github.com/resolutionflow/ledgerd/idempotency/sqliteidem"
 	"github.com/resolutionflow/ledgerd/internal/alternate"
 	"github.com/resolutionflow/ledgerd/leader"
+	"github.com/resolutionflow/ledgerd/leader/pgleader"
 	"github.com/resolutionflow/ledgerd/migrations"
 	"github.com/resolutionflow/ledgerd/projections"
 	"github.com/resolutionflow/ledgerd/projections/pgviews"
@@ -35,11 +38,7 @@ import (
 
 // Log is the event log the benchmark appends to and reads: an event store
 // that signals its appends and tells where its committed end is.
-type Log interface {
-	eventstore.Store
-	Appended() <-chan struct{}
-	Head(ctx context.Context) (int64, error)
-}
+type Log = shred.Log
 
 // ErrHoldsLedger is matched (errors.Is) by the error of OpenPostgres when
 // the database already holds a ledger and Options.ScratchOK is not set.
@@ -174,7 +173,7 @@ func (t *Target) openSQLite(ctx context.Context, dir string) error {
 		return err
 	}
 	t.Views = sqliteviews.New(store.DB(), store.ReadDB()).WithKeys(t.Keys)
-	t.Idem = idempotency.NewSQLite(store.DB(), idempotency.SealedBy(t.Keys))
+	t.Idem = sqliteidem.New(store.DB(), idempotency.SealedBy(t.Keys))
 	t.Locker = leader.NewLocal()
 	t.db = sqliteBaseline{write: store.DB(), read: store.ReadDB()}
 	return nil
@@ -183,28 +182,14 @@ func (t *Target) openSQLite(ctx context.Context, dir string) error {
 // open makes t.Log: raw opened by the keyring of a new master key, as
 // serve opens its log.
 func (t *Target) open(raw Log) error {
-	text, err := shred.NewMasterKey()
+	keys, err := shred.NewScratchKeyring()
 	if err != nil {
 		return err
 	}
-	master, err := shred.ParseMasterKey(text)
-	if err != nil {
-		return err
-	}
-	t.Keys = shred.NewKeyring(master)
-	t.Log = openedLog{Store: shred.NewStore(raw, t.Keys), raw: raw}
+	t.Keys = keys
+	t.Log = shred.NewOpenedLog(raw, t.Keys)
 	return nil
 }
-
-// openedLog is a log whose reads are opened by a keyring, with the raw
-// log's signal and head.
-type openedLog struct {
-	*shred.Store
-	raw Log
-}
-
-func (l openedLog) Appended() <-chan struct{}               { return l.raw.Appended() }
-func (l openedLog) Head(ctx context.Context) (int64, error) { return l.raw.Head(ctx) }
 
 // scanTable is the table read whole as the baseline of reading the log.
 const scanTable = `CREATE TABLE baseline_scan (id bigint PRIMARY KEY, stream text NOT NULL, data jsonb NOT NULL)`
@@ -321,7 +306,7 @@ func (t *Target) openPostgres(ctx context.Context, opts Options) error {
 			return fmt.Errorf("create the baseline tables: %w", err)
 		}
 	}
-	locker, err := leader.NewPostgres(pool, opts.Logger, leader.Config{})
+	locker, err := pgleader.New(pool, opts.Logger, pgleader.Config{})
 	if err != nil {
 		return err
 	}
@@ -330,7 +315,7 @@ func (t *Target) openPostgres(ctx context.Context, opts Options) error {
 		return err
 	}
 	t.Views = pgviews.New(pool).WithKeys(t.Keys)
-	t.Idem = idempotency.NewPostgres(pool, idempotency.SealedBy(t.Keys))
+	t.Idem = pgidem.New(pool, idempotency.SealedBy(t.Keys))
 	t.Locker = locker
 	t.db = pgBaseline{pool}
 	return nil
@@ -400,7 +385,7 @@ func (t *Target) connectNATS(ctx context.Context, opts Options, dir string) erro
 	}
 	lookCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	name, err := js.StreamNameBySubject(lookCtx, relay.SubjectPrefix+".>")
+	name, err := js.StreamNameBySubject(lookCtx, eventcodec.SubjectPrefix+".>")
 	switch {
 	case err == nil:
 		return fmt.Errorf("%w (stream %s): give a NATS server or account of the benchmark's own", ErrStreamTaken, name)

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/resolutionflow/ledgerd/embeddednats"
+	"github.com/resolutionflow/ledgerd/internal/natstest"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -41,20 +42,6 @@ func clientURL(tb testing.TB, dir, name string) string {
 		tb.Fatal(err)
 	}
 	return url
-}
-
-func connect(tb testing.TB, url string, opts ...nats.Option) jetstream.JetStream {
-	tb.Helper()
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		tb.Fatalf("connect to %s: %v", url, err)
-	}
-	tb.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		tb.Fatalf("jetstream: %v", err)
-	}
-	return js
 }
 
 func createStream(tb testing.TB, js jetstream.JetStream) {
@@ -107,9 +94,9 @@ func TestStart_JetStreamOverTCPAndInProcess(t *testing.T) {
 	if !strings.HasPrefix(s.ClientURL(), "nats://127.0.0.1:") || strings.HasSuffix(s.ClientURL(), ":0") {
 		t.Fatalf("ClientURL = %q, want nats://127.0.0.1:<port>", s.ClientURL())
 	}
-	overTCP := connect(t, clientURL(t, dir, embeddednats.URLFile))
+	overTCP := natstest.JetStream(t, clientURL(t, dir, embeddednats.URLFile))
 	createStream(t, overTCP)
-	inProcess := connect(t, "", s.InProcess())
+	inProcess := natstest.JetStream(t, "", s.InProcess())
 	publish(t, inProcess, "ledger.a", "1")
 	publish(t, overTCP, "ledger.b", "2")
 	wantMessages(t, readAll(t, overTCP), "ledger.a 1", "ledger.b 2")
@@ -135,13 +122,13 @@ func TestStart_StreamsSurviveRestart(t *testing.T) {
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
-	js := connect(t, clientURL(t, dir, embeddednats.URLFile))
+	js := natstest.JetStream(t, clientURL(t, dir, embeddednats.URLFile))
 	createStream(t, js)
 	publish(t, js, "ledger.kept", "before restart")
 	first.Shutdown()
 
 	start(t, dir, "127.0.0.1:0")
-	js = connect(t, clientURL(t, dir, embeddednats.URLFile))
+	js = natstest.JetStream(t, clientURL(t, dir, embeddednats.URLFile))
 	wantMessages(t, readAll(t, js), "ledger.kept before restart")
 	publish(t, js, "ledger.kept", "after restart")
 	wantMessages(t, readAll(t, js), "ledger.kept before restart", "ledger.kept after restart")
@@ -249,7 +236,7 @@ func TestStart_KeepsClientURLs(t *testing.T) {
 			t.Errorf("after a restart %s holds %s, want the same password at %s", name, u.Redacted(), again.ClientURL())
 		}
 	}
-	connect(t, clientURL(t, dir, embeddednats.URLFile))
+	natstest.JetStream(t, clientURL(t, dir, embeddednats.URLFile))
 }
 
 func TestStart_RefusesAURLFileOthersMayRead(t *testing.T) {
@@ -269,13 +256,13 @@ func TestStart_RefusesAURLFileOthersMayRead(t *testing.T) {
 func TestStart_ReaderOnlyReads(t *testing.T) {
 	dir := t.TempDir()
 	start(t, dir, "127.0.0.1:0")
-	ledger := connect(t, clientURL(t, dir, embeddednats.URLFile))
+	ledger := natstest.JetStream(t, clientURL(t, dir, embeddednats.URLFile))
 	if _, err := ledger.CreateStream(t.Context(), jetstream.StreamConfig{Name: "LEDGER", Subjects: []string{"handoff.>"}}); err != nil {
 		t.Fatal(err)
 	}
 	publish(t, ledger, "handoff.a.s.HandoffClaimed", "by the ledger")
 
-	reader := connect(t, clientURL(t, dir, embeddednats.ReaderURLFile))
+	reader := natstest.JetStream(t, clientURL(t, dir, embeddednats.ReaderURLFile))
 	consumer, err := reader.OrderedConsumer(t.Context(), "LEDGER", jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		t.Fatalf("reader: ordered consumer: %v", err)

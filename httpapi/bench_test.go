@@ -55,7 +55,7 @@ func BenchmarkEscalate(b *testing.B) {
 	baseline := ratiobench.PostgresBaseline(b, pgtest.NewPool(b, benchClients))
 	s := startServer(b, func(tb testing.TB) Backend {
 		tb.Helper()
-		return newPostgresBackendOfSize(tb, benchPoolSize)
+		return postgresBackend(tb, postgresOptions{Pool: pgtest.NewPool(tb, benchPoolSize)})
 	})
 	tm := newTeam()
 	auths := make([]string, benchClients)

@@ -86,15 +86,11 @@ func mustAuditKey() *audit.Key {
 var testKeyring = mustKeyring()
 
 func mustKeyring() *shred.Keyring {
-	text, err := shred.NewMasterKey()
+	keys, err := shred.NewScratchKeyring()
 	if err != nil {
 		panic(err)
 	}
-	m, err := shred.ParseMasterKey(text)
-	if err != nil {
-		panic(err)
-	}
-	return shred.NewKeyring(m)
+	return keys
 }
 
 // testSecret signs the tokens of the tests.
@@ -113,7 +109,7 @@ type apiServer struct {
 // startServer serves the API over nb's backend, with extra readiness checks.
 func startServer(tb testing.TB, nb NewBackend, checks ...httpapi.Check) *apiServer {
 	tb.Helper()
-	return startConfigured(tb, nb, func(cfg *httpapi.Config) { cfg.Checks = append(cfg.Checks, checks...) })
+	return serveBackend(tb, nb(tb), func(cfg *httpapi.Config) { cfg.Checks = append(cfg.Checks, checks...) })
 }
 
 // startConfigured serves the API over nb's backend, with the configuration

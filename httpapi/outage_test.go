@@ -30,7 +30,7 @@ const outageBound = 15 * time.Second
 func TestDatabaseOutage_Postgres(t *testing.T) {
 	url := pgtest.NewDatabase(t)
 	pool := pgtest.Pool(t, url, poolSize)
-	s := startServer(t, func(tb testing.TB) Backend { return postgresBackendOn(tb, pool) })
+	s := startServer(t, func(tb testing.TB) Backend { return postgresBackend(tb, postgresOptions{Pool: pool}) })
 	tm := newTeam()
 	alice, bob, auditor := tm.user(domain.RoleEngineer), tm.user(domain.RoleAdmin), tm.user(domain.RoleAuditor)
 	session := uuid.New()
@@ -97,7 +97,9 @@ func (s *apiServer) untilAvailable(tb testing.TB, r request) response {
 // leaves nothing committed, and the retry with the key runs it once.
 func TestCommittedCommandRetry_Postgres(t *testing.T) {
 	proxy := pgtest.NewProxy(t, pgtest.NewDatabase(t))
-	s := startServer(t, func(tb testing.TB) Backend { return postgresBackendOn(tb, pgtest.Pool(tb, proxy.URL, poolSize)) })
+	s := startServer(t, func(tb testing.TB) Backend {
+		return postgresBackend(tb, postgresOptions{Pool: pgtest.Pool(tb, proxy.URL, poolSize)})
+	})
 	tm := newTeam()
 	alice, bob := tm.user(domain.RoleEngineer), tm.user(domain.RoleAdmin)
 	session := uuid.New()

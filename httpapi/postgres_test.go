@@ -20,9 +20,10 @@ import (
 	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
 	"github.com/resolutionflow/ledgerd/httpapi"
 	"github.com/resolutionflow/ledgerd/idempotency"
+	"github.com/resolutionflow/ledgerd/idempotency/pgidem"
 	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
-	"github.com/resolutionflow/ledgerd/leader"
+	"github.com/resolutionflow/ledgerd/leader/pgleader"
 	"github.com/resolutionflow/ledgerd/metrics"
 	"github.com/resolutionflow/ledgerd/migrations"
 	"github.com/resolutionflow/ledgerd/projections"
@@ -38,7 +39,7 @@ func TestClaimRace_Postgres(t *testing.T) { testClaimRace(t, newPostgresBackend)
 
 func TestReadWait_Postgres(t *testing.T) {
 	testReadWaitBounded(t, func(tb testing.TB, readWait time.Duration) Backend {
-		return postgresBackendWaiting(tb, pgtest.NewPool(tb, poolSize), readWait)
+		return postgresBackend(tb, postgresOptions{ReadWait: readWait})
 	})
 }
 
@@ -48,35 +49,36 @@ const poolSize = 16
 
 // newPostgresBackend wires the PostgreSQL parts on a fresh database, with
 // the projector running until the test ends.
-func newPostgresBackend(tb testing.TB) Backend {
-	tb.Helper()
-	return newPostgresBackendOfSize(tb, poolSize)
+func newPostgresBackend(tb testing.TB) Backend { return postgresBackend(tb, postgresOptions{}) }
+
+// postgresOptions vary a PostgreSQL backend; zero fields take defaults.
+type postgresOptions struct {
+	// Pool is on the database to wire (a fresh database's, of poolSize
+	// connections).
+	Pool *pgxpool.Pool
+	// ReadWait bounds how long reads wait for the read model
+	// (testReadWait).
+	ReadWait time.Duration
 }
 
-// newPostgresBackendOfSize is newPostgresBackend on a pool of maxConns
-// connections.
-func newPostgresBackendOfSize(tb testing.TB, maxConns int32) Backend {
+// postgresBackend wires the PostgreSQL parts as serve does, with the
+// projector running until the test ends.
+func postgresBackend(tb testing.TB, o postgresOptions) Backend {
 	tb.Helper()
-	return postgresBackendOn(tb, pgtest.NewPool(tb, maxConns))
-}
-
-// postgresBackendOn wires the PostgreSQL parts on pool's database.
-func postgresBackendOn(tb testing.TB, pool *pgxpool.Pool) Backend {
-	tb.Helper()
-	return postgresBackendWaiting(tb, pool, testReadWait)
-}
-
-// postgresBackendWaiting is postgresBackendOn with reads that wait at most
-// readWait for the read model.
-func postgresBackendWaiting(tb testing.TB, pool *pgxpool.Pool, readWait time.Duration) Backend {
-	tb.Helper()
+	pool, readWait := o.Pool, o.ReadWait
+	if pool == nil {
+		pool = pgtest.NewPool(tb, poolSize)
+	}
+	if readWait == 0 {
+		readWait = testReadWait
+	}
 
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	stored := pgstore.New(pool)
 	// Serve's wiring: the personal data sealed, every reader opened.
 	events := shred.NewStore(stored, testKeyring)
 	views := pgviews.New(pool).WithKeys(testKeyring)
-	locker, err := leader.NewPostgres(pool, logger, leader.Config{})
+	locker, err := pgleader.New(pool, logger, pgleader.Config{})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -93,7 +95,7 @@ func postgresBackendWaiting(tb testing.TB, pool *pgxpool.Pool, readWait time.Dur
 		Metrics:       m,
 		Queries:       projections.CaughtUp(views, stored, projector, readWait),
 		StopProjector: stop,
-		Idempotency:   idempotency.NewPostgres(pool, idempotency.SealedBy(testKeyring)),
+		Idempotency:   pgidem.New(pool, idempotency.SealedBy(testKeyring)),
 		Audit:         pgaudit.New(pool),
 		Checks:        append(postgresChecks(pool), httpapi.SkippedEventsCheck(views, projections.HandoffsProjector)),
 		FailAppends: func(tb testing.TB) func() {
@@ -163,7 +165,7 @@ CREATE TRIGGER test_append_trigger BEFORE INSERT ON events FOR EACH ROW EXECUTE 
 // its Idempotency-Key free, so that the retry it asks for runs.
 func TestBusySession_Postgres(t *testing.T) {
 	pool := pgtest.NewPool(t, poolSize)
-	s := startServer(t, func(tb testing.TB) Backend { return postgresBackendOn(tb, pool) })
+	s := startServer(t, func(tb testing.TB) Backend { return postgresBackend(tb, postgresOptions{Pool: pool}) })
 	alice := newTeam().user(domain.RoleEngineer)
 	r := withKey(as(t, alice, http.MethodPost, createPath(uuid.New()), `{"intent":"escalate"}`), "k")
 
@@ -191,7 +193,7 @@ func TestBusySession_Postgres(t *testing.T) {
 // internal error, and its Idempotency-Key stays free for the retry.
 func TestClientGone_Postgres(t *testing.T) {
 	pool := pgtest.NewPool(t, poolSize)
-	s := startServer(t, func(tb testing.TB) Backend { return postgresBackendOn(tb, pool) })
+	s := startServer(t, func(tb testing.TB) Backend { return postgresBackend(tb, postgresOptions{Pool: pool}) })
 	alice := newTeam().user(domain.RoleEngineer)
 	r := withKey(as(t, alice, http.MethodPost, createPath(uuid.New()), `{"intent":"escalate"}`), "k")
 

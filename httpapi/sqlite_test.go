@@ -12,6 +12,7 @@ import (
 	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
 	"github.com/resolutionflow/ledgerd/httpapi"
 	"github.com/resolutionflow/ledgerd/idempotency"
+	"github.com/resolutionflow/ledgerd/idempotency/sqliteidem"
 	"github.com/resolutionflow/ledgerd/internal/sqlitetest"
 	"github.com/resolutionflow/ledgerd/leader"
 	"github.com/resolutionflow/ledgerd/metrics"
@@ -58,7 +59,7 @@ func sqliteBackendWaiting(tb testing.TB, readWait time.Duration) Backend {
 		Queries:       projections.CaughtUp(views, store, projector, readWait),
 		StopProjector: stop,
 		Audit:         sqliteaudit.New(store.DB(), store.ReadDB()),
-		Idempotency:   idempotency.NewSQLite(store.DB(), idempotency.SealedBy(testKeyring)),
+		Idempotency:   sqliteidem.New(store.DB(), idempotency.SealedBy(testKeyring)),
 		Checks: []httpapi.Check{{Name: "database", Func: func(ctx context.Context) error {
 			_, err := store.Head(ctx)
 			return err

@@ -18,6 +18,7 @@ import (
 	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
 	"github.com/resolutionflow/ledgerd/leader"
+	"github.com/resolutionflow/ledgerd/leader/pgleader"
 	"github.com/resolutionflow/ledgerd/projections"
 	"github.com/resolutionflow/ledgerd/projections/pgviews"
 )
@@ -42,7 +43,7 @@ func TestStallCheck_Postgres(t *testing.T) {
 	const after = 200 * time.Millisecond
 	pool := pgtest.NewPool(t, poolSize)
 	events, views := pgstore.New(pool), pgviews.New(pool)
-	s := startServer(t, func(tb testing.TB) Backend { return postgresBackendOn(tb, pool) },
+	s := startServer(t, func(tb testing.TB) Backend { return postgresBackend(tb, postgresOptions{Pool: pool}) },
 		httpapi.StallCheck("projector", projections.NewStallWatch(views, events, projections.HandoffsProjector, after)),
 		httpapi.StallCheck("relay", projections.NewStallWatch(views, events, relayCheckpoint, after)))
 	alice := newTeam().user(domain.RoleEngineer)
@@ -85,7 +86,7 @@ func TestStallCheck_Postgres(t *testing.T) {
 	}
 
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	locker, err := leader.NewPostgres(pool, logger, leader.Config{})
+	locker, err := pgleader.New(pool, logger, pgleader.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +107,7 @@ func moveRelay(tb testing.TB, views *pgviews.Store, events *pgstore.Store) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if err := views.Update(ctx, leader.Fence{}, relayCheckpoint, from, head, func(projections.Tx) error { return nil }); err != nil {
+	if err := views.Move(ctx, leader.Fence{}, relayCheckpoint, from, head); err != nil {
 		tb.Fatal(err)
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/resolutionflow/ledgerd/eventstore"
+	"github.com/resolutionflow/ledgerd/internal/poll"
 )
 
 const (
@@ -123,7 +124,7 @@ func RunSweeps(ctx context.Context, s Store, interval time.Duration, logger *slo
 		case n > 0:
 			logger.InfoContext(ctx, "swept expired idempotency keys", "keys", n)
 		}
-		if !eventstore.Sleep(ctx, interval, nil) {
+		if !poll.Sleep(ctx, interval, nil) {
 			return nil
 		}
 	}

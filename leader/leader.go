@@ -71,21 +71,30 @@ type Fence struct {
 // Checked reports whether stores must check the fence.
 func (f Fence) Checked() bool { return f.Token != 0 }
 
+// NewLease returns a lease held until ctx is done, with fence; release
+// gives it up and must be safe to call more than once. Lockers make
+// their leases with it.
+func NewLease(ctx context.Context, fence Fence, release func()) *Lease {
+	return &Lease{ctx: ctx, fence: fence, release: release}
+}
+
 // NewLocal returns a Locker whose leases exclude only other holders in this
 // process, for the embedded single-process mode. Its leases last until
 // released and carry an unchecked Fence.
-func NewLocal() Locker {
-	return &local{held: make(map[string]chan struct{})}
+func NewLocal() *Local {
+	return &Local{held: make(map[string]chan struct{})}
 }
 
-type local struct {
+// Local is the Locker of one process; see NewLocal.
+type Local struct {
 	mu sync.Mutex
 	// held maps each held lease's name to a channel closed when it is
 	// released.
 	held map[string]chan struct{}
 }
 
-func (l *local) Acquire(ctx context.Context, name string) (*Lease, error) {
+// Acquire waits until no other holder in this process has the lease.
+func (l *Local) Acquire(ctx context.Context, name string) (*Lease, error) {
 	for {
 		l.mu.Lock()
 		freed, busy := l.held[name]
@@ -98,14 +107,14 @@ func (l *local) Acquire(ctx context.Context, name string) (*Lease, error) {
 		l.mu.Unlock()
 		select {
 		case <-ctx.Done():
-			return nil, acquireCancelled(ctx, name)
+			return nil, fmt.Errorf("acquire lease %q: %w", name, ctx.Err())
 		case <-freed:
 		}
 	}
 }
 
 // hold returns the lease just taken.
-func (l *local) hold(ctx context.Context, name string, freed chan struct{}) *Lease {
+func (l *Local) hold(ctx context.Context, name string, freed chan struct{}) *Lease {
 	held, cancel := context.WithCancel(ctx)
 	unlock := sync.OnceFunc(func() {
 		l.mu.Lock()
@@ -116,8 +125,4 @@ func (l *local) hold(ctx context.Context, name string, freed chan struct{}) *Lea
 	// A holder whose ctx ends loses the lease, as with PostgreSQL.
 	context.AfterFunc(held, unlock)
 	return &Lease{ctx: held, fence: Fence{Name: name}, release: func() { cancel(); unlock() }}
-}
-
-func acquireCancelled(ctx context.Context, name string) error {
-	return fmt.Errorf("acquire lease %q: %w", name, ctx.Err())
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
 	"github.com/resolutionflow/ledgerd/leader"
+	"github.com/resolutionflow/ledgerd/leader/pgleader"
 	"github.com/resolutionflow/ledgerd/projections"
 	"github.com/resolutionflow/ledgerd/projections/pgviews"
 	"github.com/resolutionflow/ledgerd/projections/storetest"
@@ -51,7 +52,7 @@ type process struct {
 }
 
 // shortLeases are lease timings that make the failover tests quick.
-var shortLeases = leader.Config{TTL: time.Second, RenewInterval: 200 * time.Millisecond, Margin: 300 * time.Millisecond, RetryInterval: 50 * time.Millisecond}
+var shortLeases = pgleader.Config{TTL: time.Second, RenewInterval: 200 * time.Millisecond, Margin: 300 * time.Millisecond, RetryInterval: 50 * time.Millisecond}
 
 // processOptions vary how a test process is built.
 type processOptions struct {
@@ -84,7 +85,7 @@ func newProcess(tb testing.TB, url, name string, opts processOptions) *process {
 	locker := opts.locker
 	if locker == nil {
 		var err error
-		if locker, err = leader.NewPostgres(p.pool, slog.Default(), shortLeases); err != nil {
+		if locker, err = pgleader.New(p.pool, slog.Default(), shortLeases); err != nil {
 			tb.Fatal(err)
 		}
 	}

@@ -55,12 +55,16 @@ type Store interface {
 	// ErrStaleCheckpoint, when the checkpoint is not at `from`, which makes a
 	// second projector that wrongly runs at the same time harmless, and
 	// with an error matching leader.ErrDeposed when fence is checked and
-	// no longer valid as the transaction ends (see leader.CheckFence), so
+	// no longer valid as the transaction ends (see pgleader.CheckFence), so
 	// that a leader that lost its lease cannot move the checkpoint after
 	// its successor took over. A store that cannot check fences (SQLite,
 	// whose one process leads alone) refuses a checked one. When fn fails,
 	// nothing changes and Update returns fn's error.
 	Update(ctx context.Context, fence leader.Fence, name string, from, to int64, fn func(Tx) error) error
+	// Move moves the named checkpoint as Update does, changing nothing
+	// else: for a checkpoint that stands for work done elsewhere, such as
+	// the relay's.
+	Move(ctx context.Context, fence leader.Fence, name string, from, to int64) error
 	// Skips summarises the events the named projector skipped, as
 	// recorded by Tx.Skip.
 	Skips(ctx context.Context, name string) (Skips, error)

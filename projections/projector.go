@@ -15,6 +15,7 @@ import (
 	"github.com/resolutionflow/ledgerd/domain"
 	"github.com/resolutionflow/ledgerd/eventcodec"
 	"github.com/resolutionflow/ledgerd/eventstore"
+	"github.com/resolutionflow/ledgerd/internal/poll"
 	"github.com/resolutionflow/ledgerd/leader"
 )
 
@@ -57,7 +58,7 @@ type Projector struct {
 	// the log, so that WaitFor need not poll.
 	leading atomic.Bool
 	// changed is notified whenever applied or leading changes.
-	changed eventstore.Signal
+	changed poll.Signal
 }
 
 // NewProjector returns a projector of log into store. wake, when not nil,
@@ -95,7 +96,7 @@ func (p *Projector) Run(ctx context.Context) error {
 			p.logger.WarnContext(ctx, "projector deposed: its lease expired or passed to another process", "err", err)
 		case err != nil:
 			p.logger.ErrorContext(ctx, "projector failed, retrying", "err", err, "retry_in", retryDelay)
-			if !eventstore.Sleep(ctx, retryDelay, nil) {
+			if !poll.Sleep(ctx, retryDelay, nil) {
 				return nil
 			}
 		default:
@@ -129,7 +130,7 @@ func (p *Projector) lead(ctx context.Context, fence leader.Fence) error {
 			return stopped(ctx, err)
 		}
 		pos = next
-		if n < batchSize && !eventstore.Sleep(ctx, pollInterval, wake) {
+		if n < batchSize && !poll.Sleep(ctx, pollInterval, wake) {
 			return nil
 		}
 	}
@@ -206,7 +207,7 @@ func (p *Projector) WaitFor(ctx context.Context, position int64) error {
 			}
 			delay = min(2*delay, waitPollMax)
 		}
-		if !eventstore.Sleep(ctx, wait, changed) {
+		if !poll.Sleep(ctx, wait, changed) {
 			return fmt.Errorf("wait for read models to reach position %d: %w", position, ctx.Err())
 		}
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
 	"github.com/resolutionflow/ledgerd/leader"
+	"github.com/resolutionflow/ledgerd/leader/pgleader"
 	"github.com/resolutionflow/ledgerd/projections"
 	"github.com/resolutionflow/ledgerd/projections/storetest"
 )
@@ -144,8 +145,8 @@ func TestProjector_DeposedLeaderStops(t *testing.T) {
 	t.Parallel()
 	url := pgtest.NewDatabase(t)
 	admin := pgtest.Pool(t, url, 1)
-	newLocker := func(cfg leader.Config) leader.Locker {
-		l, err := leader.NewPostgres(pgtest.Pool(t, url, 0), slog.Default(), cfg)
+	newLocker := func(cfg pgleader.Config) leader.Locker {
+		l, err := pgleader.New(pgtest.Pool(t, url, 0), slog.Default(), cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -153,7 +154,7 @@ func TestProjector_DeposedLeaderStops(t *testing.T) {
 	}
 	// The leader renews too seldom to notice the loss before its next move,
 	// and the successor keeps its lease however slow the machine.
-	slow := leader.Config{TTL: time.Minute, RenewInterval: 30 * time.Second, RetryInterval: 50 * time.Millisecond}
+	slow := pgleader.Config{TTL: time.Minute, RenewInterval: 30 * time.Second, RetryInterval: 50 * time.Millisecond}
 	unaware := newLocker(slow)
 	logs := &ledgertest.Buffer{}
 	a := newProcess(t, url, "a", processOptions{locker: unaware, logs: logs})

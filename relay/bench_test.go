@@ -88,7 +88,7 @@ func BenchmarkDrain(b *testing.B) {
 			b.Fatal(err)
 		}
 		store := pgstore.New(pool)
-		r, err := relay.New(rnc, store, pgviews.New(pool), leader.NewLocal(), store.Appended, slog.New(slog.DiscardHandler), relay.Config{})
+		r, err := relay.New(relay.Deps{NATS: rnc, Log: store, Checkpoints: pgviews.New(pool), Locker: leader.NewLocal(), Wake: store.Appended, Logger: slog.New(slog.DiscardHandler)}, relay.Config{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -114,7 +114,7 @@ func BenchmarkDrain(b *testing.B) {
 			b.Fatalf("the relay published %d events (%d duplicates), want %d", st.Published, st.Duplicates, len(events))
 		}
 		drained += len(events)
-		for _, name := range []string{relay.DefaultStream, baselineStream} {
+		for _, name := range []string{eventcodec.DefaultNATSStream, baselineStream} {
 			if err := js.DeleteStream(ctx, name); err != nil {
 				b.Fatal(err)
 			}
@@ -163,12 +163,12 @@ func baselineMessages(tb testing.TB, events []eventstore.Event) []*nats.Msg {
 		}
 		m := nats.NewMsg("baseline." + a.String() + "." + s.String() + "." + e.Type)
 		m.Data = body
-		m.Header.Set(relay.HeaderEventType, e.Type)
-		m.Header.Set(relay.HeaderStream, e.Stream)
-		m.Header.Set(relay.HeaderStreamVersion, strconv.FormatInt(e.Version, 10))
-		m.Header.Set(relay.HeaderPosition, strconv.FormatInt(e.Position, 10))
-		m.Header.Set(relay.HeaderAccount, a.String())
-		m.Header.Set(relay.HeaderSession, s.String())
+		m.Header.Set(eventcodec.HeaderEventType, e.Type)
+		m.Header.Set(eventcodec.HeaderStream, e.Stream)
+		m.Header.Set(eventcodec.HeaderStreamVersion, strconv.FormatInt(e.Version, 10))
+		m.Header.Set(eventcodec.HeaderPosition, strconv.FormatInt(e.Position, 10))
+		m.Header.Set(eventcodec.HeaderAccount, a.String())
+		m.Header.Set(eventcodec.HeaderSession, s.String())
 		m.Header.Set(jetstream.MsgIDHeader, e.ID)
 		if i > 0 {
 			m.Header.Set(jetstream.ExpectedLastMsgIDHeader, events[i-1].ID)
@@ -241,7 +241,7 @@ func BenchmarkPublishLag(b *testing.B) {
 		}
 		locker := leader.NewLocal()
 		quiet := slog.New(slog.DiscardHandler)
-		r, err := relay.New(nc, store, views, locker, store.Appended, quiet, relay.Config{})
+		r, err := relay.New(relay.Deps{NATS: nc, Log: store, Checkpoints: views, Locker: locker, Wake: store.Appended, Logger: quiet}, relay.Config{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -313,16 +313,8 @@ func BenchmarkPublishLag(b *testing.B) {
 func streamLags(tb testing.TB, natsURL string, n int) []time.Duration {
 	tb.Helper()
 	ctx := tb.Context()
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	c, err := js.OrderedConsumer(ctx, relay.DefaultStream, jetstream.OrderedConsumerConfig{})
+	js := natstest.JetStream(tb, natsURL)
+	c, err := js.OrderedConsumer(ctx, eventcodec.DefaultNATSStream, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/resolutionflow/ledgerd/eventcodec"
 	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/internal/natstest"
 	"github.com/resolutionflow/ledgerd/leader"
-	"github.com/resolutionflow/ledgerd/relay"
 )
 
 const (
@@ -47,8 +47,8 @@ func TestRelay_ClusterKeepsEveryEventOnceWhileNodesRestart(t *testing.T) {
 	ledgertest.WaitUntil(t, clusterWait, "the relay publishes", func() bool { return e.checkpoint() > 0 })
 
 	for _, stopLeader := range []bool{false, true} {
-		cluster.WaitCurrent(t, relay.DefaultStream)
-		node, which := cluster.StreamLeader(relay.DefaultStream), "the leader"
+		cluster.WaitCurrent(t, eventcodec.DefaultNATSStream)
+		node, which := cluster.StreamLeader(eventcodec.DefaultNATSStream), "the leader"
 		if !stopLeader {
 			node, which = followerOf(cluster, node), "a follower"
 		}
@@ -79,7 +79,7 @@ func TestRelay_ClusterKeepsEveryEventOnceWhileNodesRestart(t *testing.T) {
 		node.Restart(t)
 	}
 	stopLoad()
-	cluster.WaitCurrent(t, relay.DefaultStream)
+	cluster.WaitCurrent(t, eventcodec.DefaultNATSStream)
 	want := e.waitPublished()
 	t.Logf("%d events published once, in order", len(want))
 }

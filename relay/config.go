@@ -6,10 +6,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-)
 
-// DefaultStream is the default name of the JetStream stream.
-const DefaultStream = "LEDGER"
+	"github.com/resolutionflow/ledgerd/eventcodec"
+)
 
 // Defaults of Config.
 const (
@@ -25,7 +24,7 @@ const (
 // Config tunes the relay and describes the JetStream stream it creates
 // when the stream does not exist. Zero fields take the defaults.
 type Config struct {
-	// Stream is the JetStream stream's name (DefaultStream).
+	// Stream is the JetStream stream's name (eventcodec.DefaultNATSStream).
 	Stream string
 	// Storage is the stream's storage, file (the zero value) or memory;
 	// see ParseStorage. It cannot change once the stream exists.
@@ -72,7 +71,7 @@ func (c Config) withDefaults() Config {
 		}
 	}
 	if c.Stream == "" {
-		c.Stream = DefaultStream
+		c.Stream = eventcodec.DefaultNATSStream
 	}
 	if c.Replicas == 0 {
 		c.Replicas = 1
@@ -114,7 +113,7 @@ func (c Config) streamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        c.Stream,
 		Description: "Handoff ledger events, one message per event in log order",
-		Subjects:    []string{SubjectPrefix + ".>"},
+		Subjects:    []string{eventcodec.SubjectPrefix + ".>"},
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
 		Storage:     c.Storage,

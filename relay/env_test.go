@@ -28,6 +28,7 @@ import (
 	"github.com/resolutionflow/ledgerd/internal/natstest"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
 	"github.com/resolutionflow/ledgerd/leader"
+	"github.com/resolutionflow/ledgerd/leader/pgleader"
 	"github.com/resolutionflow/ledgerd/projections/pgviews"
 	"github.com/resolutionflow/ledgerd/relay"
 )
@@ -87,14 +88,7 @@ func newEnvOn(t *testing.T, natsURL string) *env {
 	pool := e.newPool()
 	e.store, e.views = pgstore.New(pool), pgviews.New(pool)
 	e.handler = commands.NewHandler(e.store, nil)
-	nc, err := nats.Connect(natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
-	if err != nil {
-		t.Fatalf("connect test client: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	if e.js, err = jetstream.New(nc); err != nil {
-		t.Fatal(err)
-	}
+	e.js = natstest.JetStream(t, natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
 	return e
 }
 
@@ -108,7 +102,7 @@ func (e *env) newPool() *pgxpool.Pool {
 // process would have.
 func (e *env) newLocker() leader.Locker {
 	e.t.Helper()
-	l, err := leader.NewPostgres(e.newPool(), e.logger, leader.Config{})
+	l, err := pgleader.New(e.newPool(), e.logger, pgleader.Config{})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -138,7 +132,7 @@ func (e *env) newRelayWith(locker leader.Locker, cfg relay.Config, logger *slog.
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(nc.Close)
-	r, err := relay.New(nc, e.store, e.views, locker, e.store.Appended, logger, cfg)
+	r, err := relay.New(relay.Deps{NATS: nc, Log: e.store, Checkpoints: e.views, Locker: locker, Wake: e.store.Appended, Logger: logger}, cfg)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -258,7 +252,7 @@ func (e *env) assertStream(want []eventstore.Event) {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(e.t.Context(), waitLimit)
 	defer cancel()
-	stream, err := e.js.Stream(ctx, relay.DefaultStream)
+	stream, err := e.js.Stream(ctx, eventcodec.DefaultNATSStream)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -269,7 +263,7 @@ func (e *env) assertStream(want []eventstore.Event) {
 	if info.State.Msgs != uint64(len(want)) {
 		var positions []string
 		for _, m := range e.fetchAll(ctx, stream, int(info.State.Msgs)) {
-			positions = append(positions, m.Headers().Get(relay.HeaderPosition))
+			positions = append(positions, m.Headers().Get(eventcodec.HeaderPosition))
 		}
 		e.t.Fatalf("stream holds %d messages, want %d (one per committed event); their positions: %v", info.State.Msgs, len(want), positions)
 	}
@@ -293,7 +287,7 @@ func (e *env) assertStreamAmong(want []eventstore.Event, foreign int) {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(e.t.Context(), waitLimit)
 	defer cancel()
-	stream, err := e.js.Stream(ctx, relay.DefaultStream)
+	stream, err := e.js.Stream(ctx, eventcodec.DefaultNATSStream)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -351,17 +345,17 @@ func checkMessage(tb testing.TB, m jetstream.Msg, want eventstore.Event) {
 		tb.Fatal(err)
 	}
 	account, session := a.String(), s.String()
-	if s := relay.Subject(account, session, want.Type); m.Subject() != s {
+	if s := eventcodec.Subject(account, session, want.Type); m.Subject() != s {
 		tb.Errorf("event %d: subject %q, want %q", want.Position, m.Subject(), s)
 	}
 	wantHeaders := map[string]string{
-		jetstream.MsgIDHeader:     want.ID,
-		relay.HeaderEventType:     want.Type,
-		relay.HeaderStream:        want.Stream,
-		relay.HeaderStreamVersion: strconv.FormatInt(want.Version, 10),
-		relay.HeaderPosition:      strconv.FormatInt(want.Position, 10),
-		relay.HeaderAccount:       account,
-		relay.HeaderSession:       session,
+		jetstream.MsgIDHeader:          want.ID,
+		eventcodec.HeaderEventType:     want.Type,
+		eventcodec.HeaderStream:        want.Stream,
+		eventcodec.HeaderStreamVersion: strconv.FormatInt(want.Version, 10),
+		eventcodec.HeaderPosition:      strconv.FormatInt(want.Position, 10),
+		eventcodec.HeaderAccount:       account,
+		eventcodec.HeaderSession:       session,
 	}
 	for k, v := range wantHeaders {
 		if got := m.Headers().Get(k); got != v {

@@ -54,7 +54,7 @@ func (r *Relay) purgeErased(ctx context.Context, stream jetstream.Stream, e even
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.AckTimeout)
 	defer cancel()
-	subject := SubjectPrefix + "." + account.String() + "." + session.String() + ".>"
+	subject := eventcodec.SubjectPrefix + "." + account.String() + "." + session.String() + ".>"
 	if err := stream.Purge(ctx, jetstream.WithPurgeSubject(subject), jetstream.WithPurgeKeep(1)); err != nil {
 		return fmt.Errorf("purge %s after erasure %s at %d: %w", subject, e.ID, e.Position, err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/resolutionflow/ledgerd/commands"
 	"github.com/resolutionflow/ledgerd/domain"
+	"github.com/resolutionflow/ledgerd/eventcodec"
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/leader"
 	"github.com/resolutionflow/ledgerd/relay"
@@ -22,24 +23,19 @@ import (
 // relay reads the log opened, as serve wires them.
 type erasureEnv struct {
 	*env
-	opened  *shred.Store
+	opened  shred.OpenedLog
 	handler *commands.Handler
 	team    uuid.UUID
 }
 
 func newErasureEnv(t *testing.T) *erasureEnv {
 	t.Helper()
-	text, err := shred.NewMasterKey()
+	keys, err := shred.NewScratchKeyring()
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := shred.ParseMasterKey(text)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys := shred.NewKeyring(m)
 	e := newEnv(t)
-	opened := shred.NewStore(e.store, keys)
+	opened := shred.NewOpenedLog(e.store, keys)
 	return &erasureEnv{env: e, opened: opened, handler: commands.NewHandler(opened, nil, commands.WithKeyring(keys)), team: uuid.New()}
 }
 
@@ -50,7 +46,7 @@ func (e *erasureEnv) newRelay(cfg relay.Config) *relay.Relay {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(nc.Close)
-	r, err := relay.New(nc, e.opened, e.views, leader.NewLocal(), e.store.Appended, e.logger, cfg)
+	r, err := relay.New(relay.Deps{NATS: nc, Log: e.opened, Checkpoints: e.views, Locker: leader.NewLocal(), Wake: e.opened.Appended, Logger: e.logger}, cfg)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -105,7 +101,7 @@ func (e *erasureEnv) assertPurged(erased uuid.UUID, secret string) {
 	}
 	ctx, cancel := context.WithTimeout(e.t.Context(), waitLimit)
 	defer cancel()
-	stream, err := e.js.Stream(ctx, relay.DefaultStream)
+	stream, err := e.js.Stream(ctx, eventcodec.DefaultNATSStream)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -126,7 +122,7 @@ func (e *erasureEnv) assertPurged(erased uuid.UUID, secret string) {
 		if strings.Contains(string(m.Data()), secret) {
 			e.t.Fatalf("message %s still holds personal data of the erased session: %s", m.Subject(), m.Data())
 		}
-		if got := m.Headers().Get(relay.HeaderPosition); got != strconv.FormatInt(want[i].Position, 10) {
+		if got := m.Headers().Get(eventcodec.HeaderPosition); got != strconv.FormatInt(want[i].Position, 10) {
 			e.t.Fatalf("message %d is of position %s, want %d", i, got, want[i].Position)
 		}
 		i++

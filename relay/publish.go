@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -13,33 +12,6 @@ import (
 	"github.com/resolutionflow/ledgerd/eventcodec"
 	"github.com/resolutionflow/ledgerd/eventstore"
 )
-
-// SubjectPrefix is the first token of every subject the relay publishes on.
-const SubjectPrefix = "handoff"
-
-// Headers of every published message, besides jetstream.MsgIDHeader (the
-// event id).
-const (
-	HeaderEventType     = "Ledger-Event-Type"
-	HeaderStream        = "Ledger-Stream"
-	HeaderStreamVersion = "Ledger-Stream-Version"
-	HeaderPosition      = "Ledger-Position"
-	HeaderAccount       = "Ledger-Account"
-	HeaderSession       = "Ledger-Session"
-)
-
-// Subject returns the subject of an event of a session of an account:
-// handoff.<account>.<session>.<eventType>. Empty arguments become the
-// wildcard "*", so Subject("", "", "HandoffClaimed") selects every claim.
-func Subject(account, session, eventType string) string {
-	tokens := []string{SubjectPrefix, account, session, eventType}
-	for i, t := range tokens {
-		if t == "" {
-			tokens[i] = "*"
-		}
-	}
-	return strings.Join(tokens, ".")
-}
 
 // message returns the message that publishes e, its body e's envelope
 // (eventstore.Event.AppendJSON) with e's data and stored metadata as they
@@ -50,21 +22,21 @@ func message(e eventstore.Event) (*nats.Msg, error) {
 	if err != nil {
 		return nil, fmt.Errorf("event %s at %d: %w", e.ID, e.Position, err)
 	}
-	if !ValidToken(e.Type) {
+	if !eventcodec.ValidSubjectToken(e.Type) {
 		return nil, fmt.Errorf("event %s at %d: type %q cannot be a subject token", e.ID, e.Position, e.Type)
 	}
 	a, s := account.String(), session.String()
 	return &nats.Msg{
-		Subject: Subject(a, s, e.Type),
+		Subject: eventcodec.Subject(a, s, e.Type),
 		Data:    e.AppendJSON(make([]byte, 0, envelopeSize(e))),
 		Header: nats.Header{
-			HeaderEventType:       {e.Type},
-			HeaderStream:          {e.Stream},
-			HeaderStreamVersion:   {strconv.FormatInt(e.Version, 10)},
-			HeaderPosition:        {strconv.FormatInt(e.Position, 10)},
-			HeaderAccount:         {a},
-			HeaderSession:         {s},
-			jetstream.MsgIDHeader: {e.ID},
+			eventcodec.HeaderEventType:     {e.Type},
+			eventcodec.HeaderStream:        {e.Stream},
+			eventcodec.HeaderStreamVersion: {strconv.FormatInt(e.Version, 10)},
+			eventcodec.HeaderPosition:      {strconv.FormatInt(e.Position, 10)},
+			eventcodec.HeaderAccount:       {a},
+			eventcodec.HeaderSession:       {s},
+			jetstream.MsgIDHeader:          {e.ID},
 		},
 	}, nil
 }
@@ -76,15 +48,9 @@ func envelopeSize(e eventstore.Event) int {
 	return fixed + len(e.ID) + len(e.Type) + len(e.Stream) + len(e.Data) + len(e.RawMetadata) + 16
 }
 
-// ValidToken reports whether s can be one token of a subject, such as an
-// event type.
-func ValidToken(s string) bool {
-	return s != "" && !strings.ContainsAny(s, ".*> \t\r\n")
-}
-
 // expected is what the stream's last message must be when the next event
 // lands, so that JetStream refuses an event that would not follow the one
-// before it: the previous event, by its id, or at the start of a session
+// before it: the previous event, by its id, or at the start of a round
 // the stream's last sequence, whatever message holds it (0: a stream that
 // has never held a message, when nothing is expected).
 type expected struct {

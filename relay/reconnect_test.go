@@ -81,7 +81,7 @@ func TestRelay_ResumesOnReconnectAndReportsTheOutage(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(t.Context(), waitLimit)
 	defer cancel()
-	stream, err := e.js.Stream(ctx, relay.DefaultStream)
+	stream, err := e.js.Stream(ctx, eventcodec.DefaultNATSStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestRelay_ResumesOnReconnectAndReportsTheOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if first.Header.Get(relay.HeaderPosition) != strconv.FormatInt(all[len(published)].Position, 10) {
+	if first.Header.Get(eventcodec.HeaderPosition) != strconv.FormatInt(all[len(published)].Position, 10) {
 		t.Fatalf("message %d is not the first event of the outage", first.Sequence)
 	}
 	resumed := first.Time.Sub(time.Unix(0, reconnectedAt.Load()))

@@ -35,6 +35,10 @@
 //
 // # Delivery guarantee
 //
+// The relay publishes in rounds: each sets the stream up and publishes
+// from the checkpoint until something fails; the next starts after a
+// backoff.
+//
 // Every committed event is published, in global log order, and no event
 // that was rolled back is ever published (the log is read gap-safely). Each
 // event is stored in the JetStream stream once:
@@ -45,7 +49,7 @@
 //     has acknowledged, with every event before them: every 100 ms while
 //     events keep coming, at once when it has published all it found or
 //     when a publish fails. A refused, timed-out or unsent event ends the
-//     session, and the next publishes again from the first event not
+//     round, and the next publishes again from the first event not
 //     acknowledged. If it stops before a move, the next leader starts by finding the
 //     stream's last event of this log: when that event (its
 //     Ledger-Position and Nats-Msg-Id) is in the log beyond the
@@ -56,7 +60,7 @@
 //     before; the relay logs an error saying so at each start and
 //     publishes on from the checkpoint.
 //   - Each message also carries Nats-Expected-Last-Msg-Id, the id of the
-//     event before it (the first of a session, Nats-Expected-Last-Sequence,
+//     event before it (the first of a round, Nats-Expected-Last-Sequence,
 //     the stream's last sequence), so JetStream refuses a message that would
 //     land out of order (for example one whose predecessor was lost when the
 //     connection dropped); the relay then resumes from the first event not
@@ -72,7 +76,7 @@
 // Only the relay should publish on handoff.> (see docs/nats.md for the
 // permissions that ensure it). A message another client publishes into the
 // stream anyway is foreign: the relay's next publish is refused, since the
-// stream's last message is no longer the event it expects, and the session
+// stream's last message is no longer the event it expects, and the round
 // that follows walks back from the end of the stream over every message
 // that is not an event of this log (its Ledger-Position, Nats-Msg-Id and
 // subject must match the log's event at that position), logs each at
@@ -117,41 +121,55 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/resolutionflow/ledgerd/eventcodec"
 	"github.com/resolutionflow/ledgerd/eventstore"
+	"github.com/resolutionflow/ledgerd/internal/poll"
 	"github.com/resolutionflow/ledgerd/leader"
-	"github.com/resolutionflow/ledgerd/projections"
 )
 
 // Name is the name of the relay's checkpoint and of its leader lease.
 const Name = "relay.nats"
 
-// Log is the global event log the relay tails.
-//
-// A Log that also has a method Head(ctx) (int64, error), returning the
-// position of the last committed event (as pgstore.Store and
-// sqlitestore.Store do), lets the relay measure its backlog; otherwise the
-// backlog counts only the events the relay has read.
+// Log is the global event log the relay tails; pgstore.Store and
+// sqlitestore.Store satisfy it.
 type Log interface {
 	// ReadAll returns up to limit events with a position greater than
 	// after, in position order, never skipping one that commits late.
 	ReadAll(ctx context.Context, after int64, limit int) ([]eventstore.Event, error)
-}
-
-// Checkpoints stores how far the relay has published; projections.Store
-// satisfies it.
-type Checkpoints interface {
-	// Checkpoint returns the named position; 0 before the first Update.
-	Checkpoint(ctx context.Context, name string) (int64, error)
-	// Update moves the named position from `from` to `to` after running fn
-	// in the same transaction, and fails with an error matching
-	// projections.ErrStaleCheckpoint when the position is not at `from`,
-	// or leader.ErrDeposed when fence is no longer valid.
-	Update(ctx context.Context, fence leader.Fence, name string, from, to int64, fn func(projections.Tx) error) error
-}
-
-// header is implemented by a Log that can tell its head position.
-type header interface {
+	// Head returns the position of the last committed event, for the
+	// relay's backlog.
 	Head(ctx context.Context) (int64, error)
+}
+
+// Checkpoints stores how far the relay has published; the read-model
+// stores (pgviews.Store, sqliteviews.Store) satisfy it, keeping the
+// relay's checkpoint beside the projectors'.
+type Checkpoints interface {
+	// Checkpoint returns the named position; 0 before the first Move.
+	Checkpoint(ctx context.Context, name string) (int64, error)
+	// Move moves the named position from `from` to `to`, and fails with
+	// an error matching projections.ErrStaleCheckpoint when the position
+	// is not at `from`, or leader.ErrDeposed when fence is no longer
+	// valid.
+	Move(ctx context.Context, fence leader.Fence, name string, from, to int64) error
+}
+
+// Deps are what a relay works with.
+type Deps struct {
+	// NATS is the connection the relay publishes through (see Connect).
+	NATS *nats.Conn
+	// Log is the event log it publishes.
+	Log Log
+	// Checkpoints keeps how far it has published.
+	Checkpoints Checkpoints
+	// Locker hands out its leadership.
+	Locker leader.Locker
+	// Wake, when not nil, returns a channel closed at the next append
+	// made in this process (pgstore.Store.Appended); appends made
+	// elsewhere are found by polling every Config.PollInterval.
+	Wake func() <-chan struct{}
+	// Logger may be nil for slog.Default().
+	Logger *slog.Logger
 }
 
 // Relay publishes the event log to JetStream. Run it in every process; the
@@ -168,7 +186,7 @@ type Relay struct {
 
 	// reconnected is notified each time the connection to NATS is made
 	// again, to cut a backoff short.
-	reconnected eventstore.Signal
+	reconnected poll.Signal
 
 	mu    sync.Mutex
 	stats stats
@@ -185,17 +203,15 @@ type Relay struct {
 	beforePurge func()
 }
 
-// New returns a relay publishing log through the NATS connection nc (see
-// Connect), keeping its position in checkpoints and its leadership in
-// locker. wake, when not nil, returns a channel closed at the next append
-// made in this process (pgstore.Store.Appended); appends made elsewhere are
-// found by polling every cfg.PollInterval. logger may be nil for
-// slog.Default(). Zero fields of cfg take their defaults.
-func New(nc *nats.Conn, log Log, checkpoints Checkpoints, locker leader.Locker, wake func() <-chan struct{}, logger *slog.Logger, cfg Config) (*Relay, error) {
+// New returns a relay publishing deps.Log through deps.NATS, keeping its
+// position in deps.Checkpoints and its leadership in deps.Locker. Zero
+// fields of cfg take their defaults.
+func New(deps Deps, cfg Config) (*Relay, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	nc, logger, wake := deps.NATS, deps.Logger, deps.Wake
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(cfg.AckTimeout),
 		jetstream.WithPublishAsyncMaxPending(window*cfg.BatchSize))
 	if err != nil {
@@ -208,7 +224,7 @@ func New(nc *nats.Conn, log Log, checkpoints Checkpoints, locker leader.Locker, 
 		wake = func() <-chan struct{} { return nil }
 	}
 	r := &Relay{
-		nc: nc, js: js, log: log, checkpoints: checkpoints, locker: locker, wake: wake,
+		nc: nc, js: js, log: deps.Log, checkpoints: deps.Checkpoints, locker: deps.Locker, wake: wake,
 		logger: logger.With("component", "relay", "stream", cfg.Stream), cfg: cfg,
 	}
 	onDisconnect := nc.Opts.DisconnectedErrCB // Connect's, which logs
@@ -267,11 +283,11 @@ func (r *Relay) watchReconnects(ctx context.Context) {
 }
 
 // lead publishes while ctx, the lease's context, lasts, starting a new
-// session after each failure, and returns when the lease is lost: when ctx
+// round after each failure, and returns when the lease is lost: when ctx
 // ends or a checkpoint move finds the fence no longer valid. A failed
-// session is retried after a backoff that doubles up to MaxBackoff, or at
+// round is retried after a backoff that doubles up to MaxBackoff, or at
 // once when the connection to NATS is made again meanwhile (even while the
-// session was failing): an outage then ends for the relay within the
+// round was failing): an outage then ends for the relay within the
 // reconnect, not the backoff.
 func (r *Relay) lead(ctx context.Context, fence leader.Fence) {
 	r.setLeading(true)
@@ -279,7 +295,7 @@ func (r *Relay) lead(ctx context.Context, fence leader.Fence) {
 	backoff := r.cfg.MinBackoff
 	for {
 		reconnected := r.reconnected.Wait()
-		progressed, err := r.session(ctx, fence)
+		progressed, err := r.round(ctx, fence)
 		if ctx.Err() != nil {
 			return
 		}
@@ -291,7 +307,7 @@ func (r *Relay) lead(ctx context.Context, fence leader.Fence) {
 			backoff = r.cfg.MinBackoff
 		}
 		r.fail(ctx, err, backoff)
-		if !eventstore.Sleep(ctx, backoff, reconnected) {
+		if !poll.Sleep(ctx, backoff, reconnected) {
 			return
 		}
 		select {
@@ -304,9 +320,9 @@ func (r *Relay) lead(ctx context.Context, fence leader.Fence) {
 	}
 }
 
-// session sets the stream up, then publishes the log from the checkpoint
+// round sets the stream up, then publishes the log from the checkpoint
 // until something fails. It reports whether it published anything.
-func (r *Relay) session(ctx context.Context, fence leader.Fence) (progressed bool, err error) {
+func (r *Relay) round(ctx context.Context, fence leader.Fence) (progressed bool, err error) {
 	pos, err := r.checkpoints.Checkpoint(ctx, Name)
 	if err != nil {
 		return false, fmt.Errorf("read checkpoint: %w", err)
@@ -357,7 +373,7 @@ const checkpointEvery = 100 * time.Millisecond
 // commit does not hold up publishing, and as soon as it has published
 // every event it found. When an event is refused, times out or cannot be
 // sent, the checkpoint moves up to the event before it and pump returns
-// the error: the next session publishes again from the first event not
+// the error: the next round publishes again from the first event not
 // acknowledged (JetStream drops the repeats of those that were stored
 // after all, by their Nats-Msg-Id; see reconcile for those stored before
 // the relay stopped).
@@ -366,7 +382,7 @@ const checkpointEvery = 100 * time.Millisecond
 // acknowledged it, the session's earlier messages are purged, before
 // anything after it is sent and before the checkpoint passes it; when the
 // purge fails, the checkpoint stays before the erasure, so that the next
-// session purges again.
+// round purges again.
 func (r *Relay) pump(ctx context.Context, fence leader.Fence, stream jetstream.Stream, pos int64, expect expected) (progressed bool, err error) {
 	var (
 		inFlight []*batch
@@ -440,7 +456,7 @@ func (r *Relay) pump(ctx context.Context, fence leader.Fence, stream jetstream.S
 		}
 		if settled {
 			r.recovered(ctx)
-			if !eventstore.Sleep(ctx, r.cfg.PollInterval, wake) {
+			if !poll.Sleep(ctx, r.cfg.PollInterval, wake) {
 				return progressed, ctx.Err()
 			}
 		}
@@ -488,13 +504,13 @@ func configDiff(have, want jetstream.StreamConfig) []any {
 	return diff
 }
 
-// maxWalk bounds how many messages at the end of the stream a session
+// maxWalk bounds how many messages at the end of the stream a round
 // examines, as it starts, to find the last event of this log.
 const maxWalk = 1000
 
-// streamEnd is the end of the stream as a session starts.
+// streamEnd is the end of the stream as a round starts.
 type streamEnd struct {
-	// seq is the stream's last sequence, which the session's first publish
+	// seq is the stream's last sequence, which the round's first publish
 	// expects; 0 for a stream that has never held a message.
 	seq uint64
 	// tip is the Nats-Msg-Id (the event id) of the last message in the
@@ -510,12 +526,12 @@ type streamEnd struct {
 // walking back over at most maxWalk messages that are not (see ours).
 // Those it passes are foreign: published by another client, not by a
 // relay of this log. Each is logged and counted once, and skipped: the
-// session publishes after them.
+// round publishes after them.
 func (r *Relay) end(ctx context.Context, stream jetstream.Stream) (streamEnd, error) {
 	state := stream.CachedInfo().State
 	end, foreign, err := r.walk(ctx, stream, state)
 	if err != nil {
-		return end, err // the next session reads the foreign messages again
+		return end, err // the next round reads the foreign messages again
 	}
 	r.countForeign(ctx, state.LastSeq, foreign)
 	return end, nil
@@ -559,7 +575,7 @@ func (r *Relay) walk(ctx context.Context, stream jetstream.Stream, state jetstre
 			return end, foreign, nil
 		}
 		foreign = append(foreign, foreignMsg{seq: seq, subject: msg.Subject,
-			id: msg.Header.Get(jetstream.MsgIDHeader), position: msg.Header.Get(HeaderPosition)})
+			id: msg.Header.Get(jetstream.MsgIDHeader), position: msg.Header.Get(eventcodec.HeaderPosition)})
 	}
 	return end, foreign, nil
 }
@@ -584,7 +600,7 @@ func (r *Relay) getMsg(ctx context.Context, stream jetstream.Stream, seq uint64)
 // nor pass for an event not yet published.
 func (r *Relay) ours(ctx context.Context, msg *jetstream.RawStreamMsg) (eventstore.Event, bool, error) {
 	id := msg.Header.Get(jetstream.MsgIDHeader)
-	pos, err := strconv.ParseInt(msg.Header.Get(HeaderPosition), 10, 64)
+	pos, err := strconv.ParseInt(msg.Header.Get(eventcodec.HeaderPosition), 10, 64)
 	if id == "" || err != nil || pos < 1 {
 		return eventstore.Event{}, false, nil
 	}
@@ -599,9 +615,9 @@ func (r *Relay) ours(ctx context.Context, msg *jetstream.RawStreamMsg) (eventsto
 	return events[0], err == nil && want.Subject == msg.Subject, nil
 }
 
-// countForeign logs and counts the foreign messages a session found at the
+// countForeign logs and counts the foreign messages a round found at the
 // end of the stream (which ended at lastSeq then), each only once across
-// sessions.
+// rounds.
 func (r *Relay) countForeign(ctx context.Context, lastSeq uint64, foreign []foreignMsg) {
 	r.mu.Lock()
 	seen := r.stats.foreignSeq
@@ -679,15 +695,14 @@ func (r *Relay) checkpoint(ctx context.Context, fence leader.Fence, from, to int
 	if r.beforeCheckpoint != nil {
 		r.beforeCheckpoint(to)
 	}
-	noop := func(projections.Tx) error { return nil }
-	if err := r.checkpoints.Update(ctx, fence, Name, from, to, noop); err != nil {
+	if err := r.checkpoints.Move(ctx, fence, Name, from, to); err != nil {
 		return fmt.Errorf("move checkpoint from %d to %d: %w", from, to, err)
 	}
 	r.setCheckpoint(to)
 	return nil
 }
 
-// fail records a failed session and logs it, with its cause.
+// fail records a failed round and logs it, with its cause.
 func (r *Relay) fail(ctx context.Context, err error, retryIn time.Duration) {
 	r.measureHead(ctx)
 	st := r.markDegraded(r.cause(err))
@@ -718,7 +733,7 @@ func (r *Relay) disconnected() error {
 	return fmt.Errorf("%w: connection %s, last error: %w", errDisconnected, r.nc.Status(), last)
 }
 
-// cause returns why a session failed, as an operator should read it. While
+// cause returns why a round failed, as an operator should read it. While
 // the connection to NATS is down, the client's own errors hide the outage:
 // it refuses a publish with "outbound buffer limit exceeded" (Connect
 // makes it fail fast rather than queue), and a request times out. The
@@ -739,15 +754,11 @@ func (r *Relay) cause(err error) error {
 	return err
 }
 
-// measureHead updates the log head, if the log can tell it.
+// measureHead updates the log head.
 func (r *Relay) measureHead(ctx context.Context) {
-	h, ok := r.log.(header)
-	if !ok {
-		return
-	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.AckTimeout)
 	defer cancel()
-	head, err := h.Head(ctx)
+	head, err := r.log.Head(ctx)
 	if err != nil {
 		r.logger.DebugContext(ctx, "relay cannot read log head", "err", err)
 		return

@@ -21,6 +21,7 @@ import (
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/leader"
+	"github.com/resolutionflow/ledgerd/leader/pgleader"
 	"github.com/resolutionflow/ledgerd/relay"
 )
 
@@ -225,7 +226,7 @@ func TestRelay_RepublishesFromTheFirstRefusedEvent(t *testing.T) {
 	r.SetCheckpointHook(func(to int64) {
 		moves++
 		ctx := context.Background()
-		stream, err := e.js.Stream(ctx, relay.DefaultStream)
+		stream, err := e.js.Stream(ctx, eventcodec.DefaultNATSStream)
 		if err != nil {
 			problems = append(problems, err.Error())
 			return
@@ -240,7 +241,7 @@ func TestRelay_RepublishesFromTheFirstRefusedEvent(t *testing.T) {
 			problems = append(problems, fmt.Sprintf("checkpoint moves to %d, event %d of the log, while the stream holds %d events", to, upTo, held))
 		}
 		if foreign == 0 {
-			e.publishForeign(relay.Subject(uuid.NewString(), uuid.NewString(), "HandoffClaimed"), nil)
+			e.publishForeign(eventcodec.Subject(uuid.NewString(), uuid.NewString(), "HandoffClaimed"), nil)
 			foreign++
 		}
 	})
@@ -274,9 +275,9 @@ func TestRelay_SkipsForeignMessages(t *testing.T) {
 	last := published[len(published)-1]
 
 	// While the relay runs.
-	e.publishForeign(relay.Subject(uuid.NewString(), uuid.NewString(), "HandoffClaimed"), nil)
-	e.publishForeign(relay.Subject(uuid.NewString(), uuid.NewString(), "HandoffClaimed"), map[string]string{
-		relay.HeaderPosition: strconv.FormatInt(last.Position+1, 10), jetstream.MsgIDHeader: ulid.Make().String(),
+	e.publishForeign(eventcodec.Subject(uuid.NewString(), uuid.NewString(), "HandoffClaimed"), nil)
+	e.publishForeign(eventcodec.Subject(uuid.NewString(), uuid.NewString(), "HandoffClaimed"), map[string]string{
+		eventcodec.HeaderPosition: strconv.FormatInt(last.Position+1, 10), jetstream.MsgIDHeader: ulid.Make().String(),
 	})
 	e.handoffs(2)
 	e.waitUntil("the relay publishes after the foreign messages", func() bool { return e.checkpoint() == e.lastPosition() })
@@ -290,11 +291,11 @@ func TestRelay_SkipsForeignMessages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.publishForeign(relay.Subject(a.String(), s.String(), next.Type), map[string]string{
-		relay.HeaderPosition: strconv.FormatInt(next.Position, 10), jetstream.MsgIDHeader: ulid.Make().String(),
+	e.publishForeign(eventcodec.Subject(a.String(), s.String(), next.Type), map[string]string{
+		eventcodec.HeaderPosition: strconv.FormatInt(next.Position, 10), jetstream.MsgIDHeader: ulid.Make().String(),
 	})
-	e.publishForeign(relay.Subject(uuid.NewString(), uuid.NewString(), "HandoffParked"), map[string]string{
-		relay.HeaderPosition: "-1", jetstream.MsgIDHeader: ulid.Make().String(),
+	e.publishForeign(eventcodec.Subject(uuid.NewString(), uuid.NewString(), "HandoffParked"), map[string]string{
+		eventcodec.HeaderPosition: "-1", jetstream.MsgIDHeader: ulid.Make().String(),
 	})
 	r = e.newRelayLogging(slog.New(slog.NewTextHandler(&logs, nil)))
 	e.run(r)
@@ -319,7 +320,7 @@ func TestRelay_LeavesAnExistingStreamAsItIs(t *testing.T) {
 	e := newEnv(t)
 	ctx := t.Context()
 	made := jetstream.StreamConfig{
-		Name: relay.DefaultStream, Subjects: []string{relay.SubjectPrefix + ".>"},
+		Name: eventcodec.DefaultNATSStream, Subjects: []string{eventcodec.SubjectPrefix + ".>"},
 		MaxAge: 24 * time.Hour, Duplicates: 3 * time.Hour, Storage: jetstream.MemoryStorage,
 	}
 	if _, err := e.js.CreateStream(ctx, made); err != nil {
@@ -328,7 +329,7 @@ func TestRelay_LeavesAnExistingStreamAsItIs(t *testing.T) {
 	e.run(e.newRelay(leader.NewLocal(), testConfig()))
 	e.handoffs(3)
 	e.waitPublished()
-	stream, err := e.js.Stream(ctx, relay.DefaultStream)
+	stream, err := e.js.Stream(ctx, eventcodec.DefaultNATSStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,21 +348,21 @@ func TestRelay_LeavesAnExistingStreamAsItIs(t *testing.T) {
 func TestRelay_SaysWhenTheStreamLacksPublishedEvents(t *testing.T) {
 	for name, takeAway := range map[string]func(t *testing.T, e *env) int{
 		"DeletedAndMadeAgain": func(t *testing.T, e *env) int {
-			if err := e.js.DeleteStream(t.Context(), relay.DefaultStream); err != nil {
+			if err := e.js.DeleteStream(t.Context(), eventcodec.DefaultNATSStream); err != nil {
 				t.Fatal(err)
 			}
 			return 0
 		},
 		"RestoredFromAnOlderCopy": func(t *testing.T, e *env) int {
-			stream, err := e.js.Stream(t.Context(), relay.DefaultStream)
+			stream, err := e.js.Stream(t.Context(), eventcodec.DefaultNATSStream)
 			if err != nil {
 				t.Fatal(err)
 			}
 			older := e.fetchAll(t.Context(), stream, 2)
-			if err := e.js.DeleteStream(t.Context(), relay.DefaultStream); err != nil {
+			if err := e.js.DeleteStream(t.Context(), eventcodec.DefaultNATSStream); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := e.js.CreateStream(t.Context(), jetstream.StreamConfig{Name: relay.DefaultStream, Subjects: []string{relay.SubjectPrefix + ".>"}}); err != nil {
+			if _, err := e.js.CreateStream(t.Context(), jetstream.StreamConfig{Name: eventcodec.DefaultNATSStream, Subjects: []string{eventcodec.SubjectPrefix + ".>"}}); err != nil {
 				t.Fatal(err)
 			}
 			for _, m := range older {
@@ -388,7 +389,7 @@ func TestRelay_SaysWhenTheStreamLacksPublishedEvents(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(nc.Close)
-			r, err := relay.New(nc, e.store, e.views, leader.NewLocal(), e.store.Appended, slog.New(slog.NewTextHandler(&logs, nil)), testConfig())
+			r, err := relay.New(relay.Deps{NATS: nc, Log: e.store, Checkpoints: e.views, Locker: leader.NewLocal(), Wake: e.store.Appended, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, testConfig())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -402,7 +403,7 @@ func TestRelay_SaysWhenTheStreamLacksPublishedEvents(t *testing.T) {
 			if problem := r.Status().StreamProblem; !strings.Contains(problem, "the same --nats-url") {
 				t.Fatalf("Status().StreamProblem = %q, want it to say what to do", problem)
 			}
-			stream, err := e.js.Stream(t.Context(), relay.DefaultStream)
+			stream, err := e.js.Stream(t.Context(), eventcodec.DefaultNATSStream)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -463,12 +464,12 @@ func TestRelay_DeposedRelayCannotMoveTheCheckpoint(t *testing.T) {
 
 	// The first relay renews too seldom to notice the loss by itself, and
 	// the successor keeps its lease however slow the machine.
-	slow := leader.Config{TTL: time.Minute, RenewInterval: 30 * time.Second}
-	unaware, err := leader.NewPostgres(e.newPool(), e.logger, slow)
+	slow := pgleader.Config{TTL: time.Minute, RenewInterval: 30 * time.Second}
+	unaware, err := pgleader.New(e.newPool(), e.logger, slow)
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := leader.NewPostgres(e.newPool(), e.logger, slow)
+	other, err := pgleader.New(e.newPool(), e.logger, slow)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -521,7 +522,7 @@ func TestNew_RejectsInvalidConfig(t *testing.T) {
 		"BackoffsReversed":  {MinBackoff: time.Minute, MaxBackoff: time.Second},
 	} {
 		t.Run(name, func(t *testing.T) {
-			if _, err := relay.New(nil, nil, nil, nil, nil, nil, cfg); err == nil {
+			if _, err := relay.New(relay.Deps{}, cfg); err == nil {
 				t.Fatal("New accepted an invalid config")
 			}
 		})
@@ -536,18 +537,5 @@ func TestParseStorage(t *testing.T) {
 	}
 	if _, err := relay.ParseStorage("disk"); err == nil {
 		t.Error("ParseStorage accepted disk")
-	}
-}
-
-func TestSubject_FillsWildcards(t *testing.T) {
-	for _, c := range []struct{ account, session, typ, want string }{
-		{"a", "s", "HandoffClaimed", "handoff.a.s.HandoffClaimed"},
-		{"a", "", "", "handoff.a.*.*"},
-		{"", "s", "", "handoff.*.s.*"},
-		{"", "", "HandoffParked", "handoff.*.*.HandoffParked"},
-	} {
-		if got := relay.Subject(c.account, c.session, c.typ); got != c.want {
-			t.Errorf("Subject(%q, %q, %q) = %q, want %q", c.account, c.session, c.typ, got, c.want)
-		}
 	}
 }

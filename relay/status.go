@@ -19,7 +19,7 @@ type Status struct {
 	// LastError is the error of the last failed attempt, nil if none.
 	LastError error
 	// StreamProblem, when not empty, is what the leading relay found wrong
-	// with the stream as its last session started, and what to do about
+	// with the stream as its last round started, and what to do about
 	// it: the stream lacks events the relay published, or ends with
 	// another ledger's events. Publishing goes on regardless.
 	StreamProblem string

@@ -81,6 +81,21 @@ type Keyring struct {
 	cache *lru.Cache[string, DataKey]
 }
 
+// NewScratchKeyring returns a keyring of a new random master key that no
+// file keeps: for a ledger whose data need not outlive the process, a
+// benchmark's scratch ledger or a test's.
+func NewScratchKeyring() (*Keyring, error) {
+	text, err := NewMasterKey()
+	if err != nil {
+		return nil, err
+	}
+	m, err := ParseMasterKey(text)
+	if err != nil {
+		return nil, err
+	}
+	return NewKeyring(m), nil
+}
+
 // unwrappedKeys bounds the keyring's cache of unwrapped data keys.
 const unwrappedKeys = 4096
 

@@ -13,15 +13,11 @@ import (
 
 func keyring(tb testing.TB) *shred.Keyring {
 	tb.Helper()
-	text, err := shred.NewMasterKey()
+	keys, err := shred.NewScratchKeyring()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	m, err := shred.ParseMasterKey(text)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return shred.NewKeyring(m)
+	return keys
 }
 
 const stream = "session:0b8e5d0e-1d7a-4d0e-9f57-3c2b9a3c0a11:5f0b8a1c-2a64-4d57-8f44-4f5b8a2f6e10"

@@ -57,3 +57,30 @@ func (s *Store) opened(events []eventstore.Event, err error) ([]eventstore.Event
 	}
 	return s.keys.OpenAll(events), nil
 }
+
+// Log is an event store that signals its appends in this process and tells
+// the position of its last committed event, as pgstore.Store and
+// sqlitestore.Store do.
+type Log interface {
+	eventstore.Store
+	Appended() <-chan struct{}
+	Head(ctx context.Context) (int64, error)
+}
+
+// OpenedLog is a Log whose reads are opened by a keyring (see Store), with
+// the raw log's signal and head.
+type OpenedLog struct {
+	*Store
+	raw Log
+}
+
+// NewOpenedLog returns raw with its reads opened by keys.
+func NewOpenedLog(raw Log, keys *Keyring) OpenedLog {
+	return OpenedLog{Store: NewStore(raw, keys), raw: raw}
+}
+
+// Appended returns the raw log's signal of appends.
+func (l OpenedLog) Appended() <-chan struct{} { return l.raw.Appended() }
+
+// Head returns the raw log's head.
+func (l OpenedLog) Head(ctx context.Context) (int64, error) { return l.raw.Head(ctx) }

@@ -30,7 +30,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/resolutionflow/ledgerd/domain"
-	"github.com/resolutionflow/ledgerd/relay"
+	"github.com/resolutionflow/ledgerd/eventcodec"
 )
 
 // Filter selects events; empty fields select everything.
@@ -53,7 +53,7 @@ func (f Filter) Subject() (string, error) {
 	if types := domain.EventTypes(); f.Type != "" && !slices.Contains(types, f.Type) {
 		return "", fmt.Errorf("event type %q: not one of %s", f.Type, strings.Join(types, ", "))
 	}
-	return relay.Subject(account, session, f.Type), nil
+	return eventcodec.Subject(account, session, f.Type), nil
 }
 
 // uuidToken returns the canonical form of a UUID, as published, or "".
@@ -117,7 +117,7 @@ func ParseStart(s string, now time.Time) (Start, error) {
 
 // Options say what to read.
 type Options struct {
-	// Stream is the JetStream stream (relay.DefaultStream when empty).
+	// Stream is the JetStream stream (eventcodec.DefaultNATSStream when empty).
 	Stream string
 	// Filter selects the events.
 	Filter Filter
@@ -141,7 +141,7 @@ const durableAckWait = 10 * time.Second
 // cannot set up the consumer or write to w.
 func Run(ctx context.Context, js jetstream.JetStream, opts Options, w io.Writer) error {
 	if opts.Stream == "" {
-		opts.Stream = relay.DefaultStream
+		opts.Stream = eventcodec.DefaultNATSStream
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/resolutionflow/ledgerd/commands"
@@ -56,7 +55,7 @@ func newLedger(t *testing.T) *ledger {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	r, err := relay.New(nc, l.store, l.views, leader.NewLocal(), l.store.Appended, logger, relay.Config{PollInterval: 50 * time.Millisecond})
+	r, err := relay.New(relay.Deps{NATS: nc, Log: l.store, Checkpoints: l.views, Locker: leader.NewLocal(), Wake: l.store.Appended, Logger: logger}, relay.Config{PollInterval: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,18 +121,9 @@ func (l *ledger) published() []eventstore.Event {
 }
 
 // js returns a new NATS client, as a new `ledgerd tail` process would open.
-func (l *ledger) js() (jetstream.JetStream, *nats.Conn) {
+func (l *ledger) js() jetstream.JetStream {
 	l.t.Helper()
-	nc, err := nats.Connect(l.nats.URL())
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	l.t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	return js, nc
+	return natstest.JetStream(l.t, l.nats.URL())
 }
 
 // subscriber is a tail.Run in the background.
@@ -155,14 +145,14 @@ func (s *subscriber) Write(p []byte) (int, error) {
 // and closes the connection, as when the process exits.
 func (l *ledger) tail(opts tail.Options) *subscriber {
 	l.t.Helper()
-	js, nc := l.js()
+	js := l.js()
 	s := &subscriber{t: l.t}
 	run := ledgertest.Go(context.Background(), l.t, "tail.Run", func(ctx context.Context) error {
 		return tail.Run(ctx, js, opts, s)
 	})
 	s.stop = func() {
 		run()
-		nc.Close()
+		js.Conn().Close()
 	}
 	return s
 }
@@ -172,8 +162,8 @@ func (l *ledger) tail(opts tail.Options) *subscriber {
 // next counts as new.
 func (l *ledger) tailNew(opts tail.Options) *subscriber {
 	l.t.Helper()
-	js, _ := l.js()
-	stream, err := js.Stream(l.t.Context(), relay.DefaultStream)
+	js := l.js()
+	stream, err := js.Stream(l.t.Context(), eventcodec.DefaultNATSStream)
 	if err != nil {
 		l.t.Fatal(err)
 	}
@@ -384,8 +374,8 @@ func TestRun_DurableResumesWhereItStopped(t *testing.T) {
 
 	sub := l.tail(opts)
 	sub.expect(first)
-	js, _ := l.js()
-	consumer, err := js.Consumer(t.Context(), relay.DefaultStream, "audit")
+	js := l.js()
+	consumer, err := js.Consumer(t.Context(), eventcodec.DefaultNATSStream, "audit")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -406,7 +396,7 @@ func TestRun_DurableResumesWhereItStopped(t *testing.T) {
 
 	other := opts
 	other.Filter = tail.Filter{Type: domain.TypeHandoffParked}
-	js2, _ := l.js()
+	js2 := l.js()
 	if err := tail.Run(t.Context(), js2, other, &bytes.Buffer{}); err == nil {
 		t.Fatal("Run reused a durable consumer with another filter")
 	}

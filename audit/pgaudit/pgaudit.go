@@ -14,7 +14,7 @@ import (
 	"github.com/transparency-dev/merkle/compact"
 
 	"github.com/resolutionflow/ledgerd/audit"
-	"github.com/resolutionflow/ledgerd/leader"
+	"github.com/resolutionflow/ledgerd/leader/pgleader"
 )
 
 // Store is an audit.Store on a PostgreSQL pool of a migrated database.
@@ -131,7 +131,7 @@ func (s *Store) Seal(ctx context.Context, seal audit.Seal) error {
 		if s.duringSeal != nil {
 			s.duringSeal()
 		}
-		return leader.CheckFence(ctx, tx, seal.Fence)
+		return pgleader.CheckFence(ctx, tx, seal.Fence)
 	})
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "23505" {

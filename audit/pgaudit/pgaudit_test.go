@@ -23,6 +23,7 @@ import (
 	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
 	"github.com/resolutionflow/ledgerd/leader"
+	"github.com/resolutionflow/ledgerd/leader/pgleader"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
@@ -120,7 +121,7 @@ func BenchmarkInclusion(b *testing.B) {
 func TestSeal_FencedByLease(t *testing.T) {
 	pool := pgtest.NewPool(t, 0)
 	store := pgaudit.New(pool)
-	locker, err := leader.NewPostgres(pool, slog.Default(), leader.Config{})
+	locker, err := pgleader.New(pool, slog.Default(), pgleader.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

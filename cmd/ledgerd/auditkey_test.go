@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
 
@@ -23,6 +21,7 @@ import (
 	"github.com/resolutionflow/ledgerd/embeddednats"
 	"github.com/resolutionflow/ledgerd/httpapi"
 	"github.com/resolutionflow/ledgerd/internal/ledgertest"
+	"github.com/resolutionflow/ledgerd/internal/natstest"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
 )
 
@@ -116,15 +115,7 @@ func TestServe_SealsTheLog(t *testing.T) {
 				t.Fatalf("receipt of the newest event (leaf %d): %v", r.LeafIndex, err)
 			}
 
-			nc, err := nats.Connect(readURL(t, dir, embeddednats.ReaderURLFile).String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer nc.Close()
-			js, err := jetstream.New(nc)
-			if err != nil {
-				t.Fatal(err)
-			}
+			js := natstest.JetStream(t, readURL(t, dir, embeddednats.ReaderURLFile).String())
 			ledgertest.WaitUntil(t, 30*time.Second, "the checkpoint reaches NATS", func() bool {
 				stream, err := js.Stream(t.Context(), natswitness.DefaultStream)
 				if err != nil {

@@ -17,12 +17,14 @@ import (
 	"github.com/resolutionflow/ledgerd/audit/verify"
 	"github.com/resolutionflow/ledgerd/audit/verify/pgverify"
 	"github.com/resolutionflow/ledgerd/audit/verify/sqliteverify"
-	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
 	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
 	"github.com/resolutionflow/ledgerd/httpapi"
 	"github.com/resolutionflow/ledgerd/idempotency"
+	"github.com/resolutionflow/ledgerd/idempotency/pgidem"
+	"github.com/resolutionflow/ledgerd/idempotency/sqliteidem"
 	"github.com/resolutionflow/ledgerd/leader"
+	"github.com/resolutionflow/ledgerd/leader/pgleader"
 	"github.com/resolutionflow/ledgerd/migrations"
 	"github.com/resolutionflow/ledgerd/projections"
 	"github.com/resolutionflow/ledgerd/projections/pgviews"
@@ -32,23 +34,15 @@ import (
 	"github.com/resolutionflow/ledgerd/shred/sqlitekeys"
 )
 
-// eventLog is an event store that signals the appends made through it and
-// tells where its committed end is.
-type eventLog interface {
-	eventstore.Store
-	Appended() <-chan struct{}
-	Head(ctx context.Context) (int64, error)
-}
-
 // backend is the storage the ledger runs on: the event log, the read
 // models, the idempotency keys and the leadership leases.
 type backend struct {
 	// events is the log as readers see it: opened (shred.Store) once
 	// withKeys has given it the master key, the stored bytes before.
-	events eventLog
+	events shred.Log
 	// raw is the log as stored, for what checks hashes or builds the
 	// Merkle tree.
-	raw eventLog
+	raw shred.Log
 	// keys is the table of data keys.
 	keys   shred.KeyStore
 	views  projections.Store
@@ -77,9 +71,9 @@ func openPostgres(ctx context.Context, url string, maxConns int, logger *slog.Lo
 	if maxConns > 0 {
 		cfg.MaxConns = int32(maxConns)
 	}
-	leases := leader.Config{}
+	leases := pgleader.Config{}
 	// A process frozen inside a transaction must not hold its locks past
-	// its lease (leader.Config.IdleTransactionTimeout). A URL may set a
+	// its lease (pgleader.Config.IdleTransactionTimeout). A URL may set a
 	// shorter timeout, never a longer one.
 	idle := leases.IdleTransactionTimeout()
 	if v, ok := cfg.ConnConfig.RuntimeParams[idleTimeoutParam]; !ok || !shorterThan(v, idle) {
@@ -96,7 +90,7 @@ func openPostgres(ctx context.Context, url string, maxConns int, logger *slog.Lo
 		}
 		return nil, err
 	}
-	locker, err := leader.NewPostgres(pool, logger, leases)
+	locker, err := pgleader.New(pool, logger, leases)
 	if err != nil {
 		pool.Close()
 		return nil, err
@@ -108,9 +102,9 @@ func openPostgres(ctx context.Context, url string, maxConns int, logger *slog.Lo
 		keys:   pgkeys.New(pool),
 		views:  views,
 		sealed: func(keys *shred.Keyring) (projections.Store, idempotency.Store) {
-			return views.WithKeys(keys), idempotency.NewPostgres(pool, idempotency.SealedBy(keys))
+			return views.WithKeys(keys), pgidem.New(pool, idempotency.SealedBy(keys))
 		},
-		idem:   idempotency.NewPostgres(pool),
+		idem:   pgidem.New(pool),
 		audit:  pgaudit.New(pool),
 		locker: locker,
 		checks: []httpapi.Check{
@@ -149,9 +143,9 @@ func openSQLite(ctx context.Context, dataDir string, logger *slog.Logger) (*back
 		keys:   sqlitekeys.New(store.DB()),
 		views:  views,
 		sealed: func(keys *shred.Keyring) (projections.Store, idempotency.Store) {
-			return views.WithKeys(keys), idempotency.NewSQLite(store.DB(), idempotency.SealedBy(keys))
+			return views.WithKeys(keys), sqliteidem.New(store.DB(), idempotency.SealedBy(keys))
 		},
-		idem:   idempotency.NewSQLite(store.DB()),
+		idem:   sqliteidem.New(store.DB()),
 		audit:  sqliteaudit.New(store.DB(), store.ReadDB()),
 		locker: leader.NewLocal(),
 		// Opening applied the migrations; reading the head of the log
@@ -182,19 +176,9 @@ func shorterThan(v string, d time.Duration) bool {
 	return err == nil && ms > 0 && time.Duration(ms)*time.Millisecond < d
 }
 
-// openedLog is the log with its reads opened by a keyring, and the raw
-// log's signal and head.
-type openedLog struct {
-	*shred.Store
-	raw eventLog
-}
-
-func (l openedLog) Appended() <-chan struct{}               { return l.raw.Appended() }
-func (l openedLog) Head(ctx context.Context) (int64, error) { return l.raw.Head(ctx) }
-
 // withKeys makes b's readers see the log opened by keys, and its read
 // models and idempotency keys keep notes sealed by keys.
 func (b *backend) withKeys(keys *shred.Keyring) {
-	b.events = openedLog{Store: shred.NewStore(b.raw, keys), raw: b.raw}
+	b.events = shred.NewOpenedLog(b.raw, keys)
 	b.views, b.idem = b.sealed(keys)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/resolutionflow/ledgerd/embeddednats"
+	"github.com/resolutionflow/ledgerd/eventcodec"
 	"github.com/resolutionflow/ledgerd/httpapi"
 	"github.com/resolutionflow/ledgerd/relay"
 	"github.com/resolutionflow/ledgerd/tail"
@@ -40,7 +41,7 @@ func addNATSFlags(f *flags) natsFlags {
 		embedded:        f.bool("embedded-nats", "LEDGER_EMBEDDED_NATS", false, "with PostgreSQL and no --nats-url, run an embedded NATS server: for a single process only, which it enforces with a database lock"),
 		auth:            addNATSAuthFlags(f),
 		listen:          f.string("nats-listen", "LEDGER_NATS_LISTEN", embeddednats.DefaultListen, "address the embedded NATS server listens on"),
-		stream:          f.string("nats-stream", "LEDGER_NATS_STREAM", relay.DefaultStream, "JetStream stream the events go to"),
+		stream:          f.string("nats-stream", "LEDGER_NATS_STREAM", eventcodec.DefaultNATSStream, "JetStream stream the events go to"),
 		storage:         f.string("nats-storage", "LEDGER_NATS_STORAGE", "file", "JetStream storage: file or memory"),
 		replicas:        f.int("nats-replicas", "LEDGER_NATS_REPLICAS", 1, "JetStream stream replicas"),
 		duplicateWindow: f.duration("nats-duplicate-window", "LEDGER_NATS_DUPLICATE_WINDOW", relay.DefaultDuplicateWindow, "JetStream duplicate window: a repeat of an event inside it is dropped"),
@@ -184,7 +185,7 @@ func startRelay(target natsTarget, cfg relay.Config, b *backend, logger *slog.Lo
 	if err != nil {
 		return nil, nil, httpapi.Check{}, fmt.Errorf("connect to NATS at %s: %w", redact(target.url), err)
 	}
-	r, err := relay.New(nc, b.events, b.views, b.locker, b.events.Appended, logger, cfg)
+	r, err := relay.New(relay.Deps{NATS: nc, Log: b.events, Checkpoints: b.views, Locker: b.locker, Wake: b.events.Appended, Logger: logger}, cfg)
 	if err != nil {
 		nc.Close()
 		return nil, nil, httpapi.Check{}, err
@@ -209,7 +210,7 @@ func tailEvents(ctx context.Context, args []string, stdout io.Writer, logger *sl
 	urlFlag := f.string("nats-url", "NATS_URL", "", "NATS server URL; when empty, the embedded server's, with its credentials, from <data-dir>/"+embeddednats.URLFile)
 	auth := addNATSAuthFlags(f)
 	dataDir := f.string("data-dir", "LEDGER_DATA_DIR", defaultDataDir, "data directory of the embedded mode, whose NATS URL tail uses without --nats-url")
-	stream := f.string("nats-stream", "LEDGER_NATS_STREAM", relay.DefaultStream, "JetStream stream")
+	stream := f.string("nats-stream", "LEDGER_NATS_STREAM", eventcodec.DefaultNATSStream, "JetStream stream")
 	account := f.string("account", "", "", "only this account's events")
 	session := f.string("session", "", "", "only this session's events")
 	typ := f.string("type", "", "", "only events of this type, such as HandoffClaimed")

@@ -16,7 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/resolutionflow/ledgerd/idempotency"
+	"github.com/resolutionflow/ledgerd/idempotency/pgidem"
 	"github.com/resolutionflow/ledgerd/internal/ledgertest"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
 	"github.com/resolutionflow/ledgerd/relay"
@@ -134,7 +134,7 @@ func TestMigrate_RuntimeRole(t *testing.T) {
 	if err := runLedgerd(t, "projections", "rebuild", "--database-url", runtimeURL, "--master-key-file", masterKeyFileFor(t)); err != nil {
 		t.Fatalf("rebuild as the runtime role: %v", err)
 	}
-	if _, err := idempotency.NewPostgres(pgtest.Pool(t, runtimeURL, 1)).Sweep(t.Context()); err != nil {
+	if _, err := pgidem.New(pgtest.Pool(t, runtimeURL, 1)).Sweep(t.Context()); err != nil {
 		t.Fatalf("sweep as the runtime role: %v", err)
 	}
 

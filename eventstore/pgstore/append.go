@@ -17,6 +17,7 @@ import (
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/eventstore/internal/prepare"
 	"github.com/resolutionflow/ledgerd/internal/pgerr"
+	"github.com/resolutionflow/ledgerd/internal/poll"
 )
 
 // The statements of an append written alone, each run as it is by
@@ -296,7 +297,7 @@ func (s *Store) appendAlone(ctx context.Context, r *request) error {
 	for attempt := 0; ; attempt++ {
 		err := s.insert(ctx, r)
 		if errors.Is(err, eventstore.ErrConflict) && r.expected == eventstore.Any && attempt < maxAnyRetries {
-			if !eventstore.Sleep(ctx, anyBackoff(attempt), nil) {
+			if !poll.Sleep(ctx, anyBackoff(attempt), nil) {
 				return fmt.Errorf("append to stream %q: %w", r.events[0].Stream, ctx.Err())
 			}
 			continue
@@ -352,6 +353,7 @@ func (s *Store) insert(ctx context.Context, r *request) error {
 		return nil
 	}
 	a := r.opts.Answer
+	// pgx.CollectRows reports the query's error.
 	rows, _ := tx.Query(ctx, answerSQL, a.Account, a.User, a.Key, a.RequestHash, a.Status, a.Body, a.TTL.Seconds(), a.PendingTimeout.Seconds(), pgtype.UUID{Bytes: a.Session, Valid: a.Session != uuid.Nil})
 	stored, err := pgx.CollectRows(rows, pgx.RowTo[bool])
 	if err != nil {
@@ -453,6 +455,7 @@ func insertMany(ctx context.Context, q querier, expected eventstore.ExpectedVers
 		tag, err := q.Exec(ctx, sql, args...)
 		return int(tag.RowsAffected()), err
 	}
+	// rows.Err reports the query's error, after rows.Next returns false.
 	rows, _ := q.Query(ctx, sql+returningAll, args...)
 	n := 0
 	for rows.Next() {

@@ -28,12 +28,13 @@ import (
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/internal/groupcommit"
 	"github.com/resolutionflow/ledgerd/internal/pgerr"
+	"github.com/resolutionflow/ledgerd/internal/poll"
 )
 
 // Store is an eventstore.Store on a PostgreSQL pool.
 type Store struct {
 	pool     *pgxpool.Pool
-	appended eventstore.Signal
+	appended poll.Signal
 	batches  groupcommit.Queue[*request]
 	// batched counts the appends written in a batch with others, and
 	// leftOut those a batch left to be written alone.
@@ -75,6 +76,7 @@ func (s *Store) ReadStream(ctx context.Context, stream string) ([]eventstore.Eve
 
 // ReadStreamAfter implements eventstore.Store.
 func (s *Store) ReadStreamAfter(ctx context.Context, stream string, after int64) ([]eventstore.Event, error) {
+	// collectEvents (pgx.CollectRows) reports the query's error.
 	rows, _ := s.pool.Query(ctx, selectEvent+`WHERE stream = $1 AND version > $2 ORDER BY version`, stream, after)
 	events, err := collectEvents(rows)
 	if err != nil {
@@ -163,6 +165,7 @@ func (s *Store) ReadAccount(ctx context.Context, account uuid.UUID, after int64,
 	if head <= after {
 		return nil, nil
 	}
+	// collectEvents (pgx.CollectRows) reports the query's error.
 	rows, _ := s.pool.Query(ctx, readAccountSQL, account.String(), after, head, limit)
 	events, err := collectEvents(rows)
 	if err != nil {
@@ -173,6 +176,7 @@ func (s *Store) ReadAccount(ctx context.Context, account uuid.UUID, after int64,
 
 // readRange reads up to limit events with positions in (after, upTo].
 func (s *Store) readRange(ctx context.Context, after, upTo int64, limit int) ([]eventstore.Event, error) {
+	// collectEvents (pgx.CollectRows) reports the query's error.
 	rows, _ := s.pool.Query(ctx, selectEvent+`WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3`, after, upTo, limit)
 	events, err := collectEvents(rows)
 	if err != nil {
@@ -262,10 +266,11 @@ func (s *Store) settledHead(ctx context.Context) (int64, error) {
 func (s *Store) settle(ctx context.Context, last int64, writers []string) (int64, error) {
 	wait := 200 * time.Microsecond
 	for len(writers) > 0 {
-		if !eventstore.Sleep(ctx, wait, nil) {
+		if !poll.Sleep(ctx, wait, nil) {
 			return 0, fmt.Errorf("wait for %d writers below position %d: %w", len(writers), last, ctx.Err())
 		}
 		wait = min(2*wait, 20*time.Millisecond)
+		// pgx.CollectRows reports the query's error.
 		rows, _ := s.pool.Query(ctx, `SELECT virtualtransaction FROM pg_locks `+writersWhere+` AND virtualtransaction = ANY($1)`, writers)
 		var err error
 		if writers, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {

@@ -49,6 +49,7 @@ import (
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/eventstore/internal/prepare"
 	"github.com/resolutionflow/ledgerd/internal/groupcommit"
+	"github.com/resolutionflow/ledgerd/internal/poll"
 	"github.com/resolutionflow/ledgerd/migrations"
 )
 
@@ -82,7 +83,7 @@ type Store struct {
 	write    *sql.DB
 	read     *sql.DB
 	insert   *sql.Stmt
-	appended eventstore.Signal
+	appended poll.Signal
 	batches  groupcommit.Queue[*request]
 	// batched counts the appends written in a batch with others, and
 	// failedInBatch those of them that failed while the others committed.

@@ -20,7 +20,6 @@ import (
 	"github.com/resolutionflow/ledgerd/projections"
 	"github.com/resolutionflow/ledgerd/projections/pgviews"
 	"github.com/resolutionflow/ledgerd/projections/storetest"
-	"github.com/resolutionflow/ledgerd/relay"
 	"github.com/resolutionflow/ledgerd/shred"
 )
 
@@ -271,7 +270,7 @@ func (c *cluster) checkStream(t *testing.T, events []eventstore.Event) {
 		for m := range batch.Messages() {
 			if i+n < len(events) {
 				e := events[i+n]
-				pos, id := m.Headers().Get(relay.HeaderPosition), m.Headers().Get(jetstream.MsgIDHeader)
+				pos, id := m.Headers().Get(eventcodec.HeaderPosition), m.Headers().Get(jetstream.MsgIDHeader)
 				if pos != strconv.FormatInt(e.Position, 10) || id != e.ID {
 					l.errorf("message %d is event %s at position %s, the log's event %d is %s at position %d", i+n+1, id, pos, i+n+1, e.ID, e.Position)
 				}
@@ -291,9 +290,9 @@ func (c *cluster) checkStream(t *testing.T, events []eventstore.Event) {
 // stream returns the ledger's JetStream stream.
 func (c *cluster) stream(ctx context.Context, t *testing.T) jetstream.Stream {
 	t.Helper()
-	stream, err := c.js.Stream(ctx, relay.DefaultStream)
+	stream, err := c.js.Stream(ctx, eventcodec.DefaultNATSStream)
 	if err != nil {
-		t.Fatalf("stream %s: %v", relay.DefaultStream, err)
+		t.Fatalf("stream %s: %v", eventcodec.DefaultNATSStream, err)
 	}
 	return stream
 }

@@ -18,7 +18,6 @@ import (
 	"github.com/resolutionflow/ledgerd/eventcodec"
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/projections"
-	"github.com/resolutionflow/ledgerd/relay"
 )
 
 var long = flag.Bool("faults.long", false, "run every fault several rounds, under a longer load, with longer outages")
@@ -340,9 +339,9 @@ func restartNATS(t *testing.T, c *cluster, cfg config, _ *load) {
 func (c *cluster) lastSeq(ctx context.Context) (uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	stream, err := c.js.Stream(ctx, relay.DefaultStream)
+	stream, err := c.js.Stream(ctx, eventcodec.DefaultNATSStream)
 	if err != nil {
-		return 0, fmt.Errorf("stream %s: %w", relay.DefaultStream, err)
+		return 0, fmt.Errorf("stream %s: %w", eventcodec.DefaultNATSStream, err)
 	}
 	info, err := stream.Info(ctx)
 	if err != nil {
@@ -432,6 +431,7 @@ func (c *cluster) dumpReadModel(t *testing.T) string {
 		t.Fatalf("dump the read model: %v", err)
 	}
 	keys := testKeyring(t)
+	// pgx.ForEachRow reports the query's error.
 	rows, _ := c.pool.Query(t.Context(), `SELECT h.account_id, h.session_id, h.engineer_notes, k.key_id, k.wrapped, k.master_key_id
 FROM handoffs AS h LEFT JOIN data_keys AS k ON k.stream_id = ('session:' || h.account_id::text || ':' || h.session_id::text) COLLATE "C"
 ORDER BY h.id`)

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 const (
@@ -241,4 +243,21 @@ func freePorts(tb testing.TB, n int) []int {
 		ports[i] = l.Addr().(*net.TCPAddr).Port
 	}
 	return ports
+}
+
+// JetStream connects a test's own client to the NATS servers at url, with
+// opts, and returns its JetStream context (js.Conn() is the connection).
+// The connection closes when the test ends.
+func JetStream(tb testing.TB, url string, opts ...nats.Option) jetstream.JetStream {
+	tb.Helper()
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		tb.Fatalf("connect to %s: %v", url, err)
+	}
+	tb.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatalf("jetstream: %v", err)
+	}
+	return js
 }

@@ -15,16 +15,8 @@ import (
 func TestServer_RestartKeepsPortAndStreams(t *testing.T) {
 	srv := natstest.Start(t)
 	url := srv.URL()
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond),
+	js := natstest.JetStream(t, url, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond),
 		nats.ReconnectBufSize(-1)) // a publish while disconnected fails instead of waiting
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}}); err != nil {
@@ -36,7 +28,7 @@ func TestServer_RestartKeepsPortAndStreams(t *testing.T) {
 
 	srv.Stop()
 	down, cancelDown := context.WithTimeout(ctx, 200*time.Millisecond)
-	_, err = js.Publish(down, "s.2", []byte("two"), jetstream.WithRetryAttempts(0))
+	_, err := js.Publish(down, "s.2", []byte("two"), jetstream.WithRetryAttempts(0))
 	cancelDown()
 	if err == nil {
 		t.Fatal("publish to a stopped server succeeded")

@@ -19,6 +19,7 @@ import (
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/internal/pgerr"
 	"github.com/resolutionflow/ledgerd/leader"
+	"github.com/resolutionflow/ledgerd/leader/pgleader"
 	"github.com/resolutionflow/ledgerd/projections"
 	"github.com/resolutionflow/ledgerd/shred"
 )
@@ -101,6 +102,7 @@ func (s *Store) Queue(ctx context.Context, account, team uuid.UUID, page project
 		query = queueSQL + queueAfterSQL + queueOrderSQL
 		args = append(args, c.Class, c.CreatedAt, pgUUID(c.ID))
 	}
+	// pgx.CollectRows reports the query's error.
 	rows, _ := s.pool.Query(ctx, query, args...)
 	handoffs, err := pgx.CollectRows(rows, s.scanOpened)
 	if err != nil {
@@ -116,6 +118,7 @@ func (s *Store) AccountQueue(ctx context.Context, account uuid.UUID, page projec
 		query = accountQueueSQL + accountQueueAfterSQL + accountQueueOrderSQL
 		args = append(args, c.Class, c.CreatedAt, pgUUID(c.ID))
 	}
+	// pgx.CollectRows reports the query's error.
 	rows, _ := s.pool.Query(ctx, query, args...)
 	handoffs, err := pgx.CollectRows(rows, s.scanOpened)
 	if err != nil {
@@ -131,6 +134,7 @@ func (s *Store) History(ctx context.Context, account, session uuid.UUID, page pr
 		query = historySQL + historyAfterSQL + historyOrderSQL
 		args = append(args, c.CreatedAt, pgUUID(c.ID))
 	}
+	// pgx.CollectRows reports the query's error.
 	rows, _ := s.pool.Query(ctx, query, args...)
 	handoffs, err := pgx.CollectRows(rows, s.scanOpened)
 	if err != nil {
@@ -163,6 +167,7 @@ ORDER BY position`
 
 // Skips implements projections.Store.
 func (s *Store) Skips(ctx context.Context, name string) (projections.Skips, error) {
+	// pgx.CollectRows reports the query's error.
 	rows, _ := s.pool.Query(ctx, skipsSQL, name)
 	var sum projections.Skips
 	ends, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (projections.Skipped, error) {
@@ -211,11 +216,16 @@ func (s *Store) Update(ctx context.Context, fence leader.Fence, name string, fro
 		if err := stx.flush(ctx); err != nil {
 			return err
 		}
-		if err := leader.CheckFence(ctx, tx, fence); err != nil {
+		if err := pgleader.CheckFence(ctx, tx, fence); err != nil {
 			return fmt.Errorf("move checkpoint %q from %d to %d: %w", name, from, to, err)
 		}
 		return nil
 	})
+}
+
+// Move implements projections.Store.
+func (s *Store) Move(ctx context.Context, fence leader.Fence, name string, from, to int64) error {
+	return s.Update(ctx, fence, name, from, to, func(projections.Tx) error { return nil })
 }
 
 // moveCheckpoint sets the checkpoint to `to` if it is at `from`, and returns
@@ -257,6 +267,7 @@ func (t *storeTx) Handoff(ctx context.Context, id uuid.UUID) (domain.Handoff, bo
 	if i, ok := t.index[id]; ok {
 		return t.pending[i].h, true, nil
 	}
+	// pgx.CollectExactlyOneRow reports the query's error.
 	rows, _ := t.tx.Query(ctx, `SELECT `+handoffColumns+` FROM handoffs WHERE id = $1`, pgUUID(id))
 	h, err := pgx.CollectExactlyOneRow(rows, scanHandoff)
 	if errors.Is(err, pgx.ErrNoRows) {

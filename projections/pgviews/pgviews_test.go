@@ -14,6 +14,7 @@ import (
 	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
 	"github.com/resolutionflow/ledgerd/internal/pgtest"
 	"github.com/resolutionflow/ledgerd/leader"
+	"github.com/resolutionflow/ledgerd/leader/pgleader"
 	"github.com/resolutionflow/ledgerd/projections"
 	"github.com/resolutionflow/ledgerd/projections/pgviews"
 	"github.com/resolutionflow/ledgerd/projections/storetest"
@@ -79,8 +80,8 @@ func TestUpdate_FencedByLease(t *testing.T) {
 	for i := range lockers {
 		var err error
 		// Leases that last however slow the machine.
-		cfg := leader.Config{TTL: time.Minute, RenewInterval: 30 * time.Second}
-		if lockers[i], err = leader.NewPostgres(pgtest.Pool(t, url, 0), nil, cfg); err != nil {
+		cfg := pgleader.Config{TTL: time.Minute, RenewInterval: 30 * time.Second}
+		if lockers[i], err = pgleader.New(pgtest.Pool(t, url, 0), nil, cfg); err != nil {
 			t.Fatal(err)
 		}
 	}

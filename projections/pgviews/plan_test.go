@@ -33,6 +33,7 @@ func TestPages_ReadByIndexRange(t *testing.T) {
 			if _, err := tx.Exec(t.Context(), `SET LOCAL enable_seqscan = off`); err != nil {
 				return err
 			}
+			// pgx.CollectRows reports the query's error.
 			rows, _ := tx.Query(t.Context(), `EXPLAIN `+c.query, c.args...)
 			var err error
 			plan, err = pgx.CollectRows(rows, pgx.RowTo[string])

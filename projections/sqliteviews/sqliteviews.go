@@ -237,6 +237,11 @@ func (s *Store) Update(ctx context.Context, fence leader.Fence, name string, fro
 	return nil
 }
 
+// Move implements projections.Store.
+func (s *Store) Move(ctx context.Context, fence leader.Fence, name string, from, to int64) error {
+	return s.Update(ctx, fence, name, from, to, func(projections.Tx) error { return nil })
+}
+
 // moveCheckpoint sets the checkpoint to `to` if it is at `from`, and fails
 // with projections.ErrStaleCheckpoint if it is not.
 func moveCheckpoint(ctx context.Context, tx *sql.Tx, name string, from, to int64) error {

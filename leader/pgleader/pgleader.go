@@ -1,4 +1,7 @@
-package leader
+// Package pgleader is the leader.Locker of the ledgerd processes that share
+// a PostgreSQL database: leases are rows of the leader_leases table, and
+// CheckFence checks a lease's fence in the transaction of a fenced write.
+package pgleader
 
 import (
 	"context"
@@ -12,6 +15,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/resolutionflow/ledgerd/leader"
 )
 
 // Default timings of the PostgreSQL locker (see Config).
@@ -87,7 +92,7 @@ func (c Config) validate() error {
 	return nil
 }
 
-// NewPostgres returns a Locker of leases stored in the leader_leases table
+// New returns a Locker of leases stored in the leader_leases table
 // of pool's database, shared by every process connected to it. Zero fields
 // of cfg take their defaults.
 //
@@ -99,7 +104,7 @@ func (c Config) validate() error {
 // monotonic clock), it cancels the lease's Context, before the lease
 // expires at the server. Expiry is judged by the database server's clock
 // alone, so the processes' clocks need not agree.
-func NewPostgres(pool *pgxpool.Pool, logger *slog.Logger, cfg Config) (Locker, error) {
+func New(pool *pgxpool.Pool, logger *slog.Logger, cfg Config) (*Locker, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -108,14 +113,15 @@ func NewPostgres(pool *pgxpool.Pool, logger *slog.Logger, cfg Config) (Locker, e
 		logger = slog.Default()
 	}
 	host, _ := os.Hostname()
-	return &postgres{
+	return &Locker{
 		pool: pool, logger: logger, cfg: cfg,
 		holder:    fmt.Sprintf("%s:%d:%s", host, os.Getpid(), rand.Text()[:8]),
-		inProcess: NewLocal(),
+		inProcess: leader.NewLocal(),
 	}, nil
 }
 
-type postgres struct {
+// Locker is the leader.Locker of the processes sharing a database; see New.
+type Locker struct {
 	pool   *pgxpool.Pool
 	logger *slog.Logger
 	cfg    Config
@@ -123,7 +129,7 @@ type postgres struct {
 	holder string
 	// inProcess makes the acquisitions of one name in this process wait
 	// for each other, as they share the holder name.
-	inProcess Locker
+	inProcess *leader.Local
 
 	// beforeRenew, when set (by tests), runs before each renewal.
 	beforeRenew func()
@@ -160,7 +166,7 @@ SELECT EXISTS (SELECT 1 FROM leader_leases
 // Acquire takes the lease even when it has not expired if this locker
 // held it last: a job that gave it up while the database was unreachable,
 // so that its release failed, need not wait for it to expire.
-func (p *postgres) Acquire(ctx context.Context, name string) (*Lease, error) {
+func (p *Locker) Acquire(ctx context.Context, name string) (*leader.Lease, error) {
 	local, err := p.inProcess.Acquire(ctx, name)
 	if err != nil {
 		return nil, err
@@ -184,7 +190,7 @@ func (p *postgres) Acquire(ctx context.Context, name string) (*Lease, error) {
 		select {
 		case <-ctx.Done():
 			local.Release()
-			return nil, acquireCancelled(ctx, name)
+			return nil, fmt.Errorf("acquire lease %q: %w", name, ctx.Err())
 		case <-time.After(p.cfg.RetryInterval):
 		}
 	}
@@ -192,7 +198,7 @@ func (p *postgres) Acquire(ctx context.Context, name string) (*Lease, error) {
 
 // take tries to take the lease and returns its token, or 0 when another
 // holder has it.
-func (p *postgres) take(ctx context.Context, name string) (int64, error) {
+func (p *Locker) take(ctx context.Context, name string) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
 	var token int64
@@ -209,7 +215,7 @@ func (p *postgres) take(ctx context.Context, name string) (int64, error) {
 // hold returns the lease just taken by a statement that started at taken,
 // and keeps it until it is released or lost; local is the lease's
 // in-process lock.
-func (p *postgres) hold(ctx context.Context, local *Lease, name string, token int64, taken time.Time) *Lease {
+func (p *Locker) hold(ctx context.Context, local *leader.Lease, name string, token int64, taken time.Time) *leader.Lease {
 	held, cancel := context.WithCancel(ctx)
 	// The watchdog ends leadership when no renewal has succeeded in time,
 	// even if the renewals hang.
@@ -232,12 +238,12 @@ func (p *postgres) hold(ctx context.Context, local *Lease, name string, token in
 		<-done
 		local.Release()
 	})
-	return &Lease{ctx: held, fence: Fence{Name: name, Token: token}, release: release}
+	return leader.NewLease(held, leader.Fence{Name: name, Token: token}, release)
 }
 
 // renewUntilLost renews the lease until held ends or the lease is found
 // lost. renewed is when the last successful renewal (or the taking) began.
-func (p *postgres) renewUntilLost(held context.Context, name string, token int64, watchdog *time.Timer, renewed time.Time) {
+func (p *Locker) renewUntilLost(held context.Context, name string, token int64, watchdog *time.Timer, renewed time.Time) {
 	wait := p.cfg.RenewInterval
 	for {
 		select {
@@ -268,7 +274,7 @@ func (p *postgres) renewUntilLost(held context.Context, name string, token int64
 
 // renew extends the lease, giving up at deadline; it reports false when the
 // lease is no longer the holder's.
-func (p *postgres) renew(held context.Context, name string, token int64, deadline time.Time) (bool, error) {
+func (p *Locker) renew(held context.Context, name string, token int64, deadline time.Time) (bool, error) {
 	ctx, cancel := context.WithDeadline(held, deadline)
 	defer cancel()
 	tag, err := p.pool.Exec(ctx, renewSQL, name, p.holder, token, p.cfg.TTL)
@@ -280,7 +286,7 @@ func (p *postgres) renew(held context.Context, name string, token int64, deadlin
 
 // release expires the lease at once, if the holder still has it (not when
 // it was lost).
-func (p *postgres) release(held context.Context, name string, token int64) {
+func (p *Locker) release(held context.Context, name string, token int64) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(held), queryTimeout)
 	defer cancel()
 	tag, err := p.pool.Exec(ctx, releaseSQL, name, p.holder, token)
@@ -297,11 +303,11 @@ type Querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// CheckFence fails with an error matching ErrDeposed when fence is checked
+// CheckFence fails with an error matching leader.ErrDeposed when fence is checked
 // and its lease no longer has its token or has expired, by the clock of
 // q's database server. Run it in the transaction of the write it fences,
 // as its last statement before the commit.
-func CheckFence(ctx context.Context, q Querier, fence Fence) error {
+func CheckFence(ctx context.Context, q Querier, fence leader.Fence) error {
 	if !fence.Checked() {
 		return nil
 	}
@@ -310,7 +316,7 @@ func CheckFence(ctx context.Context, q Querier, fence Fence) error {
 		return fmt.Errorf("check lease %q token %d: %w", fence.Name, fence.Token, err)
 	}
 	if !valid {
-		return fmt.Errorf("lease %q token %d: %w", fence.Name, fence.Token, ErrDeposed)
+		return fmt.Errorf("lease %q token %d: %w", fence.Name, fence.Token, leader.ErrDeposed)
 	}
 	return nil
 }

@@ -1,4 +1,6 @@
-package idempotency
+// Package pgidem is the idempotency.Store of the PostgreSQL mode: keys and
+// their answers in the idempotency_keys table.
+package pgidem
 
 import (
 	"context"
@@ -10,18 +12,21 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/resolutionflow/ledgerd/eventcodec"
+	"github.com/resolutionflow/ledgerd/idempotency"
 	"github.com/resolutionflow/ledgerd/internal/pgerr"
 )
 
-// postgresStore keeps keys in the idempotency_keys table.
-type postgresStore struct {
-	pool *pgxpool.Pool
-	opts options
+// Store keeps keys in the idempotency_keys table.
+type Store struct {
+	pool    *pgxpool.Pool
+	sealing idempotency.Sealing
 }
 
-// NewPostgres returns a Store on a migrated PostgreSQL database.
-func NewPostgres(pool *pgxpool.Pool, opts ...Option) Store {
-	return &postgresStore{pool: pool, opts: newOptions(opts)}
+var _ idempotency.Store = (*Store)(nil)
+
+// New returns a store on a migrated PostgreSQL database.
+func New(pool *pgxpool.Pool, opts ...idempotency.Option) *Store {
+	return &Store{pool: pool, sealing: idempotency.NewSealing(opts)}
 }
 
 // reserveSQL inserts the key, or takes over a row that has expired or whose
@@ -50,30 +55,32 @@ const dropUnreadableSQL = `DELETE FROM idempotency_keys WHERE account_id = $1 AN
 // holder released the key between the insert and the select.
 const reserveAttempts = 3
 
-func (s *postgresStore) Reserve(ctx context.Context, owner Owner, key, requestHash string) (Record, bool, error) {
+// Reserve implements idempotency.Store.
+func (s *Store) Reserve(ctx context.Context, owner idempotency.Owner, key, requestHash string) (idempotency.Record, bool, error) {
 	for range reserveAttempts {
 		var got bool
-		err := s.pool.QueryRow(ctx, reserveSQL, owner.Account, owner.User, key, requestHash, TTL.Seconds(), PendingTimeout.Seconds()).Scan(&got)
+		err := s.pool.QueryRow(ctx, reserveSQL, owner.Account, owner.User, key, requestHash, idempotency.TTL.Seconds(), idempotency.PendingTimeout.Seconds()).Scan(&got)
 		if err == nil {
-			return Record{RequestHash: requestHash}, true, nil
+			return idempotency.Record{RequestHash: requestHash}, true, nil
 		}
 		if !errors.Is(err, pgx.ErrNoRows) {
-			return Record{}, false, pgerr.Classify(fmt.Errorf("reserve idempotency key: %w", err))
+			return idempotency.Record{}, false, pgerr.Classify(fmt.Errorf("reserve idempotency key: %w", err))
 		}
 		// Held by another request; a key whose answer was erased is
 		// dropped (read), and taken on the next attempt.
 		rec, found, err := s.read(ctx, owner, key, selectSQL, owner.Account, owner.User, key)
 		if err != nil {
-			return Record{}, false, pgerr.Classify(fmt.Errorf("read idempotency key: %w", err))
+			return idempotency.Record{}, false, pgerr.Classify(fmt.Errorf("read idempotency key: %w", err))
 		}
 		if found {
 			return rec, false, nil
 		}
 	}
-	return Record{}, false, fmt.Errorf("reserve idempotency key: released and taken %d times in a row", reserveAttempts)
+	return idempotency.Record{}, false, fmt.Errorf("reserve idempotency key: released and taken %d times in a row", reserveAttempts)
 }
 
-func (s *postgresStore) Complete(ctx context.Context, owner Owner, key string, status int, body []byte) error {
+// Complete implements idempotency.Store.
+func (s *Store) Complete(ctx context.Context, owner idempotency.Owner, key string, status int, body []byte) error {
 	body, err := s.sealAnswer(ctx, owner, body)
 	if err != nil {
 		return err
@@ -89,17 +96,17 @@ WHERE account_id = $1 AND user_id = $2 AND key = $3 AND status_code IS NULL`, ow
 
 // sealAnswer returns body as stored for owner's request: sealed under its
 // session's data key, read first, when the store seals answers.
-func (s *postgresStore) sealAnswer(ctx context.Context, owner Owner, body []byte) ([]byte, error) {
-	if s.opts.keys == nil || owner.Session == uuid.Nil {
+func (s *Store) sealAnswer(ctx context.Context, owner idempotency.Owner, body []byte) ([]byte, error) {
+	if s.sealing.Keys == nil || owner.Session == uuid.Nil {
 		return body, nil
 	}
-	var dk storedKey
+	var dk idempotency.StoredKey
 	err := s.pool.QueryRow(ctx, `SELECT key_id, wrapped, master_key_id FROM data_keys WHERE stream_id = $1`,
-		eventcodec.StreamName(owner.Account, owner.Session)).Scan(&dk.id, &dk.wrapped, &dk.masterKeyID)
+		eventcodec.StreamName(owner.Account, owner.Session)).Scan(&dk.ID, &dk.Wrapped, &dk.MasterKeyID)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return nil, pgerr.Classify(fmt.Errorf("read the data key of an idempotent response: %w", err))
 	}
-	return s.opts.sealAnswer(owner, dk.key(), body)
+	return s.sealing.SealAnswer(owner, dk.Key(), body)
 }
 
 // orNil is a nullable session id read: uuid.Nil for NULL.
@@ -118,7 +125,8 @@ func nullUUID(u uuid.UUID) *uuid.UUID {
 	return &u
 }
 
-func (s *postgresStore) DeleteSession(ctx context.Context, account, session uuid.UUID) (int64, error) {
+// DeleteSession implements idempotency.Store.
+func (s *Store) DeleteSession(ctx context.Context, account, session uuid.UUID) (int64, error) {
 	tag, err := s.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE account_id = $1 AND session_id = $2`, account, session)
 	if err != nil {
 		return 0, pgerr.Classify(fmt.Errorf("delete the idempotency keys of session %s: %w", session, err))
@@ -126,15 +134,17 @@ func (s *postgresStore) DeleteSession(ctx context.Context, account, session uuid
 	return tag.RowsAffected(), nil
 }
 
-func (s *postgresStore) Sweep(ctx context.Context) (int64, error) {
-	tag, err := s.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)`, TTL.Seconds())
+// Sweep implements idempotency.Store.
+func (s *Store) Sweep(ctx context.Context) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)`, idempotency.TTL.Seconds())
 	if err != nil {
 		return 0, pgerr.Classify(fmt.Errorf("sweep expired idempotency keys: %w", err))
 	}
 	return tag.RowsAffected(), nil
 }
 
-func (s *postgresStore) Release(ctx context.Context, owner Owner, key string) error {
+// Release implements idempotency.Store.
+func (s *Store) Release(ctx context.Context, owner idempotency.Owner, key string) error {
 	_, err := s.pool.Exec(ctx, `
 DELETE FROM idempotency_keys WHERE account_id = $1 AND user_id = $2 AND key = $3 AND status_code IS NULL`, owner.Account, owner.User, key)
 	if err != nil {
@@ -159,10 +169,11 @@ var lookupSQL = selectSQL + `
     AND i.created_at >= now() - make_interval(secs => $4)
     AND (i.status_code IS NOT NULL OR i.created_at >= now() - make_interval(secs => $5))`
 
-func (s *postgresStore) Lookup(ctx context.Context, owner Owner, key string) (Record, bool, error) {
-	rec, found, err := s.read(ctx, owner, key, lookupSQL, owner.Account, owner.User, key, TTL.Seconds(), PendingTimeout.Seconds())
+// Lookup implements idempotency.Store.
+func (s *Store) Lookup(ctx context.Context, owner idempotency.Owner, key string) (idempotency.Record, bool, error) {
+	rec, found, err := s.read(ctx, owner, key, lookupSQL, owner.Account, owner.User, key, idempotency.TTL.Seconds(), idempotency.PendingTimeout.Seconds())
 	if err != nil {
-		return Record{}, false, pgerr.Classify(fmt.Errorf("look up idempotency key: %w", err))
+		return idempotency.Record{}, false, pgerr.Classify(fmt.Errorf("look up idempotency key: %w", err))
 	}
 	return rec, found, nil
 }
@@ -171,50 +182,51 @@ func (s *postgresStore) Lookup(ctx context.Context, owner Owner, key string) (Re
 // with its answer opened; found is false when there is none, or when its
 // answer can no longer be opened (its session was erased): the key is then
 // deleted, as the erasure does.
-func (s *postgresStore) read(ctx context.Context, owner Owner, key, query string, args ...any) (rec Record, found bool, err error) {
+func (s *Store) read(ctx context.Context, owner idempotency.Owner, key, query string, args ...any) (rec idempotency.Record, found bool, err error) {
 	var (
 		session *uuid.UUID
-		dk      storedKey
+		dk      idempotency.StoredKey
 	)
-	err = s.pool.QueryRow(ctx, query, args...).Scan(&rec.RequestHash, &rec.StatusCode, &rec.Response, &session, &dk.id, &dk.wrapped, &dk.masterKeyID)
+	err = s.pool.QueryRow(ctx, query, args...).Scan(&rec.RequestHash, &rec.StatusCode, &rec.Response, &session, &dk.ID, &dk.Wrapped, &dk.MasterKeyID)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Record{}, false, nil
+		return idempotency.Record{}, false, nil
 	}
 	if err != nil {
-		return Record{}, false, err
+		return idempotency.Record{}, false, err
 	}
-	body, ok := s.opts.openAnswer(owner.Account, orNil(session), dk.key(), rec.Response)
+	body, ok := s.sealing.OpenAnswer(owner.Account, orNil(session), dk.Key(), rec.Response)
 	if !ok {
 		if _, err := s.pool.Exec(ctx, dropUnreadableSQL, owner.Account, owner.User, key, rec.Response); err != nil {
-			return Record{}, false, fmt.Errorf("drop an erased idempotency key: %w", err)
+			return idempotency.Record{}, false, fmt.Errorf("drop an erased idempotency key: %w", err)
 		}
-		return Record{}, false, nil
+		return idempotency.Record{}, false, nil
 	}
 	rec.Response = body
 	return rec, true, nil
 }
 
-func (s *postgresStore) Save(ctx context.Context, owner Owner, key, requestHash string, status int, body []byte) (Record, bool, error) {
+// Save implements idempotency.Store.
+func (s *Store) Save(ctx context.Context, owner idempotency.Owner, key, requestHash string, status int, body []byte) (idempotency.Record, bool, error) {
 	stored, err := s.sealAnswer(ctx, owner, body)
 	if err != nil {
-		return Record{}, false, err
+		return idempotency.Record{}, false, err
 	}
 	for range reserveAttempts {
 		var saved bool
-		err := s.pool.QueryRow(ctx, saveSQL, owner.Account, owner.User, key, requestHash, TTL.Seconds(), PendingTimeout.Seconds(), status, stored, nullUUID(owner.Session)).Scan(&saved)
+		err := s.pool.QueryRow(ctx, saveSQL, owner.Account, owner.User, key, requestHash, idempotency.TTL.Seconds(), idempotency.PendingTimeout.Seconds(), status, stored, nullUUID(owner.Session)).Scan(&saved)
 		if err == nil {
-			return Record{RequestHash: requestHash, StatusCode: status, Response: body}, true, nil
+			return idempotency.Record{RequestHash: requestHash, StatusCode: status, Response: body}, true, nil
 		}
 		if !errors.Is(err, pgx.ErrNoRows) {
-			return Record{}, false, pgerr.Classify(fmt.Errorf("store idempotent answer: %w", err))
+			return idempotency.Record{}, false, pgerr.Classify(fmt.Errorf("store idempotent answer: %w", err))
 		}
 		rec, found, err := s.Lookup(ctx, owner, key)
 		if err != nil {
-			return Record{}, false, err
+			return idempotency.Record{}, false, err
 		}
 		if found {
 			return rec, false, nil
 		}
 	}
-	return Record{}, false, fmt.Errorf("store idempotent answer: key released and taken %d times in a row", reserveAttempts)
+	return idempotency.Record{}, false, fmt.Errorf("store idempotent answer: key released and taken %d times in a row", reserveAttempts)
 }

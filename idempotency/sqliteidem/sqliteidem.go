@@ -1,4 +1,6 @@
-package idempotency
+// Package sqliteidem is the idempotency.Store of the embedded mode: keys
+// and their answers in the idempotency_keys table of the SQLite file.
+package sqliteidem
 
 import (
 	"context"
@@ -11,22 +13,25 @@ import (
 
 	"github.com/resolutionflow/ledgerd/eventcodec"
 	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
+	"github.com/resolutionflow/ledgerd/idempotency"
 )
 
-// sqliteStore keeps keys in the idempotency_keys table of the embedded
+// Store keeps keys in the idempotency_keys table of the embedded
 // SQLite file. Times are text in the file's fixed-width UTC form, so they
 // compare as text.
-type sqliteStore struct {
-	db   *sql.DB
-	opts options
+type Store struct {
+	db      *sql.DB
+	sealing idempotency.Sealing
 }
 
-// NewSQLite returns a Store on the embedded SQLite file through db, the
+var _ idempotency.Store = (*Store)(nil)
+
+// New returns a store on the embedded SQLite file through db, the
 // file's write handle (sqlitestore.Store.DB): its transactions begin
 // IMMEDIATE, so a reservation checks and takes a key under the file's write
 // lock and two reservations of one key never both succeed.
-func NewSQLite(db *sql.DB, opts ...Option) Store {
-	return &sqliteStore{db: db, opts: newOptions(opts)}
+func New(db *sql.DB, opts ...idempotency.Option) *Store {
+	return &Store{db: db, sealing: idempotency.NewSealing(opts)}
 }
 
 // sqliteReserveSQL inserts the key, or takes over a row that has expired
@@ -46,17 +51,18 @@ SELECT i.request_hash, coalesce(i.status_code, 0), coalesce(i.response, x''), i.
 FROM idempotency_keys AS i LEFT JOIN data_keys AS d ON d.stream_id = ` + eventcodec.StreamNameSQL("i.account_id", "i.session_id") + `
 WHERE i.account_id = ? AND i.user_id = ? AND i.key = ?`
 
-func (s *sqliteStore) Reserve(ctx context.Context, owner Owner, key, requestHash string) (Record, bool, error) {
+// Reserve implements idempotency.Store.
+func (s *Store) Reserve(ctx context.Context, owner idempotency.Owner, key, requestHash string) (idempotency.Record, bool, error) {
 	now := time.Now().UTC()
-	expired := now.Add(-TTL).Format(sqlitestore.TimeLayout)
-	abandoned := now.Add(-PendingTimeout).Format(sqlitestore.TimeLayout)
+	expired := now.Add(-idempotency.TTL).Format(sqlitestore.TimeLayout)
+	abandoned := now.Add(-idempotency.PendingTimeout).Format(sqlitestore.TimeLayout)
 
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return Record{}, false, sqlitestore.Classify(fmt.Errorf("reserve idempotency key: begin: %w", err))
+		return idempotency.Record{}, false, sqlitestore.Classify(fmt.Errorf("reserve idempotency key: begin: %w", err))
 	}
 	defer tx.Rollback() // a no-op after Commit
-	rec := Record{RequestHash: requestHash}
+	rec := idempotency.Record{RequestHash: requestHash}
 	var one int
 	reserve := func() error {
 		return tx.QueryRowContext(ctx, sqliteReserveSQL, owner.Account.String(), owner.User.String(), key, requestHash, now.Format(sqlitestore.TimeLayout), expired, abandoned).Scan(&one)
@@ -74,16 +80,16 @@ func (s *sqliteStore) Reserve(ctx context.Context, owner Owner, key, requestHash
 			_, err = tx.ExecContext(ctx, `DELETE FROM idempotency_keys WHERE account_id = ? AND user_id = ? AND key = ?`,
 				owner.Account.String(), owner.User.String(), key)
 			if err == nil {
-				rec, err = Record{RequestHash: requestHash}, reserve()
+				rec, err = idempotency.Record{RequestHash: requestHash}, reserve()
 				reserved = err == nil
 			}
 		}
 	}
 	if err != nil {
-		return Record{}, false, sqlitestore.Classify(fmt.Errorf("reserve idempotency key: %w", err))
+		return idempotency.Record{}, false, sqlitestore.Classify(fmt.Errorf("reserve idempotency key: %w", err))
 	}
 	if err := tx.Commit(); err != nil {
-		return Record{}, false, sqlitestore.Classify(fmt.Errorf("reserve idempotency key: commit: %w", err))
+		return idempotency.Record{}, false, sqlitestore.Classify(fmt.Errorf("reserve idempotency key: commit: %w", err))
 	}
 	return rec, reserved, nil
 }
@@ -96,7 +102,7 @@ type rowQuerier interface {
 // read runs query, a sqliteSelectSQL for owner's key, on q and returns the
 // record with its answer opened; ok is false when the answer cannot be
 // opened (its session was erased).
-func (s *sqliteStore) read(ctx context.Context, q rowQuerier, owner Owner, key, query string, args ...any) (rec Record, ok bool, err error) {
+func (s *Store) read(ctx context.Context, q rowQuerier, owner idempotency.Owner, key, query string, args ...any) (rec idempotency.Record, ok bool, err error) {
 	var (
 		session    uuid.NullUUID
 		id, master sql.NullString
@@ -105,20 +111,20 @@ func (s *sqliteStore) read(ctx context.Context, q rowQuerier, owner Owner, key, 
 	err = q.QueryRowContext(ctx, query, args...).Scan(&rec.RequestHash, &rec.StatusCode, &rec.Response,
 		&session, &id, &wrapped, &master)
 	if err != nil {
-		return Record{}, false, fmt.Errorf("read idempotency key: %w", err)
+		return idempotency.Record{}, false, fmt.Errorf("read idempotency key: %w", err)
 	}
-	var dk storedKey
+	var dk idempotency.StoredKey
 	if id.Valid && master.Valid {
-		dk = storedKey{id: &id.String, wrapped: wrapped, masterKeyID: &master.String}
+		dk = idempotency.StoredKey{ID: &id.String, Wrapped: wrapped, MasterKeyID: &master.String}
 	}
-	rec.Response, ok = s.opts.openAnswer(owner.Account, session.UUID, dk.key(), rec.Response)
+	rec.Response, ok = s.sealing.OpenAnswer(owner.Account, session.UUID, dk.Key(), rec.Response)
 	return rec, ok, nil
 }
 
 // sealAnswer returns body as stored for owner's request: sealed under its
 // session's data key, read first, when the store seals answers.
-func (s *sqliteStore) sealAnswer(ctx context.Context, owner Owner, body []byte) ([]byte, error) {
-	if s.opts.keys == nil || owner.Session == uuid.Nil {
+func (s *Store) sealAnswer(ctx context.Context, owner idempotency.Owner, body []byte) ([]byte, error) {
+	if s.sealing.Keys == nil || owner.Session == uuid.Nil {
 		return body, nil
 	}
 	var (
@@ -130,14 +136,15 @@ func (s *sqliteStore) sealAnswer(ctx context.Context, owner Owner, body []byte) 
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return nil, sqlitestore.Classify(fmt.Errorf("read the data key of an idempotent response: %w", err))
 	}
-	var dk storedKey
+	var dk idempotency.StoredKey
 	if id.Valid && master.Valid {
-		dk = storedKey{id: &id.String, wrapped: wrapped, masterKeyID: &master.String}
+		dk = idempotency.StoredKey{ID: &id.String, Wrapped: wrapped, MasterKeyID: &master.String}
 	}
-	return s.opts.sealAnswer(owner, dk.key(), body)
+	return s.sealing.SealAnswer(owner, dk.Key(), body)
 }
 
-func (s *sqliteStore) Complete(ctx context.Context, owner Owner, key string, status int, body []byte) error {
+// Complete implements idempotency.Store.
+func (s *Store) Complete(ctx context.Context, owner idempotency.Owner, key string, status int, body []byte) error {
 	body, err := s.sealAnswer(ctx, owner, body)
 	if err != nil {
 		return err
@@ -156,7 +163,8 @@ func nullSession(u uuid.UUID) sql.NullString {
 	return sql.NullString{String: u.String(), Valid: u != uuid.Nil}
 }
 
-func (s *sqliteStore) DeleteSession(ctx context.Context, account, session uuid.UUID) (int64, error) {
+// DeleteSession implements idempotency.Store.
+func (s *Store) DeleteSession(ctx context.Context, account, session uuid.UUID) (int64, error) {
 	res, err := s.db.ExecContext(ctx, `DELETE FROM idempotency_keys WHERE account_id = ? AND session_id = ?`, account.String(), session.String())
 	if err != nil {
 		return 0, sqlitestore.Classify(fmt.Errorf("delete the idempotency keys of session %s: %w", session, err))
@@ -164,8 +172,9 @@ func (s *sqliteStore) DeleteSession(ctx context.Context, account, session uuid.U
 	return res.RowsAffected()
 }
 
-func (s *sqliteStore) Sweep(ctx context.Context) (int64, error) {
-	expired := time.Now().UTC().Add(-TTL).Format(sqlitestore.TimeLayout)
+// Sweep implements idempotency.Store.
+func (s *Store) Sweep(ctx context.Context) (int64, error) {
+	expired := time.Now().UTC().Add(-idempotency.TTL).Format(sqlitestore.TimeLayout)
 	res, err := s.db.ExecContext(ctx, `DELETE FROM idempotency_keys WHERE created_at < ?`, expired)
 	if err != nil {
 		return 0, fmt.Errorf("sweep expired idempotency keys: %w", err)
@@ -177,7 +186,8 @@ func (s *sqliteStore) Sweep(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
-func (s *sqliteStore) Release(ctx context.Context, owner Owner, key string) error {
+// Release implements idempotency.Store.
+func (s *Store) Release(ctx context.Context, owner idempotency.Owner, key string) error {
 	_, err := s.db.ExecContext(ctx, `
 DELETE FROM idempotency_keys WHERE account_id = ? AND user_id = ? AND key = ? AND status_code IS NULL`, owner.Account.String(), owner.User.String(), key)
 	if err != nil {
@@ -186,25 +196,26 @@ DELETE FROM idempotency_keys WHERE account_id = ? AND user_id = ? AND key = ? AN
 	return nil
 }
 
-func (s *sqliteStore) Lookup(ctx context.Context, owner Owner, key string) (Record, bool, error) {
+// Lookup implements idempotency.Store.
+func (s *Store) Lookup(ctx context.Context, owner idempotency.Owner, key string) (idempotency.Record, bool, error) {
 	now := time.Now().UTC()
 	rec, ok, err := s.read(ctx, s.db, owner, key, sqliteSelectSQL+` AND i.created_at >= ? AND (i.status_code IS NOT NULL OR i.created_at >= ?)`,
 		owner.Account.String(), owner.User.String(), key,
-		now.Add(-TTL).Format(sqlitestore.TimeLayout), now.Add(-PendingTimeout).Format(sqlitestore.TimeLayout))
+		now.Add(-idempotency.TTL).Format(sqlitestore.TimeLayout), now.Add(-idempotency.PendingTimeout).Format(sqlitestore.TimeLayout))
 	if errors.Is(err, sql.ErrNoRows) {
-		return Record{}, false, nil
+		return idempotency.Record{}, false, nil
 	}
 	if err != nil {
-		return Record{}, false, sqlitestore.Classify(fmt.Errorf("look up idempotency key: %w", err))
+		return idempotency.Record{}, false, sqlitestore.Classify(fmt.Errorf("look up idempotency key: %w", err))
 	}
 	if !ok {
 		// Its session was erased: the answer is gone, and the key with it.
 		_, err := s.db.ExecContext(ctx, `DELETE FROM idempotency_keys WHERE account_id = ? AND user_id = ? AND key = ? AND response = ?`,
 			owner.Account.String(), owner.User.String(), key, rec.Response)
 		if err != nil {
-			return Record{}, false, sqlitestore.Classify(fmt.Errorf("drop an erased idempotency key: %w", err))
+			return idempotency.Record{}, false, sqlitestore.Classify(fmt.Errorf("drop an erased idempotency key: %w", err))
 		}
-		return Record{}, false, nil
+		return idempotency.Record{}, false, nil
 	}
 	return rec, true, nil
 }
@@ -219,21 +230,22 @@ ON CONFLICT (account_id, user_id, key) DO UPDATE
     WHERE k.created_at < ?6 OR (k.status_code IS NULL AND k.created_at < ?7)
 RETURNING 1`
 
-func (s *sqliteStore) Save(ctx context.Context, owner Owner, key, requestHash string, status int, body []byte) (Record, bool, error) {
+// Save implements idempotency.Store.
+func (s *Store) Save(ctx context.Context, owner idempotency.Owner, key, requestHash string, status int, body []byte) (idempotency.Record, bool, error) {
 	stored, err := s.sealAnswer(ctx, owner, body)
 	if err != nil {
-		return Record{}, false, err
+		return idempotency.Record{}, false, err
 	}
 	now := time.Now().UTC()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return Record{}, false, sqlitestore.Classify(fmt.Errorf("store idempotent answer: begin: %w", err))
+		return idempotency.Record{}, false, sqlitestore.Classify(fmt.Errorf("store idempotent answer: begin: %w", err))
 	}
 	defer tx.Rollback() // a no-op after Commit
 	var one int
 	err = tx.QueryRowContext(ctx, sqliteSaveSQL, owner.Account.String(), owner.User.String(), key, requestHash, now.Format(sqlitestore.TimeLayout),
-		now.Add(-TTL).Format(sqlitestore.TimeLayout), now.Add(-PendingTimeout).Format(sqlitestore.TimeLayout), status, stored, nullSession(owner.Session)).Scan(&one)
-	rec := Record{RequestHash: requestHash, StatusCode: status, Response: body}
+		now.Add(-idempotency.TTL).Format(sqlitestore.TimeLayout), now.Add(-idempotency.PendingTimeout).Format(sqlitestore.TimeLayout), status, stored, nullSession(owner.Session)).Scan(&one)
+	rec := idempotency.Record{RequestHash: requestHash, StatusCode: status, Response: body}
 	saved := err == nil
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
@@ -243,16 +255,16 @@ func (s *sqliteStore) Save(ctx context.Context, owner Owner, key, requestHash st
 		var ok bool
 		rec, ok, err = s.read(ctx, tx, owner, key, sqliteSelectSQL, owner.Account.String(), owner.User.String(), key)
 		if err != nil {
-			return Record{}, false, sqlitestore.Classify(fmt.Errorf("read idempotency key: %w", err))
+			return idempotency.Record{}, false, sqlitestore.Classify(fmt.Errorf("read idempotency key: %w", err))
 		}
 		if !ok {
-			rec = Record{RequestHash: requestHash}
+			rec = idempotency.Record{RequestHash: requestHash}
 		}
 	case err != nil:
-		return Record{}, false, sqlitestore.Classify(fmt.Errorf("store idempotent answer: %w", err))
+		return idempotency.Record{}, false, sqlitestore.Classify(fmt.Errorf("store idempotent answer: %w", err))
 	}
 	if err := tx.Commit(); err != nil {
-		return Record{}, false, sqlitestore.Classify(fmt.Errorf("store idempotent answer: commit: %w", err))
+		return idempotency.Record{}, false, sqlitestore.Classify(fmt.Errorf("store idempotent answer: commit: %w", err))
 	}
 	return rec, saved, nil
 }

@@ -1,5 +1,5 @@
-package leader
+package pgleader
 
 // SetBeforeRenew makes the PostgreSQL locker l run f before each renewal of
 // its leases; set it before the first Acquire.
-func SetBeforeRenew(l Locker, f func()) { l.(*postgres).beforeRenew = f }
+func SetBeforeRenew(l *Locker, f func()) { l.beforeRenew = f }

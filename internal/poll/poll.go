@@ -1,4 +1,7 @@
-package eventstore
+// Package poll is for code that tails a log by polling: a Signal that
+// wakes pollers when this process appends, and Sleep, the wait between
+// polls that such a wake-up or the end of a context cuts short.
+package poll
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package idempotency_test
+package sqliteidem_test
 
 import (
 	"context"
@@ -9,15 +9,15 @@ import (
 	"github.com/resolutionflow/ledgerd/eventstore"
 	"github.com/resolutionflow/ledgerd/eventstore/sqlitestore"
 	"github.com/resolutionflow/ledgerd/idempotency"
+	"github.com/resolutionflow/ledgerd/idempotency/idemtest"
+	"github.com/resolutionflow/ledgerd/idempotency/sqliteidem"
 )
 
-func TestStore_SQLite(t *testing.T) {
-	testStore(t, newSQLite)
-}
+func TestStore(t *testing.T) { idemtest.Run(t, newSQLite) }
 
 // newSQLite opens a fresh embedded file; keys are aged through its write
 // handle, as the store writes them.
-func newSQLite(tb testing.TB) backend {
+func newSQLite(tb testing.TB) idemtest.Backend {
 	tb.Helper()
 	s, err := sqlitestore.Open(context.Background(), filepath.Join(tb.TempDir(), "ledger.db"))
 	if err != nil {
@@ -35,14 +35,14 @@ func newSQLite(tb testing.TB) backend {
 			tb.Fatalf("%s: %v", query, err)
 		}
 	}
-	return backend{
-		store:  idempotency.NewSQLite(db),
-		sealed: idempotency.NewSQLite(db, idempotency.SealedBy(testKeyring)),
-		putKey: func(tb testing.TB, stream string, key *eventstore.DataKey) {
+	return idemtest.Backend{
+		Store:  sqliteidem.New(db),
+		Sealed: sqliteidem.New(db, idempotency.SealedBy(idemtest.Keyring)),
+		PutKey: func(tb testing.TB, stream string, key *eventstore.DataKey) {
 			exec(tb, `INSERT INTO data_keys (stream_id, key_id, wrapped, master_key_id) VALUES (?, ?, ?, ?)`, stream, key.ID, key.Wrapped, key.MasterKeyID)
 		},
-		dropKey: func(tb testing.TB, stream string) { exec(tb, `DELETE FROM data_keys WHERE stream_id = ?`, stream) },
-		stored: func(tb testing.TB, owner idempotency.Owner, key string) []byte {
+		DropKey: func(tb testing.TB, stream string) { exec(tb, `DELETE FROM data_keys WHERE stream_id = ?`, stream) },
+		Stored: func(tb testing.TB, owner idempotency.Owner, key string) []byte {
 			tb.Helper()
 			var body []byte
 			err := db.QueryRowContext(context.Background(), `SELECT response FROM idempotency_keys WHERE account_id = ? AND user_id = ? AND key = ?`,
@@ -52,7 +52,7 @@ func newSQLite(tb testing.TB) backend {
 			}
 			return body
 		},
-		age: func(tb testing.TB, owner idempotency.Owner, key string, d time.Duration) {
+		Age: func(tb testing.TB, owner idempotency.Owner, key string, d time.Duration) {
 			tb.Helper()
 			ctx := context.Background()
 			var created string
@@ -70,7 +70,7 @@ func newSQLite(tb testing.TB) backend {
 				tb.Fatalf("age key: %v", err)
 			}
 		},
-		count: func(tb testing.TB) int {
+		Count: func(tb testing.TB) int {
 			tb.Helper()
 			var n int
 			if err := db.QueryRowContext(context.Background(), `SELECT count(*) FROM idempotency_keys`).Scan(&n); err != nil {

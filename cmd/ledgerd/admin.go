@@ -146,19 +146,25 @@ func token(_ context.Context, args []string, stdout io.Writer) error {
 	if actor.TeamID, err = parseOrNewID(*team); err != nil {
 		return fmt.Errorf("--team: %w", err)
 	}
-	var opts []httpapi.TokenOption
-	if *issuer != "" {
-		opts = append(opts, httpapi.WithIssuer(*issuer))
-	}
-	if *audience != "" {
-		opts = append(opts, httpapi.WithAudience(*audience))
-	}
-	signed, err := httpapi.SignToken([]byte(secret), actor, *ttl, opts...)
+	signed, err := signToken(secret, actor, *ttl, *issuer, *audience)
 	if err != nil {
 		return err
 	}
 	_, err = fmt.Fprintln(stdout, signed)
 	return err
+}
+
+// signToken signs a token for actor, valid for ttl, with the iss and aud
+// claims when issuer and audience are not empty.
+func signToken(secret string, actor domain.Actor, ttl time.Duration, issuer, audience string) (string, error) {
+	var opts []httpapi.TokenOption
+	if issuer != "" {
+		opts = append(opts, httpapi.WithIssuer(issuer))
+	}
+	if audience != "" {
+		opts = append(opts, httpapi.WithAudience(audience))
+	}
+	return httpapi.SignToken([]byte(secret), actor, ttl, opts...)
 }
 
 // tokenSecret returns the secret that signs a token: the one given by jwt,

@@ -15,7 +15,6 @@ import (
 
 	"github.com/resolutionflow/ledgerd/console"
 	"github.com/resolutionflow/ledgerd/domain"
-	"github.com/resolutionflow/ledgerd/httpapi"
 )
 
 // withConsole serves the web console under /console/ and the API
@@ -75,14 +74,7 @@ func consoleCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 			*id.into = derivedID(secret, id.flag)
 		}
 	}
-	var opts []httpapi.TokenOption
-	if *issuer != "" {
-		opts = append(opts, httpapi.WithIssuer(*issuer))
-	}
-	if *audience != "" {
-		opts = append(opts, httpapi.WithAudience(*audience))
-	}
-	signed, err := httpapi.SignToken([]byte(secret), actor, *ttl, opts...)
+	signed, err := signToken(secret, actor, *ttl, *issuer, *audience)
 	if err != nil {
 		return err
 	}

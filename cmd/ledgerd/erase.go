@@ -27,17 +27,12 @@ import (
 func eraseSession(ctx context.Context, args []string, stdout io.Writer, logger *slog.Logger) error {
 	f := newFlags("erase")
 	storage := addStorageFlags(f)
-	accountFlag := f.string("account", "", "", "the session's account id (required)")
-	sessionFlag := f.string("session", "", "", "the session id (required)")
+	ids := addSessionFlags(f)
 	reasonFlag := f.string("reason", "", "", "why the data is erased, such as a ticket reference (required; kept in the log: no personal data)")
 	if err := f.parse(args); err != nil {
 		return err
 	}
-	account, err := requiredID("account", *accountFlag)
-	if err != nil {
-		return err
-	}
-	session, err := requiredID("session", *sessionFlag)
+	account, session, err := ids.ids()
 	if err != nil {
 		return err
 	}

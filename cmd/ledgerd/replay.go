@@ -52,18 +52,13 @@ func stateOf(s *domain.Session) replayState {
 func replay(ctx context.Context, args []string, stdout io.Writer, logger *slog.Logger) error {
 	f := newFlags("replay")
 	storage := addStorageFlags(f)
-	accountFlag := f.string("account", "", "", "the session's account id (required)")
-	sessionFlag := f.string("session", "", "", "the session id (required)")
+	ids := addSessionFlags(f)
 	asOfFlag := f.string("as-of", "", "", "print only the events recorded at or before this RFC 3339 time")
 	masterKeyFile := addMasterKeyFlag(f)
 	if err := f.parse(args); err != nil {
 		return err
 	}
-	account, err := requiredID("account", *accountFlag)
-	if err != nil {
-		return err
-	}
-	session, err := requiredID("session", *sessionFlag)
+	account, session, err := ids.ids()
 	if err != nil {
 		return err
 	}
@@ -103,6 +98,26 @@ func replay(ctx context.Context, args []string, stdout io.Writer, logger *slog.L
 		return fmt.Errorf("replay %s: %w", stream, err)
 	}
 	return out.Flush()
+}
+
+// sessionFlags are the --account and --session of a command about one
+// session, both required.
+type sessionFlags struct{ account, session *string }
+
+func addSessionFlags(f *flags) sessionFlags {
+	return sessionFlags{
+		account: f.string("account", "", "", "the session's account id (required)"),
+		session: f.string("session", "", "", "the session id (required)"),
+	}
+}
+
+// ids parses the two flags, once parsed.
+func (s sessionFlags) ids() (account, session uuid.UUID, err error) {
+	if account, err = requiredID("account", *s.account); err != nil {
+		return account, session, err
+	}
+	session, err = requiredID("session", *s.session)
+	return account, session, err
 }
 
 // requiredID parses the id of a required flag: any spelling of a UUID but

@@ -39,10 +39,7 @@ func eraseSession(ctx context.Context, args []string, stdout io.Writer, logger *
 	if *reasonFlag == "" {
 		return usageErrorf("--reason is required")
 	}
-	if err := storage.requireLedger(); err != nil {
-		return err
-	}
-	b, err := storage.open(ctx, logger)
+	b, err := storage.openLedger(ctx, logger)
 	if err != nil {
 		return err
 	}
@@ -101,10 +98,7 @@ func rotateKeys(ctx context.Context, args []string, stdout io.Writer, logger *sl
 		return fmt.Errorf("--new-master-key-file: %w", err)
 	}
 	next := shred.NewKeyring(m)
-	if err := storage.requireLedger(); err != nil {
-		return err
-	}
-	b, err := storage.open(ctx, logger)
+	b, err := storage.openLedger(ctx, logger)
 	if err != nil {
 		return err
 	}

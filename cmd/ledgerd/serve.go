@@ -69,6 +69,15 @@ func (s storageFlags) requireLedger() error {
 	return nil
 }
 
+// openLedger opens a ledger that exists already (requireLedger), for the
+// commands that read or change one.
+func (s storageFlags) openLedger(ctx context.Context, logger *slog.Logger) (*backend, error) {
+	if err := s.requireLedger(); err != nil {
+		return nil, err
+	}
+	return s.open(ctx, logger)
+}
+
 func (s storageFlags) open(ctx context.Context, logger *slog.Logger) (*backend, error) {
 	if s.embedded() {
 		return openSQLite(ctx, *s.dataDir, logger)

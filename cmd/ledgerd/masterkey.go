@@ -22,6 +22,15 @@ func addMasterKeyFlag(f *flags) *string {
 	return f.string("master-key-file", "LEDGER_MASTER_KEY_FILE", "", "file holding the master key (64 hex digits: openssl rand -hex 32) that wraps the data keys of the sessions' personal data; embedded mode: the one kept in --data-dir when empty")
 }
 
+// openLedgerKeyed opens a ledger that exists already (requireLedger) as
+// openKeyed does, for the commands that read its sealed notes.
+func (s storageFlags) openLedgerKeyed(ctx context.Context, file string, logger *slog.Logger) (*backend, *shred.Keyring, error) {
+	if err := s.requireLedger(); err != nil {
+		return nil, nil, err
+	}
+	return s.openKeyed(ctx, file, logger)
+}
+
 // openKeyed opens the backend with its readers seeing the log opened by
 // the master key (file, or in the embedded mode the one kept in the data
 // directory): see masterKey.

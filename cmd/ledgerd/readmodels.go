@@ -79,11 +79,8 @@ func printList(ctx context.Context, l readList, args []string, stdout io.Writer,
 		*asJSON = !isTerminal(stdout)
 	}
 
-	if err := storage.requireLedger(); err != nil {
-		return err
-	}
 	// The rows' notes are sealed: they are read opened by the master key.
-	b, _, err := storage.openKeyed(ctx, *masterKeyFile, logger)
+	b, _, err := storage.openLedgerKeyed(ctx, *masterKeyFile, logger)
 	if err != nil {
 		return err
 	}

@@ -69,10 +69,7 @@ func replay(ctx context.Context, args []string, stdout io.Writer, logger *slog.L
 		}
 	}
 
-	if err := storage.requireLedger(); err != nil {
-		return err
-	}
-	b, _, err := storage.openKeyed(ctx, *masterKeyFile, logger)
+	b, _, err := storage.openLedgerKeyed(ctx, *masterKeyFile, logger)
 	if err != nil {
 		return err
 	}

@@ -65,8 +65,8 @@ var postgresEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 // cores; the batches are few and bounded, so memory stays constant
 // whatever the log's size.
 func (s snapshot) Scan(ctx context.Context, fn func(*verify.Row) error) error {
-	full, free, stop := make(chan *batch, batchesInFlight), make(chan *batch, batchesInFlight), make(chan struct{})
-	for range batchesInFlight {
+	full, free, stop := make(chan *batch, verify.BatchesInFlight), make(chan *batch, verify.BatchesInFlight), make(chan struct{})
+	for range verify.BatchesInFlight {
 		free <- &batch{}
 	}
 	read := make(chan error, 1)
@@ -107,12 +107,6 @@ func check(full <-chan *batch, free chan<- *batch, fn func(*verify.Row) error) e
 	}
 	return nil
 }
-
-// Batches of rows between the reader and the checker.
-const (
-	batchRows       = 1024
-	batchesInFlight = 4
-)
 
 // batch is rows copied off the connection: their columns' bytes in buf.
 type batch struct {
@@ -161,7 +155,7 @@ func (s snapshot) read(ctx context.Context, full chan<- *batch, free <-chan *bat
 			b.buf = append(b.buf, col...)
 		}
 		b.rows = append(b.rows, row)
-		if len(b.rows) == batchRows {
+		if len(b.rows) == verify.BatchRows {
 			select {
 			case full <- b:
 				b = nil

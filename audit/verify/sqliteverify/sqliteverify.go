@@ -80,7 +80,7 @@ ORDER BY e.position`
 
 // Scan streams the log. Reader r reads chunks r, r+readers, ...; the
 // checks take the chunks' batches in order. Each reader has at most
-// batchesInFlight batches out, so memory stays constant whatever the
+// verify.BatchesInFlight batches out, so memory stays constant whatever the
 // log's size.
 func (s snapshot) Scan(ctx context.Context, fn func(*verify.Row) error) error {
 	chunks := (s.bounds.last - s.bounds.first + s.chunk) / s.chunk
@@ -88,9 +88,9 @@ func (s snapshot) Scan(ctx context.Context, fn func(*verify.Row) error) error {
 	full := make([]chan *batch, s.readers)
 	done := make(chan struct{}, s.readers)
 	for r := range full {
-		full[r] = make(chan *batch, batchesInFlight)
-		free := make(chan *batch, batchesInFlight)
-		for range batchesInFlight {
+		full[r] = make(chan *batch, verify.BatchesInFlight)
+		free := make(chan *batch, verify.BatchesInFlight)
+		for range verify.BatchesInFlight {
 			free <- &batch{}
 		}
 		go func() {
@@ -130,12 +130,6 @@ func (s snapshot) check(chunks int64, full []chan *batch, fn func(*verify.Row) e
 	}
 	return nil
 }
-
-// Batches of rows between a reader and the checks.
-const (
-	batchRows       = 1024
-	batchesInFlight = 4
-)
 
 // batch is rows copied off a connection: their bytes in buf, and where
 // each column is in it.
@@ -282,7 +276,7 @@ func (s snapshot) readChunk(ctx context.Context, tx *sql.Tx, lo, hi int64, b *ba
 		leafIndex, cpPosition sql.NullInt64
 	)
 	for rows.Next() {
-		if len(b.rows) == batchRows {
+		if len(b.rows) == verify.BatchRows {
 			if !send(b) {
 				return nil, nil
 			}

@@ -73,6 +73,11 @@ type Row struct {
 	// Checkpoint, when not nil, is the stored checkpoint whose last leaf
 	// is this event's (its size is LeafIndex+1).
 	Checkpoint *StoredCheckpoint
+	// Hash, when not nil, is the hash of the event's stored bytes after
+	// its stored prev_hash (eventstore.HashEvent(Event.PrevHash, Event)),
+	// which an adapter may compute on its own goroutines, while the checks
+	// run on earlier rows; when nil, the checks compute it.
+	Hash *eventstore.Hash
 }
 
 // StoredCheckpoint is a row of merkle_checkpoints.
@@ -153,7 +158,7 @@ func Verify(ctx context.Context, log Log, opts Options) (Result, error) {
 	}
 	var events int64
 	err = log.Scan(ctx, func(r *Row) error {
-		if err := c.check(&r.Event); err != nil {
+		if err := c.check(&r.Event, r.Hash); err != nil {
 			return err
 		}
 		if err := t.add(r); err != nil {
@@ -202,8 +207,9 @@ type chains struct {
 
 func newChains() *chains { return &chains{last: make(map[string]*link)} }
 
-// check checks e against its stream's newest event seen before it.
-func (c *chains) check(e *eventstore.Event) error {
+// check checks e against its stream's newest event seen before it; hash,
+// when not nil, is e's hash as its bytes give it (Row.Hash).
+func (c *chains) check(e *eventstore.Event, hash *eventstore.Hash) error {
 	fail := func(format string, args ...any) error {
 		return &Failure{Position: e.Position, Stream: strings.Clone(e.Stream), Reason: fmt.Sprintf(format, args...)}
 	}
@@ -220,8 +226,14 @@ func (c *chains) check(e *eventstore.Event) error {
 	case e.PrevHash != prev.hash:
 		return fail("prev_hash %s is not the hash %s of the stream's previous event", e.PrevHash, prev.hash)
 	}
-	c.buf = eventstore.AppendHashInput(c.buf[:0], e.PrevHash, e)
-	if h := eventstore.Hash(sha256.Sum256(c.buf)); h != e.Hash {
+	var h eventstore.Hash
+	if hash != nil {
+		h = *hash
+	} else {
+		c.buf = eventstore.AppendHashInput(c.buf[:0], e.PrevHash, e)
+		h = sha256.Sum256(c.buf)
+	}
+	if h != e.Hash {
 		return fail("the stored hash %s is not the event's hash %s: the event was changed", e.Hash, h)
 	}
 	if seen {

@@ -25,7 +25,7 @@ func BenchmarkCheck(b *testing.B) {
 		if i%len(events) == 0 {
 			c = newChains()
 		}
-		if err := c.check(&events[i%len(events)]); err != nil {
+		if err := c.check(&events[i%len(events)], nil); err != nil {
 			b.Fatal(err)
 		}
 	}

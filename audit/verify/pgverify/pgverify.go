@@ -1,6 +1,9 @@
-// Package pgverify reads a PostgreSQL ledger's log for package verify: one
-// streaming query in a read-only, repeatable-read transaction, so that
-// every check sees the database as of one instant.
+// Package pgverify reads a PostgreSQL ledger's log for package verify, as
+// of one instant: a read-only, repeatable-read transaction exports its
+// snapshot, and several readers (verify.ScanChunks), each in a
+// transaction of its own that imports that snapshot, read the log in
+// chunks of positions, so that the server's work is spread over its
+// cores as the client's is.
 package pgverify
 
 import (
@@ -17,40 +20,84 @@ import (
 )
 
 // Verify checks the log of the database pool connects to (verify.Verify),
-// as of one instant.
+// as of one instant. It reads with one connection of the pool for the
+// snapshot and the others (at most verify.Readers) for the readers.
 func Verify(ctx context.Context, pool *pgxpool.Pool, opts verify.Options) (verify.Result, error) {
-	tx, err := pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	tx, err := begin(ctx, pool)
 	if err != nil {
 		return verify.Result{}, fmt.Errorf("begin the verification's snapshot: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // read only: nothing to undo
-	// The checkpoints' join must not become a loop over the checkpoints
-	// for every event, as it could with outdated statistics.
-	if _, err := tx.Exec(ctx, `SET LOCAL enable_nestloop = off`); err != nil {
-		return verify.Result{}, fmt.Errorf("plan the verification: %w", err)
+	s := snapshot{tx: tx, pool: pool, chunk: chunkPositions}
+	s.readers = max(1, min(readersFor(), int(pool.Config().MaxConns)-1))
+	err = tx.QueryRow(ctx, `SELECT pg_export_snapshot(), coalesce(min(position), 1), coalesce(max(position), 0) FROM events`).
+		Scan(&s.id, &s.first, &s.last)
+	if err != nil {
+		return verify.Result{}, fmt.Errorf("read the log's bounds: %w", err)
 	}
-	return verify.Verify(ctx, snapshot{tx}, opts)
+	return verify.Verify(ctx, s, opts)
 }
 
-// snapshot is the database as a read-only transaction sees it.
-type snapshot struct{ tx pgx.Tx }
+// idleTimeout bounds how long a transaction of the verification may sit
+// idle: the exporting one waits for the whole read. The server's setting
+// may be seconds (leadership needs that of the ledger's own sessions);
+// these transactions are read-only and lock no row.
+const idleTimeout = time.Hour
 
-// scanSQL reads the whole log in position order, each event with its
-// leaf and the checkpoint that ends at it, if any. Every column comes in
-// PostgreSQL's binary form: for text and json, the stored text itself.
-const scanSQL = `SELECT e.position, e.id, e.stream, e.version, e.type, e.data, e.metadata, e.recorded_at, e.prev_hash, e.hash,
-    l.leaf_index, l.hash, c.position, c.root, c.note
-FROM events e
-LEFT JOIN merkle_leaves l ON l.position = e.position
-LEFT JOIN merkle_checkpoints c ON c.size = l.leaf_index + 1
-ORDER BY e.position`
+// begin begins a read-only, repeatable-read transaction for the
+// verification.
+func begin(ctx context.Context, pool *pgxpool.Pool) (pgx.Tx, error) {
+	tx, err := pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := tx.Exec(ctx, fmt.Sprintf(`SET LOCAL idle_in_transaction_session_timeout = %d`, idleTimeout.Milliseconds())); err != nil {
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	return tx, nil
+}
 
-// columns is the count of scanSQL's columns.
-const columns = 15
+// readersFor tells how many goroutines read the log at once, at most.
+var readersFor = verify.Readers
 
-// binaryResults asks for the binary form of every column of scanSQL.
+// chunkPositions is how many positions a reader's query covers: eight
+// batches.
+var chunkPositions int64 = 8 * verify.BatchRows
+
+// snapshot is the database as the transaction tx sees it: the snapshot
+// id, which the readers' transactions import, and the events' first and
+// last positions.
+type snapshot struct {
+	tx          pgx.Tx
+	pool        *pgxpool.Pool
+	id          string
+	first, last int64
+	readers     int
+	chunk       int64
+}
+
+// Scan streams the log, read in chunks of positions (verify.ScanChunks).
+func (s snapshot) Scan(ctx context.Context, fn func(*verify.Row) error) error {
+	chunks := (s.last - s.first + s.chunk) / s.chunk
+	return verify.ScanChunks(ctx, chunks, s.chunk, s.readers, s.open, fn)
+}
+
+// The statements of a reader, all in PostgreSQL's binary form: for text
+// and json, the stored text itself. A chunk's leaves come in position
+// order, as its events do; the reader puts them beside the events of
+// their positions, with the checkpoints that end at them
+// (verify.ChunkTree).
+const (
+	chunkEventsSQL = `SELECT position, id, stream, version, type, data, metadata, recorded_at, prev_hash, hash
+FROM events WHERE position >= $1 AND position < $2 ORDER BY position`
+	chunkLeavesSQL      = `SELECT leaf_index, position, hash FROM merkle_leaves WHERE position >= $1 AND position < $2 ORDER BY position`
+	chunkCheckpointsSQL = `SELECT size, position, root, note FROM merkle_checkpoints WHERE size >= $1 AND size <= $2`
+)
+
+// binaryResults asks for the binary form of every column of a reader's
+// statements.
 var binaryResults = pgx.QueryResultFormats{
-	pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode,
 	pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode,
 	pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode,
 }
@@ -59,151 +106,130 @@ var binaryResults = pgx.QueryResultFormats{
 // microseconds from it.
 var postgresEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// Scan streams the log: the server sends the rows as the client reads
-// them. A reader goroutine copies them into batches while this one checks
-// the batch before, so that reading and checking share the machine's
-// cores; the batches are few and bounded, so memory stays constant
-// whatever the log's size.
-func (s snapshot) Scan(ctx context.Context, fn func(*verify.Row) error) error {
-	full, free, stop := make(chan *batch, verify.BatchesInFlight), make(chan *batch, verify.BatchesInFlight), make(chan struct{})
-	for range verify.BatchesInFlight {
-		free <- &batch{}
-	}
-	read := make(chan error, 1)
-	go func() {
-		defer close(full)
-		read <- s.read(ctx, full, free, stop)
-	}()
-	err := check(full, free, fn)
-	// On a failure, the reader stops; the snapshot is free for more
-	// queries once it has closed its rows.
-	close(stop)
-	for range full {
-	}
-	if readErr := <-read; err == nil {
-		err = readErr
-	}
-	return err
+// reader is a reader goroutine's transaction, in the snapshot.
+type reader struct {
+	s    snapshot
+	tx   pgx.Tx
+	ctx  context.Context
+	tree verify.ChunkTree
+	row  verify.StoredRow
 }
 
-// check decodes the rows of the batches from full, and calls fn with
-// each; it hands each batch back to free.
-func check(full <-chan *batch, free chan<- *batch, fn func(*verify.Row) error) error {
-	var (
-		r  verify.Row
-		cp verify.StoredCheckpoint
-		v  [columns][]byte
-	)
-	for b := range full {
-		for i := range b.rows {
-			if err := decode(b.row(i, v[:]), &r, &cp); err != nil {
-				return err
-			}
-			if err := fn(&r); err != nil {
-				return err
-			}
-		}
-		free <- b
-	}
-	return nil
-}
-
-// batch is rows copied off the connection: their columns' bytes in buf.
-type batch struct {
-	buf  []byte
-	rows [][columns]span
-}
-
-// span is where a column's bytes are in a batch's buf; null for NULL.
-type span struct {
-	start, end int
-	null       bool
-}
-
-// row returns the columns of the batch's row i in v.
-func (b *batch) row(i int, v [][]byte) [][]byte {
-	for c, sp := range b.rows[i] {
-		v[c] = nil
-		if !sp.null {
-			v[c] = b.buf[sp.start:sp.end:sp.end]
-		}
-	}
-	return v
-}
-
-// read runs scanSQL and copies its rows into batches taken from free,
-// sent on full, until the rows end or stop is closed.
-func (s snapshot) read(ctx context.Context, full chan<- *batch, free <-chan *batch, stop <-chan struct{}) error {
-	rows, err := s.tx.Query(ctx, scanSQL, binaryResults)
+// open begins a reader's transaction in the snapshot.
+func (s snapshot) open(ctx context.Context) (verify.ChunkReader, error) {
+	tx, err := begin(ctx, s.pool)
 	if err != nil {
-		return fmt.Errorf("read the log: %w", err)
+		return nil, fmt.Errorf("begin a reader's snapshot: %w", err)
 	}
-	defer rows.Close()
-	var b *batch
+	if _, err := tx.Exec(ctx, fmt.Sprintf(`SET TRANSACTION SNAPSHOT '%s'`, s.id)); err != nil {
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("import the verification's snapshot: %w", err)
+	}
+	return &reader{s: s, tx: tx, ctx: ctx}, nil
+}
+
+// Close implements verify.ChunkReader.
+func (r *reader) Close() { _ = r.tx.Rollback(context.WithoutCancel(r.ctx)) }
+
+// int8 decodes a binary bigint.
+func int8(col []byte) (int64, error) {
+	if len(col) != 8 {
+		return 0, fmt.Errorf("a bigint of %d bytes", len(col))
+	}
+	return int64(binary.BigEndian.Uint64(col)), nil
+}
+
+// readTree reads the leaves of the positions [lo, hi) and the checkpoints
+// that end at them into r.tree.
+func (r *reader) readTree(ctx context.Context, lo, hi int64) error {
+	r.tree.Reset()
+	rows, err := r.tx.Query(ctx, chunkLeavesSQL, binaryResults[:3], lo, hi)
+	if err != nil {
+		return err
+	}
 	for rows.Next() {
-		if b == nil {
-			select {
-			case b = <-free:
-				b.buf, b.rows = b.buf[:0], b.rows[:0]
-			case <-stop:
-				return nil
-			}
+		v := rows.RawValues()
+		index, err := int8(v[0])
+		if err != nil {
+			rows.Close()
+			return err
 		}
-		var row [columns]span
-		for c, col := range rows.RawValues() {
-			row[c] = span{start: len(b.buf), end: len(b.buf) + len(col), null: col == nil}
-			b.buf = append(b.buf, col...)
+		position, err := int8(v[1])
+		if err != nil {
+			rows.Close()
+			return err
 		}
-		b.rows = append(b.rows, row)
-		if len(b.rows) == verify.BatchRows {
-			select {
-			case full <- b:
-				b = nil
-			case <-stop:
-				return nil
-			}
-		}
+		r.tree.AddLeaf(index, position, v[2])
 	}
-	if b != nil {
-		select {
-		case full <- b:
-		case <-stop:
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	from, to, ok := r.tree.Sizes()
+	if !ok {
+		return nil
+	}
+	// rows.Err reports the query's error, after rows.Next returns false.
+	rows, _ = r.tx.Query(ctx, chunkCheckpointsSQL, binaryResults[:4], from, to)
+	for rows.Next() {
+		v := rows.RawValues()
+		size, err := int8(v[0])
+		if err != nil {
+			rows.Close()
+			return err
+		}
+		position, err := int8(v[1])
+		if err != nil {
+			rows.Close()
+			return err
+		}
+		r.tree.AddCheckpoint(size, position, v[2], v[3])
+	}
+	return rows.Err()
+}
+
+// ReadChunk implements verify.ChunkReader: chunk c is the positions [lo,
+// lo+chunk).
+func (r *reader) ReadChunk(ctx context.Context, c int64, b *verify.Batch, flush func(*verify.Batch) *verify.Batch) (*verify.Batch, error) {
+	lo := r.s.first + c*r.s.chunk
+	hi := min(lo+r.s.chunk, r.s.last+1)
+	if err := r.readTree(ctx, lo, hi); err != nil {
+		return b, fmt.Errorf("read the Merkle tree: %w", err)
+	}
+	// rows.Err reports the query's error, after rows.Next returns false.
+	rows, _ := r.tx.Query(ctx, chunkEventsSQL, binaryResults, lo, hi)
+	defer rows.Close()
+	w := &r.row
+	for rows.Next() {
+		if b.Full() {
+			if b = flush(b); b == nil {
+				return nil, nil
+			}
+		}
+		if err := decode(rows.RawValues(), w); err != nil {
+			return b, err
+		}
+		r.tree.Attach(w)
+		if err := b.Add(w); err != nil {
+			return b, err
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read the log: %w", err)
+		return b, fmt.Errorf("read the log: %w", err)
 	}
-	return nil
+	return b, nil
 }
 
-// decode fills r (and cp, which r points to when the row has a
-// checkpoint) from the binary columns of a row of scanSQL. Its strings and
-// slices share the row's buffer, which the next row reuses (verify.Row):
-// no copy is made of the bytes of a million events.
-func decode(v [][]byte, r *verify.Row, cp *verify.StoredCheckpoint) error {
-	e := &r.Event
-	for _, i := range [...]int{0, 3, 7} {
-		if len(v[i]) != 8 {
-			return fmt.Errorf("read the log: column %d: want 8 bytes, got %d", i, len(v[i]))
-		}
+// decode sets w from the binary columns v of a row of chunkEventsSQL,
+// sharing their bytes.
+func decode(v [][]byte, w *verify.StoredRow) error {
+	if len(v[0]) != 8 || len(v[3]) != 8 || len(v[7]) != 8 {
+		return fmt.Errorf("read the log: a position, version or time of %d, %d, %d bytes, not 8", len(v[0]), len(v[3]), len(v[7]))
 	}
-	e.Position = int64(binary.BigEndian.Uint64(v[0]))
-	e.ID, e.Stream, e.Type = verify.BorrowString(v[1]), verify.BorrowString(v[2]), verify.BorrowString(v[4])
-	e.Version = int64(binary.BigEndian.Uint64(v[3]))
-	e.Data, e.RawMetadata = v[5], v[6]
-	e.RecordedAt = postgresEpoch.Add(time.Duration(int64(binary.BigEndian.Uint64(v[7]))) * time.Microsecond)
-	if len(v[8]) != len(e.PrevHash) || len(v[9]) != len(e.Hash) {
-		return &verify.Failure{Position: e.Position, Stream: string(v[2]), Reason: "a stored hash is not 32 bytes"}
-	}
-	copy(e.PrevHash[:], v[8])
-	copy(e.Hash[:], v[9])
-	r.Sealed, r.Checkpoint = v[10] != nil, nil
-	if r.Sealed {
-		r.LeafIndex, r.LeafHash = binary.BigEndian.Uint64(v[10]), v[11]
-	}
-	if v[12] != nil {
-		*cp = verify.StoredCheckpoint{Size: r.LeafIndex + 1, Position: int64(binary.BigEndian.Uint64(v[12])), Root: v[13], Note: v[14]}
-		r.Checkpoint = cp
+	at := int64(binary.BigEndian.Uint64(v[7]))
+	*w = verify.StoredRow{
+		Position: int64(binary.BigEndian.Uint64(v[0])), ID: v[1], Stream: v[2], Version: int64(binary.BigEndian.Uint64(v[3])),
+		Type: v[4], Data: v[5], Metadata: v[6], RecordedAt: postgresEpoch.Add(time.Duration(at) * time.Microsecond),
+		PrevHash: v[8], Hash: v[9],
 	}
 	return nil
 }

@@ -30,7 +30,8 @@ const (
 //
 //	go test ./audit/verify/pgverify -run '^$' -bench Verify -benchtime 3x
 func BenchmarkVerify(b *testing.B) {
-	pool := pgtest.Pool(b, pgtest.NewDatabase(b), 2)
+	// The pool of `ledgerd verify` on two cores: four connections.
+	pool := pgtest.Pool(b, pgtest.NewDatabase(b), 4)
 	key, checkpoints := writeLog(b, pool, benchEvents, benchStreams)
 	for b.Loop() {
 		res, err := pgverify.Verify(b.Context(), pool, verify.Options{Key: key})
@@ -80,6 +81,53 @@ func TestVerify_ManyBatches(t *testing.T) {
 			t.Fatalf("after %s: verify = %v, want a failure at position %d", c.tamper, err, c.position)
 		}
 	}
+}
+
+// TestVerify_Chunks verifies a log of 1,500 events over 37 streams (two
+// checkpoints and a tail), intact and then with two events altered far
+// apart, read by several readers in small chunks, as a big log is read:
+// each reading counts what the log holds, and names the first altered
+// event, though a later chunk may have been read before it.
+func TestVerify_Chunks(t *testing.T) {
+	t.Parallel()
+	const events, streams = 1500, 37
+	url := pgtest.NewDatabase(t)
+	pool := pgtest.Pool(t, url, 5)
+	key, checkpoints := writeLog(t, pool, events, streams)
+	readings := []struct {
+		readers int
+		chunk   int64
+	}{{1, 1 << 14}, {2, 7}, {3, 1}, {4, 100}}
+	verifyAll := func(t *testing.T, check func(verify.Result, error)) {
+		for _, r := range readings {
+			restore := pgverify.SetChunks(r.readers, r.chunk)
+			res, err := pgverify.Verify(t.Context(), pool, verify.Options{Key: key})
+			restore()
+			t.Logf("readers=%d chunk=%d", r.readers, r.chunk)
+			check(res, err)
+		}
+	}
+	want := verify.Result{Events: events, Streams: streams, Leaves: events, Checkpoints: checkpoints}
+	verifyAll(t, func(res verify.Result, err error) {
+		if err != nil || res != want {
+			t.Fatalf("verify: %+v, %v; want %+v", res, err, want)
+		}
+	})
+	conn, err := pgx.Connect(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = conn.Exec(t.Context(), `SET session_replication_role = replica; UPDATE events SET data = '{}' WHERE position IN (321, 1234)`)
+	conn.Close(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifyAll(t, func(_ verify.Result, err error) {
+		var f *verify.Failure
+		if !errors.As(err, &f) || f.Position != 321 {
+			t.Fatalf("verify: %v; want the failure at position 321", err)
+		}
+	})
 }
 
 // writeLog writes a sealed log of n events over streams streams into

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/oklog/ulid/v2"
 
@@ -25,6 +26,10 @@ var benchMeta = eventstore.Metadata{
 	TeamID: "2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e", Role: "engineer", RequestID: "01JDJ0000000000000000000",
 }
 
+// benchMetaJSON is benchMeta as the store writes it, for the unchained
+// form's plain INSERT.
+var benchMetaJSON = benchMeta.AppendJSON(nil)
+
 // BenchmarkAppend compares the ledger's append (one event per transaction)
 // with the baseline, a plain single-row INSERT into a table with
 // UNIQUE(stream, version), on the same server in the same run, from 1 and
@@ -39,7 +44,11 @@ var benchMeta = eventstore.Metadata{
 // does, and reading back the new event's. "quick-keyed" is "quick" with
 // the session's new data key inserted by the same statement, as the
 // command handler appends a session's first handoff (issue 15): its ratio
-// beside "quick"'s is the key's cost.
+// beside "quick"'s is the key's cost. "unchained" is the same row as
+// "chained", written by a plain INSERT after its stream's last version
+// with zero hashes and no check of the event it follows: the append
+// without the hash chain, so that "chained" beside it is the chain's cost,
+// measured in the same run.
 func BenchmarkAppend(b *testing.B) {
 	pool := openPool(b)
 	baseline := ratiobench.PostgresBaseline(b, pool)
@@ -52,7 +61,11 @@ func BenchmarkAppend(b *testing.B) {
 	}
 	// Each worker's own stream's last event, for appends that follow it
 	// and give its hash, as the command handler does.
-	var tips [16]eventstore.Event
+	var (
+		tips      [16]eventstore.Event
+		unchained [16]int64
+	)
+	zero := make([]byte, 32)
 	forms := []struct {
 		name string
 		op   ratiobench.Op
@@ -77,6 +90,16 @@ func BenchmarkAppend(b *testing.B) {
 			recorded, err := store.Append(ctx, fmt.Sprintf("%s-chain-%d", prefix, w), eventstore.Exact(tips[w].Version), newEvents(), opts...)
 			if err == nil {
 				tips[w] = recorded[0]
+			}
+			return err
+		}},
+		{"unchained", func(ctx context.Context, w int) error {
+			e := newEvents()[0]
+			_, err := pool.Exec(ctx, `INSERT INTO events (id, stream, version, type, data, metadata, recorded_at, prev_hash, hash)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)`, ulid.Make().String(), fmt.Sprintf("%s-unchained-%d", prefix, w), unchained[w]+1,
+				e.Type, []byte(e.Data), benchMetaJSON, eventstore.RecordTime(time.Now()), zero)
+			if err == nil {
+				unchained[w]++
 			}
 			return err
 		}},

@@ -347,8 +347,12 @@ func testSealedAnswers(t *testing.T, b Backend) {
 
 	// The session's key destroyed: the answers are gone with it.
 	b.DropKey(t, stream)
+	keys := b.Count(t)
 	if rec, found, err := b.Sealed.Lookup(t.Context(), owner, "saved"); err != nil || found {
 		t.Fatalf("after the key was destroyed, Lookup = %+v, %v, %v; want none", rec, found, err)
+	}
+	if got := b.Count(t); got != keys-1 {
+		t.Fatalf("%d keys after the Lookup of an answer that can no longer be opened, want %d: it is deleted", got, keys-1)
 	}
 	rec, ok = reserve(t, b.Sealed, owner, "k", "h2")
 	if !ok || len(rec.Response) != 0 {

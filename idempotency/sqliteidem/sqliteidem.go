@@ -101,7 +101,8 @@ type rowQuerier interface {
 
 // read runs query, a sqliteSelectSQL for owner's key, on q and returns the
 // record with its answer opened; ok is false when the answer cannot be
-// opened (its session was erased).
+// opened (its session was erased), and the record then holds the answer
+// as stored, for the caller to delete the key by.
 func (s *Store) read(ctx context.Context, q rowQuerier, owner idempotency.Owner, key, query string, args ...any) (rec idempotency.Record, ok bool, err error) {
 	var (
 		session    uuid.NullUUID
@@ -117,8 +118,12 @@ func (s *Store) read(ctx context.Context, q rowQuerier, owner idempotency.Owner,
 	if id.Valid && master.Valid {
 		dk = idempotency.StoredKey{ID: &id.String, Wrapped: wrapped, MasterKeyID: &master.String}
 	}
-	rec.Response, ok = s.sealing.OpenAnswer(owner.Account, session.UUID, dk.Key(), rec.Response)
-	return rec, ok, nil
+	body, ok := s.sealing.OpenAnswer(owner.Account, session.UUID, dk.Key(), rec.Response)
+	if !ok {
+		return rec, false, nil
+	}
+	rec.Response = body
+	return rec, true, nil
 }
 
 // sealAnswer returns body as stored for owner's request: sealed under its

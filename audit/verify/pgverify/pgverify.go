@@ -143,46 +143,35 @@ func int8(col []byte) (int64, error) {
 // that end at them into r.tree.
 func (r *reader) readTree(ctx context.Context, lo, hi int64) error {
 	r.tree.Reset()
-	rows, err := r.tx.Query(ctx, chunkLeavesSQL, binaryResults[:3], lo, hi)
+	// eachRow reports the query's error.
+	rows, _ := r.tx.Query(ctx, chunkLeavesSQL, binaryResults[:3], lo, hi)
+	err := eachRow(rows, func(index, position int64, v [][]byte) { r.tree.AddLeaf(index, position, v[2]) })
 	if err != nil {
-		return err
-	}
-	for rows.Next() {
-		v := rows.RawValues()
-		index, err := int8(v[0])
-		if err != nil {
-			rows.Close()
-			return err
-		}
-		position, err := int8(v[1])
-		if err != nil {
-			rows.Close()
-			return err
-		}
-		r.tree.AddLeaf(index, position, v[2])
-	}
-	if err := rows.Err(); err != nil {
 		return err
 	}
 	from, to, ok := r.tree.Sizes()
 	if !ok {
 		return nil
 	}
-	// rows.Err reports the query's error, after rows.Next returns false.
 	rows, _ = r.tx.Query(ctx, chunkCheckpointsSQL, binaryResults[:4], from, to)
+	return eachRow(rows, func(size, position int64, v [][]byte) { r.tree.AddCheckpoint(size, position, v[2], v[3]) })
+}
+
+// eachRow calls fn with every row's first two columns, bigints, and all
+// its columns, and closes rows.
+func eachRow(rows pgx.Rows, fn func(a, b int64, v [][]byte)) error {
+	defer rows.Close()
 	for rows.Next() {
 		v := rows.RawValues()
-		size, err := int8(v[0])
+		a, err := int8(v[0])
 		if err != nil {
-			rows.Close()
 			return err
 		}
-		position, err := int8(v[1])
+		b, err := int8(v[1])
 		if err != nil {
-			rows.Close()
 			return err
 		}
-		r.tree.AddCheckpoint(size, position, v[2], v[3])
+		fn(a, b, v)
 	}
 	return rows.Err()
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -128,6 +129,24 @@ func TestVerify_Chunks(t *testing.T) {
 			t.Fatalf("verify: %v; want the failure at position 321", err)
 		}
 	})
+}
+
+// TestVerify_OutlivesTheIdleTimeout verifies on a pool whose sessions end
+// a transaction left idle for 300 ms, as the ledger's own pool does (for
+// leadership, in seconds), while the checks keep the snapshot's
+// transaction idle for a second: the verification still ends, intact,
+// with the queries it makes after the scan.
+func TestVerify_OutlivesTheIdleTimeout(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	pool := pgtest.Pool(t, url, 4, func(cfg *pgxpool.Config) {
+		cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = "300"
+	})
+	key, checkpoints := writeLog(t, pool, 3000, 30)
+	res, err := pgverify.Verify(t.Context(), pool, verify.Options{Key: key, Progress: func(int64) { time.Sleep(time.Second) }})
+	if err != nil || res.Events != 3000 || res.Checkpoints != checkpoints {
+		t.Fatalf("verify = %+v, %v; want 3000 events and %d checkpoints", res, err, checkpoints)
+	}
 }
 
 // writeLog writes a sealed log of n events over streams streams into

@@ -59,14 +59,14 @@ type Answer struct {
 	Body        []byte
 	// TTL is how long a key is kept; an older key is taken over.
 	TTL time.Duration
-	// PendingTimeout is how long a reservation without an answer blocks
-	// the key; an older one is taken over.
+	// PendingTimeout is how long a key held without an answer (pending)
+	// blocks it; an older one is taken over.
 	PendingTimeout time.Duration
 }
 
 // WithAnswer writes a with the append's events, in the same transaction.
-// When a's key is held by another request (it has an answer, or a
-// reservation younger than a.PendingTimeout) the append writes nothing and
+// When a's key is held by another request (it has an answer, or is
+// pending for less than a.PendingTimeout) the append writes nothing and
 // returns an error matching ErrAnswerTaken.
 func WithAnswer(a Answer) AppendOption {
 	return func(o *AppendOptions) { o.Answer = &a }

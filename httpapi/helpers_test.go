@@ -46,6 +46,10 @@ type Backend struct {
 	Commands    *commands.Handler
 	Queries     projections.Queries
 	Idempotency idempotency.Store
+	// PendKey stores owner's key without an answer for a request with
+	// hash: a pending key, as a process of an earlier version reserved
+	// one before running its request.
+	PendKey func(tb testing.TB, owner idempotency.Owner, key, hash string)
 	// Checks are the backend's readiness checks.
 	Checks []httpapi.Check
 	// FailAppends makes every append fail inside the database until the

@@ -28,14 +28,14 @@ const (
 // account, user and key: the first request runs and its answer is stored
 // with the key; a retry of the same request gets that answer again, with
 // the header Idempotent-Replayed: true. The same key with another method,
-// path or body is 422; the same request while a reservation of the key
-// (Reserve, the older protocol) is pending is 409. A command stores its
-// answer in the same transaction as its events (see execute); another
-// answer is stored after the handler ran. Either store fails when another
-// request with the key stored its answer first, and the request then
-// answers with that one. 5xx responses, answers that ask for a retry
-// (Retry-After) and requests whose client went away are not stored, so a
-// retry after one runs again. Must run after authenticate.
+// path or body is 422; the same request while the key is pending
+// (idempotency.Record.Pending) is 409. A command stores its answer in the
+// same transaction as its events (see execute); another answer is stored
+// after the handler ran. Either store fails when another request with the
+// key stored its answer first, and the request then answers with that
+// one. 5xx responses, answers that ask for a retry (Retry-After) and
+// requests whose client went away are not stored, so a retry after one
+// runs again. Must run after authenticate.
 func (s *server) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		values := c.Request().Header.Values(headerIdempotencyKey)

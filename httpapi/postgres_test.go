@@ -87,10 +87,18 @@ func postgresBackend(tb testing.TB, o postgresOptions) Backend {
 
 	m := metrics.New()
 	return Backend{
-		Log:           events,
-		Stored:        stored,
-		Tail:          stored,
-		FindText:      func(tb testing.TB, text string) []string { return findTextPostgres(tb, pool, text) },
+		Log:      events,
+		Stored:   stored,
+		Tail:     stored,
+		FindText: func(tb testing.TB, text string) []string { return findTextPostgres(tb, pool, text) },
+		PendKey: func(tb testing.TB, owner idempotency.Owner, key, hash string) {
+			tb.Helper()
+			_, err := pool.Exec(context.Background(), `INSERT INTO idempotency_keys (account_id, user_id, key, request_hash) VALUES ($1, $2, $3, $4)`,
+				owner.Account, owner.User, key, hash)
+			if err != nil {
+				tb.Fatalf("store a pending key: %v", err)
+			}
+		},
 		Commands:      commands.NewHandler(events, nil, commands.WithMetrics(m), commands.WithKeyring(testKeyring)),
 		Metrics:       m,
 		Queries:       projections.CaughtUp(views, stored, projector, readWait),

@@ -50,10 +50,18 @@ func sqliteBackendWaiting(tb testing.TB, readWait time.Duration) Backend {
 
 	m := metrics.New()
 	return Backend{
-		Log:           opened,
-		Stored:        store,
-		Tail:          store,
-		FindText:      func(tb testing.TB, text string) []string { return findTextSQLite(tb, store.DB(), text) },
+		Log:      opened,
+		Stored:   store,
+		Tail:     store,
+		FindText: func(tb testing.TB, text string) []string { return findTextSQLite(tb, store.DB(), text) },
+		PendKey: func(tb testing.TB, owner idempotency.Owner, key, hash string) {
+			tb.Helper()
+			_, err := store.DB().ExecContext(context.Background(), `INSERT INTO idempotency_keys (account_id, user_id, key, request_hash) VALUES (?, ?, ?, ?)`,
+				owner.Account.String(), owner.User.String(), key, hash)
+			if err != nil {
+				tb.Fatalf("store a pending key: %v", err)
+			}
+		},
 		Commands:      commands.NewHandler(opened, nil, commands.WithMetrics(m), commands.WithKeyring(testKeyring)),
 		Metrics:       m,
 		Queries:       projections.CaughtUp(views, store, projector, readWait),

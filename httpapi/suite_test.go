@@ -884,12 +884,10 @@ func testIdempotencyKeyMisuse(t *testing.T, nb NewBackend) {
 	}
 	s.expectNoNewEvents(t, 1)
 
-	// A key whose first request is still running: the same request is
-	// told to wait, another one that the key is taken.
+	// A key pending without an answer, its first request still running:
+	// the same request is told to wait, another one that the key is taken.
 	path, body := createPath(uuid.New()), `{"intent":"park"}`
-	if _, ok, err := s.Backend.Idempotency.Reserve(context.Background(), idempotency.Owner{Account: alice.AccountID, User: alice.UserID}, "running", keyHash(alice.AccountID, http.MethodPost, path, body)); err != nil || !ok {
-		t.Fatalf("Reserve = %v, %v", ok, err)
-	}
+	s.Backend.PendKey(t, idempotency.Owner{Account: alice.AccountID, User: alice.UserID}, "running", keyHash(alice.AccountID, http.MethodPost, path, body))
 	s.expectError(t, withKey(as(t, alice, http.MethodPost, path, body), "running"),
 		http.StatusConflict, "A request with this Idempotency-Key is in progress")
 	s.expectError(t, withKey(as(t, alice, http.MethodPost, path, `{"intent":"escalate"}`), "running"),

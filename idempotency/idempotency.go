@@ -8,14 +8,14 @@
 // same transaction as its events (Answer, eventstore.WithAnswer); an
 // answer no append carried, such as a rejection, is stored on its own
 // (Save). Either store fails when another request took the key meanwhile,
-// and the request then answers with that one's answer. Reserve, Complete
-// and Release are the older protocol of three commits: reserve the key,
-// run, then store the answer or give the key up.
-// Keys expire TTL after they were reserved; an expired key is treated as
+// and the request then answers with that one's answer.
+// Keys expire TTL after they were stored; an expired key is treated as
 // never seen, and Sweep, which a serving process runs every SweepInterval
-// (RunSweeps), deletes it. A reservation whose request died without
-// completing or releasing it (a crashed process) is given to the next
-// request with the key once it is older than PendingTimeout.
+// (RunSweeps), deletes it. A record without an answer is pending: its
+// request is taken as still in progress until the record is older than
+// PendingTimeout, and the next request with the key then takes it over.
+// Nothing writes pending records any more; a database may still hold ones
+// that a process of an earlier version reserved and never completed.
 package idempotency
 
 import (
@@ -32,7 +32,7 @@ import (
 const (
 	// TTL is how long a key and its stored response are kept.
 	TTL = 24 * time.Hour
-	// PendingTimeout is how long a reservation without a response blocks
+	// PendingTimeout is how long a key held without a response blocks
 	// other requests with the same key before it is taken as abandoned.
 	PendingTimeout = time.Minute
 	// MaxKeyLength bounds a key, in bytes.
@@ -55,35 +55,24 @@ type Owner struct {
 
 // Record is what a store knows about a key.
 type Record struct {
-	// RequestHash identifies the request that reserved the key.
+	// RequestHash identifies the request that holds the key.
 	RequestHash string
 	// StatusCode is the stored response's status; 0 while the request that
-	// reserved the key is still running.
+	// holds the key has not stored one (Pending).
 	StatusCode int
 	// Response is the stored response body.
 	Response []byte
 }
 
-// Pending reports whether the request that reserved the key has not stored
+// Pending reports whether the request that holds the key has not stored
 // its response yet.
 func (r Record) Pending() bool { return r.StatusCode == 0 }
 
 // Store keeps idempotency keys and the responses they produced.
 type Store interface {
-	// Reserve claims owner's key for a request with the given hash. It
-	// returns reserved = true when the caller now holds the key and must
-	// call Complete or Release; otherwise it returns the record of the
-	// request that holds it, which may still be pending.
-	Reserve(ctx context.Context, owner Owner, key, requestHash string) (rec Record, reserved bool, err error)
-	// Complete stores the response of the request that reserved owner's
-	// key.
-	Complete(ctx context.Context, owner Owner, key string, status int, body []byte) error
-	// Release gives up a reservation that has no response, so a retry with
-	// the same key runs anew.
-	Release(ctx context.Context, owner Owner, key string) error
 	// Lookup returns the record of owner's key; found is false when there
-	// is none, or only one that a new request may take over (expired, or a
-	// reservation older than PendingTimeout).
+	// is none, or only one that a new request may take over (expired, or
+	// pending for longer than PendingTimeout).
 	Lookup(ctx context.Context, owner Owner, key string) (rec Record, found bool, err error)
 	// Save stores a request's answer under owner's key unless another
 	// request holds the key, as an append's answer does. It returns saved
@@ -111,8 +100,8 @@ func Answer(owner Owner, key, requestHash string, status int, body []byte) event
 
 // RunSweeps calls s.Sweep now and then every interval until ctx ends, then
 // returns nil. A failed sweep is logged and tried again at the next
-// interval: until then, expired keys only take room, since Reserve treats
-// them as absent.
+// interval: until then, expired keys only take room, since Lookup, Save
+// and an append's answer treat them as absent.
 func RunSweeps(ctx context.Context, s Store, interval time.Duration, logger *slog.Logger) error {
 	for {
 		n, err := s.Sweep(ctx)

@@ -123,8 +123,8 @@ WITH r AS MATERIALIZED (
 // batchAnswersCTE, added to batchSQL, also writes the answers of the
 // appends that carry one (eventstore.WithAnswer), each only when its
 // append's first event went in, and taking over a key only as
-// idempotency's reservation does (expired, or reserved without an answer
-// for too long). Its parameters are $12 to $21.
+// idempotency's Save does (expired, or pending without an answer for too
+// long). Its parameters are $12 to $21.
 const batchAnswersCTE = `, k AS (
     INSERT INTO idempotency_keys AS k (account_id, user_id, key, request_hash, status_code, response, session_id)
     SELECT a.account_id, a.user_id, a.key, a.request_hash, a.status_code, a.response, a.session_id

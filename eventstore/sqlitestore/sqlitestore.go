@@ -329,8 +329,8 @@ func (s *Store) insertAll(ctx context.Context, tx *sql.Tx, insert *sql.Stmt, now
 }
 
 // insertAnswer writes an append's answer (eventstore.WithAnswer), taking
-// over a key only as idempotency's reservation does: expired, or reserved
-// without an answer for too long.
+// over a key only as idempotency's Save does: expired, or pending without
+// an answer for too long.
 func insertAnswer(ctx context.Context, tx *sql.Tx, now time.Time, stream string, a *eventstore.Answer) error {
 	var one int
 	err := tx.QueryRowContext(ctx, `

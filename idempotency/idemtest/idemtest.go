@@ -6,6 +6,7 @@ package idemtest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"sync"
@@ -21,11 +22,19 @@ import (
 	"github.com/resolutionflow/ledgerd/shred"
 )
 
-// Backend is a Store under test and a way to make its keys older.
+// Backend is a Store under test, the event store that writes answers
+// with its appends on the same database, and ways to reach under them.
 type Backend struct {
 	Store idempotency.Store
-	// Age moves the reservation time of a key back by d.
+	// Log is the event store of the same database: an append with an
+	// answer (eventstore.WithAnswer) stores it, as a command does.
+	Log eventstore.Store
+	// Age moves the time a key was stored back by d.
 	Age func(tb testing.TB, owner idempotency.Owner, key string, d time.Duration)
+	// Pend stores owner's key without an answer, for a request with hash:
+	// a pending key, as a process of an earlier version reserved one
+	// before running its request.
+	Pend func(tb testing.TB, owner idempotency.Owner, key, hash string)
 	// Count returns how many keys the store holds.
 	Count func(tb testing.TB) int
 	// Sealed is a store on the same database that seals answers by
@@ -44,14 +53,15 @@ func Run(t *testing.T, open func(testing.TB) Backend) {
 		name string
 		run  func(t *testing.T, b Backend)
 	}{
-		{"ReserveThenReplay", testReserveThenReplay},
-		{"PendingUntilComplete", testPendingUntilComplete},
-		{"ReleaseLetsRetryRun", testReleaseLetsRetryRun},
+		{"SaveThenLookup", testSaveThenLookup},
+		{"AnswerOfAnAppendIsLookedUp", testAnswerOfAppend},
+		{"PendingKeyIsInProgress", testPendingKey},
 		{"KeysBelongToOneUser", testKeysBelongToOneUser},
 		{"KeysBelongToOneAccount", testKeysBelongToOneAccount},
 		{"ExpiredKeyIsAbsent", testExpiredKeyIsAbsent},
-		{"AbandonedReservationIsTakenOver", testAbandonedReservation},
-		{"OneOfManyConcurrentReservesWins", testConcurrentReserve},
+		{"AbandonedPendingKeyIsTakenOver", testAbandonedPendingKey},
+		{"OneOfManyConcurrentSavesWins", testConcurrentSave},
+		{"DeleteSessionDeletesItsAnswers", testDeleteSession},
 		{"SweepDeletesExpiredKeys", testSweep},
 		{"RunSweepsSweepsAgain", testRunSweeps},
 		{"SealedAnswers", testSealedAnswers},
@@ -69,84 +79,165 @@ func newOwner() idempotency.Owner {
 	return idempotency.Owner{Account: uuid.New(), User: uuid.New()}
 }
 
-func reserve(tb testing.TB, s idempotency.Store, owner idempotency.Owner, key, hash string) (idempotency.Record, bool) {
+// save stores an answer under owner's key and returns whether it did, and
+// otherwise the record of the request that holds the key.
+func save(tb testing.TB, s idempotency.Store, owner idempotency.Owner, key, hash string, status int, body string) (idempotency.Record, bool) {
 	tb.Helper()
-	rec, ok, err := s.Reserve(context.Background(), owner, key, hash)
+	rec, saved, err := s.Save(context.Background(), owner, key, hash, status, []byte(body))
 	if err != nil {
-		tb.Fatalf("Reserve(%s): %v", key, err)
+		tb.Fatalf("Save(%s): %v", key, err)
 	}
-	return rec, ok
+	return rec, saved
 }
 
-func complete(tb testing.TB, s idempotency.Store, owner idempotency.Owner, key string, status int, body string) {
+// mustSave stores an answer under owner's key, which no request holds.
+func mustSave(tb testing.TB, s idempotency.Store, owner idempotency.Owner, key, hash string, status int, body string) {
 	tb.Helper()
-	if err := s.Complete(context.Background(), owner, key, status, []byte(body)); err != nil {
-		tb.Fatalf("Complete(%s): %v", key, err)
+	if rec, saved := save(tb, s, owner, key, hash, status, body); !saved {
+		tb.Fatalf("Save(%s) found the key held: %+v", key, rec)
 	}
 }
 
-func testReserveThenReplay(t *testing.T, b Backend) {
+// lookup returns the record of owner's key, and whether there is one.
+func lookup(tb testing.TB, s idempotency.Store, owner idempotency.Owner, key string) (idempotency.Record, bool) {
+	tb.Helper()
+	rec, found, err := s.Lookup(context.Background(), owner, key)
+	if err != nil {
+		tb.Fatalf("Lookup(%s): %v", key, err)
+	}
+	return rec, found
+}
+
+// appendWithAnswer appends one event to a new stream with a as its
+// answer, as a command does, and returns the append's error.
+func appendWithAnswer(tb testing.TB, log eventstore.Store, a eventstore.Answer) error {
+	tb.Helper()
+	return log.AppendNoReadBack(context.Background(), "idemtest-"+uuid.NewString(), eventstore.NoStream,
+		[]eventstore.NewEvent{{Type: "Test", Data: []byte(`{}`)}}, eventstore.WithAnswer(a))
+}
+
+func sameRecord(rec idempotency.Record, hash string, status int, body string) bool {
+	return rec.RequestHash == hash && rec.StatusCode == status && string(rec.Response) == body
+}
+
+// testSaveThenLookup checks that a saved answer is looked up, and that a
+// second Save with the key stores nothing and returns the first answer.
+func testSaveThenLookup(t *testing.T, b Backend) {
 	owner := newOwner()
-	if _, ok := reserve(t, b.Store, owner, "k", "h1"); !ok {
-		t.Fatal("first Reserve did not reserve")
+	if rec, found := lookup(t, b.Store, owner, "k"); found {
+		t.Fatalf("Lookup of a new key = %+v, want none", rec)
 	}
-	complete(t, b.Store, owner, "k", 201, `{"id":"x"}`)
-	rec, ok := reserve(t, b.Store, owner, "k", "h2")
-	if ok {
-		t.Fatal("second Reserve reserved a completed key")
+	mustSave(t, b.Store, owner, "k", "h1", 201, `{"id":"x"}`)
+	if rec, found := lookup(t, b.Store, owner, "k"); !found || rec.Pending() || !sameRecord(rec, "h1", 201, `{"id":"x"}`) {
+		t.Fatalf("Lookup = %+v, %v; want the saved answer", rec, found)
 	}
-	want := idempotency.Record{RequestHash: "h1", StatusCode: 201, Response: []byte(`{"id":"x"}`)}
-	if rec.RequestHash != want.RequestHash || rec.StatusCode != want.StatusCode || string(rec.Response) != string(want.Response) || rec.Pending() {
-		t.Fatalf("record = %+v, want %+v", rec, want)
+	rec, saved := save(t, b.Store, owner, "k", "h2", 422, `{"detail":"no"}`)
+	if saved || !sameRecord(rec, "h1", 201, `{"id":"x"}`) {
+		t.Fatalf("second Save = %+v (saved %v), want the first answer kept", rec, saved)
 	}
 }
 
-func testPendingUntilComplete(t *testing.T, b Backend) {
+// testAnswerOfAppend checks that the answer an append stores with its
+// events is what Lookup returns and what Save yields to, and that an
+// append whose key is held writes nothing.
+func testAnswerOfAppend(t *testing.T, b Backend) {
 	owner := newOwner()
-	reserve(t, b.Store, owner, "k", "h")
-	rec, ok := reserve(t, b.Store, owner, "k", "h")
-	if ok || !rec.Pending() || rec.RequestHash != "h" {
-		t.Fatalf("Reserve during the first request = %+v, %v; want pending record of h", rec, ok)
+	owner.Session = uuid.New()
+	if err := appendWithAnswer(t, b.Log, idempotency.Answer(owner, "k", "h1", 201, []byte(`{"id":"x"}`))); err != nil {
+		t.Fatalf("append with an answer: %v", err)
+	}
+	if rec, found := lookup(t, b.Store, owner, "k"); !found || !sameRecord(rec, "h1", 201, `{"id":"x"}`) {
+		t.Fatalf("Lookup = %+v, %v; want the append's answer", rec, found)
+	}
+	if rec, saved := save(t, b.Store, owner, "k", "h2", 422, "{}"); saved || !sameRecord(rec, "h1", 201, `{"id":"x"}`) {
+		t.Fatalf("Save over the append's answer = %+v (saved %v), want the append's answer kept", rec, saved)
+	}
+	err := appendWithAnswer(t, b.Log, idempotency.Answer(owner, "k", "h3", 200, []byte("{}")))
+	if !errors.Is(err, eventstore.ErrAnswerTaken) {
+		t.Fatalf("append with a held key = %v, want ErrAnswerTaken", err)
+	}
+	// A saved answer holds the key against an append the same way.
+	mustSave(t, b.Store, owner, "saved", "h1", 422, "{}")
+	if err := appendWithAnswer(t, b.Log, idempotency.Answer(owner, "saved", "h2", 201, []byte("{}"))); !errors.Is(err, eventstore.ErrAnswerTaken) {
+		t.Fatalf("append with a saved key = %v, want ErrAnswerTaken", err)
+	}
+	// The session is stored with the answer: its erasure deletes it.
+	if n, err := b.Store.DeleteSession(context.Background(), owner.Account, owner.Session); err != nil || n != 2 {
+		t.Fatalf("DeleteSession = %d, %v; want the 2 answers", n, err)
 	}
 }
 
-func testReleaseLetsRetryRun(t *testing.T, b Backend) {
+// testPendingKey checks that a key held without an answer is looked up
+// as pending, and that neither Save nor an append takes it.
+func testPendingKey(t *testing.T, b Backend) {
 	owner := newOwner()
-	reserve(t, b.Store, owner, "k", "h")
-	if err := b.Store.Release(context.Background(), owner, "k"); err != nil {
-		t.Fatalf("Release: %v", err)
+	b.Pend(t, owner, "k", "h")
+	if rec, found := lookup(t, b.Store, owner, "k"); !found || !rec.Pending() || rec.RequestHash != "h" {
+		t.Fatalf("Lookup of a pending key = %+v, %v; want the pending record of h", rec, found)
 	}
-	if _, ok := reserve(t, b.Store, owner, "k", "h"); !ok {
-		t.Fatal("Reserve after Release did not reserve")
+	if rec, saved := save(t, b.Store, owner, "k", "h", 201, "{}"); saved || !rec.Pending() || rec.RequestHash != "h" {
+		t.Fatalf("Save over a pending key = %+v (saved %v), want the pending record", rec, saved)
 	}
-	complete(t, b.Store, owner, "k", 200, "{}")
-	if err := b.Store.Release(context.Background(), owner, "k"); err != nil {
-		t.Fatalf("Release of a completed key: %v", err)
-	}
-	if rec, ok := reserve(t, b.Store, owner, "k", "h"); ok || rec.StatusCode != 200 {
-		t.Fatalf("Release removed a completed key: %+v, %v", rec, ok)
+	if err := appendWithAnswer(t, b.Log, idempotency.Answer(owner, "k", "h", 201, []byte("{}"))); !errors.Is(err, eventstore.ErrAnswerTaken) {
+		t.Fatalf("append over a pending key = %v, want ErrAnswerTaken", err)
 	}
 }
 
-// testSweep checks that Sweep deletes the keys older than TTL, completed or
-// not, of every owner, and keeps the others.
+// testDeleteSession checks that DeleteSession deletes the answers of one
+// session of one account, whoever saved them, and no other.
+func testDeleteSession(t *testing.T, b Backend) {
+	alice, bob := newOwner(), newOwner()
+	bob.Account = alice.Account
+	alice.Session, bob.Session = uuid.New(), uuid.New()
+	other := alice
+	other.Session = bob.Session
+	elsewhere := idempotency.Owner{Account: uuid.New(), User: alice.User, Session: alice.Session}
+	noSession := idempotency.Owner{Account: alice.Account, User: alice.User}
+	for _, o := range []idempotency.Owner{alice, bob, elsewhere} {
+		mustSave(t, b.Store, o, "k", "h", 201, "{}")
+	}
+	mustSave(t, b.Store, other, "on-bob's", "h", 201, "{}")
+	mustSave(t, b.Store, noSession, "none", "h", 201, "{}")
+	n, err := b.Store.DeleteSession(context.Background(), alice.Account, alice.Session)
+	if err != nil || n != 1 {
+		t.Fatalf("DeleteSession = %d, %v; want alice's one answer", n, err)
+	}
+	if rec, found := lookup(t, b.Store, alice, "k"); found {
+		t.Fatalf("the erased session's answer is still there: %+v", rec)
+	}
+	if n, err := b.Store.DeleteSession(context.Background(), alice.Account, bob.Session); err != nil || n != 2 {
+		t.Fatalf("DeleteSession of bob's session = %d, %v; want its 2 answers, whoever saved them", n, err)
+	}
+	for _, k := range []struct {
+		owner idempotency.Owner
+		key   string
+	}{{elsewhere, "k"}, {noSession, "none"}} {
+		if _, found := lookup(t, b.Store, k.owner, k.key); !found {
+			t.Fatalf("DeleteSession deleted the answer of %+v", k.owner)
+		}
+	}
+}
+
+// testSweep checks that Sweep deletes the keys older than TTL, answered
+// or pending, of every owner, and keeps the others.
 func testSweep(t *testing.T, b Backend) {
 	alice, bob := newOwner(), newOwner()
 	for _, k := range []struct {
-		owner    idempotency.Owner
-		key      string
-		age      time.Duration
-		complete bool
+		owner   idempotency.Owner
+		key     string
+		age     time.Duration
+		pending bool
 	}{
-		{alice, "old", idempotency.TTL + time.Minute, true},
-		{alice, "old-pending", idempotency.TTL + time.Minute, false},
-		{bob, "old", idempotency.TTL + time.Hour, true},
-		{alice, "young", idempotency.TTL - time.Minute, true},
-		{bob, "new", 0, false},
+		{alice, "old", idempotency.TTL + time.Minute, false},
+		{alice, "old-pending", idempotency.TTL + time.Minute, true},
+		{bob, "old", idempotency.TTL + time.Hour, false},
+		{alice, "young", idempotency.TTL - time.Minute, false},
+		{bob, "new", 0, true},
 	} {
-		reserve(t, b.Store, k.owner, k.key, "h")
-		if k.complete {
-			complete(t, b.Store, k.owner, k.key, 201, "{}")
+		if k.pending {
+			b.Pend(t, k.owner, k.key, "h")
+		} else {
+			mustSave(t, b.Store, k.owner, k.key, "h", 201, "{}")
 		}
 		b.Age(t, k.owner, k.key, k.age)
 	}
@@ -157,8 +248,8 @@ func testSweep(t *testing.T, b Backend) {
 	if got := b.Count(t); got != 2 {
 		t.Fatalf("%d keys left, want 2", got)
 	}
-	if rec, ok := reserve(t, b.Store, alice, "young", "h"); ok || rec.StatusCode != 201 {
-		t.Fatalf("young key after the sweep = %+v, %v; want its stored response", rec, ok)
+	if rec, found := lookup(t, b.Store, alice, "young"); !found || rec.StatusCode != 201 {
+		t.Fatalf("young key after the sweep = %+v, %v; want its stored response", rec, found)
 	}
 	if n, err := b.Store.Sweep(context.Background()); err != nil || n != 0 {
 		t.Fatalf("second Sweep = %d, %v; want 0", n, err)
@@ -169,13 +260,13 @@ func testSweep(t *testing.T, b Backend) {
 // interval, and returns nil when its context ends.
 func testRunSweeps(t *testing.T, b Backend) {
 	owner := newOwner()
-	reserve(t, b.Store, owner, "first", "h")
+	mustSave(t, b.Store, owner, "first", "h", 201, "{}")
 	b.Age(t, owner, "first", idempotency.TTL+time.Minute)
 	stop := ledgertest.Go(context.Background(), t, "sweeps", func(ctx context.Context) error {
 		return idempotency.RunSweeps(ctx, b.Store, 10*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	})
 	ledgertest.WaitUntil(t, 10*time.Second, "the first expired key is swept", func() bool { return b.Count(t) == 0 })
-	reserve(t, b.Store, owner, "second", "h")
+	mustSave(t, b.Store, owner, "second", "h", 201, "{}")
 	b.Age(t, owner, "second", idempotency.TTL+time.Minute)
 	ledgertest.WaitUntil(t, 10*time.Second, "the second expired key is swept", func() bool { return b.Count(t) == 0 })
 	stop()
@@ -183,33 +274,34 @@ func testRunSweeps(t *testing.T, b Backend) {
 
 func testKeysBelongToOneUser(t *testing.T, b Backend) {
 	alice, bob := newOwner(), newOwner()
-	reserve(t, b.Store, alice, "k", "h")
-	if _, ok := reserve(t, b.Store, bob, "k", "other"); !ok {
+	mustSave(t, b.Store, alice, "k", "h", 201, `{"of":"alice"}`)
+	if rec, found := lookup(t, b.Store, bob, "k"); found {
+		t.Fatalf("a key of one owner answered for another: %+v", rec)
+	}
+	if _, saved := save(t, b.Store, bob, "k", "other", 200, `{"of":"bob"}`); !saved {
 		t.Fatal("a key of one owner blocked another owner")
+	}
+	if rec, _ := lookup(t, b.Store, alice, "k"); string(rec.Response) != `{"of":"alice"}` {
+		t.Fatalf("alice's key after bob's Save = %+v, want her answer", rec)
 	}
 }
 
 // testKeysBelongToOneAccount uses one user id and one key in two accounts:
-// neither sees the other's record, and each completes and releases only its
-// own.
+// neither sees the other's record, and each stores only its own.
 func testKeysBelongToOneAccount(t *testing.T, b Backend) {
 	inA := newOwner()
 	inB := idempotency.Owner{Account: uuid.New(), User: inA.User}
-	reserve(t, b.Store, inA, "k", "h")
-	complete(t, b.Store, inA, "k", 201, `{"notes":"account A's"}`)
-	rec, ok := reserve(t, b.Store, inB, "k", "h")
-	if !ok {
+	mustSave(t, b.Store, inA, "k", "h", 201, `{"notes":"account A's"}`)
+	if rec, found := lookup(t, b.Store, inB, "k"); found {
 		t.Fatalf("the key of account A answered in account B: %+v", rec)
 	}
-	if err := b.Store.Release(context.Background(), inB, "k"); err != nil {
-		t.Fatalf("Release in account B: %v", err)
+	if err := appendWithAnswer(t, b.Log, idempotency.Answer(inB, "k", "h", 200, []byte("{}"))); err != nil {
+		t.Fatalf("an append with the key in account B: %v", err)
 	}
-	if rec, ok := reserve(t, b.Store, inA, "k", "h"); ok || string(rec.Response) != `{"notes":"account A's"}` {
-		t.Fatalf("account A's key after account B released its own = %+v, %v; want A's response", rec, ok)
+	if rec, _ := lookup(t, b.Store, inA, "k"); !sameRecord(rec, "h", 201, `{"notes":"account A's"}`) {
+		t.Fatalf("account A's key after account B stored its own = %+v; want A's response", rec)
 	}
-	reserve(t, b.Store, inB, "k", "h")
-	complete(t, b.Store, inB, "k", 200, "{}")
-	if rec, _ := reserve(t, b.Store, inB, "k", "h"); rec.StatusCode != 200 {
+	if rec, _ := lookup(t, b.Store, inB, "k"); !sameRecord(rec, "h", 200, "{}") {
 		t.Fatalf("account B's key = %+v, want its own response", rec)
 	}
 	if got := b.Count(t); got != 2 {
@@ -219,64 +311,102 @@ func testKeysBelongToOneAccount(t *testing.T, b Backend) {
 
 func testExpiredKeyIsAbsent(t *testing.T, b Backend) {
 	owner := newOwner()
-	reserve(t, b.Store, owner, "old", "h1")
-	complete(t, b.Store, owner, "old", 201, "{}")
+	mustSave(t, b.Store, owner, "old", "h1", 201, "{}")
 	b.Age(t, owner, "old", idempotency.TTL+time.Minute)
-	if _, ok := reserve(t, b.Store, owner, "old", "h2"); !ok {
-		t.Fatal("an expired key was not reserved anew")
+	if rec, found := lookup(t, b.Store, owner, "old"); found {
+		t.Fatalf("Lookup of an expired key = %+v, want none", rec)
 	}
-	complete(t, b.Store, owner, "old", 200, "{}")
-	if rec, _ := reserve(t, b.Store, owner, "old", "h2"); rec.StatusCode != 200 || rec.RequestHash != "h2" {
+	if _, saved := save(t, b.Store, owner, "old", "h2", 200, "{}"); !saved {
+		t.Fatal("an expired key was not taken anew")
+	}
+	if rec, _ := lookup(t, b.Store, owner, "old"); !sameRecord(rec, "h2", 200, "{}") {
 		t.Fatalf("record after re-use = %+v, want the new request's", rec)
 	}
+	// An append takes an expired key too.
+	mustSave(t, b.Store, owner, "appended", "h1", 201, "{}")
+	b.Age(t, owner, "appended", idempotency.TTL+time.Minute)
+	if err := appendWithAnswer(t, b.Log, idempotency.Answer(owner, "appended", "h2", 200, []byte("{}"))); err != nil {
+		t.Fatalf("an append over an expired key: %v", err)
+	}
+	if rec, _ := lookup(t, b.Store, owner, "appended"); !sameRecord(rec, "h2", 200, "{}") {
+		t.Fatalf("record after the append = %+v, want the append's answer", rec)
+	}
 	// A key just inside its lifetime is kept.
-	reserve(t, b.Store, owner, "young", "h")
-	complete(t, b.Store, owner, "young", 201, "{}")
+	mustSave(t, b.Store, owner, "young", "h", 201, "{}")
 	b.Age(t, owner, "young", idempotency.TTL-time.Minute)
-	if _, ok := reserve(t, b.Store, owner, "young", "h"); ok {
-		t.Fatal("a key younger than TTL was reserved anew")
+	if _, found := lookup(t, b.Store, owner, "young"); !found {
+		t.Fatal("a key younger than TTL was not found")
+	}
+	if _, saved := save(t, b.Store, owner, "young", "h", 200, "{}"); saved {
+		t.Fatal("a key younger than TTL was taken anew")
 	}
 }
 
-func testAbandonedReservation(t *testing.T, b Backend) {
+// testAbandonedPendingKey checks that a pending key holds until it is
+// older than PendingTimeout, and is then taken over by Save or an append.
+func testAbandonedPendingKey(t *testing.T, b Backend) {
 	owner := newOwner()
-	reserve(t, b.Store, owner, "k", "h")
-	b.Age(t, owner, "k", idempotency.PendingTimeout/2)
-	if _, ok := reserve(t, b.Store, owner, "k", "h"); ok {
-		t.Fatal("a reservation younger than PendingTimeout was taken over")
+	for _, key := range []string{"saved", "appended"} {
+		b.Pend(t, owner, key, "h")
+		b.Age(t, owner, key, idempotency.PendingTimeout/2)
+		if rec, found := lookup(t, b.Store, owner, key); !found || !rec.Pending() {
+			t.Fatalf("Lookup of a key pending for less than PendingTimeout = %+v, %v; want it pending", rec, found)
+		}
+		b.Age(t, owner, key, idempotency.PendingTimeout)
+		if rec, found := lookup(t, b.Store, owner, key); found {
+			t.Fatalf("Lookup of an abandoned pending key = %+v, want none", rec)
+		}
 	}
-	b.Age(t, owner, "k", idempotency.PendingTimeout)
-	if _, ok := reserve(t, b.Store, owner, "k", "h"); !ok {
-		t.Fatal("an abandoned reservation was not taken over")
+	if _, saved := save(t, b.Store, owner, "saved", "h", 201, "{}"); !saved {
+		t.Fatal("Save did not take over an abandoned pending key")
+	}
+	if err := appendWithAnswer(t, b.Log, idempotency.Answer(owner, "appended", "h", 201, []byte("{}"))); err != nil {
+		t.Fatalf("an append over an abandoned pending key: %v", err)
+	}
+	for _, key := range []string{"saved", "appended"} {
+		if rec, found := lookup(t, b.Store, owner, key); !found || !sameRecord(rec, "h", 201, "{}") {
+			t.Fatalf("%s key after the take-over = %+v, %v; want its answer", key, rec, found)
+		}
 	}
 }
 
-func testConcurrentReserve(t *testing.T, b Backend) {
+// testConcurrentSave runs many Saves of one key at once, each with its
+// own answer: exactly one stores its answer, and every other gets it.
+func testConcurrentSave(t *testing.T, b Backend) {
 	const n = 32
 	owner := newOwner()
 	var wg sync.WaitGroup
 	start := make(chan struct{})
-	reserved := make([]bool, n)
+	recs := make([]idempotency.Record, n)
+	saved := make([]bool, n)
 	errs := make([]error, n)
 	for i := range n {
 		wg.Go(func() {
 			<-start
-			_, reserved[i], errs[i] = b.Store.Reserve(context.Background(), owner, "k", "h")
+			recs[i], saved[i], errs[i] = b.Store.Save(context.Background(), owner, "k", "h", 200+i, []byte("{}"))
 		})
 	}
 	close(start)
 	wg.Wait()
-	won := 0
+	winner := -1
 	for i := range n {
 		if errs[i] != nil {
-			t.Fatalf("Reserve %d: %v", i, errs[i])
+			t.Fatalf("Save %d: %v", i, errs[i])
 		}
-		if reserved[i] {
-			won++
+		if saved[i] {
+			if winner >= 0 {
+				t.Fatalf("Saves %d and %d both stored their answer", winner, i)
+			}
+			winner = i
 		}
 	}
-	if won != 1 {
-		t.Fatalf("%d of %d concurrent Reserves reserved the key, want 1", won, n)
+	if winner < 0 {
+		t.Fatalf("none of %d concurrent Saves stored its answer", n)
+	}
+	for i := range n {
+		if recs[i].StatusCode != 200+winner {
+			t.Fatalf("Save %d returned %+v, want the answer of Save %d", i, recs[i], winner)
+		}
 	}
 }
 
@@ -305,29 +435,15 @@ func testSealedAnswers(t *testing.T, b Backend) {
 	}
 	b.PutKey(t, stream, stored)
 
-	if _, ok := reserve(t, b.Sealed, owner, "k", "h"); !ok {
-		t.Fatal("a new key was not reserved")
-	}
-	complete(t, b.Sealed, owner, "k", 201, secret)
+	mustSave(t, b.Sealed, owner, "k", "h", 201, secret)
 	if raw := b.Stored(t, owner, "k"); bytes.Contains(raw, []byte("Jane Roe")) || !bytes.HasPrefix(raw, []byte("sealed:")) {
 		t.Fatalf("the answer is stored as %q, want it sealed", raw)
 	}
-	rec, ok := reserve(t, b.Sealed, owner, "k", "h")
-	if ok || rec.StatusCode != 201 || string(rec.Response) != secret {
-		t.Fatalf("replay = %+v (reserved %v), want the answer opened", rec, ok)
+	if rec, found := lookup(t, b.Sealed, owner, "k"); !found || !sameRecord(rec, "h", 201, secret) {
+		t.Fatalf("Lookup = %+v, %v; want the answer opened", rec, found)
 	}
-
-	if rec, found, err := b.Sealed.Lookup(t.Context(), owner, "k"); err != nil || !found || string(rec.Response) != secret {
-		t.Fatalf("Lookup = %+v, %v, %v; want the answer opened", rec, found, err)
-	}
-	if _, saved, err := b.Sealed.Save(t.Context(), owner, "saved", "h", 422, []byte(secret)); err != nil || !saved {
-		t.Fatalf("Save = %v, %v", saved, err)
-	}
-	if raw := b.Stored(t, owner, "saved"); bytes.Contains(raw, []byte("Jane Roe")) {
-		t.Fatalf("a saved answer is stored as %q, want it sealed", raw)
-	}
-	if rec, found, err := b.Sealed.Lookup(t.Context(), owner, "saved"); err != nil || !found || string(rec.Response) != secret || rec.StatusCode != 422 {
-		t.Fatalf("Lookup of a saved answer = %+v, %v, %v", rec, found, err)
+	if rec, saved := save(t, b.Sealed, owner, "k", "h", 422, "{}"); saved || !sameRecord(rec, "h", 201, secret) {
+		t.Fatalf("a second Save = %+v (saved %v), want the first answer opened", rec, saved)
 	}
 
 	// No session, or a session without a key: stored as it is.
@@ -335,23 +451,26 @@ func testSealedAnswers(t *testing.T, b Backend) {
 	otherSession := newOwner()
 	otherSession.Session = uuid.New()
 	for _, o := range []idempotency.Owner{plain, otherSession} {
-		reserve(t, b.Sealed, o, "k", "h")
-		complete(t, b.Sealed, o, "k", 200, `{"ok":true}`)
+		mustSave(t, b.Sealed, o, "k", "h", 200, `{"ok":true}`)
 		if raw := b.Stored(t, o, "k"); string(raw) != `{"ok":true}` {
 			t.Fatalf("an answer of %+v is stored as %q, want it as it is", o, raw)
 		}
-		if rec, _ := reserve(t, b.Sealed, o, "k", "h"); string(rec.Response) != `{"ok":true}` {
+		if rec, _ := lookup(t, b.Sealed, o, "k"); string(rec.Response) != `{"ok":true}` {
 			t.Fatalf("replay of %+v = %+v", o, rec)
 		}
 	}
 
-	// The session's key destroyed: the answers are gone with it.
+	// The session's key destroyed: the answers are gone with it, and the
+	// key is taken anew.
 	b.DropKey(t, stream)
-	if rec, found, err := b.Sealed.Lookup(t.Context(), owner, "saved"); err != nil || found {
-		t.Fatalf("after the key was destroyed, Lookup = %+v, %v, %v; want none", rec, found, err)
+	keys := b.Count(t)
+	if rec, found := lookup(t, b.Sealed, owner, "k"); found {
+		t.Fatalf("after the key was destroyed, Lookup = %+v; want none", rec)
 	}
-	rec, ok = reserve(t, b.Sealed, owner, "k", "h2")
-	if !ok || len(rec.Response) != 0 {
-		t.Fatalf("after the key was destroyed, Reserve = %+v (reserved %v), want the key taken anew", rec, ok)
+	if got := b.Count(t); got != keys-1 {
+		t.Fatalf("%d keys after the Lookup of an answer that can no longer be opened, want %d: it is deleted", got, keys-1)
+	}
+	if rec, saved := save(t, b.Sealed, owner, "k", "h2", 200, "{}"); !saved {
+		t.Fatalf("after the key was destroyed, Save = %+v; want the key taken anew", rec)
 	}
 }

@@ -29,69 +29,45 @@ func New(pool *pgxpool.Pool, opts ...idempotency.Option) *Store {
 	return &Store{pool: pool, sealing: idempotency.NewSealing(opts)}
 }
 
-// reserveSQL inserts the key, or takes over a row that has expired or whose
-// reservation was abandoned; it returns a row only when the caller got the
-// key.
-const reserveSQL = `
-INSERT INTO idempotency_keys AS k (account_id, user_id, key, request_hash) VALUES ($1, $2, $3, $4)
-ON CONFLICT (account_id, user_id, key) DO UPDATE
-    SET request_hash = EXCLUDED.request_hash, status_code = NULL, response = NULL, created_at = now()
-    WHERE k.created_at < now() - make_interval(secs => $5)
-       OR (k.status_code IS NULL AND k.created_at < now() - make_interval(secs => $6))
-RETURNING true`
-
-// selectSQL reads a key's record with its session's data key, if any, to
-// open its answer with.
-var selectSQL = `
+// lookupSQL reads a key that no new request may take over, with its
+// session's data key, if any, to open its answer with.
+var lookupSQL = `
 SELECT i.request_hash, coalesce(i.status_code, 0), coalesce(i.response, ''), i.session_id, d.key_id, d.wrapped, d.master_key_id
 FROM idempotency_keys AS i LEFT JOIN data_keys AS d ON d.stream_id = (` + eventcodec.StreamNameSQL("i.account_id::text", "i.session_id::text") + `) COLLATE "C"
-WHERE i.account_id = $1 AND i.user_id = $2 AND i.key = $3`
+WHERE i.account_id = $1 AND i.user_id = $2 AND i.key = $3
+    AND i.created_at >= now() - make_interval(secs => $4)
+    AND (i.status_code IS NOT NULL OR i.created_at >= now() - make_interval(secs => $5))`
 
 // dropUnreadableSQL deletes a key whose stored answer can no longer be
 // opened (its session was erased), as the erasure does.
 const dropUnreadableSQL = `DELETE FROM idempotency_keys WHERE account_id = $1 AND user_id = $2 AND key = $3 AND response = $4`
 
-// reserveAttempts bounds the loop in Reserve: it repeats only when the
-// holder released the key between the insert and the select.
-const reserveAttempts = 3
-
-// Reserve implements idempotency.Store.
-func (s *Store) Reserve(ctx context.Context, owner idempotency.Owner, key, requestHash string) (idempotency.Record, bool, error) {
-	for range reserveAttempts {
-		var got bool
-		err := s.pool.QueryRow(ctx, reserveSQL, owner.Account, owner.User, key, requestHash, idempotency.TTL.Seconds(), idempotency.PendingTimeout.Seconds()).Scan(&got)
-		if err == nil {
-			return idempotency.Record{RequestHash: requestHash}, true, nil
-		}
-		if !errors.Is(err, pgx.ErrNoRows) {
-			return idempotency.Record{}, false, pgerr.Classify(fmt.Errorf("reserve idempotency key: %w", err))
-		}
-		// Held by another request; a key whose answer was erased is
-		// dropped (read), and taken on the next attempt.
-		rec, found, err := s.read(ctx, owner, key, selectSQL, owner.Account, owner.User, key)
-		if err != nil {
-			return idempotency.Record{}, false, pgerr.Classify(fmt.Errorf("read idempotency key: %w", err))
-		}
-		if found {
-			return rec, false, nil
-		}
+// Lookup implements idempotency.Store. A key whose answer can no longer
+// be opened (its session was erased) is not found, and is deleted, as the
+// erasure does.
+func (s *Store) Lookup(ctx context.Context, owner idempotency.Owner, key string) (idempotency.Record, bool, error) {
+	var (
+		rec     idempotency.Record
+		session *uuid.UUID
+		dk      idempotency.StoredKey
+	)
+	err := s.pool.QueryRow(ctx, lookupSQL, owner.Account, owner.User, key, idempotency.TTL.Seconds(), idempotency.PendingTimeout.Seconds()).
+		Scan(&rec.RequestHash, &rec.StatusCode, &rec.Response, &session, &dk.ID, &dk.Wrapped, &dk.MasterKeyID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return idempotency.Record{}, false, nil
 	}
-	return idempotency.Record{}, false, fmt.Errorf("reserve idempotency key: released and taken %d times in a row", reserveAttempts)
-}
-
-// Complete implements idempotency.Store.
-func (s *Store) Complete(ctx context.Context, owner idempotency.Owner, key string, status int, body []byte) error {
-	body, err := s.sealAnswer(ctx, owner, body)
 	if err != nil {
-		return err
+		return idempotency.Record{}, false, pgerr.Classify(fmt.Errorf("look up idempotency key: %w", err))
 	}
-	_, err = s.pool.Exec(ctx, `
-UPDATE idempotency_keys SET status_code = $4, response = $5, session_id = $6
-WHERE account_id = $1 AND user_id = $2 AND key = $3 AND status_code IS NULL`, owner.Account, owner.User, key, status, body, nullUUID(owner.Session))
-	if err != nil {
-		return pgerr.Classify(fmt.Errorf("store idempotent response: %w", err))
+	body, ok := s.sealing.OpenAnswer(owner.Account, orNil(session), dk.Key(), rec.Response)
+	if !ok {
+		if _, err := s.pool.Exec(ctx, dropUnreadableSQL, owner.Account, owner.User, key, rec.Response); err != nil {
+			return idempotency.Record{}, false, pgerr.Classify(fmt.Errorf("drop an erased idempotency key: %w", err))
+		}
+		return idempotency.Record{}, false, nil
 	}
-	return nil
+	rec.Response = body
+	return rec, true, nil
 }
 
 // sealAnswer returns body as stored for owner's request: sealed under its
@@ -143,18 +119,10 @@ func (s *Store) Sweep(ctx context.Context) (int64, error) {
 	return tag.RowsAffected(), nil
 }
 
-// Release implements idempotency.Store.
-func (s *Store) Release(ctx context.Context, owner idempotency.Owner, key string) error {
-	_, err := s.pool.Exec(ctx, `
-DELETE FROM idempotency_keys WHERE account_id = $1 AND user_id = $2 AND key = $3 AND status_code IS NULL`, owner.Account, owner.User, key)
-	if err != nil {
-		return pgerr.Classify(fmt.Errorf("release idempotency key: %w", err))
-	}
-	return nil
-}
-
-// saveSQL stores an answer as reserveSQL reserves a key: it returns a row
-// only when it stored it.
+// saveSQL stores an answer, taking over a key that has expired or has
+// been pending for longer than PendingTimeout; it returns a row only when
+// it stored it. An append's answer is stored the same way (pgstore's
+// answerSQL).
 const saveSQL = `
 INSERT INTO idempotency_keys AS k (account_id, user_id, key, request_hash, status_code, response, session_id) VALUES ($1, $2, $3, $4, $7, $8, $9)
 ON CONFLICT (account_id, user_id, key) DO UPDATE
@@ -164,46 +132,10 @@ ON CONFLICT (account_id, user_id, key) DO UPDATE
        OR (k.status_code IS NULL AND k.created_at < now() - make_interval(secs => $6))
 RETURNING true`
 
-// lookupSQL reads a key that no new request may take over.
-var lookupSQL = selectSQL + `
-    AND i.created_at >= now() - make_interval(secs => $4)
-    AND (i.status_code IS NOT NULL OR i.created_at >= now() - make_interval(secs => $5))`
-
-// Lookup implements idempotency.Store.
-func (s *Store) Lookup(ctx context.Context, owner idempotency.Owner, key string) (idempotency.Record, bool, error) {
-	rec, found, err := s.read(ctx, owner, key, lookupSQL, owner.Account, owner.User, key, idempotency.TTL.Seconds(), idempotency.PendingTimeout.Seconds())
-	if err != nil {
-		return idempotency.Record{}, false, pgerr.Classify(fmt.Errorf("look up idempotency key: %w", err))
-	}
-	return rec, found, nil
-}
-
-// read runs query, a selectSQL for owner's key, and returns the record
-// with its answer opened; found is false when there is none, or when its
-// answer can no longer be opened (its session was erased): the key is then
-// deleted, as the erasure does.
-func (s *Store) read(ctx context.Context, owner idempotency.Owner, key, query string, args ...any) (rec idempotency.Record, found bool, err error) {
-	var (
-		session *uuid.UUID
-		dk      idempotency.StoredKey
-	)
-	err = s.pool.QueryRow(ctx, query, args...).Scan(&rec.RequestHash, &rec.StatusCode, &rec.Response, &session, &dk.ID, &dk.Wrapped, &dk.MasterKeyID)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return idempotency.Record{}, false, nil
-	}
-	if err != nil {
-		return idempotency.Record{}, false, err
-	}
-	body, ok := s.sealing.OpenAnswer(owner.Account, orNil(session), dk.Key(), rec.Response)
-	if !ok {
-		if _, err := s.pool.Exec(ctx, dropUnreadableSQL, owner.Account, owner.User, key, rec.Response); err != nil {
-			return idempotency.Record{}, false, fmt.Errorf("drop an erased idempotency key: %w", err)
-		}
-		return idempotency.Record{}, false, nil
-	}
-	rec.Response = body
-	return rec, true, nil
-}
+// saveAttempts bounds the loop in Save: it repeats only when the key that
+// another request held is gone by the time it is read (expired, or its
+// session erased).
+const saveAttempts = 3
 
 // Save implements idempotency.Store.
 func (s *Store) Save(ctx context.Context, owner idempotency.Owner, key, requestHash string, status int, body []byte) (idempotency.Record, bool, error) {
@@ -211,7 +143,7 @@ func (s *Store) Save(ctx context.Context, owner idempotency.Owner, key, requestH
 	if err != nil {
 		return idempotency.Record{}, false, err
 	}
-	for range reserveAttempts {
+	for range saveAttempts {
 		var saved bool
 		err := s.pool.QueryRow(ctx, saveSQL, owner.Account, owner.User, key, requestHash, idempotency.TTL.Seconds(), idempotency.PendingTimeout.Seconds(), status, stored, nullUUID(owner.Session)).Scan(&saved)
 		if err == nil {
@@ -228,5 +160,5 @@ func (s *Store) Save(ctx context.Context, owner idempotency.Owner, key, requestH
 			return rec, false, nil
 		}
 	}
-	return idempotency.Record{}, false, fmt.Errorf("store idempotent answer: key released and taken %d times in a row", reserveAttempts)
+	return idempotency.Record{}, false, fmt.Errorf("store idempotent answer: key held and gone %d times in a row", saveAttempts)
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/resolutionflow/ledgerd/eventstore"
+	"github.com/resolutionflow/ledgerd/eventstore/pgstore"
 	"github.com/resolutionflow/ledgerd/idempotency"
 	"github.com/resolutionflow/ledgerd/idempotency/idemtest"
 	"github.com/resolutionflow/ledgerd/idempotency/pgidem"
@@ -35,6 +36,10 @@ func newBackend(tb testing.TB) idemtest.Backend {
 	return idemtest.Backend{
 		Store:  pgidem.New(pool),
 		Sealed: pgidem.New(pool, idempotency.SealedBy(idemtest.Keyring)),
+		Log:    pgstore.New(pool),
+		Pend: func(tb testing.TB, owner idempotency.Owner, key, hash string) {
+			exec(tb, `INSERT INTO idempotency_keys (account_id, user_id, key, request_hash) VALUES ($1, $2, $3, $4)`, owner.Account, owner.User, key, hash)
+		},
 		PutKey: func(tb testing.TB, stream string, key *eventstore.DataKey) {
 			exec(tb, `INSERT INTO data_keys (stream_id, key_id, wrapped, master_key_id) VALUES ($1, $2, $3, $4)`, stream, key.ID, key.Wrapped, key.MasterKeyID)
 		},

@@ -28,21 +28,11 @@ var _ idempotency.Store = (*Store)(nil)
 
 // New returns a store on the embedded SQLite file through db, the
 // file's write handle (sqlitestore.Store.DB): its transactions begin
-// IMMEDIATE, so a reservation checks and takes a key under the file's write
-// lock and two reservations of one key never both succeed.
+// IMMEDIATE, so Save checks and takes a key under the file's write lock and
+// two answers for one key are never both stored.
 func New(db *sql.DB, opts ...idempotency.Option) *Store {
 	return &Store{db: db, sealing: idempotency.NewSealing(opts)}
 }
-
-// sqliteReserveSQL inserts the key, or takes over a row that has expired
-// or whose reservation was abandoned; it returns a row only when the caller
-// got the key.
-const sqliteReserveSQL = `
-INSERT INTO idempotency_keys AS k (account_id, user_id, key, request_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
-ON CONFLICT (account_id, user_id, key) DO UPDATE
-    SET request_hash = excluded.request_hash, status_code = NULL, response = NULL, created_at = excluded.created_at
-    WHERE k.created_at < ?6 OR (k.status_code IS NULL AND k.created_at < ?7)
-RETURNING 1`
 
 // sqliteSelectSQL reads a key's record with its session's data key, if
 // any, to open its answer with.
@@ -51,49 +41,6 @@ SELECT i.request_hash, coalesce(i.status_code, 0), coalesce(i.response, x''), i.
 FROM idempotency_keys AS i LEFT JOIN data_keys AS d ON d.stream_id = ` + eventcodec.StreamNameSQL("i.account_id", "i.session_id") + `
 WHERE i.account_id = ? AND i.user_id = ? AND i.key = ?`
 
-// Reserve implements idempotency.Store.
-func (s *Store) Reserve(ctx context.Context, owner idempotency.Owner, key, requestHash string) (idempotency.Record, bool, error) {
-	now := time.Now().UTC()
-	expired := now.Add(-idempotency.TTL).Format(sqlitestore.TimeLayout)
-	abandoned := now.Add(-idempotency.PendingTimeout).Format(sqlitestore.TimeLayout)
-
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return idempotency.Record{}, false, sqlitestore.Classify(fmt.Errorf("reserve idempotency key: begin: %w", err))
-	}
-	defer tx.Rollback() // a no-op after Commit
-	rec := idempotency.Record{RequestHash: requestHash}
-	var one int
-	reserve := func() error {
-		return tx.QueryRowContext(ctx, sqliteReserveSQL, owner.Account.String(), owner.User.String(), key, requestHash, now.Format(sqlitestore.TimeLayout), expired, abandoned).Scan(&one)
-	}
-	err = reserve()
-	reserved := err == nil
-	if errors.Is(err, sql.ErrNoRows) {
-		// Held by another request: read its record in the same transaction,
-		// which no release can slip between.
-		var ok bool
-		rec, ok, err = s.read(ctx, tx, owner, key, sqliteSelectSQL, owner.Account.String(), owner.User.String(), key)
-		if err == nil && !ok {
-			// Its session was erased: the answer is gone, and the key
-			// with it; take the key.
-			_, err = tx.ExecContext(ctx, `DELETE FROM idempotency_keys WHERE account_id = ? AND user_id = ? AND key = ?`,
-				owner.Account.String(), owner.User.String(), key)
-			if err == nil {
-				rec, err = idempotency.Record{RequestHash: requestHash}, reserve()
-				reserved = err == nil
-			}
-		}
-	}
-	if err != nil {
-		return idempotency.Record{}, false, sqlitestore.Classify(fmt.Errorf("reserve idempotency key: %w", err))
-	}
-	if err := tx.Commit(); err != nil {
-		return idempotency.Record{}, false, sqlitestore.Classify(fmt.Errorf("reserve idempotency key: commit: %w", err))
-	}
-	return rec, reserved, nil
-}
-
 // rowQuerier is the write handle or one of its transactions.
 type rowQuerier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
@@ -101,7 +48,8 @@ type rowQuerier interface {
 
 // read runs query, a sqliteSelectSQL for owner's key, on q and returns the
 // record with its answer opened; ok is false when the answer cannot be
-// opened (its session was erased).
+// opened (its session was erased), and the record then holds the answer
+// as stored, for the caller to delete the key by.
 func (s *Store) read(ctx context.Context, q rowQuerier, owner idempotency.Owner, key, query string, args ...any) (rec idempotency.Record, ok bool, err error) {
 	var (
 		session    uuid.NullUUID
@@ -117,8 +65,12 @@ func (s *Store) read(ctx context.Context, q rowQuerier, owner idempotency.Owner,
 	if id.Valid && master.Valid {
 		dk = idempotency.StoredKey{ID: &id.String, Wrapped: wrapped, MasterKeyID: &master.String}
 	}
-	rec.Response, ok = s.sealing.OpenAnswer(owner.Account, session.UUID, dk.Key(), rec.Response)
-	return rec, ok, nil
+	body, ok := s.sealing.OpenAnswer(owner.Account, session.UUID, dk.Key(), rec.Response)
+	if !ok {
+		return rec, false, nil
+	}
+	rec.Response = body
+	return rec, true, nil
 }
 
 // sealAnswer returns body as stored for owner's request: sealed under its
@@ -141,21 +93,6 @@ func (s *Store) sealAnswer(ctx context.Context, owner idempotency.Owner, body []
 		dk = idempotency.StoredKey{ID: &id.String, Wrapped: wrapped, MasterKeyID: &master.String}
 	}
 	return s.sealing.SealAnswer(owner, dk.Key(), body)
-}
-
-// Complete implements idempotency.Store.
-func (s *Store) Complete(ctx context.Context, owner idempotency.Owner, key string, status int, body []byte) error {
-	body, err := s.sealAnswer(ctx, owner, body)
-	if err != nil {
-		return err
-	}
-	_, err = s.db.ExecContext(ctx, `
-UPDATE idempotency_keys SET status_code = ?, response = ?, session_id = ?
-WHERE account_id = ? AND user_id = ? AND key = ? AND status_code IS NULL`, status, body, nullSession(owner.Session), owner.Account.String(), owner.User.String(), key)
-	if err != nil {
-		return sqlitestore.Classify(fmt.Errorf("store idempotent response: %w", err))
-	}
-	return nil
 }
 
 // nullSession is a session id as stored: NULL for uuid.Nil.
@@ -186,16 +123,6 @@ func (s *Store) Sweep(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
-// Release implements idempotency.Store.
-func (s *Store) Release(ctx context.Context, owner idempotency.Owner, key string) error {
-	_, err := s.db.ExecContext(ctx, `
-DELETE FROM idempotency_keys WHERE account_id = ? AND user_id = ? AND key = ? AND status_code IS NULL`, owner.Account.String(), owner.User.String(), key)
-	if err != nil {
-		return sqlitestore.Classify(fmt.Errorf("release idempotency key: %w", err))
-	}
-	return nil
-}
-
 // Lookup implements idempotency.Store.
 func (s *Store) Lookup(ctx context.Context, owner idempotency.Owner, key string) (idempotency.Record, bool, error) {
 	now := time.Now().UTC()
@@ -220,8 +147,10 @@ func (s *Store) Lookup(ctx context.Context, owner idempotency.Owner, key string)
 	return rec, true, nil
 }
 
-// sqliteSaveSQL stores an answer as sqliteReserveSQL reserves a key: it
-// returns a row only when it stored it.
+// sqliteSaveSQL stores an answer, taking over a key that has expired or
+// has been pending for longer than PendingTimeout; it returns a row only
+// when it stored it. An append's answer is stored the same way
+// (sqlitestore's insertAnswer).
 const sqliteSaveSQL = `
 INSERT INTO idempotency_keys AS k (account_id, user_id, key, request_hash, created_at, status_code, response, session_id) VALUES (?1, ?2, ?3, ?4, ?5, ?8, ?9, ?10)
 ON CONFLICT (account_id, user_id, key) DO UPDATE

@@ -38,6 +38,11 @@ func newSQLite(tb testing.TB) idemtest.Backend {
 	return idemtest.Backend{
 		Store:  sqliteidem.New(db),
 		Sealed: sqliteidem.New(db, idempotency.SealedBy(idemtest.Keyring)),
+		Log:    s,
+		Pend: func(tb testing.TB, owner idempotency.Owner, key, hash string) {
+			exec(tb, `INSERT INTO idempotency_keys (account_id, user_id, key, request_hash, created_at) VALUES (?, ?, ?, ?, ?)`,
+				owner.Account.String(), owner.User.String(), key, hash, time.Now().UTC().Format(sqlitestore.TimeLayout))
+		},
 		PutKey: func(tb testing.TB, stream string, key *eventstore.DataKey) {
 			exec(tb, `INSERT INTO data_keys (stream_id, key_id, wrapped, master_key_id) VALUES (?, ?, ?, ?)`, stream, key.ID, key.Wrapped, key.MasterKeyID)
 		},

@@ -21,9 +21,14 @@ import (
 )
 
 const (
-	readyTimeout  = 10 * time.Second
-	startAttempts = 20
-	retryWait     = 50 * time.Millisecond
+	readyTimeout = 10 * time.Second
+	// electionTimeout bounds WaitCurrent: after a stream's leader was
+	// stopped, a cluster starved by the whole suite running beside it
+	// took more than readyTimeout to elect and catch up (its Raft groups
+	// missing heartbeats and electing again).
+	electionTimeout = 45 * time.Second
+	startAttempts   = 20
+	retryWait       = 50 * time.Millisecond
 )
 
 // Server is an in-process NATS server with JetStream on.
@@ -189,7 +194,7 @@ const account = server.DEFAULT_GLOBAL_ACCOUNT
 // every node's replica of it is current, failing tb after a bound.
 func (c *Cluster) WaitCurrent(tb testing.TB, stream string) {
 	tb.Helper()
-	deadline := time.Now().Add(readyTimeout)
+	deadline := time.Now().Add(electionTimeout)
 	for time.Now().Before(deadline) {
 		metaLeader, streamLeader, current := false, stream == "", true
 		for _, s := range c.Nodes {
@@ -210,7 +215,7 @@ func (c *Cluster) WaitCurrent(tb testing.TB, stream string) {
 		}
 		time.Sleep(retryWait) // polling the elections
 	}
-	tb.Fatalf("natstest: the cluster's JetStream (stream %q) not current within %v", stream, readyTimeout)
+	tb.Fatalf("natstest: the cluster's JetStream (stream %q) not current within %v", stream, electionTimeout)
 }
 
 // StreamLeader returns the node that leads the stream, nil if none does.

@@ -40,7 +40,7 @@ type ChunkReader interface {
 // fewer, the readers would take turns instead of reading together.
 func ScanChunks(ctx context.Context, chunks int64, chunkRows int64, readers int, open func(context.Context) (ChunkReader, error), fn func(*Row) error) error {
 	readers = max(1, readers)
-	inFlight := max(BatchesInFlight, 2*int((chunkRows+BatchRows-1)/BatchRows))
+	inFlight := max(4, 2*int((chunkRows+BatchRows-1)/BatchRows))
 	stop := make(chan struct{})
 	full := make([]chan *Batch, readers)
 	done := make(chan struct{}, readers)

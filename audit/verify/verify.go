@@ -125,13 +125,9 @@ type Options struct {
 	Progress func(events int64)
 }
 
-// Adapters read the log in batches of BatchRows rows, at most
-// BatchesInFlight of them between a reader and the checks: memory stays
-// constant whatever the log's size.
-const (
-	BatchRows       = 1024
-	BatchesInFlight = 4
-)
+// BatchRows is how many rows a Batch holds: a reader hands the checks
+// the log in batches of it (ScanChunks).
+const BatchRows = 1024
 
 // ProgressEvery is how many events pass between two calls of
 // Options.Progress.

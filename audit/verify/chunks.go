@@ -3,6 +3,8 @@ package verify
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
+	"fmt"
 	"runtime"
 	"time"
 
@@ -18,11 +20,12 @@ func Readers() int { return min(8, runtime.GOMAXPROCS(0)+1) }
 // A ChunkReader reads chunks of the log for ScanChunks, on one goroutine,
 // as of the snapshot every reader shares.
 type ChunkReader interface {
-	// ReadChunk adds the events of chunk c to b in position order. When b
-	// is full it calls flush(b), which hands b to the checks and returns
-	// an empty batch to go on with, or nil when the checks have stopped:
-	// ReadChunk then returns at once. It returns the batch it holds.
-	ReadChunk(ctx context.Context, c int64, b *Batch, flush func(*Batch) *Batch) (*Batch, error)
+	// ReadChunk reads the events of chunk c in position order and passes
+	// each to add, which copies it (its slices need stay valid only until
+	// add returns). When add fails, ReadChunk returns its error at once:
+	// the checks have stopped, the context ended, or the row is not one
+	// the checks can take (a Failure).
+	ReadChunk(ctx context.Context, c int64, add func(*StoredRow) error) error
 	// Close ends the reader's transaction and frees its connection.
 	Close()
 }
@@ -42,13 +45,13 @@ func ScanChunks(ctx context.Context, chunks int64, chunkRows int64, readers int,
 	readers = max(1, readers)
 	inFlight := max(4, 2*int((chunkRows+BatchRows-1)/BatchRows))
 	stop := make(chan struct{})
-	full := make([]chan *Batch, readers)
+	full := make([]chan *batch, readers)
 	done := make(chan struct{}, readers)
 	for r := range full {
-		full[r] = make(chan *Batch, inFlight)
-		free := make(chan *Batch, inFlight)
+		full[r] = make(chan *batch, inFlight)
+		free := make(chan *batch, inFlight)
 		for range inFlight {
-			free <- &Batch{}
+			free <- &batch{}
 		}
 		go func() {
 			defer func() { done <- struct{}{} }()
@@ -66,7 +69,7 @@ func ScanChunks(ctx context.Context, chunks int64, chunkRows int64, readers int,
 // checkChunks hands the rows of every chunk's batches to fn, in order, and
 // each batch back to its reader; a reader's error comes after the rows
 // read before it.
-func checkChunks(chunks int64, full []chan *Batch, fn func(*Row) error) error {
+func checkChunks(chunks int64, full []chan *batch, fn func(*Row) error) error {
 	readers := int64(len(full))
 	for c := range chunks {
 		for {
@@ -89,12 +92,15 @@ func checkChunks(chunks int64, full []chan *Batch, fn func(*Row) error) error {
 	return nil
 }
 
+// errStopped is add's answer once the checks have stopped.
+var errStopped = errors.New("the checks have stopped")
+
 // readChunks reads the chunks reader, reader+readers, ... into batches
 // from free, sent on full in order, the last of each chunk marked, until
 // the chunks end or stop is closed. An error ends the reading: it travels
 // in a batch, in its place in the order.
-func readChunks(ctx context.Context, open func(context.Context) (ChunkReader, error), reader, readers, chunks int64, full chan<- *Batch, free chan *Batch, stop <-chan struct{}) {
-	send := func(b *Batch) bool {
+func readChunks(ctx context.Context, open func(context.Context) (ChunkReader, error), reader, readers, chunks int64, full chan<- *batch, free chan *batch, stop <-chan struct{}) {
+	send := func(b *batch) bool {
 		select {
 		case full <- b:
 			return true
@@ -102,7 +108,7 @@ func readChunks(ctx context.Context, open func(context.Context) (ChunkReader, er
 			return false
 		}
 	}
-	take := func() *Batch {
+	take := func() *batch {
 		select {
 		case b := <-free:
 			b.reset(free)
@@ -111,11 +117,22 @@ func readChunks(ctx context.Context, open func(context.Context) (ChunkReader, er
 			return nil
 		}
 	}
-	flush := func(b *Batch) *Batch {
-		if !send(b) {
-			return nil
+	var b *batch
+	// add copies a row into b, handing b to the checks first when it is
+	// full.
+	add := func(row *StoredRow) error {
+		if len(b.rows) == BatchRows {
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("read the log: %w", err)
+			}
+			if !send(b) {
+				return errStopped
+			}
+			if b = take(); b == nil {
+				return errStopped
+			}
 		}
-		return take()
+		return b.add(row)
 	}
 	r, err := open(ctx)
 	if err != nil {
@@ -127,12 +144,11 @@ func readChunks(ctx context.Context, open func(context.Context) (ChunkReader, er
 	}
 	defer r.Close()
 	for c := reader; c < chunks; c += readers {
-		b := take()
-		if b == nil {
+		if b = take(); b == nil {
 			return
 		}
-		b, err := r.ReadChunk(ctx, c, b, flush)
-		if b == nil {
+		err := r.ReadChunk(ctx, c, add)
+		if errors.Is(err, errStopped) {
 			return
 		}
 		b.last, b.err = true, err
@@ -144,7 +160,7 @@ func readChunks(ctx context.Context, open func(context.Context) (ChunkReader, er
 
 // StoredRow is an event of the log as a reader reads it, with its leaf and
 // the checkpoint that ends at it: its slices are the connection's, valid
-// until Batch.Add returns.
+// until ChunkReader's add returns.
 type StoredRow struct {
 	Position, Version                int64
 	ID, Stream, Type, Data, Metadata []byte
@@ -161,15 +177,15 @@ type StoredRow struct {
 	Root, Note         []byte
 }
 
-// Batch is rows a ChunkReader copied off its connection (at most
-// BatchRows): their bytes in buf, and where each column is in it.
-type Batch struct {
+// batch is rows a reader copied off its connection (at most BatchRows):
+// their bytes in buf, and where each column is in it.
+type batch struct {
 	buf   []byte
 	rows  []batchRow
 	out   Row
 	cp    StoredCheckpoint
 	input []byte // a hash input
-	free  chan<- *Batch
+	free  chan<- *batch
 	last  bool // the chunk's last batch
 	err   error
 }
@@ -192,35 +208,32 @@ type batchRow struct {
 // span is where a column's bytes are in a batch's buf.
 type span struct{ start, end int }
 
-func (b *Batch) reset(free chan<- *Batch) {
+func (b *batch) reset(free chan<- *batch) {
 	b.buf, b.rows, b.free, b.last, b.err = b.buf[:0], b.rows[:0], free, false, nil
 }
 
-// Full reports whether the batch holds BatchRows rows.
-func (b *Batch) Full() bool { return len(b.rows) >= BatchRows }
+func (b *batch) bytes(sp span) []byte { return b.buf[sp.start:sp.end:sp.end] }
 
-func (b *Batch) bytes(sp span) []byte { return b.buf[sp.start:sp.end:sp.end] }
-
-// add copies col into the batch's buf.
-func (b *Batch) add(col []byte) span {
+// keep copies col into the batch's buf.
+func (b *batch) keep(col []byte) span {
 	b.buf = append(b.buf, col...)
 	return span{len(b.buf) - len(col), len(b.buf)}
 }
 
-// Add copies r into the batch and computes the event's hash from its
+// add copies r into the batch and computes the event's hash from its
 // bytes, on the reader's goroutine, so that the checks only compare it.
 // A stored hash that is not 32 bytes is a Failure.
-func (b *Batch) Add(r *StoredRow) error {
+func (b *batch) add(r *StoredRow) error {
 	w := batchRow{position: r.Position, version: r.Version, recordedAt: r.RecordedAt}
 	if len(r.PrevHash) != len(w.prevHash) || len(r.Hash) != len(w.hash) {
 		return &Failure{Position: r.Position, Stream: string(r.Stream), Reason: "a stored hash is not 32 bytes"}
 	}
 	copy(w.prevHash[:], r.PrevHash)
 	copy(w.hash[:], r.Hash)
-	w.id, w.stream, w.typ, w.data, w.meta = b.add(r.ID), b.add(r.Stream), b.add(r.Type), b.add(r.Data), b.add(r.Metadata)
-	w.sealed, w.leafIndex, w.leafHash = r.Sealed, r.LeafIndex, b.add(r.LeafHash)
+	w.id, w.stream, w.typ, w.data, w.meta = b.keep(r.ID), b.keep(r.Stream), b.keep(r.Type), b.keep(r.Data), b.keep(r.Metadata)
+	w.sealed, w.leafIndex, w.leafHash = r.Sealed, r.LeafIndex, b.keep(r.LeafHash)
 	if r.Checkpoint {
-		w.checkpoint, w.cpPosition, w.root, w.note = true, r.CheckpointPosition, b.add(r.Root), b.add(r.Note)
+		w.checkpoint, w.cpPosition, w.root, w.note = true, r.CheckpointPosition, b.keep(r.Root), b.keep(r.Note)
 	}
 	b.event(&w, &b.out.Event)
 	b.input = eventstore.AppendHashInput(b.input[:0], w.prevHash, &b.out.Event)
@@ -230,14 +243,14 @@ func (b *Batch) Add(r *StoredRow) error {
 }
 
 // event sets e to the event of row w, sharing the batch's bytes.
-func (b *Batch) event(w *batchRow, e *eventstore.Event) {
+func (b *batch) event(w *batchRow, e *eventstore.Event) {
 	e.Position, e.Version, e.RecordedAt, e.PrevHash, e.Hash = w.position, w.version, w.recordedAt, w.prevHash, w.hash
 	e.ID, e.Stream, e.Type = BorrowString(b.bytes(w.id)), BorrowString(b.bytes(w.stream)), BorrowString(b.bytes(w.typ))
 	e.Data, e.RawMetadata = b.bytes(w.data), b.bytes(w.meta)
 }
 
 // row returns the batch's row i as a Row, valid until the next call.
-func (b *Batch) row(i int) *Row {
+func (b *batch) row(i int) *Row {
 	w, r := &b.rows[i], &b.out
 	b.event(w, &r.Event)
 	r.Sealed, r.LeafIndex, r.LeafHash, r.Checkpoint, r.Hash = w.sealed, w.leafIndex, b.bytes(w.leafHash), nil, &w.computed

@@ -178,34 +178,29 @@ func eachRow(rows pgx.Rows, fn func(a, b int64, v [][]byte)) error {
 
 // ReadChunk implements verify.ChunkReader: chunk c is the positions [lo,
 // lo+chunk).
-func (r *reader) ReadChunk(ctx context.Context, c int64, b *verify.Batch, flush func(*verify.Batch) *verify.Batch) (*verify.Batch, error) {
+func (r *reader) ReadChunk(ctx context.Context, c int64, add func(*verify.StoredRow) error) error {
 	lo := r.s.first + c*r.s.chunk
 	hi := min(lo+r.s.chunk, r.s.last+1)
 	if err := r.readTree(ctx, lo, hi); err != nil {
-		return b, fmt.Errorf("read the Merkle tree: %w", err)
+		return fmt.Errorf("read the Merkle tree: %w", err)
 	}
 	// rows.Err reports the query's error, after rows.Next returns false.
 	rows, _ := r.tx.Query(ctx, chunkEventsSQL, binaryResults, lo, hi)
 	defer rows.Close()
 	w := &r.row
 	for rows.Next() {
-		if b.Full() {
-			if b = flush(b); b == nil {
-				return nil, nil
-			}
-		}
 		if err := decode(rows.RawValues(), w); err != nil {
-			return b, err
+			return err
 		}
 		r.tree.Attach(w)
-		if err := b.Add(w); err != nil {
-			return b, err
+		if err := add(w); err != nil {
+			return err
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return b, fmt.Errorf("read the log: %w", err)
+		return fmt.Errorf("read the log: %w", err)
 	}
-	return b, nil
+	return nil
 }
 
 // decode sets w from the binary columns v of a row of chunkEventsSQL,

@@ -176,31 +176,23 @@ func (r *reader) readTree(lo, hi int64) error {
 
 // ReadChunk implements verify.ChunkReader: chunk c is the positions [lo,
 // lo+chunk).
-func (r *reader) ReadChunk(ctx context.Context, c int64, b *verify.Batch, flush func(*verify.Batch) *verify.Batch) (*verify.Batch, error) {
+func (r *reader) ReadChunk(_ context.Context, c int64, add func(*verify.StoredRow) error) error {
 	lo := r.s.bounds.first + c*r.s.chunk
 	hi := min(lo+r.s.chunk, r.s.bounds.last+1)
 	if err := r.readTree(lo, hi); err != nil {
-		return b, fmt.Errorf("read the Merkle tree: %w", err)
+		return fmt.Errorf("read the Merkle tree: %w", err)
 	}
 	if err := r.events.query(lo, hi); err != nil {
-		return b, fmt.Errorf("read the log: %w", err)
+		return fmt.Errorf("read the log: %w", err)
 	}
 	e, w := r.events, &r.row
 	for {
 		ok, err := e.step()
 		if err != nil {
-			return b, fmt.Errorf("read the log: %w", err)
+			return fmt.Errorf("read the log: %w", err)
 		}
 		if !ok {
-			return b, nil
-		}
-		if b.Full() {
-			if err := ctx.Err(); err != nil {
-				return b, fmt.Errorf("read the log: %w", err)
-			}
-			if b = flush(b); b == nil {
-				return nil, nil
-			}
+			return nil
 		}
 		*w = verify.StoredRow{
 			Position: e.int64(0), ID: e.bytes(1), Stream: e.bytes(2), Version: e.int64(3), Type: e.bytes(4),
@@ -208,11 +200,11 @@ func (r *reader) ReadChunk(ctx context.Context, c int64, b *verify.Batch, flush 
 		}
 		at := e.bytes(7)
 		if w.RecordedAt, err = time.Parse(eventstore.TimeLayout, verify.BorrowString(at)); err != nil {
-			return b, &verify.Failure{Position: w.Position, Stream: string(w.Stream), Reason: fmt.Sprintf("recorded_at %q is not a recorded time", at)}
+			return &verify.Failure{Position: w.Position, Stream: string(w.Stream), Reason: fmt.Sprintf("recorded_at %q is not a recorded time", at)}
 		}
 		r.tree.Attach(w)
-		if err := b.Add(w); err != nil {
-			return b, err
+		if err := add(w); err != nil {
+			return err
 		}
 	}
 }

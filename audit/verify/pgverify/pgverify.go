@@ -110,7 +110,6 @@ var postgresEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 type reader struct {
 	s    snapshot
 	tx   pgx.Tx
-	ctx  context.Context
 	tree verify.ChunkTree
 	row  verify.StoredRow
 }
@@ -125,11 +124,11 @@ func (s snapshot) open(ctx context.Context) (verify.ChunkReader, error) {
 		_ = tx.Rollback(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("import the verification's snapshot: %w", err)
 	}
-	return &reader{s: s, tx: tx, ctx: ctx}, nil
+	return &reader{s: s, tx: tx}, nil
 }
 
 // Close implements verify.ChunkReader.
-func (r *reader) Close() { _ = r.tx.Rollback(context.WithoutCancel(r.ctx)) }
+func (r *reader) Close() { _ = r.tx.Rollback(context.Background()) }
 
 // int8 decodes a binary bigint.
 func int8(col []byte) (int64, error) {

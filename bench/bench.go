@@ -101,20 +101,16 @@ func DefaultConfig() Config {
 }
 
 // QuickConfig is a run of seconds with small sizes, to see that the
-// figures are there and roughly where; not for comparing.
+// figures are there and roughly where; not for comparing. It runs the
+// same writers, clients and claimers as DefaultConfig.
 func QuickConfig() Config {
-	return Config{
-		Duration:       500 * time.Millisecond,
-		Writers:        []int{1, 4, 16},
-		Clients:        []int{16, 64},
-		Claimers:       64,
-		RaceRounds:     5,
-		LogEvents:      2_000,
-		LagEvents:      200,
-		Growth:         []int64{1_000, 5_000, 10_000},
-		GrowthReads:    50,
-		CatchUpTimeout: 2 * time.Minute,
-	}
+	c := DefaultConfig()
+	c.Duration = 500 * time.Millisecond
+	c.RaceRounds = 5
+	c.LogEvents, c.LagEvents = 2_000, 200
+	c.Growth, c.GrowthReads = []int64{1_000, 5_000, 10_000}, 50
+	c.CatchUpTimeout = 2 * time.Minute
+	return c
 }
 
 // Validate refuses a configuration that cannot run.
